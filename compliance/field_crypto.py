@@ -1,0 +1,81 @@
+"""Field encryption: AES-256-GCM with row-bound associated data.
+
+Ciphertext format (all big-endian)::
+
+    +--------+-----------+-----------+---------------------------+
+    | 0x01   | key id u32| nonce 12B | ciphertext || GCM tag 16B|
+    +--------+-----------+-----------+---------------------------+
+
+The format byte lets the layout change later; the key id names the key version that
+encrypted it, so rotation can run while old and new ciphertexts coexist. The associated data
+(``associated_data(table, column, row_id)``) is not stored: the caller rebuilds it from where the
+value lives, so a ciphertext copied to another row or column fails authentication.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Mapping
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import DecryptionError, MalformedCiphertextError, UnknownKeyVersionError
+
+FORMAT_VERSION = 1
+NONCE_BYTES = 12
+_HEADER = struct.Struct(">BI")
+_MIN_LENGTH = _HEADER.size + NONCE_BYTES + 16
+
+
+def associated_data(table: str, column: str, row_id: str | int) -> bytes:
+    """The associated data binding a ciphertext to one table, column and row."""
+    return f"learner-twin|{table}|{column}|{row_id}".encode()
+
+
+class FieldCipher:
+    """Encrypts and decrypts field values under a set of versioned keys, one active."""
+
+    def __init__(self, keys: Mapping[int, bytes], active_key_id: int) -> None:
+        if active_key_id not in keys:
+            raise ValueError(f"active key id {active_key_id} not among the keys")
+        self._aeads = {key_id: AESGCM(key) for key_id, key in keys.items()}
+        self.active_key_id = active_key_id
+
+    def __repr__(self) -> str:
+        return f"FieldCipher(key_ids={sorted(self._aeads)}, active={self.active_key_id})"
+
+    def encrypt(self, plaintext: bytes, aad: bytes) -> bytes:
+        """Encrypt under the active key with a fresh random 96-bit nonce."""
+        nonce = os.urandom(NONCE_BYTES)
+        body = self._aeads[self.active_key_id].encrypt(nonce, plaintext, aad)
+        return _HEADER.pack(FORMAT_VERSION, self.active_key_id) + nonce + body
+
+    def decrypt(self, blob: bytes, aad: bytes) -> bytes:
+        """Decrypt a ciphertext; raise a ``DecryptionError`` subclass if it does not authenticate."""
+        key_id = key_id_of(blob)
+        aead = self._aeads.get(key_id)
+        if aead is None:
+            raise UnknownKeyVersionError(f"ciphertext uses key version {key_id}, which the keyring does not hold")
+        nonce = bytes(blob[_HEADER.size:_HEADER.size + NONCE_BYTES])
+        try:
+            return aead.decrypt(nonce, bytes(blob[_HEADER.size + NONCE_BYTES:]), aad)
+        except InvalidTag:
+            raise DecryptionError(
+                "ciphertext failed authentication (tampered, moved to another row/column, or wrong key)"
+            ) from None
+
+    def needs_rewrap(self, blob: bytes) -> bool:
+        """True when the ciphertext is not under the active key (rotation work to do)."""
+        return key_id_of(blob) != self.active_key_id
+
+
+def key_id_of(blob: bytes) -> int:
+    """The key version recorded in a ciphertext's header."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) < _MIN_LENGTH:
+        raise MalformedCiphertextError("value is not a field ciphertext (too short)")
+    version, key_id = _HEADER.unpack_from(bytes(blob[:_HEADER.size]))
+    if version != FORMAT_VERSION:
+        raise MalformedCiphertextError(f"unknown ciphertext format version {version}")
+    return key_id

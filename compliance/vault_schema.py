@@ -1,0 +1,88 @@
+"""Migrations of ``privacy_vault.db``: subject keys, erasure tombstones, audit trail, tokens.
+
+These live apart from ``digital_twin.db`` on purpose. Restoring an old data backup brings back
+ciphertext, but not the (destroyed) subject keys, and the tombstones that say whom to erase
+again are still here to be re-applied.
+"""
+
+from twin.storage import Migration
+
+V1_UP = """
+-- Per-subject data keys, wrapped (AES-GCM) by the keyring's active field key.
+CREATE TABLE subject_keys (
+    user_id_hash  TEXT PRIMARY KEY,
+    key_version   INTEGER NOT NULL,
+    wrapped_key   BLOB NOT NULL,
+    created_at    TIMESTAMP NOT NULL
+);
+CREATE INDEX idx_subject_keys_version ON subject_keys (key_version);
+
+-- One row per erased subject (keyed hash only): re-applied after any restore.
+CREATE TABLE erasure_tombstones (
+    user_id_hash  TEXT PRIMARY KEY,
+    receipt_id    TEXT NOT NULL,
+    erased_at     TIMESTAMP NOT NULL,
+    counts        TEXT NOT NULL
+);
+
+-- Append-only, hash-chained record of every access to personal data.
+CREATE TABLE audit_events (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id      TEXT UNIQUE NOT NULL,
+    occurred_at   TIMESTAMP NOT NULL,
+    actor_id      TEXT NOT NULL,
+    actor_role    TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    subject_hash  TEXT,
+    resource      TEXT,
+    request_id    TEXT,
+    details       TEXT,
+    prev_hash     TEXT NOT NULL,
+    event_hash    TEXT NOT NULL
+);
+CREATE INDEX idx_audit_subject ON audit_events (subject_hash, seq);
+CREATE INDEX idx_audit_action ON audit_events (action, seq);
+CREATE INDEX idx_audit_time ON audit_events (occurred_at);
+CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+
+-- Where a retention purge cut the head of the chain: the hash the next event chains to.
+CREATE TABLE audit_checkpoints (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    purged_through_seq INTEGER NOT NULL,
+    last_hash     TEXT NOT NULL,
+    created_at    TIMESTAMP NOT NULL
+);
+
+-- API bearer tokens: only a hash of each token is stored.
+CREATE TABLE api_tokens (
+    token_id      TEXT PRIMARY KEY,
+    token_hash    TEXT UNIQUE NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('admin', 'service', 'learner')),
+    subject_hash  TEXT,
+    label         TEXT,
+    created_at    TIMESTAMP NOT NULL,
+    revoked_at    TIMESTAMP,
+    CHECK ((role = 'learner') = (subject_hash IS NOT NULL))
+);
+
+-- Advisory locks shared across processes (e.g. only one retention run at a time).
+CREATE TABLE job_locks (
+    name          TEXT PRIMARY KEY,
+    holder        TEXT NOT NULL,
+    acquired_at   TIMESTAMP NOT NULL,
+    expires_at    TIMESTAMP NOT NULL
+);
+"""
+
+V1_DOWN = """
+DROP TABLE job_locks;
+DROP TABLE api_tokens;
+DROP TABLE audit_checkpoints;
+DROP TRIGGER audit_events_no_update;
+DROP TABLE audit_events;
+DROP TABLE erasure_tombstones;
+DROP TABLE subject_keys;
+"""
+
+MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job locks", V1_UP, V1_DOWN)]

@@ -1,0 +1,101 @@
+"""All configuration in one place, read from the environment once at start-up.
+
+| variable                         | meaning                                         | default            |
+|----------------------------------|-------------------------------------------------|--------------------|
+| TWIN_ENV                         | ``development`` or ``production``               | development        |
+| TWIN_DATA_DIR                    | directory of every database file                | ./data             |
+| <DB>_DB_PATH                     | one database's file (see twin.catalog)          |                    |
+| TWIN_KEYRING_PATH                | keyring file                                    | keys/keyring.json  |
+| DIGITAL_TWIN_ENCRYPTION_KEY      | base64 master secret (instead of a keyring file)|                    |
+| TWIN_PROFILE_RETENTION_DAYS      | default profile retention                       | 1095               |
+| TWIN_SESSION_RETENTION_DAYS      | session retention                               | 730                |
+| TWIN_KNOWLEDGE_RETENTION_DAYS    | knowledge-state retention (since last update)   | 1095               |
+| TWIN_AUDIT_RETENTION_DAYS        | audit-trail retention                           | 2555               |
+| TWIN_RETENTION_CRON              | nightly retention job (cron, UTC)               | 30 2 * * *         |
+| TWIN_MAX_BODY_BYTES              | request body limit                              | 65536              |
+| TWIN_MODEL_DIR                   | model registry file directory                   | <data dir>/models  |
+| TWIN_BENCH_PLAINTEXT             | benchmark only: no SQLCipher, no field crypto   | off                |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one process. Build with ``Config.from_env()`` or directly in tests."""
+
+    env: str = "development"
+    data_dir: Path | None = None
+    keyring_path: Path = Path("keys/keyring.json")
+    database_paths: Mapping[str, Path] = field(default_factory=dict)
+    profile_retention_days: int = 1095
+    session_retention_days: int = 730
+    knowledge_retention_days: int = 1095
+    audit_retention_days: int = 2555
+    retention_cron: str = "30 2 * * *"
+    retention_batch_size: int = 2000
+    max_body_bytes: int = 64 * 1024
+    model_dir: Path | None = None
+    bench_plaintext: bool = False
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.env not in ("development", "production", "test"):
+            raise ConfigError("TWIN_ENV must be development, production or test")
+        if self.bench_plaintext and self.production:
+            raise ConfigError("TWIN_BENCH_PLAINTEXT is a benchmark switch and never allowed in production")
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Config":
+        environ = dict(os.environ if environ is None else environ)
+        data_dir = environ.get("TWIN_DATA_DIR")
+        model_dir = environ.get("TWIN_MODEL_DIR")
+        values: dict[str, object] = dict(
+            env=environ.get("TWIN_ENV", "development"),
+            data_dir=Path(data_dir) if data_dir else None,
+            keyring_path=Path(environ.get("TWIN_KEYRING_PATH", "keys/keyring.json")),
+            profile_retention_days=_int(environ, "TWIN_PROFILE_RETENTION_DAYS", 1095),
+            session_retention_days=_int(environ, "TWIN_SESSION_RETENTION_DAYS", 730),
+            knowledge_retention_days=_int(environ, "TWIN_KNOWLEDGE_RETENTION_DAYS", 1095),
+            audit_retention_days=_int(environ, "TWIN_AUDIT_RETENTION_DAYS", 2555),
+            retention_cron=environ.get("TWIN_RETENTION_CRON", "30 2 * * *"),
+            max_body_bytes=_int(environ, "TWIN_MAX_BODY_BYTES", 64 * 1024),
+            model_dir=Path(model_dir) if model_dir else None,
+            bench_plaintext=environ.get("TWIN_BENCH_PLAINTEXT", "") in ("1", "true", "yes"),
+            environ=environ,
+        )
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def path_environ(self) -> dict[str, str]:
+        """The environment that database path resolution reads (data dir folded in)."""
+        environ = dict(self.environ)
+        if self.data_dir is not None:
+            environ["TWIN_DATA_DIR"] = str(self.data_dir)
+        return environ

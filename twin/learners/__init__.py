@@ -1,0 +1,1 @@
+"""The learner domain: profiles, learning sessions and knowledge states in digital_twin.db."""

@@ -1,0 +1,124 @@
+"""Migrations of ``digital_twin.db``.
+
+v1 is the seed schema, tightened: CHECK constraints on enums and 0..1 scores, a unique
+subject hash (one profile per learner, which is what makes "409 duplicate" possible),
+and ``ON DELETE CASCADE`` on every child so erasing a profile cannot leave orphans.
+Personal and free-text columns (``encrypted_data``, ``learning_goals``,
+``performance_metrics``, ``learning_trajectory``) hold AES-GCM ciphertext, never JSON text.
+
+v2 adds what the API and compliance need: per-profile ``retention_days``, row versions for
+ETags, parental consents (COPPA) and legal holds.
+"""
+
+from twin.storage import Migration
+
+V1_UP = """
+CREATE TABLE learning_profiles (
+    id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+    profile_id           TEXT UNIQUE NOT NULL,
+    user_id_hash         TEXT NOT NULL,
+    learning_style       TEXT,
+    preferred_difficulty TEXT DEFAULT 'medium'
+                         CHECK (preferred_difficulty IN ('easy', 'medium', 'hard')),
+    knowledge_domains    TEXT,
+    learning_goals       BLOB,
+    privacy_settings     TEXT,
+    encrypted_data       BLOB,
+    created_at           TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    updated_at           TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    ttl_expires_at       TIMESTAMP
+);
+CREATE UNIQUE INDEX idx_profiles_user_hash ON learning_profiles (user_id_hash);
+CREATE INDEX idx_profiles_updated ON learning_profiles (updated_at);
+CREATE INDEX idx_profiles_ttl ON learning_profiles (ttl_expires_at);
+
+CREATE TABLE learning_sessions (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id          TEXT UNIQUE NOT NULL,
+    profile_id          TEXT NOT NULL
+                        REFERENCES learning_profiles (profile_id) ON DELETE CASCADE,
+    session_type        TEXT NOT NULL,
+    start_time          TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    end_time            TIMESTAMP,
+    duration_minutes    REAL,
+    topics_covered      TEXT,
+    performance_metrics BLOB,
+    engagement_score    REAL CHECK (engagement_score IS NULL OR engagement_score BETWEEN 0 AND 1),
+    completion_status   TEXT DEFAULT 'in_progress'
+                        CHECK (completion_status IN ('in_progress', 'completed', 'abandoned'))
+);
+CREATE INDEX idx_sessions_profile ON learning_sessions (profile_id, id);
+CREATE INDEX idx_sessions_start ON learning_sessions (start_time);
+
+CREATE TABLE knowledge_states (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    profile_id          TEXT NOT NULL
+                        REFERENCES learning_profiles (profile_id) ON DELETE CASCADE,
+    knowledge_domain    TEXT NOT NULL,
+    topic               TEXT NOT NULL,
+    mastery_level       REAL DEFAULT 0.0 CHECK (mastery_level BETWEEN 0 AND 1),
+    confidence_score    REAL DEFAULT 0.0 CHECK (confidence_score BETWEEN 0 AND 1),
+    last_accessed       TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    learning_trajectory BLOB,
+    prerequisites_met   BOOLEAN DEFAULT FALSE,
+    UNIQUE (profile_id, knowledge_domain, topic)
+);
+CREATE INDEX idx_knowledge_profile ON knowledge_states (profile_id);
+CREATE INDEX idx_knowledge_domain ON knowledge_states (knowledge_domain);
+CREATE INDEX idx_knowledge_mastery ON knowledge_states (mastery_level);
+CREATE INDEX idx_knowledge_accessed ON knowledge_states (last_accessed);
+"""
+
+V1_DOWN = """
+DROP TABLE knowledge_states;
+DROP TABLE learning_sessions;
+DROP TABLE learning_profiles;
+"""
+
+V2_UP = """
+ALTER TABLE learning_profiles ADD COLUMN retention_days INTEGER;
+ALTER TABLE learning_profiles ADD COLUMN row_version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE learning_sessions ADD COLUMN row_version INTEGER NOT NULL DEFAULT 1;
+
+-- COPPA: verifiable parental consent. Details (who consented, how) are personal: encrypted.
+CREATE TABLE consents (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    consent_id     TEXT UNIQUE NOT NULL,
+    profile_id     TEXT REFERENCES learning_profiles (profile_id) ON DELETE CASCADE,
+    user_id_hash   TEXT NOT NULL,
+    consent_type   TEXT NOT NULL CHECK (consent_type IN ('parental')),
+    method         TEXT NOT NULL,
+    details        BLOB NOT NULL,
+    granted_at     TIMESTAMP NOT NULL,
+    withdrawn_at   TIMESTAMP
+);
+CREATE INDEX idx_consents_subject ON consents (user_id_hash);
+CREATE INDEX idx_consents_profile ON consents (profile_id);
+
+-- Legal holds suspend retention purges and erasure for one subject.
+CREATE TABLE legal_holds (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    hold_id       TEXT UNIQUE NOT NULL,
+    user_id_hash  TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    placed_at     TIMESTAMP NOT NULL,
+    placed_by     TEXT NOT NULL,
+    until         TIMESTAMP,
+    lifted_at     TIMESTAMP,
+    lifted_by     TEXT
+);
+CREATE INDEX idx_holds_subject ON legal_holds (user_id_hash);
+"""
+
+V2_DOWN = """
+DROP TABLE legal_holds;
+DROP TABLE consents;
+ALTER TABLE learning_sessions DROP COLUMN row_version;
+ALTER TABLE learning_profiles DROP COLUMN row_version;
+ALTER TABLE learning_profiles DROP COLUMN retention_days;
+"""
+
+MIGRATIONS = [
+    Migration(1, "seed schema: profiles, sessions, knowledge states", V1_UP, V1_DOWN),
+    Migration(2, "retention, row versions, consents, legal holds", V2_UP, V2_DOWN),
+]

@@ -1,0 +1,310 @@
+"""The SQLCipher engine: keyed connections, pragmas, per-thread reuse, transactions, retries.
+
+One ``Database`` object owns one file. Each thread gets its own connection (SQLite connections
+must not be shared between threads mid-transaction); ``close_all()`` closes them all.
+``transaction()`` takes the write lock up front (``BEGIN IMMEDIATE``) so two writers never
+deadlock on a lock upgrade, and busy/locked errors are retried with exponential backoff
+before a ``DatabaseBusyError`` reaches the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+import sqlcipher3
+
+from .errors import DatabaseBusyError, StorageError, WrongKeyError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Both driver modules expose the DB-API exception hierarchy; we catch either.
+DatabaseError = (sqlcipher3.DatabaseError, sqlite3.DatabaseError)
+IntegrityError = (sqlcipher3.IntegrityError, sqlite3.IntegrityError)
+OperationalError = (sqlcipher3.OperationalError, sqlite3.OperationalError)
+
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Tunables of every connection; defaults suit a service with a few threads."""
+
+    cache_size_kib: int = 32 * 1024
+    mmap_size: int = 256 * 1024 * 1024
+    busy_timeout_ms: int = 5000
+    max_retries: int = 8
+    retry_base_delay: float = 0.005
+    retry_max_delay: float = 0.5
+
+
+def is_busy_error(exc: BaseException) -> bool:
+    """True for SQLITE_BUSY / SQLITE_LOCKED (worth retrying), false for anything else."""
+    if not isinstance(exc, OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file with mode 0600 before SQLite does (it would use the umask)."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+
+
+def open_keyed(path: str | os.PathLike[str], key: bytes | None, *, read_only: bool = False) -> Any:
+    """A keyed connection with no service pragmas (for backup copies and verification).
+
+    ``read_only`` opens through a ``mode=ro`` URI so verifying never writes to the file.
+    Raises ``WrongKeyError`` when the file cannot be decrypted with ``key``.
+    """
+    path = Path(path)
+    module = sqlcipher3 if key is not None else sqlite3
+    if read_only:
+        conn = module.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                              check_same_thread=False)
+    else:
+        _create_private_file(path)
+        conn = module.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        if key is not None:
+            if len(key) != 32:
+                raise StorageError("SQLCipher key must be 32 bytes")
+            conn.execute("PRAGMA cipher_log_level = NONE")
+            conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except DatabaseError as exc:
+            if "not a database" in str(exc) or "encrypted" in str(exc):
+                raise WrongKeyError(f"{path.name}: wrong key or not an encrypted database") from None
+            raise
+        conn.row_factory = module.Row
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect(path: str | os.PathLike[str], key: bytes | None,
+            settings: EngineSettings = EngineSettings()) -> Any:
+    """Open one configured connection.
+
+    ``key`` is the raw 32-byte SQLCipher key (``PRAGMA key = "x'..'"``: no PBKDF2 per open).
+    ``key=None`` opens a plain, unencrypted SQLite file; only benchmarks use that.
+    Raises ``WrongKeyError`` when the file cannot be decrypted with ``key``.
+    """
+    path = Path(path)
+    is_new = not path.exists() or path.stat().st_size == 0
+    conn = open_keyed(path, key)
+    try:
+        if is_new:
+            # Must precede the first table; lets maintenance return freed pages to the OS.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
+        _set_journal_mode_wal(conn, settings)
+        for pragma in ("synchronous = NORMAL", "foreign_keys = ON", "secure_delete = ON",
+                       "temp_store = MEMORY", f"cache_size = {-int(settings.cache_size_kib)}",
+                       f"mmap_size = {int(settings.mmap_size)}"):
+            conn.execute(f"PRAGMA {pragma}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _set_journal_mode_wal(conn: Any, settings: EngineSettings) -> None:
+    # Switching to WAL needs a brief exclusive lock: retry it like any other busy error.
+    for attempt in range(settings.max_retries + 1):
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StorageError(f"could not enable WAL (journal_mode is {mode})")
+            return
+        except OperationalError as exc:
+            if not is_busy_error(exc) or attempt == settings.max_retries:
+                raise
+            time.sleep(_backoff(settings, attempt))
+
+
+def _backoff(settings: EngineSettings, attempt: int) -> float:
+    delay = min(settings.retry_max_delay, settings.retry_base_delay * (2 ** attempt))
+    return delay * (0.5 + random.random() / 2)  # jitter so two retrying writers drift apart
+
+
+def execute_script(conn: Any, script: str) -> None:
+    """Run a multi-statement SQL script statement by statement inside the caller's transaction.
+
+    ``executescript()`` would COMMIT first and break migration atomicity, so we split with
+    SQLite's own tokenizer (``complete_statement``), which handles triggers' inner semicolons.
+    """
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statement = buffer.strip()
+            buffer = ""
+            if statement and statement != ";":
+                conn.execute(statement)
+    if buffer.strip():
+        raise StorageError("SQL script ends with an incomplete statement")
+
+
+class Database:
+    """One database file: per-thread connections, transactions, retries."""
+
+    def __init__(self, path: str | os.PathLike[str], key: bytes | None, *,
+                 name: str | None = None, settings: EngineSettings = EngineSettings()) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        self.settings = settings
+        self._key = key
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[Any] = []
+        self._generation = 0
+
+    def __repr__(self) -> str:
+        return f"Database(name={self.name!r}, path={str(self.path)!r}, encrypted={self.encrypted})"
+
+    @property
+    def encrypted(self) -> bool:
+        return self._key is not None
+
+    # -- connections --------------------------------------------------------------------
+
+    def connect_new(self) -> Any:
+        """A fresh connection that this object does not track (caller closes it)."""
+        return connect(self.path, self._key, self.settings)
+
+    def open_file(self, path: str | os.PathLike[str], *, read_only: bool = False) -> Any:
+        """A connection to another file under this database's key (backup copies)."""
+        return open_keyed(path, self._key, read_only=read_only)
+
+    def connection(self) -> Any:
+        """This thread's connection, opened on first use."""
+        cached = getattr(self._local, "conn", None)
+        if cached is not None and cached[0] == self._generation:
+            return cached[1]
+        conn = self.connect_new()
+        with self._lock:
+            self._connections.append(conn)
+            self._local.conn = (self._generation, conn)
+        return conn
+
+    def close_all(self) -> None:
+        """Close every connection any thread opened; threads reopen lazily afterwards."""
+        with self._lock:
+            self._generation += 1
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            try:
+                conn.close()
+            except Exception:  # closing a connection another thread is using: nothing to save
+                log.debug("error closing a connection of %s", self.name, exc_info=True)
+
+    # -- transactions and retries ------------------------------------------------------
+
+    def retrying(self, fn: Callable[[], T]) -> T:
+        """Call ``fn`` again with exponential backoff while it fails with busy/locked."""
+        for attempt in range(self.settings.max_retries + 1):
+            try:
+                return fn()
+            except OperationalError as exc:
+                if not is_busy_error(exc):
+                    raise
+                if attempt == self.settings.max_retries:
+                    raise DatabaseBusyError(
+                        f"{self.name}: database stayed busy after {attempt + 1} attempts") from None
+                time.sleep(_backoff(self.settings, attempt))
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def transaction(self, *, immediate: bool = True) -> Iterator[Any]:
+        """Commit on success, roll back on any exception. Nested use becomes a SAVEPOINT.
+
+        ``immediate=True`` takes the write lock at BEGIN (retried while busy), which is what
+        every writer wants; readers that need a consistent snapshot pass ``immediate=False``.
+        """
+        conn = self.connection()
+        if conn.in_transaction:
+            depth = getattr(self._local, "depth", 0) + 1
+            self._local.depth = depth
+            name = f"sp_{depth}"
+            conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+                raise
+            else:
+                conn.execute(f"RELEASE {name}")
+            finally:
+                self._local.depth = depth - 1
+            return
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN DEFERRED"
+        self.retrying(lambda: conn.execute(begin))
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.retrying(lambda: conn.execute("COMMIT"))
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def write(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(conn)`` in an immediate transaction, re-running it whole if it hits busy."""
+        def attempt() -> T:
+            with self.transaction() as conn:
+                return fn(conn)
+        return self.retrying(attempt)
+
+    # -- convenience --------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        """Run one statement on this thread's connection (autocommit unless in a transaction)."""
+        conn = self.connection()
+        return self.retrying(lambda: conn.execute(sql, params))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
+        conn = self.connection()
+        rows = list(rows)
+        return self.retrying(lambda: conn.executemany(sql, rows))
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        """All rows of a query."""
+        return self.execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any | None:
+        """The first row of a query, or None."""
+        return self.execute(sql, params).fetchone()
+
+    def table_names(self) -> list[str]:
+        """User tables (excluding SQLite internals and FTS shadow tables)."""
+        rows = self.query(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name")
+        virtual = {r["name"] for r in rows if (r["sql"] or "").upper().startswith("CREATE VIRTUAL")}
+        shadow = {r["name"] for r in rows
+                  for v in virtual if r["name"].startswith(v + "_") and r["name"] not in virtual}
+        return [r["name"] for r in rows if r["name"] not in shadow]

@@ -1,0 +1,74 @@
+"""Routine upkeep of one database: checkpoint, ANALYZE, optimize, vacuum, and ``info()``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine import Database
+
+CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
+
+
+def checkpoint(db: Database, mode: str = "TRUNCATE") -> dict[str, int]:
+    """Copy the WAL into the main file. TRUNCATE also empties the WAL file, so bytes deleted
+    with ``secure_delete`` do not linger in it."""
+    mode = mode.upper()
+    if mode not in CHECKPOINT_MODES:
+        raise ValueError(f"checkpoint mode must be one of {CHECKPOINT_MODES}")
+    busy, log_frames, checkpointed = db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+    return {"busy": busy, "log_frames": log_frames, "checkpointed_frames": checkpointed}
+
+
+def analyze(db: Database) -> None:
+    """Refresh the query planner's statistics."""
+    db.execute("ANALYZE")
+
+
+def optimize(db: Database) -> None:
+    """``PRAGMA optimize``: cheap, lets SQLite re-analyze only what needs it."""
+    db.execute("PRAGMA optimize")
+
+
+def vacuum(db: Database) -> None:
+    """Rebuild the file, dropping every free page (needs free disk equal to the file size)."""
+    db.retrying(lambda: db.connection().execute("VACUUM"))
+
+
+def incremental_vacuum(db: Database, pages: int | None = None) -> int:
+    """Return up to ``pages`` free pages (all when None) to the OS; the number released."""
+    before = freelist_count(db)
+    conn = db.connection()
+    sql = "PRAGMA incremental_vacuum" + (f"({int(pages)})" if pages else "")
+    db.retrying(lambda: conn.execute(sql).fetchall())
+    return before - freelist_count(db)
+
+
+def freelist_count(db: Database) -> int:
+    return int(db.query_one("PRAGMA freelist_count")[0])
+
+
+def info(db: Database) -> dict[str, Any]:
+    """A snapshot for operators: sizes, page counts, row counts per table, schema version."""
+    def pragma(name: str) -> Any:
+        return db.query_one(f"PRAGMA {name}")[0]
+
+    wal = db.path.with_name(db.path.name + "-wal")
+    tables = db.table_names()
+    try:
+        schema_version = db.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version")[0]
+    except Exception:
+        schema_version = 0
+    return {
+        "name": db.name,
+        "path": str(db.path),
+        "encrypted": db.encrypted,
+        "file_size_bytes": db.path.stat().st_size if db.path.exists() else 0,
+        "wal_size_bytes": wal.stat().st_size if wal.exists() else 0,
+        "page_size": pragma("page_size"),
+        "page_count": pragma("page_count"),
+        "freelist_count": pragma("freelist_count"),
+        "journal_mode": pragma("journal_mode"),
+        "auto_vacuum": {0: "none", 1: "full", 2: "incremental"}.get(pragma("auto_vacuum")),
+        "schema_version": int(schema_version),
+        "tables": {t: db.query_one(f'SELECT count(*) FROM "{t}"')[0] for t in tables},
+    }
