@@ -86,3 +86,35 @@ DROP TABLE subject_keys;
 """
 
 MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job locks", V1_UP, V1_DOWN)]
+
+# -- personal data declarations (see compliance.registry) ----------------------------------
+
+from compliance.registry import PersonalDataTable  # noqa: E402
+
+PERSONAL_DATA = [
+    PersonalDataTable(
+        database="privacy_vault", table="api_tokens",
+        subject_where="subject_hash = :subject", subject_hash_sql="api_tokens.subject_hash",
+        row_id_sql="token_id", order_by="created_at"),
+    PersonalDataTable(
+        database="privacy_vault", table="subject_keys",
+        subject_where="user_id_hash = :subject", subject_hash_sql="subject_keys.user_id_hash",
+        row_id_sql="user_id_hash", order_by="user_id_hash"),
+    PersonalDataTable(
+        database="privacy_vault", table="audit_events",
+        subject_where="subject_hash = :subject", subject_hash_sql="audit_events.subject_hash",
+        row_id_sql="event_id", order_by="seq", erase=False,
+        kept_reason="accountability (GDPR art. 5(2)) and FERPA record of disclosures; rows hold "
+                    "only the keyed subject hash, and the trail has its own retention window"),
+    PersonalDataTable(
+        database="privacy_vault", table="erasure_tombstones",
+        subject_where="user_id_hash = :subject", subject_hash_sql="erasure_tombstones.user_id_hash",
+        row_id_sql="user_id_hash", order_by="user_id_hash", erase=False,
+        kept_reason="proof of erasure, re-applied after any restore; keyed hash only"),
+]
+
+NO_PERSONAL_DATA = {
+    "schema_version": "migration bookkeeping",
+    "audit_checkpoints": "hashes of purged audit events, no subject reference",
+    "job_locks": "names of running jobs",
+}

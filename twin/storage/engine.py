@@ -154,12 +154,19 @@ def execute_script(conn: Any, script: str) -> None:
     buffer = ""
     for line in script.splitlines(keepends=True):
         buffer += line
-        if sqlite3.complete_statement(buffer):
-            statement = buffer.strip()
-            buffer = ""
-            if statement and statement != ";":
-                conn.execute(statement)
-    if buffer.strip():
+        if not sqlite3.complete_statement(buffer):
+            continue
+        # One line may end several statements: cut at every ';' that completes one.
+        start = 0
+        for end, char in enumerate(buffer):
+            if char == ";" and sqlite3.complete_statement(buffer[start:end + 1]):
+                statement = buffer[start:end + 1].strip()
+                if statement != ";":
+                    conn.execute(statement)
+                start = end + 1
+        buffer = buffer[start:]
+    # What is left after the last statement may only be blank lines and '--' comments.
+    if any(line.strip() and not line.strip().startswith("--") for line in buffer.splitlines()):
         raise StorageError("SQL script ends with an incomplete statement")
 
 

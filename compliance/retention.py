@@ -1,0 +1,137 @@
+"""Storage limitation: purge expired personal data in batches, never a held subject's.
+
+Which rows expire is declared per table in the personal-data registry. Purges go in short
+batches (one transaction each) so the API keeps serving while a million rows go; the
+service already hides expired rows before the job runs (queries filter on expiry). A lease in
+the vault makes sure only one run happens at a time across processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from twin.config import Config
+from twin.storage import Database
+from twin.storage.maintenance import checkpoint, incremental_vacuum
+from twin.storage.timestamps import to_db
+
+from .audit import Actor, AuditTrail
+from .job_lock import JobLock
+from .legal_hold import ACTIVE as HOLD_ACTIVE
+from .registry import PersonalDataRegistry, PersonalDataTable
+from .subject_keys import SubjectKeyStore
+
+log = logging.getLogger(__name__)
+
+SYSTEM_ACTOR = Actor("system:retention", "system")
+
+
+@dataclass
+class RetentionReport:
+    dry_run: bool
+    started_at: str
+    counts: dict[str, int] = field(default_factory=dict)
+    sample_row_ids: dict[str, list[str]] = field(default_factory=dict)  # dry run: what would go
+    subject_keys_destroyed: int = 0
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RetentionPurger:
+    twin_db: Database
+    vault_db: Database
+    registry: PersonalDataRegistry
+    keys: SubjectKeyStore
+    audit: AuditTrail
+    config: Config
+    clock: Callable[[], datetime]
+
+    def _params(self, entry: PersonalDataTable) -> dict[str, str]:
+        now = self.clock()
+        params = {"now": to_db(now)}
+        if entry.retention and entry.retention.window:
+            params["cutoff"] = to_db(now - timedelta(days=getattr(self.config, entry.retention.window)))
+        return params
+
+    def _expired_sql(self, entry: PersonalDataTable, columns: str) -> str:
+        assert entry.retention is not None
+        return (f"SELECT {columns} FROM {entry.table} WHERE {entry.retention.expired_where} "
+                f"AND {entry.subject_hash_sql} NOT IN "
+                f"(SELECT user_id_hash FROM legal_holds WHERE {HOLD_ACTIVE})")
+
+    def run(self, *, dry_run: bool = False, batch_size: int | None = None,
+            progress: Callable[[str, int], None] | None = None,
+            actor: Actor = SYSTEM_ACTOR) -> RetentionReport:
+        """Purge everything expired now (or, with ``dry_run``, count and sample it)."""
+        started = time.perf_counter()
+        batch_size = batch_size or self.config.retention_batch_size
+        report = RetentionReport(dry_run=dry_run, started_at=to_db(self.clock()))
+        lock = JobLock(self.vault_db, "retention", self.clock)
+        with lock:
+            for entry in self.registry.for_database(self.twin_db.name):
+                if entry.retention is None:
+                    continue
+                if dry_run:
+                    self._preview(entry, report)
+                else:
+                    report.counts[entry.table] = self._purge(entry, batch_size, lock, report, progress)
+            purged_audit = 0 if dry_run else self.audit.purge_older_than(
+                self.clock() - timedelta(days=self.config.audit_retention_days), batch_size)
+            report.counts["audit_events"] = purged_audit
+        if not dry_run and any(report.counts.values()):
+            _checkpoint_quietly(self.twin_db)
+            incremental_vacuum(self.twin_db)
+            self.audit.record(actor, "purge", resource="retention",
+                              details={"counts": report.counts,
+                                       "subject_keys_destroyed": report.subject_keys_destroyed})
+        report.duration_s = round(time.perf_counter() - started, 3)
+        return report
+
+    def _preview(self, entry: PersonalDataTable, report: RetentionReport) -> None:
+        params = self._params(entry)
+        conn = self.twin_db.connection()
+        report.counts[entry.table] = int(conn.execute(
+            f"SELECT count(*) FROM ({self._expired_sql(entry, 'id')})", params).fetchone()[0])
+        rows = conn.execute(self._expired_sql(entry, f"{entry.row_id_sql} AS rid") + " LIMIT 20",
+                            params).fetchall()
+        report.sample_row_ids[entry.table] = [r["rid"] for r in rows]
+
+    def _purge(self, entry: PersonalDataTable, batch_size: int, lock: JobLock,
+               report: RetentionReport, progress: Callable[[str, int], None] | None) -> int:
+        total = 0
+        while True:
+            params = {**self._params(entry), "batch": batch_size}
+
+            def batch(conn: Any) -> tuple[int, list[str]]:
+                rows = conn.execute(self._expired_sql(entry, f"id, {entry.subject_hash_sql} AS subject")
+                                    + " LIMIT :batch", params).fetchall()
+                if not rows:
+                    return 0, []
+                ids = [r["id"] for r in rows]
+                placeholders = ",".join("?" * len(ids))
+                conn.execute(f"DELETE FROM {entry.table} WHERE id IN ({placeholders})", ids)
+                return len(ids), sorted({r["subject"] for r in rows})
+
+            n, subjects = self.twin_db.write(batch)
+            if not n:
+                return total
+            if entry.purge_hook == "destroy_subject_keys":
+                report.subject_keys_destroyed += sum(self.keys.destroy(s) for s in subjects)
+            total += n
+            lock.refresh()
+            if progress:
+                progress(entry.table, total)
+
+
+def _checkpoint_quietly(db: Database) -> None:
+    try:
+        checkpoint(db, "TRUNCATE")
+    except Exception:  # a busy checkpoint is retried by SQLite's own auto-checkpoint later
+        log.warning("checkpoint after purge of %s did not complete", db.name)

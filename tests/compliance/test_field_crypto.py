@@ -1,0 +1,142 @@
+"""Field encryption: AES-256-GCM ciphertexts bound to their table, column and row."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from compliance.errors import DecryptionError, MalformedCiphertextError, UnknownKeyVersionError
+from compliance.field_crypto import FieldCipher, associated_data, key_id_of
+
+AAD = associated_data("learning_profiles", "encrypted_data", "prof_1")
+HEADER_BYTES = 5          # format byte + u32 key id
+NONCE_BYTES = 12
+TAG_BYTES = 16
+
+
+@pytest.fixture
+def keys() -> dict[int, bytes]:
+    return {1: os.urandom(32)}
+
+
+@pytest.fixture
+def cipher(keys) -> FieldCipher:
+    return FieldCipher(keys, active_key_id=1)
+
+
+def test_decrypt_returns_what_was_encrypted(cipher):
+    for plaintext in (b"", b"x", "Zoë's goals: \u2603".encode(), os.urandom(10_000)):
+        assert cipher.decrypt(cipher.encrypt(plaintext, AAD), AAD) == plaintext
+
+
+def test_ciphertext_is_header_nonce_body_and_tag(cipher):
+    plaintext = b"secret learning goals"
+    blob = cipher.encrypt(plaintext, AAD)
+    assert len(blob) == HEADER_BYTES + NONCE_BYTES + len(plaintext) + TAG_BYTES
+    assert plaintext not in blob
+
+
+def test_each_encryption_uses_a_fresh_nonce(cipher):
+    first = cipher.encrypt(b"same plaintext", AAD)
+    second = cipher.encrypt(b"same plaintext", AAD)
+    assert first != second
+    assert first[HEADER_BYTES:HEADER_BYTES + NONCE_BYTES] != second[HEADER_BYTES:HEADER_BYTES + NONCE_BYTES]
+
+
+def test_header_carries_format_version_and_key_id(keys):
+    keys[7] = os.urandom(32)
+    blob = FieldCipher(keys, active_key_id=7).encrypt(b"v", AAD)
+    assert blob[0] == 1
+    assert struct.unpack(">I", blob[1:5])[0] == 7
+    assert key_id_of(blob) == 7
+
+
+def test_tampering_with_any_byte_fails_decryption(cipher):
+    blob = cipher.encrypt(b"mastery 0.93 in algebra", AAD)
+    for index in range(len(blob)):
+        tampered = bytearray(blob)
+        tampered[index] ^= 0x01
+        with pytest.raises(DecryptionError):
+            cipher.decrypt(bytes(tampered), AAD)
+
+
+def test_truncated_or_extended_ciphertext_fails_decryption(cipher):
+    blob = cipher.encrypt(b"some value", AAD)
+    with pytest.raises(DecryptionError):
+        cipher.decrypt(blob[:-1], AAD)
+    with pytest.raises(DecryptionError):
+        cipher.decrypt(blob + b"\x00", AAD)
+
+
+@pytest.mark.parametrize("moved_to", [
+    ("learning_profiles", "encrypted_data", "prof_2"),      # another row
+    ("learning_profiles", "learning_goals", "prof_1"),      # another column
+    ("learning_sessions", "encrypted_data", "prof_1"),      # another table
+])
+def test_ciphertext_moved_elsewhere_fails_decryption(cipher, moved_to):
+    blob = cipher.encrypt(b"personal", AAD)
+    with pytest.raises(DecryptionError, match="failed authentication"):
+        cipher.decrypt(blob, associated_data(*moved_to))
+
+
+def test_associated_data_depends_on_the_row_id_value_not_its_type():
+    assert associated_data("t", "c", 5) == associated_data("t", "c", "5")
+    assert associated_data("t", "c", 5) != associated_data("t", "c", 50)
+
+
+def test_wrong_key_fails_decryption(cipher):
+    blob = cipher.encrypt(b"personal", AAD)
+    other = FieldCipher({1: os.urandom(32)}, active_key_id=1)
+    with pytest.raises(DecryptionError) as excinfo:
+        other.decrypt(blob, AAD)
+    assert not isinstance(excinfo.value, (UnknownKeyVersionError, MalformedCiphertextError))
+
+
+def test_unknown_key_version_is_reported_as_such(keys):
+    keys[2] = os.urandom(32)
+    blob = FieldCipher(keys, active_key_id=2).encrypt(b"personal", AAD)
+    with pytest.raises(UnknownKeyVersionError, match="key version 2"):
+        FieldCipher({1: keys[1]}, active_key_id=1).decrypt(blob, AAD)
+
+
+@pytest.mark.parametrize("value", [b"", b"\x01", b"\x01" + b"\x00" * 31, "a text value", None, 42])
+def test_values_that_are_not_ciphertexts_are_malformed(cipher, value):
+    with pytest.raises(MalformedCiphertextError):
+        cipher.decrypt(value, AAD)
+
+
+def test_unknown_format_version_is_malformed(cipher):
+    blob = bytearray(cipher.encrypt(b"personal", AAD))
+    blob[0] = 2
+    with pytest.raises(MalformedCiphertextError, match="format version 2"):
+        cipher.decrypt(bytes(blob), AAD)
+
+
+def test_memoryview_and_bytearray_ciphertexts_decrypt(cipher):
+    blob = cipher.encrypt(b"from a BLOB column", AAD)
+    assert cipher.decrypt(memoryview(blob), AAD) == b"from a BLOB column"
+    assert cipher.decrypt(bytearray(blob), AAD) == b"from a BLOB column"
+
+
+def test_old_key_versions_still_decrypt_after_rotation(keys):
+    old_blob = FieldCipher(keys, active_key_id=1).encrypt(b"written before rotation", AAD)
+    rotated_keys = {**keys, 2: os.urandom(32)}
+    rotated = FieldCipher(rotated_keys, active_key_id=2)
+    assert rotated.decrypt(old_blob, AAD) == b"written before rotation"
+    new_blob = rotated.encrypt(b"written after rotation", AAD)
+    assert key_id_of(new_blob) == 2
+    assert rotated.decrypt(new_blob, AAD) == b"written after rotation"
+    assert rotated.needs_rewrap(old_blob) and not rotated.needs_rewrap(new_blob)
+
+
+def test_active_key_must_be_one_of_the_keys(keys):
+    with pytest.raises(ValueError):
+        FieldCipher(keys, active_key_id=2)
+
+
+def test_repr_shows_no_key_material(keys):
+    text = repr(FieldCipher(keys, active_key_id=1))
+    assert keys[1].hex()[:16] not in text
+    assert "active=1" in text

@@ -1,0 +1,53 @@
+"""Keyed hashing of user IDs: stable, secret-dependent, not a plain hash."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+import pytest
+
+from compliance.id_hashing import SubjectHasher
+
+
+@pytest.fixture
+def pepper() -> bytes:
+    return os.urandom(32)
+
+
+def test_hash_is_64_lowercase_hex_characters(pepper):
+    assert re.fullmatch(r"[0-9a-f]{64}", SubjectHasher(pepper).hash("learner-42"))
+
+
+def test_hash_is_stable_across_instances(pepper):
+    assert SubjectHasher(pepper).hash("learner-42") == SubjectHasher(pepper).hash("learner-42")
+
+
+def test_hash_differs_per_user(pepper):
+    hasher = SubjectHasher(pepper)
+    assert hasher.hash("learner-42") != hasher.hash("learner-43")
+
+
+def test_hash_differs_per_pepper():
+    assert SubjectHasher(os.urandom(32)).hash("learner-42") != SubjectHasher(os.urandom(32)).hash("learner-42")
+
+
+def test_hash_is_not_a_plain_sha256_of_the_user_id(pepper):
+    user_id = "learner-42"
+    assert SubjectHasher(pepper).hash(user_id) != hashlib.sha256(user_id.encode()).hexdigest()
+
+
+def test_hash_is_hmac_sha256_under_the_pepper(pepper):
+    import hmac
+    expected = hmac.new(pepper, "learner-42".encode(), hashlib.sha256).hexdigest()
+    assert SubjectHasher(pepper).hash("learner-42") == expected
+
+
+def test_short_pepper_is_refused():
+    with pytest.raises(ValueError):
+        SubjectHasher(os.urandom(16))
+
+
+def test_repr_hides_the_pepper(pepper):
+    assert pepper.hex()[:16] not in repr(SubjectHasher(pepper))

@@ -1,0 +1,431 @@
+"""The SQLCipher engine: encrypted private files, pragmas, transactions, per-thread
+connections and retries on a busy database."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from compliance.field_crypto import FieldCipher, associated_data
+from twin.storage import (Database, DatabaseBusyError, EngineSettings, IntegrityError,
+                          StorageError, WrongKeyError, execute_script)
+
+KNOWN_PLAINTEXT = b"KNOWN-PLAINTEXT-learner-goal-4711"
+PLAIN_MARKER = "PLAIN-MARKER-zoe@example.org"
+
+
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    return tmp_path / "engine.db"
+
+
+@pytest.fixture
+def db(db_path, db_key):
+    database = Database(db_path, db_key)
+    yield database
+    database.close_all()
+
+
+def _make_table(db: Database) -> None:
+    with db.transaction() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT, payload BLOB)")
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+def _file_bytes(path: Path) -> bytes:
+    """The main file and its WAL, as an attacker copying the directory would get them."""
+    data = path.read_bytes()
+    return data + (_wal(path).read_bytes() if _wal(path).exists() else b"")
+
+
+# -- encrypted, private files ------------------------------------------------------------------
+
+def test_database_file_and_wal_are_created_mode_0600(db, db_path):
+    _make_table(db)
+    db.execute("INSERT INTO items (name) VALUES ('x')")
+    assert _mode(db_path) == 0o600
+    assert _wal(db_path).exists()
+    assert _mode(_wal(db_path)) == 0o600
+
+
+def test_plain_sqlite_cannot_open_the_file(db, db_path):
+    _make_table(db)
+    conn = sqlite3.connect(db_path)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+            conn.execute("SELECT name FROM sqlite_master").fetchall()
+    finally:
+        conn.close()
+
+
+def test_no_plaintext_reaches_the_file_or_its_wal(db, db_path, keyring):
+    _make_table(db)
+    cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
+    with db.transaction() as conn:
+        for row_id in range(1, 51):
+            blob = cipher.encrypt(KNOWN_PLAINTEXT, associated_data("items", "payload", row_id))
+            conn.execute("INSERT INTO items (id, name, payload) VALUES (?, ?, ?)",
+                         (row_id, PLAIN_MARKER, blob))
+    # The WAL holds the pages now (no checkpoint yet): inspect both files.
+    assert _wal(db_path).stat().st_size > 0
+    raw = _file_bytes(db_path)
+    assert KNOWN_PLAINTEXT not in raw
+    assert PLAIN_MARKER.encode() not in raw
+    assert b"CREATE TABLE" not in raw and b"SQLite format 3" not in raw
+    # ... and after the WAL is folded into the main file.
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = _file_bytes(db_path)
+    assert PLAIN_MARKER.encode() not in raw and KNOWN_PLAINTEXT not in raw
+    # The data itself is intact for whoever holds the keys.
+    row = db.query_one("SELECT name, payload FROM items WHERE id = 7")
+    assert row["name"] == PLAIN_MARKER
+    assert cipher.decrypt(row["payload"], associated_data("items", "payload", 7)) == KNOWN_PLAINTEXT
+
+
+def test_the_plaintext_scan_does_find_markers_in_an_unencrypted_file(tmp_path):
+    # Control for the test above: the same scan sees plaintext when there is no page encryption.
+    plain = Database(tmp_path / "plain.db", None)
+    _make_table(plain)
+    plain.execute("INSERT INTO items (name) VALUES (?)", (PLAIN_MARKER,))
+    assert PLAIN_MARKER.encode() in _file_bytes(tmp_path / "plain.db")
+    plain.close_all()
+
+
+def test_wrong_key_is_reported_as_such(db, db_path):
+    _make_table(db)
+    db.close_all()
+    other = Database(db_path, os.urandom(32))
+    with pytest.raises(WrongKeyError, match="wrong key or not an encrypted database"):
+        other.connection()
+
+
+def test_plain_sqlite_file_opened_with_a_key_is_reported_as_wrong_key(tmp_path, db_key):
+    path = tmp_path / "plain.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(WrongKeyError, match="wrong key or not an encrypted database"):
+        Database(path, db_key).connection()
+
+
+def test_wrong_key_error_shows_no_key_material(db, db_path, db_key):
+    _make_table(db)
+    db.close_all()
+    wrong = os.urandom(32)
+    with pytest.raises(WrongKeyError) as excinfo:
+        Database(db_path, wrong).connection()
+    for key in (wrong, db_key):
+        assert key.hex()[:16] not in str(excinfo.value)
+
+
+def test_key_must_be_32_bytes(tmp_path):
+    with pytest.raises(StorageError, match="32 bytes"):
+        Database(tmp_path / "short.db", os.urandom(16)).connection()
+
+
+def test_repr_shows_no_key(db, db_key):
+    assert db_key.hex()[:16] not in repr(db)
+    assert "encrypted=True" in repr(db)
+
+
+# -- pragmas ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pragma, expected", [
+    ("journal_mode", "wal"),
+    ("foreign_keys", 1),
+    ("secure_delete", 1),
+    ("synchronous", 1),      # NORMAL
+    ("temp_store", 2),       # MEMORY
+    ("auto_vacuum", 2),      # INCREMENTAL, set before the first table
+    ("busy_timeout", 5000),
+])
+def test_every_connection_runs_with_the_service_pragmas(db, pragma, expected):
+    _make_table(db)
+    assert db.query_one(f"PRAGMA {pragma}")[0] == expected
+    # A connection opened later, on another thread, gets them too.
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(db.query_one(f"PRAGMA {pragma}")[0]))
+    thread.start()
+    thread.join()
+    assert seen == [expected]
+
+
+def test_foreign_keys_are_enforced(db):
+    with db.transaction() as conn:
+        conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TABLE child (id INTEGER PRIMARY KEY, "
+                     "parent_id INTEGER REFERENCES parent (id) ON DELETE CASCADE)")
+    with pytest.raises(IntegrityError):
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO child (parent_id) VALUES (99)")
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO parent (id) VALUES (1)")
+        conn.execute("INSERT INTO child (parent_id) VALUES (1)")
+    db.execute("DELETE FROM parent WHERE id = 1")
+    assert db.query_one("SELECT count(*) FROM child")[0] == 0
+
+
+def test_rows_are_addressable_by_column_name(db):
+    _make_table(db)
+    db.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
+    row = db.query_one("SELECT id, name FROM items")
+    assert (row["id"], row["name"]) == (1, "a")
+    assert db.query_one("SELECT * FROM items WHERE id = 2") is None
+
+
+# -- transactions -----------------------------------------------------------------------------
+
+def _count(db: Database) -> int:
+    # Through a separate connection: only committed rows are visible there.
+    conn = db.connect_new()
+    try:
+        return conn.execute("SELECT count(*) FROM items").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_transaction_commits_on_success(db):
+    _make_table(db)
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO items (name) VALUES ('kept')")
+        assert conn.in_transaction
+    assert not db.connection().in_transaction
+    assert _count(db) == 1
+
+
+def test_transaction_rolls_back_on_exception_and_reraises_it(db):
+    _make_table(db)
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO items (name) VALUES ('lost')")
+            raise Boom()
+    assert _count(db) == 0
+    assert not db.connection().in_transaction
+
+
+def test_constraint_violation_rolls_back_the_whole_transaction(db):
+    _make_table(db)
+    with pytest.raises(IntegrityError):
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO items (id, name) VALUES (1, 'first')")
+            conn.execute("INSERT INTO items (id, name) VALUES (1, 'duplicate')")
+    assert _count(db) == 0
+
+
+def test_nested_transaction_rollback_keeps_the_outer_work(db):
+    _make_table(db)
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO items (name) VALUES ('outer')")
+        with pytest.raises(ValueError):
+            with db.transaction() as inner:
+                assert inner is conn
+                inner.execute("INSERT INTO items (name) VALUES ('inner')")
+                raise ValueError("undo only the inner block")
+        with db.transaction() as inner:
+            inner.execute("INSERT INTO items (name) VALUES ('inner ok')")
+    assert [r["name"] for r in db.query("SELECT name FROM items ORDER BY id")] == ["outer", "inner ok"]
+
+
+def test_failure_after_a_nested_block_undoes_it_too(db):
+    _make_table(db)
+    with pytest.raises(RuntimeError):
+        with db.transaction() as conn:
+            with db.transaction() as inner:
+                inner.execute("INSERT INTO items (name) VALUES ('inner')")
+            raise RuntimeError()
+    assert _count(db) == 0
+
+
+def test_write_returns_the_functions_result(db):
+    _make_table(db)
+    row_id = db.write(lambda conn: conn.execute("INSERT INTO items (name) VALUES ('w')").lastrowid)
+    assert db.query_one("SELECT name FROM items WHERE id = ?", (row_id,))["name"] == "w"
+
+
+def test_executemany_inserts_every_row(db):
+    _make_table(db)
+    with db.transaction():
+        db.executemany("INSERT INTO items (name) VALUES (?)", ((f"n{i}",) for i in range(100)))
+    assert _count(db) == 100
+
+
+def test_table_names_lists_user_tables_without_internals_or_fts_shadows(db):
+    _make_table(db)
+    db.execute("CREATE VIRTUAL TABLE docs USING fts5 (body)")
+    db.execute("CREATE TABLE docs_notes (x)")  # looks like a shadow name but is a user table
+    names = db.table_names()
+    assert "items" in names and "docs" in names
+    assert "docs_data" not in names and "docs_idx" not in names
+    assert not any(n.startswith("sqlite_") for n in names)
+
+
+# -- connections ------------------------------------------------------------------------------
+
+def test_each_thread_gets_its_own_connection_and_reuses_it(db):
+    main = db.connection()
+    assert db.connection() is main
+    others = []
+    thread = threading.Thread(target=lambda: others.append(db.connection()))
+    thread.start()
+    thread.join()
+    assert others[0] is not main
+
+
+def test_close_all_closes_every_threads_connection_and_reuse_reopens(db):
+    _make_table(db)
+    db.execute("INSERT INTO items (name) VALUES ('before')")
+    main = db.connection()
+    others = []
+    thread = threading.Thread(target=lambda: others.append(db.connection()))
+    thread.start()
+    thread.join()
+    db.close_all()
+    for conn in (main, others[0]):
+        with pytest.raises(Exception, match="closed"):
+            conn.execute("SELECT 1")
+    assert db.connection() is not main
+    db.execute("INSERT INTO items (name) VALUES ('after')")
+    assert _count(db) == 2
+
+
+# -- retries when busy ---------------------------------------------------------------------
+
+def test_writer_gives_up_with_a_named_error_when_the_lock_is_never_released(db_path, db_key):
+    impatient = Database(db_path, db_key, settings=EngineSettings(
+        busy_timeout_ms=10, max_retries=2, retry_base_delay=0.001, retry_max_delay=0.002))
+    _make_table(impatient)
+    holder = impatient.connect_new()
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(DatabaseBusyError, match="busy after 3 attempts"):
+            impatient.write(lambda conn: conn.execute("INSERT INTO items (name) VALUES ('x')"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        impatient.close_all()
+
+
+def test_writer_waits_for_a_lock_that_is_released(db):
+    _make_table(db)
+    holder = db.connect_new()
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO items (name) VALUES ('holder')")
+    releaser = threading.Timer(0.2, lambda: holder.execute("COMMIT"))
+    releaser.start()
+    try:
+        db.write(lambda conn: conn.execute("INSERT INTO items (name) VALUES ('waiter')"))
+    finally:
+        releaser.join()
+        holder.close()
+    assert _count(db) == 2
+
+
+WRITES_PER_THREAD = 300
+THREADS = 2
+PROCESSES = 2
+
+
+def _write_rows(path: str, key: bytes | None, writer: str, count: int) -> None:
+    """Each write is its own committed single-row transaction, racing the other writers."""
+    database = Database(path, key)
+    try:
+        for i in range(count):
+            database.write(lambda conn, i=i: conn.execute(
+                "INSERT INTO items (name) VALUES (?)", (f"{writer}-{i}",)))
+    finally:
+        database.close_all()
+
+
+def _write_rows_in_threads(path: str, key: bytes | None, writer: str) -> None:
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        try:
+            _write_rows(path, key, name, WRITES_PER_THREAD)
+        except BaseException as exc:  # reported to the parent through the exit code
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"{writer}-t{n}",)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _assert_every_row_written(db: Database, expected: int) -> None:
+    rows = db.query("SELECT name FROM items")
+    assert len(rows) == expected
+    assert len({r["name"] for r in rows}) == expected
+
+
+def test_concurrent_threads_lose_no_rows_and_see_no_lock_errors(db, db_path, db_key):
+    _make_table(db)
+    _write_rows_in_threads(str(db_path), db_key, "p0")  # re-raises any "database is locked"
+    _assert_every_row_written(db, THREADS * WRITES_PER_THREAD)
+
+
+def test_concurrent_processes_lose_no_rows_and_see_no_lock_errors(db, db_path, db_key):
+    _make_table(db)
+    db.close_all()
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_write_rows_in_threads, args=(str(db_path), db_key, f"p{n}"))
+                 for n in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    assert [p.exitcode for p in processes] == [0] * PROCESSES
+    _assert_every_row_written(db, PROCESSES * THREADS * WRITES_PER_THREAD)
+
+
+# -- SQL scripts ------------------------------------------------------------------------------
+
+def test_execute_script_runs_triggers_comments_and_several_statements_per_line(db):
+    script = """
+    -- a leading comment; with a semicolon
+    CREATE TABLE log (id INTEGER PRIMARY KEY, msg TEXT DEFAULT 'a;b');
+    CREATE TABLE audit (n INTEGER); CREATE TABLE other (n INTEGER); -- two on one line
+    CREATE TRIGGER log_audit AFTER INSERT ON log
+    BEGIN INSERT INTO audit (n) VALUES (NEW.id); INSERT INTO audit (n) VALUES (-NEW.id); END;
+    INSERT INTO log (id) VALUES (1);
+    -- a trailing comment
+    """
+    with db.transaction() as conn:
+        execute_script(conn, script)
+    assert db.query_one("SELECT msg FROM log")["msg"] == "a;b"
+    assert sorted(r["n"] for r in db.query("SELECT n FROM audit")) == [-1, 1]
+    assert "other" in db.table_names()
+
+
+def test_execute_script_stays_inside_the_callers_transaction(db):
+    with pytest.raises(Exception):
+        with db.transaction() as conn:
+            execute_script(conn, "CREATE TABLE a (x); CREATE TABLE b (x);\nINSERT INTO nowhere VALUES (1);")
+    assert db.table_names() == []
+
+
+def test_execute_script_rejects_an_incomplete_last_statement(db):
+    with pytest.raises(StorageError, match="incomplete statement"):
+        with db.transaction() as conn:
+            execute_script(conn, "CREATE TABLE a (x);\nCREATE TABLE b (x")
+    assert db.table_names() == []

@@ -1,0 +1,112 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+from flask import Flask, Response, g, request
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from compliance.consent import ConsentError, ConsentRequiredError
+from compliance.job_lock import JobAlreadyRunningError
+from compliance.legal_hold import HoldNotFoundError, SubjectOnHoldError
+from twin.config import Config
+from twin.learners.errors import (DuplicateProfileError, InvalidFieldsError, NotFoundError,
+                                  PreconditionFailedError)
+from twin.runtime import Runtime
+from twin.storage import DatabaseBusyError
+
+from . import problems
+from .problems import ProblemError, problem_response
+
+log = logging.getLogger("twin.access")
+error_log = logging.getLogger("twin.api")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+# Domain errors -> problems. Messages of these errors never contain personal data.
+_DOMAIN_ERRORS: list[tuple[type[Exception], type[ProblemError]]] = [
+    (NotFoundError, problems.NotFound),
+    (HoldNotFoundError, problems.NotFound),
+    (DuplicateProfileError, problems.Conflict),
+    (SubjectOnHoldError, problems.Conflict),
+    (JobAlreadyRunningError, problems.Conflict),
+    (PreconditionFailedError, problems.PreconditionFailed),
+    (DatabaseBusyError, problems.ServiceUnavailable),
+]
+
+
+def _to_problem(exc: Exception) -> ProblemError:
+    if isinstance(exc, ProblemError):
+        return exc
+    if isinstance(exc, InvalidFieldsError):
+        return problems.Unprocessable("one or more fields are invalid", errors=exc.errors)
+    if isinstance(exc, ConsentRequiredError):
+        return problems.Unprocessable(str(exc), errors={"parental_consent": [str(exc)]})
+    if isinstance(exc, ConsentError):
+        return problems.Unprocessable(str(exc))
+    if isinstance(exc, ValidationError):
+        return problems.Unprocessable("one or more fields are invalid", errors=exc.normalized_messages())
+    for error_type, problem in _DOMAIN_ERRORS:
+        if isinstance(exc, error_type):
+            extra = {"Retry-After": "1"} if problem is problems.ServiceUnavailable else None
+            return problem(str(exc), headers=extra)
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+        by_status = {400: problems.BadRequest, 404: problems.NotFound, 405: problems.MethodNotAllowed,
+                     413: problems.PayloadTooLarge, 415: problems.UnsupportedMediaType}
+        problem_cls = by_status.get(status)
+        if problem_cls is None:
+            problem_cls = type("HttpProblem", (ProblemError,), {"status": status, "title": exc.name,
+                                                                "slug": exc.name.lower().replace(" ", "-")})
+        headers = {}
+        if status == 405 and getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(exc.valid_methods)
+        detail = {404: "no such route", 405: "method not allowed on this route",
+                  413: "request body too large"}.get(status, exc.name)
+        return problem_cls(detail, headers=headers)
+    error_log.error("unhandled %s on %s %s (request %s)", type(exc).__name__, request.method,
+                    request.url_rule.rule if request.url_rule else "?", g.get("request_id"),
+                    exc_info=exc)
+    return ProblemError("an unexpected error occurred; quote the request id when reporting it")
+
+
+def create_app(config: Config | None = None, *, runtime: Runtime | None = None) -> Flask:
+    """Build the API. Pass a ``runtime`` to share one (tests, benchmarks), else one is opened."""
+    config = config or (runtime.config if runtime else Config.from_env())
+    runtime = runtime or Runtime.open(config)
+    app = Flask("twin")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["learner_twin"] = runtime
+
+    from .routes import admin, audit, consents, dsr, health, knowledge, models, profiles, sessions
+    for module in (health, profiles, sessions, knowledge, consents, dsr, admin, audit, models):
+        app.register_blueprint(module.bp)
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        if request.path.startswith("/v1/"):
+            response.headers["Cache-Control"] = "no-store"
+        # Route template, never the concrete path: paths hold ids, bodies hold personal data.
+        log.info("%s %s %s %.1fms rid=%s", request.method,
+                 request.url_rule.rule if request.url_rule else "<unmatched>", response.status_code,
+                 (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, g.get("request_id"))
+        return response
+
+    @app.errorhandler(Exception)
+    def _problem(exc: Exception) -> Any:
+        return problem_response(_to_problem(exc), g.get("request_id"))
+
+    return app

@@ -1,0 +1,125 @@
+"""One decorator gives every route its authentication, role check, body/query validation and
+OpenAPI description, so no route can forget one of them."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from flask import Response, current_app, g, jsonify, request
+from marshmallow import Schema, ValidationError
+
+from compliance.audit import Actor
+
+from .problems import BadRequest, Forbidden, Unauthorized, Unprocessable, UnsupportedMediaType
+
+ADMIN = ("admin",)
+SERVICE = ("service", "admin")
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    summary: str
+    tag: str
+    roles: tuple[str, ...] | None             # None: public
+    learner_own: bool = False                  # learners may call it for their own data
+    body: Schema | None = None
+    query: Schema | None = None
+    responses: dict[int, Any] = field(default_factory=dict)  # status -> Schema class or None
+    stream: bool = False
+
+
+def runtime() -> Any:
+    """The app's Runtime (databases, keys, services)."""
+    return current_app.extensions["learner_twin"]
+
+
+def actor() -> Actor:
+    return g.actor
+
+
+def request_id() -> str:
+    return g.request_id
+
+
+def subject_restriction() -> str | None:
+    """The subject a learner token is bound to; None for service/admin tokens."""
+    identity = g.identity
+    return identity.subject_hash if identity.role == "learner" else None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_body(schema: Schema) -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("send the body as application/json")
+    raw = request.get_data(cache=True)  # raises 413 above MAX_CONTENT_LENGTH
+    try:
+        data = json.loads(raw or b"null", parse_constant=_reject_constant)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise Unprocessable("the request body must be a JSON object", errors={"_schema": ["Must be an object."]})
+    return load(schema, data)
+
+
+def load(schema: Schema, data: Any) -> dict[str, Any]:
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise Unprocessable("one or more fields are invalid", errors=exc.normalized_messages()) from None
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply") from None
+
+
+def authenticate(spec: EndpointSpec) -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    identity = runtime().tokens.verify(token.strip()) if scheme.lower() == "bearer" and token else None
+    if identity is None:
+        raise Unauthorized("a valid bearer token is required",
+                           headers={"WWW-Authenticate": 'Bearer realm="learner-twin"'})
+    allowed = spec.roles + (("learner",) if spec.learner_own else ())
+    if identity.role not in allowed:
+        raise Forbidden(f"the {identity.role} role may not do this")
+    g.identity = identity
+    g.actor = Actor(identity.token_id, identity.role)
+
+
+def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_own: bool = False,
+             body: type[Schema] | None = None, query: type[Schema] | None = None,
+             responses: dict[int, Any] | None = None, stream: bool = False) -> Callable:
+    spec = EndpointSpec(summary, tag, roles, learner_own, body() if body else None,
+                        query() if query else None, responses or {}, stream)
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(**path: Any) -> Any:
+            if spec.roles is not None:
+                authenticate(spec)
+            kwargs = dict(path)
+            if spec.query is not None:
+                kwargs["query"] = load(spec.query, request.args.to_dict(flat=True))
+            elif request.args and spec.roles is not None:
+                raise Unprocessable("this route takes no query parameters",
+                                    errors={k: ["Unknown field."] for k in request.args})
+            if spec.body is not None:
+                kwargs["body"] = parse_json_body(spec.body)
+            return view(**kwargs)
+
+        wrapper.endpoint_spec = spec  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def with_etag(view: dict, etag: str, status: int = 200) -> Response:
+    """A JSON response carrying the resource's ETag."""
+    response = jsonify(view)
+    response.status_code = status
+    response.headers["ETag"] = etag
+    return response

@@ -1,0 +1,44 @@
+"""Operations: run retention now; place, list and lift legal holds."""
+
+from flask import Blueprint, jsonify
+
+from ..endpoint import ADMIN, actor, endpoint, request_id, runtime
+from ..schemas import HoldCreateSchema, HoldListSchema, HoldSchema, RetentionReportSchema, RetentionRunSchema
+
+bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
+
+
+@bp.post("/retention/run")
+@endpoint("Purge expired data now", tag="admin", roles=ADMIN, body=RetentionRunSchema,
+          responses={200: RetentionReportSchema, 409: None})
+def run_retention(body):
+    report = runtime().retention.run(dry_run=body["dry_run"], actor=actor())
+    return jsonify(report.to_dict())
+
+
+@bp.post("/holds")
+@endpoint("Place a legal hold on a subject", tag="admin", roles=ADMIN, body=HoldCreateSchema,
+          responses={201: HoldSchema})
+def place_hold(body):
+    rt = runtime()
+    subject = rt.hasher.hash(body["user_id"])
+    hold = rt.holds.place(subject, body["reason"], body.get("until"), actor().actor_id)
+    rt.audit.record(actor(), "hold_place", subject_hash=subject, resource=f"hold:{hold['hold_id']}",
+                    request_id=request_id())
+    return jsonify(hold), 201
+
+
+@bp.get("/holds")
+@endpoint("List active legal holds", tag="admin", roles=ADMIN, responses={200: HoldListSchema})
+def list_holds():
+    return jsonify(items=runtime().holds.list_active())
+
+
+@bp.delete("/holds/<string(maxlength=64):hold_id>")
+@endpoint("Lift a legal hold", tag="admin", roles=ADMIN, responses={200: HoldSchema, 404: None})
+def lift_hold(hold_id):
+    rt = runtime()
+    hold, subject = rt.holds.lift(hold_id, actor().actor_id)
+    rt.audit.record(actor(), "hold_lift", subject_hash=subject, resource=f"hold:{hold_id}",
+                    request_id=request_id())
+    return jsonify(hold)

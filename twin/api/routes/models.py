@@ -1,0 +1,51 @@
+"""Model registry routes (admin, service): info, versions, performance, cleanup."""
+
+from flask import Blueprint, jsonify
+from marshmallow import Schema, fields, validate
+
+from ..endpoint import SERVICE, endpoint, runtime
+from ..problems import NotFound
+
+bp = Blueprint("models", __name__, url_prefix="/v1/models")
+
+_MODEL_NAME = "<string(maxlength=100):name>"
+
+
+class PerformanceQuerySchema(Schema):
+    version = fields.String(validate=validate.Length(1, 64))
+
+
+class CleanupSchema(Schema):
+    keep = fields.Integer(required=True, validate=validate.Range(1, 1000))
+
+
+@bp.get("/info")
+@endpoint("Every registered model and its versions", tag="models", roles=SERVICE, responses={200: None})
+def info():
+    return jsonify(runtime().models.get_model_info())
+
+
+@bp.get(f"/{_MODEL_NAME}/versions")
+@endpoint("Versions of one model", tag="models", roles=SERVICE, responses={200: None, 404: None})
+def versions(name):
+    found = runtime().models.get_versions(name)
+    if not found:
+        raise NotFound("no such model")
+    return jsonify(items=found)
+
+
+@bp.get(f"/{_MODEL_NAME}/performance")
+@endpoint("Performance history of a model (optionally one version)", tag="models", roles=SERVICE,
+          query=PerformanceQuerySchema, responses={200: None, 404: None})
+def performance(name, query):
+    models = runtime().models
+    if not models.get_versions(name):
+        raise NotFound("no such model")
+    return jsonify(items=models.get_performance(name, query.get("version")))
+
+
+@bp.post("/cleanup")
+@endpoint("Delete all but the newest N versions of every model (never the active one)", tag="models",
+          roles=SERVICE, body=CleanupSchema, responses={200: None})
+def cleanup(body):
+    return jsonify(deleted=runtime().models.cleanup_old_models(keep=body["keep"]))

@@ -1,0 +1,250 @@
+"""Marshmallow schemas: every request body and query, and every response (for OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from marshmallow import Schema, ValidationError, fields, validate, validates
+
+from compliance.audit import ACTIONS
+from compliance.consent import CONSENT_METHODS
+
+_ID = validate.Length(1, 64)
+_NAME = validate.Length(1, 100)
+JSON_OBJECT_LIMIT = validate.Length(max=50)
+
+
+class _Strict(Schema):
+    class Meta:
+        ordered = True
+
+
+def _json_object(**kwargs) -> fields.Dict:
+    return fields.Dict(keys=fields.String(validate=validate.Length(1, 64)), values=fields.Raw(allow_none=True),
+                       validate=JSON_OBJECT_LIMIT, **kwargs)
+
+
+class ParentalConsentSchema(_Strict):
+    consenter_name = fields.String(required=True, validate=validate.Length(1, 200))
+    consenter_relationship = fields.String(required=True, validate=validate.OneOf(["parent", "legal_guardian"]))
+    consenter_contact = fields.String(validate=validate.Length(1, 320), allow_none=True, load_default=None)
+    method = fields.String(required=True, validate=validate.OneOf(CONSENT_METHODS))
+    obtained_at = fields.AwareDateTime(required=True)
+
+
+class _ProfileFields(_Strict):
+    birth_date = fields.Date(allow_none=True)
+    learning_style = fields.String(validate=validate.Length(1, 64), allow_none=True)
+    preferred_difficulty = fields.String(validate=validate.OneOf(["easy", "medium", "hard"]))
+    knowledge_domains = fields.List(fields.String(validate=_NAME), validate=validate.Length(max=50))
+    learning_goals = fields.List(fields.String(validate=validate.Length(1, 500)), validate=validate.Length(max=50))
+    privacy_settings = _json_object()
+    personal = _json_object()
+    retention_days = fields.Integer(validate=validate.Range(1, 3650), allow_none=True)
+
+    @validates("birth_date")
+    def _not_in_future(self, value: date | None, **_: object) -> None:
+        if value is not None and (value > date.today() or value.year < 1900):
+            raise ValidationError("Must be a past date after 1900-01-01.")
+
+
+class ProfileCreateSchema(_ProfileFields):
+    user_id = fields.String(required=True, validate=validate.Length(1, 256))
+    parental_consent = fields.Nested(ParentalConsentSchema)
+
+
+class ProfilePatchSchema(_ProfileFields):
+    pass
+
+
+class UserIdSchema(_Strict):
+    user_id = fields.String(required=True, validate=validate.Length(1, 256))
+
+
+class ProfileSchema(_Strict):
+    profile_id = fields.String(required=True)
+    learning_style = fields.String(allow_none=True)
+    preferred_difficulty = fields.String()
+    knowledge_domains = fields.List(fields.String())
+    learning_goals = fields.List(fields.String())
+    privacy_settings = fields.Dict()
+    personal = fields.Dict()
+    birth_date = fields.String(allow_none=True)
+    retention_days = fields.Integer(allow_none=True)
+    created_at = fields.String()
+    updated_at = fields.String()
+    expires_at = fields.String()
+
+
+class SessionStartSchema(_Strict):
+    session_type = fields.String(required=True, validate=validate.Length(1, 64))
+    topics_covered = fields.List(fields.String(validate=validate.Length(1, 200)), validate=validate.Length(max=100))
+    start_time = fields.AwareDateTime()
+
+
+class SessionUpdateSchema(_Strict):
+    end_time = fields.AwareDateTime(allow_none=True)
+    performance_metrics = _json_object(allow_none=True)
+    engagement_score = fields.Float(validate=validate.Range(0, 1), allow_none=True)
+    completion_status = fields.String(validate=validate.OneOf(["in_progress", "completed", "abandoned"]))
+    topics_covered = fields.List(fields.String(validate=validate.Length(1, 200)), validate=validate.Length(max=100))
+
+
+class SessionSchema(_Strict):
+    session_id = fields.String(required=True)
+    profile_id = fields.String()
+    session_type = fields.String()
+    start_time = fields.String()
+    end_time = fields.String(allow_none=True)
+    duration_minutes = fields.Float(allow_none=True)
+    topics_covered = fields.List(fields.String())
+    performance_metrics = fields.Dict(allow_none=True)
+    engagement_score = fields.Float(allow_none=True)
+    completion_status = fields.String()
+
+
+class SessionPageSchema(_Strict):
+    items = fields.List(fields.Nested(SessionSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class SessionListQuerySchema(_Strict):
+    limit = fields.Integer(validate=validate.Range(1, 100), load_default=20)
+    cursor = fields.String(validate=validate.Length(1, 100))
+
+
+class KnowledgeUpsertSchema(_Strict):
+    mastery_level = fields.Float(required=True, validate=validate.Range(0, 1))
+    confidence_score = fields.Float(validate=validate.Range(0, 1), load_default=0.0)
+    learning_trajectory = _json_object(allow_none=True)
+    prerequisites_met = fields.Boolean(load_default=False)
+
+
+class KnowledgeStateSchema(_Strict):
+    domain = fields.String()
+    topic = fields.String()
+    mastery_level = fields.Float()
+    confidence_score = fields.Float()
+    learning_trajectory = fields.Dict(allow_none=True)
+    prerequisites_met = fields.Boolean()
+    last_accessed = fields.String()
+
+
+class KnowledgeListSchema(_Strict):
+    items = fields.List(fields.Nested(KnowledgeStateSchema))
+
+
+class KnowledgeQuerySchema(_Strict):
+    domain = fields.String(validate=_NAME)
+
+
+class ConsentSchema(_Strict):
+    consent_id = fields.String()
+    method = fields.String()
+    granted_at = fields.String()
+    withdrawn_at = fields.String(allow_none=True)
+
+
+class ConsentWithdrawalSchema(_Strict):
+    consent_id = fields.String()
+    withdrawn_at = fields.String()
+    erased = fields.Boolean()
+    receipt = fields.Dict(allow_none=True)
+
+
+class ErasureReceiptSchema(_Strict):
+    receipt_id = fields.String()
+    erased_at = fields.String()
+    dry_run = fields.Boolean()
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer())
+    subject_key_destroyed = fields.Boolean()
+    rescan = fields.Dict(keys=fields.String(), values=fields.Integer())
+    verified = fields.Boolean()
+    duration_ms = fields.Float()
+
+
+class ExportSchema(Schema):
+    format = fields.String()
+    generated_at = fields.String()
+    profiles = fields.List(fields.Dict())
+    sessions = fields.List(fields.Dict())
+    knowledge_states = fields.List(fields.Dict())
+    consents = fields.List(fields.Dict())
+    legal_holds = fields.List(fields.Dict())
+    disclosures = fields.List(fields.Dict())
+
+
+class RetentionRunSchema(_Strict):
+    dry_run = fields.Boolean(load_default=False)
+
+
+class RetentionReportSchema(Schema):
+    dry_run = fields.Boolean()
+    started_at = fields.String()
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer())
+    sample_row_ids = fields.Dict()
+    subject_keys_destroyed = fields.Integer()
+    duration_s = fields.Float()
+
+
+class HoldCreateSchema(_Strict):
+    user_id = fields.String(required=True, validate=validate.Length(1, 256))
+    reason = fields.String(required=True, validate=validate.Length(1, 500))
+    until = fields.AwareDateTime(allow_none=True)
+
+
+class HoldSchema(_Strict):
+    hold_id = fields.String()
+    reason = fields.String()
+    placed_at = fields.String()
+    placed_by = fields.String()
+    until = fields.String(allow_none=True)
+    lifted_at = fields.String(allow_none=True)
+    lifted_by = fields.String(allow_none=True)
+
+
+class HoldListSchema(_Strict):
+    items = fields.List(fields.Nested(HoldSchema))
+
+
+class AuditQuerySchema(_Strict):
+    subject = fields.String(validate=validate.Regexp(r"^[0-9a-f]{64}$"))
+    action = fields.String(validate=validate.OneOf(sorted(ACTIONS)))
+    since = fields.AwareDateTime()
+    until = fields.AwareDateTime()
+    cursor = fields.Integer(validate=validate.Range(0, 2**62))
+    limit = fields.Integer(validate=validate.Range(1, 500), load_default=100)
+
+
+class AuditEventSchema(Schema):
+    seq = fields.Integer()
+    event_id = fields.String()
+    occurred_at = fields.String()
+    actor_id = fields.String()
+    actor_role = fields.String()
+    action = fields.String()
+    subject_hash = fields.String(allow_none=True)
+    resource = fields.String(allow_none=True)
+    request_id = fields.String(allow_none=True)
+    details = fields.Dict(allow_none=True)
+    prev_hash = fields.String()
+    event_hash = fields.String()
+
+
+class AuditPageSchema(_Strict):
+    items = fields.List(fields.Nested(AuditEventSchema))
+    next_cursor = fields.Integer(allow_none=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String()
+    databases = fields.Dict(keys=fields.String(), values=fields.Boolean())
+
+
+class ProblemSchema(Schema):
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    errors = fields.Dict()
+    request_id = fields.String()

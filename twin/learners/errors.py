@@ -1,0 +1,28 @@
+"""Named errors of the learner domain; the API maps each to one HTTP status."""
+
+
+class LearnerError(Exception):
+    """Base class of learner-domain errors."""
+
+
+class NotFoundError(LearnerError):
+    """No such (unexpired) profile, session or knowledge state."""
+
+
+class DuplicateProfileError(LearnerError):
+    """That user already has a profile."""
+
+
+class PreconditionFailedError(LearnerError):
+    """``If-Match`` did not match the current version."""
+
+
+class InvalidFieldsError(LearnerError):
+    """Field values that are well-formed but not acceptable (e.g. end before start).
+
+    ``errors`` maps field names to lists of messages, like a marshmallow ValidationError.
+    """
+
+    def __init__(self, errors: dict[str, list[str]], message: str = "invalid fields") -> None:
+        super().__init__(message)
+        self.errors = errors

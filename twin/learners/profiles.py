@@ -1,0 +1,193 @@
+"""Learner profiles: create, look up, read, update. Erasure lives in ``compliance.dsr``.
+
+The user ID is hashed on arrival and never stored; ``personal``, ``birth_date`` and
+``learning_goals`` are sealed under the subject's data key with row-bound associated data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, timedelta
+from typing import Any
+
+from compliance.audit import Actor
+from compliance.consent import (ConsentRequiredError, ParentalConsent, has_active_consent,
+                                insert_consent, is_child)
+from twin.storage import IntegrityError
+from twin.storage.timestamps import from_db, to_db
+
+from .context import LearnerContext, new_id
+from .errors import DuplicateProfileError, NotFoundError, PreconditionFailedError
+
+TABLE = "learning_profiles"
+_SEALED = "encrypted_data"      # {"personal": {...}, "birth_date": "YYYY-MM-DD"}
+_PLAIN_JSON = ("knowledge_domains", "privacy_settings")
+
+
+def consent_from_request(data: dict[str, Any]) -> ParentalConsent:
+    """A validated request's consent (``obtained_at`` as a datetime) in stored form."""
+    return ParentalConsent(**{**data, "obtained_at": to_db(data["obtained_at"])})
+
+
+def etag_for(row_id: str, row_version: int) -> str:
+    """An opaque strong ETag for one version of a row."""
+    digest = hashlib.sha256(f"{row_id}:{row_version}".encode()).hexdigest()[:16]
+    return f'"{digest}"'
+
+
+class ProfileService:
+    def __init__(self, ctx: LearnerContext) -> None:
+        self.ctx = ctx
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _row(self, profile_id: str, conn: Any = None) -> Any:
+        conn = conn or self.ctx.db.connection()
+        row = conn.execute(f"SELECT * FROM {TABLE} WHERE profile_id = ? AND ttl_expires_at > ?",
+                           (profile_id, self.ctx.now())).fetchone()
+        if row is None:
+            raise NotFoundError("profile not found")
+        return row
+
+    def subject_of(self, profile_id: str) -> str:
+        """The subject hash of an unexpired profile (NotFoundError otherwise)."""
+        return self._row(profile_id)["user_id_hash"]
+
+    def _view(self, row: Any) -> dict[str, Any]:
+        sealer = self.ctx.keys.sealer_for(row["user_id_hash"])
+        pid = row["profile_id"]
+        sealed = sealer.open(TABLE, _SEALED, pid, row[_SEALED]) if row[_SEALED] is not None else {}
+        goals = sealer.open(TABLE, "learning_goals", pid, row["learning_goals"]) \
+            if row["learning_goals"] is not None else []
+        return {
+            "profile_id": pid,
+            "learning_style": row["learning_style"],
+            "preferred_difficulty": row["preferred_difficulty"],
+            "knowledge_domains": json.loads(row["knowledge_domains"] or "[]"),
+            "learning_goals": goals,
+            "privacy_settings": json.loads(row["privacy_settings"] or "{}"),
+            "personal": sealed.get("personal", {}),
+            "birth_date": sealed.get("birth_date"),
+            "retention_days": row["retention_days"],
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+            "expires_at": row["ttl_expires_at"],
+        }
+
+    def get(self, actor: Actor, request_id: str | None, profile_id: str, *,
+            subject: str | None = None) -> tuple[dict[str, Any], str]:
+        """A profile and its ETag. ``subject`` restricts to one subject (learner tokens)."""
+        row = self._row(profile_id)
+        if subject is not None and row["user_id_hash"] != subject:
+            raise NotFoundError("profile not found")
+        view = self._view(row)
+        self.ctx.record(actor, "read", row["user_id_hash"], f"profile:{profile_id}", request_id)
+        return view, etag_for(profile_id, row["row_version"])
+
+    def lookup(self, actor: Actor, request_id: str | None, user_id: str) -> tuple[dict[str, Any], str]:
+        subject = self.ctx.hasher.hash(user_id)
+        row = self.ctx.db.query_one(f"SELECT profile_id FROM {TABLE} WHERE user_id_hash = ? "
+                                    "AND ttl_expires_at > ?", (subject, self.ctx.now()))
+        if row is None:
+            raise NotFoundError("profile not found")
+        return self.get(actor, request_id, row["profile_id"])
+
+    # -- writing --------------------------------------------------------------------------
+
+    def create(self, actor: Actor, request_id: str | None, data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """Create a profile (and its parental consent, when one is given)."""
+        ctx = self.ctx
+        subject = ctx.hasher.hash(data["user_id"])
+        birth_date: date | None = data.get("birth_date")
+        consent_data = data.get("parental_consent")
+        if is_child(birth_date, ctx.clock().date()) and not consent_data:
+            raise ConsentRequiredError(
+                "learners under 13 need a recorded parental consent (COPPA): send parental_consent")
+        profile_id = new_id("prf")
+        now = ctx.clock()
+        retention_days = data.get("retention_days") or ctx.config.profile_retention_days
+        sealer = ctx.keys.sealer_for(subject, create=True)
+        sealed = {"personal": data.get("personal") or {},
+                  "birth_date": birth_date.isoformat() if birth_date else None}
+
+        def insert(conn: Any) -> None:
+            conn.execute(
+                f"INSERT INTO {TABLE} (profile_id, user_id_hash, learning_style, preferred_difficulty, "
+                "knowledge_domains, learning_goals, privacy_settings, encrypted_data, created_at, "
+                "updated_at, ttl_expires_at, retention_days) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (profile_id, subject, data.get("learning_style"),
+                 data.get("preferred_difficulty") or "medium",
+                 json.dumps(data.get("knowledge_domains") or []),
+                 sealer.seal(TABLE, "learning_goals", profile_id, data.get("learning_goals") or []),
+                 json.dumps(data.get("privacy_settings") or {}),
+                 sealer.seal(TABLE, _SEALED, profile_id, sealed),
+                 to_db(now), to_db(now), to_db(now + timedelta(days=retention_days)),
+                 data.get("retention_days")))
+            if consent_data:
+                insert_consent(conn, sealer, consent_id=new_id("cns"), profile_id=profile_id,
+                               subject_hash=subject, consent=consent_from_request(consent_data),
+                               granted_at=to_db(now))
+
+        try:
+            ctx.db.write(insert)
+        except IntegrityError:
+            raise DuplicateProfileError("this user already has a profile") from None
+        ctx.record(actor, "create", subject, f"profile:{profile_id}", request_id)
+        if consent_data:
+            ctx.record(actor, "consent_grant", subject, f"profile:{profile_id}", request_id)
+        return self.get_unaudited(profile_id)
+
+    def get_unaudited(self, profile_id: str) -> tuple[dict[str, Any], str]:
+        """The view returned right after a write (the write itself was audited)."""
+        row = self._row(profile_id)
+        return self._view(row), etag_for(profile_id, row["row_version"])
+
+    def update(self, actor: Actor, request_id: str | None, profile_id: str, changes: dict[str, Any],
+               if_match: str | None) -> tuple[dict[str, Any], str]:
+        """Partial update; ``if_match`` (an ETag) must match the current version when given."""
+        ctx = self.ctx
+
+        def apply(conn: Any) -> str:
+            row = self._row(profile_id, conn)
+            if if_match is not None and if_match not in ("*", etag_for(profile_id, row["row_version"])):
+                raise PreconditionFailedError("the profile changed since it was read (ETag mismatch)")
+            subject = row["user_id_hash"]
+            sealer = ctx.keys.sealer_for(subject)
+            sets: dict[str, Any] = {}
+            for column in ("learning_style", "preferred_difficulty"):
+                if column in changes:
+                    sets[column] = changes[column]
+            for column in _PLAIN_JSON:
+                if column in changes:
+                    sets[column] = json.dumps(changes[column] if changes[column] is not None else
+                                              ([] if column == "knowledge_domains" else {}))
+            if "learning_goals" in changes:
+                sets["learning_goals"] = sealer.seal(TABLE, "learning_goals", profile_id,
+                                                     changes["learning_goals"] or [])
+            if "personal" in changes or "birth_date" in changes:
+                sealed = sealer.open(TABLE, _SEALED, profile_id, row[_SEALED])
+                if "personal" in changes:
+                    sealed["personal"] = changes["personal"] or {}
+                if "birth_date" in changes:
+                    birth = changes["birth_date"]
+                    if is_child(birth, ctx.clock().date()) and not has_active_consent(conn, profile_id):
+                        raise ConsentRequiredError(
+                            "learners under 13 need a recorded parental consent (COPPA) first")
+                    sealed["birth_date"] = birth.isoformat() if birth else None
+                sets[_SEALED] = sealer.seal(TABLE, _SEALED, profile_id, sealed)
+            if "retention_days" in changes:
+                days = changes["retention_days"] or ctx.config.profile_retention_days
+                sets["retention_days"] = changes["retention_days"]
+                sets["ttl_expires_at"] = to_db(from_db(row["created_at"]) + timedelta(days=days))
+            sets["updated_at"] = ctx.now()
+            assignments = ", ".join(f"{c} = ?" for c in sets)
+            conn.execute(f"UPDATE {TABLE} SET {assignments}, row_version = row_version + 1 "
+                         "WHERE profile_id = ?", (*sets.values(), profile_id))
+            return subject
+
+        subject = ctx.db.write(apply)
+        ctx.record(actor, "update", subject, f"profile:{profile_id}", request_id,
+                   {"fields": sorted(changes)})
+        return self.get_unaudited(profile_id)
+

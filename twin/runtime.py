@@ -1,0 +1,110 @@
+"""The one object that owns a process's databases, keys and services.
+
+The Flask app holds one ``Runtime``; scripts build one too. Nothing else keeps global state.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from functools import cached_property
+from typing import Callable
+
+from compliance.audit import Actor, AuditTrail
+from compliance.dsr import DataSubjectRequests
+from compliance.field_crypto import FieldCipher
+from compliance.id_hashing import SubjectHasher
+from compliance.keyring import Keyring, load_keyring
+from compliance.legal_hold import LegalHolds
+from compliance.registry import build_registry
+from compliance.retention import RetentionPurger
+from compliance.subject_keys import SubjectKeyStore
+from compliance.tokens import TokenStore
+
+from .catalog import open_database
+from .config import Config
+from .learners.consents import ConsentService
+from .learners.context import LearnerContext
+from .learners.knowledge import KnowledgeService
+from .learners.profiles import ProfileService
+from .learners.sessions import SessionService
+from .storage.maintenance import checkpoint
+from .storage.timestamps import utc_now
+
+log = logging.getLogger(__name__)
+
+STARTUP_ACTOR = Actor("system:startup", "system")
+
+
+class Runtime:
+    """Config + keyring + open databases + services, for one process."""
+
+    def __init__(self, config: Config, keyring: Keyring, *,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.config = config
+        self.keyring = keyring
+        self.clock = clock
+        self.twin_db = open_database("digital_twin", config, keyring)
+        self.vault_db = open_database("privacy_vault", config, keyring)
+        self.registry = build_registry((self.twin_db.name, self.vault_db.name))
+        self.hasher = SubjectHasher(keyring.id_pepper)
+        self.field_cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
+        self.keys = SubjectKeyStore(self.vault_db, self.field_cipher, encrypt=not config.bench_plaintext)
+        self.audit = AuditTrail(self.vault_db, clock=clock)
+        self.tokens = TokenStore(self.vault_db)
+        self.holds = LegalHolds(self.twin_db, clock)
+        ctx = LearnerContext(self.twin_db, self.keys, self.hasher, self.audit, config, clock)
+        self.profiles = ProfileService(ctx)
+        self.sessions = SessionService(ctx, self.profiles)
+        self.knowledge = KnowledgeService(ctx, self.profiles)
+        self.dsr = DataSubjectRequests(self.twin_db, self.vault_db, self.registry, self.keys,
+                                       self.audit, self.holds, clock)
+        self.consents = ConsentService(ctx, self.profiles, self.dsr)
+        self.retention = RetentionPurger(self.twin_db, self.vault_db, self.registry, self.keys,
+                                         self.audit, config, clock)
+        self._extra_dbs: list = []
+
+    @classmethod
+    def open(cls, config: Config | None = None, *, clock: Callable[[], datetime] = utc_now,
+             reapply_tombstones: bool = True) -> "Runtime":
+        """Load the keyring, open and migrate the databases, re-apply erasure tombstones."""
+        config = config or Config.from_env()
+        keyring = load_keyring(config.keyring_path, production=config.production, environ=config.environ or None)
+        runtime = cls(config, keyring, clock=clock)
+        if reapply_tombstones:
+            result = runtime.dsr.reapply_tombstones(STARTUP_ACTOR)
+            if result["subjects_reapplied"]:
+                log.warning("re-applied %d erasure tombstones (restored backup or interrupted erasure)",
+                            result["subjects_reapplied"])
+        return runtime
+
+    @cached_property
+    def models(self):  # noqa: ANN201 - imported lazily: only the model routes need it
+        from .model_registry.manager import ModelManager
+        db = open_database("model_registry", self.config, self.keyring)
+        self._extra_dbs.append(db)
+        model_dir = self.config.model_dir or db.path.parent / "models"
+        return ModelManager(db, model_dir)
+
+    def databases(self) -> list:
+        return [self.twin_db, self.vault_db, *self._extra_dbs]
+
+    def ready(self) -> dict[str, bool]:
+        """Per database: open, keyed and answering."""
+        status = {}
+        for db in self.databases():
+            try:
+                db.query_one("SELECT count(*) FROM sqlite_master")
+                status[db.name] = True
+            except Exception:
+                status[db.name] = False
+        return status
+
+    def close(self) -> None:
+        """Checkpoint every WAL and close every connection (graceful shutdown)."""
+        for db in self.databases():
+            try:
+                checkpoint(db, "TRUNCATE")
+            except Exception:
+                log.warning("final checkpoint of %s failed", db.name)
+            db.close_all()

@@ -1,0 +1,29 @@
+"""Timestamps as stored: ISO-8601 UTC text with a fixed width, so text order is time order."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def to_db(moment: datetime) -> str:
+    """``2026-11-22T02:30:00.000000Z``; naive datetimes are taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime(_FORMAT)
+
+
+def from_db(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.strptime(text, _FORMAT).replace(tzinfo=timezone.utc)
+
+
+def to_api(text: str | None) -> str | None:
+    """The API form of a stored timestamp: ``2026-11-22T02:30:00.000000Z`` (unchanged)."""
+    return text
