@@ -15,7 +15,7 @@ from typing import Sequence
 from compliance.keyring import Keyring
 
 from .config import Config
-from .storage import Database, Migration, Migrator, resolve_database_path
+from .storage import Database, Migration, Migrator, WrongKeyError, resolve_database_path
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,23 @@ def open_database(name: str, config: Config, keyring: Keyring, *, migrate: bool 
     spec = spec_for(name)
     key = None if config.bench_plaintext else keyring.database_key
     db = Database(database_path(spec, config), key, name=spec.name)
+    if key is not None and keyring.previous_database_key and db.path.exists():
+        db = _with_rekey_fallback(db, keyring)
     if migrate:
         Migrator(db, spec.migrations()).migrate()
     return db
 
 
+def _with_rekey_fallback(db: Database, keyring: Keyring) -> Database:
+    """During an interrupted database rekey, a file may still be under the previous key."""
+    try:
+        db.query_one("SELECT 1")
+        return db
+    except WrongKeyError:
+        db.close_all()
+        return Database(db.path, keyring.previous_database_key, name=db.name)
+
+
 def migrator_for(db: Database) -> Migrator:
     return Migrator(db, spec_for(db.name).migrations())
+

@@ -1,0 +1,53 @@
+"""Running the retention purge: once, or nightly under APScheduler."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from compliance.job_lock import JobAlreadyRunningError
+from compliance.retention import RetentionReport
+
+from .config import Config, ConfigError
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def run_once(*, dry_run: bool = False, config: Config | None = None,
+             progress: Callable[[str, int], None] | None = None) -> RetentionReport:
+    runtime = Runtime.open(config)
+    try:
+        return runtime.retention.run(dry_run=dry_run, progress=progress)
+    finally:
+        runtime.close()
+
+
+def nightly_job(config: Config | None = None) -> None:
+    """One scheduled run. Never raises: a failed night is logged and the next one still runs."""
+    try:
+        report = run_once(config=config)
+        log.info("retention run finished in %.1fs: %s", report.duration_s, report.counts)
+    except JobAlreadyRunningError as exc:
+        log.warning("retention run skipped: %s", exc)
+    except Exception:
+        log.exception("retention run failed; the next scheduled run will try again")
+
+
+def run_forever(cron: str | None = None, config: Config | None = None) -> None:
+    """Block, running ``nightly_job`` on the cron schedule (UTC)."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    config = config or Config.from_env()
+    expression = cron or config.retention_cron
+    try:
+        trigger = CronTrigger.from_crontab(expression, timezone="UTC")
+    except ValueError as exc:
+        raise ConfigError(f"invalid cron expression {expression!r}: {exc}") from None
+    scheduler = BlockingScheduler(timezone="UTC")
+    # max_instances=1 + coalesce: a run that is still going, or several missed ones, never stack.
+    scheduler.add_job(nightly_job, trigger, kwargs={"config": config}, id="retention",
+                      max_instances=1, coalesce=True, misfire_grace_time=3600)
+    log.info("retention scheduled with cron %r (UTC)", expression)
+    scheduler.start()
