@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from twin.storage import Database
 from twin.storage.timestamps import to_db, utc_now
@@ -157,7 +156,7 @@ class ChainVerification:
         return f"audit trail BROKEN at event {self.first_bad_seq}: {self.reason}"
 
 
-def event_hash(row: Mapping[str, Any] | Any) -> str:
+def compute_event_hash(row: Mapping[str, Any] | Any) -> str:
     """SHA-256 (hex) of an event's canonical JSON: every column but ``event_hash``.
 
     ``row`` is a database row or a dict with the stored values (``details`` as its JSON text).
@@ -179,7 +178,8 @@ def _details_json(details: Mapping[str, Any] | None) -> str | None:
         raise InvalidAuditEventError(f"details must be plain JSON: {exc}") from None
     if len(text) > MAX_DETAILS_BYTES:
         raise InvalidAuditEventError(
-            f"details are {len(text)} bytes; keep them under {MAX_DETAILS_BYTES} (counts and ids only)")
+            f"details are {len(text)} bytes; keep them under {MAX_DETAILS_BYTES} "
+            "(counts and ids only)")
     return text
 
 
@@ -221,7 +221,7 @@ class _ChainWalker:
     def check(self, row: Any) -> str | None:
         """None if ``row`` continues the chain, else why not (and the walker stops moving)."""
         seq = row["seq"]
-        if event_hash(row) != row["event_hash"]:
+        if compute_event_hash(row) != row["event_hash"]:
             return "content does not match its hash (edited?)"
         expected = self.last_seq + 1
         if seq != expected:
@@ -289,7 +289,8 @@ class AuditTrail:
         for actor, action, fields in events:
             unknown = set(fields) - _RECORD_FIELDS
             if unknown:
-                raise InvalidAuditEventError(f"unknown event field(s): {', '.join(sorted(unknown))}")
+                raise InvalidAuditEventError(
+                    f"unknown event field(s): {', '.join(sorted(unknown))}")
             validated.append(self._validated(actor, action, fields))
         if not validated:
             return 0
@@ -323,7 +324,7 @@ class AuditTrail:
     def _chained(self, fields: Mapping[str, Any], seq: int, prev_hash: str) -> dict[str, Any]:
         row = dict(fields, seq=seq, event_id=secrets.token_urlsafe(12),
                    occurred_at=to_db(self._clock()), prev_hash=prev_hash)
-        row["event_hash"] = event_hash(row)
+        row["event_hash"] = compute_event_hash(row)
         return row
 
     @staticmethod
@@ -344,14 +345,15 @@ class AuditTrail:
         ``since`` is inclusive, ``until`` exclusive. Page by passing the last item's ``seq``
         as ``after_seq``. ``limit`` is 1..``MAX_QUERY_LIMIT``.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_QUERY_LIMIT:
+        if isinstance(limit, bool) or not isinstance(limit, int) \
+                or not 1 <= limit <= MAX_QUERY_LIMIT:
             raise InvalidAuditQueryError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
         if action is not None and action not in ACTIONS:
             raise UnknownAuditActionError(f"unknown audit action {action!r}")
         where, params = [], []
         for clause, value in (("subject_hash = ?", subject_hash), ("action = ?", action),
-                              ("occurred_at >= ?", since and to_db(since)),
-                              ("occurred_at < ?", until and to_db(until)),
+                              ("occurred_at >= ?", None if since is None else to_db(since)),
+                              ("occurred_at < ?", None if until is None else to_db(until)),
                               ("seq > ?", after_seq)):
             if value is not None:
                 where.append(clause)
@@ -369,8 +371,9 @@ class AuditTrail:
             raise InvalidAuditQueryError("batch must be at least 1")
         after = 0
         while True:
-            rows = self.vault.query(_SELECT + " WHERE subject_hash = ? AND seq > ? ORDER BY seq LIMIT ?",
-                                    (subject_hash, after, batch))
+            rows = self.vault.query(
+                _SELECT + " WHERE subject_hash = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (subject_hash, after, batch))
             for row in rows:
                 yield _to_event(row)
             if len(rows) < batch:

@@ -19,7 +19,7 @@ from twin.storage import Database
 from twin.storage.maintenance import checkpoint, incremental_vacuum
 from twin.storage.timestamps import to_db
 
-from .audit import Actor, AuditTrail
+from .audit import Actor, AuditChainBrokenError, AuditTrail
 from .job_lock import JobLock
 from .legal_hold import ACTIVE as HOLD_ACTIVE
 from .registry import PersonalDataRegistry, PersonalDataTable
@@ -37,6 +37,7 @@ class RetentionReport:
     counts: dict[str, int] = field(default_factory=dict)
     sample_row_ids: dict[str, list[str]] = field(default_factory=dict)  # dry run: what would go
     subject_keys_destroyed: int = 0
+    audit_chain_broken: str | None = None  # set when old audit events were kept as evidence
     duration_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,17 +83,26 @@ class RetentionPurger:
                     self._preview(entry, report)
                 else:
                     report.counts[entry.table] = self._purge(entry, batch_size, lock, report, progress)
-            purged_audit = 0 if dry_run else self.audit.purge_older_than(
-                self.clock() - timedelta(days=self.config.audit_retention_days), batch_size)
-            report.counts["audit_events"] = purged_audit
-        if not dry_run and any(report.counts.values()):
+            report.counts["audit_events"] = 0 if dry_run else self._purge_audit(batch_size, report)
+        if not dry_run and (any(report.counts.values()) or report.audit_chain_broken):
             _checkpoint_quietly(self.twin_db)
             incremental_vacuum(self.twin_db)
             self.audit.record(actor, "purge", resource="retention",
                               details={"counts": report.counts,
-                                       "subject_keys_destroyed": report.subject_keys_destroyed})
+                                       "subject_keys_destroyed": report.subject_keys_destroyed,
+                                       "audit_chain_broken": report.audit_chain_broken is not None})
         report.duration_s = round(time.perf_counter() - started, 3)
         return report
+
+    def _purge_audit(self, batch_size: int, report: RetentionReport) -> int:
+        """Purge old audit events; a broken chain is reported, never purged away."""
+        try:
+            return self.audit.purge_older_than(
+                self.clock() - timedelta(days=self.config.audit_retention_days), batch_size)
+        except AuditChainBrokenError as exc:
+            report.audit_chain_broken = f"event {exc.seq}: {exc.reason}"
+            log.error("audit purge refused: the chain is broken at event %s (%s)", exc.seq, exc.reason)
+            return 0
 
     def _preview(self, entry: PersonalDataTable, report: RetentionReport) -> None:
         params = self._params(entry)

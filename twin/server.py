@@ -41,7 +41,7 @@ def serve(app: Any, *, host: str, port: int, threads: int, on_stop: Any = None,
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-    log.info("serving on http://%s:%d with %d threads", host, server.effective_port, threads)
+    log.info("serving on http://%s:%s with %d threads", host, server.effective_port, threads)
     if ready is not None:
         ready.set()
     try:

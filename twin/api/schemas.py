@@ -184,6 +184,7 @@ class RetentionReportSchema(Schema):
     counts = fields.Dict(keys=fields.String(), values=fields.Integer())
     sample_row_ids = fields.Dict()
     subject_keys_destroyed = fields.Integer()
+    audit_chain_broken = fields.String(allow_none=True)
     duration_s = fields.Float()
 
 

@@ -1,0 +1,61 @@
+"""Benchmark helpers: start the real server in a subprocess on a free port, issue a token."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(*, plaintext: bool = False, threads: int = 8, extra_env: dict | None = None) -> Iterator[tuple[str, str, dict]]:
+    """Yield (base_url, service_token, env) of a real server on its own data directory."""
+    from compliance.keyring import Keyring
+    from twin.config import Config
+    from twin.runtime import Runtime
+
+    tmp = Path(tempfile.mkdtemp(prefix="twin-bench-"))
+    env = {**os.environ, "TWIN_DATA_DIR": str(tmp / "data"), "TWIN_KEYRING_PATH": str(tmp / "keyring.json"),
+           "TWIN_ENV": "development", **(extra_env or {})}
+    env.pop("DIGITAL_TWIN_ENCRYPTION_KEY", None)
+    if plaintext:
+        env["TWIN_BENCH_PLAINTEXT"] = "1"
+    Keyring.generate().save(tmp / "keyring.json")
+    runtime = Runtime.open(Config.from_env(env))
+    token = runtime.tokens.issue("service", label="bench").token
+    runtime.close()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "twin.cli", "--log-level", "WARNING", "serve", "--host",
+                             "127.0.0.1", "--port", str(port), "--threads", str(threads)],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start: {proc.stderr.read().decode()[-500:]}")
+                time.sleep(0.1)
+        yield base, token, env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,0 +1,114 @@
+"""scripts/verify_audit.py, run as operators run it: a subprocess on a real vault."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compliance.audit import Actor, AuditTrail
+from compliance.keyring import Keyring
+from twin.catalog import open_database
+from twin.config import Config
+from twin.storage import open_keyed
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "scripts" / "verify_audit.py"
+SERVICE = Actor("tok_service1", "service")
+
+
+@pytest.fixture
+def env(tmp_path) -> dict[str, str]:
+    """The script's environment: data and keyring under tmp_path, nothing from the developer."""
+    base = {k: v for k, v in os.environ.items()
+            if not (k.startswith("TWIN_") or k.endswith("_DB_PATH")
+                    or k == "DIGITAL_TWIN_ENCRYPTION_KEY")}
+    return {**base, "TWIN_DATA_DIR": str(tmp_path / "data"),
+            "TWIN_KEYRING_PATH": str(tmp_path / "keys" / "keyring.json")}
+
+
+@pytest.fixture
+def keyring(env) -> Keyring:
+    keyring = Keyring.generate()
+    keyring.save(Path(env["TWIN_KEYRING_PATH"]))
+    return keyring
+
+
+@pytest.fixture
+def vault(env, keyring):
+    """A real privacy vault holding 6 audit events, written where the script will look."""
+    db = open_database("privacy_vault", Config.from_env(env), keyring)
+    trail = AuditTrail(db)
+    for i in range(6):
+        trail.record(SERVICE, "read", subject_hash=f"{i:064x}", request_id=f"req-{i}")
+    db.close_all()
+    return db
+
+
+def run_script(env: dict[str, str], *args: str,
+               cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, cwd=cwd or REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_help_describes_the_exit_codes(env):
+    result = run_script(env, "--help")
+    assert result.returncode == 0
+    assert "hash chain" in result.stdout and "1 broken" in result.stdout
+
+
+def test_an_intact_trail_exits_0_then_a_hand_edit_exits_1_naming_the_event(env, vault, keyring):
+    intact = run_script(env)
+    assert (intact.returncode, intact.stdout.strip()) == (0, "audit trail OK: 6 events verified")
+
+    conn = open_keyed(vault.path, keyring.database_key)
+    conn.execute("DROP TRIGGER audit_events_no_update")
+    conn.execute("UPDATE audit_events SET action = 'export' WHERE seq = 4")
+    conn.close()
+
+    broken = run_script(env)
+    assert broken.returncode == 1
+    assert broken.stdout.strip() == \
+        "audit trail BROKEN at event 4: content does not match its hash (edited?)"
+
+
+def test_a_deleted_event_exits_1_naming_the_next_event(env, vault, keyring):
+    conn = open_keyed(vault.path, keyring.database_key)
+    conn.execute("DELETE FROM audit_events WHERE seq = 2")
+    conn.close()
+
+    result = run_script(env)
+    assert result.returncode == 1
+    assert result.stdout.startswith("audit trail BROKEN at event 3: event 2 missing")
+
+
+def test_runs_from_any_working_directory(env, vault, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert run_script(env, cwd=elsewhere).returncode == 0
+
+
+def test_a_missing_keyring_is_refused_not_generated(env, tmp_path):
+    result = run_script(env)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no keyring" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not Path(env["TWIN_KEYRING_PATH"]).exists()
+
+
+def test_a_missing_vault_is_an_error_and_is_not_created(env, keyring, tmp_path):
+    result = run_script(env)
+    assert result.returncode == 2 and "no privacy vault" in result.stderr
+    assert not (tmp_path / "data" / "privacy_vault.db").exists()
+
+
+def test_a_wrong_key_is_a_one_line_error(env, vault):
+    Keyring.generate().save(Path(env["TWIN_KEYRING_PATH"]))
+
+    result = run_script(env)
+    assert result.returncode == 2
+    assert "wrong key" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
