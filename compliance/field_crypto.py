@@ -7,7 +7,7 @@ Ciphertext format (all big-endian)::
     +--------+-----------+-----------+---------------------------+
 
 The format byte lets the layout change later; the key id names the key version that
-encrypted it, so rotation can run while old and new ciphertexts coexist. The associated data
+encrypted it (both are authenticated as part of the associated data), so rotation can run while old and new ciphertexts coexist. The associated data
 (``associated_data(table, column, row_id)``) is not stored: the caller rebuilds it from where the
 value lives, so a ciphertext copied to another row or column fails authentication.
 """
@@ -49,8 +49,9 @@ class FieldCipher:
     def encrypt(self, plaintext: bytes, aad: bytes) -> bytes:
         """Encrypt under the active key with a fresh random 96-bit nonce."""
         nonce = os.urandom(NONCE_BYTES)
-        body = self._aeads[self.active_key_id].encrypt(nonce, plaintext, aad)
-        return _HEADER.pack(FORMAT_VERSION, self.active_key_id) + nonce + body
+        header = _HEADER.pack(FORMAT_VERSION, self.active_key_id)
+        # The header is authenticated too, so its format byte and key id cannot be altered.
+        return header + nonce + self._aeads[self.active_key_id].encrypt(nonce, plaintext, header + aad)
 
     def decrypt(self, blob: bytes, aad: bytes) -> bytes:
         """Decrypt a ciphertext; raise a ``DecryptionError`` subclass if it does not authenticate."""
@@ -58,9 +59,10 @@ class FieldCipher:
         aead = self._aeads.get(key_id)
         if aead is None:
             raise UnknownKeyVersionError(f"ciphertext uses key version {key_id}, which the keyring does not hold")
-        nonce = bytes(blob[_HEADER.size:_HEADER.size + NONCE_BYTES])
+        blob = bytes(blob)
+        nonce = blob[_HEADER.size:_HEADER.size + NONCE_BYTES]
         try:
-            return aead.decrypt(nonce, bytes(blob[_HEADER.size + NONCE_BYTES:]), aad)
+            return aead.decrypt(nonce, blob[_HEADER.size + NONCE_BYTES:], blob[:_HEADER.size] + aad)
         except InvalidTag:
             raise DecryptionError(
                 "ciphertext failed authentication (tampered, moved to another row/column, or wrong key)"

@@ -61,11 +61,18 @@ class RetentionPurger:
             params["cutoff"] = to_db(now - timedelta(days=getattr(self.config, entry.retention.window)))
         return params
 
-    def _expired_sql(self, entry: PersonalDataTable, columns: str) -> str:
+    def _expired_sql(self, entry: PersonalDataTable, columns: str, held: bool) -> str:
+        """SELECT of expired rows; the legal-hold exclusion is added only while a hold exists."""
         assert entry.retention is not None
-        return (f"SELECT {columns} FROM {entry.table} WHERE {entry.retention.expired_where} "
-                f"AND {entry.subject_hash_sql} NOT IN "
-                f"(SELECT user_id_hash FROM legal_holds WHERE {HOLD_ACTIVE})")
+        sql = f"SELECT {columns} FROM {entry.table} WHERE {entry.retention.expired_where}"
+        if held:
+            sql += (f" AND {entry.subject_hash_sql} NOT IN "
+                    f"(SELECT user_id_hash FROM legal_holds WHERE {HOLD_ACTIVE})")
+        return sql
+
+    def _any_hold(self) -> bool:
+        return self.twin_db.query_one(f"SELECT 1 FROM legal_holds WHERE {HOLD_ACTIVE} LIMIT 1",
+                                      {"now": to_db(self.clock())}) is not None
 
     def run(self, *, dry_run: bool = False, batch_size: int | None = None,
             progress: Callable[[str, int], None] | None = None,
@@ -105,35 +112,36 @@ class RetentionPurger:
             return 0
 
     def _preview(self, entry: PersonalDataTable, report: RetentionReport) -> None:
-        params = self._params(entry)
+        params, held = self._params(entry), self._any_hold()
         conn = self.twin_db.connection()
         report.counts[entry.table] = int(conn.execute(
-            f"SELECT count(*) FROM ({self._expired_sql(entry, 'id')})", params).fetchone()[0])
-        rows = conn.execute(self._expired_sql(entry, f"{entry.row_id_sql} AS rid") + " LIMIT 20",
+            f"SELECT count(*) FROM ({self._expired_sql(entry, 'id', held)})", params).fetchone()[0])
+        rows = conn.execute(self._expired_sql(entry, f"{entry.row_id_sql} AS rid", held) + " LIMIT 20",
                             params).fetchall()
         report.sample_row_ids[entry.table] = [r["rid"] for r in rows]
 
     def _purge(self, entry: PersonalDataTable, batch_size: int, lock: JobLock,
                report: RetentionReport, progress: Callable[[str, int], None] | None) -> int:
         total = 0
+        returning = f" RETURNING {entry.subject_hash_sql}" if entry.purge_hook else ""
         while True:
             params = {**self._params(entry), "batch": batch_size}
+            # One statement per batch: the expired ids never travel through Python.
+            sql = (f"DELETE FROM {entry.table} WHERE id IN "
+                   f"({self._expired_sql(entry, 'id', self._any_hold())} LIMIT :batch){returning}")
 
-            def batch(conn: Any) -> tuple[int, list[str]]:
-                rows = conn.execute(self._expired_sql(entry, f"id, {entry.subject_hash_sql} AS subject")
-                                    + " LIMIT :batch", params).fetchall()
-                if not rows:
-                    return 0, []
-                ids = [r["id"] for r in rows]
-                placeholders = ",".join("?" * len(ids))
-                conn.execute(f"DELETE FROM {entry.table} WHERE id IN ({placeholders})", ids)
-                return len(ids), sorted({r["subject"] for r in rows})
+            def batch(conn: Any) -> tuple[int, set[str]]:
+                cursor = conn.execute(sql, params)
+                if returning:
+                    rows = cursor.fetchall()
+                    return len(rows), {row[0] for row in rows}
+                return cursor.rowcount, set()
 
             n, subjects = self.twin_db.write(batch)
             if not n:
                 return total
             if entry.purge_hook == "destroy_subject_keys":
-                report.subject_keys_destroyed += sum(self.keys.destroy(s) for s in subjects)
+                report.subject_keys_destroyed += sum(self.keys.destroy(s) for s in sorted(subjects))
             total += n
             lock.refresh()
             if progress:

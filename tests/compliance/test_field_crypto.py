@@ -42,7 +42,8 @@ def test_each_encryption_uses_a_fresh_nonce(cipher):
     first = cipher.encrypt(b"same plaintext", AAD)
     second = cipher.encrypt(b"same plaintext", AAD)
     assert first != second
-    assert first[HEADER_BYTES:HEADER_BYTES + NONCE_BYTES] != second[HEADER_BYTES:HEADER_BYTES + NONCE_BYTES]
+    nonce = slice(HEADER_BYTES, HEADER_BYTES + NONCE_BYTES)
+    assert first[nonce] != second[nonce]
 
 
 def test_header_carries_format_version_and_key_id(keys):

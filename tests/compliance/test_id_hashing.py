@@ -30,7 +30,8 @@ def test_hash_differs_per_user(pepper):
 
 
 def test_hash_differs_per_pepper():
-    assert SubjectHasher(os.urandom(32)).hash("learner-42") != SubjectHasher(os.urandom(32)).hash("learner-42")
+    first, second = SubjectHasher(os.urandom(32)), SubjectHasher(os.urandom(32))
+    assert first.hash("learner-42") != second.hash("learner-42")
 
 
 def test_hash_is_not_a_plain_sha256_of_the_user_id(pepper):

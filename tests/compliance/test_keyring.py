@@ -174,7 +174,8 @@ def test_master_secret_derivation_is_deterministic(keyring_path):
 def test_raising_the_field_key_version_keeps_older_versions_derivable(keyring_path):
     secret = os.urandom(32)
     v1 = load_keyring(keyring_path, production=True, environ=_env(secret))
-    v3 = load_keyring(keyring_path, production=True, environ=_env(secret, **{ENV_ACTIVE_FIELD_KEY: "3"}))
+    v3 = load_keyring(keyring_path, production=True,
+                      environ=_env(secret, **{ENV_ACTIVE_FIELD_KEY: "3"}))
     assert v3.active_field_key == 3
     assert sorted(v3.field_keys) == [1, 2, 3]
     assert v3.field_keys[1] == v1.field_keys[1]

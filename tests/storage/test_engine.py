@@ -34,7 +34,8 @@ def db(db_path, db_key):
 
 def _make_table(db: Database) -> None:
     with db.transaction() as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT, payload BLOB)")
+        conn.execute("CREATE TABLE IF NOT EXISTS items "
+                     "(id INTEGER PRIMARY KEY, name TEXT, payload BLOB)")
 
 
 def _mode(path: Path) -> int:
@@ -241,13 +242,14 @@ def test_nested_transaction_rollback_keeps_the_outer_work(db):
                 raise ValueError("undo only the inner block")
         with db.transaction() as inner:
             inner.execute("INSERT INTO items (name) VALUES ('inner ok')")
-    assert [r["name"] for r in db.query("SELECT name FROM items ORDER BY id")] == ["outer", "inner ok"]
+    names = [r["name"] for r in db.query("SELECT name FROM items ORDER BY id")]
+    assert names == ["outer", "inner ok"]
 
 
 def test_failure_after_a_nested_block_undoes_it_too(db):
     _make_table(db)
     with pytest.raises(RuntimeError):
-        with db.transaction() as conn:
+        with db.transaction():
             with db.transaction() as inner:
                 inner.execute("INSERT INTO items (name) VALUES ('inner')")
             raise RuntimeError()
@@ -388,8 +390,8 @@ def test_concurrent_processes_lose_no_rows_and_see_no_lock_errors(db, db_path, d
     _make_table(db)
     db.close_all()
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_write_rows_in_threads, args=(str(db_path), db_key, f"p{n}"))
-                 for n in range(PROCESSES)]
+    processes = [context.Process(target=_write_rows_in_threads,
+                                 args=(str(db_path), db_key, f"p{n}")) for n in range(PROCESSES)]
     for process in processes:
         process.start()
     for process in processes:
@@ -420,7 +422,8 @@ def test_execute_script_runs_triggers_comments_and_several_statements_per_line(d
 def test_execute_script_stays_inside_the_callers_transaction(db):
     with pytest.raises(Exception):
         with db.transaction() as conn:
-            execute_script(conn, "CREATE TABLE a (x); CREATE TABLE b (x);\nINSERT INTO nowhere VALUES (1);")
+            execute_script(conn, "CREATE TABLE a (x); CREATE TABLE b (x);\n"
+                                 "INSERT INTO nowhere VALUES (1);")
     assert db.table_names() == []
 
 

@@ -172,7 +172,8 @@ def test_fallback_warning_is_logged_once(blocked_dir, system_tmp, caplog):
 def test_reason_names_the_source_of_the_decision(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger=LOGGER):
         resolve_database_path("a.db", "A_DB_PATH", tmp_path / "x" / "a.db", environ={})
-        resolve_database_path("b.db", "B_DB_PATH", environ={"B_DB_PATH": str(tmp_path / "y" / "b.db")})
+        resolve_database_path("b.db", "B_DB_PATH",
+                              environ={"B_DB_PATH": str(tmp_path / "y" / "b.db")})
     messages = [r.getMessage() for r in _records(caplog, logging.INFO)]
     assert any("explicit argument" in m for m in messages)
     assert any("B_DB_PATH" in m for m in messages)

@@ -15,6 +15,7 @@ import random
 import sqlite3
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +76,9 @@ def open_keyed(path: str | os.PathLike[str], key: bytes | None, *, read_only: bo
     path = Path(path)
     module = sqlcipher3 if key is not None else sqlite3
     if read_only:
-        conn = module.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                              check_same_thread=False)
+        # Quoted: a '#', '?' or '%' in the path would otherwise end or alter the URI.
+        conn = module.connect(f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro", uri=True,
+                              isolation_level=None, check_same_thread=False)
     else:
         _create_private_file(path)
         conn = module.connect(str(path), isolation_level=None, check_same_thread=False)

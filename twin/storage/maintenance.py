@@ -64,9 +64,10 @@ def info(db: Database) -> dict[str, Any]:
         "encrypted": db.encrypted,
         "file_size_bytes": db.path.stat().st_size if db.path.exists() else 0,
         "wal_size_bytes": wal.stat().st_size if wal.exists() else 0,
-        "page_size": pragma("page_size"),
-        "page_count": pragma("page_count"),
-        "freelist_count": pragma("freelist_count"),
+        # int(): SQLCipher answers PRAGMA page_size with text ('4096').
+        "page_size": int(pragma("page_size")),
+        "page_count": int(pragma("page_count")),
+        "freelist_count": int(pragma("freelist_count")),
         "journal_mode": pragma("journal_mode"),
         "auto_vacuum": {0: "none", 1: "full", 2: "incremental"}.get(pragma("auto_vacuum")),
         "schema_version": int(schema_version),

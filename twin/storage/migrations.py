@@ -8,9 +8,10 @@ database at the previous version, never half-migrated.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .engine import Database, execute_script
 from .errors import MigrationError, SchemaTooNewError
@@ -29,6 +30,9 @@ class Migration:
     up: Step
     down: Step
     description: str = ""
+    # Table rebuilds (create new, copy, drop old, rename) must run with foreign keys off, or
+    # dropping the old parent cascades into its children. Integrity is checked before commit.
+    foreign_keys_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,13 @@ def _run(conn: Any, step: Step) -> None:
         execute_script(conn, step)
 
 
+def _check_foreign_keys(conn: Any, migration: Migration) -> None:
+    if migration.foreign_keys_off:
+        broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise MigrationError(f"leaves {len(broken)} rows violating foreign keys (first in {broken[0][0]})")
+
+
 class Migrator:
     """Applies and rolls back one database's migrations."""
 
@@ -67,6 +78,20 @@ class Migrator:
             raise MigrationError(f"{db.name}: migrations must be numbered 1..N without gaps")
         self.db = db
         self.migrations = list(migrations)
+
+    @contextmanager
+    def _foreign_keys(self, migration: Migration) -> Iterator[None]:
+        """Switch foreign keys off around a migration that asks for it (only possible
+        outside a transaction), and back on afterwards whatever happens."""
+        if not migration.foreign_keys_off:
+            yield
+            return
+        conn = self.db.connection()
+        conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            yield
+        finally:
+            conn.execute("PRAGMA foreign_keys = ON")
 
     @property
     def latest(self) -> int:
@@ -100,13 +125,14 @@ class Migrator:
             raise MigrationError(f"{self.db.name}: at version {current}; use rollback to go down to {target}")
         applied = []
         for migration in self.migrations[current:target]:
-            with self.db.transaction() as conn:
+            with self._foreign_keys(migration), self.db.transaction() as conn:
                 # Re-check inside the write lock: another process may have migrated meanwhile.
                 now = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
                 if now >= migration.version:
                     continue
                 try:
                     _run(conn, migration.up)
+                    _check_foreign_keys(conn, migration)
                 except Exception as exc:
                     raise MigrationError(
                         f"{self.db.name}: migration {migration.version} ({migration.name}) failed: {exc}"
@@ -126,9 +152,10 @@ class Migrator:
             raise MigrationError(f"{self.db.name}: cannot roll back to {to} from version {current}")
         undone = []
         for migration in reversed(self.migrations[to:current]):
-            with self.db.transaction() as conn:
+            with self._foreign_keys(migration), self.db.transaction() as conn:
                 try:
                     _run(conn, migration.down)
+                    _check_foreign_keys(conn, migration)
                 except Exception as exc:
                     raise MigrationError(
                         f"{self.db.name}: rollback of {migration.version} ({migration.name}) failed: {exc}"
