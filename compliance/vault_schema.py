@@ -40,9 +40,9 @@ CREATE TABLE audit_events (
     prev_hash     TEXT NOT NULL,
     event_hash    TEXT NOT NULL
 );
+-- Only the subject index: every API read appends an event, and each index is another page
+-- encrypted per commit. Filters by action or time scan in seq order (admin use, paginated).
 CREATE INDEX idx_audit_subject ON audit_events (subject_hash, seq);
-CREATE INDEX idx_audit_action ON audit_events (action, seq);
-CREATE INDEX idx_audit_time ON audit_events (occurred_at);
 CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
 BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
 

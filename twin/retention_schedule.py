@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 from compliance.job_lock import JobAlreadyRunningError
 from compliance.retention import RetentionReport
@@ -34,8 +34,9 @@ def nightly_job(config: Config | None = None) -> None:
         log.exception("retention run failed; the next scheduled run will try again")
 
 
-def run_forever(cron: str | None = None, config: Config | None = None) -> None:
-    """Block, running ``nightly_job`` on the cron schedule (UTC)."""
+def build_scheduler(cron: str | None = None, config: Config | None = None,
+                    scheduler_class: type | None = None) -> Any:
+    """An APScheduler scheduler (blocking by default) with the nightly retention job added."""
     from apscheduler.schedulers.blocking import BlockingScheduler
     from apscheduler.triggers.cron import CronTrigger
 
@@ -45,9 +46,14 @@ def run_forever(cron: str | None = None, config: Config | None = None) -> None:
         trigger = CronTrigger.from_crontab(expression, timezone="UTC")
     except ValueError as exc:
         raise ConfigError(f"invalid cron expression {expression!r}: {exc}") from None
-    scheduler = BlockingScheduler(timezone="UTC")
-    # max_instances=1 + coalesce: a run that is still going, or several missed ones, never stack.
+    scheduler = (scheduler_class or BlockingScheduler)(timezone="UTC")
+    # max_instances=1 + coalesce: a run still going, or several missed ones, never stack up.
     scheduler.add_job(nightly_job, trigger, kwargs={"config": config}, id="retention",
                       max_instances=1, coalesce=True, misfire_grace_time=3600)
     log.info("retention scheduled with cron %r (UTC)", expression)
-    scheduler.start()
+    return scheduler
+
+
+def run_forever(cron: str | None = None, config: Config | None = None) -> None:
+    """Block, running ``nightly_job`` on the cron schedule (UTC)."""
+    build_scheduler(cron, config).start()
