@@ -18,6 +18,8 @@ from compliance.legal_hold import HoldNotFoundError, SubjectOnHoldError
 from twin.config import Config
 from twin.learners.errors import (DuplicateProfileError, InvalidFieldsError, NotFoundError,
                                   PreconditionFailedError)
+from twin.model_registry.errors import DuplicateVersionError, InvalidModelFieldError, ModelNotFoundError
+from twin.model_registry.errors import InvalidModelFieldError, ModelNotFoundError
 from twin.runtime import Runtime
 from twin.storage import DatabaseBusyError
 
@@ -28,14 +30,26 @@ log = logging.getLogger("twin.access")
 error_log = logging.getLogger("twin.api")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>")
+
+
+def route_template() -> str:
+    """The matched route with bare placeholders (``/v1/profiles/<profile_id>``), never the
+    concrete path: paths hold ids, and logs must not link requests to a learner."""
+    rule = request.url_rule
+    return _CONVERTER.sub(r"<\1>", rule.rule) if rule is not None else "<unmatched>"
 
 # Domain errors -> problems. Messages of these errors never contain personal data.
 _DOMAIN_ERRORS: list[tuple[type[Exception], type[ProblemError]]] = [
     (NotFoundError, problems.NotFound),
+    (ModelNotFoundError, problems.NotFound),
     (HoldNotFoundError, problems.NotFound),
+    (ModelNotFoundError, problems.NotFound),
     (DuplicateProfileError, problems.Conflict),
     (SubjectOnHoldError, problems.Conflict),
     (JobAlreadyRunningError, problems.Conflict),
+    (DuplicateVersionError, problems.Conflict),
+    (InvalidModelFieldError, problems.Unprocessable),
     (PreconditionFailedError, problems.PreconditionFailed),
     (DatabaseBusyError, problems.ServiceUnavailable),
 ]
@@ -48,6 +62,8 @@ def _to_problem(exc: Exception) -> ProblemError:
         return problems.Unprocessable("one or more fields are invalid", errors=exc.errors)
     if isinstance(exc, ConsentRequiredError):
         return problems.Unprocessable(str(exc), errors={"parental_consent": [str(exc)]})
+    if isinstance(exc, InvalidModelFieldError):
+        return problems.Unprocessable(str(exc))
     if isinstance(exc, ConsentError):
         return problems.Unprocessable(str(exc))
     if isinstance(exc, ValidationError):
@@ -71,8 +87,7 @@ def _to_problem(exc: Exception) -> ProblemError:
                   413: "request body too large"}.get(status, exc.name)
         return problem_cls(detail, headers=headers)
     error_log.error("unhandled %s on %s %s (request %s)", type(exc).__name__, request.method,
-                    request.url_rule.rule if request.url_rule else "?", g.get("request_id"),
-                    exc_info=exc)
+                    route_template(), g.get("request_id"), exc_info=exc)
     return ProblemError("an unexpected error occurred; quote the request id when reporting it")
 
 
@@ -100,8 +115,7 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
         if request.path.startswith("/v1/"):
             response.headers["Cache-Control"] = "no-store"
         # Route template, never the concrete path: paths hold ids, bodies hold personal data.
-        log.info("%s %s %s %.1fms rid=%s", request.method,
-                 request.url_rule.rule if request.url_rule else "<unmatched>", response.status_code,
+        log.info("%s %s %s %.1fms rid=%s", request.method, route_template(), response.status_code,
                  (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, g.get("request_id"))
         return response
 

@@ -67,6 +67,10 @@ class StoredEntry:
     entry_hash: str
 
 
+def _broken(checked: int, entry_id: int, reason: str) -> ChainVerification:
+    return ChainVerification(False, checked, entry_id, reason)
+
+
 def verify_entries(entries: Iterable[StoredEntry], checkpoints: Sequence[tuple[int, str]],
                    head_id: int, head_hash: str) -> ChainVerification:
     """Walk ``entries`` in id order and report the first entry whose link or content is wrong.
@@ -75,37 +79,38 @@ def verify_entries(entries: Iterable[StoredEntry], checkpoints: Sequence[tuple[i
     are what the ledger believes its last entry was (to detect a truncated tail).
     """
     expected, last_id, checked = GENESIS_HASH, 0, 0
-    pending = list(checkpoints)
     position = 0
+
+    def stale_checkpoint(checkpoint_id: int) -> ChainVerification:
+        return _broken(checked, checkpoint_id,
+                       f"checkpoint {checkpoint_id} names an entry that still exists")
+
     for entry in entries:
-        while position < len(pending) and pending[position][0] < entry.id:
-            checkpoint_id, checkpoint_hash = pending[position]
+        while position < len(checkpoints) and checkpoints[position][0] < entry.id:
+            checkpoint_id, checkpoint_hash = checkpoints[position]
             if checkpoint_id <= last_id:
-                return ChainVerification(False, checked, checkpoint_id,
-                                         f"checkpoint {checkpoint_id} names an entry that still exists")
+                return stale_checkpoint(checkpoint_id)
             expected, last_id = checkpoint_hash, checkpoint_id
             position += 1
         if entry.prev_hash != expected:
-            return ChainVerification(
-                False, checked, entry.id,
-                f"entry {entry.id} does not link to the entry before it (prev_hash mismatch): "
-                "an earlier entry was removed, inserted or altered")
+            return _broken(checked, entry.id,
+                           f"entry {entry.id} does not link to the entry before it (prev_hash "
+                           "mismatch): an earlier entry was removed, inserted or altered")
         recomputed = entry_hash(entry.id, entry.timestamp, entry.node_id,
                                 json.loads(entry.features_json), entry.confidence, entry.prev_hash)
         if recomputed != entry.entry_hash:
-            return ChainVerification(False, checked, entry.id,
-                                     f"entry {entry.id} does not match its hash: its content was altered")
+            return _broken(checked, entry.id,
+                           f"entry {entry.id} does not match its hash: its content was altered")
         expected, last_id = entry.entry_hash, entry.id
         checked += 1
-    for checkpoint_id, checkpoint_hash in pending[position:]:
+    for checkpoint_id, checkpoint_hash in checkpoints[position:]:
         if checkpoint_id <= last_id:
-            return ChainVerification(False, checked, checkpoint_id,
-                                     f"checkpoint {checkpoint_id} names an entry that still exists")
+            return stale_checkpoint(checkpoint_id)
         expected, last_id = checkpoint_hash, checkpoint_id
     if last_id < head_id:
-        return ChainVerification(False, checked, last_id + 1,
-                                 f"entries {last_id + 1}..{head_id} are missing from the end (truncated)")
+        return _broken(checked, last_id + 1,
+                       f"entries {last_id + 1}..{head_id} are missing from the end (truncated)")
     if last_id > head_id or expected != head_hash:
-        return ChainVerification(False, checked, last_id,
-                                 f"the ledger head (id {head_id}) does not match entry {last_id}")
+        return _broken(checked, last_id,
+                       f"the ledger head (id {head_id}) does not match entry {last_id}")
     return ChainVerification(True, checked)

@@ -1,4 +1,7 @@
-"""Named errors of the ledger. Validation errors are ``ValueError`` subclasses (the seed's contract)."""
+"""Named errors of the ledger.
+
+Validation errors are ``ValueError`` subclasses, the seed's contract.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +32,8 @@ class DuplicateEntryError(LedgerError, ValueError):
     def __init__(self, timestamp: float, node_id: str) -> None:
         self.timestamp = timestamp
         self.node_id = node_id
-        super().__init__(
-            f"duplicate ledger entry: node_id {node_id!r} already has an entry at timestamp {timestamp!r}")
+        super().__init__(f"duplicate ledger entry: node_id {node_id!r} already has an entry "
+                         f"at timestamp {timestamp!r}")
 
 
 class InvalidArgumentError(LedgerError, ValueError):

@@ -72,3 +72,13 @@ MIGRATIONS = [
     Migration(1, "hash-chained ledger", V1_UP, V1_DOWN,
               "seed ledger table plus hash chain, head state, cleanup checkpoints"),
 ]
+
+# Personal-data declaration (see compliance.registry): the ledger records anomaly signatures
+# of platform nodes, never data about learners.
+NO_PERSONAL_DATA = {
+    "schema_version": "migration bookkeeping",
+    "ledger": "anomaly signatures of platform nodes (node ids, features, confidence); callers must "
+              "not put learner identifiers in features",
+    "ledger_checkpoints": "hashes of cleaned-up ledger entries",
+    "ledger_state": "head id and hash of the chain",
+}

@@ -4,7 +4,6 @@ from flask import Blueprint, jsonify
 from marshmallow import Schema, fields, validate
 
 from ..endpoint import SERVICE, endpoint, runtime
-from ..problems import NotFound
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -28,24 +27,18 @@ def info():
 @bp.get(f"/{_MODEL_NAME}/versions")
 @endpoint("Versions of one model", tag="models", roles=SERVICE, responses={200: None, 404: None})
 def versions(name):
-    found = runtime().models.get_versions(name)
-    if not found:
-        raise NotFound("no such model")
-    return jsonify(items=found)
+    return jsonify(items=runtime().models.get_versions(name))
 
 
 @bp.get(f"/{_MODEL_NAME}/performance")
 @endpoint("Performance history of a model (optionally one version)", tag="models", roles=SERVICE,
           query=PerformanceQuerySchema, responses={200: None, 404: None})
 def performance(name, query):
-    models = runtime().models
-    if not models.get_versions(name):
-        raise NotFound("no such model")
-    return jsonify(items=models.get_performance(name, query.get("version")))
+    return jsonify(items=runtime().models.get_performance(name, query.get("version")))
 
 
 @bp.post("/cleanup")
 @endpoint("Delete all but the newest N versions of every model (never the active one)", tag="models",
           roles=SERVICE, body=CleanupSchema, responses={200: None})
 def cleanup(body):
-    return jsonify(deleted=runtime().models.cleanup_old_models(keep=body["keep"]))
+    return jsonify(runtime().models.cleanup_old_models(keep=body["keep"]))

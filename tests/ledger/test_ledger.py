@@ -1,0 +1,434 @@
+"""DatabaseLedger: the seed's API on a real SQLCipher file, hash-chained, cached, concurrent."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from twin.catalog import open_database
+from twin.ledger import (GENESIS_HASH, DatabaseLedger, DuplicateEntryError, InvalidArgumentError,
+                         InvalidEntryError, entry_hash)
+from twin.ledger.schema import MIGRATIONS
+from twin.storage import Database, IntegrityError, Migrator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def entry(i: int = 0, node: str = "Node_1", **overrides):
+    base = {"timestamp": 1_700_000_000.0 + i, "node_id": node,
+            "features": [{"packet_size": 500 + i, "source_ip": "192.168.1.100"}],
+            "confidence": 0.85}
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture
+def db(config, keyring):
+    database = open_database("ledger", config, keyring)
+    yield database
+    database.close_all()
+
+
+@pytest.fixture
+def ledger(db):
+    return DatabaseLedger(db)
+
+
+def fill(ledger, count: int, node: str = "Node_1", start: int = 0) -> list[int]:
+    return [ledger.append_entry(entry(start + i, node)) for i in range(count)]
+
+
+def tamper(db, sql: str, params=()) -> None:
+    """Edit the file directly, as someone holding the key could (the trigger is dropped first)."""
+    with db.transaction() as conn:
+        conn.execute("DROP TRIGGER IF EXISTS ledger_entries_are_immutable")
+        conn.execute(sql, params)
+
+
+# -- appending and reading -------------------------------------------------------------------
+
+def test_append_entry_returns_increasing_ids_and_read_ledger_returns_them_in_order(ledger):
+    ids = fill(ledger, 3)
+    entries = ledger.read_ledger()
+    assert ids == [1, 2, 3]
+    assert [e["id"] for e in entries] == ids
+    assert entries[0]["node_id"] == "Node_1"
+    assert entries[0]["features"] == [{"packet_size": 500, "source_ip": "192.168.1.100"}]
+    assert entries[0]["confidence"] == 0.85
+    assert entries[0]["timestamp"] == 1_700_000_000.0
+
+
+def test_entries_keep_dict_features_and_carry_an_iso_utc_creation_time(ledger):
+    ledger.append_entry(entry(features={"b": [1, 2.5, None], "a": {"nested": "é"}}))
+    stored = ledger.get_entry_by_id(1)
+    assert stored["features"] == {"b": [1, 2.5, None], "a": {"nested": "é"}}
+    assert stored["created_at"].endswith("Z") and stored["created_at"][10] == "T"
+
+
+def test_an_integer_timestamp_is_accepted_and_read_back_as_a_float(ledger):
+    ledger.append_entry(entry(timestamp=1_700_000_000))
+    assert ledger.get_entry_by_id(1)["timestamp"] == 1_700_000_000.0
+    assert isinstance(ledger.get_entry_by_id(1)["timestamp"], float)
+
+
+def test_each_entry_is_chained_to_the_previous_one_starting_from_genesis(ledger):
+    fill(ledger, 3)
+    first, second, third = ledger.read_ledger()
+    assert first["prev_hash"] == GENESIS_HASH == "0" * 64
+    assert second["prev_hash"] == first["entry_hash"]
+    assert third["prev_hash"] == second["entry_hash"]
+    assert first["entry_hash"] == entry_hash(1, first["timestamp"], "Node_1", first["features"],
+                                             0.85, GENESIS_HASH)
+    assert ledger.head() == {"head_id": 3, "head_hash": third["entry_hash"]}
+
+
+def test_append_entries_appends_a_batch_atomically(ledger):
+    ids = ledger.append_entries([entry(i) for i in range(5)])
+    assert ids == [1, 2, 3, 4, 5]
+    assert ledger.verify_chain()
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad, field, words", [
+    ({"timestamp": "yesterday"}, "timestamp", "must be a float"),
+    ({"timestamp": math.inf}, "timestamp", "finite"),
+    ({"timestamp": -1.0}, "timestamp", "negative"),
+    ({"node_id": ""}, "node_id", "must not be empty"),
+    ({"node_id": "   "}, "node_id", "must not be empty"),
+    ({"node_id": 7}, "node_id", "must be a string"),
+    ({"node_id": "n" * 257}, "node_id", "at most 256"),
+    ({"features": "packet_size=500"}, "features", "list or a dict"),
+    ({"features": (1, 2)}, "features", "list or a dict"),
+    ({"features": [{1, 2}]}, "features", "JSON-serialisable"),
+    ({"features": [math.nan]}, "features", "JSON-serialisable"),
+    ({"confidence": 1.5}, "confidence", "between 0.0 and 1.0"),
+    ({"confidence": -0.1}, "confidence", "between 0.0 and 1.0"),
+    ({"confidence": math.nan}, "confidence", "between 0.0 and 1.0"),
+    ({"confidence": True}, "confidence", "got bool"),
+    ({"confidence": "high"}, "confidence", "got str"),
+    ({"extra": 1}, "entry", "unknown keys: extra"),
+])
+def test_invalid_entries_are_refused_with_a_value_error_naming_the_field(ledger, bad, field, words):
+    with pytest.raises(InvalidEntryError) as caught:
+        ledger.append_entry(entry(**bad))
+    assert isinstance(caught.value, ValueError)
+    assert field in caught.value.errors
+    assert words in str(caught.value)
+    assert ledger.read_ledger() == []
+
+
+def test_an_entry_that_is_not_a_dict_is_refused(ledger):
+    with pytest.raises(ValueError, match="must be a dict, got list"):
+        ledger.append_entry([1700000000.0, "Node_1", [], 0.5])
+
+
+def test_every_missing_key_is_reported_at_once(ledger):
+    with pytest.raises(InvalidEntryError) as caught:
+        ledger.append_entry({"node_id": "Node_1"})
+    assert set(caught.value.errors) == {"timestamp", "features", "confidence"}
+    assert "timestamp: is required" in str(caught.value)
+
+
+def test_confidence_bounds_are_inclusive(ledger):
+    ledger.append_entry(entry(0, confidence=0.0))
+    ledger.append_entry(entry(1, confidence=1))
+    assert [e["confidence"] for e in ledger.read_ledger()] == [0.0, 1.0]
+
+
+def test_a_batch_with_an_invalid_entry_names_its_position_and_writes_nothing(ledger):
+    with pytest.raises(InvalidEntryError, match=r"\[1\]\.confidence"):
+        ledger.append_entries([entry(0), entry(1, confidence=2.0)])
+    assert ledger.read_ledger() == []
+
+
+# -- duplicates ---------------------------------------------------------------------------------
+
+def test_a_duplicate_timestamp_and_node_is_a_named_value_error_and_changes_nothing(ledger):
+    ledger.append_entry(entry(0))
+    head = ledger.head()
+    with pytest.raises(DuplicateEntryError) as caught:
+        ledger.append_entry(entry(0, confidence=0.1))
+    assert isinstance(caught.value, ValueError)
+    assert "Node_1" in str(caught.value) and "1700000000.0" in str(caught.value)
+    assert ledger.head() == head
+    assert len(ledger.read_ledger()) == 1
+    assert ledger.append_entry(entry(1)) == 2  # no id was burnt
+    assert ledger.verify_chain()
+
+
+def test_the_same_timestamp_on_another_node_is_not_a_duplicate(ledger):
+    ledger.append_entry(entry(0, "Node_1"))
+    ledger.append_entry(entry(0, "Node_2"))
+    assert len(ledger.read_ledger()) == 2
+
+
+def test_a_batch_with_a_duplicate_is_rolled_back_and_names_the_duplicate(ledger):
+    ledger.append_entry(entry(5))
+    with pytest.raises(DuplicateEntryError) as caught:
+        ledger.append_entries([entry(1), entry(2), entry(5)])
+    assert caught.value.timestamp == entry(5)["timestamp"]
+    assert [e["id"] for e in ledger.read_ledger()] == [1]
+
+
+# -- queries ------------------------------------------------------------------------------------
+
+def test_get_new_entries_returns_entries_after_the_last_seen_id(ledger):
+    fill(ledger, 5)
+    assert [e["id"] for e in ledger.get_new_entries(0)] == [1, 2, 3, 4, 5]
+    assert [e["id"] for e in ledger.get_new_entries(3)] == [4, 5]
+    assert ledger.get_new_entries(5) == []
+    assert [e["id"] for e in ledger.get_new_entries(1, limit=2)] == [2, 3]
+
+
+@pytest.mark.parametrize("call", [
+    lambda l: l.get_new_entries(-1),
+    lambda l: l.get_new_entries("3"),
+    lambda l: l.get_new_entries(0, limit=0),
+    lambda l: l.get_entry_by_id(0),
+    lambda l: l.get_entry_by_id(-5),
+    lambda l: l.get_entry_by_id(True),
+    lambda l: l.get_entries_by_node(""),
+    lambda l: l.get_entries_by_node(None),
+    lambda l: l.get_entries_by_node("Node_1", limit=-1),
+    lambda l: l.cleanup_old_entries(-1),
+    lambda l: l.cleanup_old_entries(math.nan),
+])
+def test_out_of_range_arguments_are_value_errors(ledger, call):
+    with pytest.raises(InvalidArgumentError) as caught:
+        call(ledger)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_get_entry_by_id_returns_the_entry_or_none(ledger):
+    fill(ledger, 2)
+    assert ledger.get_entry_by_id(2)["id"] == 2
+    assert ledger.get_entry_by_id(3) is None
+
+
+def test_get_entries_by_node_returns_that_nodes_entries_newest_first(ledger):
+    ledger.append_entry(entry(1, "Node_1"))
+    ledger.append_entry(entry(3, "Node_1"))
+    ledger.append_entry(entry(2, "Node_1"))
+    ledger.append_entry(entry(9, "Node_2"))
+    newest_first = [e["timestamp"] - 1_700_000_000 for e in ledger.get_entries_by_node("Node_1")]
+    assert newest_first == [3, 2, 1]
+    assert [e["id"] for e in ledger.get_entries_by_node("Node_1", limit=1)] == [2]
+    assert ledger.get_entries_by_node("Node_3") == []
+
+
+# -- caching ------------------------------------------------------------------------------------
+
+def test_a_repeated_read_is_served_from_the_cache(ledger):
+    fill(ledger, 3)
+    ledger.read_ledger()
+    hits = ledger.cache_stats()["hits"]
+    ledger.read_ledger()
+    ledger.get_entry_by_id(1)
+    ledger.get_entry_by_id(1)
+    assert ledger.cache_stats()["hits"] == hits + 2
+
+
+def test_a_read_after_a_write_always_sees_the_write(ledger):
+    fill(ledger, 2)
+    assert len(ledger.read_ledger()) == 2
+    assert len(ledger.get_entries_by_node("Node_1")) == 2
+    ledger.append_entry(entry(10))
+    assert [e["id"] for e in ledger.read_ledger()] == [1, 2, 3]
+    assert len(ledger.get_entries_by_node("Node_1")) == 3
+    assert ledger.cleanup_old_entries(0, now=1_700_000_005.0) == 2
+    assert [e["id"] for e in ledger.read_ledger()] == [3]
+    assert ledger.get_entry_by_id(1) is None
+
+
+def test_mutating_a_returned_entry_does_not_change_what_the_next_reader_sees(ledger):
+    ledger.append_entry(entry(0))
+    ledger.read_ledger()[0]["features"][0]["packet_size"] = -1
+    ledger.get_entry_by_id(1)["features"].append("junk")
+    ledger.get_entries_by_node("Node_1")[0]["confidence"] = 0.0
+    again = ledger.get_entry_by_id(1)
+    assert again["features"] == [{"packet_size": 500, "source_ip": "192.168.1.100"}]
+    assert ledger.read_ledger() == ledger.get_entries_by_node("Node_1") == [again]
+    assert again["confidence"] == 0.85
+
+
+def test_the_cache_sees_writes_made_through_another_connection(config, keyring, ledger):
+    other_db = open_database("ledger", config, keyring)
+    other = DatabaseLedger(other_db)
+    try:
+        ledger.append_entry(entry(0))
+        assert len(ledger.read_ledger()) == 1
+        assert ledger.get_entry_by_id(1) is not None
+        assert len(ledger.get_entries_by_node("Node_1")) == 1
+        other.append_entry(entry(1))
+        assert len(ledger.read_ledger()) == 2
+        assert len(ledger.get_entries_by_node("Node_1")) == 2
+        other.cleanup_old_entries(0, now=1_700_000_000.5)
+        assert ledger.get_entry_by_id(1) is None
+        assert [e["id"] for e in ledger.read_ledger()] == [2]
+    finally:
+        other_db.close_all()
+
+
+def test_the_cache_sees_an_append_made_by_another_process(db, db_key, ledger):
+    ledger.append_entry(entry(0))
+    assert len(ledger.read_ledger()) == 1
+    script = (
+        "import os, sys\n"
+        "from twin.storage import Database\n"
+        "from twin.ledger import DatabaseLedger\n"
+        "db = Database(sys.argv[1], bytes.fromhex(os.environ['LEDGER_TEST_KEY']))\n"
+        "DatabaseLedger(db).append_entry({'timestamp': 1.0, 'node_id': 'other-process',"
+        " 'features': [], 'confidence': 0.5})\n")
+    subprocess.run([sys.executable, "-c", script, str(db.path)], check=True, cwd=REPO_ROOT,
+                   env={**os.environ, "LEDGER_TEST_KEY": db_key.hex()}, timeout=60)
+    assert [e["node_id"] for e in ledger.read_ledger()] == ["Node_1", "other-process"]
+    assert ledger.get_entries_by_node("other-process")[0]["id"] == 2
+
+
+# -- cleanup ------------------------------------------------------------------------------------
+
+def test_cleanup_deletes_entries_older_than_the_max_age_and_the_chain_still_verifies(ledger):
+    fill(ledger, 10)
+    deleted = ledger.cleanup_old_entries(5, now=1_700_000_010.0)
+    assert deleted == 5
+    assert [e["id"] for e in ledger.read_ledger()] == [6, 7, 8, 9, 10]
+    assert ledger.verify_chain()
+    ledger.append_entry(entry(20))
+    assert ledger.verify_chain()
+
+
+def test_cleanup_defaults_to_the_current_time(ledger):
+    ledger.append_entry(entry(0))
+    assert ledger.cleanup_old_entries(3600) == 1
+    assert ledger.read_ledger() == []
+
+
+def test_cleanup_of_runs_in_the_middle_keeps_the_chain_verifiable(ledger):
+    # Timestamps out of id order: old entries are scattered between new ones.
+    ages = [0, 100, 100, 0, 100, 0, 0, 100, 100, 100]
+    for i, age in enumerate(ages):
+        ledger.append_entry(entry(i, timestamp=10_000.0 - age + i / 100))
+    deleted = ledger.cleanup_old_entries(50, now=10_000.0, batch_size=2)
+    assert deleted == 6
+    assert [e["id"] for e in ledger.read_ledger()] == [1, 4, 6, 7]
+    assert ledger.verify_chain()
+    ledger.append_entry(entry(99, timestamp=10_001.0))
+    assert ledger.verify_chain()
+
+
+def test_cleanup_of_everything_keeps_ids_increasing_and_the_chain_verifiable(ledger):
+    fill(ledger, 4)
+    assert ledger.cleanup_old_entries(0, now=1_800_000_000.0) == 4
+    assert ledger.read_ledger() == []
+    assert ledger.verify_chain()
+    assert ledger.append_entry(entry(0)) == 5
+    assert ledger.verify_chain()
+    assert ledger.cleanup_old_entries(0, now=1_800_000_000.0) == 1
+    assert ledger.verify_chain()
+
+
+# -- chain verification ---------------------------------------------------------------------
+
+def test_entries_cannot_be_updated_through_sql(db, ledger):
+    ledger.append_entry(entry(0))
+    with pytest.raises(IntegrityError, match="immutable"):
+        db.execute("UPDATE ledger SET confidence = 0.1 WHERE id = 1")
+
+
+def test_verify_chain_names_an_altered_entry(db, ledger):
+    fill(ledger, 10)
+    tamper(db, "UPDATE ledger SET confidence = 0.99 WHERE id = 5")
+    result = ledger.verify_chain()
+    assert not result
+    assert result.first_broken_id == 5
+    assert "altered" in result.reason
+    assert result.entries_checked == 4
+
+
+def test_verify_chain_names_the_entry_after_a_removed_one(db, ledger):
+    fill(ledger, 10)
+    tamper(db, "DELETE FROM ledger WHERE id = 5")
+    result = ledger.verify_chain()
+    assert (result.ok, result.first_broken_id) == (False, 6)
+
+
+def test_verify_chain_detects_a_rehashed_entry_by_its_successor(db, ledger):
+    fill(ledger, 10)
+    previous = ledger.get_entry_by_id(4)["entry_hash"]
+    forged = entry_hash(5, 1_700_000_004.0, "Node_1", [], 0.85, previous)
+    tamper(db, "UPDATE ledger SET features = '[]', entry_hash = ? WHERE id = 5", (forged,))
+    assert ledger.verify_chain().first_broken_id == 6
+
+
+def test_verify_chain_detects_a_truncated_tail(db, ledger):
+    fill(ledger, 10)
+    tamper(db, "DELETE FROM ledger WHERE id > 8")
+    result = ledger.verify_chain()
+    assert (result.ok, result.first_broken_id) == (False, 9)
+    assert "truncated" in result.reason
+
+
+def test_verify_chain_of_an_empty_ledger_passes(ledger):
+    assert ledger.verify_chain().to_dict() == {"ok": True, "entries_checked": 0,
+                                               "first_broken_id": None, "reason": None}
+
+
+# -- concurrency --------------------------------------------------------------------------------
+
+def test_eight_threads_appending_a_thousand_entries_each_lose_and_duplicate_nothing(ledger):
+    returned: list[list[int]] = [[] for _ in range(8)]
+    errors: list[BaseException] = []
+
+    def append_many(worker: int) -> None:
+        try:
+            for i in range(1000):
+                returned[worker].append(ledger.append_entry(
+                    {"timestamp": 1_700_000_000.0 + i, "node_id": f"node-{worker}",
+                     "features": {"i": i}, "confidence": 0.5}))
+        except BaseException as exc:  # surfaced below: a thread's exception is otherwise lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append_many, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    all_ids = sorted(i for ids in returned for i in ids)
+    assert all_ids == list(range(1, 8001))
+    entries = ledger.read_ledger()
+    assert len(entries) == 8000
+    assert {(e["node_id"], e["features"]["i"]) for e in entries} == \
+        {(f"node-{w}", i) for w in range(8) for i in range(1000)}
+    assert ledger.verify_chain().entries_checked == 8000
+
+
+# -- schema and construction --------------------------------------------------------------------
+
+def test_the_schema_migrates_down_and_up_again(db):
+    migrator = Migrator(db, MIGRATIONS)
+    migrator.rollback(0)
+    assert "ledger" not in db.table_names()
+    migrator.migrate()
+    assert {"ledger", "ledger_checkpoints", "ledger_state"} <= set(db.table_names())
+
+
+def test_open_creates_an_encrypted_ledger_at_a_path(tmp_path, config, keyring):
+    path = tmp_path / "elsewhere" / "ledger.db"
+    path.parent.mkdir()
+    ledger = DatabaseLedger.open(path, config, keyring)
+    try:
+        ledger.append_entry(entry(0))
+    finally:
+        ledger.close()
+    assert not path.read_bytes().startswith(b"SQLite format 3")
+    reopened = DatabaseLedger(Database(path, keyring.database_key))
+    assert reopened.get_entry_by_id(1)["node_id"] == "Node_1"
+    reopened.db.close_all()

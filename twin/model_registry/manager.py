@@ -1,0 +1,438 @@
+"""``ModelManager``: the seed's model registry on the storage core, with checksummed files.
+
+    >>> manager = ModelManager(open_database("model_registry", config, keyring), model_dir)
+    >>> record = manager.save_model("resource_predictor", onnx_bytes, model_type="ensemble")
+    >>> record["version"]                      # "1", then "2", ... (see twin.model_registry.naming)
+    >>> manager.load_model("resource_predictor")   # the active version's bytes
+
+Security: models are stored and returned as **bytes that the caller serialises**. The seed
+pickled model objects; unpickling runs arbitrary code, so a model file swapped on disk (or a
+registry row pointed elsewhere) would execute code in the service. This registry never
+unpickles and offers no pickle helper. Prefer formats that carry no code (ONNX,
+safetensors, JSON weights). If you must store pickles, unpickle only what you saved
+yourself: the SHA-256 check proves the file is the one that was saved, not that it is safe.
+
+Every public method returns JSON-serialisable dicts and lists (timestamps ISO-8601 UTC), so
+the REST layer can return them as they are. Files are named after a slug of the model name
+and version plus a random part, written atomically with mode 0600 in a 0700 directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from twin.storage import Database
+from twin.storage.timestamps import to_db, utc_now
+
+from .errors import DuplicateVersionError, InvalidModelFieldError, ModelFileMissingError, \
+    ModelNotFoundError
+from .files import ModelFileStore
+from .naming import model_file_name, next_version, validate_name, validate_version
+from .performance import METRIC_COLUMNS, ModelPerformance, json_text, metrics_record, to_timestamp
+
+if TYPE_CHECKING:
+    from compliance.keyring import Keyring
+    from twin.config import Config
+
+Record = dict[str, Any]
+MAX_MODEL_TYPE_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class _Descriptive:
+    model_type: str | None
+    algorithms_json: str
+    metadata_json: str
+
+
+def _descriptive(model_type: Any, algorithms: Any, metadata: Any) -> _Descriptive:
+    if model_type is not None and (not isinstance(model_type, str) or not model_type.strip()
+                                   or len(model_type) > MAX_MODEL_TYPE_LENGTH):
+        raise InvalidModelFieldError(
+            f"model_type must be a non-empty string of at most {MAX_MODEL_TYPE_LENGTH} characters")
+    algorithms = [] if algorithms is None else algorithms
+    if not isinstance(algorithms, (list, tuple)) or not all(isinstance(a, str) for a in algorithms):
+        raise InvalidModelFieldError("algorithms must be a list of strings")
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, Mapping):
+        raise InvalidModelFieldError(f"metadata must be a dict, got {type(metadata).__name__}")
+    return _Descriptive(model_type, json_text(list(algorithms), "algorithms"),
+                        json_text(dict(metadata), "metadata"))
+
+
+def _optional_number(field: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidModelFieldError(f"{field} must be a finite number")
+    return float(value)
+
+
+class ModelManager:
+    """Model versions, the active version per name, metrics history and training records."""
+
+    def __init__(self, db: Database, model_dir: str | Path) -> None:
+        """``db`` must be migrated to ``twin.model_registry.schema.MIGRATIONS``;
+        ``model_dir`` is created with mode 0700 if missing."""
+        self.db = db
+        self.files = ModelFileStore(model_dir)
+
+    @classmethod
+    def open(cls, config: "Config | None" = None, keyring: "Keyring | None" = None,
+             model_dir: str | Path | None = None) -> "ModelManager":
+        """The catalog's ``model_registry`` database, migrated, with the configured model
+        directory (``TWIN_MODEL_DIR``, else ``models/`` beside the database)."""
+        from compliance.keyring import load_keyring
+        from twin.catalog import open_database
+        from twin.config import Config
+
+        config = config or Config.from_env()
+        keyring = keyring or load_keyring(config.keyring_path, production=config.production,
+                                          environ=config.environ)
+        db = open_database("model_registry", config, keyring)
+        return cls(db, model_dir or config.model_dir or db.path.parent / "models")
+
+    # -- saving ---------------------------------------------------------------------------
+
+    def save_model(self, name: str, model_bytes: bytes, version: str | None = None,
+                   model_type: str | None = None, algorithms: Sequence[str] | None = None,
+                   metadata: Mapping[str, Any] | None = None, activate: bool = True) -> Record:
+        """Store a new version's bytes and register it; return its record.
+
+        Without ``version`` the next one is derived (``"1"``, ``"2"``, ``"1.0.0"`` ->
+        ``"1.0.1"``). ``activate`` makes it the name's active version. Raises
+        ``InvalidModelNameError``, ``InvalidVersionError``, ``DuplicateVersionError``.
+        """
+        name = validate_name(name)
+        if version is not None:
+            validate_version(version)
+        if not isinstance(model_bytes, (bytes, bytearray, memoryview)):
+            raise InvalidModelFieldError("model_bytes must be bytes (serialise the model first), "
+                                         f"got {type(model_bytes).__name__}")
+        fields = _descriptive(model_type, algorithms, metadata)
+        # Written before taking the write lock: a large model must not block other writers.
+        staged = self.files.stage(bytes(model_bytes))
+        published = None
+        try:
+            with self.db.transaction() as conn:
+                version = self._claim_version(conn, name, version)
+                file_name = model_file_name(name, version)
+                model_id = self._insert(conn, name, version, fields, activate,
+                                        file_name, staged.sha256, staged.size)
+                published = self.files.publish(staged, file_name)
+        except BaseException:
+            self.files.discard(staged.path, published)
+            raise
+        return self._record_by_id(model_id)
+
+    def register_model(self, name: str, version: str | None = None, model_type: str | None = None,
+                       algorithms: Sequence[str] | None = None,
+                       metadata: Mapping[str, Any] | None = None, activate: bool = False) -> Record:
+        """Register a version without a stored file (the artefact lives elsewhere).
+
+        It takes part in versioning, activation, metrics and training history like any
+        other; ``load_model`` on it raises ``ModelFileMissingError``.
+        """
+        name = validate_name(name)
+        if version is not None:
+            validate_version(version)
+        fields = _descriptive(model_type, algorithms, metadata)
+        with self.db.transaction() as conn:
+            version = self._claim_version(conn, name, version)
+            model_id = self._insert(conn, name, version, fields, activate, None, None, None)
+        return self._record_by_id(model_id)
+
+    @staticmethod
+    def _claim_version(conn: Any, name: str, version: str | None) -> str:
+        existing = [row["version"] for row in
+                    conn.execute("SELECT version FROM model_registry WHERE name = ?", (name,))]
+        if version is None:
+            return next_version(existing)
+        if version in existing:
+            raise DuplicateVersionError(f"model {name!r} already has version {version!r}")
+        return version
+
+    @staticmethod
+    def _insert(conn: Any, name: str, version: str, fields: _Descriptive, activate: bool,
+                file_name: str | None, sha256: str | None, size: int | None) -> str:
+        now = to_db(utc_now())
+        model_id = f"mdl_{secrets.token_hex(10)}"
+        seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM model_registry WHERE name = ?",
+                           (name,)).fetchone()[0]
+        if activate:
+            conn.execute("UPDATE model_registry SET is_active = 0, updated_at = ? "
+                         "WHERE name = ? AND is_active = 1", (now, name))
+        conn.execute(
+            "INSERT INTO model_registry (model_id, name, version, seq, model_type, algorithms, "
+            "metadata, is_active, file_name, checksum_sha256, size_bytes, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (model_id, name, version, seq, fields.model_type, fields.algorithms_json,
+             fields.metadata_json, int(bool(activate)), file_name, sha256, size, now, now))
+        return model_id
+
+    # -- the active version and loading ---------------------------------------------------
+
+    def set_active(self, name: str, version: str) -> Record:
+        """Make ``version`` the only active version of ``name``; return its record."""
+        name, version = validate_name(name), validate_version(version)
+        now = to_db(utc_now())
+        with self.db.transaction() as conn:
+            row = self._row(conn, name, version)
+            if not row["is_active"]:
+                conn.execute("UPDATE model_registry SET is_active = 0, updated_at = ? "
+                             "WHERE name = ? AND is_active = 1", (now, name))
+                conn.execute("UPDATE model_registry SET is_active = 1, updated_at = ? "
+                             "WHERE model_id = ?", (now, row["model_id"]))
+        return self._record_by_id(row["model_id"])
+
+    def get_active(self, name: str) -> Record | None:
+        """The active version's record, or None when ``name`` has no active version."""
+        name = validate_name(name)
+        row = self.db.query_one("SELECT * FROM model_registry WHERE name = ? AND is_active = 1",
+                                (name,))
+        return None if row is None else self._record(self.db.connection(), row)
+
+    def load_model(self, name: str, version: str | None = None) -> bytes:
+        """The stored bytes of ``version`` (default: the active version).
+
+        Raises ``ChecksumMismatchError`` if the file changed since it was saved,
+        ``ModelFileMissingError`` if there is no file, ``ModelNotFoundError``.
+        """
+        name = validate_name(name)
+        row = self._row(self.db.connection(), name, version)
+        if row["file_name"] is None:
+            raise ModelFileMissingError(
+                f"model {name!r} version {row['version']!r} was registered without a file")
+        return self.files.read(row["file_name"], row["checksum_sha256"])
+
+    def _row(self, conn: Any, name: str, version: str | None) -> Any:
+        if version is None:
+            row = conn.execute("SELECT * FROM model_registry WHERE name = ? AND is_active = 1",
+                               (name,)).fetchone()
+            if row is None:
+                self._require_model(conn, name)
+                raise ModelNotFoundError(f"model {name!r} has no active version")
+            return row
+        validate_version(version)
+        row = conn.execute("SELECT * FROM model_registry WHERE name = ? AND version = ?",
+                           (name, version)).fetchone()
+        if row is None:
+            self._require_model(conn, name)
+            raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
+        return row
+
+    @staticmethod
+    def _require_model(conn: Any, name: str) -> None:
+        if conn.execute("SELECT 1 FROM model_registry WHERE name = ?", (name,)).fetchone() is None:
+            raise ModelNotFoundError(f"no model named {name!r}")
+
+    # -- performance and training history -------------------------------------------------
+
+    def update_performance(self, name: str, version: str | None,
+                           performance: ModelPerformance | Mapping[str, Any]) -> Record:
+        """Append a metrics measurement to a version's history (``None``: the active one)."""
+        name = validate_name(name)
+        record = metrics_record(performance)
+        columns = ", ".join(METRIC_COLUMNS)
+        with self.db.transaction() as conn:
+            row = self._row(conn, name, version)
+            cursor = conn.execute(
+                f"INSERT INTO performance_metrics (model_id, {columns}, extra_metrics, "
+                f"recorded_at) VALUES (?, {', '.join('?' for _ in METRIC_COLUMNS)}, ?, ?)",
+                (row["model_id"], *record.columns.values(), json.dumps(record.extra),
+                 record.recorded_at))
+            metrics_id = cursor.lastrowid
+        return self._metrics("p.id = ?", (metrics_id,))[0]
+
+    def get_performance(self, name: str, version: str | None = None) -> list[Record]:
+        """Metrics history, oldest first: of one version, or of every version of ``name``."""
+        name = validate_name(name)
+        conn = self.db.connection()
+        if version is None:
+            self._require_model(conn, name)
+            return self._metrics("m.name = ?", (name,))
+        row = self._row(conn, name, version)
+        return self._metrics("p.model_id = ?", (row["model_id"],))
+
+    def _metrics(self, where: str, params: tuple[Any, ...]) -> list[Record]:
+        rows = self.db.query(
+            "SELECT p.*, m.name, m.version FROM performance_metrics p "
+            f"JOIN model_registry m ON m.model_id = p.model_id WHERE {where} "
+            "ORDER BY p.recorded_at, p.id", params)
+        return [self._metrics_record(row) for row in rows]
+
+    @staticmethod
+    def _metrics_record(row: Any) -> Record:
+        record: Record = {"id": row["id"], "model_id": row["model_id"], "name": row["name"],
+                          "version": row["version"], "recorded_at": row["recorded_at"]}
+        record.update({column: row[column] for column in METRIC_COLUMNS})
+        record["extra"] = json.loads(row["extra_metrics"])
+        return record
+
+    def save_training_history(self, name: str, version: str | None = None, *,
+                              training_started: Any = None, training_completed: Any = None,
+                              dataset_size: int | None = None,
+                              hyperparameters: Mapping[str, Any] | None = None,
+                              validation_score: float | None = None) -> Record:
+        """Record one training run of a version (``None``: the active one); return it.
+
+        Times are datetimes (naive = UTC) or ISO-8601 strings.
+        """
+        name = validate_name(name)
+        started = to_timestamp(training_started, "training_started")
+        completed = to_timestamp(training_completed, "training_completed")
+        if started and completed and completed < started:
+            raise InvalidModelFieldError("training_completed is before training_started")
+        if dataset_size is not None and (isinstance(dataset_size, bool)
+                                         or not isinstance(dataset_size, int) or dataset_size < 0):
+            raise InvalidModelFieldError("dataset_size must be a non-negative integer")
+        hyperparameters = {} if hyperparameters is None else hyperparameters
+        if not isinstance(hyperparameters, Mapping):
+            raise InvalidModelFieldError("hyperparameters must be a dict")
+        hyper_json = json_text(dict(hyperparameters), "hyperparameters")
+        score = _optional_number("validation_score", validation_score)
+        with self.db.transaction() as conn:
+            row = self._row(conn, name, version)
+            cursor = conn.execute(
+                "INSERT INTO training_history (model_id, training_started, training_completed, "
+                "dataset_size, hyperparameters, validation_score, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row["model_id"], started, completed, dataset_size, hyper_json, score,
+                 to_db(utc_now())))
+            history_id = cursor.lastrowid
+        return self._training("t.id = ?", (history_id,))[0]
+
+    def get_training_history(self, name: str, version: str | None = None) -> list[Record]:
+        """Training runs, oldest first: of one version, or of every version of ``name``."""
+        name = validate_name(name)
+        conn = self.db.connection()
+        if version is None:
+            self._require_model(conn, name)
+            return self._training("m.name = ?", (name,))
+        row = self._row(conn, name, version)
+        return self._training("t.model_id = ?", (row["model_id"],))
+
+    def _training(self, where: str, params: tuple[Any, ...]) -> list[Record]:
+        rows = self.db.query(
+            "SELECT t.*, m.name, m.version FROM training_history t "
+            f"JOIN model_registry m ON m.model_id = t.model_id WHERE {where} ORDER BY t.id", params)
+        return [{"id": row["id"], "model_id": row["model_id"], "name": row["name"],
+                 "version": row["version"], "training_started": row["training_started"],
+                 "training_completed": row["training_completed"],
+                 "dataset_size": row["dataset_size"],
+                 "hyperparameters": json.loads(row["hyperparameters"]),
+                 "validation_score": row["validation_score"], "recorded_at": row["recorded_at"]}
+                for row in rows]
+
+    # -- information ----------------------------------------------------------------------
+
+    def get_model_info(self, name: str | None = None) -> Record:
+        """A summary of one model (``name``) or ``{"models": [summary, ...]}`` of all.
+
+        A summary: ``name, version_count, versions`` (in save order), ``latest_version``
+        (last saved), ``active_version``, ``active`` (its record or None), ``created_at``,
+        ``updated_at``.
+        """
+        with self.db.transaction(immediate=False) as conn:
+            if name is not None:
+                name = validate_name(name)
+                rows = conn.execute("SELECT * FROM model_registry WHERE name = ? ORDER BY seq",
+                                    (name,)).fetchall()
+                if not rows:
+                    raise ModelNotFoundError(f"no model named {name!r}")
+                return self._summary(conn, rows)
+            rows = conn.execute("SELECT * FROM model_registry ORDER BY name, seq").fetchall()
+            by_name: dict[str, list[Any]] = {}
+            for row in rows:
+                by_name.setdefault(row["name"], []).append(row)
+            return {"models": [self._summary(conn, group) for group in by_name.values()]}
+
+    def _summary(self, conn: Any, rows: list[Any]) -> Record:
+        active = next((row for row in rows if row["is_active"]), None)
+        return {
+            "name": rows[0]["name"],
+            "version_count": len(rows),
+            "versions": [row["version"] for row in rows],
+            "latest_version": rows[-1]["version"],
+            "active_version": None if active is None else active["version"],
+            "active": None if active is None else self._record(conn, active),
+            "created_at": min(row["created_at"] for row in rows),
+            "updated_at": max(row["updated_at"] for row in rows),
+        }
+
+    def get_versions(self, name: str) -> list[Record]:
+        """Every version's record of ``name``, in the order they were saved."""
+        name = validate_name(name)
+        with self.db.transaction(immediate=False) as conn:
+            rows = conn.execute("SELECT * FROM model_registry WHERE name = ? ORDER BY seq",
+                                (name,)).fetchall()
+            if not rows:
+                raise ModelNotFoundError(f"no model named {name!r}")
+            return [self._record(conn, row) for row in rows]
+
+    def _record_by_id(self, model_id: str) -> Record:
+        conn = self.db.connection()
+        row = conn.execute("SELECT * FROM model_registry WHERE model_id = ?",
+                           (model_id,)).fetchone()
+        return self._record(conn, row)
+
+    def _record(self, conn: Any, row: Any) -> Record:
+        latest = conn.execute(
+            "SELECT p.*, ? AS name, ? AS version FROM performance_metrics p WHERE p.model_id = ? "
+            "ORDER BY p.recorded_at DESC, p.id DESC LIMIT 1",
+            (row["name"], row["version"], row["model_id"])).fetchone()
+        return {
+            "model_id": row["model_id"],
+            "name": row["name"],
+            "version": row["version"],
+            "model_type": row["model_type"],
+            "algorithms": json.loads(row["algorithms"]),
+            "metadata": json.loads(row["metadata"]),
+            "is_active": bool(row["is_active"]),
+            "has_file": row["file_name"] is not None,
+            "checksum_sha256": row["checksum_sha256"],
+            "size_bytes": row["size_bytes"],
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+            "latest_performance": None if latest is None else self._metrics_record(latest),
+        }
+
+    # -- cleanup --------------------------------------------------------------------------
+
+    def cleanup_old_models(self, keep: int = 3, name: str | None = None) -> Record:
+        """Delete all but the ``keep`` most recently saved versions of each model (or of
+        ``name``), with their files, metrics and training history. The active version is
+        never deleted, even when it is older.
+
+        Returns ``{"keep", "removed": [{"name", "version", "model_id"}], "files_deleted"}``.
+        """
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise InvalidModelFieldError("keep must be an integer of at least 1")
+        if name is not None:
+            name = validate_name(name)
+        with self.db.transaction() as conn:
+            where, params = ("WHERE name = ?", (name,)) if name is not None else ("", ())
+            rows = conn.execute(f"SELECT model_id, name, version, is_active, file_name, seq "
+                                f"FROM model_registry {where} ORDER BY name, seq DESC",
+                                params).fetchall()
+            seen: dict[str, int] = {}
+            doomed = []
+            for row in rows:
+                rank = seen[row["name"]] = seen.get(row["name"], 0) + 1
+                if rank > keep and not row["is_active"]:
+                    doomed.append(row)
+            conn.executemany("DELETE FROM model_registry WHERE model_id = ?",
+                             [(row["model_id"],) for row in doomed])
+        # Files go after the commit: a crash in between leaves an unreferenced file, never a
+        # registered version without its file.
+        files_deleted = sum(self.files.delete(row["file_name"]) for row in doomed
+                            if row["file_name"] is not None)
+        removed = sorted(doomed, key=lambda row: (row["name"], row["seq"]))
+        return {"keep": keep, "files_deleted": files_deleted,
+                "removed": [{"name": row["name"], "version": row["version"],
+                             "model_id": row["model_id"]} for row in removed]}
