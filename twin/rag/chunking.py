@@ -57,7 +57,8 @@ class Chunker:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
             raise InvalidChunkingError(f"size must be a positive integer, not {self.size!r}")
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or self.overlap < 0:
-            raise InvalidChunkingError(f"overlap must be a non-negative integer, not {self.overlap!r}")
+            raise InvalidChunkingError(
+                f"overlap must be a non-negative integer, not {self.overlap!r}")
         if self.overlap >= self.size:
             # Otherwise the window would never advance.
             raise InvalidChunkingError(
@@ -96,6 +97,7 @@ class Chunker:
         return chunks
 
 
-def chunk_text(text: str, *, size: int = 100, overlap: int = 20, unit: str = "words") -> list[TextChunk]:
+def chunk_text(text: str, *, size: int = 100, overlap: int = 20,
+               unit: str = "words") -> list[TextChunk]:
     """Split ``text`` into ordered chunks (see the module docstring for the units)."""
     return Chunker(size=size, overlap=overlap, unit=unit).split(text)

@@ -11,7 +11,9 @@ v1 starts from the seed's ``documents``, ``chunks`` and ``embeddings_metadata`` 
   carry vectors of several models, and re-embedding replaces one model's vector without
   rewriting chunk text. Vectors are little-endian float32 blobs; a composite foreign key to
   ``embedding_models (model, dimension)`` plus a length CHECK means the database itself
-  refuses a vector whose dimension differs from its model's.
+  refuses a vector whose dimension differs from its model's. It is a rowid table on purpose:
+  in a WITHOUT ROWID table a 1.5 KiB vector spills into overflow pages, which doubled the
+  file and made loading 10k vectors several times slower.
 - ``embedding_models.revision`` is changed by triggers on every vector insert, update and
   delete (a random token, so a rolled-back write can never reproduce a cached value). The
   index keeps an in-memory matrix of each model's vectors and reloads it only when the
@@ -81,7 +83,7 @@ CREATE TABLE embeddings (
     created_at TEXT NOT NULL,
     PRIMARY KEY (chunk_id, model),
     FOREIGN KEY (model, dimension) REFERENCES embedding_models (model, dimension)
-) WITHOUT ROWID;
+);
 CREATE INDEX idx_embeddings_model ON embeddings (model, dimension);
 
 CREATE TABLE embeddings_metadata (
@@ -147,3 +149,15 @@ MIGRATIONS = [
               "documents (content-hash dedupe), chunks, vectors per model, query statistics, "
               "FTS5 index over chunk text"),
 ]
+
+# Personal-data declaration (see compliance.registry): the RAG index holds curriculum and
+# reference documents for retrieval. Learner records must never be ingested into it.
+NO_PERSONAL_DATA = {
+    "schema_version": "migration bookkeeping",
+    "documents": "reference/curriculum documents (learner data is never ingested)",
+    "chunks": "chunks of those documents",
+    "embedding_models": "embedding model names, dimensions and cache revisions",
+    "embeddings": "embedding vectors of chunks",
+    "embeddings_metadata": "retrieval statistics per chunk (counts, last time)",
+    "chunks_fts": "FTS5 keyword index over chunks",
+}

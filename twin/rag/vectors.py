@@ -65,7 +65,8 @@ class VectorMatrix:
 
     @classmethod
     def empty(cls, dimension: int, revision: str | None = None) -> "VectorMatrix":
-        return cls(revision, np.empty(0, dtype=np.int64), np.empty((0, dimension), dtype=np.float32))
+        return cls(revision, np.empty(0, dtype=np.int64),
+                   np.empty((0, dimension), dtype=np.float32))
 
     @classmethod
     def from_blobs(cls, revision: str | None, ids: Sequence[int], blobs: Sequence[bytes],
