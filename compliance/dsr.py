@@ -8,7 +8,8 @@ Erasure order makes a crash at any point safe to re-run:
 2. the subject's rows in ``digital_twin.db`` go in one transaction (an export running at the
    same moment reads one snapshot: it sees all of them or none);
 3. the subject's data key and tokens go from the vault (crypto-shredding);
-4. both WALs are checkpointed and truncated; with ``secure_delete`` no ciphertext lingers;
+4. both WALs are checkpointed and truncated; with ``secure_delete`` no ciphertext lingers
+   (a long reader can hold the WAL back: the receipt's ``wal_truncated`` says so);
 5. every registered table is re-scanned for the subject hash and the result goes in the
    receipt: proof, not promise.
 """
@@ -22,8 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
-from twin.storage import Database
-from twin.storage.maintenance import checkpoint
+from twin.storage import Database, OperationalError, is_busy_error
 from twin.storage.timestamps import to_db
 
 from .audit import Actor, AuditTrail
@@ -43,6 +43,7 @@ class ErasureReceipt:
     subject_key_destroyed: bool = False
     rescan: dict[str, int] = field(default_factory=dict)
     verified: bool = False
+    wal_truncated: bool = False  # both WALs emptied, so no stale frame holds deleted rows
     duration_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,9 +63,27 @@ class DataSubjectRequests:
     def _db(self, name: str) -> Database:
         return {self.twin_db.name: self.twin_db, self.vault_db.name: self.vault_db}[name]
 
-    def _count(self, conn: Any, entry: PersonalDataTable, subject: str) -> int:
-        return int(conn.execute(f"SELECT count(*) FROM {entry.table} WHERE {entry.subject_where}",
-                                {"subject": subject}).fetchone()[0])
+    @staticmethod
+    def _scope(entry: PersonalDataTable, subject: str,
+               created_before: str | None) -> tuple[str, dict[str, str]] | None:
+        """WHERE clause and parameters selecting the subject's rows of ``entry``; with
+        ``created_before``, only rows stored at or before it (None: the table cannot tell,
+        its rows go by cascade with their parent's)."""
+        params = {"subject": subject}
+        if created_before is None:
+            return entry.subject_where, params
+        if entry.created_sql is None:
+            return None
+        params["before"] = created_before
+        return f"({entry.subject_where}) AND {entry.created_sql} <= :before", params
+
+    def _count(self, conn: Any, entry: PersonalDataTable, subject: str,
+               created_before: str | None = None) -> int:
+        scope = self._scope(entry, subject, created_before)
+        if scope is None:
+            return 0
+        sql = f"SELECT count(*) FROM {entry.table} WHERE {scope[0]}"
+        return int(conn.execute(sql, scope[1]).fetchone()[0])
 
     def _erasable(self, database: str) -> list[PersonalDataTable]:
         return [t for t in self.registry.for_database(database) if t.erase]
@@ -76,14 +95,26 @@ class DataSubjectRequests:
         """The export document as JSON text chunks, streamed row by row.
 
         All digital-twin rows come from one read snapshot; memory stays bounded by ``batch``.
+        The export is audited when it ends, also when the reader stops early (what was sent
+        was disclosed): the event's details then carry ``"complete": false``.
         """
+        counts: dict[str, int] = {}
+        complete = False
+        try:
+            yield from self._export_document(subject, batch, counts)
+            complete = True
+        finally:
+            self.audit.record(actor, "export", subject_hash=subject, resource="dsr:export",
+                              request_id=request_id,
+                              details=counts if complete else {**counts, "complete": False})
+
+    def _export_document(self, subject: str, batch: int, counts: dict[str, int]) -> Iterator[str]:
         try:
             sealer = self.keys.sealer_for(subject)
         except SubjectKeyMissingError:
             sealer = None  # never stored, or erased: the snapshot below then holds no rows
         yield json.dumps({"format": EXPORT_FORMAT, "generated_at": to_db(self.clock())})[:-1]
         conn = self.twin_db.connect_new()
-        counts: dict[str, int] = {}
         try:
             conn.execute("BEGIN")
             for entry in reversed(self.registry.for_database(self.twin_db.name)):
@@ -93,14 +124,14 @@ class DataSubjectRequests:
                 cursor = conn.execute(
                     f"SELECT *, {entry.row_id_sql} AS _row_id FROM {entry.table} "
                     f"WHERE {entry.subject_where} ORDER BY {entry.order_by}", {"subject": subject})
-                n = 0
+                counts[entry.export_as] = 0
                 while rows := cursor.fetchmany(batch):
                     if sealer is None:  # rows without a key: an erasure is mid-way, export none
                         break
                     for row in rows:
-                        yield ("," if n else "") + json.dumps(entry.export_row(row, sealer), default=str)
-                        n += 1
-                counts[entry.export_as] = n
+                        yield ("," if counts[entry.export_as] else "") + \
+                            json.dumps(entry.export_row(row, sealer), default=str)
+                        counts[entry.export_as] += 1
                 yield "]"
             conn.execute("COMMIT")
         finally:
@@ -109,8 +140,6 @@ class DataSubjectRequests:
         for i, event in enumerate(self.audit.iter_subject(subject)):
             yield ("," if i else "") + json.dumps(event.to_dict(), default=str)
         yield "]}"
-        self.audit.record(actor, "export", subject_hash=subject, resource="dsr:export",
-                          request_id=request_id, details=counts)
 
     def export(self, subject: str, actor: Actor, request_id: str | None = None) -> dict[str, Any]:
         """The whole export document as a dict (small subjects, tests)."""
@@ -118,13 +147,14 @@ class DataSubjectRequests:
 
     # -- erasure ------------------------------------------------------------------------
 
-    def counts(self, subject: str) -> dict[str, int]:
-        """Rows of the subject per erasable table (what an erasure would delete)."""
+    def counts(self, subject: str, created_before: str | None = None) -> dict[str, int]:
+        """Rows of the subject per erasable table (what an erasure would delete); with
+        ``created_before``, only the rows a tombstone of that time still covers."""
         counts = {}
         for db in (self.twin_db, self.vault_db):
             conn = db.connection()
             for entry in self._erasable(db.name):
-                counts[entry.table] = self._count(conn, entry, subject)
+                counts[entry.table] = self._count(conn, entry, subject, created_before)
         return counts
 
     def erase(self, subject: str, actor: Actor, request_id: str | None = None, *,
@@ -144,8 +174,7 @@ class DataSubjectRequests:
         deleted = self._delete_rows(subject)
         receipt.counts = {t: max(receipt.counts.get(t, 0), deleted.get(t, 0)) for t in receipt.counts}
         receipt.subject_key_destroyed = receipt.counts.get("subject_keys", 0) > 0
-        for db in (self.twin_db, self.vault_db):
-            _checkpoint_truncate(db)
+        receipt.wal_truncated = all([_checkpoint_truncate(db) for db in (self.twin_db, self.vault_db)])
         receipt.rescan = self.counts(subject)
         receipt.verified = not any(receipt.rescan.values())
         self.vault_db.write(lambda conn: conn.execute(
@@ -153,7 +182,7 @@ class DataSubjectRequests:
             (json.dumps(receipt.counts), subject)))
         self.audit.record(actor, "erase", subject_hash=subject, resource="dsr:erase", request_id=request_id,
                           details={"receipt_id": receipt.receipt_id, "counts": receipt.counts,
-                                   "verified": receipt.verified})
+                                   "verified": receipt.verified, "wal_truncated": receipt.wal_truncated})
         receipt.duration_ms = round((time.perf_counter() - started) * 1000, 2)
         return receipt
 
@@ -163,29 +192,31 @@ class DataSubjectRequests:
         for db in (self.twin_db, self.vault_db):
             def work(conn: Any, db: Database = db) -> None:
                 for entry in self._erasable(db.name):
-                    deleted[entry.table] = conn.execute(
-                        f"DELETE FROM {entry.table} WHERE {entry.subject_where}",
-                        {"subject": subject}).rowcount
+                    scope = self._scope(entry, subject, created_before)
+                    if scope is not None:
+                        deleted[entry.table] = conn.execute(
+                            f"DELETE FROM {entry.table} WHERE {scope[0]}", scope[1]).rowcount
             db.write(work)
         return deleted
 
     def reapply_tombstones(self, actor: Actor) -> dict[str, int]:
         """Erase again every tombstoned subject that has data (after a restore or a crash).
 
-        A subject who came back after their erasure keeps the data created since: only rows
-        whose subject has no data key newer than the tombstone are erased.
+        A subject who came back after their erasure (their data key is newer than the
+        tombstone) keeps the data stored since: only rows stored at or before the erasure go
+        (their key is destroyed, so they could not be read anyway).
         """
         reapplied = 0
         rows = self.vault_db.query("SELECT t.user_id_hash, t.erased_at, k.created_at AS key_created "
                                    "FROM erasure_tombstones t LEFT JOIN subject_keys k "
                                    "ON k.user_id_hash = t.user_id_hash")
         for row in rows:
-            if row["key_created"] and row["key_created"] > row["erased_at"]:
-                continue  # re-registered after erasure: their current data is new data
-            remaining = {t: n for t, n in self.counts(row["user_id_hash"]).items() if n}
+            returned = row["key_created"] is not None and row["key_created"] > row["erased_at"]
+            before = row["erased_at"] if returned else None
+            remaining = {t: n for t, n in self.counts(row["user_id_hash"], before).items() if n}
             if not remaining:
                 continue
-            self._delete_rows(row["user_id_hash"])
+            self._delete_rows(row["user_id_hash"], created_before=before)
             reapplied += 1
             self.audit.record(actor, "restore_reapply", subject_hash=row["user_id_hash"],
                               resource="dsr:tombstone", details={"counts": remaining})
@@ -195,9 +226,30 @@ class DataSubjectRequests:
         return {"subjects_reapplied": reapplied, "tombstones": len(rows)}
 
 
-def _checkpoint_truncate(db: Database, attempts: int = 20) -> None:
-    """Checkpoint and empty the WAL; readers may briefly block it, so retry."""
-    for i in range(attempts):
-        if checkpoint(db, "TRUNCATE")["busy"] == 0:
-            return
-        time.sleep(0.01 * (i + 1))
+def _checkpoint_truncate(db: Database, budget_s: float = 1.0) -> bool:
+    """Checkpoint and empty the WAL; True when done.
+
+    A reader holding an older snapshot (a streaming export, an online backup) blocks it for
+    as long as it reads. The connection's busy timeout would make every attempt wait seconds
+    (an erasure request then hung for minutes), so attempts here wait 20 ms each, retried
+    within ``budget_s``; the receipt says when the WAL could not be emptied yet (the next
+    erasure, purge or shutdown does it; the rows are gone and the subject key destroyed).
+    """
+    conn = db.connect_new()
+    try:
+        conn.execute("PRAGMA busy_timeout = 20")
+        deadline = time.monotonic() + budget_s
+        delay = 0.01
+        while True:
+            try:
+                if conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                    return True
+            except OperationalError as exc:
+                if not is_busy_error(exc):
+                    raise
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+    finally:
+        conn.close()

@@ -50,6 +50,9 @@ class PersonalDataTable:
     purge_hook: str | None = None         # "destroy_subject_keys": purging rows ends the subject
     order_by: str = "id"
     export_merge: tuple[str, ...] = ()    # sealed JSON objects whose keys join the exported row
+    created_sql: str | None = None        # SQL expression: when the row was stored. A tombstone
+                                          # of a subject who came back erases only older rows;
+                                          # tables without it go by cascade from their parent
 
     def __post_init__(self) -> None:
         if not self.erase and not self.kept_reason:

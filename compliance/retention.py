@@ -141,11 +141,27 @@ class RetentionPurger:
             if not n:
                 return total
             if entry.purge_hook == "destroy_subject_keys":
-                report.subject_keys_destroyed += sum(self.keys.destroy(s) for s in sorted(subjects))
+                report.subject_keys_destroyed += self._end_subjects(sorted(subjects))
             total += n
             lock.refresh()
             if progress:
                 progress(entry.table, total)
+
+    def _end_subjects(self, subjects: list[str]) -> int:
+        """A purged profile ends its subject: their data key is destroyed and every other vault
+        row erasure would take (their learner tokens) goes too. Returns keys destroyed."""
+        others = [t for t in self.registry.for_database(self.vault_db.name)
+                  if t.erase and t.table != "subject_keys"]
+
+        def work(conn: Any) -> None:
+            for subject in subjects:
+                for entry in others:
+                    conn.execute(f"DELETE FROM {entry.table} WHERE {entry.subject_where}",
+                                 {"subject": subject})
+
+        if others and subjects:
+            self.vault_db.write(work)
+        return sum(self.keys.destroy(s) for s in subjects)
 
 
 def _checkpoint_quietly(db: Database) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Callable, Protocol
 
 from twin.storage import Database, IntegrityError
 from twin.storage.timestamps import to_db, utc_now
@@ -64,10 +65,14 @@ class PlaintextSealer:
 class SubjectKeyStore:
     """Creates, unwraps, destroys and rewraps subject data keys in the privacy vault."""
 
-    def __init__(self, vault: Database, wrapping: FieldCipher, *, encrypt: bool = True) -> None:
+    def __init__(self, vault: Database, wrapping: FieldCipher, *, encrypt: bool = True,
+                 clock: Callable[[], datetime] = utc_now) -> None:
         self.vault = vault
         self._wrapping = wrapping
         self._encrypt = encrypt
+        # Key creation times are compared with erasure tombstones (written with the service's
+        # clock) to tell a returning subject from a restored one: both must use one clock.
+        self._clock = clock
 
     def __repr__(self) -> str:
         return f"SubjectKeyStore(vault={self.vault.name!r})"
@@ -95,7 +100,7 @@ class SubjectKeyStore:
             self.vault.write(lambda conn: conn.execute(
                 "INSERT INTO subject_keys (user_id_hash, key_version, wrapped_key, created_at) "
                 "VALUES (?, ?, ?, ?)", (subject_hash, self._wrapping.active_key_id, wrapped,
-                                        to_db(utc_now()))))
+                                        to_db(self._clock()))))
         except IntegrityError:  # another request created it first: use theirs
             return self.sealer_for(subject_hash)
         return SubjectCipher(data_key)

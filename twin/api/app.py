@@ -95,7 +95,7 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
     """Build the API. Pass a ``runtime`` to share one (tests, benchmarks), else one is opened."""
     config = config or (runtime.config if runtime else Config.from_env())
     runtime = runtime or Runtime.open(config)
-    app = Flask("twin")
+    app = Flask("twin", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["learner_twin"] = runtime
 

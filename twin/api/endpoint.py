@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,6 +20,11 @@ from .problems import BadRequest, Forbidden, Unauthorized, Unprocessable, Unsupp
 ADMIN = ("admin",)
 SERVICE = ("service", "admin")
 
+# Deeper documents are refused before any code walks them recursively (validation, sealing,
+# jsonify): Python's recursion limit would otherwise turn a legal body into a 500.
+MAX_JSON_DEPTH = 32
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
 
 @dataclass(frozen=True)
 class EndpointSpec:
@@ -29,6 +36,7 @@ class EndpointSpec:
     query: Schema | None = None
     responses: dict[int, Any] = field(default_factory=dict)  # status -> Schema class or None
     stream: bool = False
+    path_patterns: dict[str, str] = field(default_factory=dict)  # path parameter -> full-match regex
 
 
 def runtime() -> Any:
@@ -54,14 +62,42 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf, which cannot be written back as JSON
+        raise ValueError("number out of range")
+    return value
+
+
+def check_json_document(data: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse documents nested deeper than ``max_depth`` or holding unpaired UTF-16 surrogates
+    (they cannot be encoded as UTF-8, so storing or echoing them would fail). Iterative, so
+    that the check itself cannot exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise BadRequest("the request body holds an unpaired UTF-16 surrogate")
+        elif isinstance(value, (dict, list)):
+            if depth > max_depth:
+                raise BadRequest(f"the request body is nested deeper than {max_depth} levels")
+            if isinstance(value, dict):
+                stack.extend((key, depth) for key in value)
+                stack.extend((item, depth + 1) for item in value.values())
+            else:
+                stack.extend((item, depth + 1) for item in value)
+
+
 def parse_json_body(schema: Schema) -> dict[str, Any]:
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("send the body as application/json")
     raw = request.get_data(cache=True)  # raises 413 above MAX_CONTENT_LENGTH
     try:
-        data = json.loads(raw or b"null", parse_constant=_reject_constant)
+        data = json.loads(raw or b"null", parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError, UnicodeDecodeError):
         raise BadRequest("the request body is not valid JSON") from None
+    check_json_document(data)
     if not isinstance(data, dict):
         raise Unprocessable("the request body must be a JSON object", errors={"_schema": ["Must be an object."]})
     return load(schema, data)
@@ -90,17 +126,27 @@ def authenticate(spec: EndpointSpec) -> None:
     g.actor = Actor(identity.token_id, identity.role)
 
 
+def _check_path(spec: EndpointSpec, path: dict[str, Any]) -> None:
+    errors = {name: [f"Must match {pattern}"] for name, pattern in spec.path_patterns.items()
+              if name in path and not re.fullmatch(pattern, path[name])}
+    if errors:
+        raise Unprocessable("one or more fields are invalid", errors=errors)
+
+
 def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_own: bool = False,
              body: type[Schema] | None = None, query: type[Schema] | None = None,
-             responses: dict[int, Any] | None = None, stream: bool = False) -> Callable:
+             responses: dict[int, Any] | None = None, stream: bool = False,
+             path_patterns: dict[str, str] | None = None) -> Callable:
+    """Declare a route: who may call it, what it takes and answers (also its OpenAPI entry)."""
     spec = EndpointSpec(summary, tag, roles, learner_own, body() if body else None,
-                        query() if query else None, responses or {}, stream)
+                        query() if query else None, responses or {}, stream, path_patterns or {})
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(**path: Any) -> Any:
             if spec.roles is not None:
                 authenticate(spec)
+            _check_path(spec, path)
             kwargs = dict(path)
             if spec.query is not None:
                 kwargs["query"] = load(spec.query, request.args.to_dict(flat=True))

@@ -15,6 +15,7 @@ from twin import __version__
 from .schemas import ProblemSchema
 
 _CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>")
+_MAXLENGTH = re.compile(r"<[a-z]+\([^)]*maxlength=(\d+)[^)]*\):([a-z_]+)>")
 _STATUS_TEXT = {200: "OK", 201: "Created", 400: "Malformed JSON", 401: "Missing or invalid token",
                 403: "Role not allowed", 404: "Not found", 409: "Conflict", 412: "If-Match mismatch",
                 413: "Body too large", 415: "Not application/json", 422: "Invalid fields",
@@ -26,7 +27,17 @@ def _schema_name(schema: Any) -> str:
     return cls.__name__.removesuffix("Schema")
 
 
+def _path_parameter(name: str, max_length: int | None, pattern: str | None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "minLength": 1}
+    if max_length is not None:
+        schema["maxLength"] = max_length
+    if pattern is not None:
+        schema["pattern"] = pattern
+    return {"in": "path", "name": name, "required": True, "schema": schema}
+
+
 def build_spec(app: Flask) -> dict[str, Any]:
+    """The OpenAPI 3.0 document of every route declared with ``endpoint``."""
     spec = APISpec(title="learner twin API", version=__version__, openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin(schema_name_resolver=_schema_name)],
                    info={"description": "Encrypted learner profiles, sessions and knowledge states."})
@@ -42,12 +53,12 @@ def build_spec(app: Flask) -> dict[str, Any]:
             continue
         path = _CONVERTER.sub(r"{\1}", rule.rule)
         path_params = _CONVERTER.findall(rule.rule)
+        max_lengths = {name: int(limit) for limit, name in _MAXLENGTH.findall(rule.rule)}
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             operation: dict[str, Any] = {"summary": endpoint_spec.summary, "tags": [endpoint_spec.tag],
                                          "operationId": rule.endpoint.replace(".", "_"), "responses": {}}
             parameters: list[dict[str, Any]] = [
-                {"in": "path", "name": p, "required": True, "schema": {"type": "string", "maxLength": 64 if "id" in p else 100, "minLength": 1}}
-                for p in path_params]
+                _path_parameter(p, max_lengths.get(p), endpoint_spec.path_patterns.get(p)) for p in path_params]
             if endpoint_spec.query is not None:
                 parameters.append({"in": "query", "schema": endpoint_spec.query})
             if method == "PATCH":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
+from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
@@ -11,7 +12,72 @@ from compliance.consent import CONSENT_METHODS
 
 _ID = validate.Length(1, 64)
 _NAME = validate.Length(1, 100)
-JSON_OBJECT_LIMIT = validate.Length(max=50)
+MAX_OBJECT_PROPERTIES = 50
+_EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
+_LATEST = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=timezone.utc)
+_OUT_OF_RANGE = "Must be between 1900-01-01 and 9999-12-30 (UTC)."
+
+
+class MaxProperties(validate.Validator):
+    """At most ``maximum`` keys in an object (documented as ``maxProperties``, not ``maxLength``)."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+
+    def __call__(self, value: Any) -> Any:
+        if len(value) > self.maximum:
+            raise ValidationError(f"Must have at most {self.maximum} properties.")
+        return value
+
+
+JSON_OBJECT_LIMIT = MaxProperties(MAX_OBJECT_PROPERTIES)
+
+
+# marshmallow's number and boolean fields coerce "0.5", "5", 1 and "yes"; a JSON API that
+# documents ``type: number`` must refuse a string, and ``type: boolean`` must refuse 1.
+class StrictFloat(fields.Float):
+    """A JSON number (not a string, not a boolean), finite."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictInteger(fields.Integer):
+    """A JSON integer (not a string, a boolean or a float)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictBoolean(fields.Boolean):
+    """A JSON ``true`` or ``false`` (not 1, "yes" or "true")."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """An ISO 8601 timestamp with an offset, returned in UTC; years 1900-9999 only, so that
+    converting to UTC and storing as fixed-width text can never overflow."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            moment = moment.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValidationError(_OUT_OF_RANGE) from None
+        if not _EARLIEST <= moment <= _LATEST:
+            raise ValidationError(_OUT_OF_RANGE)
+        return moment
 
 
 class _Strict(Schema):
@@ -21,7 +87,7 @@ class _Strict(Schema):
 
 def _json_object(**kwargs) -> fields.Dict:
     return fields.Dict(keys=fields.String(validate=validate.Length(1, 64)), values=fields.Raw(allow_none=True),
-                       validate=JSON_OBJECT_LIMIT, **kwargs)
+                       validate=JSON_OBJECT_LIMIT, metadata={"maxProperties": MAX_OBJECT_PROPERTIES}, **kwargs)
 
 
 class ParentalConsentSchema(_Strict):
@@ -29,7 +95,7 @@ class ParentalConsentSchema(_Strict):
     consenter_relationship = fields.String(required=True, validate=validate.OneOf(["parent", "legal_guardian"]))
     consenter_contact = fields.String(validate=validate.Length(1, 320), allow_none=True, load_default=None)
     method = fields.String(required=True, validate=validate.OneOf(CONSENT_METHODS))
-    obtained_at = fields.AwareDateTime(required=True)
+    obtained_at = UtcDateTime(required=True)
 
 
 class _ProfileFields(_Strict):
@@ -40,7 +106,7 @@ class _ProfileFields(_Strict):
     learning_goals = fields.List(fields.String(validate=validate.Length(1, 500)), validate=validate.Length(max=50))
     privacy_settings = _json_object()
     personal = _json_object()
-    retention_days = fields.Integer(validate=validate.Range(1, 3650), allow_none=True)
+    retention_days = StrictInteger(validate=validate.Range(1, 3650), allow_none=True)
 
     @validates("birth_date")
     def _not_in_future(self, value: date | None, **_: object) -> None:
@@ -79,13 +145,13 @@ class ProfileSchema(_Strict):
 class SessionStartSchema(_Strict):
     session_type = fields.String(required=True, validate=validate.Length(1, 64))
     topics_covered = fields.List(fields.String(validate=validate.Length(1, 200)), validate=validate.Length(max=100))
-    start_time = fields.AwareDateTime()
+    start_time = UtcDateTime()
 
 
 class SessionUpdateSchema(_Strict):
-    end_time = fields.AwareDateTime(allow_none=True)
+    end_time = UtcDateTime(allow_none=True)
     performance_metrics = _json_object(allow_none=True)
-    engagement_score = fields.Float(validate=validate.Range(0, 1), allow_none=True)
+    engagement_score = StrictFloat(validate=validate.Range(0, 1), allow_none=True)
     completion_status = fields.String(validate=validate.OneOf(["in_progress", "completed", "abandoned"]))
     topics_covered = fields.List(fields.String(validate=validate.Length(1, 200)), validate=validate.Length(max=100))
 
@@ -114,10 +180,10 @@ class SessionListQuerySchema(_Strict):
 
 
 class KnowledgeUpsertSchema(_Strict):
-    mastery_level = fields.Float(required=True, validate=validate.Range(0, 1))
-    confidence_score = fields.Float(validate=validate.Range(0, 1), load_default=0.0)
+    mastery_level = StrictFloat(required=True, validate=validate.Range(0, 1))
+    confidence_score = StrictFloat(validate=validate.Range(0, 1), load_default=0.0)
     learning_trajectory = _json_object(allow_none=True)
-    prerequisites_met = fields.Boolean(load_default=False)
+    prerequisites_met = StrictBoolean(load_default=False)
 
 
 class KnowledgeStateSchema(_Strict):
@@ -160,6 +226,7 @@ class ErasureReceiptSchema(_Strict):
     subject_key_destroyed = fields.Boolean()
     rescan = fields.Dict(keys=fields.String(), values=fields.Integer())
     verified = fields.Boolean()
+    wal_truncated = fields.Boolean()
     duration_ms = fields.Float()
 
 
@@ -175,7 +242,7 @@ class ExportSchema(Schema):
 
 
 class RetentionRunSchema(_Strict):
-    dry_run = fields.Boolean(load_default=False)
+    dry_run = StrictBoolean(load_default=False)
 
 
 class RetentionReportSchema(Schema):
@@ -191,7 +258,7 @@ class RetentionReportSchema(Schema):
 class HoldCreateSchema(_Strict):
     user_id = fields.String(required=True, validate=validate.Length(1, 256))
     reason = fields.String(required=True, validate=validate.Length(1, 500))
-    until = fields.AwareDateTime(allow_none=True)
+    until = UtcDateTime(allow_none=True)
 
 
 class HoldSchema(_Strict):
@@ -211,8 +278,8 @@ class HoldListSchema(_Strict):
 class AuditQuerySchema(_Strict):
     subject = fields.String(validate=validate.Regexp(r"^[0-9a-f]{64}$"))
     action = fields.String(validate=validate.OneOf(sorted(ACTIONS)))
-    since = fields.AwareDateTime()
-    until = fields.AwareDateTime()
+    since = UtcDateTime()
+    until = UtcDateTime()
     cursor = fields.Integer(validate=validate.Range(0, 2**62))
     limit = fields.Integer(validate=validate.Range(1, 500), load_default=100)
 

@@ -135,7 +135,9 @@ def finite_number(value: Any, what: str, *, index: int | None = None,
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise EvolutionValidationError(f"{what} must be a finite number, got {value!r}", index=index)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        bounds = f"{minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}"
+        low = "-inf" if minimum is None else minimum
+        high = "inf" if maximum is None else maximum
+        bounds = f"{low}..{high}"
         raise EvolutionValidationError(f"{what} must be in {bounds}, got {value!r}", index=index)
     return float(value)
 
@@ -146,13 +148,19 @@ def optional_number(value: Any, what: str, *, index: int | None = None,
                                                     maximum=maximum)
 
 
+# One shared encoder: json.dumps with non-default options builds a new encoder per call,
+# which is a measurable share of a 100k-rows/s insert path.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def json_param(value: Any, what: str, *, index: int | None = None) -> str | None:
     if value is None:
         return None
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
-        raise EvolutionValidationError(f"{what} is not JSON-serialisable ({exc})", index=index) from None
+        raise EvolutionValidationError(f"{what} is not JSON-serialisable ({exc})",
+                                       index=index) from None
 
 
 def json_value(text: str | None) -> Any:
@@ -161,6 +169,14 @@ def json_value(text: str | None) -> Any:
 
 def fitness_params(row: Any, round_id: int, now: str, index: int) -> tuple[Any, ...]:
     """The SQL parameters of one fitness row given as a FitnessRecord, tuple or mapping."""
+    # Fast path for the hot case, a plain ``(agent_id, score)`` pair that is valid: five
+    # helper calls per row are a visible share of a 100k-rows/s batch. Anything else (and any
+    # invalid pair) takes the general path below, which names the problem.
+    if type(row) is tuple and len(row) == 2:
+        agent, score = row
+        if (type(agent) is str and 0 < len(agent) <= MAX_AGENT_ID
+                and type(score) in (float, int) and math.isfinite(score)):
+            return (round_id, agent, float(score), None, None, now)
     if isinstance(row, FitnessRecord):
         agent, score, perf, usage, ts = (row.agent_id, row.fitness_score, row.performance_metrics,
                                          row.resource_usage, row.timestamp)
@@ -179,10 +195,12 @@ def fitness_params(row: Any, round_id: int, now: str, index: int) -> tuple[Any, 
         if unknown:
             raise EvolutionValidationError(f"unknown fitness fields {sorted(unknown)}", index=index)
         agent, score = row.get("agent_id"), row.get("fitness_score")
-        perf, usage, ts = row.get("performance_metrics"), row.get("resource_usage"), row.get("timestamp")
+        perf, usage = row.get("performance_metrics"), row.get("resource_usage")
+        ts = row.get("timestamp")
     else:
         raise EvolutionValidationError(
-            f"a fitness row is a FitnessRecord, tuple or mapping, got {type(row).__name__}", index=index)
+            f"a fitness row is a FitnessRecord, tuple or mapping, got {type(row).__name__}",
+            index=index)
     return (round_id, agent_id_param(agent, index=index),
             finite_number(score, "fitness_score", index=index),
             json_param(perf, "performance_metrics", index=index),
@@ -204,7 +222,8 @@ def _as_fields(row: Any, cls: type, index: int) -> dict[str, Any]:
 
 def resource_params(row: Any, round_id: int, now: str, index: int) -> tuple[Any, ...]:
     fields = _as_fields(row, ResourceSample, index)
-    values = [optional_number(fields.get(name), name, index=index, minimum=0) for name in RESOURCE_FIELDS]
+    values = [optional_number(fields.get(name), name, index=index, minimum=0)
+              for name in RESOURCE_FIELDS]
     if all(v is None for v in values):
         raise EvolutionValidationError("a resource sample needs at least one figure", index=index)
     return (round_id, *values, timestamp_param(fields.get("timestamp"), now, index=index))

@@ -122,3 +122,15 @@ MIGRATIONS = [
     Migration(1, "seed schema: rounds, fitness, resources, selection outcomes", V1_UP, V1_DOWN,
               "seed tables with CHECKs, cascades, ISO-8601 UTC timestamps, covering leaderboard index"),
 ]
+
+# -- personal data declarations (see compliance.registry) ----------------------------------
+
+# Agents here are evolved software agents, not people; nothing in this database is about a
+# data subject, so export, erasure and retention have nothing to do in it.
+NO_PERSONAL_DATA = {
+    "schema_version": "migration bookkeeping",
+    "evolution_rounds": "evolution run parameters of software agents",
+    "fitness_metrics": "fitness scores of software agents",
+    "resource_metrics": "machine resource utilisation samples",
+    "selection_outcomes": "parent/child lineage of software agents",
+}

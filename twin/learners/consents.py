@@ -44,6 +44,7 @@ class ConsentService:
         subject = row["user_id_hash"]
         sealed = ctx.keys.sealer_for(subject).open(PROFILES, "encrypted_data", profile_id, row["encrypted_data"])
         birth = sealed.get("birth_date")
+        child = is_child(date.fromisoformat(birth) if birth else None, ctx.clock().date())
         withdrawn_at = ctx.now()
 
         def apply(conn: Any) -> bool:
@@ -51,11 +52,15 @@ class ConsentService:
                                    "AND withdrawn_at IS NULL", (withdrawn_at, consent_id, profile_id)).rowcount
             if not updated:
                 raise NotFoundError("no active consent with that id on this profile")
-            return has_active_consent(conn, profile_id)
+            still = has_active_consent(conn, profile_id)
+            if child and not still:
+                # The withdrawal must erase: under a legal hold it is refused whole (409),
+                # rather than recorded while the child's data stays.
+                self.dsr.holds.check_not_held(subject)
+            return still
 
         still_consented = ctx.db.write(apply)
         ctx.record(actor, "consent_withdraw", subject, f"profile:{profile_id}/consents", request_id)
-        child = is_child(date.fromisoformat(birth) if birth else None, ctx.clock().date())
         receipt = None
         if child and not still_consented:
             receipt = self.dsr.erase(subject, actor, request_id).to_dict()

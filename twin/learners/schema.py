@@ -164,12 +164,14 @@ PERSONAL_DATA = [
         export_columns=("consent_id", "profile_id", "consent_type", "method", "details",
                         "granted_at", "withdrawn_at"),
         encrypted_columns=("details",),
+        created_sql="granted_at",
     ),
     PersonalDataTable(
         database="digital_twin", table="legal_holds",
         subject_where="user_id_hash = :subject", subject_hash_sql="legal_holds.user_id_hash",
         row_id_sql="hold_id", export_as="legal_holds",
         export_columns=("hold_id", "reason", "placed_at", "placed_by", "until", "lifted_at", "lifted_by"),
+        created_sql="placed_at",
     ),
     PersonalDataTable(
         database="digital_twin", table="learning_profiles",
@@ -182,6 +184,7 @@ PERSONAL_DATA = [
         json_columns=("knowledge_domains", "privacy_settings"), export_merge=("encrypted_data",),
         retention=RetentionRule("ttl_expires_at <= :now"),
         purge_hook="destroy_subject_keys",
+        created_sql="created_at",
     ),
 ]
 

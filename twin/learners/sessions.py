@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from compliance.audit import Actor
@@ -16,6 +16,9 @@ from .errors import InvalidFieldsError, NotFoundError, PreconditionFailedError
 from .profiles import ProfileService, etag_for
 
 TABLE = "learning_sessions"
+_MAX_ROWID = 2**63 - 1
+# Client clocks run a little ahead; a start or end further in the future is a client error.
+CLOCK_SKEW = timedelta(minutes=5)
 
 # A session is served only while its profile is unexpired and it is inside its own window.
 _LIVE = ("s.start_time > :session_cutoff AND p.ttl_expires_at > :now")
@@ -31,9 +34,12 @@ def decode_cursor(cursor: str) -> int:
     """The internal position behind an opaque cursor; InvalidFieldsError if it is not ours."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("s"):
+        if not text.startswith("s") or not text[1:].isascii() or not text[1:].isdigit():
             raise ValueError
-        return int(text[1:])
+        position = int(text[1:])
+        if position > _MAX_ROWID:  # SQLite rowids are signed 64-bit; larger cannot be bound
+            raise ValueError
+        return position
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidFieldsError({"cursor": ["Not a valid cursor."]}) from None
 
@@ -74,6 +80,7 @@ class SessionService:
         subject = self.profiles.subject_of(profile_id)
         session_id = new_id("ses")
         start: datetime = data.get("start_time") or ctx.clock()
+        self._check_start(start)
         ctx.db.write(lambda conn: conn.execute(
             f"INSERT INTO {TABLE} (session_id, profile_id, session_type, start_time, topics_covered) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -82,6 +89,16 @@ class SessionService:
         ctx.record(actor, "create", subject, f"session:{session_id}", request_id)
         row = self._row(session_id)
         return self._view(row), etag_for(session_id, row["row_version"])
+
+    def _check_start(self, start: datetime) -> None:
+        # A session older than its retention window would be stored, never served and purged
+        # the next night; one in the future is a client clock or unit error.
+        now = self.ctx.clock()
+        if start <= now - timedelta(days=self.ctx.config.session_retention_days):
+            raise InvalidFieldsError({"start_time": [
+                f"Must be within the last {self.ctx.config.session_retention_days} days (session retention)."]})
+        if start > now + CLOCK_SKEW:
+            raise InvalidFieldsError({"start_time": ["Must not be in the future."]})
 
     def get(self, actor: Actor, request_id: str | None, session_id: str) -> tuple[dict[str, Any], str]:
         row = self._row(session_id)
@@ -104,6 +121,8 @@ class SessionService:
                     start = from_db(row["start_time"])
                     if end < start:
                         raise InvalidFieldsError({"end_time": ["Must not be before start_time."]})
+                    if end > ctx.clock() + CLOCK_SKEW:
+                        raise InvalidFieldsError({"end_time": ["Must not be in the future."]})
                     sets["end_time"] = to_db(end)
                     sets["duration_minutes"] = round((end - start).total_seconds() / 60, 3)
                 else:

@@ -1,17 +1,16 @@
 """Data-subject requests: export (admin, or a learner for themself) and erasure (admin)."""
 
 from flask import Blueprint, Response, jsonify, stream_with_context
-from marshmallow import fields
 
 from ..endpoint import ADMIN, actor, endpoint, request_id, runtime, subject_restriction
 from ..problems import NotFound
-from ..schemas import ErasureReceiptSchema, ExportSchema, UserIdSchema
+from ..schemas import ErasureReceiptSchema, ExportSchema, StrictBoolean, UserIdSchema
 
 bp = Blueprint("dsr", __name__, url_prefix="/v1/dsr")
 
 
 class EraseRequestSchema(UserIdSchema):
-    dry_run = fields.Boolean(load_default=False)
+    dry_run = StrictBoolean(load_default=False)
 
 
 @bp.post("/export")

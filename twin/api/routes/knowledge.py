@@ -1,30 +1,21 @@
 """Knowledge states."""
 
-import re
-
 from flask import Blueprint, jsonify
 
 from ..endpoint import SERVICE, actor, endpoint, request_id, runtime, subject_restriction
-from ..problems import Unprocessable
 from ..schemas import KnowledgeListSchema, KnowledgeQuerySchema, KnowledgeStateSchema, KnowledgeUpsertSchema
 
 bp = Blueprint("knowledge", __name__, url_prefix="/v1/profiles")
 
-_SEGMENT = re.compile(r"^[\w .:+-]{1,100}$")
-
-
-def _check_segments(**segments: str) -> None:
-    errors = {name: ["Must be 1-100 letters, digits, spaces or . : + - _"]
-              for name, value in segments.items() if not _SEGMENT.match(value)}
-    if errors:
-        raise Unprocessable("one or more fields are invalid", errors=errors)
+# Letters, digits, spaces and . : + - _ (validated and documented by ``endpoint``).
+SEGMENT = r"^[\w .:+-]{1,100}$"
 
 
 @bp.put("/<string(maxlength=64):profile_id>/knowledge/<string(maxlength=100):domain>/<string(maxlength=100):topic>")
 @endpoint("Create or replace a knowledge state", tag="knowledge", roles=SERVICE,
-          body=KnowledgeUpsertSchema, responses={200: KnowledgeStateSchema, 201: KnowledgeStateSchema, 404: None})
+          body=KnowledgeUpsertSchema, responses={200: KnowledgeStateSchema, 201: KnowledgeStateSchema, 404: None},
+          path_patterns={"domain": SEGMENT, "topic": SEGMENT})
 def upsert_knowledge(profile_id, domain, topic, body):
-    _check_segments(domain=domain, topic=topic)
     view, created = runtime().knowledge.upsert(actor(), request_id(), profile_id, domain, topic, body)
     return jsonify(view), 201 if created else 200
 

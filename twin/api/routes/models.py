@@ -4,6 +4,7 @@ from flask import Blueprint, jsonify
 from marshmallow import Schema, fields, validate
 
 from ..endpoint import SERVICE, endpoint, runtime
+from ..schemas import StrictInteger
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -15,7 +16,7 @@ class PerformanceQuerySchema(Schema):
 
 
 class CleanupSchema(Schema):
-    keep = fields.Integer(required=True, validate=validate.Range(1, 1000))
+    keep = StrictInteger(required=True, validate=validate.Range(1, 1000))
 
 
 @bp.get("/info")

@@ -1,0 +1,129 @@
+"""/openapi.json: a valid OpenAPI 3 document describing every route the app serves."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+_CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>")
+
+
+@pytest.fixture
+def spec(client) -> dict:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    return response.get_json()
+
+
+def _operations(spec):
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            yield path, method, operation
+
+
+def test_the_document_is_valid_openapi_3(spec):
+    schemathesis = pytest.importorskip("schemathesis")
+
+    assert spec["openapi"].startswith("3.")
+    assert spec["info"]["title"] and spec["info"]["version"]
+    # Raises SchemaError when the document breaks the OpenAPI 3.0 meta-schema.
+    schemathesis.from_dict(spec, validate_schema=True)
+
+
+def test_the_validation_used_above_rejects_a_broken_document(spec):
+    schemathesis = pytest.importorskip("schemathesis")
+    broken = {**spec, "paths": {"/x": {"get": {"responses": "not an object"}}}}
+
+    with pytest.raises(schemathesis.exceptions.SchemaError):
+        schemathesis.from_dict(broken, validate_schema=True)
+
+
+def test_every_registered_route_and_method_is_documented(app, spec):
+    served = {(_CONVERTER.sub(r"{\1}", rule.rule), method.lower())
+              for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    documented = {(path, method) for path, method, _ in _operations(spec)}
+
+    assert served == documented
+
+
+def test_every_v1_operation_requires_the_bearer_scheme_and_public_ones_do_not(spec):
+    scheme = spec["components"]["securitySchemes"]["bearerAuth"]
+    assert scheme == {"type": "http", "scheme": "bearer"}
+    for path, method, operation in _operations(spec):
+        if path.startswith("/v1/"):
+            assert operation["security"] == [{"bearerAuth": []}], (method, path)
+            assert {"401", "403"} <= set(operation["responses"]), (method, path)
+        else:
+            assert "security" not in operation, (method, path)
+
+
+def test_operations_have_unique_ids_success_responses_and_problem_errors(spec):
+    ids = [operation["operationId"] for _, _, operation in _operations(spec)]
+    assert len(ids) == len(set(ids))
+    for path, method, operation in _operations(spec):
+        responses = operation["responses"]
+        assert any(code.startswith("2") for code in responses), (method, path)
+        for code, response in responses.items():
+            if code == "default" or code.startswith(("4", "5")) and code != "503":
+                assert "application/problem+json" in response["content"], (method, path, code)
+
+
+def test_path_parameters_match_the_placeholders(spec):
+    for path, method, operation in _operations(spec):
+        placeholders = set(re.findall(r"{(\w+)}", path))
+        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+        assert placeholders == declared, (method, path)
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "path":
+                assert parameter["required"] is True and parameter["schema"]["maxLength"] in (64, 100)
+
+
+def test_bodies_are_json_and_reject_unknown_fields(spec):
+    bodies = [(path, method, operation["requestBody"]) for path, method, operation in _operations(spec)
+              if "requestBody" in operation]
+    assert ("/v1/profiles", "post") in {(p, m) for p, m, _ in bodies}
+    for path, method, body in bodies:
+        schema = body["content"]["application/json"]["schema"]
+        name = schema["$ref"].rsplit("/", 1)[1]
+        resolved = spec["components"]["schemas"][name]
+        assert resolved.get("additionalProperties") is False, (method, path)
+        for status in ("400", "413", "415", "422"):
+            assert status in spec["paths"][path][method]["responses"], (method, path, status)
+
+
+def test_every_reference_resolves(spec):
+    text = repr(spec)
+    for ref in set(re.findall(r"'\$ref': '#/components/schemas/(\w+)'", text)):
+        assert ref in spec["components"]["schemas"], ref
+
+
+def test_the_schemas_carry_the_validation_rules(spec):
+    schemas = spec["components"]["schemas"]
+    create = schemas["ProfileCreate"]
+    knowledge = schemas["KnowledgeUpsert"]["properties"]
+    session = schemas["SessionUpdate"]["properties"]
+
+    assert create["required"] == ["user_id"]
+    assert create["properties"]["preferred_difficulty"]["enum"] == ["easy", "medium", "hard"]
+    assert create["properties"]["personal"]["type"] == "object"
+    assert create["properties"]["personal"]["maxProperties"] == 50
+    assert "maxLength" not in create["properties"]["personal"]  # maxLength means nothing on an object
+    for field in ("mastery_level", "confidence_score"):
+        assert (knowledge[field]["minimum"], knowledge[field]["maximum"]) == (0, 1)
+    assert (session["engagement_score"]["minimum"], session["engagement_score"]["maximum"]) == (0, 1)
+    assert session["completion_status"]["enum"] == ["in_progress", "completed", "abandoned"]
+    assert session["end_time"]["format"] == "date-time"
+
+
+def test_the_knowledge_path_documents_the_allowed_segment_characters(spec):
+    operation = spec["paths"]["/v1/profiles/{profile_id}/knowledge/{domain}/{topic}"]["put"]
+    patterns = {p["name"]: p["schema"].get("pattern") for p in operation["parameters"]}
+
+    assert patterns["domain"] and patterns["domain"] == patterns["topic"]
+    assert patterns["profile_id"] is None
+
+
+def test_the_document_is_built_once_and_served_from_cache(client):
+    assert client.get("/openapi.json").get_data() == client.get("/openapi.json").get_data()

@@ -1,0 +1,107 @@
+"""What reaches the disk and the logs: never the user id, never a profile's personal data in clear."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from api_support import create_profile, start_session
+
+
+def _files_containing(root: Path, needles: list[bytes]) -> dict[str, list[bytes]]:
+    """Every file under ``root`` (databases, -wal, -shm, anything else) holding any needle."""
+    hits: dict[str, list[bytes]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        found = [n for n in needles if n in data]
+        if found:
+            hits[str(path.relative_to(root))] = found
+    return hits
+
+
+def _needles(*texts: str) -> list[bytes]:
+    # UTF-8 as written by JSON/SQLite, plus UTF-16 in case anything stored wide strings.
+    return [form for t in texts for form in (t.encode(), t.encode("utf-16-le"))]
+
+
+@pytest.fixture
+def secrets_in_flight(client, service, caplog):
+    """A profile whose personal data holds a distinctive string, used through every route."""
+    caplog.set_level(logging.DEBUG)
+    marker = f"Quokka-{secrets.token_hex(6)}-Xylophone"
+    user_id = f"student-{secrets.token_hex(6)}@school.example"
+    token = service["Authorization"].split()[1]
+    profile = create_profile(client, service, user_id, personal={"full_name": marker, "notes": [marker]},
+                             learning_goals=[f"goal {marker}"], birth_date="2004-05-06")
+    pid = profile["profile_id"]
+    session = start_session(client, service, pid)
+    client.patch(f"/v1/sessions/{session['session_id']}", headers=service,
+                 json={"performance_metrics": {"comment": marker}, "engagement_score": 0.5})
+    client.put(f"/v1/profiles/{pid}/knowledge/math/algebra", headers=service,
+               json={"mastery_level": 0.5, "learning_trajectory": {"note": marker}})
+    client.patch(f"/v1/profiles/{pid}", json={"personal": {"full_name": marker, "v": 2}}, headers=service)
+    client.post("/v1/profiles/lookup", json={"user_id": user_id}, headers=service)
+    client.post("/v1/profiles", json={"user_id": user_id}, headers=service)                   # 409
+    client.post("/v1/profiles", json={"user_id": user_id, "personal": marker}, headers=service)  # 422
+    client.get(f"/v1/profiles/{pid}", headers=service)
+    return {"marker": marker, "user_id": user_id, "token": token, "profile_id": pid}
+
+
+def test_the_personal_string_and_user_id_are_in_no_database_file_or_wal(secrets_in_flight, runtime, config):
+    data_dir = config.data_dir
+    wal_files = [p for p in data_dir.rglob("*-wal") if p.stat().st_size > 0]
+    assert wal_files, "expected live WAL files to scan"  # the scan below must include them
+
+    hits = _files_containing(data_dir, _needles(secrets_in_flight["marker"], secrets_in_flight["user_id"]))
+
+    assert hits == {}
+
+
+def test_nothing_leaks_after_the_wal_is_checkpointed_into_the_main_files(secrets_in_flight, runtime, config):
+    runtime.close()
+
+    hits = _files_containing(config.data_dir, _needles(secrets_in_flight["marker"], secrets_in_flight["user_id"]))
+
+    assert hits == {}
+
+
+def test_even_through_the_database_key_no_column_holds_them_in_clear(secrets_in_flight, runtime):
+    # SQLCipher hides everything on disk; this checks the second layer (field encryption and
+    # hashing), which is what protects a decrypted backup or a debugging session.
+    needles = [secrets_in_flight["marker"], secrets_in_flight["user_id"]]
+    leaks = []
+    for db in runtime.databases():
+        for table in db.table_names():
+            for row in db.query(f'SELECT * FROM "{table}"'):
+                for column, value in zip(row.keys(), tuple(row)):
+                    text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+                    leaks += [(db.name, table, column) for n in needles if n in text]
+
+    assert leaks == []
+
+
+def test_the_logs_hold_no_personal_data_user_id_or_token(secrets_in_flight, caplog):
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    text = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in records)
+
+    assert len(records) >= 9, "expected the flow's request logs to inspect"
+    for secret in ("marker", "user_id", "token", "profile_id"):
+        assert secrets_in_flight[secret] not in text, secret
+
+
+def test_the_scan_does_find_a_string_stored_in_clear(tmp_path):
+    # Control: the same scan over an unencrypted SQLite file with a WAL reports the marker.
+    conn = sqlite3.connect(tmp_path / "plain.db")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.execute("INSERT INTO t VALUES ('Quokka-control')")
+    conn.commit()
+
+    hits = _files_containing(tmp_path, _needles("Quokka-control"))
+    conn.close()
+
+    assert "plain.db-wal" in hits

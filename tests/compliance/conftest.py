@@ -1,0 +1,227 @@
+"""Compliance fixtures: a real Runtime on SQLCipher files, learner subjects made through the
+real services, and a forensic reader that decrypts every page of a database file and its WAL
+(free pages and stale frames included), to prove what an erasure or purge left behind."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from compliance.audit import Actor
+from twin.api.app import create_app
+from twin.runtime import Runtime
+from twin.storage import Database, open_keyed
+
+SERVICE_ACTOR = Actor("tok_test_service", "service")
+ADMIN_ACTOR = Actor("tok_test_admin", "admin")
+
+# SQLCipher 4 defaults (the engine sets no cipher_* pragma): 4 KiB pages, AES-256-CBC, and
+# 80 reserved bytes at each page's end (16-byte IV, then the HMAC). Page 1 starts with the salt.
+_PAGE = 4096
+_RESERVE = 80
+_SALT = 16
+_WAL_HEADER = 32
+_WAL_FRAME_HEADER = 24
+
+
+class MovableClock:
+    """A clock tests can move forward (retention, expiry, holds)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(timezone.utc) + self.offset
+
+    def advance(self, **kwargs: float) -> None:
+        self.offset += timedelta(**kwargs)
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+def runtime(config, keyring, clock):
+    rt = Runtime(config, keyring, clock=clock)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def client(runtime):
+    return create_app(runtime.config, runtime=runtime).test_client()
+
+
+@pytest.fixture
+def admin_headers(runtime) -> dict[str, str]:
+    return {"Authorization": f"Bearer {runtime.tokens.issue('admin').token}"}
+
+
+@pytest.fixture
+def service_headers(runtime) -> dict[str, str]:
+    return {"Authorization": f"Bearer {runtime.tokens.issue('service').token}"}
+
+
+@dataclass
+class Subject:
+    """A learner made through the services, and the distinctive values stored about them."""
+
+    user_id: str
+    subject_hash: str
+    profile_id: str
+    marker: str                       # appears in plaintext columns (topics, domain, style)
+    session_ids: list[str] = field(default_factory=list)
+    consent_ids: list[str] = field(default_factory=list)
+    knowledge: list[tuple[str, str]] = field(default_factory=list)
+
+
+@pytest.fixture
+def make_subject(runtime) -> Callable[..., Subject]:
+    """make_subject("user-1", sessions=2, knowledge=2, child=False) -> Subject."""
+
+    def make(user_id: str, *, sessions: int = 2, knowledge: int = 2, child: bool = False,
+             retention_days: int | None = None, marker: str | None = None) -> Subject:
+        marker = marker or "MARK" + hashlib.sha256(user_id.encode()).hexdigest()[:10].upper()
+        today = runtime.clock().date()
+        data: dict[str, Any] = {
+            "user_id": user_id,
+            "learning_style": f"visual-{marker}",
+            "knowledge_domains": [f"domain-{marker}"],
+            "learning_goals": [f"goal-{marker}"],
+            "privacy_settings": {"share": False},
+            "personal": {"name": f"Name-{marker}", "email": f"{marker.lower()}@example.org"},
+            "birth_date": date(today.year - (9 if child else 30), 1, 15),
+            "retention_days": retention_days,
+        }
+        if child:
+            data["parental_consent"] = parental_consent(f"Parent-{marker}")
+        view, _ = runtime.profiles.create(SERVICE_ACTOR, None, data)
+        subject = Subject(user_id, runtime.hasher.hash(user_id), view["profile_id"], marker)
+        subject.consent_ids = [r["consent_id"] for r in runtime.twin_db.query(
+            "SELECT consent_id FROM consents WHERE profile_id = ?", (subject.profile_id,))]
+        for i in range(sessions):
+            started, _ = runtime.sessions.start(SERVICE_ACTOR, None, subject.profile_id,
+                                                {"session_type": "lesson",
+                                                 "topics_covered": [f"topic-{marker}-{i}"]})
+            runtime.sessions.update(SERVICE_ACTOR, None, started["session_id"],
+                                    {"performance_metrics": {"score": i, "note": f"note-{marker}-{i}"},
+                                     "engagement_score": 0.5}, None)
+            subject.session_ids.append(started["session_id"])
+        for i in range(knowledge):
+            domain, topic = f"kd-{marker}", f"topic{i}"
+            runtime.knowledge.upsert(SERVICE_ACTOR, None, subject.profile_id, domain, topic,
+                                     {"mastery_level": 0.25, "confidence_score": 0.5,
+                                      "learning_trajectory": {"path": f"traj-{marker}-{i}"}})
+            subject.knowledge.append((domain, topic))
+        return subject
+
+    return make
+
+
+def parental_consent(name: str = "Pat Parent") -> dict[str, Any]:
+    """A validated parental-consent request body (as the API schema loads it)."""
+    return {"consenter_name": name, "consenter_relationship": "parent",
+            "consenter_contact": "pat@example.org", "method": "signed_form",
+            "obtained_at": datetime.now(timezone.utc)}
+
+
+@pytest.fixture
+def consent_body() -> Callable[[str], dict[str, Any]]:
+    return parental_consent
+
+
+def subject_ciphertexts(runtime: Runtime, subject_hash: str) -> list[bytes]:
+    """Every field ciphertext stored about a subject in digital_twin.db (read before erasure)."""
+    of_profile = "profile_id IN (SELECT profile_id FROM learning_profiles WHERE user_id_hash = ?)"
+    queries = [
+        "SELECT encrypted_data AS c FROM learning_profiles WHERE user_id_hash = ? "
+        "UNION ALL SELECT learning_goals FROM learning_profiles WHERE user_id_hash = ?",
+        f"SELECT performance_metrics AS c FROM learning_sessions WHERE {of_profile} "
+        f"UNION ALL SELECT learning_trajectory FROM knowledge_states WHERE {of_profile}",
+        "SELECT details AS c FROM consents WHERE user_id_hash = ? AND ? IS NOT NULL",
+    ]
+    blobs = []
+    for sql in queries:
+        blobs += [bytes(r["c"]) for r in runtime.twin_db.query(sql, (subject_hash, subject_hash))
+                  if r["c"] is not None]
+    return blobs
+
+
+@pytest.fixture
+def ciphertexts_of(runtime) -> Callable[[str], list[bytes]]:
+    return lambda subject_hash: subject_ciphertexts(runtime, subject_hash)
+
+
+def _decrypt_page(key: bytes, page: bytes, first: bool) -> bytes:
+    start = _SALT if first else 0
+    iv = page[_PAGE - _RESERVE:_PAGE - _RESERVE + 16]
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    return decryptor.update(page[start:_PAGE - _RESERVE]) + decryptor.finalize()
+
+
+def decrypted_file_content(path: Path, key: bytes) -> bytes:
+    """Every page of a SQLCipher file and of its WAL, decrypted: live rows, free pages and
+    stale WAL frames alike. What someone holding the key could dig out of the files."""
+    out = []
+    data = path.read_bytes() if path.exists() else b""
+    for offset in range(0, len(data) - _PAGE + 1, _PAGE):
+        out.append(_decrypt_page(key, data[offset:offset + _PAGE], offset == 0))
+    wal = Path(str(path) + "-wal")
+    data = wal.read_bytes() if wal.exists() else b""
+    frame = _WAL_FRAME_HEADER + _PAGE
+    for offset in range(_WAL_HEADER, len(data) - frame + 1, frame):
+        page_number = int.from_bytes(data[offset:offset + 4], "big")
+        out.append(_decrypt_page(key, data[offset + _WAL_FRAME_HEADER:offset + frame], page_number == 1))
+    return b"\x00".join(out)
+
+
+def raw_file_bytes(path: Path) -> bytes:
+    """The bytes on disk of a database file and its WAL, as copied off the disk."""
+    return b"".join(p.read_bytes() for p in (path, Path(str(path) + "-wal")) if p.exists())
+
+
+def dump_rows(db: Database) -> list[tuple[str, tuple]]:
+    """Every row of every table plus sqlite_master, read over a fresh keyed connection."""
+    conn = open_keyed(db.path, db._key)  # noqa: SLF001 - a raw connection, as an auditor would open
+    try:
+        rows = [("sqlite_master", tuple(r)) for r in conn.execute("SELECT * FROM sqlite_master")]
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            rows += [(table, tuple(r)) for r in conn.execute(f'SELECT * FROM "{table}"')]
+        return rows
+    finally:
+        conn.close()
+
+
+def tables_containing(rows: list[tuple[str, tuple]], needle: str | bytes) -> set[str]:
+    """Names of the tables whose rows hold ``needle`` in any value (text or bytes)."""
+    found = set()
+    for table, row in rows:
+        for value in row:
+            if isinstance(needle, bytes) and isinstance(value, (bytes, memoryview)) \
+                    and needle in bytes(value):
+                found.add(table)
+            elif isinstance(needle, str) and isinstance(value, str) and needle in value:
+                found.add(table)
+    return found
+
+
+@pytest.fixture
+def forensics():
+    """Helpers reading files as an attacker or auditor would (see the module docstring)."""
+
+    class Forensics:
+        decrypted = staticmethod(decrypted_file_content)
+        raw = staticmethod(raw_file_bytes)
+        rows = staticmethod(dump_rows)
+        tables_containing = staticmethod(tables_containing)
+
+    return Forensics

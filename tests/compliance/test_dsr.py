@@ -1,0 +1,428 @@
+"""Data-subject requests: export (every datum, decrypted) and erasure (provably complete)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from compliance.audit import Actor
+from compliance.dsr import EXPORT_FORMAT
+from compliance.legal_hold import SubjectOnHoldError
+from compliance.subject_keys import SubjectKeyMissingError
+from twin.runtime import Runtime
+from twin.storage import (Database, IntegrityError, backup_database, read_manifest,
+                          restore_database, write_manifest)
+
+ADMIN_ACTOR = Actor("tok_test_admin", "admin")
+SERVICE_ACTOR = Actor("tok_test_service", "service")
+
+PROFILE_ROUTES = ("/v1/profiles/{pid}", "/v1/profiles/{pid}/sessions", "/v1/profiles/{pid}/knowledge",
+                  "/v1/profiles/{pid}/consents")
+
+
+def _export_http(client, headers, user_id):
+    response = client.post("/v1/dsr/export", json={"user_id": user_id}, headers=headers)
+    assert response.status_code == 200
+    return json.loads(response.get_data())
+
+
+def _assert_export_empty(doc):
+    for key in ("profiles", "sessions", "knowledge_states", "consents", "legal_holds"):
+        assert doc[key] == [], key
+
+
+def _assert_export_complete(doc, subject):
+    m = subject.marker
+    (profile,) = doc["profiles"]
+    assert profile["profile_id"] == subject.profile_id
+    assert profile["personal"] == {"name": f"Name-{m}", "email": f"{m.lower()}@example.org"}
+    assert profile["learning_goals"] == [f"goal-{m}"]
+    assert profile["learning_style"] == f"visual-{m}"
+    assert profile["knowledge_domains"] == [f"domain-{m}"]
+    assert profile["privacy_settings"] == {"share": False}
+    assert profile["birth_date"] is not None
+    assert sorted(s["session_id"] for s in doc["sessions"]) == sorted(subject.session_ids)
+    by_topic = {s["topics_covered"][0]: s for s in doc["sessions"]}
+    assert by_topic[f"topic-{m}-1"]["performance_metrics"] == {"score": 1, "note": f"note-{m}-1"}
+    assert {(k["knowledge_domain"], k["topic"]) for k in doc["knowledge_states"]} == set(subject.knowledge)
+    assert {k["learning_trajectory"]["path"] for k in doc["knowledge_states"]} == \
+        {f"traj-{m}-{i}" for i in range(len(subject.knowledge))}
+    assert [c["consent_id"] for c in doc["consents"]] == subject.consent_ids
+    assert doc["consents"][0]["details"]["consenter_name"] == f"Parent-{m}"
+    assert {"create", "consent_grant"} <= {e["action"] for e in doc["disclosures"]}
+
+
+def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
+        runtime, client, admin_headers, service_headers, make_subject, ciphertexts_of, forensics):
+    subject = make_subject("erase-me@school.example", sessions=3, knowledge=2, child=True)
+    bystander = make_subject("stays@school.example", sessions=2, knowledge=1)
+    issued = runtime.tokens.issue("learner", subject_hash=subject.subject_hash)
+    learner = {"Authorization": f"Bearer {issued.token}"}
+
+    _assert_export_complete(_export_http(client, admin_headers, subject.user_id), subject)
+    ciphertexts = ciphertexts_of(subject.subject_hash)
+    assert len(ciphertexts) == 2 + 3 + 2 + 1  # profile x2, sessions, knowledge, consent
+    wrapped_key = bytes(runtime.vault_db.query_one(
+        "SELECT wrapped_key FROM subject_keys WHERE user_id_hash = ?", (subject.subject_hash,))[0])
+    before = forensics.decrypted(runtime.twin_db.path, runtime.keyring.database_key)
+    assert subject.subject_hash.encode() in before and all(c in before for c in ciphertexts)
+
+    response = client.post("/v1/dsr/erase", json={"user_id": subject.user_id}, headers=admin_headers)
+
+    assert response.status_code == 200
+    receipt = response.get_json()
+    assert receipt["counts"] == {"knowledge_states": 2, "learning_sessions": 3, "consents": 1,
+                                 "legal_holds": 0, "learning_profiles": 1, "api_tokens": 1,
+                                 "subject_keys": 1}
+    assert receipt["verified"] is True and receipt["subject_key_destroyed"] is True
+    assert receipt["wal_truncated"] is True
+    assert set(receipt["rescan"].values()) == {0}
+    assert receipt["receipt_id"].startswith("rcpt_") and receipt["erased_at"].endswith("Z")
+
+    # The API and the export: nothing, and the learner's own token is gone with them.
+    for route in PROFILE_ROUTES:
+        assert client.get(route.format(pid=subject.profile_id), headers=service_headers).status_code == 404
+    assert client.post("/v1/profiles/lookup", json={"user_id": subject.user_id},
+                       headers=service_headers).status_code == 404
+    assert client.get(f"/v1/sessions/{subject.session_ids[0]}", headers=service_headers).status_code == 404
+    own_export = client.post("/v1/dsr/export", json={"user_id": subject.user_id}, headers=learner)
+    assert own_export.status_code == 401
+    _assert_export_empty(_export_http(client, admin_headers, subject.user_id))
+
+    # The files: not in the bytes on disk, nor in any decrypted page (free pages, WAL frames).
+    twin_pages = forensics.decrypted(runtime.twin_db.path, runtime.keyring.database_key)
+    vault_pages = forensics.decrypted(runtime.vault_db.path, runtime.keyring.database_key)
+    assert bystander.profile_id.encode() in twin_pages  # the reader does see live data
+    on_disk = forensics.raw(runtime.twin_db.path) + forensics.raw(runtime.vault_db.path)
+    needles = {"user_id": subject.user_id.encode(), "subject hash": subject.subject_hash.encode(),
+               "marker": subject.marker.encode(), "profile_id": subject.profile_id.encode(),
+               "wrapped key": wrapped_key,
+               **{f"session {i}": s.encode() for i, s in enumerate(subject.session_ids)},
+               **{f"ciphertext {i}": c for i, c in enumerate(ciphertexts)}}
+    assert [name for name, needle in needles.items() if needle in on_disk] == []
+    assert [name for name, needle in needles.items() if needle in twin_pages] == []
+    # The audit trail keeps the keyed hash and opaque resource ids (accountability), no more.
+    audit_keeps = ("subject hash", "profile_id", "session")
+    assert [name for name, needle in needles.items()
+            if needle in vault_pages and not name.startswith(audit_keeps)] == []
+
+    # Row by row over a raw keyed connection: the hash survives only where the registry says.
+    twin_rows, vault_rows = forensics.rows(runtime.twin_db), forensics.rows(runtime.vault_db)
+    assert forensics.tables_containing(twin_rows, subject.subject_hash) == set()
+    assert forensics.tables_containing(vault_rows, subject.subject_hash) == \
+        {"audit_events", "erasure_tombstones"}
+    for blob in ciphertexts + [wrapped_key]:
+        assert forensics.tables_containing(twin_rows + vault_rows, blob) == set()
+
+    # The key is gone; the bystander is whole.
+    assert not runtime.keys.has_key(subject.subject_hash)
+    with pytest.raises(SubjectKeyMissingError):
+        runtime.keys.sealer_for(subject.subject_hash)
+    other = _export_http(client, admin_headers, bystander.user_id)
+    assert len(other["sessions"]) == 2
+    assert other["profiles"][0]["personal"]["name"] == f"Name-{bystander.marker}"
+
+    # The trail shows the erasure and verifies.
+    (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="erase")
+    assert event.details["receipt_id"] == receipt["receipt_id"] and event.actor_role == "admin"
+    assert runtime.audit.verify().ok
+
+
+def test_export_holds_every_table_and_records_a_disclosure(runtime, make_subject):
+    subject = make_subject("export-me", sessions=2, knowledge=2, child=True)
+
+    doc = runtime.dsr.export(subject.subject_hash, ADMIN_ACTOR, "req-1")
+
+    assert doc["format"] == EXPORT_FORMAT and doc["generated_at"].endswith("Z")
+    _assert_export_complete(doc, subject)
+    assert doc["legal_holds"] == []
+    (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="export")
+    assert event.request_id == "req-1"
+    assert event.details == {"profiles": 1, "legal_holds": 0, "consents": 1, "sessions": 2,
+                             "knowledge_states": 2}
+
+
+def test_export_of_an_unknown_subject_is_an_empty_document(runtime):
+    doc = runtime.dsr.export(runtime.hasher.hash("nobody"), ADMIN_ACTOR)
+
+    _assert_export_empty(doc)
+    assert doc["disclosures"] == []
+
+
+def test_export_streams_thousands_of_sessions_in_small_chunks(runtime, make_subject):
+    subject = make_subject("busy-learner", sessions=0, knowledge=0)
+    sealer = runtime.keys.sealer_for(subject.subject_hash)
+    rows = [(f"ses_bulk{i:05d}", subject.profile_id, "drill", f"2030-01-01T00:00:{i % 60:02d}.000000Z",
+             json.dumps([f"t{i}"]), sealer.seal("learning_sessions", "performance_metrics",
+                                                f"ses_bulk{i:05d}", {"i": i}))
+            for i in range(3000)]
+    with runtime.twin_db.transaction() as conn:
+        conn.executemany("INSERT INTO learning_sessions (session_id, profile_id, session_type, start_time, "
+                         "topics_covered, performance_metrics) VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    chunks = list(runtime.dsr.export_chunks(subject.subject_hash, ADMIN_ACTOR, batch=200))
+
+    assert len(chunks) > 3000
+    assert max(len(c) for c in chunks) < 1000
+    doc = json.loads("".join(chunks))
+    assert len(doc["sessions"]) == 3000
+    assert [s["performance_metrics"]["i"] for s in doc["sessions"]] == list(range(3000))
+
+
+def test_erasing_an_unknown_subject_returns_a_verified_receipt_of_zeros(runtime):
+    receipt = runtime.dsr.erase(runtime.hasher.hash("never-seen"), ADMIN_ACTOR)
+
+    assert set(receipt.counts) == {"knowledge_states", "learning_sessions", "consents", "legal_holds",
+                                   "learning_profiles", "api_tokens", "subject_keys"}
+    assert set(receipt.counts.values()) == {0} and set(receipt.rescan.values()) == {0}
+    assert receipt.verified and not receipt.subject_key_destroyed and not receipt.dry_run
+
+
+def test_erasure_is_idempotent(runtime, make_subject):
+    subject = make_subject("twice")
+    first = runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+
+    second = runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+
+    assert first.counts["learning_profiles"] == 1 and first.verified
+    assert set(second.counts.values()) == {0} and second.verified
+    assert second.receipt_id != first.receipt_id
+    assert len(runtime.audit.query(subject_hash=subject.subject_hash, action="erase")) == 2
+
+
+def test_dry_run_counts_without_deleting_or_tombstoning(runtime, make_subject):
+    subject = make_subject("dry", sessions=2, knowledge=1)
+
+    receipt = runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR, dry_run=True)
+
+    assert receipt.dry_run
+    assert receipt.counts["learning_sessions"] == 2 and receipt.counts["subject_keys"] == 1
+    assert runtime.dsr.counts(subject.subject_hash) == receipt.counts
+    assert runtime.keys.has_key(subject.subject_hash)
+    assert runtime.vault_db.query_one("SELECT count(*) FROM erasure_tombstones")[0] == 0
+    assert runtime.audit.query(action="erase") == []
+
+
+def test_erasure_of_a_held_subject_is_refused_and_changes_nothing(runtime, make_subject):
+    subject = make_subject("held")
+    hold = runtime.holds.place(subject.subject_hash, "litigation", None, "tok_admin")
+
+    with pytest.raises(SubjectOnHoldError) as raised:
+        runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+
+    assert raised.value.hold_id == hold["hold_id"]
+    assert runtime.dsr.counts(subject.subject_hash)["learning_profiles"] == 1
+    assert runtime.keys.has_key(subject.subject_hash)
+
+
+def _crash_on_delete(db: Database, table: str) -> None:
+    """Make this thread's connection fail the next DELETE on ``table``, as a crash would."""
+    db.connection().execute(f"CREATE TEMP TRIGGER crash_{table} BEFORE DELETE ON main.{table} "
+                            "BEGIN SELECT RAISE(ABORT, 'simulated crash'); END")
+
+
+def _restart(runtime: Runtime, keyring, clock) -> Runtime:
+    runtime.close()
+    keyring.save(runtime.config.keyring_path)
+    return Runtime.open(runtime.config, clock=clock)
+
+
+@pytest.mark.parametrize("crash_table, crashed_db", [("subject_keys", "vault_db"),
+                                                     ("knowledge_states", "twin_db")])
+def test_an_erasure_interrupted_midway_is_finished_at_the_next_start(
+        runtime, keyring, clock, make_subject, crash_table, crashed_db):
+    subject = make_subject("interrupted", sessions=2, knowledge=1)
+    bystander = make_subject("bystander", sessions=1, knowledge=0)
+    _crash_on_delete(getattr(runtime, crashed_db), crash_table)
+
+    with pytest.raises(IntegrityError):
+        runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+    assert runtime.keys.has_key(subject.subject_hash)  # the crash left the key (and maybe rows)
+
+    restarted = _restart(runtime, keyring, clock)
+    try:
+        assert set(restarted.dsr.counts(subject.subject_hash).values()) == {0}
+        assert not restarted.keys.has_key(subject.subject_hash)
+        (event,) = restarted.audit.query(subject_hash=subject.subject_hash, action="restore_reapply")
+        assert event.details["counts"]["subject_keys"] == 1
+        assert restarted.dsr.export(bystander.subject_hash, ADMIN_ACTOR)["sessions"][0]["session_id"] \
+            == bystander.session_ids[0]
+        assert restarted.audit.verify().ok
+    finally:
+        restarted.close()
+
+
+def test_a_restored_backup_taken_before_erasure_serves_nothing_of_the_subject(
+        runtime, keyring, clock, make_subject, tmp_path):
+    subject = make_subject("restored", sessions=2, knowledge=2)
+    bystander = make_subject("survivor", sessions=2, knowledge=1)
+    backup_dir = tmp_path / "backup"
+    write_manifest(backup_dir, [backup_database(runtime.twin_db, backup_dir)])
+    runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+
+    (entry,) = read_manifest(backup_dir)
+    runtime.close()
+    restore_database(backup_dir, entry, Database(runtime.twin_db.path, keyring.database_key,
+                                                 name="digital_twin"))
+    restarted = _restart(runtime, keyring, clock)
+    try:
+        assert set(restarted.dsr.counts(subject.subject_hash).values()) == {0}
+        _assert_export_empty(restarted.dsr.export(subject.subject_hash, ADMIN_ACTOR))
+        assert restarted.audit.query(subject_hash=subject.subject_hash, action="restore_reapply")
+        kept = restarted.dsr.export(bystander.subject_hash, ADMIN_ACTOR)
+        assert len(kept["sessions"]) == 2 and len(kept["knowledge_states"]) == 1
+        client = _client(restarted)
+        assert client.get(f"/v1/profiles/{subject.profile_id}", headers=client.service).status_code == 404
+        assert client.get(f"/v1/profiles/{bystander.profile_id}", headers=client.service).status_code == 200
+    finally:
+        restarted.close()
+
+
+def test_a_subject_who_returns_after_erasure_keeps_their_new_data_across_restarts(
+        runtime, keyring, clock, make_subject):
+    first = make_subject("comeback", sessions=1)
+    runtime.dsr.erase(first.subject_hash, ADMIN_ACTOR)
+    again = make_subject("comeback", sessions=2)
+
+    restarted = _restart(runtime, keyring, clock)
+    try:
+        doc = restarted.dsr.export(again.subject_hash, ADMIN_ACTOR)
+        assert [p["profile_id"] for p in doc["profiles"]] == [again.profile_id]
+        assert len(doc["sessions"]) == 2
+    finally:
+        restarted.close()
+
+
+def test_a_returning_subject_restored_from_an_old_backup_loses_only_the_erased_rows(
+        runtime, keyring, clock, make_subject, tmp_path):
+    old = make_subject("came-back", sessions=2)
+    backup_dir = tmp_path / "backup"
+    entry = backup_database(runtime.twin_db, backup_dir)
+    runtime.dsr.erase(old.subject_hash, ADMIN_ACTOR)
+    make_subject("came-back", sessions=1)  # re-registers: a new key, newer than the tombstone
+
+    runtime.close()
+    restore_database(backup_dir, entry, Database(runtime.twin_db.path, keyring.database_key,
+                                                 name="digital_twin"))
+    restarted = _restart(runtime, keyring, clock)
+    try:
+        # The restored rows were sealed under the destroyed key: they must go, not break reads.
+        assert restarted.twin_db.query_one("SELECT count(*) FROM learning_profiles WHERE profile_id = ?",
+                                           (old.profile_id,))[0] == 0
+        doc = restarted.dsr.export(old.subject_hash, ADMIN_ACTOR)
+        assert doc["profiles"] == [] and doc["sessions"] == []
+        client = _client(restarted)
+        assert client.post("/v1/profiles/lookup", json={"user_id": "came-back"},
+                           headers=client.service).status_code == 404
+    finally:
+        restarted.close()
+
+
+def _client(rt: Runtime):
+    from twin.api.app import create_app
+    client = create_app(rt.config, runtime=rt).test_client()
+    client.service = {"Authorization": f"Bearer {rt.tokens.issue('service').token}"}
+    return client
+
+
+@pytest.mark.parametrize("chunks_before_erase, sees", [(1, "nothing"), (4, "all")])
+def test_an_export_running_while_the_subject_is_erased_sees_all_or_nothing(
+        runtime, make_subject, chunks_before_erase, sees):
+    subject = make_subject("racing", sessions=5, knowledge=3, child=True)
+    export = runtime.dsr.export_chunks(subject.subject_hash, ADMIN_ACTOR, batch=1)
+    # After 1 chunk the key is in hand but no row read; after 4 the profile row is out.
+    head = [next(export) for _ in range(chunks_before_erase)]
+    erased = threading.Event()
+    eraser = threading.Thread(target=lambda: (runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR),
+                                              erased.set()))
+
+    eraser.start()
+    deadline = time.monotonic() + 5
+    while runtime.dsr.counts(subject.subject_hash)["learning_profiles"] and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert runtime.dsr.counts(subject.subject_hash)["learning_profiles"] == 0  # committed meanwhile
+    doc = json.loads("".join(head) + "".join(export))
+    eraser.join(10)
+
+    assert erased.is_set()
+    if sees == "all":
+        assert len(doc["profiles"]) == 1 and len(doc["sessions"]) == 5
+        assert len(doc["knowledge_states"]) == 3 and len(doc["consents"]) == 1
+    else:
+        _assert_export_empty(doc)
+    after = runtime.dsr.export(subject.subject_hash, ADMIN_ACTOR)
+    _assert_export_empty(after)
+
+
+def test_erasure_removes_the_subjects_learner_tokens(runtime, make_subject):
+    subject = make_subject("token-holder", sessions=0, knowledge=0)
+    issued = runtime.tokens.issue("learner", subject_hash=subject.subject_hash)
+
+    runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+
+    assert runtime.tokens.verify(issued.token) is None
+
+
+def test_tombstones_are_reapplied_only_where_data_remains(runtime, make_subject):
+    erased = make_subject("gone")
+    make_subject("alive")
+    runtime.dsr.erase(erased.subject_hash, ADMIN_ACTOR)
+
+    result = runtime.dsr.reapply_tombstones(Actor("system:test", "system"))
+
+    assert result == {"subjects_reapplied": 0, "tombstones": 1}
+    assert runtime.audit.query(action="restore_reapply") == []
+
+
+def test_erasure_writes_the_tombstone_with_the_receipt(runtime, make_subject):
+    subject = make_subject("tombstoned", sessions=1, knowledge=0)
+
+    receipt = runtime.dsr.erase(subject.subject_hash, SERVICE_ACTOR)
+
+    row = runtime.vault_db.query_one("SELECT * FROM erasure_tombstones WHERE user_id_hash = ?",
+                                     (subject.subject_hash,))
+    assert row["receipt_id"] == receipt.receipt_id and row["erased_at"] == receipt.erased_at
+    assert json.loads(row["counts"])["learning_sessions"] == 1
+    assert receipt.duration_ms >= 0 and timedelta(milliseconds=receipt.duration_ms) < timedelta(seconds=5)
+
+
+def test_a_long_reader_cannot_stall_an_erasure_and_the_receipt_says_the_wal_waits(
+        runtime, make_subject, ciphertexts_of, forensics):
+    subject = make_subject("stalled", sessions=2)
+    ciphertexts = ciphertexts_of(subject.subject_hash)
+    reader = runtime.twin_db.connect_new()  # e.g. a backup or a streaming export of someone else
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM learning_profiles").fetchone()
+    try:
+        started = time.monotonic()
+        receipt = runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+        took = time.monotonic() - started
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+
+    assert took < 3, f"erasure waited {took:.1f}s on a reader"
+    assert receipt.verified and receipt.subject_key_destroyed and receipt.wal_truncated is False
+    (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="erase")
+    assert event.details["wal_truncated"] is False
+    # The next erasure (of anyone) empties the WAL once the reader is gone.
+    assert runtime.dsr.erase(runtime.hasher.hash("someone"), ADMIN_ACTOR).wal_truncated
+    pages = forensics.decrypted(runtime.twin_db.path, runtime.keyring.database_key)
+    assert [c for c in ciphertexts if c in pages] == []
+
+
+def test_an_export_stopped_midway_is_still_recorded_as_a_disclosure(runtime, make_subject):
+    subject = make_subject("dropped-connection", sessions=3)
+    export = runtime.dsr.export_chunks(subject.subject_hash, ADMIN_ACTOR, "req-drop", batch=1)
+    sent = [next(export) for _ in range(6)]  # header, profile, then into the sessions
+
+    export.close()  # the client went away
+
+    assert subject.profile_id in "".join(sent)
+    (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="export")
+    assert event.request_id == "req-drop"
+    assert event.details["complete"] is False and event.details["profiles"] == 1

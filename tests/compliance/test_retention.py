@@ -1,0 +1,175 @@
+"""Storage limitation: expired data vanishes from the API at once and from the file after the job."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+
+from compliance.audit import Actor
+from compliance.job_lock import JobAlreadyRunningError, JobLock
+from twin.learners.errors import NotFoundError
+from twin.storage.timestamps import to_db
+
+SERVICE = Actor("tok_test_service", "service")
+
+
+@pytest.fixture
+def config(config):
+    """Short windows so a few clock moves cross them; tiny batches so purges take several."""
+    return dataclasses.replace(config, session_retention_days=30, knowledge_retention_days=60,
+                               audit_retention_days=50, retention_batch_size=2)
+
+
+@pytest.fixture
+def timeline(runtime, make_subject, clock):
+    """Day 0: A (45-day profile) and B each get a session and a knowledge state. Day 40: B gets
+    fresh ones. Day 61: A's profile, day-0 sessions and day-0 knowledge have expired."""
+    a = make_subject("expiring", sessions=1, knowledge=1, retention_days=45)
+    b = make_subject("staying", sessions=1, knowledge=1)
+    clock.advance(days=40)
+    fresh_session, _ = runtime.sessions.start(SERVICE, None, b.profile_id, {"session_type": "review"})
+    runtime.knowledge.upsert(SERVICE, None, b.profile_id, "fresh", "topic", {"mastery_level": 0.9})
+    clock.advance(days=21)
+    return a, b, fresh_session["session_id"]
+
+
+def _rows(runtime, table: str) -> int:
+    return runtime.twin_db.query_one(f"SELECT count(*) FROM {table}")[0]
+
+
+def test_expired_data_is_hidden_from_the_api_before_the_job_runs(runtime, timeline):
+    a, b, fresh = timeline
+
+    with pytest.raises(NotFoundError):
+        runtime.profiles.get(SERVICE, None, a.profile_id)
+    with pytest.raises(NotFoundError):
+        runtime.sessions.get(SERVICE, None, b.session_ids[0])
+    page = runtime.sessions.list(SERVICE, None, b.profile_id, limit=10, cursor=None)
+    assert [s["session_id"] for s in page["items"]] == [fresh]
+    assert [k["domain"] for k in runtime.knowledge.list(SERVICE, None, b.profile_id)] == ["fresh"]
+    assert (_rows(runtime, "learning_profiles"), _rows(runtime, "learning_sessions"),
+            _rows(runtime, "knowledge_states")) == (2, 3, 3)  # still in the file
+
+
+def test_the_job_purges_expired_rows_from_the_file_and_leaves_the_rest(
+        runtime, timeline, ciphertexts_of, forensics):
+    a, b, fresh = timeline
+    a_ciphertexts = ciphertexts_of(a.subject_hash)
+
+    report = runtime.retention.run()
+
+    assert report.counts["knowledge_states"] == 2 and report.counts["learning_sessions"] == 2
+    assert report.counts["learning_profiles"] == 1 and report.subject_keys_destroyed == 1
+    assert not report.dry_run and report.sample_row_ids == {}
+    assert set(runtime.dsr.counts(a.subject_hash).values()) == {0}
+    assert not runtime.keys.has_key(a.subject_hash)
+    assert runtime.profiles.get(SERVICE, None, b.profile_id)[0]["personal"]["name"] == f"Name-{b.marker}"
+    assert [s["session_id"] for s in runtime.sessions.list(SERVICE, None, b.profile_id, limit=10,
+                                                           cursor=None)["items"]] == [fresh]
+    pages = forensics.decrypted(runtime.twin_db.path, runtime.keyring.database_key)
+    gone = [a.profile_id.encode(), b.session_ids[0].encode(), *a_ciphertexts]
+    assert [n for n in gone if n in pages] == []
+    assert b.profile_id.encode() in pages
+
+
+def test_a_purged_profile_takes_its_learner_tokens_along(runtime, timeline):
+    a, b, _ = timeline
+    a_token = runtime.tokens.issue("learner", subject_hash=a.subject_hash).token
+    b_token = runtime.tokens.issue("learner", subject_hash=b.subject_hash).token
+
+    runtime.retention.run()
+
+    assert runtime.tokens.verify(a_token) is None
+    assert runtime.tokens.verify(b_token).subject_hash == b.subject_hash
+
+
+def test_the_purge_is_audited_and_the_trail_stays_verifiable(runtime, timeline, clock):
+    report = runtime.retention.run()
+
+    (event,) = runtime.audit.query(action="purge")
+    assert event.actor_id == "system:retention" and event.actor_role == "system"
+    assert event.details["counts"] == report.counts and event.details["subject_keys_destroyed"] == 1
+    assert report.counts["audit_events"] > 0  # day-0 events are past the 50-day window
+    oldest = min(e.occurred_at for e in runtime.audit.query(limit=1000))
+    assert oldest >= to_db(clock() - timedelta(days=50))
+    assert runtime.audit.verify().ok
+
+
+def test_a_dry_run_counts_and_samples_without_deleting(runtime, timeline):
+    a, b, _ = timeline
+
+    report = runtime.retention.run(dry_run=True)
+
+    assert report.dry_run
+    assert report.counts == {"knowledge_states": 2, "learning_sessions": 2, "learning_profiles": 1,
+                             "audit_events": 0}
+    assert report.sample_row_ids["learning_profiles"] == [a.profile_id]
+    assert sorted(report.sample_row_ids["learning_sessions"]) == \
+        sorted([a.session_ids[0], b.session_ids[0]])
+    assert len(report.sample_row_ids["knowledge_states"]) == 2
+    assert (_rows(runtime, "learning_profiles"), _rows(runtime, "learning_sessions")) == (2, 3)
+    assert runtime.keys.has_key(a.subject_hash)
+    assert runtime.audit.query(action="purge") == []
+
+
+def test_a_held_subject_is_skipped_by_every_purge(runtime, timeline):
+    a, b, _ = timeline
+    runtime.holds.place(a.subject_hash, "litigation", None, "tok_admin")
+
+    report = runtime.retention.run()
+
+    assert report.counts["learning_profiles"] == 0 and report.subject_keys_destroyed == 0
+    assert report.counts["learning_sessions"] == 1 and report.counts["knowledge_states"] == 1  # B's only
+    held = runtime.dsr.counts(a.subject_hash)
+    assert (held["learning_profiles"], held["learning_sessions"], held["knowledge_states"]) == (1, 1, 1)
+    assert runtime.keys.has_key(a.subject_hash)
+
+
+def test_nothing_expired_means_nothing_purged(runtime, make_subject):
+    subject = make_subject("fresh")
+
+    report = runtime.retention.run()
+
+    assert set(report.counts.values()) == {0}
+    assert runtime.dsr.counts(subject.subject_hash)["learning_sessions"] == 2
+    assert runtime.audit.query(action="purge") == []
+
+
+def test_a_second_run_while_one_is_running_is_refused(runtime, timeline):
+    refused = []
+
+    def start_another(table: str, purged: int) -> None:
+        if not refused:
+            with pytest.raises(JobAlreadyRunningError) as raised:
+                runtime.retention.run()
+            refused.append(raised.value)
+
+    report = runtime.retention.run(progress=start_another)
+
+    assert refused and "already running" in str(refused[0])
+    assert report.counts["learning_profiles"] == 1  # the first run finished its work
+    assert runtime.retention.run().counts["learning_profiles"] == 0  # and released its lease
+
+
+def test_a_crashed_runs_lease_expires_by_itself(runtime, clock):
+    JobLock(runtime.vault_db, "retention", clock).acquire()  # a holder that never releases
+
+    with pytest.raises(JobAlreadyRunningError):
+        runtime.retention.run()
+    clock.advance(minutes=11)
+
+    assert not runtime.retention.run().dry_run
+
+
+def test_purges_go_in_batches_and_report_progress(runtime, make_subject, clock):
+    subject = make_subject("many-sessions", sessions=5, knowledge=0)
+    clock.advance(days=31)
+    seen = []
+
+    report = runtime.retention.run(progress=lambda table, total: seen.append((table, total)))
+
+    assert report.counts["learning_sessions"] == 5
+    assert seen == [("learning_sessions", 2), ("learning_sessions", 4), ("learning_sessions", 5)]
+    assert runtime.dsr.counts(subject.subject_hash)["learning_profiles"] == 1

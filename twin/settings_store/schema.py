@@ -1,0 +1,159 @@
+"""Migrations of ``settings.db``.
+
+v1 holds the OpsBrain seed's tables ``configurations``, ``business_goals``, ``app_settings``,
+``config_audit`` and ``performance_metrics``. The seed's ``thread_contexts`` (Slack
+conversation state) and ``user_preferences`` (per-user overrides) are omitted: nothing on this
+platform has Slack threads, and per-user data belongs in the learner databases, where erasure
+and retention reach it, not in a settings store that DSR tooling does not cover.
+
+Where v1 departs from the seed, and why:
+
+- Sensitive configuration values are AES-256-GCM ciphertext (``compliance.field_crypto``,
+  associated data bound to ``configurations.value.<key>``) in the same ``value`` column, and a
+  CHECK ties the storage class to the flag: a sensitive row can only hold a BLOB, a plain row
+  only TEXT. A bug that wrote a secret in clear fails the INSERT instead of leaking.
+- ``config_audit`` records every create/update/delete of a configuration or app setting (the
+  ``scope`` column), with who and when. For sensitive keys the old/new values are keyed
+  hashes (``hmac-sha256:<hex>``, or ``sha256:<hex>`` without an audit key), and a CHECK
+  refuses anything else, so the audit trail can show *that* a secret changed without holding
+  it. Audit rows are never updated (a trigger aborts UPDATE); deleting old rows for retention
+  stays possible. No foreign key to ``configurations``: history must outlive a deleted key.
+- ``app_settings`` stores a ``value_type`` tag (bool/int/float/str/json) so values come back
+  as the type they went in; CHECKs keep bools to ``true``/``false`` and JSON valid.
+- ``business_goals`` has CHECKs on ``status`` (an enum), ``priority`` (1..5), ``progress``
+  (a percentage, 0..100) and on its JSON columns (``weekly_actions`` an array,
+  ``success_metrics`` and ``metadata`` objects); ``metadata`` keeps legacy fields that have no
+  column so an import never drops data silently.
+- Every timestamp is ISO-8601 UTC text of one fixed width (``2026-11-22T02:30:00.123456Z``,
+  the format of ``twin.storage.timestamps``), enforced by CHECK, so text order is time order
+  and the performance-metrics window query is an index range scan. The seed's
+  ``CURRENT_TIMESTAMP`` (``2026-11-22 02:30:00``) has no zone and only second precision.
+- Indexes serve the documented queries: configurations by category, audit history by key,
+  goals by status or area in priority order, metrics by name and time window.
+"""
+
+from twin.storage import Migration
+
+# Same fixed-width form as twin.storage.timestamps.to_db; 'now' is evaluated once per statement.
+_NOW = "(strftime('%Y-%m-%dT%H:%M:%S', 'now') || substr(strftime('%f', 'now'), 3) || '000Z')"
+_ISO_GLOB = ("'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T"
+             "[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'")
+
+
+def _iso(column: str) -> str:
+    return f"{column} TEXT NOT NULL DEFAULT {_NOW} CHECK ({column} GLOB {_ISO_GLOB})"
+
+
+def _hashed_or_null(column: str) -> str:
+    return f"({column} IS NULL OR {column} GLOB 'hmac-sha256:*' OR {column} GLOB 'sha256:*')"
+
+
+V1_UP = f"""
+CREATE TABLE configurations (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    key          TEXT NOT NULL UNIQUE CHECK (length(key) BETWEEN 1 AND 200),
+    value        TEXT NOT NULL,  -- TEXT when plain, BLOB (AES-GCM ciphertext) when sensitive
+    category     TEXT NOT NULL DEFAULT 'general' CHECK (length(category) BETWEEN 1 AND 100),
+    description  TEXT,
+    is_sensitive INTEGER NOT NULL DEFAULT 0 CHECK (is_sensitive IN (0, 1)),
+    {_iso("created_at")},
+    {_iso("updated_at")},
+    updated_by   TEXT NOT NULL CHECK (length(updated_by) BETWEEN 1 AND 200),
+    CHECK ((is_sensitive = 1 AND typeof(value) = 'blob')
+        OR (is_sensitive = 0 AND typeof(value) = 'text'))
+);
+CREATE INDEX idx_configurations_category ON configurations (category, key);
+
+CREATE TABLE config_audit (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope        TEXT NOT NULL CHECK (scope IN ('configuration', 'app_setting')),
+    config_key   TEXT NOT NULL,
+    action       TEXT NOT NULL CHECK (action IN ('create', 'update', 'delete')),
+    old_value    TEXT,
+    new_value    TEXT,
+    is_sensitive INTEGER NOT NULL DEFAULT 0 CHECK (is_sensitive IN (0, 1)),
+    changed_by   TEXT NOT NULL CHECK (length(changed_by) BETWEEN 1 AND 200),
+    {_iso("changed_at")},
+    CHECK (is_sensitive = 0 OR ({_hashed_or_null("old_value")} AND {_hashed_or_null("new_value")}))
+);
+CREATE INDEX idx_config_audit_key ON config_audit (config_key, id);
+CREATE INDEX idx_config_audit_changed ON config_audit (changed_at);
+CREATE TRIGGER config_audit_no_update BEFORE UPDATE ON config_audit
+BEGIN
+    SELECT RAISE(ABORT, 'config_audit is append-only');
+END;
+
+CREATE TABLE app_settings (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    key         TEXT NOT NULL UNIQUE CHECK (length(key) BETWEEN 1 AND 200),
+    value       TEXT NOT NULL,
+    value_type  TEXT NOT NULL CHECK (value_type IN ('bool', 'int', 'float', 'str', 'json')),
+    description TEXT,
+    {_iso("updated_at")},
+    updated_by  TEXT NOT NULL CHECK (length(updated_by) BETWEEN 1 AND 200),
+    CHECK (value_type <> 'bool' OR value IN ('true', 'false')),
+    CHECK (value_type <> 'json' OR json_valid(value))
+);
+
+CREATE TABLE business_goals (
+    id              TEXT PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 200),
+    title           TEXT NOT NULL CHECK (length(title) BETWEEN 1 AND 500),
+    description     TEXT,
+    area            TEXT,
+    status          TEXT NOT NULL DEFAULT 'not_started'
+                    CHECK (status IN ('not_started', 'planned', 'in_progress', 'on_hold',
+                                      'completed', 'cancelled')),
+    priority        INTEGER NOT NULL DEFAULT 3 CHECK (priority BETWEEN 1 AND 5),
+    progress        REAL NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+    weekly_actions  TEXT NOT NULL DEFAULT '[]'
+                    CHECK (json_valid(weekly_actions) AND json_type(weekly_actions) = 'array'),
+    success_metrics TEXT NOT NULL DEFAULT '{{}}'
+                    CHECK (json_valid(success_metrics) AND json_type(success_metrics) = 'object'),
+    target_date     TEXT,
+    metadata        TEXT NOT NULL DEFAULT '{{}}'
+                    CHECK (json_valid(metadata) AND json_type(metadata) = 'object'),
+    {_iso("created_at")},
+    {_iso("updated_at")}
+);
+CREATE INDEX idx_business_goals_status ON business_goals (status, priority DESC);
+CREATE INDEX idx_business_goals_area ON business_goals (area, priority DESC);
+
+CREATE TABLE performance_metrics (
+    id              INTEGER PRIMARY KEY,
+    metric_name     TEXT NOT NULL CHECK (length(metric_name) BETWEEN 1 AND 200),
+    metric_value    REAL NOT NULL,
+    metric_unit     TEXT,
+    additional_data TEXT CHECK (additional_data IS NULL OR json_valid(additional_data)),
+    {_iso("recorded_at")}
+);
+CREATE INDEX idx_performance_metrics_name ON performance_metrics (metric_name, recorded_at);
+CREATE INDEX idx_performance_metrics_time ON performance_metrics (recorded_at);
+"""
+
+V1_DOWN = """
+DROP TABLE performance_metrics;
+DROP TABLE business_goals;
+DROP TABLE app_settings;
+DROP TRIGGER config_audit_no_update;
+DROP TABLE config_audit;
+DROP TABLE configurations;
+"""
+
+MIGRATIONS = [
+    Migration(1, "seed schema: configurations, audit, app settings, goals, performance metrics",
+              V1_UP, V1_DOWN,
+              "sensitive values encrypted, hashed audit of secrets, typed settings, ISO-8601 UTC"),
+]
+
+# -- personal data declarations (see compliance.registry) ----------------------------------
+
+# Operator-facing configuration. ``updated_by``/``changed_by`` name operators, services or
+# scripts acting on the platform (staff accountability), never learners.
+NO_PERSONAL_DATA = {
+    "schema_version": "migration bookkeeping",
+    "configurations": "platform configuration; secrets field-encrypted; no learner data",
+    "config_audit": "who changed which setting (operators and scripts, not learners)",
+    "app_settings": "feature flags and application settings",
+    "business_goals": "organisational objectives, not about individuals",
+    "performance_metrics": "system performance measurements (timings, resource use)",
+}
