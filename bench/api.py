@@ -119,7 +119,7 @@ def main() -> None:
               f"{q['p99_ms']:>8.1f}{p['rps'] / q['rps']:>14.2f}x")
     cost = {s: 1 - results["privacy"][s]["rps"] / results["plain"][s]["rps"] for s in SCENARIOS if s != "healthz"}
     ratio = results["privacy"]["get_profile"]["rps"] / results["privacy"]["healthz"]["rps"]
-    print(f"\nprivacy stack cost per data route: "
+    print("\nprivacy stack cost per data route: "
           + ", ".join(f"{s} {c * 100:.0f}%" for s, c in cost.items())
           + f"; mean {statistics.mean(cost.values()) * 100:.1f}%   target <= 15%")
     print(f"get_profile / healthz throughput (privacy on): {ratio:.2f}x   target >= 0.50x")

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
-from twin.storage import Database, OperationalError, is_busy_error
+from twin.storage import Database
+from twin.storage.maintenance import truncate_wal
 from twin.storage.timestamps import to_db
 
 from .audit import Actor, AuditTrail
@@ -174,7 +175,7 @@ class DataSubjectRequests:
         deleted = self._delete_rows(subject)
         receipt.counts = {t: max(receipt.counts.get(t, 0), deleted.get(t, 0)) for t in receipt.counts}
         receipt.subject_key_destroyed = receipt.counts.get("subject_keys", 0) > 0
-        receipt.wal_truncated = all([_checkpoint_truncate(db) for db in (self.twin_db, self.vault_db)])
+        receipt.wal_truncated = all([truncate_wal(db) for db in (self.twin_db, self.vault_db)])
         receipt.rescan = self.counts(subject)
         receipt.verified = not any(receipt.rescan.values())
         self.vault_db.write(lambda conn: conn.execute(
@@ -222,34 +223,5 @@ class DataSubjectRequests:
                               resource="dsr:tombstone", details={"counts": remaining})
         if reapplied:
             for db in (self.twin_db, self.vault_db):
-                _checkpoint_truncate(db)
+                truncate_wal(db)
         return {"subjects_reapplied": reapplied, "tombstones": len(rows)}
-
-
-def _checkpoint_truncate(db: Database, budget_s: float = 1.0) -> bool:
-    """Checkpoint and empty the WAL; True when done.
-
-    A reader holding an older snapshot (a streaming export, an online backup) blocks it for
-    as long as it reads. The connection's busy timeout would make every attempt wait seconds
-    (an erasure request then hung for minutes), so attempts here wait 20 ms each, retried
-    within ``budget_s``; the receipt says when the WAL could not be emptied yet (the next
-    erasure, purge or shutdown does it; the rows are gone and the subject key destroyed).
-    """
-    conn = db.connect_new()
-    try:
-        conn.execute("PRAGMA busy_timeout = 20")
-        deadline = time.monotonic() + budget_s
-        delay = 0.01
-        while True:
-            try:
-                if conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
-                    return True
-            except OperationalError as exc:
-                if not is_busy_error(exc):
-                    raise
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-    finally:
-        conn.close()

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from twin.config import Config
 from twin.storage import Database
-from twin.storage.maintenance import checkpoint, incremental_vacuum
+from twin.storage.maintenance import incremental_vacuum, truncate_wal
 from twin.storage.timestamps import to_db
 
 from .audit import Actor, AuditChainBrokenError, AuditTrail
@@ -92,7 +92,8 @@ class RetentionPurger:
                     report.counts[entry.table] = self._purge(entry, batch_size, lock, report, progress)
             report.counts["audit_events"] = 0 if dry_run else self._purge_audit(batch_size, report)
         if not dry_run and (any(report.counts.values()) or report.audit_chain_broken):
-            _checkpoint_quietly(self.twin_db)
+            if not truncate_wal(self.twin_db):
+                log.warning("WAL of %s not emptied after the purge (a reader held it)", self.twin_db.name)
             incremental_vacuum(self.twin_db)
             self.audit.record(actor, "purge", resource="retention",
                               details={"counts": report.counts,
@@ -162,10 +163,3 @@ class RetentionPurger:
         if others and subjects:
             self.vault_db.write(work)
         return sum(self.keys.destroy(s) for s in subjects)
-
-
-def _checkpoint_quietly(db: Database) -> None:
-    try:
-        checkpoint(db, "TRUNCATE")
-    except Exception:  # a busy checkpoint is retried by SQLite's own auto-checkpoint later
-        log.warning("checkpoint after purge of %s did not complete", db.name)

@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import json  # noqa: E402
 
 from twin import scripting  # noqa: E402
-from twin.runtime import Runtime  # noqa: E402
 
 
 def build_parser():
@@ -29,8 +28,7 @@ def build_parser():
 
 def main(args) -> int:
     user_id = scripting.user_id_from(args)
-    scripting.load_config_and_keyring(must_exist=True)
-    runtime = Runtime.open()
+    runtime = scripting.open_runtime()
     try:
         subject = runtime.hasher.hash(user_id)
         actor = scripting.script_actor("dsr_erase")

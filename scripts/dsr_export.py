@@ -13,7 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import os  # noqa: E402
 
 from twin import scripting  # noqa: E402
-from twin.runtime import Runtime  # noqa: E402
 
 
 def build_parser():
@@ -25,8 +24,7 @@ def build_parser():
 
 def main(args) -> int:
     user_id = scripting.user_id_from(args)
-    scripting.load_config_and_keyring(must_exist=True)
-    runtime = Runtime.open()
+    runtime = scripting.open_runtime()
     try:
         chunks = runtime.dsr.export_chunks(runtime.hasher.hash(user_id), scripting.script_actor("dsr_export"))
         if args.out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -34,3 +35,82 @@ def _isolated_env(monkeypatch, tmp_path):
         if name.startswith("TWIN_") or name.endswith("_DB_PATH") or name == "DIGITAL_TWIN_ENCRYPTION_KEY":
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def open_catalog_db(config, keyring):
+    """open_catalog_db("settings") -> that catalog database, migrated; closed after the test."""
+    from twin.catalog import open_database
+
+    opened = []
+
+    def _open(name: str):
+        db = open_database(name, config, keyring)
+        opened.append(db)
+        return db
+
+    yield _open
+    for db in opened:
+        db.close_all()
+
+
+class MovableClock:
+    """A clock tests can move forward (retention, expiry, holds)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(timezone.utc) + self.offset
+
+    def advance(self, **kwargs: float) -> None:
+        self.offset += timedelta(**kwargs)
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+def runtime(config, keyring, clock):
+    """A real Runtime on SQLCipher files under tmp_path, with a movable clock."""
+    from twin.runtime import Runtime
+
+    rt = Runtime(config, keyring, clock=clock)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def app(runtime):
+    from twin.api.app import create_app
+
+    return create_app(runtime.config, runtime=runtime)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def admin(runtime) -> dict[str, str]:
+    """Headers of an admin token."""
+    return _bearer(runtime.tokens.issue("admin").token)
+
+
+@pytest.fixture
+def service(runtime) -> dict[str, str]:
+    """Headers of a service token."""
+    return _bearer(runtime.tokens.issue("service").token)
+
+
+@pytest.fixture
+def learner_for(runtime):
+    """learner_for("user-1") -> headers of a learner token bound to that user id."""
+    return lambda user_id: _bearer(runtime.tokens.issue("learner", subject_hash=runtime.hasher.hash(user_id)).token)

@@ -28,7 +28,7 @@ from .learners.context import LearnerContext
 from .learners.knowledge import KnowledgeService
 from .learners.profiles import ProfileService
 from .learners.sessions import SessionService
-from .storage.maintenance import checkpoint
+from .storage.maintenance import truncate_wal
 from .storage.timestamps import utc_now
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ class Runtime:
         self.registry = build_registry((self.twin_db.name, self.vault_db.name))
         self.hasher = SubjectHasher(keyring.id_pepper)
         self.field_cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
-        self.keys = SubjectKeyStore(self.vault_db, self.field_cipher, encrypt=not config.bench_plaintext)
+        self.keys = SubjectKeyStore(self.vault_db, self.field_cipher, encrypt=not config.bench_plaintext,
+                                    clock=clock)
         self.audit = AuditTrail(self.vault_db, clock=clock)
         self.tokens = TokenStore(self.vault_db)
         self.holds = LegalHolds(self.twin_db, clock)
@@ -103,8 +104,9 @@ class Runtime:
     def close(self) -> None:
         """Checkpoint every WAL and close every connection (graceful shutdown)."""
         for db in self.databases():
+            db.close_all()  # our own readers first, so they cannot hold the checkpoint back
             try:
-                checkpoint(db, "TRUNCATE")
+                if not truncate_wal(db, budget_s=5.0):
+                    log.warning("final checkpoint of %s could not empty the WAL", db.name)
             except Exception:
                 log.warning("final checkpoint of %s failed", db.name)
-            db.close_all()

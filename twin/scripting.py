@@ -66,6 +66,14 @@ def load_config_and_keyring(*, must_exist: bool = False) -> tuple[Config, Keyrin
     return config, load_keyring(config.keyring_path, production=config.production, environ=config.environ)
 
 
+def open_runtime():  # -> twin.runtime.Runtime (imported late: scripts that never need it stay light)
+    """The runtime over existing data: refuses to invent a keyring, re-applies tombstones."""
+    from .runtime import Runtime
+
+    config, _ = load_config_and_keyring(must_exist=True)
+    return Runtime.open(config)
+
+
 def script_actor(name: str) -> Actor:
     return Actor(f"script:{name}", "operator")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,7 +14,6 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from compliance.audit import Actor
-from twin.api.app import create_app
 from twin.runtime import Runtime
 from twin.storage import Database, open_keyed
 
@@ -28,46 +27,6 @@ _RESERVE = 80
 _SALT = 16
 _WAL_HEADER = 32
 _WAL_FRAME_HEADER = 24
-
-
-class MovableClock:
-    """A clock tests can move forward (retention, expiry, holds)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return datetime.now(timezone.utc) + self.offset
-
-    def advance(self, **kwargs: float) -> None:
-        self.offset += timedelta(**kwargs)
-
-
-@pytest.fixture
-def clock() -> MovableClock:
-    return MovableClock()
-
-
-@pytest.fixture
-def runtime(config, keyring, clock):
-    rt = Runtime(config, keyring, clock=clock)
-    yield rt
-    rt.close()
-
-
-@pytest.fixture
-def client(runtime):
-    return create_app(runtime.config, runtime=runtime).test_client()
-
-
-@pytest.fixture
-def admin_headers(runtime) -> dict[str, str]:
-    return {"Authorization": f"Bearer {runtime.tokens.issue('admin').token}"}
-
-
-@pytest.fixture
-def service_headers(runtime) -> dict[str, str]:
-    return {"Authorization": f"Bearer {runtime.tokens.issue('service').token}"}
 
 
 @dataclass

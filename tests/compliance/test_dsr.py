@@ -57,13 +57,13 @@ def _assert_export_complete(doc, subject):
 
 
 def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
-        runtime, client, admin_headers, service_headers, make_subject, ciphertexts_of, forensics):
+        runtime, client, admin, service, make_subject, ciphertexts_of, forensics):
     subject = make_subject("erase-me@school.example", sessions=3, knowledge=2, child=True)
     bystander = make_subject("stays@school.example", sessions=2, knowledge=1)
     issued = runtime.tokens.issue("learner", subject_hash=subject.subject_hash)
     learner = {"Authorization": f"Bearer {issued.token}"}
 
-    _assert_export_complete(_export_http(client, admin_headers, subject.user_id), subject)
+    _assert_export_complete(_export_http(client, admin, subject.user_id), subject)
     ciphertexts = ciphertexts_of(subject.subject_hash)
     assert len(ciphertexts) == 2 + 3 + 2 + 1  # profile x2, sessions, knowledge, consent
     wrapped_key = bytes(runtime.vault_db.query_one(
@@ -71,7 +71,7 @@ def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
     before = forensics.decrypted(runtime.twin_db.path, runtime.keyring.database_key)
     assert subject.subject_hash.encode() in before and all(c in before for c in ciphertexts)
 
-    response = client.post("/v1/dsr/erase", json={"user_id": subject.user_id}, headers=admin_headers)
+    response = client.post("/v1/dsr/erase", json={"user_id": subject.user_id}, headers=admin)
 
     assert response.status_code == 200
     receipt = response.get_json()
@@ -85,13 +85,13 @@ def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
 
     # The API and the export: nothing, and the learner's own token is gone with them.
     for route in PROFILE_ROUTES:
-        assert client.get(route.format(pid=subject.profile_id), headers=service_headers).status_code == 404
+        assert client.get(route.format(pid=subject.profile_id), headers=service).status_code == 404
     assert client.post("/v1/profiles/lookup", json={"user_id": subject.user_id},
-                       headers=service_headers).status_code == 404
-    assert client.get(f"/v1/sessions/{subject.session_ids[0]}", headers=service_headers).status_code == 404
+                       headers=service).status_code == 404
+    assert client.get(f"/v1/sessions/{subject.session_ids[0]}", headers=service).status_code == 404
     own_export = client.post("/v1/dsr/export", json={"user_id": subject.user_id}, headers=learner)
     assert own_export.status_code == 401
-    _assert_export_empty(_export_http(client, admin_headers, subject.user_id))
+    _assert_export_empty(_export_http(client, admin, subject.user_id))
 
     # The files: not in the bytes on disk, nor in any decrypted page (free pages, WAL frames).
     twin_pages = forensics.decrypted(runtime.twin_db.path, runtime.keyring.database_key)
@@ -122,7 +122,7 @@ def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
     assert not runtime.keys.has_key(subject.subject_hash)
     with pytest.raises(SubjectKeyMissingError):
         runtime.keys.sealer_for(subject.subject_hash)
-    other = _export_http(client, admin_headers, bystander.user_id)
+    other = _export_http(client, admin, bystander.user_id)
     assert len(other["sessions"]) == 2
     assert other["profiles"][0]["personal"]["name"] == f"Name-{bystander.marker}"
 

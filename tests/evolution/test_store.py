@@ -6,7 +6,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from twin.catalog import open_database
 from twin.evolution import (DuplicateFitnessError, DuplicateRoundError, EvolutionStore,
                             EvolutionValidationError, FitnessRecord, LeaderboardEntry, LineageLink,
                             ResourceSample, SelectionOutcome, UnknownRoundError)
@@ -17,10 +16,8 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def db(config, keyring):
-    db = open_database("evolution_metrics", config, keyring)
-    yield db
-    db.close_all()
+def db(open_catalog_db):
+    return open_catalog_db("evolution_metrics")
 
 
 @pytest.fixture

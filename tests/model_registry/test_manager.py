@@ -12,7 +12,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from twin.catalog import open_database
 from twin.model_registry import (ChecksumMismatchError, DuplicateVersionError,
                                  InvalidModelFieldError, InvalidModelNameError,
                                  InvalidVersionError, ModelFileMissingError, ModelManager,
@@ -24,10 +23,8 @@ T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def db(config, keyring):
-    database = open_database("model_registry", config, keyring)
-    yield database
-    database.close_all()
+def db(open_catalog_db):
+    return open_catalog_db("model_registry")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from twin.catalog import open_database
 from twin.settings_store import LegacyImportError, SettingsStore
 from twin.settings_store.legacy_import import (LegacyData, looks_secret, parse_goals_document,
                                                parse_settings_document, run_migration)
@@ -36,10 +35,8 @@ GOALS_DOC = [
 
 
 @pytest.fixture
-def db(config, keyring):
-    db = open_database("settings", config, keyring)
-    yield db
-    db.close_all()
+def db(open_catalog_db):
+    return open_catalog_db("settings")
 
 
 @pytest.fixture

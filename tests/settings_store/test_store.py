@@ -9,7 +9,6 @@ import pytest
 
 from compliance.field_crypto import FieldCipher
 from compliance.keyring import Keyring
-from twin.catalog import open_database
 from twin.settings_store import (ChangeOutcome, SensitiveValueError, SettingsStore,
                                  SettingsValidationError)
 from twin.settings_store.schema import MIGRATIONS
@@ -20,10 +19,8 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def db(config, keyring):
-    db = open_database("settings", config, keyring)
-    yield db
-    db.close_all()
+def db(open_catalog_db):
+    return open_catalog_db("settings")
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from compliance.legal_hold import HoldNotFoundError, SubjectOnHoldError
 from twin.config import Config
 from twin.learners.errors import (DuplicateProfileError, InvalidFieldsError, NotFoundError,
                                   PreconditionFailedError)
-from twin.model_registry.errors import DuplicateVersionError, InvalidModelFieldError, ModelNotFoundError
-from twin.model_registry.errors import InvalidModelFieldError, ModelNotFoundError
+from twin.model_registry.errors import (DuplicateVersionError, InvalidModelFieldError,
+                                        ModelNotFoundError)
 from twin.runtime import Runtime
 from twin.storage import DatabaseBusyError
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from .engine import Database
+from .engine import Database, OperationalError, is_busy_error
 
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 
@@ -17,6 +18,35 @@ def checkpoint(db: Database, mode: str = "TRUNCATE") -> dict[str, int]:
         raise ValueError(f"checkpoint mode must be one of {CHECKPOINT_MODES}")
     busy, log_frames, checkpointed = db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
     return {"busy": busy, "log_frames": log_frames, "checkpointed_frames": checkpointed}
+
+
+def truncate_wal(db: Database, budget_s: float = 1.0) -> bool:
+    """Checkpoint and empty the WAL within ``budget_s``; True when done.
+
+    A reader holding an older snapshot (a streaming export, an online backup) blocks a
+    TRUNCATE checkpoint for as long as it reads. The service connections' busy timeout would
+    make each attempt wait seconds, so this uses its own connection with a 20 ms timeout and
+    retries with backoff until the budget is spent. Callers report a False result (the next
+    checkpoint empties the WAL).
+    """
+    conn = db.connect_new()
+    try:
+        conn.execute("PRAGMA busy_timeout = 20")
+        deadline = time.monotonic() + budget_s
+        delay = 0.01
+        while True:
+            try:
+                if conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                    return True
+            except OperationalError as exc:
+                if not is_busy_error(exc):
+                    raise
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+    finally:
+        conn.close()
 
 
 def analyze(db: Database) -> None:
