@@ -41,9 +41,12 @@ def running_server(*, plaintext: bool = False, threads: int = 8, extra_env: dict
     token = runtime.tokens.issue("service", label="bench").token
     runtime.close()
     port = free_port()
+    # The server's log goes to a file: an unread pipe would fill up and block the server.
+    log_path = tmp / "server.log"
+    log_file = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "twin.cli", "--log-level", "WARNING", "serve", "--host",
                              "127.0.0.1", "--port", str(port), "--threads", str(threads)],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, cwd=ROOT, stdout=log_file, stderr=log_file)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -53,9 +56,10 @@ def running_server(*, plaintext: bool = False, threads: int = 8, extra_env: dict
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {proc.stderr.read().decode()[-500:]}")
+                    raise RuntimeError(f"server did not start: {log_path.read_text()[-500:]}")
                 time.sleep(0.1)
         yield base, token, env
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log_file.close()

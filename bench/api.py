@@ -17,6 +17,7 @@ import multiprocessing as mp
 import statistics
 import time
 import uuid
+from datetime import datetime, timezone
 
 from _server import running_server
 
@@ -51,7 +52,8 @@ def _client(args: tuple) -> tuple[int, list[float]]:
             call("GET", f"/v1/profiles/{pid}")
         elif scenario == "session_start_finish":
             sid = call("POST", f"/v1/profiles/{pid}/sessions", {"session_type": "lesson", "topics_covered": ["a"]})["session_id"]
-            call("PATCH", f"/v1/sessions/{sid}", {"end_time": "2099-01-01T00:00:00Z", "engagement_score": 0.7,
+            finished = datetime.now(timezone.utc).isoformat()
+            call("PATCH", f"/v1/sessions/{sid}", {"end_time": finished, "engagement_score": 0.7,
                                                  "performance_metrics": {"score": 0.9}, "completion_status": "completed"})
         elif scenario == "upsert_knowledge":
             call("PUT", f"/v1/profiles/{pid}/knowledge/math/topic-{i % 50}",

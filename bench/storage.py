@@ -2,9 +2,10 @@
 
 Run from the repository root::
 
-    /tmp/venv/bin/python bench/storage.py [--quick]
+    .venv/bin/python bench/storage.py [--quick]
 
-Both sides go through ``twin.storage.Database`` (plain SQLite = ``key=None``), so WAL,
+Both sides go through ``twin.storage.Database`` (plain SQLite = ``key=None``: the same SQLite
+build with encryption off, so the ratios are the cost of encryption alone), so WAL,
 ``synchronous=NORMAL``, ``secure_delete`` and the cache settings apply to both. Opening a
 connection is timed up to and including the first read, because SQLCipher derives the key
 lazily on first page access. Prints one table with the targets beside the figures.
@@ -135,7 +136,8 @@ def single_row_writes(dbs: dict[str, Database], scale: Scale) -> dict[str, float
 def driver_baseline(scale: Scale) -> dict[str, float]:
     """In-memory point reads, no encryption at all: the sqlcipher3 build vs stdlib sqlite3.
 
-    Database(key=None) runs on the stdlib module, so part of every ratio is the drivers."""
+    Database(key=None) runs on the same sqlcipher3 build without a key, so the other ratios
+    measure encryption alone; this row shows how the build itself compares to stdlib sqlite3."""
     import sqlite3
     rows = 10_000
     conns = {}

@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from twin.storage import Database
+from twin.storage.group_commit import GroupCommitter
 from twin.storage.timestamps import to_db, utc_now
 
 from .errors import ComplianceError
@@ -254,6 +255,7 @@ class AuditTrail:
     def __init__(self, vault: Database, clock: Callable[[], datetime] = utc_now) -> None:
         self.vault = vault
         self._clock = clock
+        self._group = GroupCommitter(vault, self._append_rows)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -268,15 +270,22 @@ class AuditTrail:
         """
         fields = self._validated(actor, action, dict(subject_hash=subject_hash, resource=resource,
                                                      request_id=request_id, details=details))
-
-        def append(conn: Any) -> dict[str, Any]:
-            seq, prev_hash = self._head(conn)
-            row = self._chained(fields, seq, prev_hash)
-            conn.execute(_INSERT, [row[name] for name in _COLUMNS])
-            return row
-
-        row = self.vault.write(append)
+        if self.vault.connection().in_transaction:  # inside the caller's transaction: join it
+            row = self.vault.write(lambda conn: self._append_rows(conn, [fields])[0])
+        else:  # concurrent appenders share one commit (see twin.storage.group_commit)
+            row = self._group.submit(fields)
         return _to_event(row)
+
+    def _append_rows(self, conn: Any, validated: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Chain and insert validated events; call inside the write transaction."""
+        seq, prev_hash = self._head(conn)
+        rows = []
+        for fields in validated:
+            row = self._chained(fields, seq, prev_hash)
+            rows.append(row)
+            seq, prev_hash = seq + 1, row["event_hash"]
+        conn.executemany(_INSERT, [[row[name] for name in _COLUMNS] for row in rows])
+        return rows
 
     def record_many(self, events: Iterable[tuple[Actor, str, dict[str, Any]]]) -> int:
         """Append several events in one transaction; returns how many.
@@ -295,17 +304,7 @@ class AuditTrail:
         if not validated:
             return 0
 
-        def append(conn: Any) -> int:
-            seq, prev_hash = self._head(conn)
-            rows = []
-            for fields in validated:
-                row = self._chained(fields, seq, prev_hash)
-                rows.append([row[name] for name in _COLUMNS])
-                seq, prev_hash = seq + 1, row["event_hash"]
-            conn.executemany(_INSERT, rows)
-            return len(rows)
-
-        return self.vault.write(append)
+        return len(self.vault.write(lambda conn: self._append_rows(conn, validated)))
 
     def _validated(self, actor: Actor, action: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(actor, Actor):

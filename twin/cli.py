@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 import sys
 
 from compliance.errors import ComplianceError
@@ -21,6 +23,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from twin.runtime import Runtime
     from twin.server import serve
 
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see what a hung server does.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     config = Config.from_env()
     runtime = Runtime.open(config)
     app = create_app(config, runtime=runtime)
