@@ -33,7 +33,6 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from twin.storage import Database
-from twin.storage.group_commit import GroupCommitter
 from twin.storage.timestamps import to_db, utc_now
 
 from .errors import ComplianceError
@@ -255,7 +254,6 @@ class AuditTrail:
     def __init__(self, vault: Database, clock: Callable[[], datetime] = utc_now) -> None:
         self.vault = vault
         self._clock = clock
-        self._group = GroupCommitter(vault, self._append_rows)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -270,10 +268,8 @@ class AuditTrail:
         """
         fields = self._validated(actor, action, dict(subject_hash=subject_hash, resource=resource,
                                                      request_id=request_id, details=details))
-        if self.vault.connection().in_transaction:  # inside the caller's transaction: join it
-            row = self.vault.write(lambda conn: self._append_rows(conn, [fields])[0])
-        else:  # concurrent appenders share one commit (see twin.storage.group_commit)
-            row = self._group.submit(fields)
+        # Concurrent appenders share one commit (twin.storage.group_commit).
+        row = self.vault.write_shared(lambda conn: self._append_rows(conn, [fields])[0])
         return _to_event(row)
 
     def _append_rows(self, conn: Any, validated: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -97,7 +97,7 @@ class SubjectKeyStore:
         data_key = os.urandom(32)
         wrapped = self._wrapping.encrypt(data_key, self._aad(subject_hash))
         try:
-            self.vault.write(lambda conn: conn.execute(
+            self.vault.write_shared(lambda conn: conn.execute(
                 "INSERT INTO subject_keys (user_id_hash, key_version, wrapped_key, created_at) "
                 "VALUES (?, ?, ?, ?)", (subject_hash, self._wrapping.active_key_id, wrapped,
                                         to_db(self._clock()))))

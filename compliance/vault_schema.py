@@ -28,7 +28,7 @@ CREATE TABLE erasure_tombstones (
 -- Append-only, hash-chained record of every access to personal data.
 CREATE TABLE audit_events (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id      TEXT UNIQUE NOT NULL,
+    event_id      TEXT NOT NULL,  -- 96 random bits; never looked up, so no index to pay for
     occurred_at   TIMESTAMP NOT NULL,
     actor_id      TEXT NOT NULL,
     actor_role    TEXT NOT NULL,

@@ -1,4 +1,5 @@
-"""Group commit: concurrent submitters share transactions, each gets its own result."""
+"""Group commit (Database.write_shared): concurrent writers share transactions, each gets
+its own result, and a failing write is rolled back alone."""
 
 from __future__ import annotations
 
@@ -7,43 +8,26 @@ import threading
 import pytest
 
 from twin.storage import Database
-from twin.storage.group_commit import GroupCommitter
 
 
 @pytest.fixture
 def db(tmp_path, db_key):
     database = Database(tmp_path / "gc.db", db_key)
-    database.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, value TEXT NOT NULL, batch INTEGER)")
+    database.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE)")
     yield database
     database.close_all()
 
 
-class Recorder:
-    """write_batch that inserts a batch and remembers each batch's size."""
-
-    def __init__(self) -> None:
-        self.batches: list[int] = []
-
-    def __call__(self, conn, items):
-        self.batches.append(len(items))
-        ids = []
-        for value in items:
-            if value == "boom":
-                raise ValueError("bad item")
-            ids.append(conn.execute("INSERT INTO items (value, batch) VALUES (?, ?)",
-                                    (value, len(self.batches))).lastrowid)
-        return ids
+def insert(value):
+    return lambda conn: conn.execute("INSERT INTO items (value) VALUES (?)", (value,)).lastrowid
 
 
-def test_a_lone_submit_is_written_and_returns_its_own_result(db):
-    committer = GroupCommitter(db, Recorder())
-    row_id = committer.submit("only")
+def test_a_lone_write_commits_and_returns_its_own_result(db):
+    row_id = db.write_shared(insert("only"))
     assert db.query_one("SELECT value FROM items WHERE id = ?", (row_id,))["value"] == "only"
 
 
-def test_concurrent_submitters_all_commit_share_transactions_and_get_their_own_ids(db):
-    recorder = Recorder()
-    committer = GroupCommitter(db, recorder)
+def test_concurrent_writers_all_commit_share_transactions_and_get_their_own_ids(db):
     results: dict[str, int] = {}
     start = threading.Barrier(16)
 
@@ -51,23 +35,46 @@ def test_concurrent_submitters_all_commit_share_transactions_and_get_their_own_i
         start.wait()
         for i in range(50):
             value = f"t{t}-{i}"
-            results[value] = committer.submit(value)
+            results[value] = db.write_shared(insert(value))
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 800
     stored = {r["value"]: r["id"] for r in db.query("SELECT id, value FROM items")}
-    assert stored == results  # nothing lost, nothing duplicated, each caller got its own row id
-    assert sum(recorder.batches) == 800
-    assert len(recorder.batches) < 800  # some transactions carried several submitters
+    assert len(stored) == 800 and stored == results  # nothing lost or duplicated, own ids
 
 
-def test_a_failing_batch_raises_for_its_submitters_and_writes_none_of_it(db):
-    committer = GroupCommitter(db, Recorder())
-    with pytest.raises(ValueError, match="bad item"):
-        committer.submit("boom")
+def test_a_failing_write_is_rolled_back_alone_and_raises_for_its_caller_only(db):
+    db.write_shared(insert("taken"))
+    barrier = threading.Barrier(2)
+    outcome: dict[str, object] = {}
+
+    def duplicate() -> None:
+        barrier.wait()
+        try:
+            db.write_shared(insert("taken"))
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = exc
+
+    def fresh() -> None:
+        barrier.wait()
+        outcome["id"] = db.write_shared(insert("fresh"))
+
+    threads = [threading.Thread(target=duplicate), threading.Thread(target=fresh)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert "UNIQUE" in str(outcome["error"])
+    assert {r["value"] for r in db.query("SELECT value FROM items")} == {"taken", "fresh"}
+    assert db.write_shared(insert("after")) > 0  # leadership was released
+
+
+def test_inside_an_open_transaction_the_write_joins_it(db):
+    with pytest.raises(RuntimeError):
+        with db.transaction():
+            db.write_shared(insert("rolled back with the outer transaction"))
+            raise RuntimeError("abort")
     assert db.query_one("SELECT count(*) FROM items")[0] == 0
-    assert committer.submit("after") > 0  # leadership was released: later submits still work

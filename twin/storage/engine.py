@@ -189,6 +189,7 @@ class Database:
         # Python lock wakes the moment it is released, whereas SQLite's busy handler sleeps
         # 1, 2, 5, 10... ms between tries. SQLite's locking still arbitrates between processes.
         self._write_lock = threading.Lock()
+        self._group: Any = None  # GroupCommitter, created on first write_shared()
         self._connections: list[Any] = []
         self._generation = 0
 
@@ -299,6 +300,22 @@ class Database:
             with self.transaction() as conn:
                 return fn(conn)
         return self.retrying(attempt)
+
+    def write_shared(self, fn: Callable[[Any], T]) -> T:
+        """Like ``write(fn)``, but concurrent callers share one commit (group commit).
+
+        For small, frequent writes (audit events, key rows): each ``fn`` runs in its own
+        savepoint, so one that raises rolls back alone. Inside an open transaction of this
+        thread, ``fn`` simply joins it.
+        """
+        if self.connection().in_transaction:
+            return self.write(fn)
+        if self._group is None:
+            from .group_commit import GroupCommitter
+            with self._lock:
+                if self._group is None:
+                    self._group = GroupCommitter(self)
+        return self._group.submit(fn)
 
     # -- convenience --------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """Group commit: concurrent callers' small writes share one transaction.
 
+Use it through ``Database.write_shared(fn)``.
+
 Each commit of an encrypted database re-encrypts every page it dirtied; ten appends to the
 same table in one transaction dirty the same few pages once instead of ten times. Callers
 that arrive while a batch is being written wait and go into the next batch, written by one
@@ -10,9 +12,7 @@ every caller returns only after its own item is committed.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Generic, Sequence, TypeVar
-
-from .engine import Database
+from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -30,13 +30,12 @@ class _Slot(Generic[Item]):
 
 
 class GroupCommitter(Generic[Item, Result]):
-    """``submit(item)`` writes ``item`` with ``write_batch(conn, items) -> results`` in a
-    transaction shared with whatever other threads submitted meanwhile."""
+    """``submit(fn)`` runs ``fn(conn)`` in a transaction shared with whatever other threads
+    submitted meanwhile, each ``fn`` in its own savepoint: one that raises is rolled back
+    alone and its caller gets the exception; the others commit."""
 
-    def __init__(self, db: Database, write_batch: Callable[[Any, Sequence[Item]], Sequence[Result]],
-                 *, max_batch: int = 128) -> None:
+    def __init__(self, db: Any, *, max_batch: int = 128) -> None:
         self.db = db
-        self._write_batch = write_batch
         self._max_batch = max_batch
         self._mutex = threading.Lock()
         self._pending: list[_Slot[Item]] = []
@@ -60,12 +59,10 @@ class GroupCommitter(Generic[Item, Result]):
         with self._mutex:
             batch, self._pending = self._pending[:self._max_batch], self._pending[self._max_batch:]
         try:
-            results = self.db.write(lambda conn: self._write_batch(conn, [s.item for s in batch]))
-            for slot, result in zip(batch, results):
-                slot.result = result
-        except BaseException as exc:  # every caller of the failed batch sees the error
+            self.db.write(lambda conn: self._run_batch(conn, batch))
+        except BaseException as exc:  # the commit itself failed: every caller sees it
             for slot in batch:
-                slot.error = exc
+                slot.error, slot.result = exc, None
         with self._mutex:
             successor = self._pending[0] if self._pending else None
             if successor is None:
@@ -77,6 +74,18 @@ class GroupCommitter(Generic[Item, Result]):
             slot.done.set()
         if successor is not None:
             successor.done.set()
+
+    @staticmethod
+    def _run_batch(conn: Any, batch: list[_Slot[Item]]) -> None:
+        for slot in batch:
+            slot.error = slot.result = None
+            conn.execute("SAVEPOINT shared_item")
+            try:
+                slot.result = slot.item(conn)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO shared_item")
+                slot.error = exc
+            conn.execute("RELEASE shared_item")
 
     @staticmethod
     def _outcome(slot: _Slot[Item]) -> Any:
