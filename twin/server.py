@@ -28,11 +28,15 @@ def _busy(server: Any) -> bool:
 
 
 def serve(app: Any, *, host: str, port: int, threads: int, on_stop: Any = None,
-          drain_seconds: float = 20.0, ready: threading.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or ``ready``'s companion ``stop`` is set), then drain."""
+          drain_seconds: float = 20.0, ready: threading.Event | None = None,
+          stop: threading.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT or until ``stop`` is set, then drain in-flight requests.
+
+    ``ready`` is set once the socket listens (its port is then in ``ready.port``).
+    """
     server = create_server(app, host=host, port=port, threads=threads, ident="learner-twin",
                            channel_timeout=30, connection_limit=200)
-    stop = threading.Event()
+    stop = stop or threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
         log.info("received %s: draining in-flight requests", signal.Signals(signum).name)
@@ -43,6 +47,7 @@ def serve(app: Any, *, host: str, port: int, threads: int, on_stop: Any = None,
         signal.signal(signal.SIGINT, request_stop)
     log.info("serving on http://%s:%s with %d threads", host, server.effective_port, threads)
     if ready is not None:
+        ready.port = server.effective_port  # type: ignore[attr-defined]
         ready.set()
     try:
         while not stop.is_set():
