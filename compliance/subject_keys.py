@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol
 from twin.storage import Database, IntegrityError
 from twin.storage.timestamps import to_db, utc_now
 
-from .errors import ComplianceError
+from .errors import ComplianceError, UnknownKeyVersionError
 from .field_crypto import FieldCipher, associated_data, key_id_of
 
 _DATA_KEY_ID = 1  # the key id inside subject ciphertexts: a subject has one data key
@@ -66,10 +66,14 @@ class SubjectKeyStore:
     """Creates, unwraps, destroys and rewraps subject data keys in the privacy vault."""
 
     def __init__(self, vault: Database, wrapping: FieldCipher, *, encrypt: bool = True,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now,
+                 reload_wrapping: Callable[[], FieldCipher] | None = None) -> None:
         self.vault = vault
         self._wrapping = wrapping
         self._encrypt = encrypt
+        # Called when a wrapped key names a field-key version this process does not hold yet:
+        # scripts/rotate_keys.py added it to the keyring while the service was running.
+        self._reload_wrapping = reload_wrapping
         # Key creation times are compared with erasure tombstones (written with the service's
         # clock) to tell a returning subject from a restored one: both must use one clock.
         self._clock = clock
@@ -91,7 +95,7 @@ class SubjectKeyStore:
         row = self.vault.query_one("SELECT wrapped_key FROM subject_keys WHERE user_id_hash = ?",
                                    (subject_hash,))
         if row is not None:
-            return SubjectCipher(self._wrapping.decrypt(row["wrapped_key"], self._aad(subject_hash)))
+            return SubjectCipher(self._unwrap(row["wrapped_key"], subject_hash))
         if not create:
             raise SubjectKeyMissingError("the subject has no data key (erased or never stored)")
         data_key = os.urandom(32)
@@ -104,6 +108,15 @@ class SubjectKeyStore:
         except IntegrityError:  # another request created it first: use theirs
             return self.sealer_for(subject_hash)
         return SubjectCipher(data_key)
+
+    def _unwrap(self, wrapped: bytes, subject_hash: str) -> bytes:
+        try:
+            return self._wrapping.decrypt(wrapped, self._aad(subject_hash))
+        except UnknownKeyVersionError:
+            if self._reload_wrapping is None:
+                raise
+            self._wrapping = self._reload_wrapping()  # a rotation is under way: read the new keyring
+            return self._wrapping.decrypt(wrapped, self._aad(subject_hash))
 
     def has_key(self, subject_hash: str) -> bool:
         return self.vault.query_one("SELECT 1 FROM subject_keys WHERE user_id_hash = ?",

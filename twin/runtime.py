@@ -6,6 +6,7 @@ The Flask app holds one ``Runtime``; scripts build one too. Nothing else keeps g
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime
 from functools import cached_property
 from typing import Callable
@@ -14,7 +15,7 @@ from compliance.audit import Actor, AuditTrail
 from compliance.dsr import DataSubjectRequests
 from compliance.field_crypto import FieldCipher
 from compliance.id_hashing import SubjectHasher
-from compliance.keyring import Keyring, load_keyring
+from compliance.keyring import ENV_MASTER_SECRET, Keyring, load_keyring
 from compliance.legal_hold import LegalHolds
 from compliance.registry import build_registry
 from compliance.retention import RetentionPurger
@@ -50,7 +51,7 @@ class Runtime:
         self.hasher = SubjectHasher(keyring.id_pepper)
         self.field_cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
         self.keys = SubjectKeyStore(self.vault_db, self.field_cipher, encrypt=not config.bench_plaintext,
-                                    clock=clock)
+                                    clock=clock, reload_wrapping=self._reload_field_keys)
         self.audit = AuditTrail(self.vault_db, clock=clock)
         self.tokens = TokenStore(self.vault_db)
         self.holds = LegalHolds(self.twin_db, clock)
@@ -64,6 +65,21 @@ class Runtime:
         self.retention = RetentionPurger(self.twin_db, self.vault_db, self.registry, self.keys,
                                          self.audit, config, clock)
         self._extra_dbs: list = []
+
+    def _reload_field_keys(self) -> FieldCipher:
+        """Re-read the keyring (file or environment) after a field-key rotation, keeping
+        every version this process already holds, and serve old and new versions alike."""
+        environ = self.config.environ or os.environ
+        if ENV_MASTER_SECRET not in environ and not self.config.keyring_path.exists():
+            return self.field_cipher  # nothing to reload from (and never generate a keyring here)
+        fresh = load_keyring(self.config.keyring_path, production=self.config.production, environ=environ)
+        if fresh.database_key not in (self.keyring.database_key, fresh.previous_database_key):
+            log.warning("keyring reload: the database key changed; keeping this process's keys")
+            return self.field_cipher
+        keys = {**self.keyring.field_keys, **fresh.field_keys}
+        self.field_cipher = FieldCipher(keys, fresh.active_field_key)
+        log.info("field keys reloaded: versions %s, active %d", sorted(keys), fresh.active_field_key)
+        return self.field_cipher
 
     @classmethod
     def open(cls, config: Config | None = None, *, clock: Callable[[], datetime] = utc_now,
