@@ -39,8 +39,11 @@ def fill_subject(rt: Runtime, user_id: str, sessions: int, knowledge: int) -> st
     subject = rt.hasher.hash(user_id)
     sealer = rt.keys.sealer_for(subject)
     now = utc_now()
-    rows = [(f"ses_{user_id}_{i}", pid, "lesson", to_db(now - timedelta(minutes=i)), '["a","b"]',
-             sealer.seal("learning_sessions", "performance_metrics", f"ses_{user_id}_{i}", {"score": i % 100}),
+    def sealed(i: int, column: str, value: object) -> bytes:
+        return sealer.seal("learning_sessions", column, f"ses_{user_id}_{i}", value)
+
+    rows = [(f"ses_{user_id}_{i}", pid, sealed(i, "session_type", "lesson"), to_db(now - timedelta(minutes=i)),
+             sealed(i, "topics_covered", ["a", "b"]), sealed(i, "performance_metrics", {"score": i % 100}),
              0.5, "completed") for i in range(sessions)]
     kstates = [(pid, f"domain{i % 10}", f"topic{i}", 0.5, 0.5, to_db(now),
                 sealer.seal("knowledge_states", "learning_trajectory", f"{pid}/domain{i % 10}/topic{i}", {"s": i}), 1)
@@ -109,8 +112,10 @@ def purge_bench(rows: int) -> dict[str, float]:
             profile, _ = rt.profiles.create(ADMIN, None, {"user_id": f"purge-{p}", "personal": {"n": p}})
             pids.append(profile["profile_id"])
             sealer = rt.keys.sealer_for(rt.hasher.hash(f"purge-{p}"))
+            # Purging never decrypts, so one realistic-size sealed value serves every row.
             metrics = sealer.seal("learning_sessions", "performance_metrics", "shared", {"score": 1})
-            batch = [(f"old_{p}_{i}", profile["profile_id"], "lesson", old, "[]", metrics)
+            kind = sealer.seal("learning_sessions", "session_type", "shared", "lesson")
+            batch = [(f"old_{p}_{i}", profile["profile_id"], kind, old, metrics, metrics)
                      for i in range(per_profile)]
             rt.twin_db.write(lambda conn, batch=batch: conn.executemany(
                 "INSERT INTO learning_sessions (session_id, profile_id, session_type, start_time, topics_covered, "

@@ -124,29 +124,39 @@ class RetentionPurger:
     def _purge(self, entry: PersonalDataTable, batch_size: int, lock: JobLock,
                report: RetentionReport, progress: Callable[[str, int], None] | None) -> int:
         total = 0
-        returning = f" RETURNING {entry.subject_hash_sql}" if entry.purge_hook else ""
         while True:
             params = {**self._params(entry), "batch": batch_size}
-            # One statement per batch: the expired ids never travel through Python.
-            sql = (f"DELETE FROM {entry.table} WHERE id IN "
-                   f"({self._expired_sql(entry, 'id', self._any_hold())} LIMIT :batch){returning}")
-
-            def batch(conn: Any) -> tuple[int, set[str]]:
-                cursor = conn.execute(sql, params)
-                if returning:
-                    rows = cursor.fetchall()
-                    return len(rows), {row[0] for row in rows}
-                return cursor.rowcount, set()
-
-            n, subjects = self.twin_db.write(batch)
+            held = self._any_hold()
+            if entry.purge_hook == "destroy_subject_keys":
+                n = self._purge_ending_subjects(entry, params, held, report)
+            else:
+                # One statement per batch: the expired ids never travel through Python.
+                sql = (f"DELETE FROM {entry.table} WHERE id IN "
+                       f"({self._expired_sql(entry, 'id', held)} LIMIT :batch)")
+                n = self.twin_db.write(lambda conn, sql=sql: conn.execute(sql, params).rowcount)
             if not n:
                 return total
-            if entry.purge_hook == "destroy_subject_keys":
-                report.subject_keys_destroyed += self._end_subjects(sorted(subjects))
             total += n
             lock.refresh()
             if progress:
                 progress(entry.table, total)
+
+    def _purge_ending_subjects(self, entry: PersonalDataTable, params: dict[str, Any], held: bool,
+                               report: RetentionReport) -> int:
+        """Purge a batch of rows whose deletion ends their subjects (profiles).
+
+        Keys go first, rows second: if the process dies in between, the rows are still expired
+        (never served, unreadable without their key) and the next run deletes them. The other
+        order could leave a key that no later run would find.
+        """
+        rows = self.twin_db.query(self._expired_sql(entry, f"id, {entry.subject_hash_sql} AS subject", held)
+                                  + " LIMIT :batch", params)
+        if not rows:
+            return 0
+        report.subject_keys_destroyed += self._end_subjects(sorted({r["subject"] for r in rows}))
+        ids = [r["id"] for r in rows]
+        return self.twin_db.write(lambda conn: conn.execute(
+            f"DELETE FROM {entry.table} WHERE id IN ({','.join('?' * len(ids))})", ids).rowcount)
 
     def _end_subjects(self, subjects: list[str]) -> int:
         """A purged profile ends its subject: their data key is destroyed and every other vault

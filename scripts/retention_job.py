@@ -21,11 +21,10 @@ from twin.retention_schedule import run_forever, run_once  # noqa: E402
 
 
 def build_parser():
-    p = scripting.parser("Purge expired data now (--once) or every night.")
+    p = scripting.parser("Purge expired data now (--once) or every night.", log_level="INFO")
     p.add_argument("--once", action="store_true", help="run one purge now and exit")
     p.add_argument("--dry-run", action="store_true", help="with --once: list what would go, delete nothing")
     p.add_argument("--cron", help="cron expression in UTC (default TWIN_RETENTION_CRON or '30 2 * * *')")
-    p.set_defaults(log_level="INFO")
     return p
 
 

@@ -28,13 +28,12 @@ from twin.storage.maintenance import checkpoint  # noqa: E402
 
 
 def build_parser():
-    p = scripting.parser("Rotate field keys or rekey the databases.")
+    p = scripting.parser("Rotate field keys or rekey the databases.", log_level="INFO")
     action = p.add_mutually_exclusive_group(required=True)
     action.add_argument("--new-field-key", action="store_true", help="add and activate a new field key, then rewrap")
     action.add_argument("--rewrap", action="store_true", help="rewrap everything not under the active field key")
     action.add_argument("--rekey-databases", action="store_true", help="give every database file a new SQLCipher key")
     p.add_argument("--batch-size", type=int, default=500, help="rows per transaction (default 500)")
-    p.set_defaults(log_level="INFO")
     return p
 
 

@@ -20,6 +20,7 @@ def _configure_logging(level: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from twin.api.app import create_app
+    from twin.catalog import DATABASES, open_database
     from twin.runtime import Runtime
     from twin.server import serve
 
@@ -27,6 +28,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     config = Config.from_env()
     runtime = Runtime.open(config)
+    # Every component's database exists and is migrated before the first request, so a schema
+    # problem stops the start-up instead of failing a request later.
+    for name in DATABASES:
+        open_database(name, config, runtime.keyring).close_all()
     app = create_app(config, runtime=runtime)
     serve(app, host=args.host, port=args.port, threads=args.threads, on_stop=runtime.close)
     return 0

@@ -25,9 +25,9 @@ class ScriptError(Exception):
     """A failure the script reports as one line (exit code 2)."""
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(description: str, *, log_level: str = "WARNING") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--log-level", default="WARNING", help="log level (default WARNING)")
+    p.add_argument("--log-level", default=log_level, help=f"log level (default {log_level})")
     return p
 
 

@@ -346,3 +346,9 @@ def test_bad_audit_queries_are_422(client, admin, query):
     response = client.get(f"/v1/audit?{query}", headers=admin)
 
     assert response.status_code == 422 and response.mimetype == "application/problem+json"
+
+
+def test_retention_run_needs_no_body(client, admin):
+    response = client.post("/v1/admin/retention/run", headers=admin)
+    assert response.status_code == 200
+    assert response.get_json()["dry_run"] is False

@@ -304,3 +304,15 @@ def test_no_response_of_a_full_flow_carries_the_user_id_its_hash_keys_or_ciphert
         assert_no_identifiers(response.get_json(), user_id, subject_hash)
         assert subject_hash not in response.get_data(as_text=True)
         assert subject_hash not in str(dict(response.headers))
+
+
+def test_if_match_with_a_list_of_etags_matches_when_one_is_current(client, service):
+    created = client.post("/v1/profiles", json={"user_id": "list-etag"}, headers=service)
+    pid, etag = created.get_json()["profile_id"], created.headers["ETag"]
+    stale = '"0000000000000000"'
+    listed = client.patch(f"/v1/profiles/{pid}", json={"learning_style": "visual"},
+                          headers={**service, "If-Match": f"{stale}, {etag}"})
+    assert listed.status_code == 200
+    weak = client.patch(f"/v1/profiles/{pid}", json={"learning_style": "aural"},
+                        headers={**service, "If-Match": f"W/{listed.headers['ETag']}"})
+    assert weak.status_code == 412  # If-Match uses strong comparison

@@ -109,6 +109,8 @@ def server(tmp_path):
 
 def test_a_create_session_knowledge_read_flow_over_a_socket_then_a_graceful_stop(server, tmp_path):
     api, process, data_dir, log_path = server
+    from twin.catalog import DATABASES
+    assert {p.name for p in data_dir.glob("*.db")} == {spec.filename for spec in DATABASES.values()}
 
     status, headers, profile = api("POST", "/v1/profiles", {"user_id": USER_ID, "personal": {"n": MARKER}})
     assert status == 201 and headers["Location"] == f"/v1/profiles/{profile['profile_id']}"

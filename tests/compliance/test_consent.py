@@ -83,7 +83,7 @@ def test_withdrawing_a_childs_only_consent_erases_the_child(runtime, make_subjec
     assert set(runtime.dsr.counts(child.subject_hash).values()) == {0}
     assert not runtime.keys.has_key(child.subject_hash)
     actions = [e.action for e in runtime.audit.query(subject_hash=child.subject_hash)]
-    assert actions[-2:] == ["consent_withdraw", "erase"]
+    assert actions[-2:] == ["erase", "consent_withdraw"]  # the erasure is the withdrawal
     assert runtime.dsr.counts(other.subject_hash)["learning_profiles"] == 1
 
 
@@ -168,3 +168,24 @@ def test_an_unknown_consent_method_is_refused(runtime, make_subject):
             insert_consent(conn, sealer, consent_id="cns_x", profile_id=adult.profile_id,
                            subject_hash=adult.subject_hash, consent=consent,
                            granted_at=datetime.now(timezone.utc).isoformat())
+
+
+def test_a_failed_erasure_leaves_the_childs_consent_in_force_so_a_retry_works(runtime, make_subject,
+                                                                               monkeypatch):
+    from twin.storage import DatabaseBusyError
+
+    child = make_subject("busy-kid", child=True)
+    real_erase = runtime.dsr.erase
+
+    def busy(*args, **kwargs):
+        raise DatabaseBusyError("digital_twin: database stayed busy")
+
+    monkeypatch.setattr(runtime.dsr, "erase", busy)
+    with pytest.raises(DatabaseBusyError):
+        runtime.consents.withdraw(SERVICE, None, child.profile_id, child.consent_ids[0])
+    (consent,) = runtime.consents.list(SERVICE, None, child.profile_id)
+    assert consent["withdrawn_at"] is None  # the child is not left stored without consent
+
+    monkeypatch.setattr(runtime.dsr, "erase", real_erase)
+    assert runtime.consents.withdraw(SERVICE, None, child.profile_id, child.consent_ids[0])["erased"]
+    assert set(runtime.dsr.counts(child.subject_hash).values()) == {0}

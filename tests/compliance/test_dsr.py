@@ -156,9 +156,12 @@ def test_export_of_an_unknown_subject_is_an_empty_document(runtime):
 def test_export_streams_thousands_of_sessions_in_small_chunks(runtime, make_subject):
     subject = make_subject("busy-learner", sessions=0, knowledge=0)
     sealer = runtime.keys.sealer_for(subject.subject_hash)
-    rows = [(f"ses_bulk{i:05d}", subject.profile_id, "drill", f"2030-01-01T00:00:{i % 60:02d}.000000Z",
-             json.dumps([f"t{i}"]), sealer.seal("learning_sessions", "performance_metrics",
-                                                f"ses_bulk{i:05d}", {"i": i}))
+    def sealed(i: int, column: str, value):
+        return sealer.seal("learning_sessions", column, f"ses_bulk{i:05d}", value)
+
+    rows = [(f"ses_bulk{i:05d}", subject.profile_id, sealed(i, "session_type", "drill"),
+             f"2030-01-01T00:00:{i % 60:02d}.000000Z", sealed(i, "topics_covered", [f"t{i}"]),
+             sealed(i, "performance_metrics", {"i": i}))
             for i in range(3000)]
     with runtime.twin_db.transaction() as conn:
         conn.executemany("INSERT INTO learning_sessions (session_id, profile_id, session_type, start_time, "

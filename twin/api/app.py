@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from compliance.consent import ConsentError, ConsentRequiredError
 from compliance.job_lock import JobAlreadyRunningError
 from compliance.legal_hold import HoldNotFoundError, SubjectOnHoldError
+from compliance.subject_keys import SubjectKeyMissingError
 from twin.config import Config
 from twin.learners.errors import (DuplicateProfileError, InvalidFieldsError, NotFoundError,
                                   PreconditionFailedError)
@@ -43,8 +44,12 @@ def route_template() -> str:
 _DOMAIN_ERRORS: list[tuple[type[Exception], type[ProblemError]]] = [
     (NotFoundError, problems.NotFound),
     (ModelNotFoundError, problems.NotFound),
+    # A subject whose key is gone was erased (possibly during this request): nothing to serve.
+    (SubjectKeyMissingError, problems.NotFound),
     (HoldNotFoundError, problems.NotFound),
     (ModelNotFoundError, problems.NotFound),
+    # A subject whose key is gone was erased (possibly during this request): nothing to serve.
+    (SubjectKeyMissingError, problems.NotFound),
     (DuplicateProfileError, problems.Conflict),
     (SubjectOnHoldError, problems.Conflict),
     (JobAlreadyRunningError, problems.Conflict),

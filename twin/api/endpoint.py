@@ -37,6 +37,7 @@ class EndpointSpec:
     responses: dict[int, Any] = field(default_factory=dict)  # status -> Schema class or None
     stream: bool = False
     path_patterns: dict[str, str] = field(default_factory=dict)  # path parameter -> full-match regex
+    body_optional: bool = False                # no body at all means "all defaults"
 
 
 def runtime() -> Any:
@@ -136,10 +137,11 @@ def _check_path(spec: EndpointSpec, path: dict[str, Any]) -> None:
 def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_own: bool = False,
              body: type[Schema] | None = None, query: type[Schema] | None = None,
              responses: dict[int, Any] | None = None, stream: bool = False,
-             path_patterns: dict[str, str] | None = None) -> Callable:
+             path_patterns: dict[str, str] | None = None, body_optional: bool = False) -> Callable:
     """Declare a route: who may call it, what it takes and answers (also its OpenAPI entry)."""
     spec = EndpointSpec(summary, tag, roles, learner_own, body() if body else None,
-                        query() if query else None, responses or {}, stream, path_patterns or {})
+                        query() if query else None, responses or {}, stream, path_patterns or {},
+                        body_optional)
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -154,7 +156,8 @@ def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_o
                 raise Unprocessable("this route takes no query parameters",
                                     errors={k: ["Unknown field."] for k in request.args})
             if spec.body is not None:
-                kwargs["body"] = parse_json_body(spec.body)
+                empty = spec.body_optional and not request.content_length and not request.get_data()
+                kwargs["body"] = load(spec.body, {}) if empty else parse_json_body(spec.body)
             return view(**kwargs)
 
         wrapper.endpoint_spec = spec  # type: ignore[attr-defined]

@@ -67,7 +67,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
             if parameters:
                 operation["parameters"] = parameters
             if endpoint_spec.body is not None:
-                operation["requestBody"] = {"required": True,
+                operation["requestBody"] = {"required": not endpoint_spec.body_optional,
                                             "content": {"application/json": {"schema": endpoint_spec.body}}}
             if endpoint_spec.roles is not None:
                 operation["security"] = [{"bearerAuth": []}]

@@ -6,7 +6,7 @@ from datetime import date
 from typing import Any
 
 from compliance.audit import Actor
-from compliance.consent import has_active_consent, insert_consent, is_child
+from compliance.consent import insert_consent, is_child
 from compliance.dsr import DataSubjectRequests
 
 from .context import LearnerContext, new_id
@@ -47,22 +47,27 @@ class ConsentService:
         child = is_child(date.fromisoformat(birth) if birth else None, ctx.clock().date())
         withdrawn_at = ctx.now()
 
-        def apply(conn: Any) -> bool:
-            updated = conn.execute("UPDATE consents SET withdrawn_at = ? WHERE consent_id = ? AND profile_id = ? "
-                                   "AND withdrawn_at IS NULL", (withdrawn_at, consent_id, profile_id)).rowcount
-            if not updated:
+        def withdraw_unless_last_of_a_child(conn: Any) -> bool:
+            """Withdraw now, or return True when this is a child's last consent: then nothing is
+            written here and the erasure below is the withdrawal, so a failed erasure (busy, legal
+            hold) leaves the consent in force and the request can simply be retried."""
+            active = conn.execute("SELECT 1 FROM consents WHERE consent_id = ? AND profile_id = ? "
+                                  "AND withdrawn_at IS NULL", (consent_id, profile_id)).fetchone()
+            if active is None:
                 raise NotFoundError("no active consent with that id on this profile")
-            still = has_active_consent(conn, profile_id)
-            if child and not still:
-                # The withdrawal must erase: under a legal hold it is refused whole (409),
-                # rather than recorded while the child's data stays.
-                self.dsr.holds.check_not_held(subject)
-            return still
+            others = conn.execute("SELECT count(*) FROM consents WHERE profile_id = ? AND consent_id != ? "
+                                  "AND withdrawn_at IS NULL", (profile_id, consent_id)).fetchone()[0]
+            if child and not others:
+                return True
+            conn.execute("UPDATE consents SET withdrawn_at = ? WHERE consent_id = ?", (withdrawn_at, consent_id))
+            return False
 
-        still_consented = ctx.db.write(apply)
-        ctx.record(actor, "consent_withdraw", subject, f"profile:{profile_id}/consents", request_id)
+        must_erase = ctx.db.write(withdraw_unless_last_of_a_child)
         receipt = None
-        if child and not still_consented:
+        if must_erase:
+            # Erasure writes its tombstone first: once it starts, a crash is finished at restart.
             receipt = self.dsr.erase(subject, actor, request_id).to_dict()
+        ctx.record(actor, "consent_withdraw", subject, f"profile:{profile_id}/consents", request_id,
+                   {"erased": must_erase})
         return {"consent_id": consent_id, "withdrawn_at": withdrawn_at, "erased": receipt is not None,
                 "receipt": receipt}

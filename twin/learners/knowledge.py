@@ -49,6 +49,7 @@ class KnowledgeService:
             sealer.seal(TABLE, "learning_trajectory", _row_id(profile_id, domain, topic), trajectory)
 
         def write(conn: Any) -> bool:
+            self.profiles.require_live(conn, profile_id)  # erased or expired meanwhile?
             existed = conn.execute(
                 f"SELECT 1 FROM {TABLE} WHERE profile_id = ? AND knowledge_domain = ? AND topic = ?",
                 (profile_id, domain, topic)).fetchone() is not None

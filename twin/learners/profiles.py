@@ -7,7 +7,6 @@ The user ID is hashed on arrival and never stored; ``personal``, ``birth_date`` 
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import date, timedelta
 from typing import Any
 
@@ -22,12 +21,32 @@ from .errors import DuplicateProfileError, NotFoundError, PreconditionFailedErro
 
 TABLE = "learning_profiles"
 _SEALED = "encrypted_data"      # {"personal": {...}, "birth_date": "YYYY-MM-DD"}
-_PLAIN_JSON = ("knowledge_domains", "privacy_settings")
+# Free-text and free-form columns, each sealed on its own under the subject key (row-bound
+# AAD), with the value an absent field reads as. Only preferred_difficulty (an enum) and the
+# timestamps stay in clear, because queries filter on them.
+_SEALED_COLUMNS: dict[str, Any] = {"learning_style": None, "knowledge_domains": [],
+                                   "learning_goals": [], "privacy_settings": {}}
 
 
 def consent_from_request(data: dict[str, Any]) -> ParentalConsent:
     """A validated request's consent (``obtained_at`` as a datetime) in stored form."""
     return ParentalConsent(**{**data, "obtained_at": to_db(data["obtained_at"])})
+
+
+def seal_column(sealer: Any, profile_id: str, column: str, values: dict[str, Any]) -> bytes | None:
+    """The stored form of one sealed profile column (NULL when absent and its default is None)."""
+    value = values.get(column)
+    if value is None:
+        value = _SEALED_COLUMNS[column]
+    return None if value is None else sealer.seal(TABLE, column, profile_id, value)
+
+
+def if_match_allows(if_match: str | None, current: str) -> bool:
+    """RFC 9110 If-Match: absent or ``*`` allows; else one of the listed strong ETags must be
+    the current one (a weak ``W/"..."`` tag never matches)."""
+    if if_match is None or if_match.strip() == "*":
+        return True
+    return current in (tag.strip() for tag in if_match.split(","))
 
 
 def etag_for(row_id: str, row_version: int) -> str:
@@ -50,6 +69,11 @@ class ProfileService:
             raise NotFoundError("profile not found")
         return row
 
+    def require_live(self, conn: Any, profile_id: str) -> None:
+        """Inside a write transaction: NotFoundError unless the profile exists and is unexpired
+        (an erasure may have run between a request's first read and its write)."""
+        self._row(profile_id, conn)
+
     def subject_of(self, profile_id: str) -> str:
         """The subject hash of an unexpired profile (NotFoundError otherwise)."""
         return self._row(profile_id)["user_id_hash"]
@@ -58,15 +82,15 @@ class ProfileService:
         sealer = self.ctx.keys.sealer_for(row["user_id_hash"])
         pid = row["profile_id"]
         sealed = sealer.open(TABLE, _SEALED, pid, row[_SEALED]) if row[_SEALED] is not None else {}
-        goals = sealer.open(TABLE, "learning_goals", pid, row["learning_goals"]) \
-            if row["learning_goals"] is not None else []
+        opened = {column: sealer.open(TABLE, column, pid, row[column]) if row[column] is not None else default
+                  for column, default in _SEALED_COLUMNS.items()}
         return {
             "profile_id": pid,
-            "learning_style": row["learning_style"],
+            "learning_style": opened["learning_style"],
             "preferred_difficulty": row["preferred_difficulty"],
-            "knowledge_domains": json.loads(row["knowledge_domains"] or "[]"),
-            "learning_goals": goals,
-            "privacy_settings": json.loads(row["privacy_settings"] or "{}"),
+            "knowledge_domains": opened["knowledge_domains"],
+            "learning_goals": opened["learning_goals"],
+            "privacy_settings": opened["privacy_settings"],
             "personal": sealed.get("personal", {}),
             "birth_date": sealed.get("birth_date"),
             "retention_days": row["retention_days"],
@@ -116,11 +140,11 @@ class ProfileService:
                 f"INSERT INTO {TABLE} (profile_id, user_id_hash, learning_style, preferred_difficulty, "
                 "knowledge_domains, learning_goals, privacy_settings, encrypted_data, created_at, "
                 "updated_at, ttl_expires_at, retention_days) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (profile_id, subject, data.get("learning_style"),
+                (profile_id, subject, seal_column(sealer, profile_id, "learning_style", data),
                  data.get("preferred_difficulty") or "medium",
-                 json.dumps(data.get("knowledge_domains") or []),
-                 sealer.seal(TABLE, "learning_goals", profile_id, data.get("learning_goals") or []),
-                 json.dumps(data.get("privacy_settings") or {}),
+                 seal_column(sealer, profile_id, "knowledge_domains", data),
+                 seal_column(sealer, profile_id, "learning_goals", data),
+                 seal_column(sealer, profile_id, "privacy_settings", data),
                  sealer.seal(TABLE, _SEALED, profile_id, sealed),
                  to_db(now), to_db(now), to_db(now + timedelta(days=retention_days)),
                  data.get("retention_days")))
@@ -150,21 +174,16 @@ class ProfileService:
 
         def apply(conn: Any) -> str:
             row = self._row(profile_id, conn)
-            if if_match is not None and if_match not in ("*", etag_for(profile_id, row["row_version"])):
+            if not if_match_allows(if_match, etag_for(profile_id, row["row_version"])):
                 raise PreconditionFailedError("the profile changed since it was read (ETag mismatch)")
             subject = row["user_id_hash"]
             sealer = ctx.keys.sealer_for(subject)
             sets: dict[str, Any] = {}
-            for column in ("learning_style", "preferred_difficulty"):
+            if "preferred_difficulty" in changes:
+                sets["preferred_difficulty"] = changes["preferred_difficulty"]
+            for column in _SEALED_COLUMNS:
                 if column in changes:
-                    sets[column] = changes[column]
-            for column in _PLAIN_JSON:
-                if column in changes:
-                    sets[column] = json.dumps(changes[column] if changes[column] is not None else
-                                              ([] if column == "knowledge_domains" else {}))
-            if "learning_goals" in changes:
-                sets["learning_goals"] = sealer.seal(TABLE, "learning_goals", profile_id,
-                                                     changes["learning_goals"] or [])
+                    sets[column] = seal_column(sealer, profile_id, column, changes)
             if "personal" in changes or "birth_date" in changes:
                 sealed = sealer.open(TABLE, _SEALED, profile_id, row[_SEALED])
                 if "personal" in changes:

@@ -3,8 +3,10 @@
 v1 is the seed schema, tightened: CHECK constraints on enums and 0..1 scores, a unique
 subject hash (one profile per learner, which is what makes "409 duplicate" possible),
 and ``ON DELETE CASCADE`` on every child so erasing a profile cannot leave orphans.
-Personal and free-text columns (``encrypted_data``, ``learning_goals``,
-``performance_metrics``, ``learning_trajectory``) hold AES-GCM ciphertext, never JSON text.
+Personal and free-text columns (``encrypted_data``, ``learning_style``, ``knowledge_domains``,
+``learning_goals``, ``privacy_settings``, ``session_type``, ``topics_covered``,
+``performance_metrics``, ``learning_trajectory``) hold AES-GCM ciphertext under the subject's
+key, never text; only enums, scores, ids and timestamps that queries filter on stay in clear.
 
 v2 adds what the API and compliance need: per-profile ``retention_days``, row versions for
 ETags, parental consents (COPPA) and legal holds.
@@ -17,12 +19,12 @@ CREATE TABLE learning_profiles (
     id                   INTEGER PRIMARY KEY AUTOINCREMENT,
     profile_id           TEXT UNIQUE NOT NULL,
     user_id_hash         TEXT NOT NULL,
-    learning_style       TEXT,
+    learning_style       BLOB,
     preferred_difficulty TEXT DEFAULT 'medium'
                          CHECK (preferred_difficulty IN ('easy', 'medium', 'hard')),
-    knowledge_domains    TEXT,
+    knowledge_domains    BLOB,
     learning_goals       BLOB,
-    privacy_settings     TEXT,
+    privacy_settings     BLOB,
     encrypted_data       BLOB,
     created_at           TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
     updated_at           TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
@@ -37,11 +39,11 @@ CREATE TABLE learning_sessions (
     session_id          TEXT UNIQUE NOT NULL,
     profile_id          TEXT NOT NULL
                         REFERENCES learning_profiles (profile_id) ON DELETE CASCADE,
-    session_type        TEXT NOT NULL,
+    session_type        BLOB NOT NULL,
     start_time          TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
     end_time            TIMESTAMP,
     duration_minutes    REAL,
-    topics_covered      TEXT,
+    topics_covered      BLOB,
     performance_metrics BLOB,
     engagement_score    REAL CHECK (engagement_score IS NULL OR engagement_score BETWEEN 0 AND 1),
     completion_status   TEXT DEFAULT 'in_progress'
@@ -154,7 +156,7 @@ PERSONAL_DATA = [
         export_columns=("session_id", "profile_id", "session_type", "start_time", "end_time",
                         "duration_minutes", "topics_covered", "performance_metrics",
                         "engagement_score", "completion_status"),
-        encrypted_columns=("performance_metrics",), json_columns=("topics_covered",),
+        encrypted_columns=("session_type", "topics_covered", "performance_metrics"),
         retention=RetentionRule("start_time <= :cutoff", window="session_retention_days"),
     ),
     PersonalDataTable(
@@ -180,8 +182,9 @@ PERSONAL_DATA = [
         export_columns=("profile_id", "learning_style", "preferred_difficulty", "knowledge_domains",
                         "learning_goals", "privacy_settings", "encrypted_data", "retention_days",
                         "created_at", "updated_at", "ttl_expires_at"),
-        encrypted_columns=("learning_goals", "encrypted_data"),
-        json_columns=("knowledge_domains", "privacy_settings"), export_merge=("encrypted_data",),
+        encrypted_columns=("learning_style", "knowledge_domains", "learning_goals", "privacy_settings",
+                           "encrypted_data"),
+        export_merge=("encrypted_data",),
         retention=RetentionRule("ttl_expires_at <= :now"),
         purge_hook="destroy_subject_keys",
         created_sql="created_at",

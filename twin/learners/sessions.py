@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,7 +12,7 @@ from twin.storage.timestamps import from_db, to_db
 
 from .context import LearnerContext, new_id
 from .errors import InvalidFieldsError, NotFoundError, PreconditionFailedError
-from .profiles import ProfileService, etag_for
+from .profiles import ProfileService, etag_for, if_match_allows
 
 TABLE = "learning_sessions"
 _MAX_ROWID = 2**63 - 1
@@ -55,11 +54,12 @@ class SessionService:
         return {
             "session_id": row["session_id"],
             "profile_id": row["profile_id"],
-            "session_type": row["session_type"],
+            "session_type": sealer.open(TABLE, "session_type", row["session_id"], row["session_type"]),
             "start_time": row["start_time"],
             "end_time": row["end_time"],
             "duration_minutes": row["duration_minutes"],
-            "topics_covered": json.loads(row["topics_covered"] or "[]"),
+            "topics_covered": sealer.open(TABLE, "topics_covered", row["session_id"], row["topics_covered"])
+            if row["topics_covered"] is not None else [],
             "performance_metrics": sealer.open(TABLE, "performance_metrics", row["session_id"], metrics)
             if metrics is not None else None,
             "engagement_score": row["engagement_score"],
@@ -81,11 +81,17 @@ class SessionService:
         session_id = new_id("ses")
         start: datetime = data.get("start_time") or ctx.clock()
         self._check_start(start)
-        ctx.db.write(lambda conn: conn.execute(
-            f"INSERT INTO {TABLE} (session_id, profile_id, session_type, start_time, topics_covered) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (session_id, profile_id, data["session_type"], to_db(start),
-             json.dumps(data.get("topics_covered") or []))))
+        sealer = ctx.keys.sealer_for(subject)
+
+        def insert(conn: Any) -> None:
+            self.profiles.require_live(conn, profile_id)  # erased or expired since the check above?
+            conn.execute(
+                f"INSERT INTO {TABLE} (session_id, profile_id, session_type, start_time, topics_covered) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (session_id, profile_id, sealer.seal(TABLE, "session_type", session_id, data["session_type"]),
+                 to_db(start), sealer.seal(TABLE, "topics_covered", session_id, data.get("topics_covered") or [])))
+
+        ctx.db.write(insert)
         ctx.record(actor, "create", subject, f"session:{session_id}", request_id)
         row = self._row(session_id)
         return self._view(row), etag_for(session_id, row["row_version"])
@@ -112,7 +118,7 @@ class SessionService:
 
         def apply(conn: Any) -> str:
             row = self._row(session_id, conn)
-            if if_match is not None and if_match not in ("*", etag_for(session_id, row["row_version"])):
+            if not if_match_allows(if_match, etag_for(session_id, row["row_version"])):
                 raise PreconditionFailedError("the session changed since it was read (ETag mismatch)")
             sets: dict[str, Any] = {}
             if "end_time" in changes:
@@ -131,11 +137,13 @@ class SessionService:
                 value = changes["performance_metrics"]
                 sets["performance_metrics"] = None if value is None else \
                     ctx.keys.sealer_for(row["user_id_hash"]).seal(TABLE, "performance_metrics", session_id, value)
-            for column in ("engagement_score", "completion_status", "session_type"):
+            for column in ("engagement_score", "completion_status"):
                 if column in changes:
                     sets[column] = changes[column]
-            if "topics_covered" in changes:
-                sets["topics_covered"] = json.dumps(changes["topics_covered"] or [])
+            for column, default in (("session_type", None), ("topics_covered", [])):
+                if column in changes and (changes[column] is not None or default is not None):
+                    sets[column] = ctx.keys.sealer_for(row["user_id_hash"]).seal(
+                        TABLE, column, session_id, changes[column] if changes[column] is not None else default)
             if sets:
                 assignments = ", ".join(f"{c} = ?" for c in sets)
                 conn.execute(f"UPDATE {TABLE} SET {assignments}, row_version = row_version + 1 "

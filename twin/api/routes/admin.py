@@ -9,7 +9,8 @@ bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
 
 
 @bp.post("/retention/run")
-@endpoint("Purge expired data now", tag="admin", roles=ADMIN, body=RetentionRunSchema,
+@endpoint("Purge expired data now (body optional: {\"dry_run\": true} only previews)", tag="admin",
+          roles=ADMIN, body=RetentionRunSchema, body_optional=True,
           responses={200: RetentionReportSchema, 409: None})
 def run_retention(body):
     report = runtime().retention.run(dry_run=body["dry_run"], actor=actor())
