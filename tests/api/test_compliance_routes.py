@@ -352,3 +352,17 @@ def test_retention_run_needs_no_body(client, admin):
     response = client.post("/v1/admin/retention/run", headers=admin)
     assert response.status_code == 200
     assert response.get_json()["dry_run"] is False
+
+
+def test_audit_search_finds_a_users_events_by_user_id_in_the_body(client, admin, service):
+    created = client.post("/v1/profiles", json={"user_id": "audited-user"}, headers=service)
+    client.get(f"/v1/profiles/{created.get_json()['profile_id']}", headers=service)
+    client.post("/v1/profiles", json={"user_id": "someone-else"}, headers=service)
+    found = client.post("/v1/audit/search", json={"user_id": "audited-user"}, headers=admin)
+    assert found.status_code == 200
+    assert [e["action"] for e in found.get_json()["items"]] == ["create", "read"]
+    reads = client.post("/v1/audit/search", json={"user_id": "audited-user", "action": "read"}, headers=admin)
+    assert [e["action"] for e in reads.get_json()["items"]] == ["read"]
+    both = client.post("/v1/audit/search", json={"user_id": "x", "subject": "a" * 64}, headers=admin)
+    assert both.status_code == 422
+    assert client.post("/v1/audit/search", json={"user_id": "x"}, headers=service).status_code == 403

@@ -284,6 +284,14 @@ class AuditQuerySchema(_Strict):
     limit = fields.Integer(validate=validate.Range(1, 500), load_default=100)
 
 
+class AuditSearchSchema(AuditQuerySchema):
+    """The body of POST /v1/audit/search: the query filters, or a user_id (never in a URL)."""
+
+    user_id = fields.String(validate=validate.Length(1, 256))
+    cursor = StrictInteger(validate=validate.Range(0, 2**62))
+    limit = StrictInteger(validate=validate.Range(1, 500), load_default=100)
+
+
 class AuditEventSchema(Schema):
     seq = fields.Integer()
     event_id = fields.String()
