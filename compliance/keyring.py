@@ -17,6 +17,7 @@ import base64
 import json
 import logging
 import os
+import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,17 +141,45 @@ class Keyring:
             raise KeyringError(f"keyring file is malformed ({type(exc).__name__})") from None
 
     def save(self, path: Path) -> None:
-        """Write the keyring file atomically with mode 0600 (directory 0700)."""
+        """Write the keyring file atomically with mode 0600 (directory 0700), replacing any
+        existing one (rotation)."""
         path = Path(path)
+        tmp = self._write_private_temp(path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def save_new(self, path: Path) -> bool:
+        """Write the keyring file only if none exists; False (nothing written) when another
+        process published one first. The file appears complete or not at all."""
+        path = Path(path)
+        tmp = self._write_private_temp(path)
+        try:
+            os.link(tmp, path)  # unlike os.replace, fails if the file exists
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _write_private_temp(self, path: Path) -> Path:
+        """The keyring's JSON in a new 0600 file next to ``path``, flushed to disk. The name is
+        unique per call so concurrent writers never share (or truncate) one temp file."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                os.fchmod(fh.fileno(), 0o600)  # the umask can only narrow the mode; make it exact
+                fh.write(self.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
 
     @classmethod
     def load(cls, path: Path, *, production: bool) -> "Keyring":
@@ -195,8 +224,8 @@ def load_keyring(keyring_path: Path, *, production: bool,
         raise KeyringError(
             f"no keyring: set {ENV_MASTER_SECRET} or create {keyring_path} with "
             "scripts/generate_keys.py (TWIN_ENV=production never generates one)")
-    log.warning("no keyring found; generated a DEVELOPMENT keyring at %s. Back it up: data "
-                "written with it is unreadable without it.", keyring_path)
-    keyring = Keyring.generate()
-    keyring.save(keyring_path)
+    # Several processes may start together: only the first to publish wins, the rest load its file.
+    if Keyring.generate().save_new(keyring_path):
+        log.warning("no keyring found; generated a DEVELOPMENT keyring at %s. Back it up: data "
+                    "written with it is unreadable without it.", keyring_path)
     return Keyring.load(keyring_path, production=False)

@@ -2,11 +2,15 @@
 """Back up the databases into an encrypted backup set with a checksum manifest, or restore one.
 
   python scripts/backup_databases.py [--database NAME] [--out DIR]     # default backups/<UTC time>
-  python scripts/backup_databases.py --restore DIR [--database NAME] --yes
+  python scripts/backup_databases.py --restore DIR [--database NAME] --yes [--force]
 
 Restoring replaces live files: stop the service first. After a restore, every erasure
 tombstone is re-applied before any data can be served, and tombstones recorded after the
-backup are carried into a restored privacy vault.
+backup are carried into a restored privacy vault (the newer erasure time wins).
+
+digital_twin and privacy_vault are a pair: the vault holds the data keys of the twin's
+subjects. Restoring only one of them leaves subjects created after the backup without a
+usable key (their data becomes unreadable), so it is refused unless ``--force`` is given.
 """
 
 import sys
@@ -21,6 +25,9 @@ from twin.catalog import open_database  # noqa: E402
 from twin.runtime import Runtime  # noqa: E402
 from twin.storage import backup_database, read_manifest, restore_database, write_manifest  # noqa: E402
 
+# The vault holds the twin's per-subject data keys: these two are only consistent together.
+PAIRED = frozenset({"digital_twin", "privacy_vault"})
+
 
 def build_parser():
     p = scripting.parser("Back up or restore the learner twin databases.")
@@ -28,6 +35,9 @@ def build_parser():
     p.add_argument("--out", type=Path, help="backup directory (default backups/<UTC timestamp>)")
     p.add_argument("--restore", type=Path, metavar="DIR", help="restore from this backup set")
     p.add_argument("--yes", action="store_true", help="confirm a restore (it replaces live data)")
+    p.add_argument("--force", action="store_true",
+                   help="allow restoring only one of digital_twin/privacy_vault (subjects created "
+                        "after the backup lose their data keys)")
     return p
 
 
@@ -52,6 +62,12 @@ def restore(args, config, keyring) -> int:
     names = [n for n in scripting.selected_databases(args.database) if n in entries]
     if not names:
         raise scripting.ScriptError("the backup set holds none of the selected databases")
+    half = sorted(PAIRED & set(names))
+    if len(half) == 1 and not args.force:
+        raise scripting.ScriptError(
+            f"restoring {half[0]} without its pair ({' and '.join(sorted(PAIRED))} "
+            "share the subjects' data keys) makes data of subjects created after the backup "
+            "unreadable; restore both or pass --force")
     carried = []
     if "privacy_vault" in names:  # keep tombstones recorded after the backup was taken
         vault = open_database("privacy_vault", config, keyring)
@@ -67,8 +83,13 @@ def restore(args, config, keyring) -> int:
         vault = open_database("privacy_vault", config, keyring)
 
         def merge(conn):
-            conn.executemany("INSERT OR IGNORE INTO erasure_tombstones (user_id_hash, receipt_id, erased_at, "
-                             "counts) VALUES (?, ?, ?, ?)", carried)
+            # The later erasure wins: an older tombstone in the backup must not hide a newer one
+            # (it would let a key created between the two erasures survive the restore).
+            conn.executemany(
+                "INSERT INTO erasure_tombstones (user_id_hash, receipt_id, erased_at, counts) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (user_id_hash) DO UPDATE SET "
+                "erased_at = excluded.erased_at, receipt_id = excluded.receipt_id, counts = excluded.counts "
+                "WHERE excluded.erased_at > erasure_tombstones.erased_at", carried)
             conn.execute("DELETE FROM subject_keys WHERE user_id_hash IN (SELECT t.user_id_hash FROM "
                          "erasure_tombstones t WHERE t.erased_at >= subject_keys.created_at)")
         vault.write(merge)

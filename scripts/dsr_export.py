@@ -29,10 +29,14 @@ def main(args) -> int:
         chunks = runtime.dsr.export_chunks(runtime.hasher.hash(user_id), scripting.script_actor("dsr_export"))
         if args.out:
             tmp = args.out.with_name(args.out.name + ".partial")
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-                for chunk in chunks:
-                    fh.write(chunk)
-            os.replace(tmp, args.out)
+            try:
+                with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+                    for chunk in chunks:
+                        fh.write(chunk)
+                os.replace(tmp, args.out)
+            except BaseException:  # the partial file holds decrypted personal data: never leave it
+                tmp.unlink(missing_ok=True)
+                raise
             print(f"export written to {args.out}", file=sys.stderr)
         else:
             for chunk in chunks:

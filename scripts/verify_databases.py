@@ -6,13 +6,16 @@
   python scripts/verify_databases.py --backup-check [DIR]      # default: newest set in backups/
 """
 
+import sqlite3
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
+import sqlcipher3  # noqa: E402
+
 from twin import scripting  # noqa: E402
-from twin.catalog import migrator_for, open_database  # noqa: E402
+from twin.catalog import database_path, migrator_for, open_database, spec_for  # noqa: E402
 from twin.storage import BackupVerificationError, Database, read_manifest, verify_backup_entry  # noqa: E402
 from twin.storage.errors import StorageError  # noqa: E402
 
@@ -28,15 +31,28 @@ def build_parser():
 def check_live(names, config, keyring) -> int:
     problems = 0
     for name in names:
+        path = database_path(spec_for(name), config)
+        if not path.exists():  # opening would create an empty file and report it as "v0"
+            print(f"FAIL {name}: missing ({path})")
+            problems += 1
+            continue
+        db = None
         try:
             db = open_database(name, config, keyring, migrate=False)
             result = [r[0] for r in db.query("PRAGMA integrity_check")]
             status = migrator_for(db).status()
-            db.close_all()
         except StorageError as exc:
             print(f"FAIL {name}: {exc}")
             problems += 1
             continue
+        # A damaged file surfaces as a raw driver error (e.g. "SQL logic error"), not ours.
+        except (sqlcipher3.Error, sqlite3.Error) as exc:
+            print(f"FAIL {name}: unreadable ({exc}): the file is damaged")
+            problems += 1
+            continue
+        finally:
+            if db is not None:
+                db.close_all()
         ok = result == ["ok"] and status.up_to_date
         problems += not ok
         detail = "integrity ok" if result == ["ok"] else f"integrity: {'; '.join(result[:3])}"

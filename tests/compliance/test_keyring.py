@@ -7,6 +7,9 @@ import json
 import logging
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,7 +67,7 @@ def test_saved_keyring_file_is_mode_0600_in_a_0700_directory(keyring_path):
     Keyring.generate().save(keyring_path)
     assert _mode(keyring_path) == 0o600
     assert _mode(keyring_path.parent) == 0o700
-    assert not keyring_path.with_name(keyring_path.name + ".tmp").exists()
+    assert [p.name for p in keyring_path.parent.iterdir()] == [keyring_path.name]  # no temp left
 
 
 def test_saving_over_a_loose_file_tightens_it_to_0600(keyring_path):
@@ -221,6 +224,47 @@ def test_development_generates_a_private_keyring_with_a_warning(keyring_path, ca
     assert any("DEVELOPMENT keyring" in r.getMessage() for r in caplog.records)
     # The next start finds the same keys instead of generating new ones.
     assert load_keyring(keyring_path, production=False, environ={}) == keyring
+
+
+# Each worker announces it is ready, waits for the starting gun, then loads (and so generates).
+_RACER = """
+import base64, os, sys, time
+from compliance.keyring import load_keyring
+path, go = sys.argv[1], sys.argv[2]
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.0002)
+keyring = load_keyring(path, production=False, environ={})
+print(base64.b64encode(keyring.database_key).decode(), flush=True)
+"""
+
+
+def test_processes_starting_together_all_end_with_the_one_same_generated_keyring(keyring_path, tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != ENV_MASTER_SECRET}
+    env["PYTHONPATH"] = str(root)
+    go = tmp_path / "go"
+    workers = [subprocess.Popen([sys.executable, "-c", _RACER, str(keyring_path), str(go)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(8)]
+    for worker in workers:
+        assert worker.stdout.readline().strip() == "ready"
+    go.touch()
+    results = [worker.communicate(timeout=60) for worker in workers]
+    for worker, (_, err) in zip(workers, results):
+        assert worker.returncode == 0, err
+    keys = {out.strip() for out, _ in results}
+    assert keys == {base64.b64encode(Keyring.load(keyring_path, production=False).database_key).decode()}
+    assert _mode(keyring_path) == 0o600
+    assert sorted(p.name for p in keyring_path.parent.iterdir()) == [keyring_path.name]  # no temp left
+
+
+def test_saving_leaves_no_temporary_file_and_replaces_an_existing_keyring(keyring_path):
+    Keyring.generate().save(keyring_path)
+    rotated = Keyring.generate()
+    rotated.save(keyring_path)
+    assert Keyring.load(keyring_path, production=False) == rotated
+    assert [p.name for p in keyring_path.parent.iterdir()] == [keyring_path.name]
 
 
 def test_production_refuses_to_start_without_a_keyring(keyring_path):

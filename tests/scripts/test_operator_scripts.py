@@ -87,7 +87,7 @@ def test_backup_verify_and_restore_with_a_corrupted_copy_detected(env, tmp_path)
     rt.profiles.create(Actor("t", "admin"), None, {"user_id": "kept", "personal": {"x": 1}})
     rt.close()
     backup_dir = tmp_path / "bk"
-    made = run(env, "backup_databases.py", "--database", "digital_twin", "--out", str(backup_dir))
+    made = run(env, "backup_databases.py", "--out", str(backup_dir))
     assert made.returncode == 0, made.stderr
     assert run(env, "verify_databases.py", "--database", "digital_twin").returncode == 0
     ok = run(env, "verify_databases.py", "--backup-check", str(backup_dir))
