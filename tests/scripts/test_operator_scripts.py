@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import stat
 import subprocess
@@ -20,14 +19,6 @@ from twin.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(p.name for p in (ROOT / "scripts").glob("*.py"))
-
-
-@pytest.fixture
-def env(tmp_path) -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items()
-               if not (k.startswith("TWIN_") or k.endswith("_DB_PATH") or k == "DIGITAL_TWIN_ENCRYPTION_KEY")}
-    environ.update(TWIN_DATA_DIR=str(tmp_path / "data"), TWIN_KEYRING_PATH=str(tmp_path / "keys" / "keyring.json"))
-    return environ
 
 
 def run(env, script: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
