@@ -17,7 +17,6 @@ from compliance.audit import (ACTIONS, GENESIS_HASH, Actor, AuditChainBrokenErro
                               AuditTrail, ChainVerification, InvalidAuditEventError,
                               InvalidAuditQueryError, UnknownAuditActionError, compute_event_hash)
 from compliance.errors import ComplianceError
-from twin.catalog import open_database
 from twin.storage import IntegrityError, open_keyed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,10 +41,8 @@ class FakeClock:
 
 
 @pytest.fixture
-def vault(config, keyring):
-    db = open_database("privacy_vault", config, keyring)
-    yield db
-    db.close_all()
+def vault(open_catalog_db):
+    return open_catalog_db("privacy_vault")
 
 
 @pytest.fixture

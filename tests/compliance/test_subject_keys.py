@@ -10,16 +10,13 @@ import pytest
 from compliance.errors import DecryptionError
 from compliance.field_crypto import FieldCipher, key_id_of
 from compliance.subject_keys import PlaintextSealer, SubjectKeyMissingError, SubjectKeyStore
-from twin.catalog import open_database
 
 ALICE, BOB = "a" * 64, "b" * 64
 
 
 @pytest.fixture
-def vault(config, keyring):
-    db = open_database("privacy_vault", config, keyring)
-    yield db
-    db.close_all()
+def vault(open_catalog_db):
+    return open_catalog_db("privacy_vault")
 
 
 @pytest.fixture

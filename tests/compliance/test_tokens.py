@@ -5,16 +5,13 @@ from __future__ import annotations
 import pytest
 
 from compliance.tokens import TokenError, TokenIdentity, TokenStore
-from twin.catalog import open_database
 
 SUBJECT = "5" * 64
 
 
 @pytest.fixture
-def vault(config, keyring):
-    db = open_database("privacy_vault", config, keyring)
-    yield db
-    db.close_all()
+def vault(open_catalog_db):
+    return open_catalog_db("privacy_vault")
 
 
 @pytest.fixture

@@ -29,10 +29,8 @@ def entry(i: int = 0, node: str = "Node_1", **overrides):
 
 
 @pytest.fixture
-def db(config, keyring):
-    database = open_database("ledger", config, keyring)
-    yield database
-    database.close_all()
+def db(open_catalog_db):
+    return open_catalog_db("ledger")
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from typing import Callable
 
 import pytest
 
+from compliance.keyring import Keyring
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -20,6 +22,14 @@ def env(tmp_path) -> dict[str, str]:
                if not (k.startswith("TWIN_") or k.endswith("_DB_PATH") or k == "DIGITAL_TWIN_ENCRYPTION_KEY")}
     environ.update(TWIN_DATA_DIR=str(tmp_path / "data"), TWIN_KEYRING_PATH=str(tmp_path / "keys" / "keyring.json"))
     return environ
+
+
+@pytest.fixture
+def keyring(env) -> Keyring:
+    """A keyring saved where the scripts look for it (overrides the in-memory one)."""
+    keyring = Keyring.generate()
+    keyring.save(Path(env["TWIN_KEYRING_PATH"]))
+    return keyring
 
 
 @pytest.fixture

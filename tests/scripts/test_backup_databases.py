@@ -3,12 +3,10 @@ half restore of the twin/vault pair is refused unless forced."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from compliance.audit import Actor
-from compliance.keyring import Keyring
 from twin.config import Config
 from twin.runtime import Runtime
 
@@ -16,8 +14,7 @@ ADMIN = Actor("t", "admin")
 
 
 @pytest.fixture
-def open_runtime(env, tmp_path):
-    Keyring.generate().save(Path(env["TWIN_KEYRING_PATH"]))
+def open_runtime(env, keyring):
     return lambda: Runtime.open(Config.from_env(env))
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from compliance.keyring import Keyring
 from twin.catalog import open_database
 from twin.config import Config
 from twin.settings_store import SettingsStore
@@ -26,13 +25,6 @@ def env(tmp_path) -> dict[str, str]:
             if not (k.startswith("TWIN_") or k.endswith("_DB_PATH") or k == "DIGITAL_TWIN_ENCRYPTION_KEY")}
     return {**base, "TWIN_DATA_DIR": str(tmp_path / "data"),
             "TWIN_KEYRING_PATH": str(tmp_path / "keys" / "keyring.json")}
-
-
-@pytest.fixture
-def keyring(env) -> Keyring:
-    keyring = Keyring.generate()
-    keyring.save(Path(env["TWIN_KEYRING_PATH"]))
-    return keyring
 
 
 @pytest.fixture

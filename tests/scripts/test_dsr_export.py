@@ -9,7 +9,6 @@ import pytest
 
 from compliance.audit import Actor
 from compliance.dsr import DataSubjectRequests
-from compliance.keyring import Keyring
 from twin.config import Config
 from twin.runtime import Runtime
 
@@ -23,10 +22,9 @@ def _load_script():
     return module
 
 
-def test_an_export_failing_midway_removes_its_partial_file(env, tmp_path, monkeypatch):
+def test_an_export_failing_midway_removes_its_partial_file(env, keyring, tmp_path, monkeypatch):
     for name in ("TWIN_DATA_DIR", "TWIN_KEYRING_PATH"):
         monkeypatch.setenv(name, env[name])
-    Keyring.generate().save(Path(env["TWIN_KEYRING_PATH"]))
     rt = Runtime.open(Config.from_env())
     rt.profiles.create(Actor("t", "admin"), None, {"user_id": "subject-9", "personal": {"nickname": "Numbat"}})
     rt.close()

@@ -31,13 +31,6 @@ def env(tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture
-def keyring(env) -> Keyring:
-    keyring = Keyring.generate()
-    keyring.save(Path(env["TWIN_KEYRING_PATH"]))
-    return keyring
-
-
-@pytest.fixture
 def vault(env, keyring):
     """A real privacy vault holding 6 audit events, written where the script will look."""
     db = open_database("privacy_vault", Config.from_env(env), keyring)

@@ -8,15 +8,13 @@ from pathlib import Path
 import pytest
 
 from compliance.audit import Actor
-from compliance.keyring import Keyring
 from twin.config import Config
 from twin.runtime import Runtime
 
 
 @pytest.fixture
-def data_dir(env, run_script) -> Path:
+def data_dir(env, keyring, run_script) -> Path:
     """Every database created and migrated, with some rows in digital_twin."""
-    Keyring.generate().save(Path(env["TWIN_KEYRING_PATH"]))
     assert run_script("setup_databases.py").returncode == 0
     rt = Runtime.open(Config.from_env(env))
     for i in range(200):
