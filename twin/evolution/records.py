@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
-from twin.storage.timestamps import to_db
+from twin.storage.timestamps import parse_to_db
 
 from .errors import EvolutionValidationError
 
@@ -111,13 +111,10 @@ def timestamp_param(value: datetime | str | None, default: str, *, index: int | 
     """A stored timestamp from a datetime or an ISO-8601 string (any offset; naive = UTC)."""
     if value is None:
         return default
-    if isinstance(value, datetime):
-        return to_db(value)
-    if isinstance(value, str):
-        try:
-            return to_db(datetime.fromisoformat(value.replace("Z", "+00:00")))
-        except ValueError:
-            pass
+    try:
+        return parse_to_db(value)
+    except ValueError:
+        pass
     raise EvolutionValidationError(f"timestamp must be a datetime or ISO-8601 string, got {value!r}",
                                    index=index)
 

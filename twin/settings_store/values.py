@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from twin.storage.timestamps import to_db
+from twin.storage.timestamps import parse_to_db
 
 from .errors import SettingsValidationError
 
@@ -160,11 +160,7 @@ def check_number(value: Any, what: str) -> float:
 
 def time_param(value: datetime | str, what: str) -> str:
     """A stored timestamp from a datetime or an ISO-8601 string (naive = UTC)."""
-    if isinstance(value, datetime):
-        return to_db(value)
-    if isinstance(value, str):
-        try:
-            return to_db(datetime.fromisoformat(value.replace("Z", "+00:00")))
-        except ValueError:
-            pass
-    raise SettingsValidationError(f"{what} must be a datetime or ISO-8601 string")
+    try:
+        return parse_to_db(value)
+    except ValueError:
+        raise SettingsValidationError(f"{what} must be a datetime or ISO-8601 string") from None

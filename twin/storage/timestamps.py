@@ -18,6 +18,16 @@ def to_db(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime(_FORMAT)
 
 
+def parse_to_db(value: datetime | str) -> str:
+    """The stored form of a datetime or an ISO-8601 string (any offset, ``Z`` accepted; naive
+    means UTC). Raises ``ValueError`` for anything else."""
+    if isinstance(value, datetime):
+        return to_db(value)
+    if isinstance(value, str):
+        return to_db(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    raise ValueError(f"not a datetime or ISO-8601 string: {type(value).__name__}")
+
+
 def from_db(text: str | None) -> datetime | None:
     if text is None:
         return None
