@@ -61,9 +61,6 @@ class DataSubjectRequests:
     holds: LegalHolds
     clock: Callable[[], datetime]
 
-    def _db(self, name: str) -> Database:
-        return {self.twin_db.name: self.twin_db, self.vault_db.name: self.vault_db}[name]
-
     @staticmethod
     def _scope(entry: PersonalDataTable, subject: str,
                created_before: str | None) -> tuple[str, dict[str, str]] | None:

@@ -35,7 +35,6 @@ class EndpointSpec:
     body: Schema | None = None
     query: Schema | None = None
     responses: dict[int, Any] = field(default_factory=dict)  # status -> Schema class or None
-    stream: bool = False
     path_patterns: dict[str, str] = field(default_factory=dict)  # path parameter -> full-match regex
     body_optional: bool = False                # no body at all means "all defaults"
 
@@ -136,11 +135,11 @@ def _check_path(spec: EndpointSpec, path: dict[str, Any]) -> None:
 
 def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_own: bool = False,
              body: type[Schema] | None = None, query: type[Schema] | None = None,
-             responses: dict[int, Any] | None = None, stream: bool = False,
+             responses: dict[int, Any] | None = None,
              path_patterns: dict[str, str] | None = None, body_optional: bool = False) -> Callable:
     """Declare a route: who may call it, what it takes and answers (also its OpenAPI entry)."""
     spec = EndpointSpec(summary, tag, roles, learner_own, body() if body else None,
-                        query() if query else None, responses or {}, stream, path_patterns or {},
+                        query() if query else None, responses or {}, path_patterns or {},
                         body_optional)
 
     def decorate(view: Callable) -> Callable:

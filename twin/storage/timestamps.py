@@ -33,7 +33,3 @@ def from_db(text: str | None) -> datetime | None:
         return None
     return datetime.strptime(text, _FORMAT).replace(tzinfo=timezone.utc)
 
-
-def to_api(text: str | None) -> str | None:
-    """The API form of a stored timestamp: ``2026-11-22T02:30:00.000000Z`` (unchanged)."""
-    return text

@@ -15,7 +15,7 @@ class EraseRequestSchema(UserIdSchema):
 
 @bp.post("/export")
 @endpoint("Export every stored datum of a subject", tag="dsr", roles=ADMIN, learner_own=True,
-          body=UserIdSchema, responses={200: ExportSchema, 404: None}, stream=True)
+          body=UserIdSchema, responses={200: ExportSchema, 404: None})
 def export(body):
     rt = runtime()
     subject = rt.hasher.hash(body["user_id"])
