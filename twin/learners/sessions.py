@@ -15,6 +15,7 @@ from .errors import InvalidFieldsError, NotFoundError, PreconditionFailedError
 from .profiles import ProfileService, etag_for, if_match_allows
 
 TABLE = "learning_sessions"
+_EMPTY: dict[str, Any] = {"performance_metrics": None, "topics_covered": []}  # what null means
 _MAX_ROWID = 2**63 - 1
 # Client clocks run a little ahead; a start or end further in the future is a client error.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -133,17 +134,15 @@ class SessionService:
                     sets["duration_minutes"] = round((end - start).total_seconds() / 60, 3)
                 else:
                     sets["end_time"] = sets["duration_minutes"] = None
-            if "performance_metrics" in changes:
-                value = changes["performance_metrics"]
-                sets["performance_metrics"] = None if value is None else \
-                    ctx.keys.sealer_for(row["user_id_hash"]).seal(TABLE, "performance_metrics", session_id, value)
             for column in ("engagement_score", "completion_status"):
                 if column in changes:
                     sets[column] = changes[column]
-            for column, default in (("session_type", None), ("topics_covered", [])):
-                if column in changes and (changes[column] is not None or default is not None):
-                    sets[column] = ctx.keys.sealer_for(row["user_id_hash"]).seal(
-                        TABLE, column, session_id, changes[column] if changes[column] is not None else default)
+            sealed = [c for c in ("performance_metrics", "topics_covered") if c in changes]
+            if sealed:
+                sealer = ctx.keys.sealer_for(row["user_id_hash"])  # one unwrap per update
+                for column in sealed:
+                    value = changes[column] if changes[column] is not None else _EMPTY[column]
+                    sets[column] = None if value is None else sealer.seal(TABLE, column, session_id, value)
             if sets:
                 assignments = ", ".join(f"{c} = ?" for c in sets)
                 conn.execute(f"UPDATE {TABLE} SET {assignments}, row_version = row_version + 1 "
