@@ -161,3 +161,17 @@ def test_a_learner_token_stops_working_once_its_subject_is_erased(client, servic
     client.delete(f"/v1/profiles/{two_learners['learner-a']}", headers=service)
 
     assert_problem(client.get(f"/v1/profiles/{two_learners['learner-a']}", headers=learner), 401)
+
+
+def test_readyz_reports_each_database_and_503_when_one_cannot_be_read(client, runtime):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json() == {"status": "ready", "databases": {"digital_twin": True, "privacy_vault": True}}
+
+    runtime.twin_db.close_all()
+    runtime.twin_db.path.write_bytes(b"\x00" * 8192)  # the file no longer opens with our key
+    for suffix in ("-wal", "-shm"):
+        runtime.twin_db.path.with_name(runtime.twin_db.path.name + suffix).unlink(missing_ok=True)
+    broken = client.get("/readyz")
+    assert broken.status_code == 503
+    assert broken.get_json()["databases"] == {"digital_twin": False, "privacy_vault": True}

@@ -138,6 +138,11 @@ def test_a_create_session_knowledge_read_flow_over_a_socket_then_a_graceful_stop
 
     assert any(p.stat().st_size > 0 for p in data_dir.rglob("*-wal")), "writes should sit in a WAL"
 
+    # An operator's look inside a live server: SIGUSR1 dumps every thread's stack and it keeps serving.
+    process.send_signal(signal.SIGUSR1)
+    status, _, _ = api("GET", f"/v1/profiles/{pid}")
+    assert status == 200 and process.poll() is None
+
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0
 
@@ -145,6 +150,7 @@ def test_a_create_session_knowledge_read_flow_over_a_socket_then_a_graceful_stop
     assert all(p.stat().st_size == 0 for p in data_dir.rglob("*-wal"))
     log = log_path.read_text(errors="replace")
     assert "received SIGTERM" in log and "stopped" in log
+    assert "most recent call first" in log  # the SIGUSR1 stack dump
     assert "POST /v1/profiles 201" in log and "GET /v1/profiles/<profile_id> 200" in log
     assert USER_ID not in log and MARKER not in log and pid not in log and api.token not in log
     with pytest.raises(OSError):
