@@ -18,6 +18,12 @@ surviving chain is verified from.
 put counts, table names and opaque ids in it, never personal data (no names, user ids,
 e-mail addresses, free text from a request).
 
+With a journal (``compliance.audit_journal``), ``stage()`` records an event durably without a
+vault transaction per call: the event is on disk in an encrypted journal segment when the call
+returns and joins the chain within ``flush_delay`` seconds, in a batch. Everything that reads
+the trail (``query``, ``iter_subject``, ``verify``, ``purge_older_than``) and every direct
+``record`` flushes first, so a process always sees its own events in order.
+
 A hash chain kept in the same file proves integrity against edits by anyone who does not
 recompute every later hash; someone holding the key who rewrites the whole tail is caught
 only by comparing with a copy of a recent ``event_hash`` kept elsewhere (backups, logs).
@@ -25,17 +31,24 @@ only by comparing with a copy of a recent ``event_hash`` kept elsewhere (backups
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import secrets
+import threading
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from twin.storage import Database
-from twin.storage.timestamps import to_db, utc_now
+from twin.storage.timestamps import from_db, to_db, utc_now
 
+from .audit_journal import AuditJournal, Flusher, Segment
 from .errors import ComplianceError
+
+log = logging.getLogger(__name__)
 
 ACTIONS = frozenset({"read", "create", "update", "delete", "export", "erase", "purge",
                      "consent_grant", "consent_withdraw", "hold_place", "hold_lift", "key_rotate",
@@ -51,9 +64,24 @@ _HASHED_COLUMNS = ("seq", "event_id", "occurred_at", "actor_id", "actor_role", "
                    "subject_hash", "resource", "request_id", "details", "prev_hash")
 _COLUMNS = _HASHED_COLUMNS + ("event_hash",)
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM audit_events"
-_INSERT = (f"INSERT INTO audit_events ({', '.join(_COLUMNS)}) "
-           f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
+_MAX_ROWS_PER_INSERT = 64
+
+
+@functools.lru_cache(maxsize=None)
+def _insert_sql(rows: int) -> str:
+    values = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
+    return f"INSERT INTO audit_events ({', '.join(_COLUMNS)}) VALUES " + ", ".join([values] * rows)
+
 _RECORD_FIELDS = frozenset({"subject_hash", "resource", "request_id", "details"})
+# What a staged event holds: the validated fields plus when it happened and its id.
+_STAGED_FIELDS = frozenset({"actor_id", "actor_role", "action", "subject_hash", "resource",
+                            "request_id", "details", "event_id", "occurred_at"})
+FLUSH_DELAY_S = 0.05
+RECOVERY_INTERVAL_S = 30.0
+# A recovered segment's events may already be in the trail (its process died between the
+# commit and deleting the file). Events flushed after them were staged at most this much
+# earlier than they were, so the duplicate check looks back that far past their time.
+_DUPLICATE_WINDOW = timedelta(minutes=5)
 
 # Where the next event goes, in one statement: the last event's hash (else the latest
 # checkpoint's, else genesis) and the highest seq ever used. sqlite_sequence remembers seqs
@@ -200,6 +228,13 @@ def _parse_details(text: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else {"_unparsed": text}
 
 
+def _is_staged_event(event: Any) -> bool:
+    return isinstance(event, dict) and set(event) == _STAGED_FIELDS and \
+        all(isinstance(event[k], str) for k in ("actor_id", "actor_role", "action", "event_id",
+                                                 "occurred_at")) and \
+        event["action"] in ACTIONS and event["actor_role"] in ROLES
+
+
 def _span(first: int, last: int) -> str:
     return f"event {first}" if first == last else f"events {first}-{last}"
 
@@ -249,11 +284,21 @@ def _latest_checkpoint(conn: Any) -> tuple[int, str, int | None]:
 
 
 class AuditTrail:
-    """Appends, queries, verifies and purges the audit trail in the privacy vault."""
+    """Appends, queries, verifies and purges the audit trail in the privacy vault.
 
-    def __init__(self, vault: Database, clock: Callable[[], datetime] = utc_now) -> None:
+    With a ``journal``, ``stage()`` records through it (see the module docstring); call
+    ``close()`` at shutdown to move the last staged events into the chain.
+    """
+
+    def __init__(self, vault: Database, clock: Callable[[], datetime] = utc_now, *,
+                 journal: AuditJournal | None = None, flush_delay: float = FLUSH_DELAY_S) -> None:
         self.vault = vault
         self._clock = clock
+        self._journal = journal
+        self._flusher = Flusher(self.flush, flush_delay) if journal is not None else None
+        self._flush_lock = threading.Lock()
+        self._unflushed: list[Segment] = []  # sealed segments a failed flush left: first next time
+        self._next_recovery = 0.0
 
     # -- writing ------------------------------------------------------------------------
 
@@ -268,9 +313,104 @@ class AuditTrail:
         """
         fields = self._validated(actor, action, dict(subject_hash=subject_hash, resource=resource,
                                                      request_id=request_id, details=details))
+        self._flush_unless_in_transaction()
         # Concurrent appenders share one commit (twin.storage.group_commit).
         row = self.vault.write_shared(lambda conn: self._append_rows(conn, [fields])[0])
         return _to_event(row)
+
+    def stage(self, actor: Actor, action: str, *, subject_hash: str | None = None,
+              resource: str | None = None, request_id: str | None = None,
+              details: dict[str, Any] | None = None) -> None:
+        """Record one event durably without waiting for a vault transaction (API requests).
+
+        With a journal the event is on disk, encrypted, when this returns, and joins the
+        chain within the flush delay; ``AuditJournalError`` means it could not be written and
+        the caller must not go on. Without a journal this is ``record()``.
+        """
+        if self._journal is None or self._flusher is None:
+            self.record(actor, action, subject_hash=subject_hash, resource=resource,
+                        request_id=request_id, details=details)
+            return
+        fields = self._validated(actor, action, dict(subject_hash=subject_hash, resource=resource,
+                                                     request_id=request_id, details=details))
+        fields["event_id"] = secrets.token_urlsafe(12)
+        fields["occurred_at"] = to_db(self._clock())
+        self._journal.append(fields)
+        self._flusher.wake()
+
+    def flush(self) -> int:
+        """Move staged events into the chain now: this process's and any a dead process left
+        behind. Returns how many were appended (0 without a journal)."""
+        if self._journal is None:
+            return 0
+        with self._flush_lock:
+            segments = self._unflushed + self._recover_if_due() + self._journal.seal()
+            self._unflushed = []
+            appended = 0
+            for i, segment in enumerate(segments):
+                try:
+                    appended += self._import(segment)
+                except BaseException:
+                    self._unflushed = segments[i:]
+                    raise
+                self._journal.release(segment)
+            return appended
+
+    def close(self) -> None:
+        """Stop the background flusher and flush what is staged (graceful shutdown)."""
+        if self._journal is None or self._flusher is None:
+            return
+        self._flusher.stop()
+        try:
+            self.flush()
+        finally:
+            self._journal.close()
+
+    def _flush_unless_in_transaction(self) -> None:
+        # Inside the caller's vault transaction a flush would join it and could be rolled
+        # back after its segments were deleted; those events go in with the next flush.
+        if self._journal is not None and not self.vault.connection().in_transaction:
+            self.flush()
+
+    def _recover_if_due(self) -> list[Segment]:
+        assert self._journal is not None
+        now = time.monotonic()
+        if now < self._next_recovery:
+            return []
+        self._next_recovery = now + RECOVERY_INTERVAL_S
+        return self._journal.recover()
+
+    def _import(self, segment: Segment) -> int:
+        """Append a segment's events (those not already in the trail) in one transaction."""
+        events = [e for e in segment.events if _is_staged_event(e)]
+        if len(events) != len(segment.events):
+            log.error("audit journal segment %s: %d malformed events skipped", segment.name,
+                      len(segment.events) - len(events))
+        if segment.recovered and events:
+            present = self._recent_event_ids(min(e["occurred_at"] for e in events))
+            events = [e for e in events if e["event_id"] not in present]
+        if events:
+            self.vault.write(lambda conn: self._append_rows(conn, events))
+        if segment.recovered:
+            log.warning("recovered %d staged audit events left by a stopped process (segment %s)",
+                        len(events), segment.name)
+        return len(events)
+
+    def _recent_event_ids(self, since: str) -> set[str]:
+        """Ids of the events at the tail of the trail back to ``since`` minus the window."""
+        start = from_db(since)
+        threshold = to_db(start - _DUPLICATE_WINDOW) if start is not None else since
+        present = set()
+        cursor = self.vault.execute("SELECT event_id, occurred_at FROM audit_events ORDER BY seq DESC")
+        try:
+            while rows := cursor.fetchmany(500):
+                for row in rows:
+                    if row["occurred_at"] < threshold:
+                        return present
+                    present.add(row["event_id"])
+            return present
+        finally:
+            cursor.close()  # an unfinished SELECT would hold its read snapshot open
 
     def _append_rows(self, conn: Any, validated: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Chain and insert validated events; call inside the write transaction."""
@@ -280,7 +420,14 @@ class AuditTrail:
             row = self._chained(fields, seq, prev_hash)
             rows.append(row)
             seq, prev_hash = seq + 1, row["event_hash"]
-        conn.executemany(_INSERT, [[row[name] for name in _COLUMNS] for row in rows])
+        # Multi-row INSERTs in chunks of 64, 32, ... 1 rows: each statement is one trip through
+        # the driver (which releases the GIL, costing a thread switch in a busy server), and at
+        # most seven distinct statements are ever prepared.
+        start = 0
+        while start < len(rows):
+            size = min(_MAX_ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
+            conn.execute(_insert_sql(size), [row[name] for row in rows[start:start + size] for name in _COLUMNS])
+            start += size
         return rows
 
     def record_many(self, events: Iterable[tuple[Actor, str, dict[str, Any]]]) -> int:
@@ -299,7 +446,7 @@ class AuditTrail:
             validated.append(self._validated(actor, action, fields))
         if not validated:
             return 0
-
+        self._flush_unless_in_transaction()
         return len(self.vault.write(lambda conn: self._append_rows(conn, validated)))
 
     def _validated(self, actor: Actor, action: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -317,8 +464,10 @@ class AuditTrail:
         }
 
     def _chained(self, fields: Mapping[str, Any], seq: int, prev_hash: str) -> dict[str, Any]:
-        row = dict(fields, seq=seq, event_id=secrets.token_urlsafe(12),
-                   occurred_at=to_db(self._clock()), prev_hash=prev_hash)
+        row = dict(fields, seq=seq, prev_hash=prev_hash)
+        if "event_id" not in row:  # staged events got theirs when they happened
+            row["event_id"] = secrets.token_urlsafe(12)
+            row["occurred_at"] = to_db(self._clock())
         row["event_hash"] = compute_event_hash(row)
         return row
 
@@ -345,6 +494,7 @@ class AuditTrail:
             raise InvalidAuditQueryError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
         if action is not None and action not in ACTIONS:
             raise UnknownAuditActionError(f"unknown audit action {action!r}")
+        self._flush_unless_in_transaction()
         where, params = [], []
         for clause, value in (("subject_hash = ?", subject_hash), ("action = ?", action),
                               ("occurred_at >= ?", None if since is None else to_db(since)),
@@ -364,6 +514,7 @@ class AuditTrail:
         """
         if batch < 1:
             raise InvalidAuditQueryError("batch must be at least 1")
+        self._flush_unless_in_transaction()
         after = 0
         while True:
             rows = self.vault.query(
@@ -383,6 +534,7 @@ class AuditTrail:
         Reads one consistent snapshot, ``batch_size`` rows at a time, so memory is bounded and
         concurrent appends and purges do not cause false alarms.
         """
+        self._flush_unless_in_transaction()
         with self.vault.transaction(immediate=False) as conn:
             anchor_seq, anchor_hash, _ = _latest_checkpoint(conn)
             walker = _ChainWalker(anchor_seq, anchor_hash)
@@ -424,6 +576,7 @@ class AuditTrail:
         """
         if batch_size < 1:
             raise InvalidAuditQueryError("batch_size must be at least 1")
+        self._flush_unless_in_transaction()
         threshold = to_db(cutoff)
         total, run_checkpoint = 0, None
 

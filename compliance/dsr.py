@@ -31,6 +31,7 @@ from .audit import Actor, AuditTrail
 from .legal_hold import LegalHolds
 from .registry import PersonalDataRegistry, PersonalDataTable
 from .subject_keys import SubjectKeyMissingError, SubjectKeyStore
+from .tokens import TokenStore
 
 EXPORT_FORMAT = "learner-twin-dsr-export/1"
 
@@ -60,6 +61,7 @@ class DataSubjectRequests:
     audit: AuditTrail
     holds: LegalHolds
     clock: Callable[[], datetime]
+    tokens: TokenStore | None = None  # its remembered tokens of an erased subject are dropped
 
     @staticmethod
     def _scope(entry: PersonalDataTable, subject: str,
@@ -185,7 +187,8 @@ class DataSubjectRequests:
         return receipt
 
     def _delete_rows(self, subject: str, created_before: str | None = None) -> dict[str, int]:
-        """Delete the subject's rows: one transaction per database, children first."""
+        """Delete the subject's rows: one transaction per database, children first; then drop
+        what this process remembers of the rows' key and tokens."""
         deleted: dict[str, int] = {}
         for db in (self.twin_db, self.vault_db):
             def work(conn: Any, db: Database = db) -> None:
@@ -195,6 +198,9 @@ class DataSubjectRequests:
                         deleted[entry.table] = conn.execute(
                             f"DELETE FROM {entry.table} WHERE {scope[0]}", scope[1]).rowcount
             db.write(work)
+        self.keys.forget(subject)
+        if self.tokens is not None:
+            self.tokens.forget_subject(subject)
         return deleted
 
     def reapply_tombstones(self, actor: Actor) -> dict[str, int]:

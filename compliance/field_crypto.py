@@ -55,11 +55,11 @@ class FieldCipher:
 
     def decrypt(self, blob: bytes, aad: bytes) -> bytes:
         """Decrypt a ciphertext; raise a ``DecryptionError`` subclass if it does not authenticate."""
-        key_id = key_id_of(blob)
+        blob = _as_ciphertext(blob)
+        key_id = int.from_bytes(blob[1:_HEADER.size], "big")
         aead = self._aeads.get(key_id)
         if aead is None:
             raise UnknownKeyVersionError(f"ciphertext uses key version {key_id}, which the keyring does not hold")
-        blob = bytes(blob)
         nonce = blob[_HEADER.size:_HEADER.size + NONCE_BYTES]
         try:
             return aead.decrypt(nonce, blob[_HEADER.size + NONCE_BYTES:], blob[:_HEADER.size] + aad)
@@ -75,9 +75,18 @@ class FieldCipher:
 
 def key_id_of(blob: bytes) -> int:
     """The key version recorded in a ciphertext's header."""
-    if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) < _MIN_LENGTH:
+    return int.from_bytes(_as_ciphertext(blob)[1:_HEADER.size], "big")
+
+
+def _as_ciphertext(blob: bytes | bytearray | memoryview) -> bytes:
+    """``blob`` as bytes, checked to be long enough and in our format (decrypting is on every
+    read's path, so no copy is made of what already is bytes)."""
+    if type(blob) is not bytes:
+        if not isinstance(blob, (bytes, bytearray, memoryview)):
+            raise MalformedCiphertextError("value is not a field ciphertext (too short)")
+        blob = bytes(blob)
+    if len(blob) < _MIN_LENGTH:
         raise MalformedCiphertextError("value is not a field ciphertext (too short)")
-    version, key_id = _HEADER.unpack_from(bytes(blob[:_HEADER.size]))
-    if version != FORMAT_VERSION:
-        raise MalformedCiphertextError(f"unknown ciphertext format version {version}")
-    return key_id
+    if blob[0] != FORMAT_VERSION:
+        raise MalformedCiphertextError(f"unknown ciphertext format version {blob[0]}")
+    return blob

@@ -24,6 +24,7 @@ from .job_lock import JobLock
 from .legal_hold import ACTIVE as HOLD_ACTIVE
 from .registry import PersonalDataRegistry, PersonalDataTable
 from .subject_keys import SubjectKeyStore
+from .tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class RetentionPurger:
     audit: AuditTrail
     config: Config
     clock: Callable[[], datetime]
+    tokens: TokenStore | None = None  # its remembered tokens of an ended subject are dropped
 
     def _params(self, entry: PersonalDataTable) -> dict[str, str]:
         now = self.clock()
@@ -172,4 +174,7 @@ class RetentionPurger:
 
         if others and subjects:
             self.vault_db.write(work)
+            if self.tokens is not None:
+                for subject in subjects:
+                    self.tokens.forget_subject(subject)
         return sum(self.keys.destroy(s) for s in subjects)

@@ -4,22 +4,34 @@ Every data subject's personal fields are encrypted under a random 256-bit data k
 own. That key is stored only wrapped (AES-GCM) by the keyring's active field key, in the
 privacy vault. Erasure destroys the wrapped key, so every copy of the subject's ciphertext
 (backups, free pages, replicas) becomes unreadable at once.
+
+Unwrapped keys are remembered in memory for up to ``READ_CACHE_SECONDS``, so that serving a
+request does not read and unwrap the subject's key every time: ``reader_for`` opens stored
+values with the remembered key, and ``sealer_proven_by`` seals new values with it once it has
+opened a ciphertext the subject's live row holds (AES-GCM authentication proves it is the
+subject's current key, also if the subject was erased and came back through another process
+meanwhile). Erasure and retention in this process drop the key from memory at once; after an
+erasure by another process it can stay in memory that long, with no row left to open.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from datetime import datetime
 from typing import Any, Callable, Protocol
 
-from twin.storage import Database, IntegrityError
+from twin.storage import Database
 from twin.storage.timestamps import to_db, utc_now
 
-from .errors import ComplianceError, UnknownKeyVersionError
+from .errors import ComplianceError, DecryptionError, UnknownKeyVersionError
 from .field_crypto import FieldCipher, associated_data, key_id_of
 
 _DATA_KEY_ID = 1  # the key id inside subject ciphertexts: a subject has one data key
+READ_CACHE_SECONDS = 60.0
+READ_CACHE_ENTRIES = 4096
 
 
 class SubjectKeyMissingError(ComplianceError):
@@ -49,7 +61,39 @@ class SubjectCipher:
         return self._cipher.encrypt(plaintext, associated_data(table, column, row_id))
 
     def open(self, table: str, column: str, row_id: str, blob: bytes) -> Any:
-        return json.loads(self._cipher.decrypt(blob, associated_data(table, column, row_id)))
+        return json.loads(self._cipher.decrypt(blob, associated_data(table, column, row_id)).decode())
+
+    def authenticates(self, table: str, column: str, row_id: str, blob: bytes) -> bool:
+        """Whether ``blob`` was sealed under this key for that table, column and row."""
+        try:
+            self._cipher.decrypt(blob, associated_data(table, column, row_id))
+        except DecryptionError:
+            return False
+        return True
+
+
+class FieldReader(Protocol):
+    """Opens one subject's stored values (read paths)."""
+
+    def open(self, table: str, column: str, row_id: str, blob: bytes) -> Any: ...
+
+
+class _CachedReader:
+    """A remembered subject key that reads the vault again when a value does not open with
+    it (the subject was erased and came back meanwhile, through another process)."""
+
+    __slots__ = ("_store", "_subject", "_cipher")
+
+    def __init__(self, store: "SubjectKeyStore", subject_hash: str, cipher: SubjectCipher) -> None:
+        self._store, self._subject, self._cipher = store, subject_hash, cipher
+
+    def open(self, table: str, column: str, row_id: str, blob: bytes) -> Any:
+        try:
+            return self._cipher.open(table, column, row_id, blob)
+        except DecryptionError:
+            self._store.forget(self._subject)
+            self._cipher = self._store._cached_cipher(self._subject)
+            return self._cipher.open(table, column, row_id, blob)
 
 
 class PlaintextSealer:
@@ -67,16 +111,23 @@ class SubjectKeyStore:
 
     def __init__(self, vault: Database, wrapping: FieldCipher, *, encrypt: bool = True,
                  clock: Callable[[], datetime] = utc_now,
-                 reload_wrapping: Callable[[], FieldCipher] | None = None) -> None:
+                 reload_wrapping: Callable[..., FieldCipher] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.vault = vault
         self._wrapping = wrapping
         self._encrypt = encrypt
-        # Called when a wrapped key names a field-key version this process does not hold yet:
-        # scripts/rotate_keys.py added it to the keyring while the service was running.
+        # Re-reads the keyring (with if_changed=True only when its file was replaced): called
+        # when a wrapped key names a field-key version this process does not hold yet, and
+        # before a new key is wrapped. scripts/rotate_keys.py changes the keyring while the
+        # service runs.
         self._reload_wrapping = reload_wrapping
         # Key creation times are compared with erasure tombstones (written with the service's
         # clock) to tell a returning subject from a restored one: both must use one clock.
         self._clock = clock
+        self._readers: dict[str, tuple[SubjectCipher, float]] = {}  # subject -> (cipher, until)
+        self._readers_lock = threading.Lock()
+        self._generation = 0  # bumped by every forget: a key read before that is not kept
+        self._monotonic = monotonic
 
     def __repr__(self) -> str:
         return f"SubjectKeyStore(vault={self.vault.name!r})"
@@ -86,28 +137,90 @@ class SubjectKeyStore:
         return associated_data("subject_keys", "wrapped_key", subject_hash)
 
     def sealer_for(self, subject_hash: str, *, create: bool = False) -> FieldSealer:
-        """The subject's sealer; with ``create`` a data key is made on first use.
+        """The subject's sealer, read from the vault; with ``create`` a data key is made on
+        first use.
 
         Raises ``SubjectKeyMissingError`` when the subject has no key and ``create`` is false.
         """
         if not self._encrypt:
             return PlaintextSealer()
+        generation = self._generation
+        if create:
+            created = self._create(subject_hash)
+            if created is not None:
+                return self._remember(subject_hash, created, generation)
         row = self.vault.query_one("SELECT wrapped_key FROM subject_keys WHERE user_id_hash = ?",
                                    (subject_hash,))
-        if row is not None:
-            return SubjectCipher(self._unwrap(row["wrapped_key"], subject_hash))
-        if not create:
+        if row is None:
             raise SubjectKeyMissingError("the subject has no data key (erased or never stored)")
+        cipher = SubjectCipher(self._unwrap(row["wrapped_key"], subject_hash))
+        return self._remember(subject_hash, cipher, generation)
+
+    def _create(self, subject_hash: str) -> SubjectCipher | None:
+        """A new data key for the subject, stored wrapped; None if they already have one."""
+        if self._reload_wrapping is not None:
+            # A new key goes under the newest field key, also right after a rotation elsewhere.
+            self._wrapping = self._reload_wrapping(if_changed=True)
+        wrapping = self._wrapping  # one version for the wrap and its label, whatever reloads meanwhile
         data_key = os.urandom(32)
-        wrapped = self._wrapping.encrypt(data_key, self._aad(subject_hash))
-        try:
-            self.vault.write_shared(lambda conn: conn.execute(
-                "INSERT INTO subject_keys (user_id_hash, key_version, wrapped_key, created_at) "
-                "VALUES (?, ?, ?, ?)", (subject_hash, self._wrapping.active_key_id, wrapped,
-                                        to_db(self._clock()))))
-        except IntegrityError:  # another request created it first: use theirs
-            return self.sealer_for(subject_hash)
-        return SubjectCipher(data_key)
+        row = (subject_hash, wrapping.active_key_id, wrapping.encrypt(data_key, self._aad(subject_hash)),
+               to_db(self._clock()))
+        inserted = self.vault.write_shared(lambda conn: conn.execute(
+            "INSERT INTO subject_keys (user_id_hash, key_version, wrapped_key, created_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (user_id_hash) DO NOTHING", row).rowcount)
+        return SubjectCipher(data_key) if inserted else None
+
+    def reader_for(self, subject_hash: str) -> FieldReader:
+        """The subject's key for opening stored values, remembered for a while (see the module
+        docstring). Writes use ``sealer_for``, which always reads the vault.
+
+        Raises ``SubjectKeyMissingError`` when the subject has no key.
+        """
+        if not self._encrypt:
+            return PlaintextSealer()
+        return _CachedReader(self, subject_hash, self._cached_cipher(subject_hash))
+
+    def _cached_cipher(self, subject_hash: str) -> SubjectCipher:
+        cached = self._readers.get(subject_hash)
+        if cached is not None and cached[1] > self._monotonic():
+            return cached[0]
+        cipher = self.sealer_for(subject_hash)
+        assert isinstance(cipher, SubjectCipher)
+        return cipher
+
+    def _remember(self, subject_hash: str, cipher: SubjectCipher, generation: int) -> SubjectCipher:
+        """Keep a key just read from (or written to) the vault, unless a key was forgotten
+        since it was read (it may be this one, destroyed meanwhile)."""
+        now = self._monotonic()
+        with self._readers_lock:
+            if generation != self._generation:
+                return cipher
+            if len(self._readers) >= READ_CACHE_ENTRIES:
+                self._readers = {k: v for k, v in self._readers.items() if v[1] > now}
+                if len(self._readers) >= READ_CACHE_ENTRIES:
+                    self._readers.pop(next(iter(self._readers)))  # the oldest entry
+            self._readers[subject_hash] = (cipher, now + READ_CACHE_SECONDS)
+        return cipher
+
+    def sealer_proven_by(self, subject_hash: str, table: str, column: str, row_id: str,
+                         blob: bytes) -> FieldSealer:
+        """The subject's sealer for a write, given ``blob``: a ciphertext that a live row of the
+        subject holds at ``table``/``column``/``row_id``. The remembered key is used when it
+        opens ``blob``, so it is the key the subject's data is under now; otherwise (nothing
+        remembered, or a stale key) the vault is read, as ``sealer_for`` does."""
+        if not self._encrypt:
+            return PlaintextSealer()
+        cached = self._readers.get(subject_hash)
+        if cached is not None and cached[1] > self._monotonic() \
+                and cached[0].authenticates(table, column, row_id, blob):
+            return cached[0]
+        return self.sealer_for(subject_hash)
+
+    def forget(self, subject_hash: str) -> None:
+        """Drop the subject's key from memory (it was destroyed, or is about to be)."""
+        with self._readers_lock:
+            self._generation += 1
+            self._readers.pop(subject_hash, None)
 
     def _unwrap(self, wrapped: bytes, subject_hash: str) -> bytes:
         try:
@@ -126,6 +239,7 @@ class SubjectKeyStore:
         """Delete the subject's wrapped key (secure_delete zeroes its bytes). True if it existed."""
         cursor = self.vault.write(lambda conn: conn.execute(
             "DELETE FROM subject_keys WHERE user_id_hash = ?", (subject_hash,)))
+        self.forget(subject_hash)
         return cursor.rowcount > 0
 
     def count_needing_rewrap(self) -> int:

@@ -13,6 +13,8 @@
 | TWIN_AUDIT_RETENTION_DAYS        | audit-trail retention                           | 2555               |
 | TWIN_RETENTION_CRON              | nightly retention job (cron, UTC)               | 30 2 * * *         |
 | TWIN_MAX_BODY_BYTES              | request body limit                              | 65536              |
+| TWIN_TOKEN_CACHE_SECONDS         | how long a verified API token is remembered     | 2                  |
+|                                  | (0: check the vault on every request)           |                    |
 | TWIN_MODEL_DIR                   | model registry file directory                   | <data dir>/models  |
 | TWIN_BENCH_PLAINTEXT             | benchmark only: no SQLCipher, no field crypto   | off                |
 """
@@ -57,6 +59,8 @@ class Config:
     retention_cron: str = "30 2 * * *"
     retention_batch_size: int = 2000
     max_body_bytes: int = 64 * 1024
+    # A revocation by another process (issue_token.py --revoke) takes effect within this.
+    token_cache_seconds: int = 2
     model_dir: Path | None = None
     bench_plaintext: bool = False
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -86,6 +90,7 @@ class Config:
             audit_retention_days=_int(environ, "TWIN_AUDIT_RETENTION_DAYS", 2555),
             retention_cron=environ.get("TWIN_RETENTION_CRON", "30 2 * * *"),
             max_body_bytes=_int(environ, "TWIN_MAX_BODY_BYTES", 64 * 1024),
+            token_cache_seconds=_int(environ, "TWIN_TOKEN_CACHE_SECONDS", 2, minimum=0),
             model_dir=Path(model_dir) if model_dir else None,
             bench_plaintext=environ.get("TWIN_BENCH_PLAINTEXT", "") in ("1", "true", "yes"),
             environ=environ,

@@ -9,9 +9,11 @@ import logging
 import os
 from datetime import datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Callable
 
 from compliance.audit import Actor, AuditTrail
+from compliance.audit_journal import AuditJournal, audit_journal_dir
 from compliance.dsr import DataSubjectRequests
 from compliance.field_crypto import FieldCipher
 from compliance.id_hashing import SubjectHasher
@@ -37,6 +39,14 @@ log = logging.getLogger(__name__)
 STARTUP_ACTOR = Actor("system:startup", "system")
 
 
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class Runtime:
     """Config + keyring + open databases + services, for one process."""
 
@@ -50,25 +60,34 @@ class Runtime:
         self.registry = build_registry((self.twin_db.name, self.vault_db.name))
         self.hasher = SubjectHasher(keyring.id_pepper)
         self.field_cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
+        self._keyring_signature = _file_signature(config.keyring_path)
         self.keys = SubjectKeyStore(self.vault_db, self.field_cipher, encrypt=not config.bench_plaintext,
                                     clock=clock, reload_wrapping=self._reload_field_keys)
-        self.audit = AuditTrail(self.vault_db, clock=clock)
-        self.tokens = TokenStore(self.vault_db)
+        self.audit = AuditTrail(self.vault_db, clock=clock, journal=AuditJournal(
+            audit_journal_dir(self.vault_db.path), None if config.bench_plaintext else lambda: self.field_cipher))
+        self.tokens = TokenStore(self.vault_db, cache_seconds=config.token_cache_seconds)
         self.holds = LegalHolds(self.twin_db, clock)
         ctx = LearnerContext(self.twin_db, self.keys, self.hasher, self.audit, config, clock)
         self.profiles = ProfileService(ctx)
         self.sessions = SessionService(ctx, self.profiles)
         self.knowledge = KnowledgeService(ctx, self.profiles)
         self.dsr = DataSubjectRequests(self.twin_db, self.vault_db, self.registry, self.keys,
-                                       self.audit, self.holds, clock)
+                                       self.audit, self.holds, clock, tokens=self.tokens)
         self.consents = ConsentService(ctx, self.profiles, self.dsr)
         self.retention = RetentionPurger(self.twin_db, self.vault_db, self.registry, self.keys,
-                                         self.audit, config, clock)
+                                         self.audit, config, clock, tokens=self.tokens)
         self._extra_dbs: list = []
 
-    def _reload_field_keys(self) -> FieldCipher:
+    def _reload_field_keys(self, *, if_changed: bool = False) -> FieldCipher:
         """Re-read the keyring (file or environment) after a field-key rotation, keeping
-        every version this process already holds, and serve old and new versions alike."""
+        every version this process already holds, and serve old and new versions alike.
+
+        ``if_changed``: only when the keyring file was replaced since it was last read (one
+        ``stat``; rotation scripts replace the file atomically)."""
+        signature = _file_signature(self.config.keyring_path)
+        if if_changed and signature == self._keyring_signature:
+            return self.field_cipher
+        self._keyring_signature = signature
         environ = self.config.environ or os.environ
         if ENV_MASTER_SECRET not in environ and not self.config.keyring_path.exists():
             return self.field_cipher  # nothing to reload from (and never generate a keyring here)
@@ -88,6 +107,9 @@ class Runtime:
         config = config or Config.from_env()
         keyring = load_keyring(config.keyring_path, production=config.production, environ=config.environ or None)
         runtime = cls(config, keyring, clock=clock)
+        # Events a stopped process staged but never moved into the trail go in before anything
+        # else is recorded or served.
+        runtime.audit.flush()
         if reapply_tombstones:
             result = runtime.dsr.reapply_tombstones(STARTUP_ACTOR)
             if result["subjects_reapplied"]:
@@ -118,7 +140,12 @@ class Runtime:
         return status
 
     def close(self) -> None:
-        """Checkpoint every WAL and close every connection (graceful shutdown)."""
+        """Flush staged audit events, checkpoint every WAL and close every connection
+        (graceful shutdown)."""
+        try:
+            self.audit.close()
+        except Exception:  # they stay staged on disk; the next start moves them in
+            log.warning("staged audit events could not be flushed at shutdown", exc_info=True)
         for db in self.databases():
             db.close_all()  # our own readers first, so they cannot hold the checkpoint back
             try:

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from api_support import assert_problem, create_profile, start_session
+from compliance.tokens import TokenStore
 
 _PLACEHOLDER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>")
 
@@ -64,9 +65,13 @@ def test_a_token_with_a_wrong_secret_is_401(client, runtime):
 
 
 def test_a_revoked_token_is_401(client, runtime):
+    """Revoked through the service's own store, a token is refused on the very next request,
+    although the request before it was just verified (and remembered)."""
+    assert runtime.config.token_cache_seconds > 0
     issued = runtime.tokens.issue("service")
     headers = {"Authorization": f"Bearer {issued.token}"}
     pid = create_profile(client, headers)["profile_id"]
+    assert client.get(f"/v1/profiles/{pid}", headers=headers).status_code == 200
 
     runtime.tokens.revoke(issued.identity.token_id)
 
@@ -161,6 +166,35 @@ def test_a_learner_token_stops_working_once_its_subject_is_erased(client, servic
     client.delete(f"/v1/profiles/{two_learners['learner-a']}", headers=service)
 
     assert_problem(client.get(f"/v1/profiles/{two_learners['learner-a']}", headers=learner), 401)
+
+
+def test_a_learner_token_is_401_right_after_a_dsr_erasure_of_its_subject(client, service, admin, learner_for):
+    """The erasure drops the remembered token with the subject's token rows, so a token used a
+    moment before does not outlive the erasure by the token cache period."""
+    pid = create_profile(client, service, "erased-learner")["profile_id"]
+    learner = learner_for("erased-learner")
+    assert client.get(f"/v1/profiles/{pid}", headers=learner).status_code == 200
+
+    assert client.post("/v1/dsr/erase", json={"user_id": "erased-learner"}, headers=admin).status_code == 200
+
+    assert_problem(client.get(f"/v1/profiles/{pid}", headers=learner), 401)
+    assert_problem(client.post("/v1/dsr/export", json={"user_id": "erased-learner"}, headers=learner), 401)
+
+
+def test_a_revocation_by_another_process_is_401_once_the_token_cache_period_passes(client, runtime, monkeypatch):
+    """scripts/issue_token.py --revoke writes to the vault from another process: the service
+    trusts a token it just verified for at most token_cache_seconds more."""
+    now = [1000.0]
+    monkeypatch.setattr(runtime.tokens, "_monotonic", lambda: now[0])
+    issued = runtime.tokens.issue("service")
+    headers = {"Authorization": f"Bearer {issued.token}"}
+    pid = create_profile(client, headers)["profile_id"]
+
+    TokenStore(runtime.vault_db).revoke(issued.identity.token_id)
+
+    assert client.get(f"/v1/profiles/{pid}", headers=headers).status_code == 200
+    now[0] += runtime.config.token_cache_seconds + 0.01
+    assert_problem(client.get(f"/v1/profiles/{pid}", headers=headers), 401)
 
 
 def test_readyz_reports_each_database_and_503_when_one_cannot_be_read(client, runtime):

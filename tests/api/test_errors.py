@@ -179,3 +179,17 @@ def test_a_database_that_stays_busy_answers_503_with_retry_after(app):
 
     assert_problem(response, 503)
     assert response.headers["Retry-After"] == "1"
+
+
+def test_a_read_that_cannot_be_audited_is_refused_with_503(client, service, monkeypatch):
+    pid = create_profile(client, service, "u-unauditable", personal={"name": "Unseen"})["profile_id"]
+
+    def disk_full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("compliance.audit_journal.os.write", disk_full)
+    response = client.get(f"/v1/profiles/{pid}", headers=service)
+
+    assert_problem(response, 503)
+    assert "Unseen" not in response.get_data(as_text=True)
+    assert "audit" in response.get_json()["detail"]

@@ -72,6 +72,19 @@ class Api:
             return error.code, error.headers, json.loads(error.read())
 
 
+def _audit_actions(tmp_path: Path, data_dir: Path) -> list[str]:
+    """The actions in the audit trail, read from the stopped server's files."""
+    from compliance.keyring import Keyring
+    from twin.storage import open_keyed
+
+    keyring = Keyring.from_json((tmp_path / "keys" / "keyring.json").read_text())
+    conn = open_keyed(data_dir / "privacy_vault.db", keyring.database_key, read_only=True)
+    try:
+        return [row[0] for row in conn.execute("SELECT action FROM audit_events ORDER BY seq")]
+    finally:
+        conn.close()
+
+
 def _wait_until_healthy(base: str, process: subprocess.Popen, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -146,8 +159,10 @@ def test_a_create_session_knowledge_read_flow_over_a_socket_then_a_graceful_stop
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0
 
-    # Graceful stop checkpointed every WAL into its database file.
+    # Graceful stop moved every staged audit event into the chain and checkpointed every WAL.
     assert all(p.stat().st_size == 0 for p in data_dir.rglob("*-wal"))
+    assert [p.name for p in data_dir.glob("*.audit-journal/*")] == []
+    assert _audit_actions(tmp_path, data_dir) == ["create", "create", "update", "create"] + ["read"] * 5
     log = log_path.read_text(errors="replace")
     assert "received SIGTERM" in log and "stopped" in log
     assert "most recent call first" in log  # the SIGUSR1 stack dump

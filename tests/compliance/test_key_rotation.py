@@ -5,6 +5,8 @@ from __future__ import annotations
 from compliance.audit import Actor
 from compliance.field_crypto import FieldCipher, key_id_of
 from compliance.subject_keys import SubjectKeyStore
+import twin.runtime
+from twin.runtime import Runtime
 
 ACTOR = Actor("tok_rotation", "service")
 
@@ -39,3 +41,34 @@ def test_without_a_keyring_to_reload_an_unknown_version_is_still_an_error(runtim
     SubjectKeyStore(runtime.vault_db, FieldCipher(rotated.field_keys, rotated.active_field_key)).rewrap_batch()
     with pytest.raises(UnknownKeyVersionError):
         runtime.keys.sealer_for(runtime.hasher.hash("u1"))
+
+
+def test_new_subjects_reread_the_keyring_only_after_its_file_was_replaced(config, keyring, clock, monkeypatch):
+    keyring.save(config.keyring_path)
+    runtime = Runtime.open(config, clock=clock)  # a service started from the keyring file
+    reads = []
+    real_load_keyring = twin.runtime.load_keyring
+    monkeypatch.setattr(twin.runtime, "load_keyring",
+                        lambda *args, **kwargs: reads.append(1) or real_load_keyring(*args, **kwargs))
+
+    def version_of(user_id: str) -> int:
+        return key_id_of(runtime.vault_db.query_one("SELECT wrapped_key FROM subject_keys WHERE user_id_hash = ?",
+                                                    (runtime.hasher.hash(user_id),))["wrapped_key"])
+
+    try:
+        old, _ = runtime.profiles.create(ACTOR, None, {"user_id": "u-1", "personal": {"v": "old"}})
+        runtime.profiles.create(ACTOR, None, {"user_id": "u-2"})
+        assert reads == []  # unchanged file: one stat per new subject, no read
+        assert version_of("u-1") == version_of("u-2") == keyring.active_field_key
+
+        rotated = keyring.with_new_field_key()
+        rotated.save(config.keyring_path)  # scripts/rotate_keys.py --new-field-key, elsewhere
+        new, _ = runtime.profiles.create(ACTOR, None, {"user_id": "u-3", "personal": {"v": "new"}})
+        runtime.profiles.create(ACTOR, None, {"user_id": "u-4"})
+
+        assert reads == [1]
+        assert version_of("u-3") == version_of("u-4") == rotated.active_field_key != keyring.active_field_key
+        for created, personal in ((old, {"v": "old"}), (new, {"v": "new"})):  # both versions served
+            assert runtime.profiles.get(ACTOR, None, created["profile_id"])[0]["personal"] == personal
+    finally:
+        runtime.close()

@@ -7,9 +7,11 @@ from datetime import datetime, timezone
 
 import pytest
 
+from compliance.audit import Actor
 from compliance.errors import DecryptionError
 from compliance.field_crypto import FieldCipher, key_id_of
 from compliance.subject_keys import PlaintextSealer, SubjectKeyMissingError, SubjectKeyStore
+from racing_vault import AfterNextRead
 
 ALICE, BOB = "a" * 64, "b" * 64
 
@@ -135,3 +137,260 @@ def test_the_benchmark_store_seals_nothing(vault, keyring):
 def test_representations_never_show_key_material(store):
     assert "key hidden" in repr(store.sealer_for(ALICE, create=True))
     assert repr(store) == "SubjectKeyStore(vault='privacy_vault')"
+
+
+# -- reader_for: remembered keys for read paths ------------------------------------------------
+
+@pytest.fixture
+def other_process(vault, keyring) -> SubjectKeyStore:
+    """Another SubjectKeyStore on the same vault: another service process or an operator script."""
+    return SubjectKeyStore(vault, FieldCipher(keyring.field_keys, keyring.active_field_key))
+
+
+def _subject_key_rows(vault, subject: str) -> int:
+    return vault.query_one("SELECT count(*) FROM subject_keys WHERE user_id_hash = ?", (subject,))[0]
+
+
+def test_a_reader_opens_what_the_sealer_sealed(store):
+    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", {"name": "Alice"})
+
+    reader = store.reader_for(ALICE)
+
+    assert reader.open("t", "c", "r", sealed) == {"name": "Alice"}
+    assert not hasattr(reader, "seal")  # read paths cannot write with a remembered key
+
+
+def test_a_reader_for_a_subject_without_a_key_is_an_error(store):
+    with pytest.raises(SubjectKeyMissingError):
+        store.reader_for(ALICE)
+
+
+def test_after_destroy_no_reader_is_handed_out(store):
+    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "x")
+    assert store.reader_for(ALICE).open("t", "c", "r", sealed) == "x"  # the key is remembered
+
+    store.destroy(ALICE)
+
+    with pytest.raises(SubjectKeyMissingError):
+        store.reader_for(ALICE)
+
+
+def test_forget_makes_the_next_reader_read_the_vault(store, vault):
+    store.sealer_for(ALICE, create=True)
+    store.reader_for(ALICE)
+    # The row goes the way erasure deletes it: in its own transaction, not through the store.
+    vault.write(lambda conn: conn.execute("DELETE FROM subject_keys"))
+
+    store.forget(ALICE)
+
+    with pytest.raises(SubjectKeyMissingError):
+        store.reader_for(ALICE)
+
+
+def test_a_reader_holding_a_replaced_key_reads_the_vault_again(store, other_process):
+    """ALICE was erased and came back through another process: the vault holds a new key."""
+    store.sealer_for(ALICE, create=True).seal("t", "c", "r1", "before")
+    reader = store.reader_for(ALICE)  # remembers the first key
+
+    other_process.destroy(ALICE)
+    after = other_process.sealer_for(ALICE, create=True).seal("t", "c", "r2", "after")
+
+    assert reader.open("t", "c", "r2", after) == "after"
+    later = other_process.sealer_for(ALICE).seal("t", "c", "r3", "later")
+    assert store.reader_for(ALICE).open("t", "c", "r3", later) == "later"
+
+
+def test_a_value_no_key_opens_still_fails_after_one_fresh_read(store):
+    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "genuine")
+    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    reader = store.reader_for(ALICE)
+
+    with pytest.raises(DecryptionError):
+        reader.open("t", "c", "r", tampered)
+    with pytest.raises(DecryptionError):  # bound to its row: another row's id does not open it
+        reader.open("t", "c", "other-row", sealed)
+    assert reader.open("t", "c", "r", sealed) == "genuine"
+
+
+def test_a_value_sealed_under_a_destroyed_key_stays_unreadable_after_the_subject_returns(store, other_process):
+    shredded = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "erased")
+    reader = store.reader_for(ALICE)
+
+    other_process.destroy(ALICE)
+    other_process.sealer_for(ALICE, create=True)
+
+    # Once the reader has met the new key, the old ciphertext opens under neither key.
+    other_value = other_process.sealer_for(ALICE).seal("t", "c", "r2", "new")
+    assert reader.open("t", "c", "r2", other_value) == "new"
+    with pytest.raises(DecryptionError):
+        reader.open("t", "c", "r", shredded)
+    with pytest.raises(DecryptionError):
+        store.reader_for(ALICE).open("t", "c", "r", shredded)
+
+
+def test_the_benchmark_store_hands_out_plaintext_readers(vault, keyring):
+    store = SubjectKeyStore(vault, FieldCipher(keyring.field_keys, keyring.active_field_key), encrypt=False)
+
+    reader = store.reader_for(ALICE)
+
+    assert isinstance(reader, PlaintextSealer)
+    assert reader.open("t", "c", "r", b'{"a":1}') == {"a": 1}
+    assert not store.has_key(ALICE)
+
+
+def test_create_for_an_existing_subject_returns_their_key_without_a_second_row(store, vault):
+    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "first")
+
+    again = store.sealer_for(ALICE, create=True)
+
+    assert again.open("t", "c", "r", sealed) == "first"
+    assert _subject_key_rows(vault, ALICE) == 1
+
+
+def test_create_by_another_process_for_an_existing_subject_returns_the_stored_key(store, other_process, vault):
+    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "first")
+
+    theirs = other_process.sealer_for(ALICE, create=True)
+
+    assert theirs.open("t", "c", "r", sealed) == "first"
+    assert store.reader_for(ALICE).open("t", "c", "r2", theirs.seal("t", "c", "r2", "second")) == "second"
+    assert _subject_key_rows(vault, ALICE) == 1
+
+
+def test_dsr_erasure_drops_the_remembered_key(runtime, make_subject):
+    subject = make_subject("u-cached-key", sessions=1, knowledge=0)
+    runtime.profiles.get(Actor("tok_reader", "service"), None, subject.profile_id)  # a read remembers the key
+    assert runtime.keys.reader_for(subject.subject_hash) is not None
+
+    runtime.dsr.erase(subject.subject_hash, Actor("tok_admin", "admin"))
+
+    with pytest.raises(SubjectKeyMissingError):
+        runtime.keys.reader_for(subject.subject_hash)
+
+
+def test_retention_ending_a_subject_drops_the_remembered_key(runtime, make_subject, clock):
+    subject = make_subject("u-expiring", sessions=0, knowledge=0, retention_days=1)
+    runtime.keys.reader_for(subject.subject_hash)
+    clock.advance(days=3)
+
+    runtime.retention.run()
+
+    with pytest.raises(SubjectKeyMissingError):
+        runtime.keys.reader_for(subject.subject_hash)
+
+
+def test_an_erasure_racing_a_key_lookup_is_not_undone_by_the_cache(vault, keyring):
+    cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
+    SubjectKeyStore(vault, cipher).sealer_for(ALICE, create=True)
+    store = None
+    racing = AfterNextRead(vault, lambda: store.destroy(ALICE))
+    store = SubjectKeyStore(racing, cipher)
+
+    store.sealer_for(ALICE)  # looked the key up before the erasure: may still succeed
+
+    with pytest.raises(SubjectKeyMissingError):
+        store.reader_for(ALICE)
+
+
+# -- sealing with a remembered key ------------------------------------------------------------
+
+class _CountingVault:
+    """The real vault, counting the key lookups that reach it."""
+
+    def __init__(self, vault) -> None:
+        self._vault, self.lookups = vault, 0
+
+    def __getattr__(self, name):
+        return getattr(self._vault, name)
+
+    def query_one(self, sql, *args, **kwargs):
+        if "FROM subject_keys" in sql:
+            self.lookups += 1
+        return self._vault.query_one(sql, *args, **kwargs)
+
+
+def test_a_remembered_key_proven_by_the_subjects_own_ciphertext_seals_without_a_vault_read(vault, keyring):
+    counting = _CountingVault(vault)
+    store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key))
+    proof = store.sealer_for(ALICE, create=True).seal("profiles", "data", "p1", {"v": 1})
+    lookups = counting.lookups
+
+    sealer = store.sealer_proven_by(ALICE, "profiles", "data", "p1", proof)
+    new_value = sealer.seal("sessions", "notes", "s1", "hello")
+
+    assert counting.lookups == lookups
+    assert store.sealer_for(ALICE).open("sessions", "notes", "s1", new_value) == "hello"
+
+
+def test_a_stale_remembered_key_is_not_used_for_sealing(vault, keyring):
+    """The subject was erased and came back through another process: the remembered key no
+    longer opens their live row, so the vault is read and new data goes under the new key."""
+    cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
+    here = SubjectKeyStore(vault, cipher)
+    here.sealer_for(ALICE, create=True)                # remembered here
+    elsewhere = SubjectKeyStore(vault, cipher)
+    elsewhere.destroy(ALICE)
+    live_row_value = elsewhere.sealer_for(ALICE, create=True).seal("profiles", "data", "p2", {"v": 2})
+
+    sealer = here.sealer_proven_by(ALICE, "profiles", "data", "p2", live_row_value)
+    written = sealer.seal("sessions", "notes", "s2", "kept")
+
+    assert elsewhere.sealer_for(ALICE).open("sessions", "notes", "s2", written) == "kept"
+
+
+def test_a_proof_from_another_row_is_no_proof(vault, keyring):
+    counting = _CountingVault(vault)
+    store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key))
+    proof = store.sealer_for(ALICE, create=True).seal("profiles", "data", "p1", {"v": 1})
+    lookups = counting.lookups
+
+    store.sealer_proven_by(ALICE, "profiles", "data", "p-other", proof)
+
+    assert counting.lookups == lookups + 1
+
+
+def test_remembered_keys_expire(vault, keyring):
+    from compliance.subject_keys import READ_CACHE_SECONDS
+
+    now = [1000.0]
+    counting = _CountingVault(vault)
+    store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key),
+                            monotonic=lambda: now[0])
+    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "x")
+    lookups = counting.lookups
+
+    store.reader_for(ALICE).open("t", "c", "r", sealed)
+    assert counting.lookups == lookups
+    now[0] += READ_CACHE_SECONDS + 1
+    store.reader_for(ALICE).open("t", "c", "r", sealed)
+    assert counting.lookups == lookups + 1
+
+
+def test_a_service_that_remembers_an_erased_subject_writes_a_returning_subjects_data_readably(
+        runtime, config, keyring, clock):
+    """Two processes on the same files: one remembers the subject's key; the other erases the
+    subject, who then signs up again. What the first process writes next must open under the
+    subject's new key (it reads the vault again because its key fails the proof)."""
+    from compliance.audit import Actor
+    from twin.runtime import Runtime
+
+    actor = Actor("tok_service", "service")
+    first, _ = runtime.profiles.create(actor, None, {"user_id": "u-returning", "personal": {"v": 1}})
+    runtime.profiles.get(actor, None, first["profile_id"])          # key remembered here
+    other = Runtime(config, keyring, clock=clock)
+    try:
+        subject = other.hasher.hash("u-returning")
+        other.dsr.erase(subject, actor)
+        again, _ = other.profiles.create(actor, None, {"user_id": "u-returning", "personal": {"v": 2}})
+
+        started, _ = runtime.sessions.start(actor, None, again["profile_id"],
+                                            {"session_type": "lesson", "topics_covered": ["fractions"]})
+        runtime.knowledge.upsert(actor, None, again["profile_id"], "math", "fractions",
+                                 {"mastery_level": 0.5, "learning_trajectory": {"step": 1}})
+
+        view, _ = other.sessions.get(actor, None, started["session_id"])
+        assert view["topics_covered"] == ["fractions"]
+        [state] = other.knowledge.list(actor, None, again["profile_id"])
+        assert state["learning_trajectory"] == {"step": 1}
+    finally:
+        other.close()

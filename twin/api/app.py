@@ -12,6 +12,7 @@ from flask import Flask, Response, g, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from compliance.audit_journal import AuditJournalError
 from compliance.consent import ConsentError, ConsentRequiredError
 from compliance.job_lock import JobAlreadyRunningError
 from compliance.legal_hold import HoldNotFoundError, SubjectOnHoldError
@@ -47,9 +48,6 @@ _DOMAIN_ERRORS: list[tuple[type[Exception], type[ProblemError]]] = [
     # A subject whose key is gone was erased (possibly during this request): nothing to serve.
     (SubjectKeyMissingError, problems.NotFound),
     (HoldNotFoundError, problems.NotFound),
-    (ModelNotFoundError, problems.NotFound),
-    # A subject whose key is gone was erased (possibly during this request): nothing to serve.
-    (SubjectKeyMissingError, problems.NotFound),
     (DuplicateProfileError, problems.Conflict),
     (SubjectOnHoldError, problems.Conflict),
     (JobAlreadyRunningError, problems.Conflict),
@@ -57,6 +55,8 @@ _DOMAIN_ERRORS: list[tuple[type[Exception], type[ProblemError]]] = [
     (InvalidModelFieldError, problems.Unprocessable),
     (PreconditionFailedError, problems.PreconditionFailed),
     (DatabaseBusyError, problems.ServiceUnavailable),
+    # An access that cannot be audited is refused rather than left unrecorded.
+    (AuditJournalError, problems.ServiceUnavailable),
 ]
 
 

@@ -22,8 +22,7 @@ class ConsentService:
         return {k: row[k] for k in ("consent_id", "method", "granted_at", "withdrawn_at")}
 
     def grant(self, actor: Actor, request_id: str | None, profile_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        subject = self.profiles.subject_of(profile_id)
-        sealer = self.ctx.keys.sealer_for(subject)
+        subject, sealer = self.profiles.subject_and_sealer(profile_id)
         consent_id = new_id("cns")
         self.ctx.db.write(lambda conn: insert_consent(
             conn, sealer, consent_id=consent_id, profile_id=profile_id, subject_hash=subject,

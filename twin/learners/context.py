@@ -38,7 +38,8 @@ class LearnerContext:
 
     def record(self, actor: Actor, action: str, subject_hash: str | None, resource: str,
                request_id: str | None, details: dict | None = None) -> None:
-        self.audit.record(actor, action, subject_hash=subject_hash, resource=resource,
+        """Audit one access: staged durably, chained within the trail's flush delay."""
+        self.audit.stage(actor, action, subject_hash=subject_hash, resource=resource,
                           request_id=request_id, details=details)
 
 

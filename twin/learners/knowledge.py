@@ -42,8 +42,7 @@ class KnowledgeService:
                data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create or replace one knowledge state; returns (view, created)."""
         ctx = self.ctx
-        subject = self.profiles.subject_of(profile_id)
-        sealer = ctx.keys.sealer_for(subject)
+        subject, sealer = self.profiles.subject_and_sealer(profile_id)
         trajectory = data.get("learning_trajectory")
         sealed = None if trajectory is None else \
             sealer.seal(TABLE, "learning_trajectory", _row_id(profile_id, domain, topic), trajectory)
@@ -83,7 +82,7 @@ class KnowledgeService:
             sql += " AND knowledge_domain = :domain"
             params["domain"] = domain
         rows = self.ctx.db.query(sql + " ORDER BY knowledge_domain, topic", params)
-        sealer = self.ctx.keys.sealer_for(owner)
+        sealer = self.ctx.keys.reader_for(owner)
         self.ctx.record(actor, "read", owner, f"profile:{profile_id}/knowledge", request_id,
                         {"count": len(rows)})
         return [self._view(r, sealer) for r in rows]

@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from compliance.audit import Actor
+from compliance.subject_keys import FieldSealer
 from compliance.consent import (ConsentRequiredError, ParentalConsent, has_active_consent,
                                 insert_consent, is_child)
 from twin.storage import IntegrityError
@@ -33,12 +34,35 @@ def consent_from_request(data: dict[str, Any]) -> ParentalConsent:
     return ParentalConsent(**{**data, "obtained_at": to_db(data["obtained_at"])})
 
 
+def _column_value(values: dict[str, Any], column: str) -> Any:
+    """A sealed column's value in ``values``, or what an absent one reads as."""
+    value = values.get(column)
+    return _SEALED_COLUMNS[column] if value is None else value
+
+
 def seal_column(sealer: Any, profile_id: str, column: str, values: dict[str, Any]) -> bytes | None:
     """The stored form of one sealed profile column (NULL when absent and its default is None)."""
-    value = values.get(column)
-    if value is None:
-        value = _SEALED_COLUMNS[column]
+    value = _column_value(values, column)
     return None if value is None else sealer.seal(TABLE, column, profile_id, value)
+
+
+def _render(stored: Any, opened: dict[str, Any], sealed: dict[str, Any]) -> dict[str, Any]:
+    """The API view of a profile: clear columns from ``stored`` (a row or a dict), sealed
+    columns already opened."""
+    return {
+        "profile_id": stored["profile_id"],
+        "learning_style": opened["learning_style"],
+        "preferred_difficulty": stored["preferred_difficulty"],
+        "knowledge_domains": opened["knowledge_domains"],
+        "learning_goals": opened["learning_goals"],
+        "privacy_settings": opened["privacy_settings"],
+        "personal": sealed.get("personal", {}),
+        "birth_date": sealed.get("birth_date"),
+        "retention_days": stored["retention_days"],
+        "created_at": stored["created_at"],
+        "updated_at": stored["updated_at"],
+        "expires_at": stored["ttl_expires_at"],
+    }
 
 
 def if_match_allows(if_match: str | None, current: str) -> bool:
@@ -78,26 +102,21 @@ class ProfileService:
         """The subject hash of an unexpired profile (NotFoundError otherwise)."""
         return self._row(profile_id)["user_id_hash"]
 
+    def subject_and_sealer(self, profile_id: str) -> tuple[str, FieldSealer]:
+        """The subject hash of an unexpired profile and the sealer for writing their data (its
+        key proven by the profile's own ciphertext). Writes then check ``require_live`` in
+        their transaction: profile ids are never reused, so the key still fits."""
+        row = self._row(profile_id)
+        subject = row["user_id_hash"]
+        return subject, self.ctx.keys.sealer_proven_by(subject, TABLE, _SEALED, profile_id, row[_SEALED])
+
     def _view(self, row: Any) -> dict[str, Any]:
-        sealer = self.ctx.keys.sealer_for(row["user_id_hash"])
+        sealer = self.ctx.keys.reader_for(row["user_id_hash"])
         pid = row["profile_id"]
         sealed = sealer.open(TABLE, _SEALED, pid, row[_SEALED]) if row[_SEALED] is not None else {}
         opened = {column: sealer.open(TABLE, column, pid, row[column]) if row[column] is not None else default
                   for column, default in _SEALED_COLUMNS.items()}
-        return {
-            "profile_id": pid,
-            "learning_style": opened["learning_style"],
-            "preferred_difficulty": row["preferred_difficulty"],
-            "knowledge_domains": opened["knowledge_domains"],
-            "learning_goals": opened["learning_goals"],
-            "privacy_settings": opened["privacy_settings"],
-            "personal": sealed.get("personal", {}),
-            "birth_date": sealed.get("birth_date"),
-            "retention_days": row["retention_days"],
-            "created_at": row["created_at"],
-            "updated_at": row["updated_at"],
-            "expires_at": row["ttl_expires_at"],
-        }
+        return _render(row, opened, sealed)
 
     def get(self, actor: Actor, request_id: str | None, profile_id: str, *,
             subject: str | None = None) -> tuple[dict[str, Any], str]:
@@ -131,23 +150,23 @@ class ProfileService:
         profile_id = new_id("prf")
         now = ctx.clock()
         retention_days = data.get("retention_days") or ctx.config.profile_retention_days
-        sealer = ctx.keys.sealer_for(subject, create=True)
+        stored = {"profile_id": profile_id, "preferred_difficulty": data.get("preferred_difficulty") or "medium",
+                  "retention_days": data.get("retention_days"), "created_at": to_db(now),
+                  "updated_at": to_db(now), "ttl_expires_at": to_db(now + timedelta(days=retention_days))}
+        opened = {column: _column_value(data, column) for column in _SEALED_COLUMNS}
         sealed = {"personal": data.get("personal") or {},
                   "birth_date": birth_date.isoformat() if birth_date else None}
+        sealer = ctx.keys.sealer_for(subject, create=True)
+        ciphertexts = [seal_column(sealer, profile_id, column, data) for column in _SEALED_COLUMNS]
+        ciphertexts.append(sealer.seal(TABLE, _SEALED, profile_id, sealed))
 
         def insert(conn: Any) -> None:
             conn.execute(
-                f"INSERT INTO {TABLE} (profile_id, user_id_hash, learning_style, preferred_difficulty, "
-                "knowledge_domains, learning_goals, privacy_settings, encrypted_data, created_at, "
-                "updated_at, ttl_expires_at, retention_days) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (profile_id, subject, seal_column(sealer, profile_id, "learning_style", data),
-                 data.get("preferred_difficulty") or "medium",
-                 seal_column(sealer, profile_id, "knowledge_domains", data),
-                 seal_column(sealer, profile_id, "learning_goals", data),
-                 seal_column(sealer, profile_id, "privacy_settings", data),
-                 sealer.seal(TABLE, _SEALED, profile_id, sealed),
-                 to_db(now), to_db(now), to_db(now + timedelta(days=retention_days)),
-                 data.get("retention_days")))
+                f"INSERT INTO {TABLE} (profile_id, user_id_hash, preferred_difficulty, created_at, "
+                "updated_at, ttl_expires_at, retention_days, "
+                f"{', '.join(_SEALED_COLUMNS)}, {_SEALED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (profile_id, subject, stored["preferred_difficulty"], stored["created_at"],
+                 stored["updated_at"], stored["ttl_expires_at"], stored["retention_days"], *ciphertexts))
             if consent_data:
                 insert_consent(conn, sealer, consent_id=new_id("cns"), profile_id=profile_id,
                                subject_hash=subject, consent=consent_from_request(consent_data),
@@ -160,7 +179,8 @@ class ProfileService:
         ctx.record(actor, "create", subject, f"profile:{profile_id}", request_id)
         if consent_data:
             ctx.record(actor, "consent_grant", subject, f"profile:{profile_id}", request_id)
-        return self.get_unaudited(profile_id)
+        # Rendered from what was just written: reading it back would only decrypt it again.
+        return _render(stored, opened, sealed), etag_for(profile_id, 1)
 
     def get_unaudited(self, profile_id: str) -> tuple[dict[str, Any], str]:
         """The view returned right after a write (the write itself was audited)."""
@@ -177,7 +197,7 @@ class ProfileService:
             if not if_match_allows(if_match, etag_for(profile_id, row["row_version"])):
                 raise PreconditionFailedError("the profile changed since it was read (ETag mismatch)")
             subject = row["user_id_hash"]
-            sealer = ctx.keys.sealer_for(subject)
+            sealer = ctx.keys.sealer_proven_by(subject, TABLE, _SEALED, profile_id, row[_SEALED])
             sets: dict[str, Any] = {}
             if "preferred_difficulty" in changes:
                 sets["preferred_difficulty"] = changes["preferred_difficulty"]

@@ -50,7 +50,7 @@ class SessionService:
         self.profiles = profiles
 
     def _view(self, row: Any) -> dict[str, Any]:
-        sealer = self.ctx.keys.sealer_for(row["user_id_hash"])
+        sealer = self.ctx.keys.reader_for(row["user_id_hash"])
         metrics = row["performance_metrics"]
         return {
             "session_id": row["session_id"],
@@ -78,11 +78,10 @@ class SessionService:
     def start(self, actor: Actor, request_id: str | None, profile_id: str,
               data: dict[str, Any]) -> tuple[dict[str, Any], str]:
         ctx = self.ctx
-        subject = self.profiles.subject_of(profile_id)
+        subject, sealer = self.profiles.subject_and_sealer(profile_id)
         session_id = new_id("ses")
         start: datetime = data.get("start_time") or ctx.clock()
         self._check_start(start)
-        sealer = ctx.keys.sealer_for(subject)
 
         def insert(conn: Any) -> None:
             self.profiles.require_live(conn, profile_id)  # erased or expired since the check above?
@@ -139,7 +138,8 @@ class SessionService:
                     sets[column] = changes[column]
             sealed = [c for c in ("performance_metrics", "topics_covered") if c in changes]
             if sealed:
-                sealer = ctx.keys.sealer_for(row["user_id_hash"])  # one unwrap per update
+                sealer = ctx.keys.sealer_proven_by(row["user_id_hash"], TABLE, "session_type",
+                                                   session_id, row["session_type"])
                 for column in sealed:
                     value = changes[column] if changes[column] is not None else _EMPTY[column]
                     sets[column] = None if value is None else sealer.seal(TABLE, column, session_id, value)

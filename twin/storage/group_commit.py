@@ -77,6 +77,11 @@ class GroupCommitter(Generic[Item, Result]):
 
     @staticmethod
     def _run_batch(conn: Any, batch: list[_Slot[Item]]) -> None:
+        if len(batch) == 1:
+            # Alone in the transaction: no savepoint needed, a failure rolls back all of it.
+            slot = batch[0]
+            slot.error, slot.result = None, slot.item(conn)
+            return
         for slot in batch:
             slot.error = slot.result = None
             conn.execute("SAVEPOINT shared_item")

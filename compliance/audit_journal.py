@@ -1,0 +1,363 @@
+"""The audit journal: durable, encrypted staging for audit events.
+
+Appending to the hash-chained trail costs a write transaction on the encrypted vault, and
+every API read appends an event. ``AuditTrail.stage()`` therefore writes the event here
+first: one ``write(2)`` to this process's segment file before the call returns, so from then
+on the event survives a crash of the process (the guarantee the vault itself gives with
+``synchronous=NORMAL``; neither survives a power loss before the OS wrote its cache out).
+The trail moves staged events into the chain in batches, one transaction per segment, and
+only then deletes the segment.
+
+A segment is locked (``flock``) by the process writing it until its events are in the trail.
+A segment nobody holds was left by a process that died: ``recover()`` hands it to whichever
+process flushes next.
+
+File layout (integers big-endian)::
+
+    header:  b"LTAJ" | format version u8 | wrapped-key length u16 | wrapped key
+    record:  length u32 | AES-256-GCM ciphertext of the event's JSON
+
+Each segment has a fresh data key, wrapped by the keyring's field cipher with associated data
+naming the segment; each record's associated data names the segment and the record's
+position, so records cannot be forged, moved between segments or reordered unnoticed. A key
+per segment also keeps every key far below the 2^32 messages that random 96-bit nonces allow.
+Without a field cipher (the benchmark-only plaintext mode) the wrapped key is empty and
+records are plain JSON; each mode refuses the other's segments.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ComplianceError, DecryptionError, UnknownKeyVersionError
+from .field_crypto import FieldCipher, associated_data
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"LTAJ"
+FORMAT_VERSION = 1
+SUFFIX = ".seg"
+DAMAGED_SUFFIX = ".damaged"  # kept for investigation, never imported again
+_HEADER = struct.Struct(">4sBH")
+_LENGTH = struct.Struct(">I")
+_DATA_KEY_ID = 1
+
+
+class AuditJournalError(ComplianceError):
+    """An event could not be staged: the journal file could not be written."""
+
+
+@dataclass
+class Segment:
+    """One segment file, locked by this process, and the events it holds."""
+
+    name: str
+    path: Path
+    fd: int
+    events: list[dict[str, Any]] = field(default_factory=list)
+    recovered: bool = False  # a dead process's: some events may already be in the trail
+    keep_file: bool = False  # damaged: left on disk (renamed) for investigation
+
+
+def audit_journal_dir(vault_path: str | os.PathLike[str]) -> Path:
+    """Where the journal of the vault at ``vault_path`` keeps its segments (beside it)."""
+    path = Path(vault_path)
+    return path.with_name(path.stem + ".audit-journal")
+
+
+def staged_segment_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Segment files under ``directory``: staged events not yet in the trail (any process)."""
+    directory = Path(directory)
+    return sorted(directory.glob("*" + SUFFIX)) if directory.is_dir() else []
+
+
+def _key_aad(name: str) -> bytes:
+    return associated_data("audit_journal", "segment_key", name)
+
+
+def _record_aad(name: str, index: int) -> bytes:
+    return associated_data("audit_journal", name, index)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    if os.write(fd, data) != len(data):  # a regular file writes short only when the disk is full
+        raise OSError("short write")
+
+
+class AuditJournal:
+    """This process's staged audit events, in encrypted segment files under ``directory``.
+
+    ``wrapping`` returns the keyring's current field cipher (it changes on rotation); None
+    selects the benchmark-only plaintext mode.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str],
+                 wrapping: Callable[[], FieldCipher] | None) -> None:
+        self.directory = Path(directory)
+        self._wrapping = wrapping
+        self._lock = threading.Lock()
+        self._live: Segment | None = None
+        self._live_cipher: FieldCipher | None = None
+        self._abandoned: list[Segment] = []  # segments a failed write ended early
+
+    def __repr__(self) -> str:
+        return f"AuditJournal(directory={str(self.directory)!r}, encrypted={self._wrapping is not None})"
+
+    # -- staging ------------------------------------------------------------------------
+
+    def append(self, event: dict[str, Any]) -> None:
+        """Stage one JSON-serialisable event; it is in the file when this returns.
+
+        Raises ``AuditJournalError`` when the write fails, so the caller can refuse to go on
+        (an access that cannot be recorded must not happen).
+        """
+        payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        with self._lock:
+            try:
+                segment = self._live or self._start_segment()
+                cipher = self._live_cipher
+                blob = payload if cipher is None else \
+                    cipher.encrypt(payload, _record_aad(segment.name, len(segment.events)))
+                _write_all(segment.fd, _LENGTH.pack(len(blob)) + blob)
+            except OSError as exc:
+                # A partial record hides every later one from recovery: later events go to a
+                # new segment; this one keeps what it holds and is flushed as usual.
+                if self._live is not None:
+                    self._abandoned.append(self._live)
+                    self._live = None
+                log.error("could not write to the audit journal in %s: %s", self.directory,
+                          exc.strerror or exc)
+                raise AuditJournalError("the access could not be recorded in the audit journal "
+                                        "(its disk is full or not writable)") from None
+            segment.events.append(event)
+
+    def _start_segment(self) -> Segment:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = f"{int(time.time() * 1000):013d}-{os.getpid()}-{secrets.token_hex(4)}"
+        # Written and locked under a name recovery ignores, then renamed: no other process can
+        # take a segment for orphaned before its header and lock are in place.
+        partial = self.directory / f".{name}.new"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if self._wrapping is None:
+                wrapped, cipher = b"", None
+            else:
+                data_key = os.urandom(32)
+                wrapped = self._wrapping().encrypt(data_key, _key_aad(name))
+                cipher = FieldCipher({_DATA_KEY_ID: data_key}, _DATA_KEY_ID)
+            _write_all(fd, _HEADER.pack(MAGIC, FORMAT_VERSION, len(wrapped)) + wrapped)
+            path = self.directory / (name + SUFFIX)
+            os.rename(partial, path)
+        except BaseException:
+            os.close(fd)
+            partial.unlink(missing_ok=True)
+            raise
+        self._live, self._live_cipher = Segment(name, path, fd), cipher
+        return self._live
+
+    def seal(self) -> list[Segment]:
+        """This process's segments that hold events; later appends start a new segment."""
+        with self._lock:
+            live, self._live = self._live, None
+            sealed, self._abandoned = self._abandoned, []
+        if live is not None:
+            sealed.append(live)
+        return sealed
+
+    def release(self, segment: Segment) -> None:
+        """The segment's events are in the trail: delete its file, then drop its lock."""
+        try:
+            if not segment.keep_file:
+                # Unlinked while still locked, so no other process can take it for orphaned.
+                segment.path.unlink(missing_ok=True)
+        finally:
+            os.close(segment.fd)
+
+    def close(self) -> None:
+        """Drop the locks of segments still held (after a failed flush they are recovered by
+        the next process that flushes). Call after the trail's last flush."""
+        for segment in self.seal():
+            os.close(segment.fd)
+
+    # -- recovery -----------------------------------------------------------------------
+
+    def pending_files(self) -> list[Path]:
+        """Segment files on disk: staged events not yet in the trail (any process)."""
+        return staged_segment_files(self.directory)
+
+    def recover(self) -> list[Segment]:
+        """Segments left by processes that died, now locked by this one, with their events.
+
+        A segment whose process is alive (it holds the lock) is skipped; so are this
+        process's own, which it locks through another file description.
+        """
+        self._remove_stale_partials()
+        recovered = []
+        for path in self.pending_files():
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # released meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
+                    raise BlockingIOError  # released between our open and our lock
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            segment = Segment(path.name[:-len(SUFFIX)], path, fd, recovered=True)
+            try:
+                readable = self._read(segment)
+            except BaseException:
+                os.close(fd)
+                raise
+            if readable:
+                recovered.append(segment)
+            else:
+                os.close(fd)
+        return recovered
+
+    def _remove_stale_partials(self) -> None:
+        """Segments whose process died before naming them (they never held an event)."""
+        if not self.directory.is_dir():
+            return
+        for path in self.directory.glob(".*.new"):
+            try:
+                if time.time() - path.stat().st_mtime < 60:
+                    continue  # perhaps being created right now
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                path.unlink(missing_ok=True)
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
+
+    def _read(self, segment: Segment) -> bool:
+        """Fill ``segment.events`` from its file; False when it must wait for a newer keyring.
+
+        A torn last record (the machine stopped mid-write) ends the segment; anything that
+        fails authentication marks it damaged: the events before it are kept and the file is
+        renamed, not deleted."""
+        data = b""
+        while chunk := os.pread(segment.fd, 1 << 20, len(data)):
+            data += chunk
+        try:
+            magic, version, key_length = _HEADER.unpack_from(data)
+        except struct.error:
+            magic, version, key_length = b"", 0, 0
+        if magic != MAGIC or version != FORMAT_VERSION or len(data) < _HEADER.size + key_length:
+            return self._damaged(segment, "no valid header")
+        offset = _HEADER.size + key_length
+        encrypted = key_length > 0
+        if encrypted != (self._wrapping is not None):
+            return self._damaged(segment, "encrypted" if encrypted else "not encrypted")
+        cipher = None
+        if encrypted:
+            try:
+                data_key = self._wrapping().decrypt(data[_HEADER.size:offset], _key_aad(segment.name))
+            except UnknownKeyVersionError:
+                # Written by a process that already holds a newer field key: wait for it.
+                log.warning("audit journal segment %s needs a field key this process does not "
+                            "hold yet; left for later", segment.name)
+                return False
+            except DecryptionError:
+                return self._damaged(segment, "its key does not authenticate under this keyring")
+            cipher = FieldCipher({_DATA_KEY_ID: data_key}, _DATA_KEY_ID)
+        while offset < len(data):
+            if offset + _LENGTH.size > len(data) or \
+                    offset + _LENGTH.size + _LENGTH.unpack_from(data, offset)[0] > len(data):
+                log.warning("audit journal segment %s ends in a partial record (the machine "
+                            "stopped mid-write); %d events recovered", segment.name, len(segment.events))
+                return True
+            (length,) = _LENGTH.unpack_from(data, offset)
+            blob = data[offset + _LENGTH.size:offset + _LENGTH.size + length]
+            offset += _LENGTH.size + length
+            try:
+                payload = blob if cipher is None else \
+                    cipher.decrypt(blob, _record_aad(segment.name, len(segment.events)))
+                event = json.loads(payload)
+            except (DecryptionError, ValueError):
+                return self._damaged(segment, f"record {len(segment.events)} does not authenticate")
+            segment.events.append(event)
+        return True
+
+    @staticmethod
+    def _damaged(segment: Segment, reason: str) -> bool:
+        damaged = segment.path.with_name(segment.path.name + DAMAGED_SUFFIX)
+        os.rename(segment.path, damaged)
+        segment.path, segment.keep_file = damaged, True
+        log.error("audit journal segment %s is damaged (%s): %d events before the damage "
+                  "recovered; the file is kept as %s", segment.name, reason, len(segment.events),
+                  damaged.name)
+        return True
+
+
+class Flusher:
+    """Calls ``flush`` on a background thread ``delay`` seconds after being woken, so the
+    events staged meanwhile go into the trail together. A failed flush is retried after
+    another ``delay``; the thread starts on the first ``wake()``."""
+
+    def __init__(self, flush: Callable[[], Any], delay: float) -> None:
+        self._flush = flush
+        self._delay = delay
+        self._cond = threading.Condition()
+        self._armed = False
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        if self._armed:  # a flush is already due, and it will take what was staged before
+            return
+        with self._cond:
+            if self._stopped:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="audit-flusher", daemon=True)
+                self._thread.start()
+            self._armed = True
+            self._cond.notify()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread (after the flush it may be running); the caller flushes last."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            with self._cond:
+                while not self._armed and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+            time.sleep(min(self._delay * 2 ** failures, 5.0))
+            with self._cond:
+                self._armed = False
+            try:
+                self._flush()
+                failures = 0
+            except Exception as exc:  # the events stay staged on disk; try again, backing off
+                failures += 1
+                log.warning("staged audit events not moved into the trail yet (%s, attempt %d); "
+                            "retrying", type(exc).__name__, failures)
+                with self._cond:
+                    self._armed = True
