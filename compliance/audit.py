@@ -36,16 +36,14 @@ import hashlib
 import json
 import logging
 import secrets
-import threading
-import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from twin.storage import Database
-from twin.storage.timestamps import from_db, to_db, utc_now
+from twin.storage.timestamps import to_db, utc_now
 
-from .audit_journal import AuditJournal, Flusher, Segment
+from .audit_journal import AuditJournal, StagedEvents
 from .errors import ComplianceError
 
 log = logging.getLogger(__name__)
@@ -77,11 +75,6 @@ _RECORD_FIELDS = frozenset({"subject_hash", "resource", "request_id", "details"}
 _STAGED_FIELDS = frozenset({"actor_id", "actor_role", "action", "subject_hash", "resource",
                             "request_id", "details", "event_id", "occurred_at"})
 FLUSH_DELAY_S = 0.05
-RECOVERY_INTERVAL_S = 30.0
-# A recovered segment's events may already be in the trail (its process died between the
-# commit and deleting the file). Events flushed after them were staged at most this much
-# earlier than they were, so the duplicate check looks back that far past their time.
-_DUPLICATE_WINDOW = timedelta(minutes=5)
 
 # Where the next event goes, in one statement: the last event's hash (else the latest
 # checkpoint's, else genesis) and the highest seq ever used. sqlite_sequence remembers seqs
@@ -294,11 +287,8 @@ class AuditTrail:
                  journal: AuditJournal | None = None, flush_delay: float = FLUSH_DELAY_S) -> None:
         self.vault = vault
         self._clock = clock
-        self._journal = journal
-        self._flusher = Flusher(self.flush, flush_delay) if journal is not None else None
-        self._flush_lock = threading.Lock()
-        self._unflushed: list[Segment] = []  # sealed segments a failed flush left: first next time
-        self._next_recovery = 0.0
+        self._staging = None if journal is None else \
+            StagedEvents(journal, vault, self._append_staged, clock, flush_delay)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -313,7 +303,7 @@ class AuditTrail:
         """
         fields = self._validated(actor, action, dict(subject_hash=subject_hash, resource=resource,
                                                      request_id=request_id, details=details))
-        self._flush_unless_in_transaction()
+        self._flush_before_use()
         # Concurrent appenders share one commit (twin.storage.group_commit).
         row = self.vault.write_shared(lambda conn: self._append_rows(conn, [fields])[0])
         return _to_event(row)
@@ -325,9 +315,9 @@ class AuditTrail:
 
         With a journal the event is on disk, encrypted, when this returns, and joins the
         chain within the flush delay; ``AuditJournalError`` means it could not be written and
-        the caller must not go on. Without a journal this is ``record()``.
+        the caller must not go on. Without a journal (or after ``close()``) this is ``record()``.
         """
-        if self._journal is None or self._flusher is None:
+        if self._staging is None or self._staging.closed:
             self.record(actor, action, subject_hash=subject_hash, resource=resource,
                         request_id=request_id, details=details)
             return
@@ -335,82 +325,40 @@ class AuditTrail:
                                                      request_id=request_id, details=details))
         fields["event_id"] = secrets.token_urlsafe(12)
         fields["occurred_at"] = to_db(self._clock())
-        self._journal.append(fields)
-        self._flusher.wake()
+        self._staging.stage(fields)
 
     def flush(self) -> int:
         """Move staged events into the chain now: this process's and any a dead process left
-        behind. Returns how many were appended (0 without a journal)."""
-        if self._journal is None:
-            return 0
-        with self._flush_lock:
-            segments = self._unflushed + self._recover_if_due() + self._journal.seal()
-            self._unflushed = []
-            appended = 0
-            for i, segment in enumerate(segments):
-                try:
-                    appended += self._import(segment)
-                except BaseException:
-                    self._unflushed = segments[i:]
-                    raise
-                self._journal.release(segment)
-            return appended
+        behind. Returns how many were appended (0 without a journal, or inside this thread's
+        open vault transaction)."""
+        return 0 if self._staging is None else self._staging.flush()
 
     def close(self) -> None:
         """Stop the background flusher and flush what is staged (graceful shutdown)."""
-        if self._journal is None or self._flusher is None:
+        if self._staging is not None:
+            self._staging.close()
+
+    def _flush_before_use(self) -> None:
+        # Readers and direct appends see this process's staged events first. If the vault
+        # refuses the backlog, they still go on: the backlog is safe on disk.
+        if self._staging is None:
             return
-        self._flusher.stop()
         try:
-            self.flush()
-        finally:
-            self._journal.close()
+            self._staging.flush()
+        except Exception as exc:
+            log.warning("staged audit events could not be flushed first (%s); continuing",
+                        type(exc).__name__)
 
-    def _flush_unless_in_transaction(self) -> None:
-        # Inside the caller's vault transaction a flush would join it and could be rolled
-        # back after its segments were deleted; those events go in with the next flush.
-        if self._journal is not None and not self.vault.connection().in_transaction:
-            self.flush()
-
-    def _recover_if_due(self) -> list[Segment]:
-        assert self._journal is not None
-        now = time.monotonic()
-        if now < self._next_recovery:
-            return []
-        self._next_recovery = now + RECOVERY_INTERVAL_S
-        return self._journal.recover()
-
-    def _import(self, segment: Segment) -> int:
-        """Append a segment's events (those not already in the trail) in one transaction."""
-        events = [e for e in segment.events if _is_staged_event(e)]
-        if len(events) != len(segment.events):
-            log.error("audit journal segment %s: %d malformed events skipped", segment.name,
-                      len(segment.events) - len(events))
-        if segment.recovered and events:
-            present = self._recent_event_ids(min(e["occurred_at"] for e in events))
-            events = [e for e in events if e["event_id"] not in present]
-        if events:
-            self.vault.write(lambda conn: self._append_rows(conn, events))
-        if segment.recovered:
-            log.warning("recovered %d staged audit events left by a stopped process (segment %s)",
-                        len(events), segment.name)
-        return len(events)
-
-    def _recent_event_ids(self, since: str) -> set[str]:
-        """Ids of the events at the tail of the trail back to ``since`` minus the window."""
-        start = from_db(since)
-        threshold = to_db(start - _DUPLICATE_WINDOW) if start is not None else since
-        present = set()
-        cursor = self.vault.execute("SELECT event_id, occurred_at FROM audit_events ORDER BY seq DESC")
-        try:
-            while rows := cursor.fetchmany(500):
-                for row in rows:
-                    if row["occurred_at"] < threshold:
-                        return present
-                    present.add(row["event_id"])
-            return present
-        finally:
-            cursor.close()  # an unfinished SELECT would hold its read snapshot open
+    def _append_staged(self, conn: Any, events: list[dict[str, Any]]) -> int:
+        """Chain staged events (as a journal segment holds them) inside ``conn``'s write
+        transaction; malformed ones (only a forged plaintext segment could hold any) are
+        skipped and logged. Returns how many were appended."""
+        valid = [e for e in events if _is_staged_event(e)]
+        if len(valid) != len(events):
+            log.error("%d malformed staged audit events skipped", len(events) - len(valid))
+        if valid:
+            self._append_rows(conn, valid)
+        return len(valid)
 
     def _append_rows(self, conn: Any, validated: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Chain and insert validated events; call inside the write transaction."""
@@ -446,7 +394,7 @@ class AuditTrail:
             validated.append(self._validated(actor, action, fields))
         if not validated:
             return 0
-        self._flush_unless_in_transaction()
+        self._flush_before_use()
         return len(self.vault.write(lambda conn: self._append_rows(conn, validated)))
 
     def _validated(self, actor: Actor, action: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -494,7 +442,7 @@ class AuditTrail:
             raise InvalidAuditQueryError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
         if action is not None and action not in ACTIONS:
             raise UnknownAuditActionError(f"unknown audit action {action!r}")
-        self._flush_unless_in_transaction()
+        self._flush_before_use()
         where, params = [], []
         for clause, value in (("subject_hash = ?", subject_hash), ("action = ?", action),
                               ("occurred_at >= ?", None if since is None else to_db(since)),
@@ -514,7 +462,7 @@ class AuditTrail:
         """
         if batch < 1:
             raise InvalidAuditQueryError("batch must be at least 1")
-        self._flush_unless_in_transaction()
+        self._flush_before_use()
         after = 0
         while True:
             rows = self.vault.query(
@@ -534,7 +482,7 @@ class AuditTrail:
         Reads one consistent snapshot, ``batch_size`` rows at a time, so memory is bounded and
         concurrent appends and purges do not cause false alarms.
         """
-        self._flush_unless_in_transaction()
+        self._flush_before_use()
         with self.vault.transaction(immediate=False) as conn:
             anchor_seq, anchor_hash, _ = _latest_checkpoint(conn)
             walker = _ChainWalker(anchor_seq, anchor_hash)
@@ -576,7 +524,7 @@ class AuditTrail:
         """
         if batch_size < 1:
             raise InvalidAuditQueryError("batch_size must be at least 1")
-        self._flush_unless_in_transaction()
+        self._flush_before_use()
         threshold = to_db(cutoff)
         total, run_checkpoint = 0, None
 

@@ -5,12 +5,14 @@ every API read appends an event. ``AuditTrail.stage()`` therefore writes the eve
 first: one ``write(2)`` to this process's segment file before the call returns, so from then
 on the event survives a crash of the process (the guarantee the vault itself gives with
 ``synchronous=NORMAL``; neither survives a power loss before the OS wrote its cache out).
-The trail moves staged events into the chain in batches, one transaction per segment, and
-only then deletes the segment.
+``StagedEvents`` moves staged events into the chain in batches, one transaction per segment
+that also records the segment as imported (``audit_journal_imports``), and only then deletes
+the segment file: a file that outlives its import is never imported twice.
 
 A segment is locked (``flock``) by the process writing it until its events are in the trail.
 A segment nobody holds was left by a process that died: ``recover()`` hands it to whichever
-process flushes next.
+process flushes next. ``flock`` needs the data directory on a local file system, and a
+process that forks must not stage events in the child (create the trail after forking).
 
 File layout (integers big-endian)::
 
@@ -22,9 +24,13 @@ naming the segment; each record's associated data names the segment and the reco
 position, so records cannot be forged, moved between segments or reordered unnoticed. A key
 per segment also keeps every key far below the 2^32 messages that random 96-bit nonces allow.
 Without a field cipher (the benchmark-only plaintext mode) the wrapped key is empty and
-records are plain JSON; each mode refuses the other's segments.
-"""
+records are plain JSON; each mode leaves the other's segments alone.
 
+What the journal cannot show: someone with write access to the data directory deleting or
+truncating (at a record boundary) the segment of a process that crashed, before it is
+imported. A segment whose records fail authentication is kept as ``*.damaged`` and reported
+by ``scripts/verify_audit.py``.
+"""
 from __future__ import annotations
 
 import fcntl
@@ -39,12 +45,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from twin.storage.timestamps import to_db
+
 from .errors import ComplianceError, DecryptionError, UnknownKeyVersionError
 from .field_crypto import FieldCipher, associated_data
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"LTAJ"
+RECOVERY_INTERVAL_S = 30.0  # how often a flushing process looks for segments of dead ones
 FORMAT_VERSION = 1
 SUFFIX = ".seg"
 DAMAGED_SUFFIX = ".damaged"  # kept for investigation, never imported again
@@ -79,6 +88,12 @@ def staged_segment_files(directory: str | os.PathLike[str]) -> list[Path]:
     """Segment files under ``directory``: staged events not yet in the trail (any process)."""
     directory = Path(directory)
     return sorted(directory.glob("*" + SUFFIX)) if directory.is_dir() else []
+
+
+def damaged_segment_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Segments kept because a record failed authentication: events may be missing."""
+    directory = Path(directory)
+    return sorted(directory.glob("*" + SUFFIX + DAMAGED_SUFFIX)) if directory.is_dir() else []
 
 
 def _key_aad(name: str) -> bytes:
@@ -184,10 +199,10 @@ class AuditJournal:
         finally:
             os.close(segment.fd)
 
-    def close(self) -> None:
-        """Drop the locks of segments still held (after a failed flush they are recovered by
-        the next process that flushes). Call after the trail's last flush."""
-        for segment in self.seal():
+    def close(self, held: list[Segment] = ()) -> None:
+        """Let go of the segments still held, ``held`` included, without deleting them: a
+        later flush (here, or in the next process) imports them. Call after the last flush."""
+        for segment in [*self.seal(), *held]:
             os.close(segment.fd)
 
     # -- recovery -----------------------------------------------------------------------
@@ -196,37 +211,50 @@ class AuditJournal:
         """Segment files on disk: staged events not yet in the trail (any process)."""
         return staged_segment_files(self.directory)
 
+    def holds_file(self, name: str) -> bool:
+        """Whether the segment ``name`` is still on disk (not yet imported and deleted)."""
+        return (self.directory / (name + SUFFIX)).exists()
+
     def recover(self) -> list[Segment]:
         """Segments left by processes that died, now locked by this one, with their events.
 
         A segment whose process is alive (it holds the lock) is skipped; so are this
-        process's own, which it locks through another file description.
+        process's own, which it locks through another file description, and any file that
+        cannot be read (logged; the others are still recovered).
         """
         self._remove_stale_partials()
         recovered = []
         for path in self.pending_files():
             try:
-                fd = os.open(path, os.O_RDWR)
-            except FileNotFoundError:
-                continue  # released meanwhile
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
-                    raise BlockingIOError  # released between our open and our lock
-            except BlockingIOError:
-                os.close(fd)
+                segment = self._take(path)
+            except OSError as exc:
+                log.error("audit journal segment %s cannot be recovered now: %s", path.name,
+                          exc.strerror or exc)
                 continue
-            segment = Segment(path.name[:-len(SUFFIX)], path, fd, recovered=True)
-            try:
-                readable = self._read(segment)
-            except BaseException:
-                os.close(fd)
-                raise
-            if readable:
+            if segment is not None:
                 recovered.append(segment)
-            else:
-                os.close(fd)
         return recovered
+
+    def _take(self, path: Path) -> Segment | None:
+        """The segment at ``path`` with its events, locked, if its process is gone."""
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return None  # imported and deleted meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
+                raise BlockingIOError  # imported and deleted between our open and our lock
+            segment = Segment(path.name[:-len(SUFFIX)], path, fd, recovered=True)
+            if self._read(segment):
+                return segment
+        except BlockingIOError:
+            pass  # its process is alive
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return None
 
     def _remove_stale_partials(self) -> None:
         """Segments whose process died before naming them (they never held an event)."""
@@ -265,18 +293,23 @@ class AuditJournal:
         offset = _HEADER.size + key_length
         encrypted = key_length > 0
         if encrypted != (self._wrapping is not None):
-            return self._damaged(segment, "encrypted" if encrypted else "not encrypted")
+            # Another mode's segment (a benchmark run's, or this one's seen by a benchmark):
+            # not this process's to judge; left where it is.
+            log.error("audit journal segment %s is %s, unlike this process's; left alone",
+                      segment.name, "encrypted" if encrypted else "not encrypted")
+            return False
         cipher = None
         if encrypted:
             try:
                 data_key = self._wrapping().decrypt(data[_HEADER.size:offset], _key_aad(segment.name))
-            except UnknownKeyVersionError:
-                # Written by a process that already holds a newer field key: wait for it.
-                log.warning("audit journal segment %s needs a field key this process does not "
-                            "hold yet; left for later", segment.name)
+            except DecryptionError as exc:
+                # A newer field key (a rotation this process has not seen yet) or another
+                # keyring altogether: a process with the right keyring imports it later.
+                log.error("audit journal segment %s: its key does not open under this process's "
+                          "keyring (%s); left for a process that holds its key", segment.name,
+                          "unknown key version" if isinstance(exc, UnknownKeyVersionError)
+                          else "wrong keyring?")
                 return False
-            except DecryptionError:
-                return self._damaged(segment, "its key does not authenticate under this keyring")
             cipher = FieldCipher({_DATA_KEY_ID: data_key}, _DATA_KEY_ID)
         while offset < len(data):
             if offset + _LENGTH.size > len(data) or \
@@ -309,8 +342,8 @@ class AuditJournal:
 
 class Flusher:
     """Calls ``flush`` on a background thread ``delay`` seconds after being woken, so the
-    events staged meanwhile go into the trail together. A failed flush is retried after
-    another ``delay``; the thread starts on the first ``wake()``."""
+    events staged meanwhile go into the trail together. A failed flush is retried with
+    backoff; the thread starts on the first ``wake()`` (again if it ever died)."""
 
     def __init__(self, flush: Callable[[], Any], delay: float) -> None:
         self._flush = flush
@@ -321,7 +354,7 @@ class Flusher:
         self._thread: threading.Thread | None = None
 
     def wake(self) -> None:
-        if self._armed:  # a flush is already due, and it will take what was staged before
+        if self._armed:  # a flush is due, and it will take what was staged before this call
             return
         with self._cond:
             if self._stopped:
@@ -343,21 +376,127 @@ class Flusher:
 
     def _run(self) -> None:
         failures = 0
-        while True:
-            with self._cond:
-                while not self._armed and not self._stopped:
-                    self._cond.wait()
-                if self._stopped:
-                    return
-            time.sleep(min(self._delay * 2 ** failures, 5.0))
-            with self._cond:
-                self._armed = False
-            try:
-                self._flush()
-                failures = 0
-            except Exception as exc:  # the events stay staged on disk; try again, backing off
-                failures += 1
-                log.warning("staged audit events not moved into the trail yet (%s, attempt %d); "
-                            "retrying", type(exc).__name__, failures)
+        try:
+            while True:
                 with self._cond:
-                    self._armed = True
+                    while not self._armed and not self._stopped:
+                        self._cond.wait()
+                    # Gather a batch; stop() cuts the wait short (wake() does not: armed).
+                    if self._cond.wait_for(lambda: self._stopped,
+                                           timeout=min(self._delay * 2 ** failures, 5.0)):
+                        return
+                    self._armed = False
+                try:
+                    self._flush()
+                    failures = 0
+                except Exception as exc:  # the events stay staged on disk; try again, backing off
+                    failures += 1
+                    log.warning("staged audit events not moved into the trail yet (%s, attempt "
+                                "%d); retrying", type(exc).__name__, failures)
+                    with self._cond:
+                        self._armed = True
+        finally:
+            with self._cond:
+                self._thread = None
+
+
+class StagedEvents:
+    """Moves a journal's staged events into the audit trail: in the background shortly after
+    they are staged (``flush_delay``), whenever the trail is read, and at ``close()``.
+
+    ``append`` is the trail's: ``append(conn, events) -> int`` chains and inserts staged
+    events inside the given write transaction and returns how many it inserted.
+    """
+
+    def __init__(self, journal: AuditJournal, vault: Any,
+                 append: Callable[[Any, list[dict[str, Any]]], int],
+                 clock: Callable[[], Any], flush_delay: float) -> None:
+        self.journal = journal
+        self._vault = vault
+        self._append = append
+        self._clock = clock
+        self._flusher = Flusher(self.flush, flush_delay)
+        self._lock = threading.Lock()
+        self._backlog: list[Segment] = []  # sealed segments a failed flush left: first next time
+        self._next_recovery = 0.0
+        self.closed = False
+
+    def stage(self, event: dict[str, Any]) -> None:
+        """Append the event to the journal (on disk at return) and have it flushed soon."""
+        self.journal.append(event)
+        self._flusher.wake()
+
+    def flush(self) -> int:
+        """Import every staged event now: this process's, then any a dead process left behind.
+        Returns how many reached the trail.
+
+        Does nothing inside this thread's open vault transaction: the import would join it,
+        and a rollback after the segment file was deleted would lose the events.
+        """
+        if self._vault.connection().in_transaction:
+            return 0
+        with self._lock:
+            backlog, self._backlog = self._backlog + self._recover_if_due(), []
+            moved = self._import_all(backlog)
+            # Only once the backlog is in: while the vault refuses, appends keep going to the
+            # live segment instead of piling up a new file (and descriptor) per attempt.
+            return moved + self._import_all(self.journal.seal())
+
+    def close(self) -> None:
+        """Stop the background flusher, flush, and let go of every segment (graceful
+        shutdown). What could not be flushed stays on disk for the next start."""
+        if self.closed:
+            return
+        self.closed = True
+        self._flusher.stop()
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                held, self._backlog = self._backlog, []
+            self.journal.close(held)
+
+    def _import_all(self, segments: list[Segment]) -> int:
+        moved = 0
+        for i, segment in enumerate(segments):
+            try:
+                moved += self._import(segment)
+            except BaseException:
+                self._backlog = segments[i:]
+                raise
+            try:
+                self.journal.release(segment)
+            except OSError as exc:  # imported: its marker keeps it from being imported again
+                log.warning("audit journal segment %s is in the trail but its file could not be "
+                            "deleted: %s", segment.name, exc.strerror or exc)
+        return moved
+
+    def _import(self, segment: Segment) -> int:
+        """The segment's events into the trail, with its import marker, in one transaction."""
+        def work(conn: Any) -> int:
+            if conn.execute("SELECT 1 FROM audit_journal_imports WHERE segment = ?",
+                            (segment.name,)).fetchone() is not None:
+                return 0  # imported before, by a process that died before deleting the file
+            moved = self._append(conn, segment.events) if segment.events else 0
+            conn.execute("INSERT INTO audit_journal_imports (segment, events, imported_at) "
+                         "VALUES (?, ?, ?)", (segment.name, moved, to_db(self._clock())))
+            return moved
+
+        moved = self._vault.write(work)
+        if segment.recovered:
+            log.warning("recovered %d staged audit events left by a stopped process (segment %s)",
+                        moved, segment.name)
+        return moved
+
+    def _recover_if_due(self) -> list[Segment]:
+        now = time.monotonic()
+        if now < self._next_recovery:
+            return []
+        self._next_recovery = now + RECOVERY_INTERVAL_S
+        # Markers of segments whose files are gone have done their job.
+        names = [row[0] for row in self._vault.query("SELECT segment FROM audit_journal_imports")]
+        gone = [(name,) for name in names if not self.journal.holds_file(name)]
+        if gone:
+            self._vault.write(lambda conn: conn.executemany(
+                "DELETE FROM audit_journal_imports WHERE segment = ?", gone))
+        return self.journal.recover()

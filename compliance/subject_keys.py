@@ -20,6 +20,7 @@ import json
 import os
 import threading
 import time
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any, Callable, Protocol
 
@@ -124,7 +125,8 @@ class SubjectKeyStore:
         # Key creation times are compared with erasure tombstones (written with the service's
         # clock) to tell a returning subject from a restored one: both must use one clock.
         self._clock = clock
-        self._readers: dict[str, tuple[SubjectCipher, float]] = {}  # subject -> (cipher, until)
+        # subject -> (cipher, remembered until), oldest first
+        self._readers: OrderedDict[str, tuple[SubjectCipher, float]] = OrderedDict()
         self._readers_lock = threading.Lock()
         self._generation = 0  # bumped by every forget: a key read before that is not kept
         self._monotonic = monotonic
@@ -195,10 +197,9 @@ class SubjectKeyStore:
         with self._readers_lock:
             if generation != self._generation:
                 return cipher
-            if len(self._readers) >= READ_CACHE_ENTRIES:
-                self._readers = {k: v for k, v in self._readers.items() if v[1] > now}
-                if len(self._readers) >= READ_CACHE_ENTRIES:
-                    self._readers.pop(next(iter(self._readers)))  # the oldest entry
+            self._readers.pop(subject_hash, None)
+            while len(self._readers) >= READ_CACHE_ENTRIES:
+                self._readers.popitem(last=False)  # the oldest entry
             self._readers[subject_hash] = (cipher, now + READ_CACHE_SECONDS)
         return cipher
 

@@ -17,6 +17,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -65,8 +66,8 @@ class TokenStore:
         self._cache_seconds = cache_seconds
         self._max_cached = max_cached
         self._monotonic = monotonic
-        # token_id -> (hash of its secret, identity, valid until); replaced whole, never mutated
-        self._verified: dict[str, tuple[str, TokenIdentity, float]] = {}
+        # token_id -> (hash of its secret, identity, valid until), oldest first
+        self._verified: OrderedDict[str, tuple[str, TokenIdentity, float]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._generation = 0  # bumped by every forget: a verification older than that is not kept
 
@@ -112,17 +113,16 @@ class TokenStore:
         with self._cache_lock:
             if generation != self._generation:
                 return  # something was revoked since the row was read: it may be this token
-            if len(self._verified) >= self._max_cached:
-                now = self._monotonic()
-                self._verified = {k: v for k, v in self._verified.items() if v[2] > now}
-                if len(self._verified) >= self._max_cached:
-                    self._verified.pop(next(iter(self._verified)))  # the oldest entry
+            self._verified.pop(token_id, None)
+            while len(self._verified) >= self._max_cached:
+                self._verified.popitem(last=False)  # the oldest entry
             self._verified[token_id] = (secret_hash, identity, self._monotonic() + self._cache_seconds)
 
     def _forget(self, matches: Callable[[str, TokenIdentity], bool]) -> None:
         with self._cache_lock:
             self._generation += 1
-            self._verified = {k: v for k, v in self._verified.items() if not matches(k, v[1])}
+            for token_id in [k for k, v in self._verified.items() if matches(k, v[1])]:
+                del self._verified[token_id]
 
     def revoke(self, token_id: str) -> bool:
         """Revoke by token id (printed at issue time). True if a live token was revoked."""

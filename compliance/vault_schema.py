@@ -85,7 +85,23 @@ DROP TABLE erasure_tombstones;
 DROP TABLE subject_keys;
 """
 
-MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job locks", V1_UP, V1_DOWN)]
+V2_UP = """
+-- Audit journal segments whose events are in audit_events, written in the same transaction as
+-- those events: a segment file that outlives its import (its process died before deleting it)
+-- is never imported twice. Rows go once their file is gone.
+CREATE TABLE audit_journal_imports (
+    segment      TEXT PRIMARY KEY,
+    events       INTEGER NOT NULL,
+    imported_at  TIMESTAMP NOT NULL
+);
+"""
+
+V2_DOWN = """
+DROP TABLE audit_journal_imports;
+"""
+
+MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job locks", V1_UP, V1_DOWN),
+              Migration(2, "audit journal import markers", V2_UP, V2_DOWN)]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
 
@@ -114,6 +130,7 @@ PERSONAL_DATA = [
 ]
 
 NO_PERSONAL_DATA = {
+    "audit_journal_imports": "names of imported audit journal segments and their event counts",
     "schema_version": "migration bookkeeping",
     "audit_checkpoints": "hashes of purged audit events, no subject reference",
     "job_locks": "names of running jobs",

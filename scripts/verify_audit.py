@@ -3,7 +3,8 @@
 
 Prints ``audit trail OK: N events verified`` and exits 0, or
 ``audit trail BROKEN at event SEQ: reason`` and exits 1 (the first edited, deleted or
-reordered event). Any other failure (no keyring, no vault, wrong key) prints one line to
+reordered event). Audit journal segments not yet in the trail are noted; segments kept as
+damaged (a record failed authentication) are reported and also exit 1. Any other failure (no keyring, no vault, wrong key) prints one line to
 stderr and exits 2. Reads only: it never creates a keyring, a vault or a migration.
 
 Configuration comes from the environment like the service's: TWIN_DATA_DIR or
@@ -43,7 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(batch_size: int) -> int:
     """Verify the configured vault; returns the exit status after printing the outcome."""
     from compliance.audit import AuditTrail
-    from compliance.audit_journal import audit_journal_dir, staged_segment_files
+    from compliance.audit_journal import (audit_journal_dir, damaged_segment_files,
+                                          staged_segment_files)
     from compliance.keyring import ENV_MASTER_SECRET, load_keyring
     from twin.catalog import database_path, open_database, spec_for
     from twin.config import Config
@@ -64,11 +66,16 @@ def run(batch_size: int) -> int:
     finally:
         vault.close_all()
     print(result.summary)
-    staged = staged_segment_files(audit_journal_dir(path))
+    journal = audit_journal_dir(path)
+    staged = staged_segment_files(journal)
     if staged:
         print(f"note: {len(staged)} audit journal segment(s) hold events not in the trail yet; "
               "the service moves them in as it runs, or when it next starts")
-    return EXIT_OK if result.ok else EXIT_BROKEN
+    damaged = damaged_segment_files(journal)
+    if damaged:
+        print(f"audit journal DAMAGED: {len(damaged)} segment(s) failed authentication, events "
+              f"after the damage are missing from the trail: {', '.join(p.name for p in damaged)}")
+    return EXIT_OK if result.ok and not damaged else EXIT_BROKEN
 
 
 def main(argv: list[str] | None = None) -> int:

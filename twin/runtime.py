@@ -15,6 +15,7 @@ from typing import Callable
 from compliance.audit import Actor, AuditTrail
 from compliance.audit_journal import AuditJournal, audit_journal_dir
 from compliance.dsr import DataSubjectRequests
+from compliance.errors import KeyringError
 from compliance.field_crypto import FieldCipher
 from compliance.id_hashing import SubjectHasher
 from compliance.keyring import ENV_MASTER_SECRET, Keyring, load_keyring
@@ -87,11 +88,19 @@ class Runtime:
         signature = _file_signature(self.config.keyring_path)
         if if_changed and signature == self._keyring_signature:
             return self.field_cipher
-        self._keyring_signature = signature
         environ = self.config.environ or os.environ
         if ENV_MASTER_SECRET not in environ and not self.config.keyring_path.exists():
             return self.field_cipher  # nothing to reload from (and never generate a keyring here)
-        fresh = load_keyring(self.config.keyring_path, production=self.config.production, environ=environ)
+        try:
+            fresh = load_keyring(self.config.keyring_path, production=self.config.production,
+                                 environ=environ)
+        except (KeyringError, OSError) as exc:
+            if not if_changed:
+                raise
+            # A new subject's key can go under the current version; the next one tries again.
+            log.warning("keyring reload failed (%s); keeping this process's keys", exc)
+            return self.field_cipher
+        self._keyring_signature = signature
         if fresh.database_key not in (self.keyring.database_key, fresh.previous_database_key):
             log.warning("keyring reload: the database key changed; keeping this process's keys")
             return self.field_cipher

@@ -177,7 +177,7 @@ def test_a_disk_that_refuses_the_write_fails_the_staging_loudly(make_trail, monk
     monkeypatch.setattr("compliance.audit_journal.os.write", disk_full)
     with pytest.raises(AuditJournalError) as raised:
         trail.stage(SERVICE, "read", subject_hash=ALICE, request_id="lost")
-    assert "audit journal" in str(raised.value) and str(trail._journal.directory) not in str(raised.value)
+    assert "audit journal" in str(raised.value) and str(trail._staging.journal.directory) not in str(raised.value)
     monkeypatch.undo()
 
     stage_reads(trail, 1, "after")  # a fresh segment: the failed one may end in a partial record
@@ -276,7 +276,7 @@ def test_a_live_process_keeps_its_segment(tmp_path, keyring, vault, journal_dir,
     finally:
         child.kill()
         child.wait()
-    trail._next_recovery = 0  # recovery runs every 30 s; the test does not wait for it
+    trail._staging._next_recovery = 0  # recovery runs every 30 s; the test does not wait for it
     assert trail.flush() == 1
     assert [e.request_id for e in trail.query()] == ["alive"]
 
@@ -313,7 +313,7 @@ def test_a_tampered_record_keeps_the_events_before_it_and_the_file_for_investiga
     assert in_vault(vault) == 2
 
 
-def test_a_segment_under_another_keyring_is_not_imported(tmp_path, keyring, vault, journal_dir, make_trail):
+def test_a_segment_under_another_keyring_is_left_for_a_process_that_holds_its_key(tmp_path, keyring, vault, journal_dir, make_trail):
     from dataclasses import replace
 
     from compliance.keyring import Keyring
@@ -325,21 +325,22 @@ def test_a_segment_under_another_keyring_is_not_imported(tmp_path, keyring, vaul
     trail = make_trail()
     trail.flush()
 
+    # Not this process's to judge: left for a process that holds its key.
     assert in_vault(vault) == 0
-    assert [p.suffix for p in journal_dir.iterdir()] == [DAMAGED_SUFFIX]
+    assert [p.suffix for p in journal_dir.iterdir()] == [SUFFIX]
 
 
-def test_a_plaintext_segment_is_refused_by_an_encrypting_journal(vault, journal_dir, make_trail):
+def test_a_plaintext_segment_is_left_alone_by_an_encrypting_journal(vault, journal_dir, make_trail):
     plain = make_trail(encrypted=False)
     stage_reads(plain, 2)
-    plain._journal.close()  # as if its process died: the segment is left, unlocked
-    plain._journal = None
+    plain._staging.journal.close()  # as if its process died: the segment is left, unlocked
+    plain._staging = None
 
     trail = make_trail()
     trail.flush()
 
     assert in_vault(vault) == 0
-    assert [p.suffix for p in journal_dir.iterdir()] == [DAMAGED_SUFFIX]
+    assert [p.suffix for p in journal_dir.iterdir()] == [SUFFIX]
 
 
 def test_stale_half_created_segments_are_cleaned_up_young_ones_are_not(make_trail, journal_dir):
@@ -362,7 +363,7 @@ def test_a_staged_record_holds_the_whole_event(make_trail, journal_dir, cipher):
     trail = make_trail()
     trail.stage(SERVICE, "update", subject_hash=ALICE, resource="profile:p1", request_id="r1",
                 details={"fields": ["personal"]})
-    live = trail._journal._live
+    live = trail._staging.journal._live
     staged = live.events[0]
 
     copy = Segment(live.name, live.path, os.open(live.path, os.O_RDONLY))
@@ -375,3 +376,118 @@ def test_a_staged_record_holds_the_whole_event(make_trail, journal_dir, cipher):
     assert json.loads(staged["details"]) == {"fields": ["personal"]}
     [event] = trail.query()
     assert (event.event_id, event.occurred_at) == (staged["event_id"], staged["occurred_at"])
+
+
+# -- failures along the way --------------------------------------------------------------------
+
+def imported_markers(vault) -> list[str]:
+    return [row[0] for row in vault.query("SELECT segment FROM audit_journal_imports")]
+
+
+def test_import_markers_go_once_their_segment_files_are_gone(make_trail, vault):
+    trail = make_trail()
+    stage_reads(trail, 2)
+    trail.flush()
+    assert len(imported_markers(vault)) == 1  # written with the events, in one transaction
+
+    trail._staging._next_recovery = 0
+    trail.flush()
+
+    assert imported_markers(vault) == []
+
+
+def test_a_segment_whose_file_cannot_be_deleted_is_still_imported_once(make_trail, vault, journal_dir,
+                                                                        monkeypatch, caplog):
+    trail = make_trail()
+    stage_reads(trail, 2, "first")
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: (_ for _ in ()).throw(
+        PermissionError(13, "Permission denied")))
+    caplog.set_level(logging.WARNING)
+    assert trail.flush() == 2
+    monkeypatch.undo()
+    assert "could not be deleted" in caplog.text and len(segment_files(journal_dir)) == 1
+
+    stage_reads(trail, 1, "second")
+    trail._staging._next_recovery = 0  # the left-over file is now anybody's to recover
+    trail.flush()
+
+    assert [e.request_id for e in trail.query()] == ["first-0", "first-1", "second-0"]
+
+
+def test_an_unreadable_file_among_the_segments_does_not_stop_recovery(
+        tmp_path, keyring, vault, journal_dir, make_trail, caplog):
+    run_child(tmp_path, keyring, vault.path, journal_dir, CHILD_STAGES_THREE)
+    (journal_dir / ("0000000000000-1-0badc0de" + SUFFIX)).mkdir()  # not a file at all
+
+    caplog.set_level(logging.ERROR)
+    trail = make_trail()
+
+    assert [e.request_id for e in trail.query()] == ["child-0", "child-1", "child-2"]
+    assert "cannot be recovered now" in caplog.text
+
+
+def test_while_the_vault_refuses_events_stay_staged_in_one_growing_segment(make_trail, vault, journal_dir,
+                                                                          monkeypatch):
+    from twin.storage import DatabaseBusyError
+
+    trail = make_trail()
+    real_write = vault.write
+
+    def busy(fn):
+        raise DatabaseBusyError("privacy_vault: database stayed busy")
+
+    monkeypatch.setattr(vault, "write", busy)
+    for attempt in range(5):
+        stage_reads(trail, 2, f"attempt{attempt}")
+        with pytest.raises(DatabaseBusyError):
+            trail.flush()
+    assert len(segment_files(journal_dir)) == 2  # the first sealed one, and the live one
+    monkeypatch.setattr(vault, "write", real_write)
+
+    assert trail.flush() == 10
+    assert segment_files(journal_dir) == []
+    assert [e.request_id for e in trail.query()][:2] == ["attempt0-0", "attempt0-1"]
+
+
+def test_a_direct_record_still_lands_while_the_backlog_cannot(make_trail, vault, monkeypatch, caplog):
+    trail = make_trail()
+    stage_reads(trail, 1, "staged")
+    monkeypatch.setattr(trail._staging, "_import", lambda segment: (_ for _ in ()).throw(
+        OSError(5, "Input/output error")))
+    caplog.set_level(logging.WARNING)
+
+    trail.record(SERVICE, "erase", subject_hash=ALICE, request_id="direct")
+
+    assert [r[0] for r in vault.query("SELECT request_id FROM audit_events")] == ["direct"]
+    assert "could not be flushed first" in caplog.text
+    monkeypatch.undo()
+    trail.flush()
+    assert in_vault(vault) == 2
+
+
+def test_close_lets_go_of_what_it_could_not_flush(tmp_path, keyring, vault, cipher, journal_dir, monkeypatch):
+    from twin.storage import DatabaseBusyError
+
+    trail = AuditTrail(vault, journal=AuditJournal(journal_dir, lambda: cipher), flush_delay=3600)
+    stage_reads(trail, 2)
+    monkeypatch.setattr(vault, "write", lambda fn: (_ for _ in ()).throw(DatabaseBusyError("busy")))
+    with pytest.raises(DatabaseBusyError):
+        trail.close()
+    monkeypatch.undo()
+
+    # Locks dropped, files kept: another process (here, another trail) imports them.
+    other = AuditTrail(vault, journal=AuditJournal(journal_dir, lambda: cipher), flush_delay=3600)
+    assert other.flush() == 2
+    other.close()
+    trail.stage(SERVICE, "read", request_id="after-close")  # closed: recorded directly
+    assert in_vault(vault) == 3
+
+
+def test_closing_does_not_wait_out_the_flush_delay(make_trail):
+    trail = make_trail(flush_delay=30)
+    stage_reads(trail, 1)
+
+    started = time.monotonic()
+    trail.close()
+
+    assert time.monotonic() - started < 5

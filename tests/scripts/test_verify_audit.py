@@ -123,3 +123,17 @@ def test_staged_events_not_yet_in_the_trail_are_mentioned(env, vault, keyring):
         "audit trail OK: 6 events verified",
         "note: 1 audit journal segment(s) hold events not in the trail yet; the service moves "
         "them in as it runs, or when it next starts"]
+
+
+def test_a_damaged_journal_segment_exits_1_naming_it(env, vault):
+    from compliance.audit_journal import DAMAGED_SUFFIX, SUFFIX, audit_journal_dir
+
+    journal = audit_journal_dir(vault.path)
+    journal.mkdir(mode=0o700)
+    (journal / ("1700000000000-42-cafebabe" + SUFFIX + DAMAGED_SUFFIX)).write_bytes(b"LTAJ")
+
+    result = run_script(env)
+
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0] == "audit trail OK: 6 events verified"
+    assert "DAMAGED: 1 segment(s)" in result.stdout and "1700000000000-42-cafebabe" in result.stdout
