@@ -222,10 +222,10 @@ def _parse_details(text: str | None) -> dict[str, Any] | None:
 
 
 def _is_staged_event(event: Any) -> bool:
-    return isinstance(event, dict) and set(event) == _STAGED_FIELDS and \
-        all(isinstance(event[k], str) for k in ("actor_id", "actor_role", "action", "event_id",
-                                                 "occurred_at")) and \
-        event["action"] in ACTIONS and event["actor_role"] in ROLES
+    return isinstance(event, dict) and set(event) == _STAGED_FIELDS \
+        and all(isinstance(value, str) or (value is None and name in _RECORD_FIELDS)
+                for name, value in event.items()) \
+        and event["action"] in ACTIONS and event["actor_role"] in ROLES
 
 
 def _span(first: int, last: int) -> str:
@@ -374,7 +374,8 @@ class AuditTrail:
         start = 0
         while start < len(rows):
             size = min(_MAX_ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
-            conn.execute(_insert_sql(size), [row[name] for row in rows[start:start + size] for name in _COLUMNS])
+            chunk = rows[start:start + size]
+            conn.execute(_insert_sql(size), [row[name] for row in chunk for name in _COLUMNS])
             start += size
         return rows
 

@@ -313,7 +313,8 @@ def test_a_tampered_record_keeps_the_events_before_it_and_the_file_for_investiga
     assert in_vault(vault) == 2
 
 
-def test_a_segment_under_another_keyring_is_left_for_a_process_that_holds_its_key(tmp_path, keyring, vault, journal_dir, make_trail):
+def test_a_segment_under_another_keyring_is_left_for_a_process_that_holds_its_key(
+        tmp_path, keyring, vault, journal_dir, make_trail):
     from dataclasses import replace
 
     from compliance.keyring import Keyring
