@@ -40,7 +40,7 @@ class LearnerContext:
                request_id: str | None, details: dict | None = None) -> None:
         """Audit one access: staged durably, chained within the trail's flush delay."""
         self.audit.stage(actor, action, subject_hash=subject_hash, resource=resource,
-                          request_id=request_id, details=details)
+                         request_id=request_id, details=details)
 
 
 def new_id(prefix: str) -> str:

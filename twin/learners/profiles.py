@@ -11,9 +11,9 @@ from datetime import date, timedelta
 from typing import Any
 
 from compliance.audit import Actor
-from compliance.subject_keys import FieldSealer
 from compliance.consent import (ConsentRequiredError, ParentalConsent, has_active_consent,
                                 insert_consent, is_child)
+from compliance.subject_keys import FieldSealer
 from twin.storage import IntegrityError
 from twin.storage.timestamps import from_db, to_db
 
