@@ -200,7 +200,7 @@ class DataSubjectRequests:
             db.write(work)
         self.keys.forget(subject)
         if self.tokens is not None:
-            self.tokens.forget_subject(subject)
+            self.tokens.forget_subjects([subject])
         return deleted
 
     def reapply_tombstones(self, actor: Actor) -> dict[str, int]:

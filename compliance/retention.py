@@ -175,6 +175,5 @@ class RetentionPurger:
         if others and subjects:
             self.vault_db.write(work)
             if self.tokens is not None:
-                for subject in subjects:
-                    self.tokens.forget_subject(subject)
+                self.tokens.forget_subjects(subjects)
         return sum(self.keys.destroy(s) for s in subjects)

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections import OrderedDict
 from datetime import datetime
 from typing import Any, Callable, Protocol
 
@@ -28,6 +26,7 @@ from twin.storage import Database
 from twin.storage.timestamps import to_db, utc_now
 
 from .errors import ComplianceError, DecryptionError, UnknownKeyVersionError
+from .expiring_cache import ExpiringCache
 from .field_crypto import FieldCipher, associated_data, key_id_of
 
 _DATA_KEY_ID = 1  # the key id inside subject ciphertexts: a subject has one data key
@@ -125,11 +124,8 @@ class SubjectKeyStore:
         # Key creation times are compared with erasure tombstones (written with the service's
         # clock) to tell a returning subject from a restored one: both must use one clock.
         self._clock = clock
-        # subject -> (cipher, remembered until), oldest first
-        self._readers: OrderedDict[str, tuple[SubjectCipher, float]] = OrderedDict()
-        self._readers_lock = threading.Lock()
-        self._generation = 0  # bumped by every forget: a key read before that is not kept
-        self._monotonic = monotonic
+        self._remembered: ExpiringCache[str, SubjectCipher] = \
+            ExpiringCache(READ_CACHE_SECONDS, READ_CACHE_ENTRIES, monotonic)
 
     def __repr__(self) -> str:
         return f"SubjectKeyStore(vault={self.vault.name!r})"
@@ -146,17 +142,16 @@ class SubjectKeyStore:
         """
         if not self._encrypt:
             return PlaintextSealer()
-        generation = self._generation
-        if create:
-            created = self._create(subject_hash)
-            if created is not None:
-                return self._remember(subject_hash, created, generation)
-        row = self.vault.query_one("SELECT wrapped_key FROM subject_keys WHERE user_id_hash = ?",
-                                   (subject_hash,))
-        if row is None:
-            raise SubjectKeyMissingError("the subject has no data key (erased or never stored)")
-        cipher = SubjectCipher(self._unwrap(row["wrapped_key"], subject_hash))
-        return self._remember(subject_hash, cipher, generation)
+        before_read = self._remembered.token()
+        cipher = self._create(subject_hash) if create else None
+        if cipher is None:
+            row = self.vault.query_one("SELECT wrapped_key FROM subject_keys WHERE user_id_hash = ?",
+                                       (subject_hash,))
+            if row is None:
+                raise SubjectKeyMissingError("the subject has no data key (erased or never stored)")
+            cipher = SubjectCipher(self._unwrap(row["wrapped_key"], subject_hash))
+        self._remembered.put(subject_hash, cipher, before_read)
+        return cipher
 
     def _create(self, subject_hash: str) -> SubjectCipher | None:
         """A new data key for the subject, stored wrapped; None if they already have one."""
@@ -183,24 +178,8 @@ class SubjectKeyStore:
         return _CachedReader(self, subject_hash, self._cached_cipher(subject_hash))
 
     def _cached_cipher(self, subject_hash: str) -> SubjectCipher:
-        cached = self._readers.get(subject_hash)
-        if cached is not None and cached[1] > self._monotonic():
-            return cached[0]
-        cipher = self.sealer_for(subject_hash)
+        cipher = self._remembered.get(subject_hash) or self.sealer_for(subject_hash)
         assert isinstance(cipher, SubjectCipher)
-        return cipher
-
-    def _remember(self, subject_hash: str, cipher: SubjectCipher, generation: int) -> SubjectCipher:
-        """Keep a key just read from (or written to) the vault, unless a key was forgotten
-        since it was read (it may be this one, destroyed meanwhile)."""
-        now = self._monotonic()
-        with self._readers_lock:
-            if generation != self._generation:
-                return cipher
-            self._readers.pop(subject_hash, None)
-            while len(self._readers) >= READ_CACHE_ENTRIES:
-                self._readers.popitem(last=False)  # the oldest entry
-            self._readers[subject_hash] = (cipher, now + READ_CACHE_SECONDS)
         return cipher
 
     def sealer_proven_by(self, subject_hash: str, table: str, column: str, row_id: str,
@@ -211,17 +190,14 @@ class SubjectKeyStore:
         remembered, or a stale key) the vault is read, as ``sealer_for`` does."""
         if not self._encrypt:
             return PlaintextSealer()
-        cached = self._readers.get(subject_hash)
-        if cached is not None and cached[1] > self._monotonic() \
-                and cached[0].authenticates(table, column, row_id, blob):
-            return cached[0]
+        cached = self._remembered.get(subject_hash)
+        if cached is not None and cached.authenticates(table, column, row_id, blob):
+            return cached
         return self.sealer_for(subject_hash)
 
     def forget(self, subject_hash: str) -> None:
         """Drop the subject's key from memory (it was destroyed, or is about to be)."""
-        with self._readers_lock:
-            self._generation += 1
-            self._readers.pop(subject_hash, None)
+        self._remembered.forget(subject_hash)
 
     def _unwrap(self, wrapped: bytes, subject_hash: str) -> bytes:
         try:

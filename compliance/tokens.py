@@ -15,16 +15,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from twin.storage import Database
 from twin.storage.timestamps import to_db, utc_now
 
 from .errors import ComplianceError
+from .expiring_cache import ExpiringCache
 
 ROLES = ("admin", "service", "learner")
 _PREFIX = "lt_"
@@ -63,13 +62,9 @@ class TokenStore:
     def __init__(self, vault: Database, *, cache_seconds: float = 0.0, max_cached: int = 4096,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.vault = vault
-        self._cache_seconds = cache_seconds
-        self._max_cached = max_cached
-        self._monotonic = monotonic
-        # token_id -> (hash of its secret, identity, valid until), oldest first
-        self._verified: OrderedDict[str, tuple[str, TokenIdentity, float]] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self._generation = 0  # bumped by every forget: a verification older than that is not kept
+        # token_id -> (hash of its secret, identity); never the token itself
+        self._verified: ExpiringCache[str, tuple[str, TokenIdentity]] = \
+            ExpiringCache(cache_seconds, max_cached, monotonic)
 
     def issue(self, role: str, *, subject_hash: str | None = None, label: str | None = None) -> IssuedToken:
         """Create a token. Learner tokens must name the subject they are bound to."""
@@ -92,10 +87,9 @@ class TokenStore:
         token_id, _, secret = token[len(_PREFIX):].partition(".")
         secret_hash = _hash(secret)
         cached = self._verified.get(token_id)
-        if cached is not None and cached[2] > self._monotonic() \
-                and hmac.compare_digest(cached[0], secret_hash):
+        if cached is not None and hmac.compare_digest(cached[0], secret_hash):
             return cached[1]
-        generation = self._generation
+        before_read = self._verified.token()
         row = self.vault.query_one(
             "SELECT token_hash, role, subject_hash, revoked_at FROM api_tokens WHERE token_id = ?",
             (token_id,))
@@ -104,25 +98,8 @@ class TokenStore:
         if not hmac.compare_digest(expected, secret_hash) or row is None or row["revoked_at"]:
             return None
         identity = TokenIdentity(token_id, row["role"], row["subject_hash"])
-        if self._cache_seconds > 0 and self._max_cached > 0:
-            self._remember(token_id, secret_hash, identity, generation)
+        self._verified.put(token_id, (secret_hash, identity), before_read)
         return identity
-
-    def _remember(self, token_id: str, secret_hash: str, identity: TokenIdentity,
-                  generation: int) -> None:
-        with self._cache_lock:
-            if generation != self._generation:
-                return  # something was revoked since the row was read: it may be this token
-            self._verified.pop(token_id, None)
-            while len(self._verified) >= self._max_cached:
-                self._verified.popitem(last=False)  # the oldest entry
-            self._verified[token_id] = (secret_hash, identity, self._monotonic() + self._cache_seconds)
-
-    def _forget(self, matches: Callable[[str, TokenIdentity], bool]) -> None:
-        with self._cache_lock:
-            self._generation += 1
-            for token_id in [k for k, v in self._verified.items() if matches(k, v[1])]:
-                del self._verified[token_id]
 
     def revoke(self, token_id: str) -> bool:
         """Revoke by token id (printed at issue time). True if a live token was revoked."""
@@ -130,20 +107,21 @@ class TokenStore:
         cursor = self.vault.write(lambda conn: conn.execute(
             "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
             (now, token_id)))
-        self._forget(lambda cached_id, _: cached_id == token_id)
+        self._verified.forget(token_id)
         return cursor.rowcount > 0
 
     def revoke_subject(self, subject_hash: str) -> int:
         """Delete every token bound to a subject (part of erasure)."""
         deleted = self.vault.write(lambda conn: conn.execute(
             "DELETE FROM api_tokens WHERE subject_hash = ?", (subject_hash,))).rowcount
-        self.forget_subject(subject_hash)
+        self.forget_subjects([subject_hash])
         return deleted
 
-    def forget_subject(self, subject_hash: str) -> None:
-        """Stop trusting remembered tokens of a subject whose rows were deleted elsewhere
-        (erasure and retention delete them with the subject's other vault rows)."""
-        self._forget(lambda _, identity: identity.subject_hash == subject_hash)
+    def forget_subjects(self, subject_hashes: Iterable[str]) -> None:
+        """Stop trusting remembered tokens of subjects whose rows were deleted elsewhere
+        (erasure and retention delete them with the subjects' other vault rows)."""
+        subjects = set(subject_hashes)
+        self._verified.forget_matching(lambda _, entry: entry[1].subject_hash in subjects)
 
     def list(self) -> list[dict]:
         rows = self.vault.query("SELECT token_id, role, label, created_at, revoked_at FROM api_tokens "

@@ -185,7 +185,7 @@ def test_a_revocation_by_another_process_is_401_once_the_token_cache_period_pass
     """scripts/issue_token.py --revoke writes to the vault from another process: the service
     trusts a token it just verified for at most token_cache_seconds more."""
     now = [1000.0]
-    monkeypatch.setattr(runtime.tokens, "_monotonic", lambda: now[0])
+    monkeypatch.setattr(runtime.tokens._verified, "_monotonic", lambda: now[0])  # noqa: SLF001
     issued = runtime.tokens.issue("service")
     headers = {"Authorization": f"Bearer {issued.token}"}
     pid = create_profile(client, headers)["profile_id"]

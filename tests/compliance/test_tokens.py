@@ -192,7 +192,7 @@ def test_forget_subject_drops_only_that_subjects_remembered_learner_tokens(cachi
     vault.write(lambda conn: conn.execute("DELETE FROM api_tokens"))
     assert caching.verify(mine.token) == mine.identity  # remembered, though its row is gone
 
-    caching.forget_subject(SUBJECT)
+    caching.forget_subjects([SUBJECT])
 
     assert caching.verify(mine.token) is None
     assert caching.verify(theirs.token) == theirs.identity  # still remembered
@@ -247,7 +247,7 @@ def test_the_cache_keeps_no_token_or_secret(caching):
 
     assert caching.verify(issued.token) == issued.identity
 
-    remembered = repr(caching._verified)  # noqa: SLF001
+    remembered = repr(caching._verified.items())  # noqa: SLF001
     assert issued.identity.token_id in remembered
     assert secret not in remembered and secret[:16] not in remembered and issued.token not in remembered
 
@@ -255,7 +255,7 @@ def test_the_cache_keeps_no_token_or_secret(caching):
 def _erase_subject_tokens(store: TokenStore, vault, subject: str) -> None:
     """What erasure does: delete the rows in its own transaction, then tell the store."""
     vault.write(lambda conn: conn.execute("DELETE FROM api_tokens WHERE subject_hash = ?", (subject,)))
-    store.forget_subject(subject)
+    store.forget_subjects([subject])
 
 
 @pytest.mark.parametrize("revocation", ["revoke", "erasure"])

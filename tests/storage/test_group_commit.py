@@ -78,3 +78,13 @@ def test_inside_an_open_transaction_the_write_joins_it(db):
             db.write_shared(insert("rolled back with the outer transaction"))
             raise RuntimeError("abort")
     assert db.query_one("SELECT count(*) FROM items")[0] == 0
+
+
+def test_a_lone_failing_write_raises_and_leaves_nothing_behind(db):
+    db.write_shared(insert("taken"))
+
+    with pytest.raises(Exception, match="UNIQUE"):
+        db.write_shared(insert("taken"))
+
+    assert [r["value"] for r in db.query("SELECT value FROM items")] == ["taken"]
+    assert db.write_shared(insert("after")) > 0  # leadership was released
