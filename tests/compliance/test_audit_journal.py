@@ -492,3 +492,19 @@ def test_closing_does_not_wait_out_the_flush_delay(make_trail):
     trail.close()
 
     assert time.monotonic() - started < 5
+
+
+def test_a_service_starting_up_chains_what_a_crashed_one_staged(tmp_path, config, keyring, open_catalog_db):
+    from compliance.audit_journal import audit_journal_dir
+    from twin.runtime import Runtime
+
+    vault = open_catalog_db("privacy_vault")
+    run_child(tmp_path, keyring, vault.path, audit_journal_dir(vault.path), CHILD_STAGES_THREE)
+    keyring.save(config.keyring_path)
+
+    runtime = Runtime.open(config)
+    try:
+        assert segment_files(audit_journal_dir(vault.path)) == []  # imported before serving
+        assert [e.request_id for e in runtime.audit.query()] == ["child-0", "child-1", "child-2"]
+    finally:
+        runtime.close()

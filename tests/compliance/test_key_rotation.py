@@ -72,3 +72,20 @@ def test_new_subjects_reread_the_keyring_only_after_its_file_was_replaced(config
             assert runtime.profiles.get(ACTOR, None, created["profile_id"])[0]["personal"] == personal
     finally:
         runtime.close()
+
+
+def test_after_a_rotation_new_journal_segments_are_wrapped_under_the_new_version(runtime, config, keyring):
+    from compliance.audit_journal import _HEADER, audit_journal_dir, staged_segment_files
+
+    keyring.save(config.keyring_path)
+    rotated = keyring.with_new_field_key()
+    rotated.save(config.keyring_path)
+    runtime.profiles.create(ACTOR, None, {"user_id": "u-new"})  # a new subject: keyring re-read
+    runtime.audit.flush()  # the next staged event starts a new segment
+
+    runtime.audit.stage(ACTOR, "read", request_id="after-rotation")
+
+    [segment] = staged_segment_files(audit_journal_dir(runtime.vault_db.path))
+    data = segment.read_bytes()
+    key_length = _HEADER.unpack_from(data)[2]
+    assert key_id_of(data[_HEADER.size:_HEADER.size + key_length]) == rotated.active_field_key == 2
