@@ -27,6 +27,7 @@ _SEALED = "encrypted_data"      # {"personal": {...}, "birth_date": "YYYY-MM-DD"
 # timestamps stay in clear, because queries filter on them.
 _SEALED_COLUMNS: dict[str, Any] = {"learning_style": None, "knowledge_domains": [],
                                    "learning_goals": [], "privacy_settings": {}}
+_FIRST_ROW_VERSION = 1  # row_version's column default: what a new row's ETag is made from
 
 
 def consent_from_request(data: dict[str, Any]) -> ParentalConsent:
@@ -40,9 +41,8 @@ def _column_value(values: dict[str, Any], column: str) -> Any:
     return _SEALED_COLUMNS[column] if value is None else value
 
 
-def seal_column(sealer: Any, profile_id: str, column: str, values: dict[str, Any]) -> bytes | None:
-    """The stored form of one sealed profile column (NULL when absent and its default is None)."""
-    value = _column_value(values, column)
+def _seal_column(sealer: Any, profile_id: str, column: str, value: Any) -> bytes | None:
+    """The stored form of one sealed profile column's value (NULL for None)."""
     return None if value is None else sealer.seal(TABLE, column, profile_id, value)
 
 
@@ -157,7 +157,7 @@ class ProfileService:
         sealed = {"personal": data.get("personal") or {},
                   "birth_date": birth_date.isoformat() if birth_date else None}
         sealer = ctx.keys.sealer_for(subject, create=True)
-        ciphertexts = [seal_column(sealer, profile_id, column, data) for column in _SEALED_COLUMNS]
+        ciphertexts = [_seal_column(sealer, profile_id, column, value) for column, value in opened.items()]
         ciphertexts.append(sealer.seal(TABLE, _SEALED, profile_id, sealed))
 
         def insert(conn: Any) -> None:
@@ -180,7 +180,7 @@ class ProfileService:
         if consent_data:
             ctx.record(actor, "consent_grant", subject, f"profile:{profile_id}", request_id)
         # Rendered from what was just written: reading it back would only decrypt it again.
-        return _render(stored, opened, sealed), etag_for(profile_id, 1)
+        return _render(stored, opened, sealed), etag_for(profile_id, _FIRST_ROW_VERSION)
 
     def get_unaudited(self, profile_id: str) -> tuple[dict[str, Any], str]:
         """The view returned right after a write (the write itself was audited)."""
@@ -203,7 +203,7 @@ class ProfileService:
                 sets["preferred_difficulty"] = changes["preferred_difficulty"]
             for column in _SEALED_COLUMNS:
                 if column in changes:
-                    sets[column] = seal_column(sealer, profile_id, column, changes)
+                    sets[column] = _seal_column(sealer, profile_id, column, _column_value(changes, column))
             if "personal" in changes or "birth_date" in changes:
                 sealed = sealer.open(TABLE, _SEALED, profile_id, row[_SEALED])
                 if "personal" in changes:
