@@ -1,0 +1,36 @@
+"""Configuration read from the environment: the token cache period."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from compliance.tokens import TokenStore
+from twin.config import Config, ConfigError
+
+
+def test_a_verified_token_is_remembered_two_seconds_unless_configured():
+    assert Config.from_env({}).token_cache_seconds == 2
+    assert Config.from_env({"TWIN_TOKEN_CACHE_SECONDS": "0"}).token_cache_seconds == 0
+    assert Config.from_env({"TWIN_TOKEN_CACHE_SECONDS": "30"}).token_cache_seconds == 30
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_a_bad_token_cache_period_is_a_startup_error(value):
+    with pytest.raises(ConfigError, match="TWIN_TOKEN_CACHE_SECONDS"):
+        Config.from_env({"TWIN_TOKEN_CACHE_SECONDS": value})
+
+
+def test_with_a_period_of_zero_the_service_sees_a_revocation_elsewhere_at_once(config, keyring, clock):
+    from twin.runtime import Runtime
+
+    runtime = Runtime(dataclasses.replace(config, token_cache_seconds=0), keyring, clock=clock)
+    try:
+        issued = runtime.tokens.issue("service")
+        assert runtime.tokens.verify(issued.token) is not None
+        TokenStore(runtime.vault_db).revoke(issued.identity.token_id)  # issue_token.py --revoke
+
+        assert runtime.tokens.verify(issued.token) is None
+    finally:
+        runtime.close()
