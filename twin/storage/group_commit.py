@@ -31,8 +31,8 @@ class _Slot(Generic[Item]):
 
 class GroupCommitter(Generic[Item, Result]):
     """``submit(fn)`` runs ``fn(conn)`` in a transaction shared with whatever other threads
-    submitted meanwhile, each ``fn`` in its own savepoint: one that raises is rolled back
-    alone and its caller gets the exception; the others commit."""
+    submitted meanwhile, each ``fn`` in its own savepoint when it has company: one that raises
+    is rolled back alone and its caller gets the exception; the others commit."""
 
     def __init__(self, db: Any, *, max_batch: int = 128) -> None:
         self.db = db
