@@ -66,7 +66,7 @@ class Api:
         request = urllib.request.Request(self.base + path, data=data, method=method, headers={
             "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=60) as response:
                 return response.status, response.headers, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, error.headers, json.loads(error.read())
@@ -85,7 +85,7 @@ def _audit_actions(tmp_path: Path, data_dir: Path) -> list[str]:
         conn.close()
 
 
-def _wait_until_healthy(base: str, process: subprocess.Popen, seconds: float = 20) -> None:
+def _wait_until_healthy(base: str, process: subprocess.Popen, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -157,7 +157,7 @@ def test_a_create_session_knowledge_read_flow_over_a_socket_then_a_graceful_stop
     assert status == 200 and process.poll() is None
 
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=15) == 0
+    assert process.wait(timeout=90) == 0
 
     # Graceful stop moved every staged audit event into the chain and checkpointed every WAL.
     assert all(p.stat().st_size == 0 for p in data_dir.rglob("*-wal"))

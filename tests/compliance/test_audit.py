@@ -394,17 +394,21 @@ def test_deleting_the_purge_checkpoint_is_detected(trail, clock, raw):
 def test_concurrent_appends_from_four_threads_form_one_unbroken_chain(vault):
     trail = AuditTrail(vault)
     errors: list[BaseException] = []
-    start = threading.Barrier(4)
+    # The threads meet at a barrier every ROUND appends: within a round they race freely, and
+    # every round holds events of all four, so the chain must interleave them (no timing).
+    rounds, per_round = 8, 25
+    meet = threading.Barrier(4)
 
     def append(worker: int) -> None:
         try:
-            start.wait()
-            for i in range(200):
+            for i in range(rounds * per_round):
+                if i % per_round == 0:
+                    meet.wait(timeout=60)
                 trail.record(Actor(f"tok_{worker}", "service"), "read",
                              subject_hash=f"{worker:064x}", request_id=f"{worker}-{i}")
-                time.sleep(0.0002)  # paced like API requests, so appends really interleave
         except BaseException as exc:  # surfaced below: a thread's exception is otherwise lost
             errors.append(exc)
+            meet.abort()
 
     threads = [threading.Thread(target=append, args=(w,)) for w in range(4)]
     for thread in threads:
@@ -419,37 +423,62 @@ def test_concurrent_appends_from_four_threads_form_one_unbroken_chain(vault):
     assert (result.ok, result.events_checked) == (True, 800)
     actors = [e.actor_id for e in trail.query(limit=1000)]
     assert all(actors.count(f"tok_{w}") == 200 for w in range(4))
-    assert sum(a != b for a, b in zip(actors, actors[1:])) > 20, "threads did not interleave"
+    # Each thread's requests stay in order, and the rounds are not mixed up.
+    for w in range(4):
+        mine = [e.request_id for e in trail.query(limit=1000) if e.actor_id == f"tok_{w}"]
+        assert mine == [f"{w}-{i}" for i in range(200)]
+    assert sum(a != b for a, b in zip(actors, actors[1:])) >= 3 * rounds
 
 
 _CHILD = """
 import os, sys, time
+from pathlib import Path
 sys.path.insert(0, {root!r})
 from compliance.audit import Actor, AuditTrail
 from twin.storage import Database
 vault = Database({path!r}, bytes.fromhex({key!r}))
 vault.connection()
 trail = AuditTrail(vault)
-while not os.path.exists({go!r}):  # start together so the appends really overlap
-    time.sleep(0.002)
+mine, theirs = Path({progress!r} + "{n}"), Path({progress!r} + str(1 - {n}))
+
+def publish(count):
+    tmp = mine.with_suffix(".tmp")
+    tmp.write_text(str(count))
+    os.replace(tmp, mine)  # atomic: the other process reads a whole number or nothing
+
+def wait_for_the_other(count):
+    # Lockstep every 25 appends: the other process has appended as many, so the two runs
+    # overlap in every round whatever the scheduler does.
+    publish(count)
+    deadline = time.monotonic() + 120
+    while True:
+        seen = theirs.read_text() if theirs.exists() else ""
+        if seen and int(seen) >= count:
+            return
+        if time.monotonic() > deadline:
+            sys.exit(3)
+        time.sleep(0.001)
+
 for i in range(150):
+    if i % 25 == 0:
+        wait_for_the_other(i)
     trail.record(Actor("proc:{n}", "system"), "read", request_id=str(i))
-    time.sleep(0.0005)  # paced like API requests: SQLite's busy wait would otherwise serialise runs
+publish(150)
 """
 
 
 def test_concurrent_appends_from_two_processes_form_one_unbroken_chain(vault, db_key, tmp_path):
     trail = AuditTrail(vault)
-    go = tmp_path / "go"
     children = [subprocess.Popen([sys.executable, "-c", _CHILD.format(
-        root=str(REPO_ROOT), path=str(vault.path), key=db_key.hex(), n=n, go=str(go))])
-        for n in range(2)]
-    go.touch()
-    assert [child.wait(timeout=60) for child in children] == [0, 0]
+        root=str(REPO_ROOT), path=str(vault.path), key=db_key.hex(), n=n,
+        progress=str(tmp_path / "progress-"))]) for n in range(2)]
+    assert [child.wait(timeout=180) for child in children] == [0, 0]
 
     result = trail.verify()
     assert (result.ok, result.events_checked) == (True, 300)
     actors = [e.actor_id for e in trail.query(limit=300)]
     assert actors.count("proc:0") == actors.count("proc:1") == 150
+    # The children run in lockstep rounds of 25 appends (see _CHILD): each of the 6 rounds
+    # holds events of both, so the chain switches between them at least once per round.
     switches = sum(a != b for a, b in zip(actors, actors[1:]))
-    assert switches > 5, "the two processes did not interleave; the test proved nothing"
+    assert switches >= 6, "the two processes did not interleave; the test proved nothing"
