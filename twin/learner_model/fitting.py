@@ -20,14 +20,17 @@ random within the bounds, from a fixed seed) keep the one with the highest likel
 Minimum evidence: a skill is fitted only with at least ``MIN_LEARNERS`` learners and
 ``MIN_OBSERVATIONS`` observations; below that the defaults (parameters.DEFAULT_PARAMETERS)
 apply and the result says so. Measured on synthetic skills drawn from the benchmark's ranges
-(20 skills per row, fixed seed), mean absolute parameter error of a fit against the defaults':
+(60 skills per row, fixed seeds): mean absolute parameter error of a fit and of the defaults,
+and how often the fit is the better of the two:
 
-    learners x steps    10x5   10x20  25x10  25x20  50x10  100x5  100x20
-    fit                 0.128  0.073  0.057  0.046  0.042  0.032  0.024
-    defaults            0.061  0.067  0.070  0.074  0.071  0.074  0.070
+    learners x steps   10x5  10x20  25x10  25x20  50x5  50x10  50x20  100x5  100x20
+    fit               0.130  0.082  0.058  0.049  0.058  0.040  0.037  0.037  0.023
+    defaults          0.067  0.070  0.073  0.074  0.074  0.074  0.069  0.070  0.067
+    fit better          20%    50%    72%    78%    72%    88%    85%    90%    97%
 
-A fit of ten learners is worse than knowing nothing; from 25 learners and 500 observations it
-is clearly better (tests/learner_model/test_fitting.py checks both sides).
+A fit of ten learners is worse than knowing nothing; from 50 learners and 500 observations it
+is better for nearly nine skills in ten, and by almost half (tests/learner_model/test_fitting.py
+checks both sides).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import numpy as np
 from .errors import InvalidObservationError, InvalidParametersError
 from .parameters import DEFAULT_PARAMETERS, SkillParameters
 
-MIN_LEARNERS = 25
+MIN_LEARNERS = 50
 MIN_OBSERVATIONS = 500
 RESTARTS = 5
 MAX_ITERATIONS = 200
@@ -218,7 +221,7 @@ def fit_skill(sequences: Sequence[Sequence[float]], *, fit_forget: bool = False,
     else:
         _, log_likelihood = _em_step(data, params, fit_forget)
     best = int(np.argmax(log_likelihood))
-    values = {name: float(params[name][best, 0]) for name in _NAMES}
+    values = {name: round(float(params[name][best, 0]), 6) for name in _NAMES}
     fitted = (SkillParameters(**values, version=version) if version
               else SkillParameters.named_by_content("em", **values))
     final = float(log_likelihood[best])

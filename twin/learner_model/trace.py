@@ -38,7 +38,8 @@ from fsrs import Card
 
 from . import review
 from .bkt import predict_correct, update
-from .errors import BeforeRetainedWindowError, ConflictingEvidenceError, InvalidObservationError
+from .errors import (BeforeRetainedWindowError, ConflictingEvidenceError, InvalidObservationError,
+                     InvalidParametersError)
 from .evidence import Entry, ManualValue, Observation, as_utc
 from .parameters import DEFAULT_PARAMETERS, SkillParameters
 
@@ -94,7 +95,7 @@ class MasteryTrace:
     def __init__(self, parameters: SkillParameters = DEFAULT_PARAMETERS, *,
                  carried: CarriedOver | None = None, entries: Iterable[Entry] = ()) -> None:
         if not isinstance(parameters, SkillParameters):
-            raise TypeError("parameters must be a SkillParameters")
+            raise InvalidParametersError("parameters must be a SkillParameters", field="parameters")
         self._params = parameters
         self._carried = carried
         self._entries: list[Entry] = []
