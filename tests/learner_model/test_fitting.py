@@ -95,7 +95,8 @@ def test_scores_are_fitted_as_the_same_soft_evidence_the_online_update_uses():
     assert mae(nearly, binary) < 0.02
     # EM's log-likelihood of scored data is the online trace's: sum of log P(score | earlier),
     # P(s) = p·(1-slip)^s·slip^(1-s) + (1-p)·guess^s·(1-guess)^(1-s)
-    scored = [[float(x) for x in np.clip(row * 0.8 + rng.random(15) * 0.2, 0, 1)] for row in skill.outcomes]
+    scored = [[float(x) for x in np.clip(row * 0.8 + rng.random(15) * 0.2, 0, 1)]
+              for row in skill.outcomes]
     result = fit_skill(scored)
     assert result.converged
     params, total = result.parameters, 0.0

@@ -61,7 +61,8 @@ def test_the_explanation_starts_with_a_carried_over_step_and_still_ends_at_the_m
                      "after": trace.carried.mastery}
     assert rest[0]["before"] == first["after"]
     assert explanation["steps"][-1]["after"] == explanation["mastery_level"] == trace.mastery_level
-    assert "10 earlier observations (2026-03-02 to 2026-03-06) that retention purged" in explanation["summary"]
+    assert ("10 earlier observations (2026-03-02 to 2026-03-06) that retention purged"
+            in explanation["summary"])
 
 
 def test_everything_purged_still_explains_itself(params):

@@ -5,14 +5,16 @@ import json
 import pytest
 from fsrs import Rating
 
-from twin.learner_model import DueReview, InvalidObservationError, MasteryTrace, due_reviews, predicted_recall
+from twin.learner_model import (DueReview, InvalidObservationError, MasteryTrace, due_reviews,
+                                predicted_recall)
 from twin.learner_model.review import new_card, rating_for
 
 from .conftest import at, obs
 
 
 def card_after(*answers: bool, start: float = 0.0):
-    trace = MasteryTrace(entries=[obs(f"e{i}", start + 2 * i, correct) for i, correct in enumerate(answers)])
+    trace = MasteryTrace(entries=[obs(f"e{i}", start + 2 * i, correct)
+                                  for i, correct in enumerate(answers)])
     return trace.review_card()
 
 
@@ -49,7 +51,8 @@ def test_the_due_list_holds_topics_due_before_the_time_soonest_first():
     assert [(d.domain, d.topic) for d in due] == [k for _, k in ordered[:-1]]
     assert [d.due for d in due] == sorted(d.due for d in due)
     assert all(isinstance(d, DueReview) and 0.0 <= d.predicted_recall <= 1.0 for d in due)
-    assert due[0].predicted_recall == pytest.approx(predicted_recall(cards[("math", "fractions")], before))
+    soonest = cards[("math", "fractions")]
+    assert due[0].predicted_recall == pytest.approx(predicted_recall(soonest, before))
     assert due_reviews(cards, at(-1)) == []
     assert json.loads(json.dumps(due[0].to_dict()))["topic"] == due[0].topic
 

@@ -52,7 +52,8 @@ def test_late_out_of_order_evidence_gives_what_the_time_sorted_sequence_gives(pa
     assert one_by_one.mastery_level == pytest.approx(by_hand(params, items), abs=1e-12)
     for trace in (one_by_one, batched):
         assert [e.evidence_id for e in trace.entries] == [e.evidence_id for e in items]
-        assert [s[2] for s in trace.steps()] == pytest.approx([s[2] for s in in_order.steps()], abs=1e-12)
+        expected = [s[2] for s in in_order.steps()]
+        assert [s[2] for s in trace.steps()] == pytest.approx(expected, abs=1e-12)
         assert trace.confidence_score == pytest.approx(in_order.confidence_score, abs=1e-12)
 
 

@@ -62,10 +62,10 @@ class Observation:
     score: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.evidence_id, str) or not 0 < len(self.evidence_id) <= MAX_EVIDENCE_ID_LENGTH:
-            raise InvalidObservationError(
-                f"evidence_id must be a non-empty string of at most {MAX_EVIDENCE_ID_LENGTH} characters",
-                field="evidence_id")
+        ident = self.evidence_id
+        if not isinstance(ident, str) or not 0 < len(ident) <= MAX_EVIDENCE_ID_LENGTH:
+            raise InvalidObservationError(f"evidence_id must be a non-empty string of at most "
+                                          f"{MAX_EVIDENCE_ID_LENGTH} characters", field="evidence_id")
         object.__setattr__(self, "observed_at", as_utc(self.observed_at, "observed_at"))
         if (self.correct is None) == (self.score is None):
             raise InvalidObservationError("give exactly one of correct and score", field="correct")

@@ -92,7 +92,8 @@ def pad(sequences: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
     return outcomes, mask
 
 
-def _starts(restarts: int, seed: int, fit_forget: bool, defaults: SkillParameters) -> dict[str, np.ndarray]:
+def _starts(restarts: int, seed: int, fit_forget: bool,
+            defaults: SkillParameters) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     start = {name: np.empty((restarts, 1)) for name in _NAMES}
     for name in _NAMES:

@@ -40,7 +40,8 @@ class SkillParameters:
     def __post_init__(self) -> None:
         for name in _NAMES:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value):
                 raise InvalidParametersError(f"{name} must be a finite number", field=name)
             if not 0.0 <= value <= 1.0:
                 raise InvalidParametersError(f"{name} must be within 0..1, got {value}", field=name)

@@ -81,16 +81,11 @@ class AddResult:
     repeats: int
 
 
-def _observation_step(p: float, outcome: float, params: SkillParameters) -> tuple[float, float]:
-    """(mastery after, Brier skill of the prediction made before seeing the outcome)."""
-    error = outcome - predict_correct(p, params)
-    return update(p, outcome, params), max(0.0, 1.0 - 4.0 * error * error)
-
-
 class MasteryTrace:
     """The estimate of one (learner, domain, topic)."""
 
-    __slots__ = ("_params", "_carried", "_entries", "_keys", "_after", "_skill", "_ids", "_card")
+    __slots__ = ("_params", "_carried", "_keys", "_entries", "_outcome", "_after", "_skill", "_ids",
+                 "_card")
 
     def __init__(self, parameters: SkillParameters = DEFAULT_PARAMETERS, *,
                  carried: CarriedOver | None = None, entries: Iterable[Entry] = ()) -> None:
@@ -98,10 +93,13 @@ class MasteryTrace:
             raise InvalidParametersError("parameters must be a SkillParameters", field="parameters")
         self._params = parameters
         self._carried = carried
-        self._entries: list[Entry] = []
+        # parallel columns, in time order: sort key, entry, outcome (None: a manual value),
+        # mastery after it, Brier skill of the prediction before it (None: a manual value)
         self._keys: list[tuple[datetime, int, str]] = []
+        self._entries: list[Entry] = []
+        self._outcome: list[float | None] = []
         self._after: list[float] = []
-        self._skill: list[float | None] = []   # None for a manual value
+        self._skill: list[float | None] = []
         self._ids: dict[str, Observation] = {}
         self._card: Card | None = None
         self.add(entries)
@@ -167,7 +165,8 @@ class MasteryTrace:
     def review_card(self) -> Card:
         """The topic's FSRS card after every observation (see review.py)."""
         if self._card is None:
-            self._card = review.fold(self.review_card_start(), (e for e in self._entries if isinstance(e, Observation)))
+            observations = (e for e in self._entries if isinstance(e, Observation))
+            self._card = review.fold(self.review_card_start(), observations)
         return self._card
 
     def review_card_start(self) -> Card:
@@ -181,7 +180,17 @@ class MasteryTrace:
     # -- changing --------------------------------------------------------------------------
     def observe(self, observation: Observation) -> bool:
         """Fold one observation in; False if it is a repeat of one already held."""
-        return self.add((observation,)).new == 1
+        if not isinstance(observation, Observation):
+            raise InvalidObservationError("not an Observation")
+        known = self._ids.get(observation.evidence_id)
+        if known is not None:
+            if known == observation:
+                return False
+            raise ConflictingEvidenceError([observation.evidence_id])
+        self._check_window(observation, None)
+        self._insert_one(observation)
+        self._ids[observation.evidence_id] = observation
+        return True
 
     def set_manual(self, value: ManualValue) -> None:
         """A mastery set by hand at ``value.set_at`` (replacing one set at the same instant)."""
@@ -206,44 +215,68 @@ class MasteryTrace:
                 batch_ids[item.evidence_id] = item
             elif not isinstance(item, ManualValue):
                 raise InvalidObservationError("not an Observation or a ManualValue", index=index)
-            if self._carried and item.sort_key[0] <= self._carried.last_at:
-                raise BeforeRetainedWindowError(
-                    "older than observations already purged by retention; it cannot be folded in",
-                    field="observed_at" if isinstance(item, Observation) else "set_at", index=index)
+            self._check_window(item, index)
             fresh.append(item)
         if conflicts:
             raise ConflictingEvidenceError(sorted(set(conflicts)))
-        if fresh:
-            self._insert(fresh)
-            self._ids.update(batch_ids)
+        if len(fresh) == 1:
+            self._insert_one(fresh[0])
+        elif fresh:
+            self._insert_many(fresh)
+        self._ids.update(batch_ids)
         return AddResult(new=len(batch_ids), repeats=repeats)
 
-    def _insert(self, fresh: list[Entry]) -> None:
-        if len(fresh) == 1 and (not self._keys or fresh[0].sort_key > self._keys[-1]):
-            self._recompute(len(self._keys), [(fresh[0].sort_key, fresh[0])])  # in order: one step
-            return
+    def _check_window(self, item: Entry, index: int | None) -> None:
+        if self._carried is not None and item.sort_key[0] <= self._carried.last_at:
+            raise BeforeRetainedWindowError(
+                "older than observations already purged by retention; it cannot be folded in",
+                field="observed_at" if isinstance(item, Observation) else "set_at", index=index)
+
+    def _insert_one(self, entry: Entry) -> None:
+        key = entry.sort_key
+        keys = self._keys
+        at = len(keys) if not keys or key > keys[-1] else bisect_left(keys, key)
+        outcome = entry.outcome if isinstance(entry, Observation) else None
+        if at < len(keys) and keys[at] == key:          # a manual value set again: replace it
+            self._entries[at] = entry
+        else:
+            keys.insert(at, key)
+            self._entries.insert(at, entry)
+            self._outcome.insert(at, outcome)
+            self._after.insert(at, 0.0)
+            self._skill.insert(at, None)
+        self._recompute(at)
+
+    def _insert_many(self, fresh: list[Entry]) -> None:
         keys = [entry.sort_key for entry in fresh]
         first = bisect_left(self._keys, min(keys))
-        replaced = {key for key, entry in zip(keys, fresh) if isinstance(entry, ManualValue)}
-        by_key = dict(zip(keys, fresh))  # a later manual value at the same instant wins
-        tail = {key: entry for key, entry in zip(self._keys[first:], self._entries[first:])
-                if key not in replaced}
-        tail.update(by_key)
-        del self._entries[first:], self._keys[first:], self._after[first:], self._skill[first:]
-        self._recompute(first, sorted(tail.items()))
+        merged = dict(zip(self._keys[first:], self._entries[first:]))
+        merged.update(zip(keys, fresh))                 # a manual value set again replaces
+        tail = sorted(merged.items())
+        for column in (self._keys, self._entries, self._outcome, self._after, self._skill):
+            del column[first:]
+        self._keys.extend(key for key, _ in tail)
+        self._entries.extend(entry for _, entry in tail)
+        self._outcome.extend(e.outcome if isinstance(e, Observation) else None for _, e in tail)
+        self._after.extend([0.0] * len(tail))
+        self._skill.extend([None] * len(tail))
+        self._recompute(first)
 
-    def _recompute(self, first: int, tail: list[tuple[tuple[datetime, int, str], Entry]]) -> None:
-        params = self._params
-        p = self._after[first - 1] if first else self.start
-        for key, entry in tail:
-            if isinstance(entry, Observation):
-                p, skill = _observation_step(p, entry.outcome, params)
+    def _recompute(self, first: int) -> None:
+        """Mastery and confidence skill of every entry from ``first`` on (the hot loop)."""
+        params, after, skill, outcomes = self._params, self._after, self._skill, self._outcome
+        p = after[first - 1] if first else self.start
+        for j in range(first, len(outcomes)):
+            outcome = outcomes[j]
+            if outcome is None:                         # a manual value
+                p = self._entries[j].mastery            # type: ignore[union-attr]
+                skill[j] = None
             else:
-                p, skill = entry.mastery, None
-            self._keys.append(key)
-            self._entries.append(entry)
-            self._after.append(p)
-            self._skill.append(skill)
+                error = outcome - predict_correct(p, params)
+                score = 1.0 - 4.0 * error * error
+                skill[j] = score if score > 0.0 else 0.0
+                p = update(p, outcome, params)
+            after[j] = p
         self._card = None
 
     def purge_before(self, cutoff: datetime | str) -> int:
@@ -273,7 +306,8 @@ class MasteryTrace:
             review_card=card.to_dict())
         for obs in observations:
             del self._ids[obs.evidence_id]
-        del self._entries[:count], self._keys[:count], self._after[:count], self._skill[:count]
+        for column in (self._keys, self._entries, self._outcome, self._after, self._skill):
+            del column[:count]
         return len(observations)
 
     def with_parameters(self, parameters: SkillParameters) -> "MasteryTrace":
