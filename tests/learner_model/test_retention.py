@@ -105,6 +105,9 @@ def test_the_carried_over_state_round_trips_and_rebuilds_the_same_trace(params):
     rebuilt = MasteryTrace(params, carried=CarriedOver.from_dict(stored), entries=items[10:])
     assert rebuilt.explain() == trace.explain()
     assert rebuilt.review_card().to_dict() == trace.review_card().to_dict()
+    with pytest.raises(LearnerModelError) as caught:
+        CarriedOver.from_dict({k: v for k, v in stored.items() if k != "mastery"})
+    assert caught.value.field == "carried_over"
 
 
 def test_a_refit_recomputes_retained_evidence_from_the_carried_value(params):

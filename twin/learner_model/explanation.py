@@ -20,6 +20,7 @@ explanation is never stored in clear.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .evidence import ManualValue, Observation, iso
@@ -61,7 +62,7 @@ def explain(trace: "MasteryTrace") -> dict[str, Any]:
             "steps": steps, "summary": summary(trace)}
 
 
-def _day(moment) -> str:
+def _day(moment: datetime) -> str:
     return moment.date().isoformat()
 
 

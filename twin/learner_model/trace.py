@@ -69,10 +69,14 @@ class CarriedOver:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CarriedOver":
-        values = dict(data)
-        values["first_at"] = as_utc(values["first_at"], "first_at")
-        values["last_at"] = as_utc(values["last_at"], "last_at")
-        return cls(**values)
+        try:
+            values = dict(data)
+            values["first_at"] = as_utc(values["first_at"], "first_at")
+            values["last_at"] = as_utc(values["last_at"], "last_at")
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidObservationError(f"not a carried-over summary: {exc}",
+                                          field="carried_over") from None
 
 
 @dataclass(frozen=True, slots=True)
