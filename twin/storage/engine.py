@@ -1,6 +1,6 @@
 """The SQLCipher engine: keyed connections, pragmas, per-thread reuse, transactions, retries.
 
-One ``Database`` object owns one file. Each thread gets its own connection (SQLite connections
+The default backend (see ``backend.Backend``). One ``Database`` object owns one file. Each thread gets its own connection (SQLite connections
 must not be shared between threads mid-transaction); ``close_all()`` closes them all.
 ``transaction()`` takes the write lock up front (``BEGIN IMMEDIATE``) so two writers never
 deadlock on a lock upgrade, and busy/locked errors are retried with exponential backoff
@@ -23,16 +23,21 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import sqlcipher3
 
-from .errors import DatabaseBusyError, StorageError, WrongKeyError
+from .backend import Backend, FileBacked
+from .counting import StatementCounter
+from .dialect import SQLITE
+from .errors import (BackendError, ConstraintError, DatabaseBusyError, StatementError, StorageError,
+                     TransactionConflict, WrongKeyError)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Both driver modules expose the DB-API exception hierarchy; we catch either.
-DatabaseError = (sqlcipher3.DatabaseError, sqlite3.DatabaseError)
-IntegrityError = (sqlcipher3.IntegrityError, sqlite3.IntegrityError)
-OperationalError = (sqlcipher3.OperationalError, sqlite3.OperationalError)
+# Both driver modules expose the DB-API exception hierarchy; we catch either. The PostgreSQL
+# backend raises the storage core's own classes (its driver's are not imported on this path).
+DatabaseError = (sqlcipher3.DatabaseError, sqlite3.DatabaseError, BackendError)
+IntegrityError = (sqlcipher3.IntegrityError, sqlite3.IntegrityError, ConstraintError)
+OperationalError = (sqlcipher3.OperationalError, sqlite3.OperationalError, StatementError)
 
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
@@ -50,9 +55,12 @@ class EngineSettings:
 
 
 def is_busy_error(exc: BaseException) -> bool:
-    """True for SQLITE_BUSY / SQLITE_LOCKED (worth retrying), false for anything else."""
+    """True for SQLITE_BUSY / SQLITE_LOCKED and PostgreSQL's serialization failures and
+    deadlocks (worth retrying), false for anything else."""
     if not isinstance(exc, OperationalError):
         return False
+    if isinstance(exc, StatementError):
+        return isinstance(exc, TransactionConflict)
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
@@ -155,6 +163,10 @@ def execute_script(conn: Any, script: str) -> None:
     ``executescript()`` would COMMIT first and break migration atomicity, so we split with
     SQLite's own tokenizer (``complete_statement``), which handles triggers' inner semicolons.
     """
+    run_whole = getattr(conn, "execute_script", None)  # PostgreSQL takes a script as it is
+    if run_whole is not None:
+        run_whole(script)
+        return
     buffer = ""
     for line in script.splitlines(keepends=True):
         buffer += line
@@ -174,8 +186,10 @@ def execute_script(conn: Any, script: str) -> None:
         raise StorageError("SQL script ends with an incomplete statement")
 
 
-class Database:
+class Database(FileBacked, Backend):
     """One database file: per-thread connections, transactions, retries."""
+
+    dialect = SQLITE
 
     def __init__(self, path: str | os.PathLike[str], key: bytes | None, *,
                  name: str | None = None, settings: EngineSettings = EngineSettings()) -> None:
@@ -192,6 +206,7 @@ class Database:
         self._group: Any = None  # GroupCommitter, created on first write_shared()
         self._connections: list[Any] = []
         self._generation = 0
+        self.counter = StatementCounter()
 
     def __repr__(self) -> str:
         return f"Database(name={self.name!r}, path={str(self.path)!r}, encrypted={self.encrypted})"
@@ -204,7 +219,18 @@ class Database:
 
     def connect_new(self) -> Any:
         """A fresh connection that this object does not track (caller closes it)."""
-        return connect(self.path, self._key, self.settings)
+        conn = connect(self.path, self._key, self.settings)
+        if self.counter.enabled:
+            conn.set_trace_callback(self.counter.sqlite_trace)
+        return conn
+
+    def enable_statement_counting(self) -> None:
+        """Count statements from now on, on every connection (a trace callback: off by default
+        because it costs a Python call per statement)."""
+        self.counter.enable()
+        with self._lock:
+            for conn in self._connections:
+                conn.set_trace_callback(self.counter.sqlite_trace)
 
     def open_file(self, path: str | os.PathLike[str], *, read_only: bool = False) -> Any:
         """A connection to another file under this database's key (backup copies)."""
@@ -249,12 +275,16 @@ class Database:
         raise AssertionError("unreachable")
 
     @contextmanager
-    def transaction(self, *, immediate: bool = True) -> Iterator[Any]:
+    def transaction(self, *, immediate: bool = True, lock: str | None = None) -> Iterator[Any]:
         """Commit on success, roll back on any exception. Nested use becomes a SAVEPOINT.
 
         ``immediate=True`` takes the write lock at BEGIN (retried while busy), which is what
         every writer wants; readers that need a consistent snapshot pass ``immediate=False``.
+        A named ``lock`` needs nothing more: the write lock already serialises every writer
+        of the file, so it only makes the transaction immediate.
         """
+        if lock is not None:
+            immediate = True
         conn = self.connection()
         if conn.in_transaction:
             depth = getattr(self._local, "depth", 0) + 1
@@ -294,28 +324,12 @@ class Database:
             if immediate:
                 self._write_lock.release()
 
-    def write(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(conn)`` in an immediate transaction, re-running it whole if it hits busy."""
-        def attempt() -> T:
-            with self.transaction() as conn:
-                return fn(conn)
-        return self.retrying(attempt)
-
-    def write_shared(self, fn: Callable[[Any], T]) -> T:
-        """Like ``write(fn)``, but concurrent callers share one commit (group commit).
-
-        For small, frequent writes (audit events, key rows): each ``fn`` runs in its own
-        savepoint, so one that raises rolls back alone. Inside an open transaction of this
-        thread, ``fn`` simply joins it.
-        """
-        if self.connection().in_transaction:
-            return self.write(fn)
-        if self._group is None:
-            from .group_commit import GroupCommitter
-            with self._lock:
-                if self._group is None:
-                    self._group = GroupCommitter(self)
-        return self._group.submit(fn)
+    def lock(self, name: str, *, wait: bool = True) -> bool:
+        """Held already: a writer's BEGIN IMMEDIATE took the file's one write lock, which
+        serialises every writer of every process. Only checks there is a transaction."""
+        if not self.connection().in_transaction:
+            raise StorageError(f"{self.name}: lock({name!r}) needs an open transaction")
+        return True
 
     # -- convenience --------------------------------------------------------------------
 
@@ -328,14 +342,6 @@ class Database:
         conn = self.connection()
         rows = list(rows)
         return self.retrying(lambda: conn.executemany(sql, rows))
-
-    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        """All rows of a query."""
-        return self.execute(sql, params).fetchall()
-
-    def query_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any | None:
-        """The first row of a query, or None."""
-        return self.execute(sql, params).fetchone()
 
     def table_names(self) -> list[str]:
         """User tables (excluding SQLite internals and FTS shadow tables)."""

@@ -1,4 +1,8 @@
-"""Named exceptions of the storage core."""
+"""Named exceptions of the storage core: one family, ``StorageError``, for every backend.
+
+Messages are one line, safe to print (never a key, a password or a row value): the CLI prints
+``str(exc)`` and exits 2 for a ``StorageError``.
+"""
 
 
 class StorageError(Exception):
@@ -10,7 +14,7 @@ class WrongKeyError(StorageError):
 
 
 class DatabaseBusyError(StorageError):
-    """The database stayed busy/locked after every retry."""
+    """The database stayed busy/locked (or kept conflicting) after every retry."""
 
 
 class DataDirectoryError(StorageError):
@@ -21,8 +25,16 @@ class MigrationError(StorageError):
     """A migration failed or was asked for an impossible target."""
 
 
-class SchemaTooNewError(MigrationError):
+class SchemaMismatchError(MigrationError):
+    """The database's schema version is not the one this code was written for."""
+
+
+class SchemaTooNewError(SchemaMismatchError):
     """The database has a schema version newer than this code knows."""
+
+
+class SchemaTooOldError(SchemaMismatchError):
+    """The database has pending migrations (``twin db migrate`` applies them)."""
 
 
 class BackupError(StorageError):
@@ -31,3 +43,61 @@ class BackupError(StorageError):
 
 class BackupVerificationError(BackupError):
     """A backup does not match its manifest or fails its integrity check."""
+
+
+# -- errors a database server reported while running SQL --------------------------------------
+# On SQLCipher the driver's own exceptions reach callers unchanged (no wrapping on the hot path);
+# ``twin.storage.IntegrityError`` / ``OperationalError`` are tuples holding both kinds.
+
+class BackendError(StorageError):
+    """The server rejected a statement. ``sqlstate`` is the SQLSTATE code when there is one.
+
+    The message is the server's primary message only: its DETAIL (which can quote row values)
+    is left out on purpose.
+    """
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class ConstraintError(BackendError):
+    """A unique, foreign-key, check or not-null constraint failed (SQLSTATE class 23)."""
+
+
+class StatementError(BackendError):
+    """Any other rejected statement: syntax, unknown table or column, type mismatch..."""
+
+
+class TransactionConflict(StatementError):
+    """A serialization failure or deadlock: the whole transaction is worth running again."""
+
+
+# -- configuration and connecting (start-up errors: one line, exit 2 at the CLI) ---------------
+
+class StorageConfigError(StorageError):
+    """The storage configuration is missing, malformed or inconsistent."""
+
+
+class DatabaseUnavailableError(StorageError):
+    """The database server cannot be reached or refused the connection."""
+
+
+class TLSUnavailableError(DatabaseUnavailableError):
+    """TLS was required (``sslmode=require`` or stricter) and the server does not offer it."""
+
+
+class ConnectionLimitError(DatabaseUnavailableError):
+    """The server (or the database or role) has no connection slot left for the pool."""
+
+
+class PoolTimeoutError(DatabaseBusyError):
+    """Every pooled connection stayed in use for the whole pool timeout."""
+
+
+class SameDatabaseError(StorageConfigError):
+    """Two settings that must name different databases reach the same one."""
+
+
+class ServingRoleError(StorageConfigError):
+    """The role the service connects as may change the schema (it must not on PostgreSQL)."""

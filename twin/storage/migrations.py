@@ -1,24 +1,36 @@
 """Numbered, reversible schema migrations with a ``schema_version`` table per database.
 
-A migration's ``up`` and ``down`` are SQL scripts or callables taking the connection. Each one
-runs in its own transaction together with its ``schema_version`` row, so a failure leaves the
-database at the previous version, never half-migrated.
+A migration's ``up`` and ``down`` are each a step: an SQL script, a callable taking the
+connection (or the connection and the ``Dialect``), or a mapping from dialect name
+(``"sqlite"``, ``"postgresql"``) to either, for SQL that differs between backends. Each
+migration runs in its own transaction together with its ``schema_version`` row, so a failure
+leaves the database at the previous version, never half-migrated (PostgreSQL's DDL is
+transactional too). On PostgreSQL concurrent migrators queue on one advisory lock, and
+reading the version never creates anything (the serving role has no DDL rights);
+``check_current()`` is what a service runs before serving.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
-from .engine import Database, execute_script
-from .errors import MigrationError, SchemaTooNewError
+from .backend import Backend
+from .dialect import Dialect
+from .engine import execute_script
+from .errors import MigrationError, SchemaTooNewError, SchemaTooOldError
 
 log = logging.getLogger(__name__)
 
-Step = str | Callable[[Any], None]
+SingleStep = Union[str, Callable[[Any], None], Callable[[Any, Dialect], None]]
+Step = Union[SingleStep, Mapping[str, SingleStep]]
+
+MIGRATE_COMMAND = "twin db migrate"
+_LOCK = "storage-core:migrations"
 
 
 @dataclass(frozen=True)
@@ -30,9 +42,19 @@ class Migration:
     up: Step
     down: Step
     description: str = ""
-    # Table rebuilds (create new, copy, drop old, rename) must run with foreign keys off, or
-    # dropping the old parent cascades into its children. Integrity is checked before commit.
+    # SQLite table rebuilds (create new, copy, drop old, rename) must run with foreign keys
+    # off, or dropping the old parent cascades into its children. Integrity is checked before
+    # commit. PostgreSQL alters tables in place and needs no rebuild: ignored there.
     foreign_keys_off: bool = False
+
+    def __post_init__(self) -> None:
+        for direction in ("up", "down"):
+            step = getattr(self, direction)
+            if isinstance(step, Mapping):
+                unknown = set(step) - {"sqlite", "postgresql"}
+                if unknown:
+                    raise MigrationError(f"migration {self.version}: {direction} names unknown "
+                                         f"dialects {sorted(unknown)}")
 
 
 @dataclass(frozen=True)
@@ -55,15 +77,22 @@ CREATE TABLE IF NOT EXISTS schema_version (
 )"""
 
 
-def _run(conn: Any, step: Step) -> None:
+def _run(conn: Any, step: Step, dialect: Dialect) -> None:
+    if isinstance(step, Mapping):
+        if dialect.name not in step:
+            raise MigrationError(f"no {dialect.name} version of this step")
+        step = step[dialect.name]
     if callable(step):
-        step(conn)
+        if len(inspect.signature(step).parameters) >= 2:
+            step(conn, dialect)
+        else:
+            step(conn)
     else:
         execute_script(conn, step)
 
 
-def _check_foreign_keys(conn: Any, migration: Migration) -> None:
-    if migration.foreign_keys_off:
+def _check_foreign_keys(conn: Any, migration: Migration, dialect: Dialect) -> None:
+    if migration.foreign_keys_off and dialect.name == "sqlite":
         broken = conn.execute("PRAGMA foreign_key_check").fetchall()
         if broken:
             raise MigrationError(f"leaves {len(broken)} rows violating foreign keys (first in {broken[0][0]})")
@@ -72,7 +101,7 @@ def _check_foreign_keys(conn: Any, migration: Migration) -> None:
 class Migrator:
     """Applies and rolls back one database's migrations."""
 
-    def __init__(self, db: Database, migrations: Sequence[Migration]) -> None:
+    def __init__(self, db: Backend, migrations: Sequence[Migration]) -> None:
         versions = [m.version for m in migrations]
         if versions != list(range(1, len(migrations) + 1)):
             raise MigrationError(f"{db.name}: migrations must be numbered 1..N without gaps")
@@ -83,7 +112,7 @@ class Migrator:
     def _foreign_keys(self, migration: Migration) -> Iterator[None]:
         """Switch foreign keys off around a migration that asks for it (only possible
         outside a transaction), and back on afterwards whatever happens."""
-        if not migration.foreign_keys_off:
+        if not migration.foreign_keys_off or self.db.dialect.name != "sqlite":
             yield
             return
         conn = self.db.connection()
@@ -99,9 +128,23 @@ class Migrator:
 
     def current_version(self) -> int:
         """The highest applied version (0 for a new database)."""
-        self.db.execute(_SCHEMA_VERSION_DDL)
+        if self.db.dialect.name == "sqlite":
+            self.db.execute(_SCHEMA_VERSION_DDL)
+        elif not self.db.query_one("SELECT to_regclass('schema_version') IS NOT NULL")[0]:
+            return 0
         row = self.db.query_one("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
         return int(row["v"])
+
+    def check_current(self) -> None:
+        """Raise a one-line ``SchemaTooOldError`` / ``SchemaTooNewError`` unless the database
+        is exactly at this code's version (what ``twin serve`` checks on PostgreSQL, where it
+        never migrates)."""
+        current = self.current_version()
+        self._check_not_newer(current)
+        if current < self.latest:
+            raise SchemaTooOldError(
+                f"{self.db.name}: database schema version {current} is older than this code "
+                f"({self.latest}); run `{MIGRATE_COMMAND}` (as the database owner) first")
 
     def status(self) -> MigrationStatus:
         current = self.current_version()
@@ -112,7 +155,8 @@ class Migrator:
         if current > self.latest:
             raise SchemaTooNewError(
                 f"{self.db.name}: database schema version {current} is newer than this code "
-                f"knows ({self.latest}); upgrade the software instead of migrating")
+                f"knows ({self.latest}); upgrade the software instead of migrating "
+                f"(`{MIGRATE_COMMAND}` cannot go back to an older release)")
 
     def migrate(self, to: int | None = None) -> list[int]:
         """Apply pending migrations up to ``to`` (default: latest). Returns versions applied."""
@@ -124,15 +168,19 @@ class Migrator:
         if target < current:
             raise MigrationError(f"{self.db.name}: at version {current}; use rollback to go down to {target}")
         applied = []
+        if self.db.dialect.name != "sqlite":
+            with self.db.transaction(lock=_LOCK) as conn:
+                conn.execute(_SCHEMA_VERSION_DDL)
+        dialect = self.db.dialect
         for migration in self.migrations[current:target]:
-            with self._foreign_keys(migration), self.db.transaction() as conn:
+            with self._foreign_keys(migration), self.db.transaction(lock=_LOCK) as conn:
                 # Re-check inside the write lock: another process may have migrated meanwhile.
                 now = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
                 if now >= migration.version:
                     continue
                 try:
-                    _run(conn, migration.up)
-                    _check_foreign_keys(conn, migration)
+                    _run(conn, migration.up, dialect)
+                    _check_foreign_keys(conn, migration, dialect)
                 except Exception as exc:
                     raise MigrationError(
                         f"{self.db.name}: migration {migration.version} ({migration.name}) failed: {exc}"
@@ -151,11 +199,12 @@ class Migrator:
         if not 0 <= to <= current:
             raise MigrationError(f"{self.db.name}: cannot roll back to {to} from version {current}")
         undone = []
+        dialect = self.db.dialect
         for migration in reversed(self.migrations[to:current]):
-            with self._foreign_keys(migration), self.db.transaction() as conn:
+            with self._foreign_keys(migration), self.db.transaction(lock=_LOCK) as conn:
                 try:
-                    _run(conn, migration.down)
-                    _check_foreign_keys(conn, migration)
+                    _run(conn, migration.down, dialect)
+                    _check_foreign_keys(conn, migration, dialect)
                 except Exception as exc:
                     raise MigrationError(
                         f"{self.db.name}: rollback of {migration.version} ({migration.name}) failed: {exc}"

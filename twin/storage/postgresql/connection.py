@@ -1,0 +1,228 @@
+"""A thread's PostgreSQL connection, shaped like a sqlite3 connection for our code.
+
+``PgConnection`` is what ``PostgresDatabase.connection()`` and ``transaction()`` hand out:
+``execute(sql, params)`` with our placeholders, results already fetched (so a pooled
+connection goes back to the pool at once), rows readable by column name and by index, and
+the storage core's error classes instead of the driver's. Outside a transaction each
+statement borrows a pooled connection in autocommit mode; inside one, the transaction's
+connection is held until COMMIT or ROLLBACK.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Sequence
+
+import psycopg
+
+from ..dialect import POSTGRESQL, lock_key, to_pyformat
+from ..errors import (ConnectionLimitError, ConstraintError, DatabaseUnavailableError,
+                      StatementError, StorageError, TransactionConflict)
+
+_CONSTRAINT_KINDS = {"23505": "UNIQUE", "23503": "FOREIGN KEY", "23514": "CHECK", "23502": "NOT NULL",
+                     "23P01": "EXCLUSION"}
+_CONFLICTS = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+def map_error(exc: psycopg.Error) -> StorageError:
+    """The storage core's class for a driver error, with the server's primary message only
+    (its DETAIL quotes row values, which must not reach logs or responses)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    diag = getattr(exc, "diag", None)
+    primary = (diag.message_primary if diag is not None else None) or str(exc).splitlines()[0]
+    if sqlstate and sqlstate.startswith("23"):
+        kind = _CONSTRAINT_KINDS.get(sqlstate, "INTEGRITY")
+        # Shaped like SQLite's "UNIQUE constraint failed: ..." so both read alike.
+        return ConstraintError(f"{kind} constraint failed: {diag.constraint_name or ''} ({primary})",
+                               sqlstate)
+    if sqlstate in _CONFLICTS:
+        return TransactionConflict(primary, sqlstate)
+    if sqlstate == "53300":
+        return ConnectionLimitError(primary)
+    if (sqlstate or "").startswith(("08", "57P")) or isinstance(exc, psycopg.OperationalError) \
+            and sqlstate is None:
+        return DatabaseUnavailableError(f"database connection lost: {primary}")
+    return StatementError(primary, sqlstate)
+
+
+class Row:
+    """One result row: ``row[0]``, ``row["name"]`` (case-insensitive, as sqlite3.Row), ``keys()``."""
+
+    __slots__ = ("_values", "_index", "_names")
+
+    def __init__(self, values: Sequence[Any], index: dict[str, int], names: list[str]) -> None:
+        self._values = tuple(values)
+        self._index = index
+        self._names = names
+
+    def __getitem__(self, key: int | slice | str) -> Any:
+        if isinstance(key, str):
+            position = self._index.get(key)
+            if position is None:
+                position = self._index.get(key.lower())
+                if position is None:
+                    raise IndexError(f"no column named {key!r}")
+            return self._values[position]
+        return self._values[key]
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Row):
+            return self._values == other._values and self.keys() == other.keys()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._values)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(zip(self.keys(), self._values))!r})"
+
+
+def row_factory(cursor: Any) -> Any:
+    description = cursor.description
+    if description is None:
+        return tuple
+    names = [column.name for column in description]
+    index: dict[str, int] = {}
+    for position, name in enumerate(names):
+        index.setdefault(name, position)       # the first of two equal names wins, as in SQLite
+    for position, name in enumerate(names):
+        index.setdefault(name.lower(), position)
+    return lambda values: Row(values, index, names)
+
+
+class Result:
+    """A statement's outcome, fetched: ``fetchone()``, ``fetchall()``, iteration, ``rowcount``."""
+
+    __slots__ = ("_rows", "_position", "rowcount", "description")
+
+    def __init__(self, rows: list[Any], rowcount: int, description: Any) -> None:
+        self._rows = rows
+        self._position = 0
+        self.rowcount = rowcount
+        self.description = description
+
+    def fetchone(self) -> Any | None:
+        if self._position >= len(self._rows):
+            return None
+        self._position += 1
+        return self._rows[self._position - 1]
+
+    def fetchall(self) -> list[Any]:
+        rows, self._position = self._rows[self._position:], len(self._rows)
+        return rows
+
+    def fetchmany(self, size: int = 1) -> list[Any]:
+        rows = self._rows[self._position:self._position + size]
+        self._position += len(rows)
+        return rows
+
+    def __iter__(self) -> Iterator[Any]:
+        while (row := self.fetchone()) is not None:
+            yield row
+
+    @property
+    def lastrowid(self) -> Any:
+        raise StorageError("lastrowid is SQLite's: add RETURNING <column> to the INSERT "
+                           "(it works on both backends) and read the row")
+
+
+class PgConnection:
+    """One thread's handle on a ``PostgresDatabase`` (see the module docstring)."""
+
+    dialect = POSTGRESQL
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self._conn: psycopg.Connection | None = None   # held while a transaction is open
+        self.depth = 0                                  # savepoint nesting
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn is not None
+
+    # -- statements ---------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Result:
+        # Without parameters psycopg leaves the text alone (no '%' processing), as SQLite does.
+        query = to_pyformat(sql) if params else sql
+        if self._conn is not None:
+            return self._run(self._conn, query, params or None)
+        with self._db.borrow() as conn:
+            return self._run(conn, query, params or None)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Result:
+        query = to_pyformat(sql)
+        if self._conn is not None:
+            return self._run_many(self._conn, query, rows)
+        with self._db.borrow() as conn:
+            return self._run_many(conn, query, rows)
+
+    def execute_script(self, script: str) -> None:
+        """Several statements in one round trip (the simple query protocol takes them)."""
+        self.execute(script)
+
+    def _run(self, conn: psycopg.Connection, query: str, params: Any) -> Result:
+        self._db.counter.statement()
+        try:
+            cursor = conn.execute(query, params)
+            rows = cursor.fetchall() if cursor.description is not None else []
+            return Result(rows, cursor.rowcount, cursor.description)
+        except psycopg.Error as exc:
+            raise map_error(exc) from None
+
+    def _run_many(self, conn: psycopg.Connection, query: str, rows: Iterable[Sequence[Any]]) -> Result:
+        self._db.counter.statement()
+        try:
+            with conn.cursor() as cursor:
+                cursor.executemany(query, rows)
+                return Result([], cursor.rowcount, None)
+        except psycopg.Error as exc:
+            raise map_error(exc) from None
+
+    # -- transaction control (PostgresDatabase.transaction drives these) -----------------
+
+    def begin(self, conn: psycopg.Connection, isolation: str) -> None:
+        self._conn = conn
+        self._db.counter.statement(transaction=True)
+        try:
+            conn.execute(f"BEGIN ISOLATION LEVEL {isolation}")
+        except psycopg.Error as exc:
+            self._conn = None
+            raise map_error(exc) from None
+
+    def finish(self, command: str) -> psycopg.Connection:
+        """COMMIT or ROLLBACK; the connection is released whatever happens."""
+        conn, self._conn = self._conn, None
+        assert conn is not None
+        if conn.closed:
+            return conn
+        self._db.counter.statement()
+        try:
+            conn.execute(command)
+        except psycopg.Error as exc:
+            if command == "COMMIT":
+                self._rollback_quietly(conn)
+                raise map_error(exc) from None
+            # A failed ROLLBACK means a broken connection: the pool discards it.
+        return conn
+
+    @staticmethod
+    def _rollback_quietly(conn: psycopg.Connection) -> None:
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            pass
+
+    def lock(self, name: str, *, wait: bool) -> bool:
+        function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+        row = self.execute(f"SELECT {function}(?) AS locked", (lock_key(name),)).fetchone()
+        return True if wait else bool(row[0])
+
