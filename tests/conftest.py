@@ -1,4 +1,5 @@
-"""Shared fixtures: real SQLCipher files under tmp_path, real keys, real crypto."""
+"""Shared fixtures: real SQLCipher files under tmp_path, real PostgreSQL databases created per
+test, real keys, real crypto."""
 
 from __future__ import annotations
 
@@ -7,8 +8,66 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+import storage_backends
 from compliance.keyring import Keyring
 from twin.config import Config
+
+BACKENDS = ("sqlcipher", "postgresql")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "sqlite_only(reason): a SQLite/SQLCipher feature; "
+                                       "skipped on the postgresql backend")
+
+
+def pytest_sessionstart(session) -> None:
+    # CI must test both backends: a missing server fails the run instead of skipping tests.
+    if storage_backends.in_ci():
+        problems = [p for p in (storage_backends.postgresql_problem(), storage_backends.redis_problem()) if p]
+        if problems:
+            raise pytest.UsageError("CI=true but " + "; ".join(problems))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The PostgreSQL test server (skips without one, fails under CI=true); everything the
+    session created there is dropped at its end, and nothing else."""
+    problem = storage_backends.postgresql_problem()
+    if problem:
+        if storage_backends.in_ci():
+            pytest.fail(f"CI=true but {problem}")
+        pytest.skip(problem)
+    server = storage_backends.PostgresServer()
+    yield server
+    server.drop_all()
+
+
+@pytest.fixture
+def pg_server(postgres_server):
+    """The server, with what this test created on it dropped after the test."""
+    yield postgres_server
+    postgres_server.drop_all()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """Each test using it runs once per storage backend."""
+    marker = request.node.get_closest_marker("sqlite_only")
+    if request.param == "postgresql" and marker is not None:
+        pytest.skip(f"SQLite only: {marker.args[0] if marker.args else 'not a PostgreSQL feature'}")
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_server")
+    return request.param
+
+
+@pytest.fixture
+def databases(backend, request, tmp_path, db_key):
+    """databases.new("name") -> a fresh database on this test's backend (SQLCipher file under
+    tmp_path, or a new PostgreSQL database); databases.again(db) -> a second object on it."""
+    server = request.getfixturevalue("pg_server") if backend == "postgresql" else None
+    maker = storage_backends.DatabaseMaker(backend, tmp_path, db_key, server)
+    yield maker
+    maker.close_all()
 
 
 @pytest.fixture

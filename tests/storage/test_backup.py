@@ -14,6 +14,9 @@ from twin.storage import (BackupVerificationError, Database, Migration, Migrator
                           read_manifest, restore_database, verify_backup_entry, write_manifest)
 from twin.storage.backup import MANIFEST_NAME, sha256_file
 
+# Runs once per backend; every test here is about one SQLite file.
+pytestmark = [pytest.mark.sqlite_only('file backups (PostgreSQL: pg_dump / base backups)'), pytest.mark.usefixtures("backend")]
+
 MARKER = "BACKUP-MARKER-learner-ada"
 
 MIGRATIONS = [Migration(1, "items", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);",

@@ -1,13 +1,15 @@
-"""The SQLCipher engine: encrypted private files, pragmas, transactions, per-thread
-connections and retries on a busy database."""
+"""The engines: SQLCipher's encrypted private files and pragmas, and on both backends
+transactions, per-thread connections, rows and retries."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import sqlite3
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -21,21 +23,23 @@ PLAIN_MARKER = "PLAIN-MARKER-zoe@example.org"
 
 
 @pytest.fixture
-def db_path(tmp_path) -> Path:
-    return tmp_path / "engine.db"
+def db(databases):
+    return databases.new("engine")
 
 
 @pytest.fixture
-def db(db_path, db_key):
-    database = Database(db_path, db_key)
-    yield database
-    database.close_all()
+def db_path(db) -> Path:
+    return db.path
 
 
-def _make_table(db: Database) -> None:
+def _id_column(db) -> str:
+    return "INTEGER PRIMARY KEY" if db.dialect.name == "sqlite" else db.dialect.identity
+
+
+def _make_table(db) -> None:
     with db.transaction() as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS items "
-                     "(id INTEGER PRIMARY KEY, name TEXT, payload BLOB)")
+                     f"(id {_id_column(db)}, name TEXT, payload {db.dialect.bytes})")
 
 
 def _mode(path: Path) -> int:
@@ -54,6 +58,7 @@ def _file_bytes(path: Path) -> bytes:
 
 # -- encrypted, private files ------------------------------------------------------------------
 
+@pytest.mark.sqlite_only('database files')
 def test_database_file_and_wal_are_created_mode_0600(db, db_path):
     _make_table(db)
     db.execute("INSERT INTO items (name) VALUES ('x')")
@@ -62,6 +67,7 @@ def test_database_file_and_wal_are_created_mode_0600(db, db_path):
     assert _mode(_wal(db_path)) == 0o600
 
 
+@pytest.mark.sqlite_only('SQLCipher page encryption')
 def test_plain_sqlite_cannot_open_the_file(db, db_path):
     _make_table(db)
     conn = sqlite3.connect(db_path)
@@ -72,6 +78,7 @@ def test_plain_sqlite_cannot_open_the_file(db, db_path):
         conn.close()
 
 
+@pytest.mark.sqlite_only('SQLCipher page encryption')
 def test_no_plaintext_reaches_the_file_or_its_wal(db, db_path, keyring):
     _make_table(db)
     cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
@@ -105,6 +112,7 @@ def test_the_plaintext_scan_does_find_markers_in_an_unencrypted_file(tmp_path):
     plain.close_all()
 
 
+@pytest.mark.sqlite_only('SQLCipher keys')
 def test_wrong_key_is_reported_as_such(db, db_path):
     _make_table(db)
     db.close_all()
@@ -123,6 +131,7 @@ def test_plain_sqlite_file_opened_with_a_key_is_reported_as_wrong_key(tmp_path, 
         Database(path, db_key).connection()
 
 
+@pytest.mark.sqlite_only('SQLCipher keys')
 def test_wrong_key_error_shows_no_key_material(db, db_path, db_key):
     _make_table(db)
     db.close_all()
@@ -138,6 +147,7 @@ def test_key_must_be_32_bytes(tmp_path):
         Database(tmp_path / "short.db", os.urandom(16)).connection()
 
 
+@pytest.mark.sqlite_only('SQLCipher keys')
 def test_repr_shows_no_key(db, db_key):
     assert db_key.hex()[:16] not in repr(db)
     assert "encrypted=True" in repr(db)
@@ -145,6 +155,7 @@ def test_repr_shows_no_key(db, db_key):
 
 # -- pragmas ----------------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only("PRAGMAs")
 @pytest.mark.parametrize("pragma, expected", [
     ("journal_mode", "wal"),
     ("foreign_keys", 1),
@@ -168,7 +179,7 @@ def test_every_connection_runs_with_the_service_pragmas(db, pragma, expected):
 def test_foreign_keys_are_enforced(db):
     with db.transaction() as conn:
         conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
-        conn.execute("CREATE TABLE child (id INTEGER PRIMARY KEY, "
+        conn.execute(f"CREATE TABLE child (id {_id_column(db)}, "
                      "parent_id INTEGER REFERENCES parent (id) ON DELETE CASCADE)")
     with pytest.raises(IntegrityError):
         with db.transaction() as conn:
@@ -190,13 +201,16 @@ def test_rows_are_addressable_by_column_name(db):
 
 # -- transactions -----------------------------------------------------------------------------
 
-def _count(db: Database) -> int:
+def _count(db) -> int:
     # Through a separate connection: only committed rows are visible there.
-    conn = db.connect_new()
-    try:
+    if db.dialect.name == "sqlite":
+        conn = db.connect_new()
+        try:
+            return conn.execute("SELECT count(*) FROM items").fetchone()[0]
+        finally:
+            conn.close()
+    with db.borrow() as conn:  # a pooled connection of its own, in autocommit mode
         return conn.execute("SELECT count(*) FROM items").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def test_transaction_commits_on_success(db):
@@ -258,6 +272,14 @@ def test_failure_after_a_nested_block_undoes_it_too(db):
 
 def test_write_returns_the_functions_result(db):
     _make_table(db)
+    row_id = db.write(lambda conn: conn.execute(
+        "INSERT INTO items (name) VALUES ('w') RETURNING id").fetchone()[0])
+    assert db.query_one("SELECT name FROM items WHERE id = ?", (row_id,))["name"] == "w"
+
+
+@pytest.mark.sqlite_only("lastrowid (PostgreSQL uses RETURNING)")
+def test_write_returns_the_functions_result_with_lastrowid(db):
+    _make_table(db)
     row_id = db.write(lambda conn: conn.execute("INSERT INTO items (name) VALUES ('w')").lastrowid)
     assert db.query_one("SELECT name FROM items WHERE id = ?", (row_id,))["name"] == "w"
 
@@ -269,6 +291,7 @@ def test_executemany_inserts_every_row(db):
     assert _count(db) == 100
 
 
+@pytest.mark.sqlite_only("FTS5 virtual tables")
 def test_table_names_lists_user_tables_without_internals_or_fts_shadows(db):
     _make_table(db)
     db.execute("CREATE VIRTUAL TABLE docs USING fts5 (body)")
@@ -277,6 +300,14 @@ def test_table_names_lists_user_tables_without_internals_or_fts_shadows(db):
     assert "items" in names and "docs" in names
     assert "docs_data" not in names and "docs_idx" not in names
     assert not any(n.startswith("sqlite_") for n in names)
+
+
+def test_table_names_lists_user_tables_sorted(db):
+    _make_table(db)
+    db.execute("CREATE TABLE b_notes (x INTEGER)")
+    db.execute("CREATE TABLE A_upper (x INTEGER)")
+    assert db.table_names() == sorted(db.table_names())
+    assert {"items", "b_notes"} <= set(db.table_names())
 
 
 # -- connections ------------------------------------------------------------------------------
@@ -291,6 +322,7 @@ def test_each_thread_gets_its_own_connection_and_reuses_it(db):
     assert others[0] is not main
 
 
+@pytest.mark.sqlite_only("per-thread connections (PostgreSQL pools them: see the next test)")
 def test_close_all_closes_every_threads_connection_and_reuse_reopens(db):
     _make_table(db)
     db.execute("INSERT INTO items (name) VALUES ('before')")
@@ -308,8 +340,40 @@ def test_close_all_closes_every_threads_connection_and_reuse_reopens(db):
     assert _count(db) == 2
 
 
+
+def _server_connections(db, databases) -> int:
+    """The connections the server has open to ``db``'s database, counted from another object."""
+    from twin.storage import open_postgresql
+
+    observer = open_postgresql(dataclasses.replace(db.settings, pool_size=1, pool_max_size=None))
+    try:
+        deadline = time.monotonic() + 5
+        while True:  # a closed connection's server process takes a moment to go
+            count = observer.query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                       "current_database() AND pid <> pg_backend_pid()")[0]
+            if count in (0, db.settings.pool_size) or time.monotonic() > deadline:
+                return count
+            time.sleep(0.05)
+    finally:
+        observer.close_all()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_close_all_closes_the_pools_server_connections_and_reuse_reopens(db, databases):
+    _make_table(db)
+    db.execute("INSERT INTO items (name) VALUES ('before')")
+    thread = threading.Thread(target=lambda: db.execute("SELECT 1"))
+    thread.start()
+    thread.join()
+    assert _server_connections(db, databases) == db.settings.pool_size
+    db.close_all()
+    assert _server_connections(db, databases) == 0
+    db.execute("INSERT INTO items (name) VALUES ('after')")
+    assert _count(db) == 2
+
 # -- retries when busy ---------------------------------------------------------------------
 
+@pytest.mark.sqlite_only("SQLite's busy timeout")
 def test_writer_gives_up_with_a_named_error_when_the_lock_is_never_released(db_path, db_key):
     impatient = Database(db_path, db_key, settings=EngineSettings(
         busy_timeout_ms=10, max_retries=2, retry_base_delay=0.001, retry_max_delay=0.002))
@@ -325,6 +389,7 @@ def test_writer_gives_up_with_a_named_error_when_the_lock_is_never_released(db_p
         impatient.close_all()
 
 
+@pytest.mark.sqlite_only("SQLite's write lock (BEGIN IMMEDIATE)")
 def test_writer_waits_for_a_lock_that_is_released(db):
     _make_table(db)
     holder = db.connect_new()
@@ -380,12 +445,29 @@ def _assert_every_row_written(db: Database, expected: int) -> None:
     assert len({r["name"] for r in rows}) == expected
 
 
-def test_concurrent_threads_lose_no_rows_and_see_no_lock_errors(db, db_path, db_key):
+def test_concurrent_threads_lose_no_rows_and_see_no_lock_errors(db, databases):
     _make_table(db)
-    _write_rows_in_threads(str(db_path), db_key, "p0")  # re-raises any "database is locked"
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        other = databases.again(db)  # as another process would: its own connections
+        try:
+            for i in range(WRITES_PER_THREAD):
+                other.write(lambda conn, i=i: conn.execute(
+                    "INSERT INTO items (name) VALUES (?)", (f"{name}-{i}",)))
+        except BaseException as exc:  # re-raised below: "database is locked", a conflict...
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"t{n}",)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
     _assert_every_row_written(db, THREADS * WRITES_PER_THREAD)
 
 
+@pytest.mark.sqlite_only('database files shared by processes')
 def test_concurrent_processes_lose_no_rows_and_see_no_lock_errors(db, db_path, db_key):
     _make_table(db)
     db.close_all()
@@ -402,6 +484,7 @@ def test_concurrent_processes_lose_no_rows_and_see_no_lock_errors(db, db_path, d
 
 # -- SQL scripts ------------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only('SQLite trigger syntax and its tokenizer')
 def test_execute_script_runs_triggers_comments_and_several_statements_per_line(db):
     script = """
     -- a leading comment; with a semicolon
@@ -427,6 +510,7 @@ def test_execute_script_stays_inside_the_callers_transaction(db):
     assert db.table_names() == []
 
 
+@pytest.mark.sqlite_only("SQLite's tokenizer")
 def test_execute_script_rejects_an_incomplete_last_statement(db):
     with pytest.raises(StorageError, match="incomplete statement"):
         with db.transaction() as conn:

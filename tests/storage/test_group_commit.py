@@ -7,19 +7,19 @@ import threading
 
 import pytest
 
-from twin.storage import Database
 
 
 @pytest.fixture
-def db(tmp_path, db_key):
-    database = Database(tmp_path / "gc.db", db_key)
-    database.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE)")
-    yield database
-    database.close_all()
+def db(databases):
+    database = databases.new("gc")
+    id_column = "INTEGER PRIMARY KEY" if database.dialect.name == "sqlite" else database.dialect.identity
+    database.execute(f"CREATE TABLE items (id {id_column}, value TEXT NOT NULL UNIQUE)")
+    return database
 
 
 def insert(value):
-    return lambda conn: conn.execute("INSERT INTO items (value) VALUES (?)", (value,)).lastrowid
+    return lambda conn: conn.execute("INSERT INTO items (value) VALUES (?) RETURNING id",
+                                     (value,)).fetchone()[0]
 
 
 def test_a_lone_write_commits_and_returns_its_own_result(db):

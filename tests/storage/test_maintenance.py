@@ -10,6 +10,9 @@ import pytest
 from twin.storage import Database, Migration, Migrator
 from twin.storage import maintenance
 
+# Runs once per backend; every test here is about one SQLite file.
+pytestmark = [pytest.mark.sqlite_only('PRAGMAs, WAL checkpoints and VACUUM of a file'), pytest.mark.usefixtures("backend")]
+
 MIGRATIONS = [
     Migration(1, "blobs", "CREATE TABLE blobs (id INTEGER PRIMARY KEY, body BLOB);",
               "DROP TABLE blobs;"),

@@ -14,6 +14,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Generic, TypeVar
 
+from .errors import TransactionConflict
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -87,6 +89,8 @@ class GroupCommitter(Generic[Item, Result]):
             conn.execute("SAVEPOINT shared_item")
             try:
                 slot.result = slot.item(conn)
+            except TransactionConflict:
+                raise  # the whole transaction is aborted: write() re-runs the batch
             except Exception as exc:
                 conn.execute("ROLLBACK TO shared_item")
                 slot.error = exc

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 from .backend import Backend
 from .dialect import Dialect
 from .engine import execute_script
-from .errors import MigrationError, SchemaTooNewError, SchemaTooOldError
+from .errors import MigrationError, SchemaTooNewError, SchemaTooOldError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +168,8 @@ class Migrator:
         if target < current:
             raise MigrationError(f"{self.db.name}: at version {current}; use rollback to go down to {target}")
         applied = []
-        if self.db.dialect.name != "sqlite":
-            with self.db.transaction(lock=_LOCK) as conn:
-                conn.execute(_SCHEMA_VERSION_DDL)
+        if self.db.dialect.name != "sqlite" and current < target:
+            self._create_schema_version_table()
         dialect = self.db.dialect
         for migration in self.migrations[current:target]:
             with self._foreign_keys(migration), self.db.transaction(lock=_LOCK) as conn:
@@ -191,6 +190,14 @@ class Migrator:
             log.info("%s: applied migration %d (%s)", self.db.name, migration.version, migration.name)
             applied.append(migration.version)
         return applied
+
+    def _create_schema_version_table(self) -> None:
+        try:
+            with self.db.transaction(lock=_LOCK) as conn:
+                if not conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]:
+                    conn.execute(_SCHEMA_VERSION_DDL)
+        except StorageError as exc:
+            raise MigrationError(f"{self.db.name}: cannot create schema_version: {exc}") from exc
 
     def rollback(self, to: int) -> list[int]:
         """Undo migrations down to version ``to`` (0 = empty schema). Returns versions undone."""

@@ -1,0 +1,153 @@
+"""The servers tests run against, and fresh databases on either backend.
+
+PostgreSQL (``TWIN_TEST_POSTGRESQL_URL``, default ``postgresql://postgres@127.0.0.1:5432/postgres``,
+an account allowed to create databases and roles) and Redis (``TWIN_TEST_REDIS_URL``, default
+127.0.0.1:6379) are checked once per session. Without them the tests that need them skip with
+the reason; with ``CI=true`` a missing one fails the run instead (see ``conftest.py``).
+
+Each test database is created with a unique random name and dropped after the test with
+``DROP DATABASE ... WITH (FORCE)``; nothing else on the server is ever dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ADMIN_URL = os.environ.get("TWIN_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TWIN_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+TEST_PREFIX = "twin_test_"
+
+_status: dict[str, str | None] = {}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def postgresql_problem() -> str | None:
+    """None when the test server answers, else why not (checked once)."""
+    if "postgresql" not in _status:
+        try:
+            import psycopg
+
+            with psycopg.connect(ADMIN_URL, connect_timeout=3, autocommit=True) as conn:
+                conn.execute("SELECT 1")
+            _status["postgresql"] = None
+        except Exception as exc:  # any failure means: no usable server
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _status["postgresql"] = f"PostgreSQL not reachable at {_display(ADMIN_URL)}: {reason}"
+    return _status["postgresql"]
+
+
+def redis_problem() -> str | None:
+    """None when Redis answers PING, else why not (checked once)."""
+    if "redis" not in _status:
+        parts = urllib.parse.urlsplit(REDIS_URL)
+        try:
+            with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=3) as s:
+                s.sendall(b"PING\r\n")
+                answer = s.recv(64)
+            _status["redis"] = None if answer.startswith(b"+PONG") else f"Redis answered {answer[:20]!r}"
+        except OSError as exc:
+            _status["redis"] = f"Redis not reachable at {parts.hostname}:{parts.port or 6379}: {exc}"
+    return _status["redis"]
+
+
+def _display(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 5432}"
+
+
+def database_url(name: str, *, user: str | None = None, host: str | None = None, **query: str) -> str:
+    """The admin URL pointed at database ``name`` (optionally as another user or host name)."""
+    parts = urllib.parse.urlsplit(ADMIN_URL)
+    netloc = parts.netloc
+    if user is not None or host is not None:
+        netloc = f"{user or parts.username}@{host or parts.hostname}:{parts.port or 5432}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, f"/{name}", urllib.parse.urlencode(query), ""))
+
+
+@dataclass
+class PostgresServer:
+    """Creates databases and roles with unique names, and drops exactly those."""
+
+    databases: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+
+    def admin(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
+
+    def create_database(self) -> str:
+        name = f"{TEST_PREFIX}{secrets.token_hex(6)}"
+        with self.admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.databases.append(name)
+        return name
+
+    def create_role(self, *, connection_limit: int | None = None) -> str:
+        name = f"{TEST_PREFIX}role_{secrets.token_hex(4)}"
+        limit = f" CONNECTION LIMIT {int(connection_limit)}" if connection_limit is not None else ""
+        with self.admin() as conn:
+            conn.execute(f'CREATE ROLE "{name}" LOGIN{limit}')
+        self.roles.append(name)
+        return name
+
+    def drop_all(self) -> None:
+        with self.admin() as conn:
+            for name in reversed(self.databases):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in reversed(self.roles):
+                conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+        self.databases.clear()
+        self.roles.clear()
+
+
+class DatabaseMaker:
+    """``new(name)``: a fresh database on this test's backend; ``again(db)``: a second,
+    independent object on the same database (another process would see it like this)."""
+
+    def __init__(self, backend: str, tmp_path: Path, key: bytes, server: PostgresServer | None) -> None:
+        self.backend = backend
+        self._tmp_path = tmp_path
+        self._key = key
+        self._server = server
+        self._opened: list[Any] = []
+
+    def new(self, name: str = "testdb", **settings: Any) -> Any:
+        if self.backend == "sqlcipher":
+            from twin.storage import Database, EngineSettings
+
+            db = Database(self._tmp_path / f"{name}-{secrets.token_hex(3)}.db", self._key, name=name,
+                          **({"settings": EngineSettings(**settings)} if settings else {}))
+        else:
+            from twin.storage import PostgresSettings, open_postgresql
+
+            assert self._server is not None
+            url = database_url(self._server.create_database())
+            db = open_postgresql(PostgresSettings(url, pool_size=2, pool_max_size=8, **settings), name=name)
+        self._opened.append(db)
+        return db
+
+    def again(self, db: Any) -> Any:
+        if self.backend == "sqlcipher":
+            from twin.storage import Database
+
+            other = Database(db.path, self._key, name=db.name, settings=db.settings)
+        else:
+            from twin.storage import open_postgresql
+
+            other = open_postgresql(db.settings, name=db.name)
+        self._opened.append(other)
+        return other
+
+    def close_all(self) -> None:
+        for db in reversed(self._opened):
+            db.close_all()
