@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import psycopg
+from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..config import PostgresSettings
@@ -40,6 +41,13 @@ def _reason(exc: BaseException) -> str:
     return text.replace("FATAL:  ", "")
 
 
+def configure(conn: psycopg.Connection) -> None:
+    """JSON columns come back as text, as from SQLite's TEXT columns, so code that parses
+    them (``json.loads``) reads both backends alike."""
+    for type_name in ("json", "jsonb"):
+        conn.adapters.register_loader(type_name, TextLoader)
+
+
 def connect(settings: PostgresSettings, **overrides: Any) -> psycopg.Connection:
     """One connection in autocommit mode, or a one-line error saying why not."""
     where = f"{settings.variable} ({settings.display_url})"
@@ -60,6 +68,18 @@ def connect(settings: PostgresSettings, **overrides: Any) -> psycopg.Connection:
         raise DatabaseUnavailableError(f"{where}: cannot connect: {reason}") from None
 
 
+class _LastPoolError(logging.Handler):
+    """Keeps why the pool's last connection attempt failed (the pool only logs it)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reason: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args and isinstance(record.args, tuple) and isinstance(record.args[-1], BaseException):
+            self.reason = _reason(record.args[-1])
+
+
 def open_pool(settings: PostgresSettings, name: str) -> ConnectionPool:
     """A pool holding ``settings.pool_size`` open connections, opened within the connect timeout.
 
@@ -75,23 +95,25 @@ def open_pool(settings: PostgresSettings, name: str) -> ConnectionPool:
     finally:
         probe.close()
     pool = ConnectionPool(settings.url, min_size=settings.pool_size, max_size=settings.max_size,
-                          kwargs=_connect_kwargs(settings), open=False, name=f"twin-{name}",
+                          kwargs=_connect_kwargs(settings), configure=configure, open=False,
+                          name=f"twin-{name}",
                           timeout=settings.pool_timeout, reconnect_timeout=max(30.0, settings.connect_timeout))
+    errors = _LastPoolError()
+    pool_log = logging.getLogger("psycopg.pool")
+    pool_log.addHandler(errors)
     try:
-        pool.open(wait=True, timeout=settings.connect_timeout)
+        pool.open(wait=True, timeout=settings.connect_timeout)  # closes the pool on timeout
     except PoolTimeout:
-        opened = pool.get_stats().get("pool_size", 0)
-        pool.close(timeout=1)
-        reason = "the server, the database or the role has no connection slot left"
-        try:
-            connect(settings).close()
-        except (ConnectionLimitError, DatabaseUnavailableError) as exc:
-            reason = str(exc).split(": ", 1)[-1]
+        stats = pool.get_stats()
+        opened = min(settings.pool_size, stats.get("connections_num", 0) - stats.get("connections_errors", 0))
+        reason = errors.reason or "the server, the database or the role has no connection slot left"
         raise ConnectionLimitError(
             f"{name}: could open only {opened} of the pool's {settings.pool_size} connections to "
             f"{settings.display_url} within {settings.connect_timeout:g}s ({reason}); the server "
             f"allows {limit} and {in_use} were in use: lower TWIN_DB_POOL_SIZE or raise "
             "max_connections (replicas x workers x pools x pool size must fit)") from None
+    finally:
+        pool_log.removeHandler(errors)
     log.info("%s: pool of %d-%d connections to %s (server max_connections %d, %d in use at start)",
              name, settings.pool_size, settings.max_size, settings.display_url, limit, in_use)
     return pool
