@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import threading
 import urllib.parse
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 ADMIN_URL = os.environ.get("TWIN_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TWIN_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -151,3 +153,45 @@ class DatabaseMaker:
     def close_all(self) -> None:
         for db in reversed(self._opened):
             db.close_all()
+
+
+def concurrently(*calls: Callable[[], Any], timeout: float = 60) -> list[Any]:
+    """Run each call on its own thread at once; their results in order, or the first error."""
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            results[n] = calls[n]()
+        except BaseException as exc:  # re-raised on the caller's thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+    return results
+
+
+@contextmanager
+def held_elsewhere(make_context: Callable[[], Any]) -> Iterator[None]:
+    """Enter ``make_context()`` on another thread and hold it while the with-block runs
+    (a transaction holding a lock or a pooled connection, as another replica would)."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with make_context():
+            inside.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert inside.wait(10), "the other thread never entered"
+        yield
+    finally:
+        release.set()
+        holder.join()

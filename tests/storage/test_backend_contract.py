@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from storage_backends import concurrently, held_elsewhere
 from twin.storage import (Counts, DatabaseBusyError, IntegrityError, RawSQL, StorageError)
 
 
@@ -140,7 +141,6 @@ def test_a_named_lock_serialises_writers_on_separate_connections(db, databases):
     others = [databases.again(db) for _ in range(2)]
     spans: list[tuple[float, float]] = []
     start = threading.Barrier(2)
-    errors: list[BaseException] = []
 
     def increment(conn) -> None:
         entered = time.monotonic()
@@ -151,17 +151,9 @@ def test_a_named_lock_serialises_writers_on_separate_connections(db, databases):
 
     def run(other) -> None:
         start.wait()
-        try:
-            other.write(increment, lock="counter-chain")
-        except BaseException as exc:  # reported by the assertion below
-            errors.append(exc)
+        other.write(increment, lock="counter-chain")
 
-    threads = [threading.Thread(target=run, args=(o,)) for o in others]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    concurrently(*(lambda o=o: run(o) for o in others))
     assert db.query_one("SELECT value FROM counter WHERE id = 1")[0] == 2
     (a_start, a_end), (b_start, b_end) = sorted(spans)
     assert a_end <= b_start  # one holder after the other, never overlapping
@@ -175,23 +167,10 @@ def test_lock_outside_a_transaction_is_refused(db):
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_lock_without_waiting_says_whether_it_got_the_lock(db, databases):
     other = databases.again(db)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with other.transaction(lock="busy-name"):
-            holding.set()
-            release.wait(5)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(5)
+    with held_elsewhere(lambda: other.transaction(lock="busy-name")):
         with db.transaction():
             assert db.lock("busy-name", wait=False) is False
             assert db.lock("another-name", wait=False) is True
-    finally:
-        release.set()
-        holder.join()
     with db.transaction():
         assert db.lock("busy-name", wait=False) is True
 
@@ -203,23 +182,14 @@ def _race(db, databases, body) -> list[int]:
     others = [databases.again(db) for _ in range(2)]
     barrier = threading.Barrier(2)
     attempts = [0, 0]
-    errors: list[BaseException] = []
 
     def run(n: int) -> None:
         def fn(conn):
             attempts[n] += 1
             return body(conn, n, barrier if attempts[n] == 1 else None)
-        try:
-            others[n].write(fn)
-        except BaseException as exc:  # reported by the caller's assertion
-            errors.append(exc)
+        others[n].write(fn)
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert errors == []
+    concurrently(lambda: run(0), lambda: run(1))
     return attempts
 
 
@@ -274,11 +244,7 @@ def test_a_writer_that_keeps_conflicting_gives_up_with_a_named_error(databases):
         except DatabaseBusyError as exc:
             outcomes.append(str(exc))
 
-    threads = [threading.Thread(target=run, args=(d,)) for d in (db, other)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    concurrently(lambda: run(db), lambda: run(other))
     assert outcomes.count("ok") == 1
     (failure,) = [o for o in outcomes if o != "ok"]
     assert failure == ("impatient: transaction kept conflicting after 1 attempts "
@@ -302,9 +268,5 @@ def test_statements_and_transactions_are_counted_at_the_driver(db):
 def test_counts_sum_every_thread(db):
     db.enable_statement_counting()
     before = db.statement_counts()
-    threads = [threading.Thread(target=lambda: db.query("SELECT 1")) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    concurrently(*[lambda: db.query("SELECT 1")] * 3)
     assert (db.statement_counts() - before).statements == 3

@@ -5,12 +5,11 @@ that names the setting and never repeats a password."""
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 
 import pytest
 
-from storage_backends import database_url
+from storage_backends import database_url, held_elsewhere
 from twin.storage import (ConnectionLimitError, DatabaseUnavailableError, PoolTimeoutError,
                           PostgresSettings, SameDatabaseError, ServingRoleError,
                           StorageConfigError, TLSUnavailableError, open_postgresql,
@@ -158,30 +157,17 @@ def test_a_request_waits_for_a_pooled_connection_only_for_the_pool_timeout(datab
         pytest.skip("SQLite has no pool: one connection per thread")
     db = databases.new("small", pool_timeout=0.3)
     db = open_postgresql(dataclasses.replace(db.settings, pool_size=1, pool_max_size=None), name="small")
-    inside, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with db.transaction():
-            inside.set()
-            release.wait(5)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
     try:
-        assert inside.wait(5)
-        with pytest.raises(PoolTimeoutError, match=r"small: no pooled connection came free within 0.3s"):
-            db.query("SELECT 1")
+        with held_elsewhere(db.transaction):  # the pool's only connection
+            with pytest.raises(PoolTimeoutError, match=r"small: no pooled connection came free within 0.3s"):
+                db.query("SELECT 1")
     finally:
-        release.set()
-        holder.join()
         db.close_all()
 
 
 # -- two settings, one database ---------------------------------------------------------------
 
 def _pair(pg_server, second_url_for):
-    from twin.storage.postgresql import verify_distinct_databases  # noqa: F401 (imported for callers)
-
     name = pg_server.create_database()
     first = open_postgresql(PostgresSettings(database_url(name), pool_size=1), name="digital_twin")
     second = open_postgresql(PostgresSettings(second_url_for(name), pool_size=1,
@@ -252,5 +238,52 @@ def test_a_superuser_owner_is_not_a_serving_role(pg_server):
         text = _one_line(excinfo.value)
         assert text.startswith("digital_twin: the service connects as role 'postgres', which can change")
         assert "it is a superuser" in text and "run `twin db migrate` as the owner" in text
+    finally:
+        db.close_all()
+
+
+# -- what the CLI calls ----------------------------------------------------------------------
+
+def test_the_database_pair_opens_when_the_urls_reach_two_databases(pg_server):
+    from twin.storage.postgresql import open_database_pair
+
+    environ = {"TWIN_DATABASE_URL": database_url(pg_server.create_database()),
+               "TWIN_VAULT_DATABASE_URL": database_url(pg_server.create_database()),
+               "TWIN_DB_POOL_SIZE": "1"}
+    data, vault = open_database_pair(environ)
+    try:
+        assert (data.name, vault.name) == ("digital_twin", "privacy_vault")
+        assert data.settings.database != vault.settings.database
+    finally:
+        data.close_all()
+        vault.close_all()
+
+
+def test_the_database_pair_is_refused_when_both_urls_reach_one_database(pg_server):
+    from twin.storage.postgresql import open_database_pair
+
+    name = pg_server.create_database()
+    environ = {"TWIN_DATABASE_URL": database_url(name),
+               "TWIN_VAULT_DATABASE_URL": database_url(name, host="localhost"), "TWIN_DB_POOL_SIZE": "1"}
+    with pytest.raises(SameDatabaseError) as excinfo:
+        open_database_pair(environ)
+    assert _one_line(excinfo.value).startswith("digital_twin (postgresql://127.0.0.1:5432/")
+
+
+def test_the_database_pair_needs_both_urls(pg_server):
+    from twin.storage.postgresql import open_database_pair
+
+    with pytest.raises(StorageConfigError, match="^TWIN_VAULT_DATABASE_URL is not set"):
+        open_database_pair({"TWIN_DATABASE_URL": database_url(pg_server.create_database())})
+
+
+def test_ready_to_serve_refuses_the_owner_role_before_looking_at_the_schema(pg_server):
+    from twin.storage import Migration
+    from twin.storage.postgresql import check_ready_to_serve
+
+    db = open_postgresql(PostgresSettings(database_url(pg_server.create_database()), pool_size=1), name="vault")
+    try:
+        with pytest.raises(ServingRoleError):
+            check_ready_to_serve(db, [Migration(1, "t", "CREATE TABLE t (x INTEGER);", "DROP TABLE t;")])
     finally:
         db.close_all()

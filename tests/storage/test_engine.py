@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from storage_backends import concurrently
+
 from compliance.field_crypto import FieldCipher, associated_data
 from twin.storage import (Database, DatabaseBusyError, EngineSettings, IntegrityError,
                           StorageError, WrongKeyError, execute_script)
@@ -447,23 +449,15 @@ def _assert_every_row_written(db: Database, expected: int) -> None:
 
 def test_concurrent_threads_lose_no_rows_and_see_no_lock_errors(db, databases):
     _make_table(db)
-    errors: list[BaseException] = []
 
     def run(name: str) -> None:
         other = databases.again(db)  # as another process would: its own connections
-        try:
-            for i in range(WRITES_PER_THREAD):
-                other.write(lambda conn, i=i: conn.execute(
-                    "INSERT INTO items (name) VALUES (?)", (f"{name}-{i}",)))
-        except BaseException as exc:  # re-raised below: "database is locked", a conflict...
-            errors.append(exc)
+        for i in range(WRITES_PER_THREAD):
+            other.write(lambda conn, i=i: conn.execute(
+                "INSERT INTO items (name) VALUES (?)", (f"{name}-{i}",)))
 
-    threads = [threading.Thread(target=run, args=(f"t{n}",)) for n in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    # concurrently() re-raises any error: "database is locked", a conflict not retried...
+    concurrently(*(lambda n=n: run(f"t{n}") for n in range(THREADS)))
     _assert_every_row_written(db, THREADS * WRITES_PER_THREAD)
 
 

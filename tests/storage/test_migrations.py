@@ -360,23 +360,16 @@ def test_reading_the_version_on_postgresql_creates_nothing(db):
 def test_concurrent_migrators_apply_each_migration_once(db, databases):
     import threading
 
+    from storage_backends import concurrently
+
     others = [databases.again(db) for _ in range(3)]
-    results, errors = [], []
     barrier = threading.Barrier(len(others))
 
     def migrate(other):
         barrier.wait()
-        try:
-            results.append(Migrator(other, SYNTHETIC).migrate())
-        except Exception as exc:  # reported by the assertion below
-            errors.append(exc)
+        return Migrator(other, SYNTHETIC).migrate()
 
-    threads = [threading.Thread(target=migrate, args=(o,)) for o in others]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    results = concurrently(*(lambda o=o: migrate(o) for o in others))
     assert sorted(v for applied in results for v in applied) == [1, 2, 3]
     assert [r["version"] for r in db.query("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from ..dialect import quote_identifier
 from ..errors import SameDatabaseError, ServingRoleError, StatementError, StorageConfigError
@@ -142,3 +142,36 @@ def grant_serving_role(db: Any, role: str) -> None:
     with db.transaction() as conn:
         for statement in statements:
             conn.execute(statement)
+
+
+def open_database_pair(environ: Mapping[str, str], *, names: tuple[str, str] = ("digital_twin", "privacy_vault"),
+                       prefixes: tuple[str, str] = ("TWIN_", "TWIN_VAULT_"),
+                       require_markers: bool = False) -> tuple[Any, Any]:
+    """Open the two databases a deployment keeps apart (``TWIN_DATABASE_URL`` and
+    ``TWIN_VAULT_DATABASE_URL`` by default) and refuse them when they are one database.
+
+    Every failure is a one-line ``StorageError`` for the CLI to print with exit 2.
+    """
+    from ..config import postgres_settings
+    from .database import PostgresDatabase
+
+    settings = [postgres_settings(environ, prefix) for prefix in prefixes]  # both URLs checked first
+    opened: list[Any] = []
+    try:
+        for name, setting in zip(names, settings):
+            opened.append(PostgresDatabase(setting, name=name))
+        verify_distinct_databases(opened[0], opened[1], require_markers=require_markers)
+    except BaseException:
+        for db in opened:
+            db.close_all()
+        raise
+    return opened[0], opened[1]
+
+
+def check_ready_to_serve(db: Any, migrations: Sequence[Any]) -> None:
+    """What ``twin serve`` checks on PostgreSQL before serving: a role without DDL rights and a
+    schema at exactly this code's version (it never migrates there)."""
+    from ..migrations import Migrator
+
+    check_serving_role(db)
+    Migrator(db, migrations).check_current()
