@@ -5,11 +5,14 @@
 connection goes back to the pool at once), rows readable by column name and by index, and
 the storage core's error classes instead of the driver's. Outside a transaction each
 statement borrows a pooled connection in autocommit mode; inside one, the transaction's
-connection is held until COMMIT or ROLLBACK.
+connection is held until COMMIT or ROLLBACK. BEGIN is sent with the transaction's first
+statement, in one pipeline (one round trip for both), and not at all for a transaction that
+runs no statement.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
 import psycopg
@@ -142,6 +145,7 @@ class PgConnection:
     def __init__(self, db: Any) -> None:
         self._db = db
         self._conn: psycopg.Connection | None = None   # held while a transaction is open
+        self._begin: str | None = None                  # BEGIN not sent yet
         self.depth = 0                                  # savepoint nesting
 
     @property
@@ -166,42 +170,68 @@ class PgConnection:
             return self._run_many(conn, query, rows)
 
     def execute_script(self, script: str) -> None:
-        """Several statements in one round trip (the simple query protocol takes them)."""
+        """Several statements in one round trip (the simple query protocol takes them; a
+        pipeline would not, so a pending BEGIN goes first on its own)."""
+        if self._conn is not None and self._begin is not None:
+            begin, self._begin = self._begin, None
+            self._db.counter.statement(transaction=True)
+            try:
+                self._conn.execute(begin)
+            except psycopg.Error as exc:
+                raise map_error(exc) from None
         self.execute(script)
 
     def _run(self, conn: psycopg.Connection, query: str, params: Any) -> Result:
-        self._db.counter.statement()
         try:
-            cursor = conn.execute(query, params)
+            if self._begin is not None and conn is self._conn:
+                with self._pipelined_begin(conn):
+                    cursor = conn.execute(query, params)
+            else:
+                self._db.counter.statement()
+                cursor = conn.execute(query, params)
             rows = cursor.fetchall() if cursor.description is not None else []
             return Result(rows, cursor.rowcount, cursor.description)
         except psycopg.Error as exc:
             raise map_error(exc) from None
 
     def _run_many(self, conn: psycopg.Connection, query: str, rows: Iterable[Sequence[Any]]) -> Result:
-        self._db.counter.statement()
         try:
             with conn.cursor() as cursor:
-                cursor.executemany(query, rows)
+                if self._begin is not None and conn is self._conn:
+                    with self._pipelined_begin(conn):
+                        cursor.executemany(query, rows)
+                else:
+                    self._db.counter.statement()
+                    cursor.executemany(query, rows)
                 return Result([], cursor.rowcount, None)
         except psycopg.Error as exc:
             raise map_error(exc) from None
 
+    @contextmanager
+    def _pipelined_begin(self, conn: psycopg.Connection) -> Iterator[None]:
+        """BEGIN and the statement run inside in one round trip (results are read after)."""
+        begin, self._begin = self._begin, None
+        counter = self._db.counter
+        counter.statement(transaction=True)
+        counter.statement(round_trip=False)
+        with conn.pipeline():
+            conn.execute(begin)
+            yield
+
     # -- transaction control (PostgresDatabase.transaction drives these) -----------------
 
     def begin(self, conn: psycopg.Connection, isolation: str) -> None:
+        """Open a transaction on ``conn``; BEGIN goes out with the first statement."""
         self._conn = conn
-        self._db.counter.statement(transaction=True)
-        try:
-            conn.execute(f"BEGIN ISOLATION LEVEL {isolation}")
-        except psycopg.Error as exc:
-            self._conn = None
-            raise map_error(exc) from None
+        self._begin = f"BEGIN ISOLATION LEVEL {isolation}"
 
     def finish(self, command: str) -> psycopg.Connection:
         """COMMIT or ROLLBACK; the connection is released whatever happens."""
         conn, self._conn = self._conn, None
         assert conn is not None
+        if self._begin is not None:  # no statement ran: nothing was begun on the server
+            self._begin = None
+            return conn
         if conn.closed:
             return conn
         self._db.counter.statement()
