@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from twin.storage import (BackupVerificationError, Database, Migration, Migrator, backup_database,
-                          read_manifest, restore_database, verify_backup_entry, write_manifest)
+                          key_fingerprint, read_manifest, restore_database, verify_backup_entry,
+                          write_manifest)
 from twin.storage.backup import MANIFEST_NAME, sha256_file
 
 # Runs once per backend; every test here is about one SQLite file.
@@ -58,7 +59,7 @@ def _flip_byte(path: Path, offset: int) -> None:
 
 # -- backup and manifest ---------------------------------------------------------------------
 
-def test_backup_writes_a_copy_and_a_manifest_describing_it(db, backup_dir):
+def test_backup_writes_a_copy_and_a_manifest_describing_it(db, db_key, backup_dir):
     entry = _take_backup(db, backup_dir)
     copy = backup_dir / entry.file
     assert entry.name == "app" and entry.file == "app.db"
@@ -67,8 +68,22 @@ def test_backup_writes_a_copy_and_a_manifest_describing_it(db, backup_dir):
     assert entry.schema_version == 1
     assert entry.page_count * int(db.query_one("PRAGMA page_size")[0]) == entry.size
     assert read_manifest(backup_dir) == [entry]
-    assert json.loads((backup_dir / MANIFEST_NAME).read_text())["format"] == "learner-twin-backup/1"
+    manifest = json.loads((backup_dir / MANIFEST_NAME).read_text())
+    assert manifest["format"] == "learner-twin-backup/2"
+    # Which key the copy needs, by fingerprint; never the key itself.
+    assert manifest["databases"][0]["key_fingerprint"] == key_fingerprint(db_key) == entry.key_fingerprint
+    assert db_key.hex() not in json.dumps(manifest)
     assert sorted(p.name for p in backup_dir.iterdir()) == ["app.db", MANIFEST_NAME]
+
+
+def test_a_manifest_of_the_first_format_still_reads(db, backup_dir):
+    entry = _take_backup(db, backup_dir)
+    doc = json.loads((backup_dir / MANIFEST_NAME).read_text())
+    del doc["databases"][0]["key_fingerprint"], doc["keys"]
+    (backup_dir / MANIFEST_NAME).write_text(json.dumps({**doc, "format": "learner-twin-backup/1"}))
+    [old] = read_manifest(backup_dir)
+    assert old.key_fingerprint is None and old.sha256 == entry.sha256
+    verify_backup_entry(backup_dir, old, db)
 
 
 def test_backup_files_are_private(db, backup_dir):
@@ -129,11 +144,15 @@ def test_flipped_byte_is_caught_even_if_the_manifest_is_rewritten_to_match(db, b
         verify_backup_entry(backup_dir, read_manifest(backup_dir)[0], db)
 
 
-def test_verify_with_the_wrong_key_fails_clearly(db, backup_dir):
+def test_verify_with_the_wrong_key_fails_clearly_naming_the_key_the_backup_needs(db, db_key, backup_dir):
     entry = _take_backup(db, backup_dir)
-    stranger = Database(db.path, os.urandom(32), name="app")
-    with pytest.raises(BackupVerificationError, match="cannot be decrypted with the current key"):
+    wrong = os.urandom(32)
+    stranger = Database(db.path, wrong, name="app")
+    with pytest.raises(BackupVerificationError, match="cannot be decrypted with the current key") as excinfo:
         verify_backup_entry(backup_dir, entry, stranger)
+    assert str(excinfo.value) == (
+        f"app: cannot be decrypted with the current key (fingerprint {key_fingerprint(wrong)}); "
+        f"the backup needs the key with fingerprint {key_fingerprint(db_key)}")
 
 
 def test_missing_backup_file_fails_verification(db, backup_dir):

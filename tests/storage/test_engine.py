@@ -17,8 +17,9 @@ import pytest
 from storage_backends import concurrently
 
 from compliance.field_crypto import FieldCipher, associated_data
-from twin.storage import (Database, DatabaseBusyError, EngineSettings, IntegrityError,
-                          StorageError, WrongKeyError, execute_script)
+from twin.storage import (DamagedDatabaseError, Database, DatabaseBusyError, EngineSettings,
+                          IntegrityError, NotEncryptedError, StorageError, TruncatedDatabaseError,
+                          WrongKeyError, execute_script, key_fingerprint)
 
 KNOWN_PLAINTEXT = b"KNOWN-PLAINTEXT-learner-goal-4711"
 PLAIN_MARKER = "PLAIN-MARKER-zoe@example.org"
@@ -118,19 +119,23 @@ def test_the_plaintext_scan_does_find_markers_in_an_unencrypted_file(tmp_path):
 def test_wrong_key_is_reported_as_such(db, db_path):
     _make_table(db)
     db.close_all()
-    other = Database(db_path, os.urandom(32))
-    with pytest.raises(WrongKeyError, match="wrong key or not an encrypted database"):
+    wrong = os.urandom(32)
+    other = Database(db_path, wrong)
+    with pytest.raises(WrongKeyError) as excinfo:
         other.connection()
+    assert str(excinfo.value) == (f"{db_path}: cannot be opened with this key (wrong key, or damaged; "
+                                  f"key fingerprint {key_fingerprint(wrong)})")
 
 
-def test_plain_sqlite_file_opened_with_a_key_is_reported_as_wrong_key(tmp_path, db_key):
+def test_plain_sqlite_file_opened_with_a_key_is_reported_as_not_encrypted(tmp_path, db_key):
     path = tmp_path / "plain.db"
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE t (x)")
     conn.commit()
     conn.close()
-    with pytest.raises(WrongKeyError, match="wrong key or not an encrypted database"):
+    with pytest.raises(NotEncryptedError) as excinfo:
         Database(path, db_key).connection()
+    assert str(excinfo.value) == f"{path}: a plain SQLite file, not encrypted"
 
 
 @pytest.mark.sqlite_only('SQLCipher keys')
@@ -142,6 +147,41 @@ def test_wrong_key_error_shows_no_key_material(db, db_path, db_key):
         Database(db_path, wrong).connection()
     for key in (wrong, db_key):
         assert key.hex()[:16] not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("size", [0, 100, 4096 + 17])
+def test_an_empty_or_cut_file_is_reported_as_truncated_and_left_alone(db, db_path, db_key, size):
+    _make_table(db)
+    db.close_all()
+    data = db_path.read_bytes()[:size]
+    db_path.write_bytes(data)
+    with pytest.raises(TruncatedDatabaseError) as excinfo:
+        Database(db_path, db_key).connection()
+    assert str(excinfo.value) == f"{db_path}: empty or truncated"
+    assert db_path.read_bytes() == data  # never "repaired" into a new, empty database
+
+
+def test_a_page_damaged_past_the_header_is_reported_as_damaged(db, db_path, db_key):
+    _make_table(db)
+    db.executemany("INSERT INTO items (name, payload) VALUES (?, ?)", [("x" * 200, b"p")] * 500)
+    db.close_all()
+    data = bytearray(db_path.read_bytes())
+    for page in range(2, len(data) // 4096):
+        data[page * 4096 + 100] ^= 0xFF
+    db_path.write_bytes(bytes(data))
+    damaged = Database(db_path, db_key)
+    with pytest.raises(DamagedDatabaseError) as excinfo:
+        damaged.query("SELECT * FROM items")
+    assert str(excinfo.value) == f"{db_path}: damaged (run verify)"
+    with pytest.raises(DamagedDatabaseError):
+        with damaged.transaction() as conn:
+            conn.execute("UPDATE items SET name = 'y'")
+
+
+def test_a_new_file_is_created_complete_so_an_empty_one_never_means_new(db_path, db_key):
+    Database(db_path, db_key).connection()
+    assert db_path.stat().st_size == 4096
+    assert [p.name for p in db_path.parent.iterdir() if "creating" in p.name] == []
 
 
 def test_key_must_be_32_bytes(tmp_path):

@@ -16,19 +16,21 @@ import os
 from typing import TYPE_CHECKING, Mapping
 
 from .backend import Backend, FileBacked, ServerBacked
-from .backup import (BackupEntry, backup_database, read_manifest, restore_database,
-                     verify_backup_entry, write_manifest)
+from .backup import (BackupEntry, Manifest, backup_database, load_manifest, read_manifest,
+                     restore_database, verify_backup_entry, write_manifest)
 from .config import PostgresSettings, postgres_settings, storage_backend
 from .counting import Counts
 from .dialect import POSTGRESQL, SQLITE, Dialect, RawSQL
 from .engine import (Database, EngineSettings, IntegrityError, OperationalError, connect,
                      execute_script, is_busy_error, open_keyed)
-from .errors import (BackendError, BackupError, BackupVerificationError, ConnectionLimitError,
-                     ConstraintError, DatabaseBusyError, DatabaseUnavailableError,
-                     DataDirectoryError, MigrationError, PoolTimeoutError, SameDatabaseError,
+from .errors import (BackendError, BackupError, BackupVerificationError, BadDatabaseFileError,
+                     ConnectionLimitError, ConstraintError, DamagedDatabaseError,
+                     DatabaseBusyError, DatabaseUnavailableError, DataDirectoryError,
+                     MigrationError, NotEncryptedError, PoolTimeoutError, SameDatabaseError,
                      SchemaMismatchError, SchemaTooNewError, SchemaTooOldError, ServingRoleError,
                      StatementError, StorageConfigError, StorageError, TLSUnavailableError,
-                     TransactionConflict, WrongKeyError)
+                     TransactionConflict, TruncatedDatabaseError, WrongKeyError)
+from .fingerprint import key_fingerprint
 from .migrations import Migration, MigrationStatus, Migrator
 from .paths import resolve_database_path
 
@@ -50,14 +52,16 @@ def open_postgresql(settings: PostgresSettings | None = None, *, name: str | Non
 
 __all__ = [
     "Backend", "BackendError", "BackupEntry", "BackupError", "BackupVerificationError",
-    "ConnectionLimitError", "ConstraintError", "Counts", "Database", "DatabaseBusyError",
-    "DatabaseUnavailableError", "DataDirectoryError", "Dialect", "EngineSettings", "FileBacked",
-    "IntegrityError", "Migration", "MigrationError", "MigrationStatus", "Migrator",
+    "BadDatabaseFileError", "ConnectionLimitError", "ConstraintError", "Counts",
+    "DamagedDatabaseError", "Database", "DatabaseBusyError", "DatabaseUnavailableError",
+    "DataDirectoryError", "Dialect", "EngineSettings", "FileBacked", "IntegrityError", "Manifest",
+    "Migration", "MigrationError", "MigrationStatus", "Migrator", "NotEncryptedError",
     "OperationalError", "POSTGRESQL", "PoolTimeoutError", "PostgresSettings", "RawSQL", "SQLITE",
     "SameDatabaseError", "SchemaMismatchError", "SchemaTooNewError", "SchemaTooOldError",
     "ServerBacked", "ServingRoleError", "StatementError", "StorageConfigError", "StorageError",
-    "TLSUnavailableError", "TransactionConflict", "WrongKeyError", "backup_database", "connect",
-    "execute_script", "is_busy_error", "open_keyed", "open_postgresql", "postgres_settings",
-    "read_manifest", "resolve_database_path", "restore_database", "storage_backend",
+    "TLSUnavailableError", "TransactionConflict", "TruncatedDatabaseError", "WrongKeyError",
+    "backup_database", "connect", "execute_script", "is_busy_error", "key_fingerprint",
+    "load_manifest", "open_keyed", "open_postgresql", "postgres_settings", "read_manifest",
+    "resolve_database_path", "restore_database", "storage_backend",
     "verify_backup_entry", "write_manifest",
 ]

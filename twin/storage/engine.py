@@ -26,8 +26,10 @@ import sqlcipher3
 from .backend import Backend, FileBacked
 from .counting import StatementCounter
 from .dialect import SQLITE
-from .errors import (BackendError, ConstraintError, DatabaseBusyError, StatementError, StorageError,
-                     TransactionConflict, WrongKeyError)
+from .errors import (BackendError, BadDatabaseFileError, ConstraintError, DamagedDatabaseError,
+                     DatabaseBusyError, NotEncryptedError, StatementError, StorageError,
+                     TransactionConflict, TruncatedDatabaseError, WrongKeyError)
+from .fingerprint import key_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,10 @@ DatabaseError = (sqlcipher3.DatabaseError, sqlite3.DatabaseError, BackendError)
 IntegrityError = (sqlcipher3.IntegrityError, sqlite3.IntegrityError, ConstraintError)
 OperationalError = (sqlcipher3.OperationalError, sqlite3.OperationalError, StatementError)
 
-_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
+_SQLITE_HEADER = b"SQLite format 3\x00"
+# SQLCipher's page size (we never change it): an encrypted file is whole pages of this size.
+_CIPHER_PAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -68,41 +73,104 @@ def is_busy_error(exc: BaseException) -> bool:
     return "locked" in message or "busy" in message
 
 
-def _create_private_file(path: Path) -> None:
-    """Create the database file with mode 0600 before SQLite does (it would use the umask)."""
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.close(fd)
+def bad_file_error(path: Path, key: bytes | None, exc: BaseException) -> BadDatabaseFileError | None:
+    """What a driver error says about the file, as one of our errors; None when it says
+    nothing about the file (a busy database, a bad statement...).
+
+    SQLITE_NOTADB means page 1 did not decrypt (wrong key or damaged first page); SQLITE_CORRUPT
+    means a later page is damaged.
+    """
+    if not isinstance(exc, DatabaseError):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    code = code & 0xFF if code is not None else None
+    message = str(exc).lower()
+    if code == _SQLITE_CORRUPT or "malformed" in message:
+        return DamagedDatabaseError(path)
+    if code == _SQLITE_NOTADB or "not a database" in message or "encrypted" in message:
+        return WrongKeyError(path, key_fingerprint(key)) if key is not None else DamagedDatabaseError(path)
+    return None
+
+
+def check_file_shape(path: Path, key: bytes | None) -> None:
+    """Refuse an existing file that cannot be a database under ``key`` before opening it:
+    empty or cut mid-page, or plain SQLite where an encrypted file is expected. (A file this
+    code creates is never left empty: see ``_create_database_file``.)"""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    page = _CIPHER_PAGE_SIZE if key is not None else 512
+    if size < page or size % 512:
+        raise TruncatedDatabaseError(path)
+    if key is not None and head == _SQLITE_HEADER:
+        raise NotEncryptedError(path)
+
+
+def _create_database_file(path: Path, key: bytes | None) -> None:
+    """Create a new database file, mode 0600, that appears complete or not at all.
+
+    The first page (header, incremental auto-vacuum, WAL mode) is written under a temporary
+    name that is then linked into place. SQLite itself would create an empty file and fill it
+    on the first write, so a crash in between would leave an empty file, which every command
+    refuses as "empty or truncated" rather than silently starting a new, empty database.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{random.getrandbits(64):016x}.creating")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        conn = sqlcipher3.connect(str(tmp), isolation_level=None)
+        try:
+            if key is not None:
+                conn.execute("PRAGMA cipher_log_level = NONE")
+                conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+            # Must precede the first table; lets maintenance return freed pages to the OS.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("PRAGMA journal_mode = WAL")  # writes page 1
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)  # fails if another process created the file meanwhile: use theirs
+        except FileExistsError:
+            pass
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
 
 
 def open_keyed(path: str | os.PathLike[str], key: bytes | None, *, read_only: bool = False) -> Any:
     """A keyed connection with no service pragmas (for backup copies and verification).
 
-    ``read_only`` opens through a ``mode=ro`` URI so verifying never writes to the file.
-    Raises ``WrongKeyError`` when the file cannot be decrypted with ``key``.
+    ``read_only`` opens through a ``mode=ro`` URI so verifying never writes to the file; a
+    missing file is created (complete, see ``_create_database_file``) unless ``read_only``.
+    Raises a ``BadDatabaseFileError`` when the file cannot be used with ``key``.
     """
     path = Path(path)
+    if key is not None and len(key) != 32:
+        raise StorageError("SQLCipher key must be 32 bytes")
     # One SQLite build for every file: key=None is the same engine with encryption off, so a
     # keyed/unkeyed comparison measures encryption alone, not two different SQLite builds.
     module = sqlcipher3
+    if not read_only and not path.exists():
+        _create_database_file(path, key)
+    check_file_shape(path, key)
     if read_only:
         # Quoted: a '#', '?' or '%' in the path would otherwise end or alter the URI.
         conn = module.connect(f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro", uri=True,
                               isolation_level=None, check_same_thread=False)
     else:
-        _create_private_file(path)
         conn = module.connect(str(path), isolation_level=None, check_same_thread=False)
     try:
         if key is not None:
-            if len(key) != 32:
-                raise StorageError("SQLCipher key must be 32 bytes")
             conn.execute("PRAGMA cipher_log_level = NONE")
             conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
         try:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except DatabaseError as exc:
-            if "not a database" in str(exc) or "encrypted" in str(exc):
-                raise WrongKeyError(f"{path.name}: wrong key or not an encrypted database") from None
+            bad = bad_file_error(path, key, exc)
+            if bad is not None:
+                raise bad from None
             raise
         conn.row_factory = module.Row
     except BaseException:
@@ -117,15 +185,10 @@ def connect(path: str | os.PathLike[str], key: bytes | None,
 
     ``key`` is the raw 32-byte SQLCipher key (``PRAGMA key = "x'..'"``: no PBKDF2 per open).
     ``key=None`` opens a plain, unencrypted SQLite file (benchmarks and tests only).
-    Raises ``WrongKeyError`` when the file cannot be decrypted with ``key``.
+    Raises a ``BadDatabaseFileError`` when the file cannot be used with ``key``.
     """
-    path = Path(path)
-    is_new = not path.exists() or path.stat().st_size == 0
     conn = open_keyed(path, key)
     try:
-        if is_new:
-            # Must precede the first table; lets maintenance return freed pages to the OS.
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
         _set_journal_mode_wal(conn, settings)
         for pragma in ("synchronous = NORMAL", "foreign_keys = ON", "secure_delete = ON",
@@ -215,6 +278,11 @@ class Database(FileBacked, Backend):
     def encrypted(self) -> bool:
         return self._key is not None
 
+    @property
+    def key_fingerprint(self) -> str | None:
+        """The public name of this file's key (None: unencrypted), never the key."""
+        return key_fingerprint(self._key) if self._key is not None else None
+
     # -- connections --------------------------------------------------------------------
 
     def connect_new(self) -> Any:
@@ -235,6 +303,10 @@ class Database(FileBacked, Backend):
     def open_file(self, path: str | os.PathLike[str], *, read_only: bool = False) -> Any:
         """A connection to another file under this database's key (backup copies)."""
         return open_keyed(path, self._key, read_only=read_only)
+
+    def sibling(self, path: str | os.PathLike[str]) -> "Database":
+        """A ``Database`` over another file (a copy) under this one's key and name."""
+        return Database(path, self._key, name=self.name, settings=self.settings)
 
     def connection(self) -> Any:
         """This thread's connection, opened on first use."""
@@ -265,14 +337,34 @@ class Database(FileBacked, Backend):
         for attempt in range(self.settings.max_retries + 1):
             try:
                 return fn()
-            except OperationalError as exc:
+            except DatabaseError as exc:
                 if not is_busy_error(exc):
+                    self._raise_if_bad_file(exc)
                     raise
                 if attempt == self.settings.max_retries:
                     raise DatabaseBusyError(
                         f"{self.name}: database stayed busy after {attempt + 1} attempts") from None
                 time.sleep(_backoff(self.settings, attempt))
         raise AssertionError("unreachable")
+
+    def _raise_if_bad_file(self, exc: BaseException) -> None:
+        """Corruption (or a file no longer under our key) found mid-query becomes the one-line
+        error of the bad-file family, naming this file."""
+        bad = bad_file_error(self.path, self._key, exc)
+        if bad is not None:
+            # SQLCipher fails every later call on a connection that met a page it could not
+            # decrypt: this thread gets a fresh connection next time.
+            cached = getattr(self._local, "conn", None)
+            if cached is not None:
+                self._local.conn = None
+                with self._lock:
+                    if cached[1] in self._connections:
+                        self._connections.remove(cached[1])
+                try:
+                    cached[1].close()
+                except Exception:
+                    log.debug("error closing a connection of %s", self.name, exc_info=True)
+            raise bad from None
 
     @contextmanager
     def transaction(self, *, immediate: bool = True, lock: str | None = None) -> Iterator[Any]:
@@ -309,9 +401,14 @@ class Database(FileBacked, Backend):
             self.retrying(lambda: conn.execute(begin))
             try:
                 yield conn
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    try:
+                        conn.execute("ROLLBACK")
+                    except Exception:
+                        if bad_file_error(self.path, self._key, exc) is None:
+                            raise  # on a damaged file the connection is discarded anyway
+                self._raise_if_bad_file(exc)
                 raise
             else:
                 try:

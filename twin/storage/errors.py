@@ -2,15 +2,58 @@
 
 Messages are one line, safe to print (never a key, a password or a row value): the CLI prints
 ``str(exc)`` and exits 2 for a ``StorageError``.
+
+A database file that cannot be used is reported by ``BadDatabaseFileError``, whose subclasses
+say what is wrong with the file in one line an operator can act on. They are raised where
+files are opened and where the driver finds corruption (``twin.storage.engine``), so every
+command and the service report a bad file the same way.
 """
+
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class StorageError(Exception):
     """Base class for every storage-core error."""
 
 
-class WrongKeyError(StorageError):
-    """The file could not be decrypted: wrong key, or not an encrypted database."""
+class BadDatabaseFileError(StorageError):
+    """A database file exists but cannot be used; the message starts with its path."""
+
+    problem = "cannot be used"
+
+    def __init__(self, path: str | Path, detail: str | None = None) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {detail or self.problem}")
+
+
+class WrongKeyError(BadDatabaseFileError):
+    """The file does not decrypt under the key. SQLCipher cannot tell a wrong key from a
+    damaged first page, so the message names both and the key's fingerprint."""
+
+    def __init__(self, path: str | Path, fingerprint: str = "unknown") -> None:
+        self.fingerprint = fingerprint
+        super().__init__(path, "cannot be opened with this key (wrong key, or damaged; "
+                               f"key fingerprint {fingerprint})")
+
+
+class NotEncryptedError(BadDatabaseFileError):
+    """A plain SQLite file where an encrypted one is expected."""
+
+    problem = "a plain SQLite file, not encrypted"
+
+
+class TruncatedDatabaseError(BadDatabaseFileError):
+    """The file is empty or shorter than whole pages."""
+
+    problem = "empty or truncated"
+
+
+class DamagedDatabaseError(BadDatabaseFileError):
+    """The file opened, but a page past the header is corrupt."""
+
+    problem = "damaged (run verify)"
 
 
 class DatabaseBusyError(StorageError):

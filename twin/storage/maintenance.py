@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .engine import Database, OperationalError, is_busy_error
+from .engine import Database, DatabaseError, OperationalError, is_busy_error
+from .errors import DamagedDatabaseError
 
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 
@@ -47,6 +48,17 @@ def truncate_wal(db: Database, budget_s: float = 1.0) -> bool:
             delay = min(delay * 2, 0.2)
     finally:
         conn.close()
+
+
+def integrity_check(db: Database) -> list[str]:
+    """``PRAGMA integrity_check``: ``["ok"]``, or what is wrong. A page SQLCipher cannot
+    authenticate stops the check with a bare "SQL logic error": that is a damaged file too."""
+    try:
+        return [r[0] for r in db.query("PRAGMA integrity_check")]
+    except DatabaseError:
+        if db.path.exists():
+            raise DamagedDatabaseError(db.path) from None
+        raise
 
 
 def analyze(db: Database) -> None:
