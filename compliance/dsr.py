@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 from twin.storage import Database
 from twin.storage.maintenance import truncate_wal
+from twin.storage.progress import ProgressFactory, silent
 from twin.storage.timestamps import to_db
 
 from .audit import Actor, AuditTrail
@@ -158,8 +159,9 @@ class DataSubjectRequests:
         return counts
 
     def erase(self, subject: str, actor: Actor, request_id: str | None = None, *,
-              dry_run: bool = False) -> ErasureReceipt:
-        """Erase every row of the subject; raises ``SubjectOnHoldError`` under a legal hold."""
+              dry_run: bool = False, progress: ProgressFactory = silent) -> ErasureReceipt:
+        """Erase every row of the subject; raises ``SubjectOnHoldError`` under a legal hold.
+        ``progress`` counts the tables done (a large subject's rows go table by table)."""
         started = time.perf_counter()
         self.holds.check_not_held(subject)
         receipt = ErasureReceipt(receipt_id=f"rcpt_{secrets.token_urlsafe(12)}",
@@ -171,7 +173,7 @@ class DataSubjectRequests:
             "VALUES (?, ?, ?, '{}') ON CONFLICT (user_id_hash) DO UPDATE SET "
             "receipt_id = excluded.receipt_id, erased_at = excluded.erased_at",
             (subject, receipt.receipt_id, receipt.erased_at)))
-        deleted = self._delete_rows(subject)
+        deleted = self._delete_rows(subject, progress=progress)
         receipt.counts = {t: max(receipt.counts.get(t, 0), deleted.get(t, 0)) for t in receipt.counts}
         receipt.subject_key_destroyed = receipt.counts.get("subject_keys", 0) > 0
         receipt.wal_truncated = all([truncate_wal(db) for db in (self.twin_db, self.vault_db)])
@@ -186,18 +188,22 @@ class DataSubjectRequests:
         receipt.duration_ms = round((time.perf_counter() - started) * 1000, 2)
         return receipt
 
-    def _delete_rows(self, subject: str, created_before: str | None = None) -> dict[str, int]:
+    def _delete_rows(self, subject: str, created_before: str | None = None, *,
+                     progress: ProgressFactory = silent) -> dict[str, int]:
         """Delete the subject's rows: one transaction per database, children first; then drop
         what this process remembers of the rows' key and tokens."""
         deleted: dict[str, int] = {}
-        for db in (self.twin_db, self.vault_db):
-            def work(conn: Any, db: Database = db) -> None:
-                for entry in self._erasable(db.name):
-                    scope = self._scope(entry, subject, created_before)
-                    if scope is not None:
-                        deleted[entry.table] = conn.execute(
-                            f"DELETE FROM {entry.table} WHERE {scope[0]}", scope[1]).rowcount
-            db.write(work)
+        tables = sum(len(self._erasable(db.name)) for db in (self.twin_db, self.vault_db))
+        with progress("erase subject", tables, "tables") as bar:
+            for db in (self.twin_db, self.vault_db):
+                def work(conn: Any, db: Database = db) -> None:
+                    for entry in self._erasable(db.name):
+                        scope = self._scope(entry, subject, created_before)
+                        if scope is not None:
+                            deleted[entry.table] = conn.execute(
+                                f"DELETE FROM {entry.table} WHERE {scope[0]}", scope[1]).rowcount
+                        bar.update(1)
+                db.write(work)
         self.keys.forget(subject)
         if self.tokens is not None:
             self.tokens.forget_subjects([subject])

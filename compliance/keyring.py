@@ -26,6 +26,8 @@ from typing import Mapping
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from twin.storage.fingerprint import key_fingerprint
+
 from .errors import KeyringError
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,14 @@ class Keyring:
     def __repr__(self) -> str:  # never show key bytes, even in a traceback
         return (f"Keyring(source={self.source!r}, field_key_versions={sorted(self.field_keys)}, "
                 f"active_field_key={self.active_field_key})")
+
+    @property
+    def database_key_fingerprint(self) -> str:
+        """A public name of the database key (never the key): see ``key_fingerprint``."""
+        return key_fingerprint(self.database_key)
+
+    def field_key_fingerprints(self) -> dict[int, str]:
+        return {version: key_fingerprint(key) for version, key in sorted(self.field_keys.items())}
 
     # -- construction -------------------------------------------------------------------
 
@@ -198,12 +208,18 @@ class Keyring:
         return cls.from_json(text, source=str(path))
 
 
+class KeyringMissingError(KeyringError):
+    """Neither a keyring file nor a master secret was found (and none may be created)."""
+
+
 def load_keyring(keyring_path: Path, *, production: bool,
-                 environ: Mapping[str, str] | None = None) -> Keyring:
+                 environ: Mapping[str, str] | None = None, create: bool = False) -> Keyring:
     """Load the deployment's keyring.
 
     Order: ``DIGITAL_TWIN_ENCRYPTION_KEY`` if set, else the keyring file. Without either, a
-    development run generates the file (with a warning) and production refuses to start.
+    development run that sets a deployment up (``create``: ``twin serve``, ``twin db setup``)
+    generates the file with a warning; anything else, and production always, refuses: a new
+    keyring could never open existing data, so inventing one only hides a wrong path.
     """
     environ = os.environ if environ is None else environ
     encoded = environ.get(ENV_MASTER_SECRET)
@@ -220,10 +236,12 @@ def load_keyring(keyring_path: Path, *, production: bool,
     keyring_path = Path(keyring_path)
     if keyring_path.exists():
         return Keyring.load(keyring_path, production=production)
-    if production:
-        raise KeyringError(
-            f"no keyring: set {ENV_MASTER_SECRET} or create {keyring_path} with "
-            "scripts/generate_keys.py (TWIN_ENV=production never generates one)")
+    if production or not create:
+        never = " (TWIN_ENV=production never generates one)" if production else ""
+        raise KeyringMissingError(
+            f"no keyring: {keyring_path.absolute()} does not exist and {ENV_MASTER_SECRET} is not "
+            f"set; point TWIN_KEYRING_PATH at the keyring file, set {ENV_MASTER_SECRET}, or "
+            f"create one with `twin keys generate`{never}")
     # Several processes may start together: only the first to publish wins, the rest load its file.
     if Keyring.generate().save_new(keyring_path):
         log.warning("no keyring found; generated a DEVELOPMENT keyring at %s. Back it up: data "

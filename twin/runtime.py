@@ -111,10 +111,14 @@ class Runtime:
 
     @classmethod
     def open(cls, config: Config | None = None, *, clock: Callable[[], datetime] = utc_now,
-             reapply_tombstones: bool = True) -> "Runtime":
-        """Load the keyring, open and migrate the databases, re-apply erasure tombstones."""
+             reapply_tombstones: bool = True, create_keyring: bool = False) -> "Runtime":
+        """Load the keyring, open and migrate the databases, re-apply erasure tombstones.
+
+        ``create_keyring``: only a command that sets a deployment up (``twin serve``) may
+        generate a development keyring when none exists."""
         config = config or Config.from_env()
-        keyring = load_keyring(config.keyring_path, production=config.production, environ=config.environ or None)
+        keyring = load_keyring(config.keyring_path, production=config.production,
+                               environ=config.environ or None, create=create_keyring)
         runtime = cls(config, keyring, clock=clock)
         # Events a stopped process staged but never moved into the trail go in before anything
         # else is recorded or served.

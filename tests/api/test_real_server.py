@@ -42,6 +42,10 @@ def _environment(tmp_path: Path) -> dict[str, str]:
 def _issue_service_token(env: dict[str, str], cwd: Path) -> str:
     script = REPO / "scripts" / "issue_token.py"
     if script.exists():
+        # Only set-up commands create a keyring; issuing a token needs one.
+        keys = subprocess.run([sys.executable, str(REPO / "scripts" / "generate_keys.py")], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=60)
+        assert keys.returncode == 0, keys.stderr
         done = subprocess.run([sys.executable, str(script), "--role", "service", "--label", "socket-test"],
                               env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from compliance.errors import KeyringError
-from compliance.keyring import ENV_ACTIVE_FIELD_KEY, ENV_MASTER_SECRET, Keyring, load_keyring
+from compliance.keyring import (ENV_ACTIVE_FIELD_KEY, ENV_MASTER_SECRET, Keyring, KeyringMissingError,
+                                load_keyring)
 
 
 def _mode(path) -> int:
@@ -216,14 +217,24 @@ def test_invalid_field_key_version_is_refused(keyring_path, version):
 
 # -- load_keyring without any keyring ----------------------------------------------------------
 
-def test_development_generates_a_private_keyring_with_a_warning(keyring_path, caplog):
+def test_development_set_up_generates_a_private_keyring_with_a_warning(keyring_path, caplog):
     with caplog.at_level(logging.WARNING, logger="compliance.keyring"):
-        keyring = load_keyring(keyring_path, production=False, environ={})
+        keyring = load_keyring(keyring_path, production=False, environ={}, create=True)
     assert keyring_path.exists()
     assert _mode(keyring_path) == 0o600
     assert any("DEVELOPMENT keyring" in r.getMessage() for r in caplog.records)
     # The next start finds the same keys instead of generating new ones.
+    assert load_keyring(keyring_path, production=False, environ={}, create=True) == keyring
     assert load_keyring(keyring_path, production=False, environ={}) == keyring
+
+
+def test_without_create_a_missing_keyring_is_refused_saying_where_it_looked(keyring_path):
+    with pytest.raises(KeyringMissingError) as excinfo:
+        load_keyring(keyring_path, production=False, environ={})
+    message = str(excinfo.value)
+    assert str(keyring_path.absolute()) in message and "\n" not in message
+    assert "TWIN_KEYRING_PATH" in message and ENV_MASTER_SECRET in message
+    assert not keyring_path.exists() and not keyring_path.parent.exists()
 
 
 # Each worker announces it is ready, waits for the starting gun, then loads (and so generates).
@@ -234,7 +245,7 @@ path, go = sys.argv[1], sys.argv[2]
 print("ready", flush=True)
 while not os.path.exists(go):
     time.sleep(0.0002)
-keyring = load_keyring(path, production=False, environ={})
+keyring = load_keyring(path, production=False, environ={}, create=True)
 print(base64.b64encode(keyring.database_key).decode(), flush=True)
 """
 
@@ -269,7 +280,7 @@ def test_saving_leaves_no_temporary_file_and_replaces_an_existing_keyring(keyrin
 
 def test_production_refuses_to_start_without_a_keyring(keyring_path):
     with pytest.raises(KeyringError, match=ENV_MASTER_SECRET):
-        load_keyring(keyring_path, production=True, environ={})
+        load_keyring(keyring_path, production=True, environ={}, create=True)
     assert not keyring_path.exists()
 
 

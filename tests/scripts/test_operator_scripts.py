@@ -63,7 +63,10 @@ def test_setup_creates_every_database_encrypted_and_migration_system_round_trips
     assert status.returncode == 0 and "up to date" in status.stdout
     refused = run(env, "migration_system.py", "down", "--to", "0")
     assert refused.returncode == 2 and "--database" in refused.stderr
-    down = run(env, "migration_system.py", "down", "--database", "digital_twin", "--to", "0")
+    unconfirmed = run(env, "migration_system.py", "down", "--database", "digital_twin", "--to", "0")
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
+    assert "drop table learning_profiles (0 rows)" in unconfirmed.stdout  # said before asking
+    down = run(env, "migration_system.py", "down", "--database", "digital_twin", "--to", "0", "--yes")
     assert down.returncode == 0, down.stderr
     assert "digital_twin" in run(env, "migration_system.py", "status").stdout
     assert "pending [1, 2]" in run(env, "migration_system.py", "status", "--database", "digital_twin").stdout
@@ -104,6 +107,7 @@ def test_backup_verify_and_restore_with_a_corrupted_copy_detected(env, tmp_path)
 
 
 def test_tokens_are_printed_once_stored_hashed_and_revocable(env):
+    assert run(env, "generate_keys.py").returncode == 0
     issued = run(env, "issue_token.py", "--role", "service", "--label", "backend")
     assert issued.returncode == 0, issued.stderr
     token = issued.stdout.strip()

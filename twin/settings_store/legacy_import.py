@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from twin.storage import Database, backup_database, write_manifest
+from twin.storage.progress import ProgressFactory, silent
 
 from .errors import LegacyImportError, SettingsError
 from .goals import FIELDS as GOAL_FIELDS
@@ -233,7 +234,8 @@ class _DryRun(Exception):
 
 
 def import_legacy(store: SettingsStore, data: LegacyData, *, dry_run: bool = False,
-                  changed_by: str | None = None) -> dict[str, dict[str, list[str]]]:
+                  changed_by: str | None = None,
+                  progress: ProgressFactory = silent) -> dict[str, dict[str, list[str]]]:
     """Write parsed legacy data in one transaction; ``{kind: {outcome: [keys]}}``.
 
     ``dry_run`` performs every write and then rolls back, so the outcomes are exactly those a
@@ -251,9 +253,10 @@ def import_legacy(store: SettingsStore, data: LegacyData, *, dry_run: bool = Fal
     for g in data.business_goals:
         writers.append(("business_goals", g["id"], lambda g=g: store.save_business_goal(g)))
     try:
-        with store.db.transaction():
+        with store.db.transaction(), progress("import legacy settings", len(writers), "items") as bar:
             for kind, key, write in writers:
                 result[kind][write().value].append(key)
+                bar.update(1)
             if dry_run:
                 raise _DryRun
     except _DryRun:
@@ -296,7 +299,8 @@ def default_paths(db: Database) -> tuple[Path, Path]:
 
 def run_migration(store: SettingsStore, *, settings_json: Path | None = None,
                   goals_json: Path | None = None, log_file: Path | None = None,
-                  backup_dir: Path | None = None, dry_run: bool = False) -> dict[str, Any]:
+                  backup_dir: Path | None = None, dry_run: bool = False,
+                  progress: ProgressFactory = silent) -> dict[str, Any]:
     """The whole legacy migration: parse, back up ``settings.db``, import, write the JSON log.
 
     Returns the log document. On failure the log is still written (``status: failed``) and
@@ -322,12 +326,12 @@ def run_migration(store: SettingsStore, *, settings_json: Path | None = None,
             parse_goals_document(load_json(Path(goals_json)), data)
         if not dry_run:
             target = Path(backup_dir) if backup_dir else default_backup
-            entry = backup_database(store.db, target)
+            entry = backup_database(store.db, target, progress=progress)
             manifest = write_manifest(target, [entry])
             doc["backup"] = {"directory": str(target.resolve()), "file": entry.file,
                              "sha256": entry.sha256, "manifest": str(manifest.resolve()),
                              "schema_version": entry.schema_version}
-        outcome = import_legacy(store, data, dry_run=dry_run)
+        outcome = import_legacy(store, data, dry_run=dry_run, progress=progress)
         doc["keys"] = outcome
         doc["counts"] = {kind: {k: len(v) for k, v in by_outcome.items()}
                          for kind, by_outcome in outcome.items()}

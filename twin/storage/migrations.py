@@ -23,6 +23,7 @@ from .backend import Backend
 from .dialect import Dialect
 from .engine import execute_script
 from .errors import MigrationError, SchemaTooNewError, SchemaTooOldError, StorageError
+from .progress import ProgressFactory, silent
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class Migrator:
                 f"knows ({self.latest}); upgrade the software instead of migrating "
                 f"(`{MIGRATE_COMMAND}` cannot go back to an older release)")
 
-    def migrate(self, to: int | None = None) -> list[int]:
+    def migrate(self, to: int | None = None, *, progress: ProgressFactory = silent) -> list[int]:
         """Apply pending migrations up to ``to`` (default: latest). Returns versions applied."""
         target = self.latest if to is None else to
         current = self.current_version()
@@ -167,29 +168,35 @@ class Migrator:
             raise MigrationError(f"{self.db.name}: no migration {target} (latest is {self.latest})")
         if target < current:
             raise MigrationError(f"{self.db.name}: at version {current}; use rollback to go down to {target}")
-        applied = []
+        applied: list[int] = []
         if self.db.dialect.name != "sqlite" and current < target:
             self._create_schema_version_table()
-        dialect = self.db.dialect
-        for migration in self.migrations[current:target]:
-            with self._foreign_keys(migration), self.db.transaction(lock=_LOCK) as conn:
-                # Re-check inside the write lock: another process may have migrated meanwhile.
-                now = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-                if now >= migration.version:
-                    continue
-                try:
-                    _run(conn, migration.up, dialect)
-                    _check_foreign_keys(conn, migration, dialect)
-                except Exception as exc:
-                    raise MigrationError(
-                        f"{self.db.name}: migration {migration.version} ({migration.name}) failed: {exc}"
-                    ) from exc
-                conn.execute("INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
-                             (migration.version, migration.name,
-                              datetime.now(timezone.utc).isoformat(timespec="seconds")))
-            log.info("%s: applied migration %d (%s)", self.db.name, migration.version, migration.name)
-            applied.append(migration.version)
+        steps = self.migrations[current:target]
+        with progress(f"migrate {self.db.name}", len(steps), "migrations") as bar:
+            for migration in steps:
+                self._apply(migration, applied)
+                bar.update(1)
         return applied
+
+    def _apply(self, migration: Migration, applied: list[int]) -> None:
+        """Apply one migration unless another process did meanwhile."""
+        with self._foreign_keys(migration), self.db.transaction(lock=_LOCK) as conn:
+            # Re-check inside the write lock: another process may have migrated meanwhile.
+            now = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            if now >= migration.version:
+                return
+            try:
+                _run(conn, migration.up, self.db.dialect)
+                _check_foreign_keys(conn, migration, self.db.dialect)
+            except Exception as exc:
+                raise MigrationError(
+                    f"{self.db.name}: migration {migration.version} ({migration.name}) failed: {exc}"
+                ) from exc
+            conn.execute("INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                         (migration.version, migration.name,
+                          datetime.now(timezone.utc).isoformat(timespec="seconds")))
+        log.info("%s: applied migration %d (%s)", self.db.name, migration.version, migration.name)
+        applied.append(migration.version)
 
     def _create_schema_version_table(self) -> None:
         try:
@@ -199,7 +206,7 @@ class Migrator:
         except StorageError as exc:
             raise MigrationError(f"{self.db.name}: cannot create schema_version: {exc}") from exc
 
-    def rollback(self, to: int) -> list[int]:
+    def rollback(self, to: int, *, progress: ProgressFactory = silent) -> list[int]:
         """Undo migrations down to version ``to`` (0 = empty schema). Returns versions undone."""
         current = self.current_version()
         self._check_not_newer(current)
@@ -207,16 +214,19 @@ class Migrator:
             raise MigrationError(f"{self.db.name}: cannot roll back to {to} from version {current}")
         undone = []
         dialect = self.db.dialect
-        for migration in reversed(self.migrations[to:current]):
-            with self._foreign_keys(migration), self.db.transaction(lock=_LOCK) as conn:
-                try:
-                    _run(conn, migration.down, dialect)
-                    _check_foreign_keys(conn, migration, dialect)
-                except Exception as exc:
-                    raise MigrationError(
-                        f"{self.db.name}: rollback of {migration.version} ({migration.name}) failed: {exc}"
-                    ) from exc
-                conn.execute("DELETE FROM schema_version WHERE version = ?", (migration.version,))
-            log.info("%s: rolled back migration %d (%s)", self.db.name, migration.version, migration.name)
-            undone.append(migration.version)
+        steps = list(reversed(self.migrations[to:current]))
+        with progress(f"roll back {self.db.name}", len(steps), "migrations") as bar:
+            for migration in steps:
+                with self._foreign_keys(migration), self.db.transaction(lock=_LOCK) as conn:
+                    try:
+                        _run(conn, migration.down, dialect)
+                        _check_foreign_keys(conn, migration, dialect)
+                    except Exception as exc:
+                        raise MigrationError(f"{self.db.name}: rollback of {migration.version} "
+                                             f"({migration.name}) failed: {exc}") from exc
+                    conn.execute("DELETE FROM schema_version WHERE version = ?", (migration.version,))
+                log.info("%s: rolled back migration %d (%s)", self.db.name, migration.version,
+                         migration.name)
+                undone.append(migration.version)
+                bar.update(1)
         return undone

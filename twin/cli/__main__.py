@@ -1,0 +1,5 @@
+"""``python -m twin.cli`` runs the ``twin`` command."""
+
+from . import main
+
+main()

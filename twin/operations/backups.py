@@ -1,0 +1,183 @@
+"""Backup sets of a deployment's databases: take, check keys, verify, restore.
+
+A backup set is the storage core's (``twin.storage.backup``) for every selected catalog
+database, plus, in the manifest, the field-key versions the data needs (by fingerprint, never
+the keys): the privacy vault's subject keys and settings' sensitive values are wrapped by
+field keys, so a keyring that opens the files may still lack a version the data needs.
+
+Restoring replaces live files, so the caller holds the live-service guard. The twin and the
+vault are a pair (the vault holds the twin's subjects' data keys); a restore carries
+erasure tombstones recorded after the backup into the restored vault, and re-applies every
+tombstone before anything can be served.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from compliance.field_crypto import key_id_of
+from compliance.keyring import Keyring
+
+from ..catalog import open_database
+from ..config import Config
+from ..storage import (BackupEntry, BackupVerificationError, Database, Manifest, backup_database,
+                       load_manifest, restore_database, verify_backup_entry, write_manifest)
+from ..storage.progress import ProgressFactory, silent
+
+log = logging.getLogger(__name__)
+
+# The vault holds the twin's per-subject data keys: these two are only consistent together.
+PAIRED = frozenset({"digital_twin", "privacy_vault"})
+
+# Where field-key ciphertexts live, per database: (SQL selecting the key version, or a
+# ciphertext whose header names it).
+_FIELD_KEY_USERS = {
+    "privacy_vault": ("SELECT DISTINCT key_version FROM subject_keys", False),
+    "settings": ("SELECT value FROM configurations WHERE is_sensitive = 1", True),
+}
+
+
+@dataclass(frozen=True)
+class TakenBackup:
+    directory: Path
+    entries: list[BackupEntry]
+    field_key_versions: list[int]
+
+
+def _field_key_versions(db: Database, copy: Path) -> set[int]:
+    sql, ciphertexts = _FIELD_KEY_USERS.get(db.name, (None, False))
+    if sql is None:
+        return set()
+    conn = db.open_file(copy, read_only=True)
+    try:
+        rows = conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+    return {key_id_of(bytes(r[0])) if ciphertexts else int(r[0]) for r in rows if r[0] is not None}
+
+
+def take_backup(config: Config, keyring: Keyring, names: Iterable[str], out: Path, *,
+                progress: ProgressFactory = silent) -> TakenBackup:
+    """Back up ``names`` into ``out`` and write its manifest (with the keys it needs)."""
+    entries, versions = [], set()
+    for name in names:
+        db = open_database(name, config, keyring)
+        try:
+            entry = backup_database(db, out, progress=progress)
+            versions |= _field_key_versions(db, out / entry.file)
+        finally:
+            db.close_all()
+        entries.append(entry)
+    fingerprints = keyring.field_key_fingerprints()
+    write_manifest(out, entries, keys={
+        "field_keys": {str(v): fingerprints.get(v) for v in sorted(versions)}})
+    return TakenBackup(out, entries, sorted(versions))
+
+
+def field_key_problems(manifest: Manifest, keyring: Keyring) -> list[str]:
+    """What the backup's data needs that this keyring lacks (field-key versions), one line each."""
+    held = keyring.field_key_fingerprints()
+    problems = []
+    for version, fingerprint in sorted(manifest.keys.get("field_keys", {}).items(), key=lambda kv: int(kv[0])):
+        mine = held.get(int(version))
+        if mine is None:
+            problems.append(f"the backup needs field key v{version} (fingerprint {fingerprint}); "
+                            f"this keyring holds v{', v'.join(map(str, held))}")
+        elif fingerprint and mine != fingerprint:
+            problems.append(f"the backup needs field key v{version} with fingerprint {fingerprint}; "
+                            f"this keyring's v{version} is {mine}")
+    return problems
+
+
+def backup_file_db(directory: Path, entry: BackupEntry, config: Config, keyring: Keyring) -> Database:
+    """A ``Database`` over a backup copy, under the key the deployment uses."""
+    key = None if config.bench_plaintext else keyring.database_key
+    return Database(Path(directory) / entry.file, key, name=entry.name)
+
+
+def verify_set(directory: Path, names: Sequence[str], config: Config,
+               keyring: Keyring) -> list[tuple[str, str | None]]:
+    """(database, problem or None) for each selected entry, then ("keys", problem) for each
+    field key the set needs and this keyring lacks."""
+    manifest = load_manifest(directory)
+    results: list[tuple[str, str | None]] = []
+    for entry in (e for e in manifest.entries if e.name in names):
+        try:
+            verify_backup_entry(directory, entry, backup_file_db(directory, entry, config, keyring))
+            results.append((entry.name, None))
+        except BackupVerificationError as exc:
+            results.append((entry.name, str(exc)))
+    results.extend(("keys", problem) for problem in field_key_problems(manifest, keyring))
+    return results
+
+
+class RestoreRefusedError(BackupVerificationError):
+    """The set cannot be restored with this keyring, or not as asked."""
+
+
+def plan_restore(directory: Path, names: Sequence[str], config: Config, keyring: Keyring, *,
+                 allow_half_pair: bool) -> list[BackupEntry]:
+    """The entries a restore would replace, each verified (checksum, key, integrity) and the
+    field keys checked, before anything is touched."""
+    manifest = load_manifest(directory)
+    entries = [e for e in manifest.entries if e.name in names]
+    if not entries:
+        raise RestoreRefusedError("the backup set holds none of the selected databases")
+    half = sorted(PAIRED & {e.name for e in entries})
+    if len(half) == 1 and not allow_half_pair:
+        raise RestoreRefusedError(
+            f"restoring {half[0]} without its pair ({' and '.join(sorted(PAIRED))} "
+            "share the subjects' data keys) makes data of subjects created after the backup "
+            "unreadable; restore both or pass --force")
+    for entry in entries:
+        verify_backup_entry(directory, entry, backup_file_db(directory, entry, config, keyring))
+    problems = field_key_problems(manifest, keyring)
+    if problems:
+        raise RestoreRefusedError(f"{problems[0]}; load the keyring the backup was taken with")
+    return entries
+
+
+def restore_set(directory: Path, entries: Sequence[BackupEntry], config: Config, keyring: Keyring, *,
+                progress: ProgressFactory = silent) -> dict[str, Any]:
+    """Replace the live files with ``entries`` (from ``plan_restore``), keep tombstones
+    recorded since the backup, and re-apply every tombstone. Hold the guard around it."""
+    from ..runtime import Runtime
+
+    names = [e.name for e in entries]
+    carried = []
+    if "privacy_vault" in names:  # keep tombstones recorded after the backup was taken
+        vault = open_database("privacy_vault", config, keyring)
+        carried = [tuple(r) for r in vault.query(
+            "SELECT user_id_hash, receipt_id, erased_at, counts FROM erasure_tombstones")]
+        vault.close_all()
+    for entry in entries:
+        db = open_database(entry.name, config, keyring, migrate=False)
+        restore_database(directory, entry, db, progress=progress)
+        db.close_all()
+    if carried:
+        _merge_tombstones(config, keyring, carried)
+    runtime = Runtime.open(config)  # migrates and re-applies every tombstone
+    runtime.close()
+    return {"restored": names, "tombstones_carried": len(carried)}
+
+
+def _merge_tombstones(config: Config, keyring: Keyring, carried: list[tuple]) -> None:
+    vault = open_database("privacy_vault", config, keyring)
+
+    def merge(conn: Any) -> None:
+        # The later erasure wins: an older tombstone in the backup must not hide a newer one
+        # (it would let a key created between the two erasures survive the restore).
+        conn.executemany(
+            "INSERT INTO erasure_tombstones (user_id_hash, receipt_id, erased_at, counts) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (user_id_hash) DO UPDATE SET "
+            "erased_at = excluded.erased_at, receipt_id = excluded.receipt_id, counts = excluded.counts "
+            "WHERE excluded.erased_at > erasure_tombstones.erased_at", carried)
+        conn.execute("DELETE FROM subject_keys WHERE user_id_hash IN (SELECT t.user_id_hash FROM "
+                     "erasure_tombstones t WHERE t.erased_at >= subject_keys.created_at)")
+    try:
+        vault.write(merge)
+    finally:
+        vault.close_all()

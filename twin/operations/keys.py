@@ -1,0 +1,105 @@
+"""Key rotation: a new field key (online), rewrapping (online), a database rekey (offline).
+
+- A field-key rotation adds a version to the keyring and makes it active; the rewrap then
+  re-encrypts every subject key and sensitive setting under it, batch by batch. A running
+  service reads old and new versions throughout and picks the new keyring up by itself.
+- A database rekey gives every file a new SQLCipher key. A running service would find its
+  files under a key it does not hold, so the caller holds the live-service guard. The new
+  key is saved (with the old one as ``previous_database_key``) before any file changes, so a
+  crash midway leaves every file openable and a second run finishes the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+from compliance.field_crypto import FieldCipher
+from compliance.keyring import Keyring
+from compliance.subject_keys import SubjectKeyStore
+
+from ..catalog import open_database
+from ..config import Config
+from ..storage import Database, WrongKeyError
+from ..storage.maintenance import checkpoint
+from ..storage.progress import ProgressFactory, silent
+
+log = logging.getLogger(__name__)
+
+
+def add_field_key(keyring: Keyring, keyring_path: Path) -> Keyring:
+    """Add a field-key version, make it active and save the keyring."""
+    rotated = keyring.with_new_field_key()
+    rotated.save(keyring_path)
+    return rotated
+
+
+def rewrap(config: Config, keyring: Keyring, batch_size: int, *,
+           progress: ProgressFactory = silent) -> tuple[int, int]:
+    """Re-encrypt what is not under the active field key: (subject keys, settings values)."""
+    from ..settings_store.store import SettingsStore
+
+    cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
+    vault = open_database("privacy_vault", config, keyring)
+    try:
+        keys = SubjectKeyStore(vault, cipher)
+        done = 0
+        with progress("rewrap subject keys", keys.count_needing_rewrap(), "keys") as bar:
+            while n := keys.rewrap_batch(batch_size):
+                done += n
+                bar.update(n)
+    finally:
+        vault.close_all()
+    settings_db = open_database("settings", config, keyring)
+    try:
+        settings = SettingsStore(settings_db, cipher).rewrap_sensitive(batch_size)
+    finally:
+        settings_db.close_all()
+    return done, settings
+
+
+@dataclass(frozen=True)
+class RekeyStep:
+    name: str
+    path: Path
+    outcome: str  # "rekeyed", "already under the new key", "would be rekeyed"
+
+
+def rekey_databases(keyring: Keyring, keyring_path: Path, files: Sequence[tuple[str, Path]], *,
+                    dry_run: bool = False, progress: ProgressFactory = silent) -> list[RekeyStep]:
+    """Give every existing file in ``files`` a new SQLCipher key; resumes an interrupted run."""
+    if dry_run:
+        return [RekeyStep(name, path, "would be rekeyed") for name, path in files if path.exists()]
+    if keyring.previous_database_key is None:
+        # 1. Save the new key with the old one kept as "previous" before touching any file: a
+        #    crash below leaves every file openable (open_database falls back to "previous"),
+        #    and running this again resumes with the same new key.
+        keyring = replace(keyring, database_key=os.urandom(32), previous_database_key=keyring.database_key)
+        keyring.save(keyring_path)
+    old, new = keyring.previous_database_key, keyring.database_key
+    steps = []
+    existing = [(name, path) for name, path in files if path.exists()]
+    with progress("rekey databases", len(existing), "files") as bar:
+        for name, path in existing:
+            db = Database(path, old, name=name)
+            try:
+                checkpoint(db, "TRUNCATE")
+            except WrongKeyError:
+                db.close_all()
+                probe = Database(path, new, name=name)  # under neither key: raises, naming it
+                probe.query_one("SELECT 1")
+                probe.close_all()
+                steps.append(RekeyStep(name, path, "already under the new key"))
+                bar.update(1)
+                continue
+            db.connection().execute(f"PRAGMA rekey = \"x'{new.hex()}'\"")
+            db.close_all()
+            log.info("%s: rekeyed", path)
+            steps.append(RekeyStep(name, path, "rekeyed"))
+            bar.update(1)
+    # 2. Every file is under the new key: forget the old one.
+    replace(keyring, previous_database_key=None).save(keyring_path)
+    return steps
