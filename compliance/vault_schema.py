@@ -5,7 +5,10 @@ ciphertext, but not the (destroyed) subject keys, and the tombstones that say wh
 again are still here to be re-applied.
 """
 
+from datetime import timedelta
+
 from twin.storage import Migration
+from twin.storage.timestamps import to_db, utc_now
 
 V1_UP = """
 -- Per-subject data keys, wrapped (AES-GCM) by the keyring's active field key.
@@ -100,8 +103,25 @@ V2_DOWN = """
 DROP TABLE audit_journal_imports;
 """
 
+
+
+def _v3_up(conn) -> None:  # noqa: ANN001 - a migration step takes the driver's connection
+    """Tokens end: every token gets an expiry, and a coarse record of when it was last used.
+    Tokens issued before this version expire 90 days after the upgrade."""
+    conn.execute("ALTER TABLE api_tokens ADD COLUMN expires_at TIMESTAMP")
+    conn.execute("ALTER TABLE api_tokens ADD COLUMN last_used_at TIMESTAMP")
+    conn.execute("UPDATE api_tokens SET expires_at = ? WHERE expires_at IS NULL",
+                 (to_db(utc_now() + timedelta(days=90)),))
+
+
+V3_DOWN = """
+ALTER TABLE api_tokens DROP COLUMN last_used_at;
+ALTER TABLE api_tokens DROP COLUMN expires_at;
+"""
+
 MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job locks", V1_UP, V1_DOWN),
-              Migration(2, "audit journal import markers", V2_UP, V2_DOWN)]
+              Migration(2, "audit journal import markers", V2_UP, V2_DOWN),
+              Migration(3, "token expiry and last use", _v3_up, V3_DOWN)]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
 

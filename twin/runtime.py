@@ -159,6 +159,10 @@ class Runtime:
             self.audit.close()
         except Exception:  # they stay staged on disk; the next start moves them in
             log.warning("staged audit events could not be flushed at shutdown", exc_info=True)
+        try:
+            self.tokens.close()  # when tokens were last used (coarse)
+        except Exception:
+            log.warning("token use could not be recorded at shutdown", exc_info=True)
         for db in self.databases():
             db.close_all()  # our own readers first, so they cannot hold the checkpoint back
             try:

@@ -276,3 +276,106 @@ def test_a_revocation_racing_a_verification_is_not_undone_by_the_cache(vault, mo
     store.verify(issued.token)  # read the row before the revocation: may still succeed
 
     assert store.verify(issued.token) is None
+
+
+# -- tokens that end -----------------------------------------------------------------------------
+
+def _stored(vault, token_id: str, column: str):
+    return vault.query_one(f"SELECT {column} FROM api_tokens WHERE token_id = ?", (token_id,))[0]
+
+
+def test_a_token_expires_after_its_lifetime_and_90_days_by_default(vault, clock):
+    from datetime import timedelta
+
+    from compliance.tokens import DEFAULT_LIFETIME
+    from twin.storage.timestamps import from_db
+
+    tokens = TokenStore(vault, clock=clock, cache_seconds=60)
+    default = tokens.issue("service")
+    short = tokens.issue("admin", expires_in=timedelta(hours=2))
+    created = from_db(_stored(vault, default.identity.token_id, "created_at"))
+    assert from_db(_stored(vault, default.identity.token_id, "expires_at")) - created == DEFAULT_LIFETIME
+    assert DEFAULT_LIFETIME == timedelta(days=90)
+    assert tokens.verify(short.token) is not None  # now remembered for 60 s
+    clock.advance(hours=2)
+    assert tokens.verify(short.token) is None  # expired, even while remembered
+    assert tokens.verify(default.token) is not None
+    clock.advance(days=90)
+    assert tokens.verify(default.token) is None
+    assert TokenStore(vault, clock=clock).verify(default.token) is None  # and from the vault
+
+
+@pytest.mark.parametrize("days", [0, -1, 3651])
+def test_a_lifetime_outside_one_second_to_ten_years_is_refused(tokens, days):
+    from datetime import timedelta
+
+    with pytest.raises(TokenError, match="lifetime"):
+        tokens.issue("service", expires_in=timedelta(days=days))
+
+
+def test_last_use_is_noted_without_a_write_and_recorded_at_most_hourly(vault, clock):
+    tokens = TokenStore(vault, clock=clock, usage_flush_seconds=0)  # no background writer here
+    issued = tokens.issue("service")
+    token_id = issued.identity.token_id
+    changes_before = vault.connection().total_changes
+    for _ in range(50):
+        assert tokens.verify(issued.token) is not None
+    assert vault.connection().total_changes == changes_before  # a request writes nothing
+    assert _stored(vault, token_id, "last_used_at") is None
+    assert tokens.flush_usage() == 1
+    first = _stored(vault, token_id, "last_used_at")
+    assert first is not None
+
+    clock.advance(minutes=59)
+    tokens.verify(issued.token)
+    assert tokens.flush_usage() == 0  # within the hour: nothing new to write
+    clock.advance(minutes=2)
+    tokens.verify(issued.token)
+    assert tokens.flush_usage() == 1 and _stored(vault, token_id, "last_used_at") > first
+
+    # Another process (a restarted service) reads the last use and does not write it again.
+    other = TokenStore(vault, clock=clock, usage_flush_seconds=0)
+    other.verify(issued.token)
+    assert other.flush_usage() == 0
+
+
+def test_the_background_writer_records_use_and_close_flushes_the_rest(vault, clock):
+    import time
+
+    tokens = TokenStore(vault, clock=clock, usage_flush_seconds=0.05)
+    issued = tokens.issue("service")
+    tokens.verify(issued.token)
+    deadline = time.monotonic() + 5
+    while _stored(vault, issued.identity.token_id, "last_used_at") is None:
+        assert time.monotonic() < deadline, "the background writer never wrote"
+        time.sleep(0.02)
+    second = tokens.issue("admin")
+    tokens._flush_seconds = 3600  # noqa: SLF001 - a writer too slow to get there before close
+    tokens.verify(second.token)
+    tokens.close()
+    assert _stored(vault, second.identity.token_id, "last_used_at") is not None
+
+
+def test_list_shows_dates_but_never_a_secret(tokens):
+    issued = tokens.issue("service", label="backend")
+    [row] = tokens.list()
+    assert set(row) == {"token_id", "role", "label", "created_at", "expires_at", "last_used_at",
+                        "revoked_at"}
+    assert issued.token.partition(".")[2] not in str(row)
+
+
+def test_the_migration_gives_tokens_issued_before_it_an_expiry(tmp_path, db_key):
+    from compliance.vault_schema import MIGRATIONS
+    from twin.storage import Database, Migrator
+    from twin.storage.timestamps import from_db, utc_now
+
+    db = Database(tmp_path / "vault.db", db_key, name="privacy_vault")
+    Migrator(db, MIGRATIONS).migrate(2)
+    db.execute("INSERT INTO api_tokens (token_id, token_hash, role, created_at) "
+               "VALUES ('old', 'h', 'service', '2020-01-01T00:00:00.000000Z')")
+    Migrator(db, MIGRATIONS).migrate()
+    expires = from_db(db.query_one("SELECT expires_at FROM api_tokens")[0])
+    assert 89 <= (expires - utc_now()).days <= 90
+    Migrator(db, MIGRATIONS).rollback(2)
+    assert "expires_at" not in [r["name"] for r in db.query("PRAGMA table_info(api_tokens)")]
+    db.close_all()

@@ -79,13 +79,32 @@ def group(name: str, help_text: str) -> Group:
     return Group(name, help=help_text, context_settings={"max_content_width": 100})
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is logged (a test runner may swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str) -> None:
     """Log to stderr at ``level``; progress lines (``twin.progress``) show at INFO whatever the
     level, so a command run from cron still says how far its long work got."""
     numeric = getattr(logging, level.upper(), None)
     if not isinstance(numeric, int):
         raise CommandError(f"unknown log level {level!r}: use DEBUG, INFO or WARNING")
-    logging.basicConfig(level=numeric, format=LOG_FORMAT, force=True)
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        root.addHandler(_StderrHandler())
+    root.setLevel(numeric)
     logging.getLogger("twin.progress").setLevel(min(numeric, logging.INFO))
 
 

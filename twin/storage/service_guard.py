@@ -128,6 +128,7 @@ class FileServiceGuard(ServiceGuard):
             for directory in self._directories():
                 folder = directory / RECORD_DIR
                 folder.mkdir(mode=0o700, exist_ok=True)
+                _live_records(folder)  # sweep what dead processes left
                 name = f"{holder.host}-{holder.pid}-{secrets.token_hex(4)}"
                 tmp, final = folder / f".{name}.tmp", folder / f"{name}.json"
                 fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -184,26 +185,31 @@ class FileServiceGuard(ServiceGuard):
         return seen
 
     def _holders_of(self, path: Path) -> list[Holder]:
-        """Live holders whose record names ``path``, services first; dead ones' records go."""
-        found = []
-        folder = path.parent / RECORD_DIR
-        for record in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            try:
-                fd = os.open(record, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:  # its owner is alive
-                    doc = json.loads(os.read(fd, 1 << 16) or b"{}")
-                    if str(path) in doc.get("files", []):
-                        found.append(Holder(doc["role"], doc["command"], doc["pid"], doc["host"],
-                                            doc["started_at"]))
-                else:
-                    record.unlink(missing_ok=True)  # nobody holds it: its process is gone
-            except (ValueError, KeyError, OSError):
-                continue  # a record we cannot read names nobody
-            finally:
-                os.close(fd)
+        """Live holders whose record names ``path``, services first."""
+        found = [Holder(doc["role"], doc["command"], doc["pid"], doc["host"], doc["started_at"])
+                 for doc in _live_records(path.parent / RECORD_DIR) if str(path) in doc["files"]]
         return sorted(found, key=lambda h: h.role != "service")
+
+
+def _live_records(folder: Path) -> list[dict]:
+    """The records of live holders in ``folder``; a dead process's records are removed."""
+    live = []
+    for record in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            fd = os.open(record, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:  # its owner is alive
+                doc = json.loads(os.read(fd, 1 << 16) or b"{}")
+                if {"role", "command", "pid", "host", "started_at", "files"} <= set(doc):
+                    live.append(doc)
+            else:
+                record.unlink(missing_ok=True)  # nobody holds it: its process is gone
+        except (ValueError, OSError):
+            continue  # a record we cannot read names nobody
+        finally:
+            os.close(fd)
+    return live
