@@ -71,8 +71,11 @@ class RekeyStep:
 def rekey_databases(keyring: Keyring, keyring_path: Path, files: Sequence[tuple[str, Path]], *,
                     dry_run: bool = False, progress: ProgressFactory = silent) -> list[RekeyStep]:
     """Give every existing file in ``files`` a new SQLCipher key; resumes an interrupted run."""
+    existing = [(name, path) for name, path in files if path.exists()]
+    for name, path in existing:  # every file must open before the keyring changes
+        _probe(name, path, [k for k in (keyring.database_key, keyring.previous_database_key) if k])
     if dry_run:
-        return [RekeyStep(name, path, "would be rekeyed") for name, path in files if path.exists()]
+        return [RekeyStep(name, path, "would be rekeyed") for name, path in existing]
     if keyring.previous_database_key is None:
         # 1. Save the new key with the old one kept as "previous" before touching any file: a
         #    crash below leaves every file openable (open_database falls back to "previous"),
@@ -81,7 +84,6 @@ def rekey_databases(keyring: Keyring, keyring_path: Path, files: Sequence[tuple[
         keyring.save(keyring_path)
     old, new = keyring.previous_database_key, keyring.database_key
     steps = []
-    existing = [(name, path) for name, path in files if path.exists()]
     with progress("rekey databases", len(existing), "files") as bar:
         for name, path in existing:
             db = Database(path, old, name=name)
@@ -89,9 +91,6 @@ def rekey_databases(keyring: Keyring, keyring_path: Path, files: Sequence[tuple[
                 checkpoint(db, "TRUNCATE")
             except WrongKeyError:
                 db.close_all()
-                probe = Database(path, new, name=name)  # under neither key: raises, naming it
-                probe.query_one("SELECT 1")
-                probe.close_all()
                 steps.append(RekeyStep(name, path, "already under the new key"))
                 bar.update(1)
                 continue
@@ -103,3 +102,19 @@ def rekey_databases(keyring: Keyring, keyring_path: Path, files: Sequence[tuple[
     # 2. Every file is under the new key: forget the old one.
     replace(keyring, previous_database_key=None).save(keyring_path)
     return steps
+
+
+def _probe(name: str, path: Path, keys: list[bytes]) -> None:
+    """Raise the bad-file error of ``path`` (under the first key) unless a key opens it."""
+    first: WrongKeyError | None = None
+    for key in keys:
+        db = Database(path, key, name=name)
+        try:
+            db.query_one("SELECT count(*) FROM sqlite_master")
+            return
+        except WrongKeyError as exc:
+            first = first or exc
+        finally:
+            db.close_all()
+    assert first is not None
+    raise first

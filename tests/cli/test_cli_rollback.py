@@ -1,0 +1,96 @@
+"""``twin db rollback``: it says what it will drop, refuses to drop rows without --force, asks
+for confirmation, and takes a verified backup before anything goes."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from cli_support import operator_env
+from compliance.audit import Actor
+from compliance.keyring import Keyring
+from twin.catalog import open_database
+from twin.cli import cli
+from twin.config import Config
+from twin.runtime import Runtime
+
+ADMIN = Actor("t", "admin")
+ROLLBACK = ["db", "rollback", "--database", "digital_twin", "--to", "1"]
+
+
+@pytest.fixture
+def env(tmp_path):
+    env = operator_env(tmp_path)
+    Keyring.generate().save(tmp_path / "keys" / "keyring.json")
+    rt = Runtime.open(Config.from_env(env))
+    for i in range(3):
+        rt.profiles.create(ADMIN, None, {"user_id": f"u-{i}", "retention_days": 30 + i})
+    rt.holds.place(rt.hasher.hash("u-0"), "litigation", None, "dpo")
+    rt.close()
+    return env
+
+
+def _state(env) -> tuple[int, int]:
+    """(schema version, legal holds) of digital_twin, read without migrating it."""
+    config = Config.from_env(env)
+    db = open_database("digital_twin", config, Keyring.load(config.keyring_path, production=False),
+                       migrate=False)
+    try:
+        version = db.query_one("SELECT max(version) FROM schema_version")[0]
+        holds = db.query_one("SELECT count(*) FROM legal_holds")[0] if version >= 2 else 0
+        return version, holds
+    finally:
+        db.close_all()
+
+
+def test_the_plan_lists_tables_and_columns_with_their_rows_and_nothing_changes_without_force(env):
+    run = CliRunner().invoke(cli, ROLLBACK + ["--yes"], env=env)
+    assert run.exit_code == 2
+    assert run.stdout.splitlines() == [
+        "digital_twin: roll back v2 -> v1 (undo 2)",
+        "  drop table consents (0 rows)",
+        "  drop table legal_holds (1 rows)",
+        "  drop column learning_profiles.retention_days (3 rows with a value)",
+        "  drop column learning_profiles.row_version (3 rows with a value)",
+        "  drop column learning_sessions.row_version (0 rows with a value)",
+    ]
+    assert run.stderr.strip() == ("twin: error: digital_twin: the rollback would drop 7 rows of data "
+                                  "(listed above); pass --force to drop them")
+    assert _state(env) == (2, 1)
+
+
+def test_a_dry_run_prints_the_plan_and_changes_nothing(env, tmp_path):
+    run = CliRunner().invoke(cli, ROLLBACK + ["--dry-run"], env=env)
+    assert run.exit_code == 0 and "drop table legal_holds (1 rows)" in run.stdout
+    assert "dry run: nothing changed" in run.stdout
+    assert _state(env) == (2, 1)
+    assert not (tmp_path / "data" / "backups").exists()
+    assert [p.name for p in (tmp_path / "data").iterdir() if "rollback-plan" in p.name] == []
+
+
+def test_without_a_terminal_it_needs_yes(env):
+    run = CliRunner().invoke(cli, ROLLBACK + ["--force"], env=env)
+    assert run.exit_code == 2 and "pass --yes" in run.stderr
+    assert _state(env) == (2, 1)
+
+
+def test_forced_and_confirmed_it_backs_up_first_and_the_backup_brings_the_hold_back(env, tmp_path):
+    run = CliRunner().invoke(cli, ROLLBACK + ["--force", "--yes"], env=env)
+    assert run.exit_code == 0, run.output
+    [backup] = (tmp_path / "data" / "backups").glob("pre-rollback-digital_twin-*")
+    assert f"backup verified: {backup}" in run.stdout
+    assert _state(env) == (1, 0)
+    assert CliRunner().invoke(cli, ["db", "verify", "--backup-check", str(backup),
+                                    "--database", "digital_twin"], env=env).exit_code == 0
+    restored = CliRunner().invoke(cli, ["db", "restore", str(backup), "--database", "digital_twin",
+                                        "--yes", "--force"], env=env)
+    assert restored.exit_code == 0, restored.output
+    assert _state(env) == (2, 1)
+
+
+def test_a_rollback_that_drops_no_data_needs_no_force(env):
+    run = CliRunner().invoke(cli, ["db", "rollback", "--database", "privacy_vault", "--to", "2", "--yes"],
+                             env=env)
+    assert run.exit_code == 0, run.output
+    assert "  drop column api_tokens.expires_at (0 rows with a value)" in run.stdout
+    assert "privacy_vault: rolled back [3]; now at v2" in run.stdout
