@@ -12,7 +12,7 @@ every ``usage_flush_seconds`` (and at ``close()``), so no request waits for a wr
 A service checks a token on every request, so ``TokenStore`` can remember a verified token for
 ``cache_seconds``: the vault is read once per token per period instead of once per request.
 Revoking through the same store takes effect at once; a revocation by another process (the
-``issue_token.py --revoke`` script) takes effect within ``cache_seconds``. Only the token's
+``twin tokens revoke`` command) takes effect within ``cache_seconds``. Only the token's
 hash is remembered, never the token, and failures are never cached.
 """
 

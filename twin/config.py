@@ -59,7 +59,7 @@ class Config:
     retention_cron: str = "30 2 * * *"
     retention_batch_size: int = 2000
     max_body_bytes: int = 64 * 1024
-    # A revocation by another process (issue_token.py --revoke) takes effect within this.
+    # A revocation by another process (twin tokens revoke) takes effect within this.
     token_cache_seconds: int = 2
     model_dir: Path | None = None
     bench_plaintext: bool = False
