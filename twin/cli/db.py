@@ -11,7 +11,7 @@ import click
 
 from ..storage.progress import report
 from .plumbing import (CommandError, command, confirm, database_option, dry_run_option, group,
-                       load_deployment, open_existing, selected_databases, while_no_service_runs,
+                       load_deployment, existing_database, selected_databases, while_no_service_runs,
                        yes_option)
 
 db = group("db", "Create, migrate, roll back, back up, verify, restore and describe the databases.")
@@ -52,11 +52,8 @@ def status(database: str | None) -> int:
 
     deployment = load_deployment()
     for name in selected_databases(database):
-        handle = open_existing(deployment, name)
-        try:
+        with existing_database(deployment, name) as handle:
             state = migrator_for(handle).status()
-        finally:
-            handle.close_all()
         pending = "up to date" if state.up_to_date else f"pending {state.pending}"
         click.echo(f"{name:<18} v{state.current} of {state.latest}  {pending}")
     return 0
@@ -71,13 +68,10 @@ def migrate(database: str | None, target: int | None) -> int:
 
     deployment = load_deployment()
     for name in selected_databases(database):
-        handle = open_existing(deployment, name)
-        try:
+        with existing_database(deployment, name) as handle:
             migrator = migrator_for(handle)
             applied = migrator.migrate(target, progress=report)
             click.echo(f"{name}: applied {applied or 'nothing'}; now at v{migrator.current_version()}")
-        finally:
-            handle.close_all()
     return 0
 
 
@@ -104,36 +98,34 @@ def rollback(database: str, target: int, yes: bool, force: bool, backup_dir: Pat
 
     deployment = load_deployment()
     name = spec_for(database).name
-    with while_no_service_runs(deployment, [name], force=force, risk=ROLLBACK_RISK):
-        handle = open_existing(deployment, name)
-        try:
-            migrator = migrator_for(handle)
-            plan = plan_rollback(handle, migrator.migrations, target)
-            click.echo(f"{name}: roll back v{plan.current} -> v{target} "
-                       f"(undo {', '.join(map(str, plan.versions)) or 'nothing'})")
-            for line in plan.lines():
-                click.echo(f"  {line}")
-            if dry_run or not plan.versions:
-                click.echo("dry run: nothing changed" if dry_run else "nothing to roll back")
-                return 0
-            if plan.rows_dropped and not force:
-                raise CommandError(f"{name}: the rollback would drop {plan.rows_dropped:,} rows of "
-                                   "data (listed above); pass --force to drop them")
-            if not confirm(f"roll {name} back to v{target}?", yes=yes, word="rollback",
-                           refusal="refusing to roll back without confirmation: pass --yes"):
-                click.echo("nothing rolled back", err=True)
-                return 1
-            out = backup_dir or deployment.data_dir / "backups" / f"pre-rollback-{name}-{utc_stamp()}"
-            take_backup(deployment.config, deployment.keyring, [name], out, progress=report)
-            problems = [p for _, p in verify_set(out, [name], deployment.config, deployment.keyring) if p]
-            if problems:
-                raise CommandError(f"the backup taken first failed verification ({problems[0]}); "
-                                   "nothing rolled back")
-            click.echo(f"backup verified: {out}")
-            undone = migrator.rollback(target, progress=report)
-            click.echo(f"{name}: rolled back {undone}; now at v{migrator.current_version()}")
-        finally:
-            handle.close_all()
+    with while_no_service_runs(deployment, [name], force=force, risk=ROLLBACK_RISK), \
+            existing_database(deployment, name) as handle:
+        migrator = migrator_for(handle)
+        plan = plan_rollback(handle, migrator.migrations, target)
+        click.echo(f"{name}: roll back v{plan.current} -> v{target} "
+                   f"(undo {', '.join(map(str, plan.versions)) or 'nothing'})")
+        for line in plan.lines():
+            click.echo(f"  {line}")
+        if dry_run or not plan.versions:
+            click.echo("dry run: nothing changed" if dry_run else "nothing to roll back")
+            return 0
+        if plan.rows_dropped and not force:
+            raise CommandError(f"{name}: the rollback would drop {plan.rows_dropped:,} rows of "
+                               "data (listed above); pass --force to drop them")
+        if not confirm(f"roll {name} back to v{target}?", yes=yes, word="rollback",
+                       refusal="refusing to roll back without confirmation: pass --yes"):
+            click.echo("nothing rolled back", err=True)
+            return 1
+        out = backup_dir or deployment.data_dir / "backups" / f"pre-rollback-{name}-{utc_stamp()}"
+        take_backup(deployment.config, deployment.keyring, [name], out, progress=report)
+        checked = verify_set(out, [name], deployment.config, deployment.keyring)
+        problems = [problem for _, problem in checked if problem]
+        if problems:
+            raise CommandError(f"the backup taken first failed verification ({problems[0]}); "
+                               "nothing rolled back")
+        click.echo(f"backup verified: {out}")
+        undone = migrator.rollback(target, progress=report)
+        click.echo(f"{name}: rolled back {undone}; now at v{migrator.current_version()}")
     return 0
 
 
@@ -147,11 +139,8 @@ def info_command(database: str | None, as_json: bool) -> int:
     deployment = load_deployment()
     details = []
     for name in selected_databases(database):
-        handle = open_existing(deployment, name)
-        try:
+        with existing_database(deployment, name) as handle:
             details.append(info(handle))
-        finally:
-            handle.close_all()
     if as_json:
         click.echo(json.dumps(details, indent=2))
         return 0

@@ -35,7 +35,8 @@ def backup(database: str | None, out: Path | None) -> int:
         raise CommandError(f"{deployment.path_of(database) if database else deployment.data_dir}: "
                            "no database to back up (`twin db setup` creates them)")
     for missing in sorted(set(selected_databases(database)) - set(names)):
-        click.echo(f"{missing:<18} no database file, not backed up ({deployment.path_of(missing)})", err=True)
+        click.echo(f"{missing:<18} no database file, not backed up ({deployment.path_of(missing)})",
+                   err=True)
     out = out or _backups_root(deployment) / utc_stamp()
     taken = take_backup(deployment.config, deployment.keyring, names, out, progress=report)
     for entry in taken.entries:
@@ -91,7 +92,8 @@ def _check_live(deployment: Deployment, names: list[str]) -> int:
         ok = result == ["ok"] and state.up_to_date
         problems += not ok
         detail = "integrity ok" if result == ["ok"] else f"integrity: {'; '.join(result[:3])}"
-        click.echo(f"{'ok  ' if ok else 'FAIL'} {name:<18} {detail}; schema v{state.current}/{state.latest}")
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {name:<18} {detail}; "
+                   f"schema v{state.current}/{state.latest}")
     return problems
 
 

@@ -13,10 +13,10 @@ import functools
 import getpass
 import logging
 import sys
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import click
 
@@ -229,15 +229,21 @@ class Deployment:
         return [self.path_of(n) for n in (names if names is not None else DATABASES)]
 
 
-def open_existing(deployment: Deployment, name: str, *, migrate: bool = False) -> Any:
-    """An existing catalog database (a ``twin.storage.Database``): a missing file is an error
-    here, never created (only ``twin db setup`` and ``twin serve`` create databases)."""
+@contextmanager
+def existing_database(deployment: Deployment, name: str) -> Iterator[Any]:
+    """An existing catalog database (a ``twin.storage.Database``, not migrated), closed after
+    the block. A missing file is an error here, never created (only ``twin db setup`` and
+    ``twin serve`` create databases)."""
     from ..catalog import open_database
 
     path = deployment.path_of(name)
     if not path.exists():
         raise CommandError(f"{path}: no such database ({name}); `twin db setup` creates it")
-    return open_database(name, deployment.config, deployment.keyring, migrate=migrate)
+    handle = open_database(name, deployment.config, deployment.keyring, migrate=False)
+    try:
+        yield handle
+    finally:
+        handle.close_all()
 
 
 def load_deployment(*, create_keyring: bool = False) -> Deployment:

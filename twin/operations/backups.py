@@ -81,7 +81,8 @@ def field_key_problems(manifest: Manifest, keyring: Keyring) -> list[str]:
     """What the backup's data needs that this keyring lacks (field-key versions), one line each."""
     held = keyring.field_key_fingerprints()
     problems = []
-    for version, fingerprint in sorted(manifest.keys.get("field_keys", {}).items(), key=lambda kv: int(kv[0])):
+    needed = manifest.keys.get("field_keys", {})
+    for version, fingerprint in sorted(needed.items(), key=lambda kv: int(kv[0])):
         mine = held.get(int(version))
         if mine is None:
             problems.append(f"the backup needs field key v{version} (fingerprint {fingerprint}); "

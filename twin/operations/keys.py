@@ -80,7 +80,8 @@ def rekey_databases(keyring: Keyring, keyring_path: Path, files: Sequence[tuple[
         # 1. Save the new key with the old one kept as "previous" before touching any file: a
         #    crash below leaves every file openable (open_database falls back to "previous"),
         #    and running this again resumes with the same new key.
-        keyring = replace(keyring, database_key=os.urandom(32), previous_database_key=keyring.database_key)
+        keyring = replace(keyring, database_key=os.urandom(32),
+                          previous_database_key=keyring.database_key)
         keyring.save(keyring_path)
     old, new = keyring.previous_database_key, keyring.database_key
     steps = []

@@ -187,14 +187,16 @@ def restore_database(backup_dir: Path, entry: BackupEntry, db: Database, *,
     """Replace ``db``'s file with a verified backup copy.
 
     The service must not be writing to ``db`` (callers hold the live-service guard,
-    ``twin.storage.service_guard``); this object's own connections are closed. The copy lands under a temporary name and is renamed into place atomically.
+    ``twin.storage.service_guard``); this object's own connections are closed. The copy
+    lands under a temporary name and is renamed into place atomically.
     """
     verify_backup_entry(backup_dir, entry, db)
     db.close_all()
     source = Path(backup_dir) / entry.file
     tmp = db.path.with_name(db.path.name + ".restoring")
-    with open(source, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as dst, \
-            progress(f"restore {db.name}", -(-entry.size // (1 << 20)), "MiB") as bar:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    mib = -(-entry.size // (1 << 20))
+    with open(source, "rb") as src, open(fd, "wb") as dst, progress(f"restore {db.name}", mib, "MiB") as bar:
         for block in iter(lambda: src.read(1 << 20), b""):
             dst.write(block)
             bar.update(1)
