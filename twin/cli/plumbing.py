@@ -13,7 +13,7 @@ import functools
 import getpass
 import logging
 import sys
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -290,18 +290,15 @@ def while_no_service_runs(deployment: Deployment, names: Sequence[str] | None, *
     return nullcontext()
 
 
-class _refusing(AbstractContextManager[None]):
-    def __init__(self, guard: ServiceGuard, holder: Holder) -> None:
-        self._inner = guard.exclusive(holder)
-
-    def __enter__(self) -> None:
-        try:
-            self._inner.__enter__()
-        except FilesInUseError as exc:
-            raise CommandError(f"{exc} (or pass --force)") from None
-
-    def __exit__(self, *exc: Any) -> Any:
-        return self._inner.__exit__(*exc)
+@contextmanager
+def _refusing(guard: ServiceGuard, holder: Holder) -> Iterator[None]:
+    held = ExitStack()
+    try:
+        held.enter_context(guard.exclusive(holder))
+    except FilesInUseError as exc:
+        raise CommandError(f"{exc} (or pass --force)") from None
+    with held:
+        yield
 
 
 # -- the seed scripts ---------------------------------------------------------------------------
