@@ -149,6 +149,7 @@ def test_wrong_key_error_shows_no_key_material(db, db_path, db_key):
         assert key.hex()[:16] not in str(excinfo.value)
 
 
+@pytest.mark.sqlite_only('SQLCipher files')
 @pytest.mark.parametrize("size", [0, 100, 4096 + 17])
 def test_an_empty_or_cut_file_is_reported_as_truncated_and_left_alone(db, db_path, db_key, size):
     _make_table(db)
@@ -161,6 +162,7 @@ def test_an_empty_or_cut_file_is_reported_as_truncated_and_left_alone(db, db_pat
     assert db_path.read_bytes() == data  # never "repaired" into a new, empty database
 
 
+@pytest.mark.sqlite_only('SQLCipher files')
 def test_a_page_damaged_past_the_header_is_reported_as_damaged(db, db_path, db_key):
     _make_table(db)
     db.executemany("INSERT INTO items (name, payload) VALUES (?, ?)", [("x" * 200, b"p")] * 500)
@@ -178,6 +180,7 @@ def test_a_page_damaged_past_the_header_is_reported_as_damaged(db, db_path, db_k
             conn.execute("UPDATE items SET name = 'y'")
 
 
+@pytest.mark.sqlite_only('SQLCipher files')
 def test_a_new_file_is_created_complete_so_an_empty_one_never_means_new(db_path, db_key):
     Database(db_path, db_key).connection()
     assert db_path.stat().st_size == 4096

@@ -95,17 +95,25 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str) -> Callable[[], None]:
     """Log to stderr at ``level``; progress lines (``twin.progress``) show at INFO whatever the
-    level, so a command run from cron still says how far its long work got."""
+    level, so a command run from cron still says how far its long work got. Returns what puts
+    logging back as it was (a command run in-process, e.g. by a test, leaves nothing behind)."""
     numeric = getattr(logging, level.upper(), None)
     if not isinstance(numeric, int):
         raise CommandError(f"unknown log level {level!r}: use DEBUG, INFO or WARNING")
-    root = logging.getLogger()
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        root.addHandler(_StderrHandler())
+    root, progress = logging.getLogger(), logging.getLogger("twin.progress")
+    before = root.level, progress.level
+    handler = _StderrHandler()
+    root.addHandler(handler)
     root.setLevel(numeric)
-    logging.getLogger("twin.progress").setLevel(min(numeric, logging.INFO))
+    progress.setLevel(min(numeric, logging.INFO))
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        root.setLevel(before[0])
+        progress.setLevel(before[1])
+    return restore
 
 
 def _effective_level(ctx: click.Context, own: str | None, default: str) -> str:
@@ -122,7 +130,7 @@ def command(group: click.Group | None, name: str, *, log_level: str = "WARNING",
         @functools.wraps(fn)
         def run(*args: Any, log_level_option: str | None = None, **kwargs: Any) -> None:
             ctx = click.get_current_context()
-            configure_logging(_effective_level(ctx, log_level_option, log_level))
+            ctx.call_on_close(configure_logging(_effective_level(ctx, log_level_option, log_level)))
             try:
                 code = fn(*args, **kwargs)
             except (click.ClickException, click.exceptions.Exit):
