@@ -37,7 +37,7 @@ def fill_subject(rt: Runtime, user_id: str, sessions: int, knowledge: int) -> st
                                                   "learning_goals": ["g"]})
     pid = profile["profile_id"]
     subject = rt.hasher.hash(user_id)
-    sealer = rt.keys.sealer_for(subject)
+    sealer = rt.keys.writer(subject)
     now = utc_now()
     def sealed(i: int, column: str, value: object) -> bytes:
         return sealer.seal("learning_sessions", column, f"ses_{user_id}_{i}", value)
@@ -111,7 +111,7 @@ def purge_bench(rows: int) -> dict[str, float]:
         for p in range(100):
             profile, _ = rt.profiles.create(ADMIN, None, {"user_id": f"purge-{p}", "personal": {"n": p}})
             pids.append(profile["profile_id"])
-            sealer = rt.keys.sealer_for(rt.hasher.hash(f"purge-{p}"))
+            sealer = rt.keys.writer(rt.hasher.hash(f"purge-{p}"))
             # Purging never decrypts, so one realistic-size sealed value serves every row.
             metrics = sealer.seal("learning_sessions", "performance_metrics", "shared", {"score": 1})
             kind = sealer.seal("learning_sessions", "session_type", "shared", "lesson")

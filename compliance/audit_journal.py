@@ -19,8 +19,8 @@ File layout (integers big-endian)::
     header:  b"LTAJ" | format version u8 | wrapped-key length u16 | wrapped key
     record:  length u32 | AES-256-GCM ciphertext of the event's JSON
 
-Each segment has a fresh data key, wrapped by the keyring's field cipher with associated data
-naming the segment; each record's associated data names the segment and the record's
+Each segment has a fresh data key (``compliance.envelope``), wrapped by the keyring's field key
+with associated data naming the segment; each record's associated data names the segment and the record's
 position, so records cannot be forged, moved between segments or reordered unnoticed. A key
 per segment also keeps every key far below the 2^32 messages that random 96-bit nonces allow.
 Without a field cipher (the benchmark-only plaintext mode) the wrapped key is empty and
@@ -47,8 +47,10 @@ from typing import Any, Callable
 
 from twin.storage.timestamps import to_db
 
-from .errors import ComplianceError, DecryptionError, UnknownKeyVersionError
+from . import envelope
+from .errors import ComplianceError, DecryptionError, KeyringError, UnknownKeyVersionError
 from .field_crypto import FieldCipher, associated_data
+from .keyring_watcher import FieldKeys, field_keys
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,6 @@ SUFFIX = ".seg"
 DAMAGED_SUFFIX = ".damaged"  # kept for investigation, never imported again
 _HEADER = struct.Struct(">4sBH")
 _LENGTH = struct.Struct(">I")
-_DATA_KEY_ID = 1
 
 
 class AuditJournalError(ComplianceError):
@@ -112,21 +113,21 @@ def _write_all(fd: int, data: bytes) -> None:
 class AuditJournal:
     """This process's staged audit events, in encrypted segment files under ``directory``.
 
-    ``wrapping`` returns the keyring's current field cipher (it changes on rotation); None
-    selects the benchmark-only plaintext mode.
+    ``keys`` are the process's field keys (a ``KeyringWatcher`` follows rotations), or a bare
+    ``FieldCipher``; None selects the benchmark-only plaintext mode.
     """
 
     def __init__(self, directory: str | os.PathLike[str],
-                 wrapping: Callable[[], FieldCipher] | None) -> None:
+                 keys: FieldCipher | FieldKeys | None) -> None:
         self.directory = Path(directory)
-        self._wrapping = wrapping
+        self._keys = None if keys is None else field_keys(keys)
         self._lock = threading.Lock()
         self._live: Segment | None = None
         self._live_cipher: FieldCipher | None = None
         self._abandoned: list[Segment] = []  # segments a failed write ended early
 
     def __repr__(self) -> str:
-        return f"AuditJournal(directory={str(self.directory)!r}, encrypted={self._wrapping is not None})"
+        return f"AuditJournal(directory={str(self.directory)!r}, encrypted={self._keys is not None})"
 
     # -- staging ------------------------------------------------------------------------
 
@@ -165,12 +166,11 @@ class AuditJournal:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if self._wrapping is None:
+            if self._keys is None:
                 wrapped, cipher = b"", None
             else:
-                data_key = os.urandom(32)
-                wrapped = self._wrapping().encrypt(data_key, _key_aad(name))
-                cipher = FieldCipher({_DATA_KEY_ID: data_key}, _DATA_KEY_ID)
+                data_key, wrapped, _ = envelope.new_data_key(self._keys, _key_aad(name))
+                cipher = envelope.data_cipher(data_key)
             _write_all(fd, _HEADER.pack(MAGIC, FORMAT_VERSION, len(wrapped)) + wrapped)
             path = self.directory / (name + SUFFIX)
             os.rename(partial, path)
@@ -292,7 +292,7 @@ class AuditJournal:
             return self._damaged(segment, "no valid header")
         offset = _HEADER.size + key_length
         encrypted = key_length > 0
-        if encrypted != (self._wrapping is not None):
+        if encrypted != (self._keys is not None):
             # Another mode's segment (a benchmark run's, or this one's seen by a benchmark):
             # not this process's to judge; left where it is.
             log.error("audit journal segment %s is %s, unlike this process's; left alone",
@@ -301,8 +301,8 @@ class AuditJournal:
         cipher = None
         if encrypted:
             try:
-                data_key = self._wrapping().decrypt(data[_HEADER.size:offset], _key_aad(segment.name))
-            except DecryptionError as exc:
+                data_key = envelope.unwrap(self._keys, data[_HEADER.size:offset], _key_aad(segment.name))
+            except (DecryptionError, KeyringError, OSError) as exc:
                 # A newer field key (a rotation this process has not seen yet) or another
                 # keyring altogether: a process with the right keyring imports it later.
                 log.error("audit journal segment %s: its key does not open under this process's "
@@ -310,7 +310,7 @@ class AuditJournal:
                           "unknown key version" if isinstance(exc, UnknownKeyVersionError)
                           else "wrong keyring?")
                 return False
-            cipher = FieldCipher({_DATA_KEY_ID: data_key}, _DATA_KEY_ID)
+            cipher = envelope.data_cipher(data_key)
         while offset < len(data):
             if offset + _LENGTH.size > len(data) or \
                     offset + _LENGTH.size + _LENGTH.unpack_from(data, offset)[0] > len(data):

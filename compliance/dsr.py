@@ -111,7 +111,7 @@ class DataSubjectRequests:
 
     def _export_document(self, subject: str, batch: int, counts: dict[str, int]) -> Iterator[str]:
         try:
-            sealer = self.keys.sealer_for(subject)
+            sealer = self.keys.writer(subject)
         except SubjectKeyMissingError:
             sealer = None  # never stored, or erased: the snapshot below then holds no rows
         yield json.dumps({"format": EXPORT_FORMAT, "generated_at": to_db(self.clock())})[:-1]

@@ -46,6 +46,18 @@ def derive_key(master_secret: bytes, label: str) -> bytes:
     ).derive(master_secret)
 
 
+@dataclass(frozen=True, repr=False)
+class DatabaseKey:
+    """What opening a database file takes from the keyring: its SQLCipher key, and while a
+    rekey is unfinished, the key a file may still be under."""
+
+    current: bytes
+    previous: bytes | None = None
+
+    def __repr__(self) -> str:  # never show key bytes
+        return f"DatabaseKey(<hidden>, previous={'<hidden>' if self.previous else None})"
+
+
 @dataclass(frozen=True)
 class Keyring:
     """All key material of one deployment. Immutable; rotation builds a new keyring."""
@@ -78,6 +90,11 @@ class Keyring:
 
     def field_key_fingerprints(self) -> dict[int, str]:
         return {version: key_fingerprint(key) for version, key in sorted(self.field_keys.items())}
+
+    @property
+    def database_keys(self) -> DatabaseKey:
+        """The database key (and a previous one during a rekey), for opening database files."""
+        return DatabaseKey(self.database_key, self.previous_database_key)
 
     # -- construction -------------------------------------------------------------------
 

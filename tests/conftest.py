@@ -104,7 +104,7 @@ def open_catalog_db(config, keyring):
     opened = []
 
     def _open(name: str):
-        db = open_database(name, config, keyring)
+        db = open_database(name, config, keyring.database_keys)
         opened.append(db)
         return db
 

@@ -1,21 +1,33 @@
-"""The catalog of databases the storage core keeps, and how to open one.
+"""The catalog of databases the storage core keeps, and the one place that opens them.
 
 Each entry names its default file, its environment variable and the module holding its
-``MIGRATIONS``. Scripts (setup, migrate, backup, verify) iterate this catalog, so a database
-added here is covered by all of them.
+``MIGRATIONS`` (and its personal-data declaration). Scripts (setup, migrate, backup, verify)
+iterate this catalog, so a database added here is covered by all of them.
+
+Opening a database from the configuration happens here and only here, and so does loading the
+keyring: ``load_keyring(config)`` reads it, ``open_database(name, config, keyring.database_keys)``
+opens one file with its key. Component stores are handed an open database; their
+configuration-driven constructors (``DatabaseLedger.open()``, ``ModelManager.open()``) come
+through ``open_ledger`` and ``open_model_manager`` below.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from compliance.keyring import Keyring
+from compliance import keyring as keyring_file
+from compliance.keyring import ENV_MASTER_SECRET, DatabaseKey, Keyring
 
 from .config import Config
 from .storage import Database, Migration, Migrator, WrongKeyError, resolve_database_path
+
+if TYPE_CHECKING:
+    from .ledger.ledger import DatabaseLedger
+    from .model_registry.manager import ModelManager
 
 
 @dataclass(frozen=True)
@@ -71,28 +83,92 @@ def database_path(spec: DatabaseSpec, config: Config) -> Path:
                                  environ=config.path_environ(), production=config.production)
 
 
-def open_database(name: str, config: Config, keyring: Keyring, *, migrate: bool = True) -> Database:
-    """Open (creating if needed) one catalog database, migrated to the latest schema."""
+# -- the keyring -------------------------------------------------------------------------------
+
+def keyring_exists(config: Config) -> bool:
+    """Whether there is a keyring to load (a master secret in the environment, or the file)."""
+    return ENV_MASTER_SECRET in _environ(config) or config.keyring_path.exists()
+
+
+def load_keyring(config: Config, *, create: bool = False) -> Keyring:
+    """The deployment's keyring, from where the configuration says.
+
+    Without one, only a command that sets a deployment up (``create``: ``twin serve``, ``twin db
+    setup``) generates a development keyring; anything else, and production always, raises
+    ``KeyringMissingError`` (see ``compliance.keyring.load_keyring``).
+    """
+    return keyring_file.load_keyring(config.keyring_path, production=config.production,
+                                     environ=_environ(config), create=create)
+
+
+def reload_keyring(config: Config) -> Keyring | None:
+    """The keyring as it is now, for a running process to follow a rotation; None when there
+    is nothing to read (a process never generates a keyring after starting)."""
+    return load_keyring(config) if keyring_exists(config) else None
+
+
+def _environ(config: Config):  # noqa: ANN202 - a Mapping[str, str]
+    return config.environ or os.environ
+
+
+# -- databases -----------------------------------------------------------------------------------
+
+def open_database(name: str, config: Config, key: DatabaseKey, *, migrate: bool = True) -> Database:
+    """Open (creating if needed) one catalog database, migrated to the latest schema.
+
+    ``key`` is ``keyring.database_keys``: during an interrupted rekey a file may still be under
+    the previous key, and is opened with that.
+    """
     spec = spec_for(name)
-    key = None if config.bench_plaintext else keyring.database_key
-    db = Database(database_path(spec, config), key, name=spec.name)
-    if key is not None and keyring.previous_database_key and db.path.exists():
-        db = _with_rekey_fallback(db, keyring)
+    current = None if config.bench_plaintext else key.current
+    db = Database(database_path(spec, config), current, name=spec.name)
+    if current is not None and key.previous and db.path.exists():
+        db = _with_rekey_fallback(db, key.previous)
     if migrate:
         Migrator(db, spec.migrations()).migrate()
     return db
 
 
-def _with_rekey_fallback(db: Database, keyring: Keyring) -> Database:
-    """During an interrupted database rekey, a file may still be under the previous key."""
+def _with_rekey_fallback(db: Database, previous: bytes) -> Database:
     try:
         db.query_one("SELECT 1")
         return db
     except WrongKeyError:
         db.close_all()
-        return Database(db.path, keyring.previous_database_key, name=db.name)
+        return Database(db.path, previous, name=db.name)
 
 
 def migrator_for(db: Database) -> Migrator:
     return Migrator(db, spec_for(db.name).migrations())
 
+
+
+# -- component stores from the configuration -----------------------------------------------------
+
+def open_ledger(path: str | Path | None = None, config: Config | None = None,
+                keyring: Keyring | None = None) -> "DatabaseLedger":
+    """A ledger owning its database: at ``path``, else the catalog's ``ledger`` (created and
+    migrated). ``config`` defaults to the environment, ``keyring`` to the deployment's."""
+    from .ledger.ledger import DatabaseLedger
+    from .ledger.schema import MIGRATIONS
+
+    config = config or Config.from_env()
+    keyring = keyring or load_keyring(config)
+    if path is None:
+        db = open_database("ledger", config, keyring.database_keys)
+    else:
+        db = Database(path, keyring.database_key, name="ledger")
+        Migrator(db, MIGRATIONS).migrate()
+    return DatabaseLedger(db, owns_db=True)
+
+
+def open_model_manager(config: Config | None = None, keyring: Keyring | None = None,
+                       model_dir: str | Path | None = None) -> "ModelManager":
+    """The catalog's ``model_registry`` database, migrated, with the configured model directory
+    (``TWIN_MODEL_DIR``, else ``models/`` beside the database)."""
+    from .model_registry.manager import ModelManager
+
+    config = config or Config.from_env()
+    keyring = keyring or load_keyring(config)
+    db = open_database("model_registry", config, keyring.database_keys)
+    return ModelManager(db, model_dir or config.model_dir or db.path.parent / "models")

@@ -6,26 +6,23 @@ The Flask app holds one ``Runtime``; scripts build one too. Nothing else keeps g
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime
 from functools import cached_property
-from pathlib import Path
 from typing import Callable
 
 from compliance.audit import Actor, AuditTrail
 from compliance.audit_journal import AuditJournal, audit_journal_dir
 from compliance.dsr import DataSubjectRequests
-from compliance.errors import KeyringError
-from compliance.field_crypto import FieldCipher
 from compliance.id_hashing import SubjectHasher
-from compliance.keyring import ENV_MASTER_SECRET, Keyring, load_keyring
+from compliance.keyring import Keyring
+from compliance.keyring_watcher import KeyringWatcher
 from compliance.legal_hold import LegalHolds
 from compliance.registry import build_registry
 from compliance.retention import RetentionPurger
 from compliance.subject_keys import SubjectKeyStore
 from compliance.tokens import TokenStore
 
-from .catalog import open_database
+from .catalog import load_keyring, open_database, open_model_manager, reload_keyring
 from .config import Config
 from .learners.consents import ConsentService
 from .learners.context import LearnerContext
@@ -40,14 +37,6 @@ log = logging.getLogger(__name__)
 STARTUP_ACTOR = Actor("system:startup", "system")
 
 
-def _file_signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
 class Runtime:
     """Config + keyring + open databases + services, for one process."""
 
@@ -56,16 +45,17 @@ class Runtime:
         self.config = config
         self.keyring = keyring
         self.clock = clock
-        self.twin_db = open_database("digital_twin", config, keyring)
-        self.vault_db = open_database("privacy_vault", config, keyring)
+        self.twin_db = open_database("digital_twin", config, keyring.database_keys)
+        self.vault_db = open_database("privacy_vault", config, keyring.database_keys)
         self.registry = build_registry((self.twin_db.name, self.vault_db.name))
         self.hasher = SubjectHasher(keyring.id_pepper)
-        self.field_cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
-        self._keyring_signature = _file_signature(config.keyring_path)
-        self.keys = SubjectKeyStore(self.vault_db, self.field_cipher, encrypt=not config.bench_plaintext,
-                                    clock=clock, reload_wrapping=self._reload_field_keys)
+        # scripts/rotate_keys.py changes the keyring while the service runs: follow it.
+        self.field_keys = KeyringWatcher(keyring, load=lambda: reload_keyring(config),
+                                         path=config.keyring_path)
+        self.keys = SubjectKeyStore(self.vault_db, self.field_keys, encrypt=not config.bench_plaintext,
+                                    clock=clock)
         self.audit = AuditTrail(self.vault_db, clock=clock, journal=AuditJournal(
-            audit_journal_dir(self.vault_db.path), None if config.bench_plaintext else lambda: self.field_cipher))
+            audit_journal_dir(self.vault_db.path), None if config.bench_plaintext else self.field_keys))
         self.tokens = TokenStore(self.vault_db, cache_seconds=config.token_cache_seconds)
         self.holds = LegalHolds(self.twin_db, clock)
         ctx = LearnerContext(self.twin_db, self.keys, self.hasher, self.audit, config, clock)
@@ -79,36 +69,6 @@ class Runtime:
                                          self.audit, config, clock, tokens=self.tokens)
         self._extra_dbs: list = []
 
-    def _reload_field_keys(self, *, if_changed: bool = False) -> FieldCipher:
-        """Re-read the keyring (file or environment) after a field-key rotation, keeping
-        every version this process already holds, and serve old and new versions alike.
-
-        ``if_changed``: only when the keyring file was replaced since it was last read (one
-        ``stat``; rotation scripts replace the file atomically)."""
-        signature = _file_signature(self.config.keyring_path)
-        if if_changed and signature == self._keyring_signature:
-            return self.field_cipher
-        environ = self.config.environ or os.environ
-        if ENV_MASTER_SECRET not in environ and not self.config.keyring_path.exists():
-            return self.field_cipher  # nothing to reload from (and never generate a keyring here)
-        try:
-            fresh = load_keyring(self.config.keyring_path, production=self.config.production,
-                                 environ=environ)
-        except (KeyringError, OSError) as exc:
-            if not if_changed:
-                raise
-            # A new subject's key can go under the current version; the next one tries again.
-            log.warning("keyring reload failed (%s); keeping this process's keys", exc)
-            return self.field_cipher
-        self._keyring_signature = signature
-        if fresh.database_key not in (self.keyring.database_key, fresh.previous_database_key):
-            log.warning("keyring reload: the database key changed; keeping this process's keys")
-            return self.field_cipher
-        keys = {**self.keyring.field_keys, **fresh.field_keys}
-        self.field_cipher = FieldCipher(keys, fresh.active_field_key)
-        log.info("field keys reloaded: versions %s, active %d", sorted(keys), fresh.active_field_key)
-        return self.field_cipher
-
     @classmethod
     def open(cls, config: Config | None = None, *, clock: Callable[[], datetime] = utc_now,
              reapply_tombstones: bool = True, create_keyring: bool = False) -> "Runtime":
@@ -117,9 +77,7 @@ class Runtime:
         ``create_keyring``: only a command that sets a deployment up (``twin serve``) may
         generate a development keyring when none exists."""
         config = config or Config.from_env()
-        keyring = load_keyring(config.keyring_path, production=config.production,
-                               environ=config.environ or None, create=create_keyring)
-        runtime = cls(config, keyring, clock=clock)
+        runtime = cls(config, load_keyring(config, create=create_keyring), clock=clock)
         # Events a stopped process staged but never moved into the trail go in before anything
         # else is recorded or served.
         runtime.audit.flush()
@@ -132,11 +90,9 @@ class Runtime:
 
     @cached_property
     def models(self):  # noqa: ANN201 - imported lazily: only the model routes need it
-        from .model_registry.manager import ModelManager
-        db = open_database("model_registry", self.config, self.keyring)
-        self._extra_dbs.append(db)
-        model_dir = self.config.model_dir or db.path.parent / "models"
-        return ModelManager(db, model_dir)
+        manager = open_model_manager(self.config, self.keyring)
+        self._extra_dbs.append(manager.db)
+        return manager
 
     def databases(self) -> list:
         return [self.twin_db, self.vault_db, *self._extra_dbs]

@@ -46,7 +46,7 @@ def make_trail(vault, cipher, journal_dir):
     trails = []
 
     def make(flush_delay: float = 60.0, encrypted: bool = True) -> AuditTrail:
-        journal = AuditJournal(journal_dir, (lambda: cipher) if encrypted else None)
+        journal = AuditJournal(journal_dir, cipher if encrypted else None)
         trail = AuditTrail(vault, journal=journal, flush_delay=flush_delay)
         trails.append(trail)
         return trail
@@ -104,7 +104,7 @@ def test_staged_events_keep_the_time_they_happened_not_the_time_they_were_flushe
 
     now = [datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)]
     trail = AuditTrail(vault, clock=lambda: now[0], flush_delay=60,
-                       journal=AuditJournal(journal_dir, lambda: cipher))
+                       journal=AuditJournal(journal_dir, cipher))
     trail.stage(SERVICE, "read", subject_hash=ALICE)
     now[0] += timedelta(hours=1)
 
@@ -202,7 +202,7 @@ def run_child(tmp_path: Path, keyring, vault_path: Path, journal_dir: Path, body
         keyring = Keyring.from_json(Path(sys.argv[1]).read_text())
         cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
         vault = Database(sys.argv[2], keyring.database_key, name="privacy_vault")
-        journal = AuditJournal(sys.argv[3], lambda: cipher)
+        journal = AuditJournal(sys.argv[3], cipher)
         trail = AuditTrail(vault, journal=journal, flush_delay=3600)
         actor = Actor("tok_child", "service")
     """) + textwrap.dedent(body) + "\nos._exit(0)\n"
@@ -262,7 +262,7 @@ def test_a_live_process_keeps_its_segment(tmp_path, keyring, vault, journal_dir,
             keyring = Keyring.from_json(Path(sys.argv[1]).read_text())
             cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
             trail = AuditTrail(Database(sys.argv[2], keyring.database_key), flush_delay=3600,
-                               journal=AuditJournal(sys.argv[3], lambda: cipher))
+                               journal=AuditJournal(sys.argv[3], cipher))
             trail.stage(Actor("tok_child", "service"), "read", request_id="alive")
             print("staged", flush=True)
             time.sleep(60)
@@ -369,7 +369,7 @@ def test_a_staged_record_holds_the_whole_event(make_trail, journal_dir, cipher):
 
     copy = Segment(live.name, live.path, os.open(live.path, os.O_RDONLY))
     try:
-        assert AuditJournal(journal_dir, lambda: cipher)._read(copy) is True
+        assert AuditJournal(journal_dir, cipher)._read(copy) is True
     finally:
         os.close(copy.fd)
 
@@ -469,7 +469,7 @@ def test_a_direct_record_still_lands_while_the_backlog_cannot(make_trail, vault,
 def test_close_lets_go_of_what_it_could_not_flush(tmp_path, keyring, vault, cipher, journal_dir, monkeypatch):
     from twin.storage import DatabaseBusyError
 
-    trail = AuditTrail(vault, journal=AuditJournal(journal_dir, lambda: cipher), flush_delay=3600)
+    trail = AuditTrail(vault, journal=AuditJournal(journal_dir, cipher), flush_delay=3600)
     stage_reads(trail, 2)
     monkeypatch.setattr(vault, "write", lambda fn: (_ for _ in ()).throw(DatabaseBusyError("busy")))
     with pytest.raises(DatabaseBusyError):
@@ -477,7 +477,7 @@ def test_close_lets_go_of_what_it_could_not_flush(tmp_path, keyring, vault, ciph
     monkeypatch.undo()
 
     # Locks dropped, files kept: another process (here, another trail) imports them.
-    other = AuditTrail(vault, journal=AuditJournal(journal_dir, lambda: cipher), flush_delay=3600)
+    other = AuditTrail(vault, journal=AuditJournal(journal_dir, cipher), flush_delay=3600)
     assert other.flush() == 2
     other.close()
     trail.stage(SERVICE, "read", request_id="after-close")  # closed: recorded directly

@@ -55,7 +55,7 @@ def test_a_child_profile_with_consent_stores_the_consent_sealed(runtime, consent
     assert (row["consent_type"], row["method"], row["withdrawn_at"]) == ("parental", "signed_form", None)
     assert b"Morgan" not in bytes(row["details"])  # sealed, not JSON
     subject = runtime.hasher.hash("kid")
-    sealer = runtime.keys.sealer_for(subject)
+    sealer = runtime.keys.writer(subject)
     details = sealer.open("consents", "details", row["consent_id"], row["details"])
     assert details["consenter_name"] == "Morgan Guardian" and details["consenter_relationship"] == "parent"
     assert [e.action for e in runtime.audit.query(subject_hash=subject)] == ["create", "consent_grant"]
@@ -161,7 +161,7 @@ def test_making_an_adult_a_child_needs_an_active_consent(runtime, make_subject, 
 def test_an_unknown_consent_method_is_refused(runtime, make_subject):
     adult = make_subject("odd-method")
     consent = ParentalConsent("A", "parent", None, "carrier_pigeon", "2030-01-01T00:00:00.000000Z")
-    sealer = runtime.keys.sealer_for(adult.subject_hash)
+    sealer = runtime.keys.writer(adult.subject_hash)
 
     with pytest.raises(ConsentError, match="method must be one of"):
         with runtime.twin_db.transaction() as conn:

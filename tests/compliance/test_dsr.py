@@ -121,7 +121,7 @@ def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
     # The key is gone; the bystander is whole.
     assert not runtime.keys.has_key(subject.subject_hash)
     with pytest.raises(SubjectKeyMissingError):
-        runtime.keys.sealer_for(subject.subject_hash)
+        runtime.keys.writer(subject.subject_hash)
     other = _export_http(client, admin, bystander.user_id)
     assert len(other["sessions"]) == 2
     assert other["profiles"][0]["personal"]["name"] == f"Name-{bystander.marker}"
@@ -155,7 +155,7 @@ def test_export_of_an_unknown_subject_is_an_empty_document(runtime):
 
 def test_export_streams_thousands_of_sessions_in_small_chunks(runtime, make_subject):
     subject = make_subject("busy-learner", sessions=0, knowledge=0)
-    sealer = runtime.keys.sealer_for(subject.subject_hash)
+    sealer = runtime.keys.writer(subject.subject_hash)
     def sealed(i: int, column: str, value):
         return sealer.seal("learning_sessions", column, f"ses_bulk{i:05d}", value)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from compliance.audit import Actor
 from compliance.field_crypto import FieldCipher, key_id_of
 from compliance.subject_keys import SubjectKeyStore
-import twin.runtime
+import twin.catalog
 from twin.runtime import Runtime
 
 ACTOR = Actor("tok_rotation", "service")
@@ -40,15 +40,15 @@ def test_without_a_keyring_to_reload_an_unknown_version_is_still_an_error(runtim
     runtime.profiles.create(ACTOR, None, {"user_id": "u1"})
     SubjectKeyStore(runtime.vault_db, FieldCipher(rotated.field_keys, rotated.active_field_key)).rewrap_batch()
     with pytest.raises(UnknownKeyVersionError):
-        runtime.keys.sealer_for(runtime.hasher.hash("u1"))
+        runtime.keys.writer(runtime.hasher.hash("u1"))
 
 
 def test_new_subjects_reread_the_keyring_only_after_its_file_was_replaced(config, keyring, clock, monkeypatch):
     keyring.save(config.keyring_path)
     runtime = Runtime.open(config, clock=clock)  # a service started from the keyring file
     reads = []
-    real_load_keyring = twin.runtime.load_keyring
-    monkeypatch.setattr(twin.runtime, "load_keyring",
+    real_load_keyring = twin.catalog.load_keyring
+    monkeypatch.setattr(twin.catalog, "load_keyring",
                         lambda *args, **kwargs: reads.append(1) or real_load_keyring(*args, **kwargs))
 
     def version_of(user_id: str) -> int:

@@ -11,7 +11,7 @@ from twin.catalog import DATABASES, open_database
 @pytest.mark.parametrize("name", list(DATABASES))
 def test_every_table_is_registered_or_declared_free_of_personal_data(name, config, keyring):
     registry = build_registry()
-    db = open_database(name, config, keyring)
+    db = open_database(name, config, keyring.database_keys)
     try:
         tables = db.table_names()
     finally:
@@ -116,7 +116,7 @@ def test_export_row_opens_sealed_columns_and_merges_sealed_objects(runtime, make
     entry = runtime.registry.get("digital_twin", "learning_profiles")
     row = runtime.twin_db.query_one(f"SELECT *, {entry.row_id_sql} AS _row_id FROM learning_profiles")
 
-    exported = entry.export_row(row, runtime.keys.sealer_for(subject.subject_hash))
+    exported = entry.export_row(row, runtime.keys.writer(subject.subject_hash))
 
     assert exported["personal"]["name"] == f"Name-{subject.marker}"
     assert "encrypted_data" not in exported

@@ -10,7 +10,7 @@ import pytest
 from compliance.audit import Actor
 from compliance.errors import DecryptionError
 from compliance.field_crypto import FieldCipher, key_id_of
-from compliance.subject_keys import PlaintextSealer, SubjectKeyMissingError, SubjectKeyStore
+from compliance.subject_keys import KeyProof, PlaintextSealer, SubjectKeyMissingError, SubjectKeyStore
 from racing_vault import AfterNextRead
 
 ALICE, BOB = "a" * 64, "b" * 64
@@ -27,53 +27,53 @@ def store(vault, keyring) -> SubjectKeyStore:
 
 
 def test_a_key_is_made_on_first_use_and_reused_after(store):
-    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "row1", {"name": "Alice"})
+    sealed = store.writer(ALICE, create=True).seal("t", "c", "row1", {"name": "Alice"})
 
     assert store.has_key(ALICE)
-    assert store.sealer_for(ALICE).open("t", "c", "row1", sealed) == {"name": "Alice"}
+    assert store.writer(ALICE).open("t", "c", "row1", sealed) == {"name": "Alice"}
     assert b"Alice" not in sealed
 
 
 def test_without_create_a_missing_key_is_an_error(store):
     with pytest.raises(SubjectKeyMissingError):
-        store.sealer_for(ALICE)
+        store.writer(ALICE)
     assert not store.has_key(ALICE)
 
 
 def test_a_ciphertext_opens_only_under_its_subject_and_its_row(store):
-    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "row1", [1, 2])
-    bob = store.sealer_for(BOB, create=True)
+    sealed = store.writer(ALICE, create=True).seal("t", "c", "row1", [1, 2])
+    bob = store.writer(BOB, create=True)
 
     with pytest.raises(DecryptionError):
         bob.open("t", "c", "row1", sealed)
     with pytest.raises(DecryptionError):
-        store.sealer_for(ALICE).open("t", "c", "row2", sealed)
+        store.writer(ALICE).open("t", "c", "row2", sealed)
     with pytest.raises(DecryptionError):
-        store.sealer_for(ALICE).open("t", "other", "row1", sealed)
+        store.writer(ALICE).open("t", "other", "row1", sealed)
 
 
 def test_destroying_the_key_makes_every_copy_unreadable(store):
-    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "secret")
+    sealed = store.writer(ALICE, create=True).seal("t", "c", "r", "secret")
 
     assert store.destroy(ALICE) is True
 
     assert store.destroy(ALICE) is False
     with pytest.raises(SubjectKeyMissingError):
-        store.sealer_for(ALICE)
-    fresh = store.sealer_for(ALICE, create=True)  # a returning subject gets a new, different key
+        store.writer(ALICE)
+    fresh = store.writer(ALICE, create=True)  # a returning subject gets a new, different key
     with pytest.raises(DecryptionError):
         fresh.open("t", "c", "r", sealed)
 
 
 def test_the_vault_holds_only_the_wrapped_key(store, vault, keyring):
-    store.sealer_for(ALICE, create=True)
+    store.writer(ALICE, create=True)
     row = vault.query_one("SELECT * FROM subject_keys WHERE user_id_hash = ?", (ALICE,))
 
     assert row["key_version"] == keyring.active_field_key
     assert len(row["wrapped_key"]) > 32 and key_id_of(row["wrapped_key"]) == keyring.active_field_key
     other = FieldCipher({keyring.active_field_key: b"\x01" * 32}, keyring.active_field_key)
     with pytest.raises(DecryptionError):  # useless without the keyring
-        SubjectKeyStore(vault, other).sealer_for(ALICE)
+        SubjectKeyStore(vault, other).writer(ALICE)
 
 
 def test_key_creation_time_follows_the_given_clock(vault, keyring):
@@ -81,7 +81,7 @@ def test_key_creation_time_follows_the_given_clock(vault, keyring):
     store = SubjectKeyStore(vault, FieldCipher(keyring.field_keys, keyring.active_field_key),
                             clock=lambda: moment)
 
-    store.sealer_for(ALICE, create=True)
+    store.writer(ALICE, create=True)
 
     assert vault.query_one("SELECT created_at FROM subject_keys")[0] == "2031-07-01T12:00:00.000000Z"
 
@@ -91,7 +91,7 @@ def test_concurrent_first_uses_agree_on_one_key(store):
 
     def first_use() -> None:
         barrier.wait()
-        sealers.append(store.sealer_for(ALICE, create=True))
+        sealers.append(store.writer(ALICE, create=True))
 
     threads = [threading.Thread(target=first_use) for _ in range(4)]
     for t in threads:
@@ -107,27 +107,27 @@ def test_concurrent_first_uses_agree_on_one_key(store):
 
 def test_rotation_rewraps_keys_in_batches_without_losing_data(vault, keyring):
     old = SubjectKeyStore(vault, FieldCipher(keyring.field_keys, keyring.active_field_key))
-    sealed = {s: old.sealer_for(s, create=True).seal("t", "c", "r", s) for s in (ALICE, BOB, "c" * 64)}
+    sealed = {s: old.writer(s, create=True).seal("t", "c", "r", s) for s in (ALICE, BOB, "c" * 64)}
     rotated = keyring.with_new_field_key()
     new = SubjectKeyStore(vault, FieldCipher(rotated.field_keys, rotated.active_field_key))
 
     assert new.count_needing_rewrap() == 3
-    assert new.sealer_for(ALICE).open("t", "c", "r", sealed[ALICE]) == ALICE  # readable mid-rotation
+    assert new.writer(ALICE).open("t", "c", "r", sealed[ALICE]) == ALICE  # readable mid-rotation
     assert new.rewrap_batch(batch_size=2) == 2
     assert new.count_needing_rewrap() == 1
     assert new.rewrap_batch(batch_size=2) == 1 and new.rewrap_batch() == 0
 
     versions = {r[0] for r in vault.query("SELECT key_version FROM subject_keys")}
     assert versions == {rotated.active_field_key}
-    assert all(new.sealer_for(s).open("t", "c", "r", blob) == s for s, blob in sealed.items())
+    assert all(new.writer(s).open("t", "c", "r", blob) == s for s, blob in sealed.items())
     with pytest.raises(DecryptionError):  # the old keyring alone no longer opens them
-        old.sealer_for(ALICE)
+        old.writer(ALICE)
 
 
 def test_the_benchmark_store_seals_nothing(vault, keyring):
     store = SubjectKeyStore(vault, FieldCipher(keyring.field_keys, keyring.active_field_key), encrypt=False)
 
-    sealer = store.sealer_for(ALICE)
+    sealer = store.writer(ALICE)
 
     assert isinstance(sealer, PlaintextSealer)
     assert sealer.open("t", "c", "r", sealer.seal("t", "c", "r", {"a": 1})) == {"a": 1}
@@ -135,7 +135,7 @@ def test_the_benchmark_store_seals_nothing(vault, keyring):
 
 
 def test_representations_never_show_key_material(store):
-    assert "key hidden" in repr(store.sealer_for(ALICE, create=True))
+    assert "key hidden" in repr(store.writer(ALICE, create=True))
     assert repr(store) == "SubjectKeyStore(vault='privacy_vault')"
 
 
@@ -152,9 +152,9 @@ def _subject_key_rows(vault, subject: str) -> int:
 
 
 def test_a_reader_opens_what_the_sealer_sealed(store):
-    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", {"name": "Alice"})
+    sealed = store.writer(ALICE, create=True).seal("t", "c", "r", {"name": "Alice"})
 
-    reader = store.reader_for(ALICE)
+    reader = store.reader(ALICE)
 
     assert reader.open("t", "c", "r", sealed) == {"name": "Alice"}
     assert not hasattr(reader, "seal")  # read paths cannot write with a remembered key
@@ -162,48 +162,48 @@ def test_a_reader_opens_what_the_sealer_sealed(store):
 
 def test_a_reader_for_a_subject_without_a_key_is_an_error(store):
     with pytest.raises(SubjectKeyMissingError):
-        store.reader_for(ALICE)
+        store.reader(ALICE)
 
 
 def test_after_destroy_no_reader_is_handed_out(store):
-    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "x")
-    assert store.reader_for(ALICE).open("t", "c", "r", sealed) == "x"  # the key is remembered
+    sealed = store.writer(ALICE, create=True).seal("t", "c", "r", "x")
+    assert store.reader(ALICE).open("t", "c", "r", sealed) == "x"  # the key is remembered
 
     store.destroy(ALICE)
 
     with pytest.raises(SubjectKeyMissingError):
-        store.reader_for(ALICE)
+        store.reader(ALICE)
 
 
 def test_forget_makes_the_next_reader_read_the_vault(store, vault):
-    store.sealer_for(ALICE, create=True)
-    store.reader_for(ALICE)
+    store.writer(ALICE, create=True)
+    store.reader(ALICE)
     # The row goes the way erasure deletes it: in its own transaction, not through the store.
     vault.write(lambda conn: conn.execute("DELETE FROM subject_keys"))
 
     store.forget(ALICE)
 
     with pytest.raises(SubjectKeyMissingError):
-        store.reader_for(ALICE)
+        store.reader(ALICE)
 
 
 def test_a_reader_holding_a_replaced_key_reads_the_vault_again(store, other_process):
     """ALICE was erased and came back through another process: the vault holds a new key."""
-    store.sealer_for(ALICE, create=True).seal("t", "c", "r1", "before")
-    reader = store.reader_for(ALICE)  # remembers the first key
+    store.writer(ALICE, create=True).seal("t", "c", "r1", "before")
+    reader = store.reader(ALICE)  # remembers the first key
 
     other_process.destroy(ALICE)
-    after = other_process.sealer_for(ALICE, create=True).seal("t", "c", "r2", "after")
+    after = other_process.writer(ALICE, create=True).seal("t", "c", "r2", "after")
 
     assert reader.open("t", "c", "r2", after) == "after"
-    later = other_process.sealer_for(ALICE).seal("t", "c", "r3", "later")
-    assert store.reader_for(ALICE).open("t", "c", "r3", later) == "later"
+    later = other_process.writer(ALICE).seal("t", "c", "r3", "later")
+    assert store.reader(ALICE).open("t", "c", "r3", later) == "later"
 
 
 def test_a_value_no_key_opens_still_fails_after_one_fresh_read(store):
-    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "genuine")
+    sealed = store.writer(ALICE, create=True).seal("t", "c", "r", "genuine")
     tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
-    reader = store.reader_for(ALICE)
+    reader = store.reader(ALICE)
 
     with pytest.raises(DecryptionError):
         reader.open("t", "c", "r", tampered)
@@ -213,25 +213,25 @@ def test_a_value_no_key_opens_still_fails_after_one_fresh_read(store):
 
 
 def test_a_value_sealed_under_a_destroyed_key_stays_unreadable_after_the_subject_returns(store, other_process):
-    shredded = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "erased")
-    reader = store.reader_for(ALICE)
+    shredded = store.writer(ALICE, create=True).seal("t", "c", "r", "erased")
+    reader = store.reader(ALICE)
 
     other_process.destroy(ALICE)
-    other_process.sealer_for(ALICE, create=True)
+    other_process.writer(ALICE, create=True)
 
     # Once the reader has met the new key, the old ciphertext opens under neither key.
-    other_value = other_process.sealer_for(ALICE).seal("t", "c", "r2", "new")
+    other_value = other_process.writer(ALICE).seal("t", "c", "r2", "new")
     assert reader.open("t", "c", "r2", other_value) == "new"
     with pytest.raises(DecryptionError):
         reader.open("t", "c", "r", shredded)
     with pytest.raises(DecryptionError):
-        store.reader_for(ALICE).open("t", "c", "r", shredded)
+        store.reader(ALICE).open("t", "c", "r", shredded)
 
 
 def test_the_benchmark_store_hands_out_plaintext_readers(vault, keyring):
     store = SubjectKeyStore(vault, FieldCipher(keyring.field_keys, keyring.active_field_key), encrypt=False)
 
-    reader = store.reader_for(ALICE)
+    reader = store.reader(ALICE)
 
     assert isinstance(reader, PlaintextSealer)
     assert reader.open("t", "c", "r", b'{"a":1}') == {"a": 1}
@@ -239,57 +239,57 @@ def test_the_benchmark_store_hands_out_plaintext_readers(vault, keyring):
 
 
 def test_create_for_an_existing_subject_returns_their_key_without_a_second_row(store, vault):
-    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "first")
+    sealed = store.writer(ALICE, create=True).seal("t", "c", "r", "first")
 
-    again = store.sealer_for(ALICE, create=True)
+    again = store.writer(ALICE, create=True)
 
     assert again.open("t", "c", "r", sealed) == "first"
     assert _subject_key_rows(vault, ALICE) == 1
 
 
 def test_create_by_another_process_for_an_existing_subject_returns_the_stored_key(store, other_process, vault):
-    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "first")
+    sealed = store.writer(ALICE, create=True).seal("t", "c", "r", "first")
 
-    theirs = other_process.sealer_for(ALICE, create=True)
+    theirs = other_process.writer(ALICE, create=True)
 
     assert theirs.open("t", "c", "r", sealed) == "first"
-    assert store.reader_for(ALICE).open("t", "c", "r2", theirs.seal("t", "c", "r2", "second")) == "second"
+    assert store.reader(ALICE).open("t", "c", "r2", theirs.seal("t", "c", "r2", "second")) == "second"
     assert _subject_key_rows(vault, ALICE) == 1
 
 
 def test_dsr_erasure_drops_the_remembered_key(runtime, make_subject):
     subject = make_subject("u-cached-key", sessions=1, knowledge=0)
     runtime.profiles.get(Actor("tok_reader", "service"), None, subject.profile_id)  # a read remembers the key
-    assert runtime.keys.reader_for(subject.subject_hash) is not None
+    assert runtime.keys.reader(subject.subject_hash) is not None
 
     runtime.dsr.erase(subject.subject_hash, Actor("tok_admin", "admin"))
 
     with pytest.raises(SubjectKeyMissingError):
-        runtime.keys.reader_for(subject.subject_hash)
+        runtime.keys.reader(subject.subject_hash)
 
 
 def test_retention_ending_a_subject_drops_the_remembered_key(runtime, make_subject, clock):
     subject = make_subject("u-expiring", sessions=0, knowledge=0, retention_days=1)
-    runtime.keys.reader_for(subject.subject_hash)
+    runtime.keys.reader(subject.subject_hash)
     clock.advance(days=3)
 
     runtime.retention.run()
 
     with pytest.raises(SubjectKeyMissingError):
-        runtime.keys.reader_for(subject.subject_hash)
+        runtime.keys.reader(subject.subject_hash)
 
 
 def test_an_erasure_racing_a_key_lookup_is_not_undone_by_the_cache(vault, keyring):
     cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
-    SubjectKeyStore(vault, cipher).sealer_for(ALICE, create=True)
+    SubjectKeyStore(vault, cipher).writer(ALICE, create=True)
     store = None
     racing = AfterNextRead(vault, lambda: store.destroy(ALICE))
     store = SubjectKeyStore(racing, cipher)
 
-    store.sealer_for(ALICE)  # looked the key up before the erasure: may still succeed
+    store.writer(ALICE)  # looked the key up before the erasure: may still succeed
 
     with pytest.raises(SubjectKeyMissingError):
-        store.reader_for(ALICE)
+        store.reader(ALICE)
 
 
 # -- sealing with a remembered key ------------------------------------------------------------
@@ -312,14 +312,14 @@ class _CountingVault:
 def test_a_remembered_key_proven_by_the_subjects_own_ciphertext_seals_without_a_vault_read(vault, keyring):
     counting = _CountingVault(vault)
     store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key))
-    proof = store.sealer_for(ALICE, create=True).seal("profiles", "data", "p1", {"v": 1})
+    proof = store.writer(ALICE, create=True).seal("profiles", "data", "p1", {"v": 1})
     lookups = counting.lookups
 
-    sealer = store.sealer_proven_by(ALICE, "profiles", "data", "p1", proof)
+    sealer = store.writer(ALICE, proof=KeyProof("profiles", "data", "p1", proof))
     new_value = sealer.seal("sessions", "notes", "s1", "hello")
 
     assert counting.lookups == lookups
-    assert store.sealer_for(ALICE).open("sessions", "notes", "s1", new_value) == "hello"
+    assert store.writer(ALICE).open("sessions", "notes", "s1", new_value) == "hello"
 
 
 def test_a_stale_remembered_key_is_not_used_for_sealing(vault, keyring):
@@ -327,24 +327,24 @@ def test_a_stale_remembered_key_is_not_used_for_sealing(vault, keyring):
     longer opens their live row, so the vault is read and new data goes under the new key."""
     cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
     here = SubjectKeyStore(vault, cipher)
-    here.sealer_for(ALICE, create=True)                # remembered here
+    here.writer(ALICE, create=True)                # remembered here
     elsewhere = SubjectKeyStore(vault, cipher)
     elsewhere.destroy(ALICE)
-    live_row_value = elsewhere.sealer_for(ALICE, create=True).seal("profiles", "data", "p2", {"v": 2})
+    live_row_value = elsewhere.writer(ALICE, create=True).seal("profiles", "data", "p2", {"v": 2})
 
-    sealer = here.sealer_proven_by(ALICE, "profiles", "data", "p2", live_row_value)
+    sealer = here.writer(ALICE, proof=KeyProof("profiles", "data", "p2", live_row_value))
     written = sealer.seal("sessions", "notes", "s2", "kept")
 
-    assert elsewhere.sealer_for(ALICE).open("sessions", "notes", "s2", written) == "kept"
+    assert elsewhere.writer(ALICE).open("sessions", "notes", "s2", written) == "kept"
 
 
 def test_a_proof_from_another_row_is_no_proof(vault, keyring):
     counting = _CountingVault(vault)
     store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key))
-    proof = store.sealer_for(ALICE, create=True).seal("profiles", "data", "p1", {"v": 1})
+    proof = store.writer(ALICE, create=True).seal("profiles", "data", "p1", {"v": 1})
     lookups = counting.lookups
 
-    store.sealer_proven_by(ALICE, "profiles", "data", "p-other", proof)
+    store.writer(ALICE, proof=KeyProof("profiles", "data", "p-other", proof))
 
     assert counting.lookups == lookups + 1
 
@@ -356,13 +356,13 @@ def test_remembered_keys_expire(vault, keyring):
     counting = _CountingVault(vault)
     store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key),
                             monotonic=lambda: now[0])
-    sealed = store.sealer_for(ALICE, create=True).seal("t", "c", "r", "x")
+    sealed = store.writer(ALICE, create=True).seal("t", "c", "r", "x")
     lookups = counting.lookups
 
-    store.reader_for(ALICE).open("t", "c", "r", sealed)
+    store.reader(ALICE).open("t", "c", "r", sealed)
     assert counting.lookups == lookups
     now[0] += READ_CACHE_SECONDS + 1
-    store.reader_for(ALICE).open("t", "c", "r", sealed)
+    store.reader(ALICE).open("t", "c", "r", sealed)
     assert counting.lookups == lookups + 1
 
 

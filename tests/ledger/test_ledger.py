@@ -257,7 +257,7 @@ def test_mutating_a_returned_entry_does_not_change_what_the_next_reader_sees(led
 
 
 def test_the_cache_sees_writes_made_through_another_connection(config, keyring, ledger):
-    other_db = open_database("ledger", config, keyring)
+    other_db = open_database("ledger", config, keyring.database_keys)
     other = DatabaseLedger(other_db)
     try:
         ledger.append_entry(entry(0))

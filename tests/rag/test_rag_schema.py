@@ -41,7 +41,7 @@ def test_migrating_creates_the_tables_and_rolling_back_removes_them(rag_db):
 
 
 def test_the_catalog_opens_an_encrypted_migrated_rag_index(config, keyring):
-    db = open_database("rag_index", config, keyring)
+    db = open_database("rag_index", config, keyring.database_keys)
     try:
         assert db.encrypted and db.path.name == "rag_index.db"
         assert Migrator(db, MIGRATIONS).status().up_to_date

@@ -57,7 +57,7 @@ def test_the_script_imports_once_and_changes_nothing_the_second_time(env, keyrin
     assert log["counts"]["configurations"] == {"created": 0, "updated": 0, "unchanged": 2, "skipped": 0}
     assert log["counts"]["business_goals"]["unchanged"] == 1
     assert SECRET not in first.stdout + first.stderr + (tmp_path / "first.json").read_text()
-    db = open_database("settings", Config.from_env(env), keyring)
+    db = open_database("settings", Config.from_env(env), keyring.database_keys)
     try:
         store = SettingsStore.from_keyring(db, keyring)
         assert store.get_config("openai_api_key") == SECRET
@@ -70,7 +70,7 @@ def test_a_dry_run_says_so_and_writes_nothing(env, keyring, legacy_files, tmp_pa
     result = run_script(env, *legacy_files, "--dry-run", "--log-file", str(tmp_path / "dry.json"))
     assert result.returncode == 0, result.stderr
     assert "dry run, nothing written" in result.stdout
-    db = open_database("settings", Config.from_env(env), keyring)
+    db = open_database("settings", Config.from_env(env), keyring.database_keys)
     try:
         assert db.query_one("SELECT count(*) FROM configurations")[0] == 0
     finally:

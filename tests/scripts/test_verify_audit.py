@@ -33,7 +33,7 @@ def env(tmp_path) -> dict[str, str]:
 @pytest.fixture
 def vault(env, keyring):
     """A real privacy vault holding 6 audit events, written where the script will look."""
-    db = open_database("privacy_vault", Config.from_env(env), keyring)
+    db = open_database("privacy_vault", Config.from_env(env), keyring.database_keys)
     trail = AuditTrail(db)
     for i in range(6):
         trail.record(SERVICE, "read", subject_hash=f"{i:064x}", request_id=f"req-{i}")
@@ -112,7 +112,7 @@ def test_staged_events_not_yet_in_the_trail_are_mentioned(env, vault, keyring):
     from compliance.field_crypto import FieldCipher
 
     cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
-    journal = AuditJournal(audit_journal_dir(vault.path), lambda: cipher)
+    journal = AuditJournal(audit_journal_dir(vault.path), cipher)
     AuditTrail(vault, journal=journal, flush_delay=3600).stage(SERVICE, "read", request_id="staged")
     journal.close()  # as a stopped service leaves it: on disk, not in the chain
 

@@ -41,7 +41,7 @@ def test_every_database_of_the_release_migrates_in_place_to_the_current_schema(r
     runtime = Runtime.open(config)  # loads the packed keyring, migrates, re-applies tombstones
     try:
         for name in DATABASES:
-            db = open_database(name, config, runtime.keyring)
+            db = open_database(name, config, runtime.keyring.database_keys)
             try:
                 status = migrator_for(db).status()
                 assert status.up_to_date, name
@@ -115,7 +115,7 @@ def test_the_release_component_stores_read_back(release):
     runtime = Runtime.open(config)
     keyring = runtime.keyring
     runtime.close()
-    opened = {name: open_database(name, config, keyring) for name in
+    opened = {name: open_database(name, config, keyring.database_keys) for name in
               ("ledger", "model_registry", "settings", "evolution_metrics", "rag_index")}
     try:
         ledger = DatabaseLedger(opened["ledger"])

@@ -26,7 +26,7 @@ def verify(batch_size: int) -> int:
     if not path.exists():
         raise CommandError(f"no privacy vault at {path}")
     # migrate=False: verifying evidence must not change its schema.
-    vault = open_database("privacy_vault", deployment.config, deployment.keyring, migrate=False)
+    vault = open_database("privacy_vault", deployment.config, deployment.keyring.database_keys, migrate=False)
     try:
         result = AuditTrail(vault).verify(batch_size=batch_size)
     finally:

@@ -34,7 +34,7 @@ def setup(database: str | None) -> int:
 
     deployment = load_deployment(create_keyring=True)
     for name in selected_databases(database):
-        handle = open_database(name, deployment.config, deployment.keyring)
+        handle = open_database(name, deployment.config, deployment.keyring.database_keys)
         try:
             details = info(handle)
         finally:

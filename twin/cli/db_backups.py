@@ -79,7 +79,7 @@ def _check_live(deployment: Deployment, names: list[str]) -> int:
             continue
         handle = None
         try:
-            handle = open_database(name, deployment.config, deployment.keyring, migrate=False)
+            handle = open_database(name, deployment.config, deployment.keyring.database_keys, migrate=False)
             result = integrity_check(handle)
             state = migrator_for(handle).status()
         except StorageError as exc:

@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import click
 
 from compliance.errors import ComplianceError
-from compliance.keyring import Keyring, load_keyring
+from compliance.keyring import Keyring
 
-from ..catalog import DATABASES, UnknownDatabaseError, database_path, spec_for
+from ..catalog import DATABASES, UnknownDatabaseError, database_path, load_keyring, spec_for
 from ..config import Config, ConfigError
 from ..storage import StorageError
 from ..storage.service_guard import FileServiceGuard, FilesInUseError, Holder, ServiceGuard
@@ -247,7 +247,7 @@ def existing_database(deployment: Deployment, name: str) -> Iterator[Any]:
     path = deployment.path_of(name)
     if not path.exists():
         raise CommandError(f"{path}: no such database ({name}); `twin db setup` creates it")
-    handle = open_database(name, deployment.config, deployment.keyring, migrate=False)
+    handle = open_database(name, deployment.config, deployment.keyring.database_keys, migrate=False)
     try:
         yield handle
     finally:
@@ -258,8 +258,7 @@ def load_deployment(*, create_keyring: bool = False) -> Deployment:
     """The environment's configuration and keyring, logged at info level. Only set-up commands
     pass ``create_keyring``; every other command fails when there is no keyring."""
     config = Config.from_env()
-    keyring = load_keyring(config.keyring_path, production=config.production,
-                           environ=config.environ, create=create_keyring)
+    keyring = load_keyring(config, create=create_keyring)
     deployment = Deployment(config, keyring)
     source = "DIGITAL_TWIN_ENCRYPTION_KEY" if keyring.source == "environment" else \
         str(Path(keyring.source).absolute())

@@ -36,7 +36,7 @@ def serve_command(host: str, port: int, threads: int) -> int:
         # Every component's database exists and is migrated before the first request, so a
         # schema problem stops the start-up instead of failing a request later.
         for name in DATABASES:
-            open_database(name, deployment.config, runtime.keyring).close_all()
+            open_database(name, deployment.config, runtime.keyring.database_keys).close_all()
         app = create_app(deployment.config, runtime=runtime)
         serve(app, host=host, port=port, threads=threads, on_stop=runtime.close)
     finally:

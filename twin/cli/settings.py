@@ -39,7 +39,7 @@ def import_legacy(settings_json: Path | None, goals_json: Path | None, log_file:
         raise CommandError("nothing to import: give --settings-json and/or --goals-json")
     deployment = load_deployment()
     # The database may be new (importing into a fresh deployment); the keyring may not.
-    db = open_database("settings", deployment.config, deployment.keyring)
+    db = open_database("settings", deployment.config, deployment.keyring.database_keys)
     try:
         store = SettingsStore.from_keyring(db, deployment.keyring, actor=actor)
         doc = run_migration(store, settings_json=settings_json, goals_json=goals_json,

@@ -32,7 +32,7 @@ def _store(deployment):  # -> compliance.tokens.TokenStore
     from compliance.tokens import TokenStore
 
     from ..catalog import open_database
-    return TokenStore(open_database("privacy_vault", deployment.config, deployment.keyring))
+    return TokenStore(open_database("privacy_vault", deployment.config, deployment.keyring.database_keys))
 
 
 @command(tokens, "issue")

@@ -41,7 +41,7 @@ class ConsentService:
         ctx = self.ctx
         row = self.profiles._row(profile_id)  # noqa: SLF001 - same domain
         subject = row["user_id_hash"]
-        sealed = ctx.keys.sealer_for(subject).open(PROFILES, "encrypted_data", profile_id, row["encrypted_data"])
+        sealed = ctx.keys.writer(subject).open(PROFILES, "encrypted_data", profile_id, row["encrypted_data"])
         birth = sealed.get("birth_date")
         child = is_child(date.fromisoformat(birth) if birth else None, ctx.clock().date())
         withdrawn_at = ctx.now()

@@ -82,7 +82,7 @@ class KnowledgeService:
             sql += " AND knowledge_domain = :domain"
             params["domain"] = domain
         rows = self.ctx.db.query(sql + " ORDER BY knowledge_domain, topic", params)
-        sealer = self.ctx.keys.reader_for(owner)
+        sealer = self.ctx.keys.reader(owner)
         self.ctx.record(actor, "read", owner, f"profile:{profile_id}/knowledge", request_id,
                         {"count": len(rows)})
         return [self._view(r, sealer) for r in rows]

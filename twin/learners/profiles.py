@@ -13,7 +13,7 @@ from typing import Any
 from compliance.audit import Actor
 from compliance.consent import (ConsentRequiredError, ParentalConsent, has_active_consent,
                                 insert_consent, is_child)
-from compliance.subject_keys import FieldSealer
+from compliance.subject_keys import FieldSealer, KeyProof
 from twin.storage import IntegrityError
 from twin.storage.timestamps import from_db, to_db
 
@@ -108,10 +108,10 @@ class ProfileService:
         their transaction: profile ids are never reused, so the key still fits."""
         row = self._row(profile_id)
         subject = row["user_id_hash"]
-        return subject, self.ctx.keys.sealer_proven_by(subject, TABLE, _SEALED, profile_id, row[_SEALED])
+        return subject, self.ctx.keys.writer(subject, proof=KeyProof(TABLE, _SEALED, profile_id, row[_SEALED]))
 
     def _view(self, row: Any) -> dict[str, Any]:
-        sealer = self.ctx.keys.reader_for(row["user_id_hash"])
+        sealer = self.ctx.keys.reader(row["user_id_hash"])
         pid = row["profile_id"]
         sealed = sealer.open(TABLE, _SEALED, pid, row[_SEALED]) if row[_SEALED] is not None else {}
         opened = {column: sealer.open(TABLE, column, pid, row[column]) if row[column] is not None else default
@@ -156,7 +156,7 @@ class ProfileService:
         opened = {column: _column_value(data, column) for column in _SEALED_COLUMNS}
         sealed = {"personal": data.get("personal") or {},
                   "birth_date": birth_date.isoformat() if birth_date else None}
-        sealer = ctx.keys.sealer_for(subject, create=True)
+        sealer = ctx.keys.writer(subject, create=True)
         ciphertexts = [_seal_column(sealer, profile_id, column, value) for column, value in opened.items()]
         ciphertexts.append(sealer.seal(TABLE, _SEALED, profile_id, sealed))
 
@@ -197,7 +197,7 @@ class ProfileService:
             if not if_match_allows(if_match, etag_for(profile_id, row["row_version"])):
                 raise PreconditionFailedError("the profile changed since it was read (ETag mismatch)")
             subject = row["user_id_hash"]
-            sealer = ctx.keys.sealer_proven_by(subject, TABLE, _SEALED, profile_id, row[_SEALED])
+            sealer = ctx.keys.writer(subject, proof=KeyProof(TABLE, _SEALED, profile_id, row[_SEALED]))
             sets: dict[str, Any] = {}
             if "preferred_difficulty" in changes:
                 sets["preferred_difficulty"] = changes["preferred_difficulty"]

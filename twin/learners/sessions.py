@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from compliance.audit import Actor
+from compliance.subject_keys import KeyProof
 from twin.storage.timestamps import from_db, to_db
 
 from .context import LearnerContext, new_id
@@ -50,7 +51,7 @@ class SessionService:
         self.profiles = profiles
 
     def _view(self, row: Any) -> dict[str, Any]:
-        sealer = self.ctx.keys.reader_for(row["user_id_hash"])
+        sealer = self.ctx.keys.reader(row["user_id_hash"])
         metrics = row["performance_metrics"]
         return {
             "session_id": row["session_id"],
@@ -138,8 +139,8 @@ class SessionService:
                     sets[column] = changes[column]
             sealed = [c for c in ("performance_metrics", "topics_covered") if c in changes]
             if sealed:
-                sealer = ctx.keys.sealer_proven_by(row["user_id_hash"], TABLE, "session_type",
-                                                   session_id, row["session_type"])
+                sealer = ctx.keys.writer(row["user_id_hash"], proof=KeyProof(
+                    TABLE, "session_type", session_id, row["session_type"]))
                 for column in sealed:
                     value = changes[column] if changes[column] is not None else _EMPTY[column]
                     sets[column] = None if value is None else sealer.seal(TABLE, column, session_id, value)

@@ -1,6 +1,6 @@
 """``DatabaseLedger``: the seed's append-only anomaly ledger on the storage core, hash-chained.
 
-    >>> ledger = DatabaseLedger(open_database("ledger", config, keyring))
+    >>> ledger = DatabaseLedger(open_database("ledger", config, keyring.database_keys))
     >>> entry_id = ledger.append_entry({"timestamp": time.time(), "node_id": "Node_1",
     ...                                 "features": [{"packet_size": 500}], "confidence": 0.85})
     >>> ledger.get_new_entries(entry_id - 1)
@@ -22,13 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from twin.storage import Database, IntegrityError, Migrator
+from twin.storage import Database, IntegrityError
 from twin.storage.timestamps import to_db, utc_now
 
 from .cache import Entry, LedgerCache, LedgerVersion, copy_entry
 from .chain import ChainVerification, StoredEntry, entry_hash, verify_entries
 from .errors import DuplicateEntryError, InvalidArgumentError, InvalidEntryError
-from .schema import MIGRATIONS
 from .validation import ValidEntry, validate_entry
 
 if TYPE_CHECKING:
@@ -61,35 +60,21 @@ def _require_limit(limit: Any) -> int | None:
 class DatabaseLedger:
     """The seed's ``DatabaseLedger`` API over one migrated ``ledger`` database."""
 
-    def __init__(self, db: Database, *, cache: LedgerCache | None = None) -> None:
-        """``db`` must be migrated to ``twin.ledger.schema.MIGRATIONS`` (``open_database`` does)."""
+    def __init__(self, db: Database, *, cache: LedgerCache | None = None, owns_db: bool = False) -> None:
+        """``db`` must be migrated to ``twin.ledger.schema.MIGRATIONS`` (``open_database`` does).
+        ``owns_db``: ``close()`` closes it."""
         self.db = db
         self._cache = cache or LedgerCache()
-        self._owns_db = False
+        self._owns_db = owns_db
 
     @classmethod
     def open(cls, path: str | Path | None = None, config: "Config | None" = None,
              keyring: "Keyring | None" = None) -> "DatabaseLedger":
-        """Open (creating and migrating) a ledger: at ``path``, else the catalog's ``ledger``.
+        """Open (creating and migrating) a ledger: at ``path``, else the catalog's ``ledger``,
+        through the catalog (``twin.catalog.open_ledger``). The ledger owns its database."""
+        from twin.catalog import open_ledger
 
-        ``config`` defaults to the environment and ``keyring`` to the deployment's keyring.
-        The returned ledger owns its database; ``close()`` closes it.
-        """
-        from compliance.keyring import load_keyring
-        from twin.catalog import open_database
-        from twin.config import Config
-
-        config = config or Config.from_env()
-        keyring = keyring or load_keyring(config.keyring_path, production=config.production,
-                                          environ=config.environ)
-        if path is None:
-            db = open_database("ledger", config, keyring)
-        else:
-            db = Database(path, keyring.database_key, name="ledger")
-            Migrator(db, MIGRATIONS).migrate()
-        ledger = cls(db)
-        ledger._owns_db = True
-        return ledger
+        return open_ledger(path, config, keyring)
 
     def close(self) -> None:
         """Close the database connections if this ledger opened them (``open``)."""

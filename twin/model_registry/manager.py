@@ -1,6 +1,6 @@
 """``ModelManager``: the seed's model registry on the storage core, with checksummed files.
 
-    >>> manager = ModelManager(open_database("model_registry", config, keyring), model_dir)
+    >>> manager = ModelManager(open_database("model_registry", config, keyring.database_keys), model_dir)
     >>> record = manager.save_model("resource_predictor", onnx_bytes, model_type="ensemble")
     >>> record["version"]                      # "1", then "2", ... (see twin.model_registry.naming)
     >>> manager.load_model("resource_predictor")   # the active version's bytes
@@ -86,16 +86,10 @@ class ModelManager:
     def open(cls, config: "Config | None" = None, keyring: "Keyring | None" = None,
              model_dir: str | Path | None = None) -> "ModelManager":
         """The catalog's ``model_registry`` database, migrated, with the configured model
-        directory (``TWIN_MODEL_DIR``, else ``models/`` beside the database)."""
-        from compliance.keyring import load_keyring
-        from twin.catalog import open_database
-        from twin.config import Config
+        directory, through the catalog (``twin.catalog.open_model_manager``)."""
+        from twin.catalog import open_model_manager
 
-        config = config or Config.from_env()
-        keyring = keyring or load_keyring(config.keyring_path, production=config.production,
-                                          environ=config.environ)
-        db = open_database("model_registry", config, keyring)
-        return cls(db, model_dir or config.model_dir or db.path.parent / "models")
+        return open_model_manager(config, keyring, model_dir)
 
     # -- saving ---------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ def take_backup(config: Config, keyring: Keyring, names: Iterable[str], out: Pat
     """Back up ``names`` into ``out`` and write its manifest (with the keys it needs)."""
     entries, versions = [], set()
     for name in names:
-        db = open_database(name, config, keyring)
+        db = open_database(name, config, keyring.database_keys)
         try:
             entry = backup_database(db, out, progress=progress)
             versions |= _field_key_versions(db, out / entry.file)
@@ -150,12 +150,12 @@ def restore_set(directory: Path, entries: Sequence[BackupEntry], config: Config,
     names = [e.name for e in entries]
     carried = []
     if "privacy_vault" in names:  # keep tombstones recorded after the backup was taken
-        vault = open_database("privacy_vault", config, keyring)
+        vault = open_database("privacy_vault", config, keyring.database_keys)
         carried = [tuple(r) for r in vault.query(
             "SELECT user_id_hash, receipt_id, erased_at, counts FROM erasure_tombstones")]
         vault.close_all()
     for entry in entries:
-        db = open_database(entry.name, config, keyring, migrate=False)
+        db = open_database(entry.name, config, keyring.database_keys, migrate=False)
         restore_database(directory, entry, db, progress=progress)
         db.close_all()
     if carried:
@@ -166,7 +166,7 @@ def restore_set(directory: Path, entries: Sequence[BackupEntry], config: Config,
 
 
 def _merge_tombstones(config: Config, keyring: Keyring, carried: list[tuple]) -> None:
-    vault = open_database("privacy_vault", config, keyring)
+    vault = open_database("privacy_vault", config, keyring.database_keys)
 
     def merge(conn: Any) -> None:
         # The later erasure wins: an older tombstone in the backup must not hide a newer one

@@ -43,7 +43,7 @@ def rewrap(config: Config, keyring: Keyring, batch_size: int, *,
     from ..settings_store.store import SettingsStore
 
     cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
-    vault = open_database("privacy_vault", config, keyring)
+    vault = open_database("privacy_vault", config, keyring.database_keys)
     try:
         keys = SubjectKeyStore(vault, cipher)
         done = 0
@@ -53,7 +53,7 @@ def rewrap(config: Config, keyring: Keyring, batch_size: int, *,
                 bar.update(n)
     finally:
         vault.close_all()
-    settings_db = open_database("settings", config, keyring)
+    settings_db = open_database("settings", config, keyring.database_keys)
     try:
         settings = SettingsStore(settings_db, cipher).rewrap_sensitive(batch_size)
     finally:

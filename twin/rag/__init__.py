@@ -2,7 +2,7 @@
 embedding vectors per model, and keyword (FTS5/BM25), vector (cosine) and hybrid (reciprocal
 rank fusion) retrieval. Embeddings are supplied by the caller.
 
-    >>> db = open_database("rag_index", config, keyring)
+    >>> db = open_database("rag_index", config, keyring.database_keys)
     >>> index = RagIndex(db, embedding_model="paraphrase-MiniLM-L3-v2", dimension=384)
 """
 
