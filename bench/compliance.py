@@ -66,12 +66,12 @@ def dsr_bench(plaintext: bool) -> dict[str, float]:
                  Keyring.generate())
     for n in range(20):  # other subjects, so the subject's rows are not the whole file
         fill_subject(rt, f"other-{n}", 500, 50)
-    subject = fill_subject(rt, "subject-under-test", 10_000, 1_000)
+    fill_subject(rt, "subject-under-test", 10_000, 1_000)
     start = time.perf_counter()
-    size = sum(len(chunk) for chunk in rt.dsr.export_chunks(subject, ADMIN))
+    size = sum(len(chunk) for chunk in rt.subject_requests.export(ADMIN, None, "subject-under-test"))
     export_s = time.perf_counter() - start
     start = time.perf_counter()
-    receipt = rt.dsr.erase(subject, ADMIN)
+    receipt = rt.subject_requests.erase(ADMIN, None, user_id="subject-under-test")
     erase_s = time.perf_counter() - start
     assert receipt.verified and receipt.counts["learning_sessions"] == 10_000
     rt.close()

@@ -1,9 +1,10 @@
-"""COPPA parental consent: who is a child, and the consent records that must precede storing one.
+"""COPPA parental consent: who is a child, and what a consent that must precede storing one holds.
 
 A learner under 13 (from ``birth_date``) may only be stored with a recorded, verifiable
 parental consent: who consented (name, relationship, contact), how (method), when. The
-details are personal data and are sealed under the subject's data key. Withdrawing the
-consent of a child erases the child's data (the caller runs the erasure).
+details are personal data and are sealed under the subject's data key by the owner of the
+consent records (the learner domain). Withdrawing the consent of a child erases the child's
+data (the caller runs the erasure).
 """
 
 from __future__ import annotations
@@ -54,18 +55,7 @@ class ParentalConsent:
                 "obtained_at": self.obtained_at}
 
 
-def insert_consent(conn: Any, sealer: Any, *, consent_id: str, profile_id: str, subject_hash: str,
-                   consent: ParentalConsent, granted_at: str) -> None:
-    """Insert one consent row inside the caller's transaction."""
-    if consent.method not in CONSENT_METHODS:
+def check_method(method: str) -> None:
+    """``ConsentError`` unless ``method`` is a verifiable-consent method COPPA accepts."""
+    if method not in CONSENT_METHODS:
         raise ConsentError(f"method must be one of {', '.join(CONSENT_METHODS)}")
-    conn.execute(
-        "INSERT INTO consents (consent_id, profile_id, user_id_hash, consent_type, method, details, "
-        "granted_at) VALUES (?, ?, ?, 'parental', ?, ?, ?)",
-        (consent_id, profile_id, subject_hash, consent.method,
-         sealer.seal("consents", "details", consent_id, consent.sealed_details()), granted_at))
-
-
-def has_active_consent(conn: Any, profile_id: str) -> bool:
-    return conn.execute("SELECT 1 FROM consents WHERE profile_id = ? AND withdrawn_at IS NULL",
-                        (profile_id,)).fetchone() is not None

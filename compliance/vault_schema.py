@@ -125,27 +125,36 @@ MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job l
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
 
-from compliance.registry import PersonalDataTable  # noqa: E402
+from compliance.personal_data import (PersonalTable, clear, json_text, key, other,  # noqa: E402
+                                      subject_hash, timestamp)
 
 PERSONAL_DATA = [
-    PersonalDataTable(
-        database="privacy_vault", table="api_tokens",
-        subject_where="subject_hash = :subject", subject_hash_sql="api_tokens.subject_hash",
-        row_id_sql="token_id", order_by="created_at"),
-    PersonalDataTable(
-        database="privacy_vault", table="subject_keys",
-        subject_where="user_id_hash = :subject", subject_hash_sql="subject_keys.user_id_hash",
-        row_id_sql="user_id_hash", order_by="user_id_hash"),
-    PersonalDataTable(
-        database="privacy_vault", table="audit_events",
-        subject_where="subject_hash = :subject", subject_hash_sql="audit_events.subject_hash",
-        row_id_sql="event_id", order_by="seq", erase=False,
+    PersonalTable(
+        database="privacy_vault", name="api_tokens", pk="token_id", order_by="created_at",
+        columns=(key("token_id"), other("token_hash", why="SHA-256 of the token's secret"),
+                 clear("role"), subject_hash("subject_hash"), clear("label"),
+                 timestamp("created_at"), timestamp("revoked_at")),
+        row_id=("token_id",), subject="subject_hash"),
+    PersonalTable(
+        database="privacy_vault", name="subject_keys", pk="user_id_hash",
+        columns=(subject_hash("user_id_hash"), clear("key_version"),
+                 other("wrapped_key", why="the subject's data key, wrapped by the field key"),
+                 timestamp("created_at")),
+        row_id=("user_id_hash",), subject="user_id_hash"),
+    PersonalTable(
+        database="privacy_vault", name="audit_events", pk="seq", export_as="disclosures",
+        columns=(key("seq"), key("event_id"), timestamp("occurred_at"), clear("actor_id"),
+                 clear("actor_role"), clear("action"), subject_hash("subject_hash"),
+                 clear("resource"), key("request_id"), json_text("details"),
+                 other("prev_hash", why="hash chain link"), other("event_hash", why="hash chain link")),
+        row_id=("event_id",), subject="subject_hash", erase=False,
         kept_reason="accountability (GDPR art. 5(2)) and FERPA record of disclosures; rows hold "
                     "only the keyed subject hash, and the trail has its own retention window"),
-    PersonalDataTable(
-        database="privacy_vault", table="erasure_tombstones",
-        subject_where="user_id_hash = :subject", subject_hash_sql="erasure_tombstones.user_id_hash",
-        row_id_sql="user_id_hash", order_by="user_id_hash", erase=False,
+    PersonalTable(
+        database="privacy_vault", name="erasure_tombstones", pk="user_id_hash",
+        columns=(subject_hash("user_id_hash"), key("receipt_id"), timestamp("erased_at"),
+                 json_text("counts")),
+        row_id=("user_id_hash",), subject="user_id_hash", erase=False,
         kept_reason="proof of erasure, re-applied after any restore; keyed hash only"),
 ]
 

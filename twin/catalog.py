@@ -17,10 +17,11 @@ import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from compliance import keyring as keyring_file
 from compliance.keyring import ENV_MASTER_SECRET, DatabaseKey, Keyring
+from compliance.registry import PersonalDataRegistry, RegistryError
 
 from .config import Config
 from .storage import Database, Migration, Migrator, WrongKeyError, resolve_database_path
@@ -140,6 +141,23 @@ def _with_rekey_fallback(db: Database, previous: bytes) -> Database:
 
 def migrator_for(db: Database) -> Migrator:
     return Migrator(db, spec_for(db.name).migrations())
+
+
+def personal_data_registry(names: Iterable[str] | None = None) -> PersonalDataRegistry:
+    """The personal-data declarations (``PERSONAL_DATA``, ``NO_PERSONAL_DATA``) of the catalog's
+    databases (all of them by default), collected from their schema modules."""
+    registry = PersonalDataRegistry()
+    for spec in DATABASES.values():
+        if names is not None and spec.name not in names:
+            continue
+        module = importlib.import_module(spec.migrations_module)
+        for table in getattr(module, "PERSONAL_DATA", ()):
+            if table.database != spec.name:
+                raise RegistryError(f"{table.name} is declared for {table.database} in {spec.name}'s schema")
+            registry.register(table)
+        for table, reason in getattr(module, "NO_PERSONAL_DATA", {}).items():
+            registry.declare_free(spec.name, table, reason)
+    return registry
 
 
 

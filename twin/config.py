@@ -98,6 +98,10 @@ class Config:
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
+    def retention_windows(self) -> dict[str, int]:
+        """Retention windows in days, by the names the table descriptors' rules use."""
+        return {"sessions": self.session_retention_days, "knowledge": self.knowledge_retention_days}
+
     def path_environ(self) -> dict[str, str]:
         """The environment that database path resolution reads (data dir folded in)."""
         environ = dict(self.environ)

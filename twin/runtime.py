@@ -16,19 +16,24 @@ from compliance.dsr import DataSubjectRequests
 from compliance.id_hashing import SubjectHasher
 from compliance.keyring import Keyring
 from compliance.keyring_watcher import KeyringWatcher
-from compliance.legal_hold import LegalHolds
-from compliance.registry import build_registry
+from compliance.providers import PersonalDataProvider
 from compliance.retention import RetentionPurger
+from compliance.subject_end import SubjectEnding
 from compliance.subject_keys import SubjectKeyStore
 from compliance.tokens import TokenStore
+from compliance.vault_provider import VaultProvider
 
-from .catalog import load_keyring, open_database, open_model_manager, reload_keyring
+from .catalog import (load_keyring, open_database, open_model_manager, personal_data_registry,
+                      reload_keyring)
 from .config import Config
 from .learners.consents import ConsentService
 from .learners.context import LearnerContext
+from .learners.holds import LegalHolds
 from .learners.knowledge import KnowledgeService
+from .learners.privacy import LearnerDataProvider
 from .learners.profiles import ProfileService
 from .learners.sessions import SessionService
+from .learners.subject_requests import SubjectRequests
 from .storage.maintenance import truncate_wal
 from .storage.timestamps import utc_now
 
@@ -47,7 +52,7 @@ class Runtime:
         self.clock = clock
         self.twin_db = open_database("digital_twin", config, keyring.database_keys)
         self.vault_db = open_database("privacy_vault", config, keyring.database_keys)
-        self.registry = build_registry((self.twin_db.name, self.vault_db.name))
+        self.registry = personal_data_registry()
         self.hasher = SubjectHasher(keyring.id_pepper)
         # scripts/rotate_keys.py changes the keyring while the service runs: follow it.
         self.field_keys = KeyringWatcher(keyring, load=lambda: reload_keyring(config),
@@ -58,16 +63,34 @@ class Runtime:
             audit_journal_dir(self.vault_db.path), None if config.bench_plaintext else self.field_keys))
         self.tokens = TokenStore(self.vault_db, cache_seconds=config.token_cache_seconds)
         self.holds = LegalHolds(self.twin_db, clock)
+        self.providers = self._providers()
+        ending = SubjectEnding(self.providers, self.keys, self.tokens)
+        self.dsr = DataSubjectRequests(self.providers, ending, self.keys, self.holds, self.vault_db,
+                                       self.audit, clock)
+        self.retention = RetentionPurger(self.providers, ending, self.vault_db, self.audit, self.holds,
+                                         windows=config.retention_windows(),
+                                         audit_days=config.audit_retention_days,
+                                         batch_size=config.retention_batch_size, clock=clock)
         ctx = LearnerContext(self.twin_db, self.keys, self.hasher, self.audit, config, clock)
         self.profiles = ProfileService(ctx)
         self.sessions = SessionService(ctx, self.profiles)
         self.knowledge = KnowledgeService(ctx, self.profiles)
-        self.dsr = DataSubjectRequests(self.twin_db, self.vault_db, self.registry, self.keys,
-                                       self.audit, self.holds, clock, tokens=self.tokens)
-        self.consents = ConsentService(ctx, self.profiles, self.dsr)
-        self.retention = RetentionPurger(self.twin_db, self.vault_db, self.registry, self.keys,
-                                         self.audit, config, clock, tokens=self.tokens)
+        self.consents = ConsentService(ctx, self.profiles)
+        self.subject_requests = SubjectRequests(ctx, self.profiles, self.consents, self.holds, self.dsr)
         self._extra_dbs: list = []
+
+    def _providers(self) -> list[PersonalDataProvider]:
+        """The provider of every database holding personal data, the vault last (an export
+        ends with the record of disclosures). A database declaring personal data that no
+        provider here reaches would survive erasure: refused at start."""
+        providers: list[PersonalDataProvider] = [
+            LearnerDataProvider(self.twin_db, self.registry.for_database(self.twin_db.name)),
+            VaultProvider(self.vault_db, self.registry.for_database(self.vault_db.name), self.audit),
+        ]
+        unreached = set(self.registry.databases()) - {p.db.name for p in providers}
+        if unreached:
+            raise RuntimeError(f"personal data in {', '.join(sorted(unreached))} has no provider")
+        return providers
 
     @classmethod
     def open(cls, config: Config | None = None, *, clock: Callable[[], datetime] = utc_now,

@@ -7,9 +7,9 @@ from datetime import date, datetime, timezone
 import pytest
 
 from compliance.audit import Actor
-from compliance.consent import (ConsentError, ConsentRequiredError, ParentalConsent, age_on,
-                                insert_consent, is_child)
+from compliance.consent import ConsentError, ConsentRequiredError, ParentalConsent, age_on, is_child
 from compliance.legal_hold import SubjectOnHoldError
+from twin.learners.consents import insert_consent
 from twin.learners.errors import NotFoundError
 
 SERVICE = Actor("tok_test_service", "service")
@@ -64,7 +64,7 @@ def test_a_child_profile_with_consent_stores_the_consent_sealed(runtime, consent
 def test_consents_appear_decrypted_in_the_export(runtime, make_subject):
     subject = make_subject("exported-kid", child=True, sessions=0, knowledge=0)
 
-    (consent,) = runtime.dsr.export(subject.subject_hash, ADMIN)["consents"]
+    (consent,) = runtime.dsr.export(subject.subject_hash)["consents"]
 
     assert consent["consent_id"] == subject.consent_ids[0]
     assert consent["details"]["consenter_name"] == f"Parent-{subject.marker}"
@@ -76,7 +76,7 @@ def test_withdrawing_a_childs_only_consent_erases_the_child(runtime, make_subjec
     child = make_subject("withdrawn-kid", child=True)
     other = make_subject("other-kid", child=True)
 
-    result = runtime.consents.withdraw(SERVICE, "req-w", child.profile_id, child.consent_ids[0])
+    result = runtime.subject_requests.withdraw_consent(SERVICE, "req-w", child.profile_id, child.consent_ids[0])
 
     assert result["erased"] is True and result["receipt"]["verified"] is True
     assert result["receipt"]["counts"]["learning_profiles"] == 1
@@ -91,13 +91,13 @@ def test_a_child_with_another_active_consent_is_kept(runtime, make_subject, cons
     child = make_subject("two-parents", child=True)
     second = runtime.consents.grant(SERVICE, None, child.profile_id, consent_body("Second Parent"))
 
-    result = runtime.consents.withdraw(SERVICE, None, child.profile_id, child.consent_ids[0])
+    result = runtime.subject_requests.withdraw_consent(SERVICE, None, child.profile_id, child.consent_ids[0])
 
     assert result["erased"] is False and result["receipt"] is None
     listed = runtime.consents.list(SERVICE, None, child.profile_id)
     assert [(c["consent_id"], c["withdrawn_at"] is None) for c in listed] == \
         [(child.consent_ids[0], False), (second["consent_id"], True)]
-    last = runtime.consents.withdraw(SERVICE, None, child.profile_id, second["consent_id"])
+    last = runtime.subject_requests.withdraw_consent(SERVICE, None, child.profile_id, second["consent_id"])
     assert last["erased"] is True
 
 
@@ -105,7 +105,7 @@ def test_an_adults_withdrawal_is_recorded_without_erasure(runtime, make_subject,
     adult = make_subject("adult", child=False)
     granted = runtime.consents.grant(SERVICE, None, adult.profile_id, consent_body())
 
-    result = runtime.consents.withdraw(SERVICE, None, adult.profile_id, granted["consent_id"])
+    result = runtime.subject_requests.withdraw_consent(SERVICE, None, adult.profile_id, granted["consent_id"])
 
     assert result["erased"] is False and result["withdrawn_at"].endswith("Z")
     assert runtime.dsr.counts(adult.subject_hash)["learning_profiles"] == 1
@@ -115,12 +115,12 @@ def test_withdrawing_an_unknown_or_already_withdrawn_consent_is_not_found(runtim
                                                                           consent_body):
     adult = make_subject("adult-2")
     granted = runtime.consents.grant(SERVICE, None, adult.profile_id, consent_body())
-    runtime.consents.withdraw(SERVICE, None, adult.profile_id, granted["consent_id"])
+    runtime.subject_requests.withdraw_consent(SERVICE, None, adult.profile_id, granted["consent_id"])
 
     with pytest.raises(NotFoundError):
-        runtime.consents.withdraw(SERVICE, None, adult.profile_id, granted["consent_id"])
+        runtime.subject_requests.withdraw_consent(SERVICE, None, adult.profile_id, granted["consent_id"])
     with pytest.raises(NotFoundError):
-        runtime.consents.withdraw(SERVICE, None, adult.profile_id, "cns_nope")
+        runtime.subject_requests.withdraw_consent(SERVICE, None, adult.profile_id, "cns_nope")
 
 
 def test_a_consent_cannot_be_withdrawn_through_another_profile(runtime, make_subject):
@@ -128,7 +128,7 @@ def test_a_consent_cannot_be_withdrawn_through_another_profile(runtime, make_sub
     other = make_subject("kid-b", child=True)
 
     with pytest.raises(NotFoundError):
-        runtime.consents.withdraw(SERVICE, None, other.profile_id, child.consent_ids[0])
+        runtime.subject_requests.withdraw_consent(SERVICE, None, other.profile_id, child.consent_ids[0])
     assert runtime.dsr.counts(child.subject_hash)["learning_profiles"] == 1
 
 
@@ -137,13 +137,13 @@ def test_a_held_childs_withdrawal_is_refused_whole(runtime, make_subject):
     hold = runtime.holds.place(child.subject_hash, "court order", None, "tok_admin")
 
     with pytest.raises(SubjectOnHoldError) as raised:
-        runtime.consents.withdraw(SERVICE, None, child.profile_id, child.consent_ids[0])
+        runtime.subject_requests.withdraw_consent(SERVICE, None, child.profile_id, child.consent_ids[0])
 
     assert raised.value.hold_id == hold["hold_id"]
     (consent,) = runtime.consents.list(SERVICE, None, child.profile_id)
     assert consent["withdrawn_at"] is None  # nothing half-done: retry once the hold is lifted
     runtime.holds.lift(hold["hold_id"], "tok_admin")
-    assert runtime.consents.withdraw(SERVICE, None, child.profile_id, child.consent_ids[0])["erased"]
+    assert runtime.subject_requests.withdraw_consent(SERVICE, None, child.profile_id, child.consent_ids[0])["erased"]
 
 
 def test_making_an_adult_a_child_needs_an_active_consent(runtime, make_subject, consent_body):
@@ -182,10 +182,10 @@ def test_a_failed_erasure_leaves_the_childs_consent_in_force_so_a_retry_works(ru
 
     monkeypatch.setattr(runtime.dsr, "erase", busy)
     with pytest.raises(DatabaseBusyError):
-        runtime.consents.withdraw(SERVICE, None, child.profile_id, child.consent_ids[0])
+        runtime.subject_requests.withdraw_consent(SERVICE, None, child.profile_id, child.consent_ids[0])
     (consent,) = runtime.consents.list(SERVICE, None, child.profile_id)
     assert consent["withdrawn_at"] is None  # the child is not left stored without consent
 
     monkeypatch.setattr(runtime.dsr, "erase", real_erase)
-    assert runtime.consents.withdraw(SERVICE, None, child.profile_id, child.consent_ids[0])["erased"]
+    assert runtime.subject_requests.withdraw_consent(SERVICE, None, child.profile_id, child.consent_ids[0])["erased"]
     assert set(runtime.dsr.counts(child.subject_hash).values()) == {0}

@@ -135,7 +135,7 @@ def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
 def test_export_holds_every_table_and_records_a_disclosure(runtime, make_subject):
     subject = make_subject("export-me", sessions=2, knowledge=2, child=True)
 
-    doc = runtime.dsr.export(subject.subject_hash, ADMIN_ACTOR, "req-1")
+    doc = json.loads("".join(runtime.subject_requests.export(ADMIN_ACTOR, "req-1", subject.user_id)))
 
     assert doc["format"] == EXPORT_FORMAT and doc["generated_at"].endswith("Z")
     _assert_export_complete(doc, subject)
@@ -147,7 +147,7 @@ def test_export_holds_every_table_and_records_a_disclosure(runtime, make_subject
 
 
 def test_export_of_an_unknown_subject_is_an_empty_document(runtime):
-    doc = runtime.dsr.export(runtime.hasher.hash("nobody"), ADMIN_ACTOR)
+    doc = runtime.dsr.export(runtime.hasher.hash("nobody"))
 
     _assert_export_empty(doc)
     assert doc["disclosures"] == []
@@ -167,7 +167,7 @@ def test_export_streams_thousands_of_sessions_in_small_chunks(runtime, make_subj
         conn.executemany("INSERT INTO learning_sessions (session_id, profile_id, session_type, start_time, "
                          "topics_covered, performance_metrics) VALUES (?, ?, ?, ?, ?, ?)", rows)
 
-    chunks = list(runtime.dsr.export_chunks(subject.subject_hash, ADMIN_ACTOR, batch=200))
+    chunks = list(runtime.subject_requests.export(ADMIN_ACTOR, None, subject.user_id, batch=200))
 
     assert len(chunks) > 3000
     assert max(len(c) for c in chunks) < 1000
@@ -177,7 +177,7 @@ def test_export_streams_thousands_of_sessions_in_small_chunks(runtime, make_subj
 
 
 def test_erasing_an_unknown_subject_returns_a_verified_receipt_of_zeros(runtime):
-    receipt = runtime.dsr.erase(runtime.hasher.hash("never-seen"), ADMIN_ACTOR)
+    receipt = runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id="never-seen")
 
     assert set(receipt.counts) == {"knowledge_states", "learning_sessions", "consents", "legal_holds",
                                    "learning_profiles", "api_tokens", "subject_keys"}
@@ -187,9 +187,9 @@ def test_erasing_an_unknown_subject_returns_a_verified_receipt_of_zeros(runtime)
 
 def test_erasure_is_idempotent(runtime, make_subject):
     subject = make_subject("twice")
-    first = runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+    first = runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
 
-    second = runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+    second = runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
 
     assert first.counts["learning_profiles"] == 1 and first.verified
     assert set(second.counts.values()) == {0} and second.verified
@@ -200,7 +200,7 @@ def test_erasure_is_idempotent(runtime, make_subject):
 def test_dry_run_counts_without_deleting_or_tombstoning(runtime, make_subject):
     subject = make_subject("dry", sessions=2, knowledge=1)
 
-    receipt = runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR, dry_run=True)
+    receipt = runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id, dry_run=True)
 
     assert receipt.dry_run
     assert receipt.counts["learning_sessions"] == 2 and receipt.counts["subject_keys"] == 1
@@ -215,7 +215,7 @@ def test_erasure_of_a_held_subject_is_refused_and_changes_nothing(runtime, make_
     hold = runtime.holds.place(subject.subject_hash, "litigation", None, "tok_admin")
 
     with pytest.raises(SubjectOnHoldError) as raised:
-        runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+        runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
 
     assert raised.value.hold_id == hold["hold_id"]
     assert runtime.dsr.counts(subject.subject_hash)["learning_profiles"] == 1
@@ -243,7 +243,7 @@ def test_an_erasure_interrupted_midway_is_finished_at_the_next_start(
     _crash_on_delete(getattr(runtime, crashed_db), crash_table)
 
     with pytest.raises(IntegrityError):
-        runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+        runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
     assert runtime.keys.has_key(subject.subject_hash)  # the crash left the key (and maybe rows)
 
     restarted = _restart(runtime, keyring, clock)
@@ -252,7 +252,7 @@ def test_an_erasure_interrupted_midway_is_finished_at_the_next_start(
         assert not restarted.keys.has_key(subject.subject_hash)
         (event,) = restarted.audit.query(subject_hash=subject.subject_hash, action="restore_reapply")
         assert event.details["counts"]["subject_keys"] == 1
-        assert restarted.dsr.export(bystander.subject_hash, ADMIN_ACTOR)["sessions"][0]["session_id"] \
+        assert restarted.dsr.export(bystander.subject_hash)["sessions"][0]["session_id"] \
             == bystander.session_ids[0]
         assert restarted.audit.verify().ok
     finally:
@@ -265,7 +265,7 @@ def test_a_restored_backup_taken_before_erasure_serves_nothing_of_the_subject(
     bystander = make_subject("survivor", sessions=2, knowledge=1)
     backup_dir = tmp_path / "backup"
     write_manifest(backup_dir, [backup_database(runtime.twin_db, backup_dir)])
-    runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
 
     (entry,) = read_manifest(backup_dir)
     runtime.close()
@@ -274,9 +274,9 @@ def test_a_restored_backup_taken_before_erasure_serves_nothing_of_the_subject(
     restarted = _restart(runtime, keyring, clock)
     try:
         assert set(restarted.dsr.counts(subject.subject_hash).values()) == {0}
-        _assert_export_empty(restarted.dsr.export(subject.subject_hash, ADMIN_ACTOR))
+        _assert_export_empty(restarted.dsr.export(subject.subject_hash))
         assert restarted.audit.query(subject_hash=subject.subject_hash, action="restore_reapply")
-        kept = restarted.dsr.export(bystander.subject_hash, ADMIN_ACTOR)
+        kept = restarted.dsr.export(bystander.subject_hash)
         assert len(kept["sessions"]) == 2 and len(kept["knowledge_states"]) == 1
         client = _client(restarted)
         assert client.get(f"/v1/profiles/{subject.profile_id}", headers=client.service).status_code == 404
@@ -288,12 +288,12 @@ def test_a_restored_backup_taken_before_erasure_serves_nothing_of_the_subject(
 def test_a_subject_who_returns_after_erasure_keeps_their_new_data_across_restarts(
         runtime, keyring, clock, make_subject):
     first = make_subject("comeback", sessions=1)
-    runtime.dsr.erase(first.subject_hash, ADMIN_ACTOR)
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=first.user_id)
     again = make_subject("comeback", sessions=2)
 
     restarted = _restart(runtime, keyring, clock)
     try:
-        doc = restarted.dsr.export(again.subject_hash, ADMIN_ACTOR)
+        doc = restarted.dsr.export(again.subject_hash)
         assert [p["profile_id"] for p in doc["profiles"]] == [again.profile_id]
         assert len(doc["sessions"]) == 2
     finally:
@@ -305,7 +305,7 @@ def test_a_returning_subject_restored_from_an_old_backup_loses_only_the_erased_r
     old = make_subject("came-back", sessions=2)
     backup_dir = tmp_path / "backup"
     entry = backup_database(runtime.twin_db, backup_dir)
-    runtime.dsr.erase(old.subject_hash, ADMIN_ACTOR)
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=old.user_id)
     make_subject("came-back", sessions=1)  # re-registers: a new key, newer than the tombstone
 
     runtime.close()
@@ -316,7 +316,7 @@ def test_a_returning_subject_restored_from_an_old_backup_loses_only_the_erased_r
         # The restored rows were sealed under the destroyed key: they must go, not break reads.
         assert restarted.twin_db.query_one("SELECT count(*) FROM learning_profiles WHERE profile_id = ?",
                                            (old.profile_id,))[0] == 0
-        doc = restarted.dsr.export(old.subject_hash, ADMIN_ACTOR)
+        doc = restarted.dsr.export(old.subject_hash)
         assert doc["profiles"] == [] and doc["sessions"] == []
         client = _client(restarted)
         assert client.post("/v1/profiles/lookup", json={"user_id": "came-back"},
@@ -336,11 +336,11 @@ def _client(rt: Runtime):
 def test_an_export_running_while_the_subject_is_erased_sees_all_or_nothing(
         runtime, make_subject, chunks_before_erase, sees):
     subject = make_subject("racing", sessions=5, knowledge=3, child=True)
-    export = runtime.dsr.export_chunks(subject.subject_hash, ADMIN_ACTOR, batch=1)
+    export = runtime.subject_requests.export(ADMIN_ACTOR, None, subject.user_id, batch=1)
     # After 1 chunk the key is in hand but no row read; after 4 the profile row is out.
     head = [next(export) for _ in range(chunks_before_erase)]
     erased = threading.Event()
-    eraser = threading.Thread(target=lambda: (runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR),
+    eraser = threading.Thread(target=lambda: (runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id),
                                               erased.set()))
 
     eraser.start()
@@ -357,7 +357,7 @@ def test_an_export_running_while_the_subject_is_erased_sees_all_or_nothing(
         assert len(doc["knowledge_states"]) == 3 and len(doc["consents"]) == 1
     else:
         _assert_export_empty(doc)
-    after = runtime.dsr.export(subject.subject_hash, ADMIN_ACTOR)
+    after = runtime.dsr.export(subject.subject_hash)
     _assert_export_empty(after)
 
 
@@ -365,7 +365,7 @@ def test_erasure_removes_the_subjects_learner_tokens(runtime, make_subject):
     subject = make_subject("token-holder", sessions=0, knowledge=0)
     issued = runtime.tokens.issue("learner", subject_hash=subject.subject_hash)
 
-    runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
 
     assert runtime.tokens.verify(issued.token) is None
 
@@ -373,7 +373,7 @@ def test_erasure_removes_the_subjects_learner_tokens(runtime, make_subject):
 def test_tombstones_are_reapplied_only_where_data_remains(runtime, make_subject):
     erased = make_subject("gone")
     make_subject("alive")
-    runtime.dsr.erase(erased.subject_hash, ADMIN_ACTOR)
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=erased.user_id)
 
     result = runtime.dsr.reapply_tombstones(Actor("system:test", "system"))
 
@@ -384,7 +384,7 @@ def test_tombstones_are_reapplied_only_where_data_remains(runtime, make_subject)
 def test_erasure_writes_the_tombstone_with_the_receipt(runtime, make_subject):
     subject = make_subject("tombstoned", sessions=1, knowledge=0)
 
-    receipt = runtime.dsr.erase(subject.subject_hash, SERVICE_ACTOR)
+    receipt = runtime.subject_requests.erase(SERVICE_ACTOR, None, user_id=subject.user_id)
 
     row = runtime.vault_db.query_one("SELECT * FROM erasure_tombstones WHERE user_id_hash = ?",
                                      (subject.subject_hash,))
@@ -402,7 +402,7 @@ def test_a_long_reader_cannot_stall_an_erasure_and_the_receipt_says_the_wal_wait
     reader.execute("SELECT count(*) FROM learning_profiles").fetchone()
     try:
         started = time.monotonic()
-        receipt = runtime.dsr.erase(subject.subject_hash, ADMIN_ACTOR)
+        receipt = runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
         took = time.monotonic() - started
     finally:
         reader.execute("COMMIT")
@@ -413,14 +413,14 @@ def test_a_long_reader_cannot_stall_an_erasure_and_the_receipt_says_the_wal_wait
     (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="erase")
     assert event.details["wal_truncated"] is False
     # The next erasure (of anyone) empties the WAL once the reader is gone.
-    assert runtime.dsr.erase(runtime.hasher.hash("someone"), ADMIN_ACTOR).wal_truncated
+    assert runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id="someone").wal_truncated
     pages = forensics.decrypted(runtime.twin_db.path, runtime.keyring.database_key)
     assert [c for c in ciphertexts if c in pages] == []
 
 
 def test_an_export_stopped_midway_is_still_recorded_as_a_disclosure(runtime, make_subject):
     subject = make_subject("dropped-connection", sessions=3)
-    export = runtime.dsr.export_chunks(subject.subject_hash, ADMIN_ACTOR, "req-drop", batch=1)
+    export = runtime.subject_requests.export(ADMIN_ACTOR, "req-drop", subject.user_id, batch=1)
     sent = [next(export) for _ in range(6)]  # header, profile, then into the sessions
 
     export.close()  # the client went away

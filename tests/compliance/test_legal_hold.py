@@ -17,7 +17,7 @@ def test_a_placed_hold_blocks_erasure_and_names_itself(runtime, make_subject):
     hold = runtime.holds.place(subject.subject_hash, "litigation 2030-17", None, "tok_admin")
 
     with pytest.raises(SubjectOnHoldError) as raised:
-        runtime.dsr.erase(subject.subject_hash, ADMIN)
+        runtime.subject_requests.erase(ADMIN, None, user_id=subject.user_id)
 
     assert raised.value.hold_id == hold["hold_id"] and hold["hold_id"] in str(raised.value)
     assert "no end date" in str(raised.value)
@@ -34,7 +34,7 @@ def test_lifting_the_hold_allows_erasure(runtime, make_subject):
     assert lifted_subject == subject.subject_hash
     assert lifted["lifted_by"] == "tok_admin2" and lifted["lifted_at"].endswith("Z")
     assert runtime.holds.active_hold(subject.subject_hash) is None
-    assert runtime.dsr.erase(subject.subject_hash, ADMIN).counts["learning_profiles"] == 1
+    assert runtime.subject_requests.erase(ADMIN, None, user_id=subject.user_id).counts["learning_profiles"] == 1
 
 
 def test_a_hold_with_an_end_date_expires_by_itself(runtime, make_subject, clock):
@@ -43,11 +43,11 @@ def test_a_hold_with_an_end_date_expires_by_itself(runtime, make_subject, clock)
                                "tok_admin")
 
     with pytest.raises(SubjectOnHoldError, match=" until "):
-        runtime.dsr.erase(subject.subject_hash, ADMIN)
+        runtime.subject_requests.erase(ADMIN, None, user_id=subject.user_id)
     clock.advance(days=31)
 
     assert runtime.holds.list_active() == []
-    assert runtime.dsr.erase(subject.subject_hash, ADMIN).verified
+    assert runtime.subject_requests.erase(ADMIN, None, user_id=subject.user_id).verified
     assert hold["until"].endswith("Z")
 
 
@@ -84,13 +84,13 @@ def test_a_subject_without_a_profile_can_be_held(runtime):
     runtime.holds.place(subject, "preservation notice", None, "tok_admin")
 
     with pytest.raises(SubjectOnHoldError):
-        runtime.dsr.erase(subject, ADMIN)
+        runtime.subject_requests.erase(ADMIN, None, user_id="not-yet-stored")
 
 
 def test_holds_are_part_of_the_subjects_export(runtime, make_subject):
     subject = make_subject("exported-hold", sessions=0, knowledge=0)
     hold = runtime.holds.place(subject.subject_hash, "litigation", None, "tok_admin")
 
-    (exported,) = runtime.dsr.export(subject.subject_hash, ADMIN)["legal_holds"]
+    (exported,) = runtime.dsr.export(subject.subject_hash)["legal_holds"]
 
     assert exported == hold

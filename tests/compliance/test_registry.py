@@ -1,16 +1,22 @@
-"""The personal-data registry: every table declared, every declaration valid SQL on the real schema."""
+"""The personal-data registry: every table declared, every column of every personal table
+classified in its descriptor, every declaration valid SQL on the real migrated schema."""
 
 from __future__ import annotations
 
 import pytest
 
-from compliance.registry import (PersonalDataRegistry, PersonalDataTable, RegistryError, RetentionRule,
-                                 build_registry)
-from twin.catalog import DATABASES, open_database
+from compliance.personal_data import Kind, PersonalTable, Retention, clear, key, sealed
+from compliance.registry import PersonalDataRegistry, RegistryError
+from twin.catalog import DATABASES, open_database, personal_data_registry
+
+
+def _columns(db, table: str) -> list[str]:
+    return [r["name"] for r in db.query(f'PRAGMA table_info("{table}")')]
+
 
 @pytest.mark.parametrize("name", list(DATABASES))
 def test_every_table_is_registered_or_declared_free_of_personal_data(name, config, keyring):
-    registry = build_registry()
+    registry = personal_data_registry()
     db = open_database(name, config, keyring.database_keys)
     try:
         tables = db.table_names()
@@ -21,76 +27,107 @@ def test_every_table_is_registered_or_declared_free_of_personal_data(name, confi
     assert registry.undeclared(name, tables) == []
 
 
+@pytest.mark.parametrize("name", list(DATABASES))
+def test_every_column_of_every_personal_table_is_classified_in_its_descriptor(name, config, keyring):
+    registry = personal_data_registry()
+    db = open_database(name, config, keyring.database_keys)  # the live, migrated schema
+    try:
+        live = {t.name: _columns(db, t.name) for t in registry.for_database(name)}
+    finally:
+        db.close_all()
+
+    assert registry.unclassified(name, live) == {}
+    for table in registry.for_database(name):
+        for column in table.columns:
+            assert isinstance(column.kind, Kind), f"{table.name}.{column.name}"
+
+
+def test_a_column_added_without_a_descriptor_line_fails_the_coverage(runtime):
+    # What a migration adding a personal column without its one descriptor line would leave.
+    runtime.twin_db.execute("ALTER TABLE learning_sessions ADD COLUMN mood BLOB")
+    live = {t.name: _columns(runtime.twin_db, t.name) for t in runtime.registry.for_database("digital_twin")}
+
+    assert runtime.registry.unclassified("digital_twin", live) == {"learning_sessions": ["mood"]}
+
+
 def test_the_learner_databases_declare_exactly_their_tables(runtime):
-    registry = build_registry(["digital_twin", "privacy_vault"])
+    registry = personal_data_registry(["digital_twin", "privacy_vault"])
 
     for db in (runtime.twin_db, runtime.vault_db):
-        declared = {t.table for t in registry.for_database(db.name)} | \
+        declared = {t.name for t in registry.for_database(db.name)} | \
             {table for (name, table) in registry.free if name == db.name}
         assert declared == set(db.table_names()), db.name  # nothing declared that does not exist
 
 
-def _columns(db, table: str) -> set[str]:
-    return {r["name"] for r in db.query(f'PRAGMA table_info("{table}")')}
-
-
 def test_every_declaration_is_valid_sql_against_the_real_schema(runtime):
     dbs = {runtime.twin_db.name: runtime.twin_db, runtime.vault_db.name: runtime.vault_db}
-    params = {"subject": "0" * 64, "now": "2030-01-01T00:00:00.000000Z",
-              "cutoff": "2029-01-01T00:00:00.000000Z", "before": "2030-01-01T00:00:00.000000Z"}
+    params = {"subject_0": "0" * 64, "now": "2030-01-01T00:00:00.000000Z",
+              "before": "2030-01-01T00:00:00.000000Z",
+              **{f"{w}_cutoff": "2029-01-01T00:00:00.000000Z" for w in runtime.config.retention_windows()}}
 
-    for entry in runtime.registry.tables:
-        db = dbs[entry.database]
-        columns = _columns(db, entry.table)
-        assert set(entry.export_columns) <= columns, entry.table
-        for sql in (f"SELECT {entry.row_id_sql}, {entry.subject_hash_sql} FROM {entry.table} "
-                    f"WHERE {entry.subject_where} ORDER BY {entry.order_by}",
-                    f"SELECT 1 FROM {entry.table} WHERE {entry.retention.expired_where}"
-                    if entry.retention else "SELECT 1",
-                    f"SELECT {entry.created_sql} FROM {entry.table}" if entry.created_sql else "SELECT 1"):
+    for table in runtime.registry.tables:
+        db = dbs[table.database]
+        for sql in (f"SELECT {table.select_list()}, {table.row_id_sql}, {table.subject_sql} FROM {table.name} "
+                    f"WHERE {table.subjects_where(1)} ORDER BY {table.order_by or table.pk}",
+                    f"SELECT 1 FROM {table.name} WHERE {table.expired_where()} AND {table.live_where()}"
+                    if table.retention else "SELECT 1",
+                    f"SELECT {table.created} FROM {table.name}" if table.created else "SELECT 1"):
             db.query(sql, {k: v for k, v in params.items() if f":{k}" in sql})
-        if entry.retention and entry.retention.window:
-            assert isinstance(getattr(runtime.config, entry.retention.window), int)
+        if table.retention and table.retention.window:
+            assert isinstance(runtime.config.retention_windows()[table.retention.window], int)
 
 
-def test_encrypted_columns_are_blobs_and_personal_tables_are_exported(runtime):
-    for entry in runtime.registry.for_database("digital_twin"):
-        assert entry.export_as, f"{entry.table} holds personal data but is not exported"
-        types = {r["name"]: r["type"] for r in runtime.twin_db.query(f'PRAGMA table_info("{entry.table}")')}
-        for column in entry.encrypted_columns:
-            assert types[column] == "BLOB", f"{entry.table}.{column}"
+def test_sealed_columns_are_blobs_and_personal_tables_are_exported(runtime):
+    for table in runtime.registry.for_database("digital_twin"):
+        assert table.export_as, f"{table.name} holds personal data but is not exported"
+        types = {r["name"]: r["type"] for r in runtime.twin_db.query(f'PRAGMA table_info("{table.name}")')}
+        for column in table.sealed_columns:
+            assert types[column] == "BLOB", f"{table.name}.{column}"
 
 
 def test_children_are_declared_before_their_parents(runtime):
     # Erasure deletes in declaration order; a parent first would leave orphans to cascade blindly.
-    order = [t.table for t in runtime.registry.for_database("digital_twin")]
+    order = [t.name for t in runtime.registry.for_database("digital_twin")]
     assert order.index("learning_profiles") == len(order) - 1
+
+
+def _table(**overrides) -> PersonalTable:
+    values = dict(database="d", name="t", columns=(key("id"), key("row"), clear("v")), row_id=("row",),
+                  subject="row")
+    values.update(overrides)
+    return PersonalTable(**values)
 
 
 def test_a_table_kept_on_erasure_must_say_why():
     with pytest.raises(RegistryError, match="kept_reason"):
-        PersonalDataTable(database="d", table="t", subject_where="1", subject_hash_sql="x",
-                          row_id_sql="id", erase=False)
+        _table(erase=False)
 
 
-def test_encrypted_columns_must_be_exported_columns():
-    with pytest.raises(RegistryError, match="exported columns"):
-        PersonalDataTable(database="d", table="t", subject_where="1", subject_hash_sql="x",
-                          row_id_sql="id", export_as="t", export_columns=("a",), encrypted_columns=("b",))
+def test_a_column_left_out_of_the_export_or_of_no_kind_must_say_why():
+    with pytest.raises(RegistryError, match="say why"):
+        sealed("notes", exported=False)
+    with pytest.raises(RegistryError, match="say why"):
+        _table(columns=(key("id"), key("row"), clear("v", exported=False)))
+
+
+def test_a_descriptor_naming_a_column_it_does_not_describe_is_refused():
+    with pytest.raises(RegistryError, match="not among its columns"):
+        _table(row_id=("nope",))
+    with pytest.raises(RegistryError, match="not among its columns"):
+        _table(retention=Retention("expires_at"))
+    with pytest.raises(RegistryError, match="described twice"):
+        _table(columns=(key("id"), key("row"), clear("row")))
 
 
 def test_a_table_cannot_be_declared_twice():
     registry = PersonalDataRegistry()
-    entry = PersonalDataTable(database="d", table="t", subject_where="1", subject_hash_sql="x",
-                              row_id_sql="id")
-    registry.register(entry)
+    registry.register(_table())
 
     with pytest.raises(RegistryError, match="declared twice"):
-        registry.register(entry)
+        registry.register(_table())
     registry.declare_free("d", "u", "lookup table")
     with pytest.raises(RegistryError, match="declared twice"):
-        registry.register(PersonalDataTable(database="d", table="u", subject_where="1",
-                                            subject_hash_sql="x", row_id_sql="id"))
+        registry.register(_table(name="u"))
 
 
 def test_a_table_declared_free_must_say_why():
@@ -100,30 +137,55 @@ def test_a_table_declared_free_must_say_why():
 
 def test_undeclared_lists_only_unknown_tables():
     registry = PersonalDataRegistry()
-    registry.register(PersonalDataTable(database="d", table="a", subject_where="1", subject_hash_sql="x",
-                                        row_id_sql="id", retention=RetentionRule("1")))
+    registry.register(_table(name="a", retention=Retention("v")))
     registry.declare_free("d", "b", "bookkeeping")
 
     assert registry.undeclared("d", ["a", "b", "c"]) == ["c"]
     assert registry.undeclared("other", ["a"]) == ["a"]
     with pytest.raises(RegistryError, match="not registered"):
         registry.get("d", "b")
-    assert registry.get("d", "a").table == "a"
+    assert registry.get("d", "a").name == "a"
 
 
 def test_export_row_opens_sealed_columns_and_merges_sealed_objects(runtime, make_subject):
     subject = make_subject("row-export", sessions=0, knowledge=0)
-    entry = runtime.registry.get("digital_twin", "learning_profiles")
-    row = runtime.twin_db.query_one(f"SELECT *, {entry.row_id_sql} AS _row_id FROM learning_profiles")
+    table = runtime.registry.get("digital_twin", "learning_profiles")
+    row = runtime.twin_db.query_one(f"SELECT {table.select_list()} FROM learning_profiles")
 
-    exported = entry.export_row(row, runtime.keys.writer(subject.subject_hash))
+    exported = table.export_row(row, runtime.keys.writer(subject.subject_hash))
 
     assert exported["personal"]["name"] == f"Name-{subject.marker}"
     assert "encrypted_data" not in exported
     assert exported["knowledge_domains"] == [f"domain-{subject.marker}"]
 
 
-def test_personal_data_lives_only_where_erasure_reaches():
-    # DataSubjectRequests exports and erases digital_twin and privacy_vault; a personal-data
-    # table declared in any other database would silently survive an erasure.
-    assert {t.database for t in build_registry().tables} <= {"digital_twin", "privacy_vault"}
+def test_the_row_id_in_python_and_in_sql_is_one_definition(runtime, make_subject):
+    subject = make_subject("row-ids", sessions=1, knowledge=1)
+    for table in runtime.registry.for_database("digital_twin"):
+        for row in runtime.twin_db.query(f"SELECT {table.select_list()}, {table.row_id_sql} AS rid "
+                                         f"FROM {table.name}"):
+            assert table.row_id_of(row) == row["rid"], table.name
+    assert subject.knowledge  # the knowledge row (a composite id) was among them
+
+
+def test_personal_data_lives_only_where_erasure_reaches(runtime):
+    # Export and erasure reach a database only through its provider: every database declaring
+    # personal data has one, covering exactly the declared tables, or the runtime refuses to start.
+    reached = {p.db.name: [t.name for t in p.tables] for p in runtime.providers}
+    declared = {name: [t.name for t in runtime.registry.for_database(name)]
+                for name in runtime.registry.databases()}
+    assert reached == declared
+
+
+def test_a_runtime_refuses_personal_data_no_provider_reaches(config, keyring, monkeypatch):
+    import twin.runtime
+    from twin.runtime import Runtime
+
+    def with_settings_table(*args):
+        registry = personal_data_registry(*args)
+        registry.register(_table(database="settings", name="user_preferences"))
+        return registry
+
+    monkeypatch.setattr(twin.runtime, "personal_data_registry", with_settings_table)
+    with pytest.raises(RuntimeError, match="settings has no provider"):
+        Runtime(config, keyring)

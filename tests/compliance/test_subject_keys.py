@@ -262,7 +262,7 @@ def test_dsr_erasure_drops_the_remembered_key(runtime, make_subject):
     runtime.profiles.get(Actor("tok_reader", "service"), None, subject.profile_id)  # a read remembers the key
     assert runtime.keys.reader(subject.subject_hash) is not None
 
-    runtime.dsr.erase(subject.subject_hash, Actor("tok_admin", "admin"))
+    runtime.subject_requests.erase(Actor("tok_admin", "admin"), None, user_id=subject.user_id)
 
     with pytest.raises(SubjectKeyMissingError):
         runtime.keys.reader(subject.subject_hash)
@@ -380,7 +380,7 @@ def test_a_service_that_remembers_an_erased_subject_writes_a_returning_subjects_
     other = Runtime(config, keyring, clock=clock)
     try:
         subject = other.hasher.hash("u-returning")
-        other.dsr.erase(subject, actor)
+        other.subject_requests.erase(actor, None, user_id="u-returning")
         again, _ = other.profiles.create(actor, None, {"user_id": "u-returning", "personal": {"v": 2}})
 
         started, _ = runtime.sessions.start(actor, None, again["profile_id"],

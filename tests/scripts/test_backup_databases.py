@@ -28,12 +28,12 @@ def test_a_second_erasure_after_the_backup_survives_a_restore_holding_an_older_t
     rt = open_runtime()
     subject = rt.hasher.hash("returner")
     rt.profiles.create(ADMIN, None, {"user_id": "returner", "personal": {"x": 1}})
-    rt.dsr.erase(subject, ADMIN)
+    rt.subject_requests.erase(ADMIN, None, user_id="returner")
     rt.profiles.create(ADMIN, None, {"user_id": "returner", "personal": {"x": 2}})  # came back
     rt.close()
     assert run_script("backup_databases.py", "--out", str(tmp_path / "bk")).returncode == 0
     rt = open_runtime()
-    second = rt.dsr.erase(subject, ADMIN)
+    second = rt.subject_requests.erase(ADMIN, None, user_id="returner")
     rt.close()
 
     restored = run_script("backup_databases.py", "--restore", str(tmp_path / "bk"), "--yes")
@@ -54,7 +54,7 @@ def test_a_restore_keeps_the_newer_tombstone_of_the_backup_over_an_older_live_on
     rt = open_runtime()
     subject = rt.hasher.hash("twice")
     rt.profiles.create(ADMIN, None, {"user_id": "twice"})
-    rt.dsr.erase(subject, ADMIN)
+    rt.subject_requests.erase(ADMIN, None, user_id="twice")
     newest = rt.vault_db.query_one("SELECT erased_at FROM erasure_tombstones")[0]
     rt.close()
     assert run_script("backup_databases.py", "--out", str(tmp_path / "bk")).returncode == 0

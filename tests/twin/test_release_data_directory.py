@@ -73,7 +73,7 @@ def test_the_release_learner_data_reads_back_through_the_current_services(releas
         assert runtime.tokens.verify(expected["admin_token"]).role == "admin"
         assert runtime.tokens.verify(expected["learner_token"]).subject_hash == runtime.hasher.hash("fixture-adult")
 
-        doc = runtime.dsr.export(runtime.hasher.hash("fixture-adult"), READER)
+        doc = runtime.dsr.export(runtime.hasher.hash("fixture-adult"))
         assert doc["profiles"][0]["personal"] == {"name": "Ada Fixture"}
         assert doc["knowledge_states"][0]["learning_trajectory"] == {"steps": [0.2, 0.4, 0.6]}
         assert {"create", "read", "update"} <= {e["action"] for e in doc["disclosures"]}

@@ -14,6 +14,7 @@ from flask import Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 
 from compliance.audit import Actor
+from twin.runtime import Runtime
 
 from .problems import BadRequest, Forbidden, Unauthorized, Unprocessable, UnsupportedMediaType
 
@@ -39,7 +40,7 @@ class EndpointSpec:
     body_optional: bool = False                # no body at all means "all defaults"
 
 
-def runtime() -> Any:
+def runtime() -> Runtime:
     """The app's Runtime (databases, keys, services)."""
     return current_app.extensions["learner_twin"]
 

@@ -31,7 +31,7 @@ def export(user_id: str | None, user_id_prompt: bool, out: Path | None) -> int:
     user = user_id_from(user_id, user_id_prompt, required="give --user-id or --user-id-prompt")
     runtime = open_runtime(load_deployment())
     try:
-        chunks = runtime.dsr.export_chunks(runtime.hasher.hash(user), _actor("dsr_export"))
+        chunks = runtime.subject_requests.export(_actor("dsr_export"), None, user)
         if out:
             tmp = out.with_name(out.name + ".partial")
             try:
@@ -63,9 +63,8 @@ def erase(user_id: str | None, user_id_prompt: bool, yes: bool, dry_run: bool) -
     user = user_id_from(user_id, user_id_prompt, required="give --user-id or --user-id-prompt")
     runtime = open_runtime(load_deployment())
     try:
-        subject = runtime.hasher.hash(user)
         actor = _actor("dsr_erase")
-        preview = runtime.dsr.erase(subject, actor, dry_run=True)
+        preview = runtime.subject_requests.erase(actor, None, user_id=user, dry_run=True)
         if dry_run:
             click.echo(json.dumps(preview.to_dict(), indent=2))
             return 0
@@ -74,7 +73,7 @@ def erase(user_id: str | None, user_id_prompt: bool, yes: bool, dry_run: bool) -
                        word="erase", refusal="refusing to erase without confirmation: pass --yes"):
             click.echo("nothing erased", err=True)
             return EXIT_PROBLEM
-        receipt = runtime.dsr.erase(subject, actor, progress=report)
+        receipt = runtime.subject_requests.erase(actor, None, user_id=user, progress=report)
         click.echo(json.dumps(receipt.to_dict(), indent=2))
         return 0 if receipt.verified else EXIT_PROBLEM
     finally:

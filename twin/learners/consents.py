@@ -1,72 +1,94 @@
-"""Parental consents of a profile: record, list, withdraw (withdrawal erases a child)."""
+"""Parental consents of a profile: record, list, and the withdrawal step (withdrawing a child's
+last consent erases the child: ``twin.learners.subject_requests`` runs that request)."""
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compliance.audit import Actor
-from compliance.consent import insert_consent, is_child
-from compliance.dsr import DataSubjectRequests
+from compliance.consent import ParentalConsent, check_method, is_child
+from twin.storage.timestamps import to_db
 
 from .context import LearnerContext, new_id
 from .errors import NotFoundError
-from .profiles import TABLE as PROFILES, ProfileService, consent_from_request
+from .tables import CONSENTS, PROFILES
+
+if TYPE_CHECKING:
+    from .profiles import ProfileService
+
+_INSERT = CONSENTS.insert_sql(("consent_id", "profile_id", CONSENTS.subject, "consent_type", "method",
+                               "details", "granted_at"))
+_SELECT = f"SELECT {CONSENTS.select_list()} FROM {CONSENTS.name} WHERE "
+
+
+def consent_from_request(data: dict[str, Any]) -> ParentalConsent:
+    """A validated request's consent (``obtained_at`` as a datetime) in stored form."""
+    return ParentalConsent(**{**data, "obtained_at": to_db(data["obtained_at"])})
+
+
+def insert_consent(conn: Any, writer: Any, *, consent_id: str, profile_id: str, subject_hash: str,
+                   consent: ParentalConsent, granted_at: str) -> None:
+    """Insert one parental consent row inside the caller's transaction."""
+    check_method(consent.method)
+    conn.execute(_INSERT, (consent_id, profile_id, subject_hash, "parental", consent.method,
+                           CONSENTS.seal(writer, consent_id, "details", consent.sealed_details()),
+                           granted_at))
+
+
+def has_active_consent(conn: Any, profile_id: str) -> bool:
+    return conn.execute(f"SELECT 1 FROM {CONSENTS.name} WHERE profile_id = ? AND withdrawn_at IS NULL",
+                        (profile_id,)).fetchone() is not None
 
 
 class ConsentService:
-    def __init__(self, ctx: LearnerContext, profiles: ProfileService, dsr: DataSubjectRequests) -> None:
-        self.ctx, self.profiles, self.dsr = ctx, profiles, dsr
+    def __init__(self, ctx: LearnerContext, profiles: "ProfileService") -> None:
+        self.ctx, self.profiles = ctx, profiles
 
-    def _view(self, row: Any) -> dict[str, Any]:
+    @staticmethod
+    def _view(row: Any) -> dict[str, Any]:
         return {k: row[k] for k in ("consent_id", "method", "granted_at", "withdrawn_at")}
 
     def grant(self, actor: Actor, request_id: str | None, profile_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        subject, sealer = self.profiles.subject_and_sealer(profile_id)
+        subject_hash, proof = self.profiles.key_proof(profile_id)
+        writer = self.ctx.keys.writer(subject_hash, proof=proof)
         consent_id = new_id("cns")
         self.ctx.db.write(lambda conn: insert_consent(
-            conn, sealer, consent_id=consent_id, profile_id=profile_id, subject_hash=subject,
+            conn, writer, consent_id=consent_id, profile_id=profile_id, subject_hash=subject_hash,
             consent=consent_from_request(data), granted_at=self.ctx.now()))
-        self.ctx.record(actor, "consent_grant", subject, f"profile:{profile_id}/consents", request_id)
-        return self._view(self.ctx.db.query_one("SELECT * FROM consents WHERE consent_id = ?", (consent_id,)))
+        self.ctx.record(actor, "consent_grant", subject_hash, f"profile:{profile_id}/consents", request_id)
+        return self._view(self.ctx.db.query_one(_SELECT + "consent_id = ?", (consent_id,)))
 
     def list(self, actor: Actor, request_id: str | None, profile_id: str) -> list[dict[str, Any]]:
-        subject = self.profiles.subject_of(profile_id)
-        rows = self.ctx.db.query("SELECT * FROM consents WHERE profile_id = ? ORDER BY id", (profile_id,))
-        self.ctx.record(actor, "read", subject, f"profile:{profile_id}/consents", request_id)
+        subject_hash = self.profiles.subject_of(profile_id)
+        rows = self.ctx.db.query(_SELECT + "profile_id = ? ORDER BY id", (profile_id,))
+        self.ctx.record(actor, "read", subject_hash, f"profile:{profile_id}/consents", request_id)
         return [self._view(r) for r in rows]
 
-    def withdraw(self, actor: Actor, request_id: str | None, profile_id: str, consent_id: str) -> dict[str, Any]:
-        """Withdraw a consent. A child left without any consent is erased at once (COPPA)."""
-        ctx = self.ctx
+    def is_child_profile(self, profile_id: str) -> tuple[str, bool]:
+        """The subject hash of an unexpired profile, and whether COPPA applies to them today."""
         row = self.profiles._row(profile_id)  # noqa: SLF001 - same domain
-        subject = row["user_id_hash"]
-        sealed = ctx.keys.writer(subject).open(PROFILES, "encrypted_data", profile_id, row["encrypted_data"])
+        subject_hash = row[PROFILES.subject]
+        sealed = PROFILES.decode(row, self.ctx.keys.writer(subject_hash), ("encrypted_data",))["encrypted_data"]
         birth = sealed.get("birth_date")
-        child = is_child(date.fromisoformat(birth) if birth else None, ctx.clock().date())
-        withdrawn_at = ctx.now()
+        return subject_hash, is_child(date.fromisoformat(birth) if birth else None, self.ctx.clock().date())
 
-        def withdraw_unless_last_of_a_child(conn: Any) -> bool:
-            """Withdraw now, or return True when this is a child's last consent: then nothing is
-            written here and the erasure below is the withdrawal, so a failed erasure (busy, legal
-            hold) leaves the consent in force and the request can simply be retried."""
-            active = conn.execute("SELECT 1 FROM consents WHERE consent_id = ? AND profile_id = ? "
+    def withdraw_unless_last_of_a_child(self, profile_id: str, consent_id: str, child: bool,
+                                        withdrawn_at: str) -> bool:
+        """Withdraw the consent now, or return True, writing nothing, when it is a child's last
+        consent: then the child's erasure is the withdrawal, so a failed erasure (busy, legal
+        hold) leaves the consent in force and the request can simply be retried."""
+        def apply(conn: Any) -> bool:
+            active = conn.execute(f"SELECT 1 FROM {CONSENTS.name} WHERE consent_id = ? AND profile_id = ? "
                                   "AND withdrawn_at IS NULL", (consent_id, profile_id)).fetchone()
             if active is None:
                 raise NotFoundError("no active consent with that id on this profile")
-            others = conn.execute("SELECT count(*) FROM consents WHERE profile_id = ? AND consent_id != ? "
-                                  "AND withdrawn_at IS NULL", (profile_id, consent_id)).fetchone()[0]
+            others = conn.execute(f"SELECT count(*) FROM {CONSENTS.name} WHERE profile_id = ? "
+                                  "AND consent_id != ? AND withdrawn_at IS NULL",
+                                  (profile_id, consent_id)).fetchone()[0]
             if child and not others:
                 return True
-            conn.execute("UPDATE consents SET withdrawn_at = ? WHERE consent_id = ?", (withdrawn_at, consent_id))
+            conn.execute(CONSENTS.update_sql(("withdrawn_at",), "consent_id"), (withdrawn_at, consent_id))
             return False
 
-        must_erase = ctx.db.write(withdraw_unless_last_of_a_child)
-        receipt = None
-        if must_erase:
-            # Erasure writes its tombstone first: once it starts, a crash is finished at restart.
-            receipt = self.dsr.erase(subject, actor, request_id).to_dict()
-        ctx.record(actor, "consent_withdraw", subject, f"profile:{profile_id}/consents", request_id,
-                   {"erased": must_erase})
-        return {"consent_id": consent_id, "withdrawn_at": withdrawn_at, "erased": receipt is not None,
-                "receipt": receipt}
+        return self.ctx.db.write(apply)

@@ -14,6 +14,8 @@ from twin.config import Config
 from twin.storage import Database
 from twin.storage.timestamps import to_db
 
+from .errors import NotFoundError
+
 
 @dataclass
 class LearnerContext:
@@ -28,19 +30,28 @@ class LearnerContext:
         return to_db(self.clock())
 
     def cutoffs(self) -> dict[str, str]:
-        """The bind parameters of "not expired" conditions (:now and each window's cutoff)."""
+        """The bind parameters of the descriptors' "not expired" conditions: ``:now`` and each
+        retention window's ``:<window>_cutoff``."""
         now = self.clock()
-        return {
-            "now": to_db(now),
-            "session_cutoff": to_db(now - timedelta(days=self.config.session_retention_days)),
-            "knowledge_cutoff": to_db(now - timedelta(days=self.config.knowledge_retention_days)),
-        }
+        params = {"now": to_db(now)}
+        for window, days in self.config.retention_windows().items():
+            params[f"{window}_cutoff"] = to_db(now - timedelta(days=days))
+        return params
 
     def record(self, actor: Actor, action: str, subject_hash: str | None, resource: str,
                request_id: str | None, details: dict | None = None) -> None:
-        """Audit one access: staged durably, chained within the trail's flush delay."""
+        """Audit one access: staged durably, chained within the trail's flush delay. Every
+        learner service and subject request records this one way."""
         self.audit.stage(actor, action, subject_hash=subject_hash, resource=resource,
                          request_id=request_id, details=details)
+
+    @staticmethod
+    def require_own(restricted_to: str | None, subject_hash: str, what: str = "profile") -> None:
+        """The learner-own rule: a learner token (``restricted_to`` its subject hash) reaches
+        only its own subject; anyone else's is "not found", never "forbidden" (that would tell
+        them it exists)."""
+        if restricted_to is not None and restricted_to != subject_hash:
+            raise NotFoundError(f"{what} not found")
 
 
 def new_id(prefix: str) -> str:

@@ -127,68 +127,7 @@ MIGRATIONS = [
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
 
-from compliance.registry import PersonalDataTable, RetentionRule  # noqa: E402
+from .tables import LEARNER_TABLES  # noqa: E402
 
-_OF_SUBJECT = "profile_id IN (SELECT profile_id FROM learning_profiles WHERE user_id_hash = :subject)"
-
-
-def _subject_of(table: str) -> str:
-    return (f"(SELECT p.user_id_hash FROM learning_profiles p "
-            f"WHERE p.profile_id = {table}.profile_id)")
-
-
-# Children before parents: erasure counts and deletes in this order.
-PERSONAL_DATA = [
-    PersonalDataTable(
-        database="digital_twin", table="knowledge_states",
-        subject_where=_OF_SUBJECT, subject_hash_sql=_subject_of("knowledge_states"),
-        row_id_sql="profile_id || '/' || knowledge_domain || '/' || topic",
-        export_as="knowledge_states",
-        export_columns=("profile_id", "knowledge_domain", "topic", "mastery_level", "confidence_score",
-                        "last_accessed", "learning_trajectory", "prerequisites_met"),
-        encrypted_columns=("learning_trajectory",),
-        retention=RetentionRule("last_accessed <= :cutoff", window="knowledge_retention_days"),
-    ),
-    PersonalDataTable(
-        database="digital_twin", table="learning_sessions",
-        subject_where=_OF_SUBJECT, subject_hash_sql=_subject_of("learning_sessions"),
-        row_id_sql="session_id", export_as="sessions",
-        export_columns=("session_id", "profile_id", "session_type", "start_time", "end_time",
-                        "duration_minutes", "topics_covered", "performance_metrics",
-                        "engagement_score", "completion_status"),
-        encrypted_columns=("session_type", "topics_covered", "performance_metrics"),
-        retention=RetentionRule("start_time <= :cutoff", window="session_retention_days"),
-    ),
-    PersonalDataTable(
-        database="digital_twin", table="consents",
-        subject_where="user_id_hash = :subject", subject_hash_sql="consents.user_id_hash",
-        row_id_sql="consent_id", export_as="consents",
-        export_columns=("consent_id", "profile_id", "consent_type", "method", "details",
-                        "granted_at", "withdrawn_at"),
-        encrypted_columns=("details",),
-        created_sql="granted_at",
-    ),
-    PersonalDataTable(
-        database="digital_twin", table="legal_holds",
-        subject_where="user_id_hash = :subject", subject_hash_sql="legal_holds.user_id_hash",
-        row_id_sql="hold_id", export_as="legal_holds",
-        export_columns=("hold_id", "reason", "placed_at", "placed_by", "until", "lifted_at", "lifted_by"),
-        created_sql="placed_at",
-    ),
-    PersonalDataTable(
-        database="digital_twin", table="learning_profiles",
-        subject_where="user_id_hash = :subject", subject_hash_sql="learning_profiles.user_id_hash",
-        row_id_sql="profile_id", export_as="profiles",
-        export_columns=("profile_id", "learning_style", "preferred_difficulty", "knowledge_domains",
-                        "learning_goals", "privacy_settings", "encrypted_data", "retention_days",
-                        "created_at", "updated_at", "ttl_expires_at"),
-        encrypted_columns=("learning_style", "knowledge_domains", "learning_goals", "privacy_settings",
-                           "encrypted_data"),
-        export_merge=("encrypted_data",),
-        retention=RetentionRule("ttl_expires_at <= :now"),
-        purge_hook="destroy_subject_keys",
-        created_sql="created_at",
-    ),
-]
-
+PERSONAL_DATA = LEARNER_TABLES
 NO_PERSONAL_DATA = {"schema_version": "migration bookkeeping"}

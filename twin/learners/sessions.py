@@ -14,17 +14,18 @@ from twin.storage.timestamps import from_db, to_db
 from .context import LearnerContext, new_id
 from .errors import InvalidFieldsError, NotFoundError, PreconditionFailedError
 from .profiles import ProfileService, etag_for, if_match_allows
+from .tables import PROFILES, SESSIONS
 
-TABLE = "learning_sessions"
-_EMPTY: dict[str, Any] = {"performance_metrics": None, "topics_covered": []}  # what null means
 _MAX_ROWID = 2**63 - 1
 # Client clocks run a little ahead; a start or end further in the future is a client error.
 CLOCK_SKEW = timedelta(minutes=5)
 
 # A session is served only while its profile is unexpired and it is inside its own window.
-_LIVE = ("s.start_time > :session_cutoff AND p.ttl_expires_at > :now")
-_SELECT = (f"SELECT s.*, p.user_id_hash FROM {TABLE} s "
-           "JOIN learning_profiles p ON p.profile_id = s.profile_id WHERE ")
+_LIVE = f"{SESSIONS.live_where('s')} AND {PROFILES.live_where('p')}"
+_SELECT = (f"SELECT {SESSIONS.select_list('s')}, p.{PROFILES.subject} AS subject_hash "
+           f"FROM {SESSIONS.name} s JOIN {PROFILES.name} p ON p.profile_id = s.profile_id WHERE ")
+_INSERT = SESSIONS.insert_sql(("session_id", "profile_id", "session_type", "start_time", "topics_covered"))
+_VIEW_COLUMNS = tuple(c.name for c in SESSIONS.columns if c.exported)
 
 
 def encode_cursor(last_id: int) -> str:
@@ -51,22 +52,8 @@ class SessionService:
         self.profiles = profiles
 
     def _view(self, row: Any) -> dict[str, Any]:
-        sealer = self.ctx.keys.reader(row["user_id_hash"])
-        metrics = row["performance_metrics"]
-        return {
-            "session_id": row["session_id"],
-            "profile_id": row["profile_id"],
-            "session_type": sealer.open(TABLE, "session_type", row["session_id"], row["session_type"]),
-            "start_time": row["start_time"],
-            "end_time": row["end_time"],
-            "duration_minutes": row["duration_minutes"],
-            "topics_covered": sealer.open(TABLE, "topics_covered", row["session_id"], row["topics_covered"])
-            if row["topics_covered"] is not None else [],
-            "performance_metrics": sealer.open(TABLE, "performance_metrics", row["session_id"], metrics)
-            if metrics is not None else None,
-            "engagement_score": row["engagement_score"],
-            "completion_status": row["completion_status"],
-        }
+        """The API view: the session's exported columns, decoded (the export's form too)."""
+        return SESSIONS.decode(row, self.ctx.keys.reader(row["subject_hash"]), _VIEW_COLUMNS)
 
     def _row(self, session_id: str, conn: Any = None) -> Any:
         conn = conn or self.ctx.db.connection()
@@ -79,21 +66,20 @@ class SessionService:
     def start(self, actor: Actor, request_id: str | None, profile_id: str,
               data: dict[str, Any]) -> tuple[dict[str, Any], str]:
         ctx = self.ctx
-        subject, sealer = self.profiles.subject_and_sealer(profile_id)
+        subject_hash, proof = self.profiles.key_proof(profile_id)
+        writer = ctx.keys.writer(subject_hash, proof=proof)
         session_id = new_id("ses")
         start: datetime = data.get("start_time") or ctx.clock()
         self._check_start(start)
+        values = (session_id, profile_id, SESSIONS.seal(writer, session_id, "session_type", data["session_type"]),
+                  to_db(start), SESSIONS.seal(writer, session_id, "topics_covered", data.get("topics_covered") or []))
 
         def insert(conn: Any) -> None:
             self.profiles.require_live(conn, profile_id)  # erased or expired since the check above?
-            conn.execute(
-                f"INSERT INTO {TABLE} (session_id, profile_id, session_type, start_time, topics_covered) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (session_id, profile_id, sealer.seal(TABLE, "session_type", session_id, data["session_type"]),
-                 to_db(start), sealer.seal(TABLE, "topics_covered", session_id, data.get("topics_covered") or [])))
+            conn.execute(_INSERT, values)
 
         ctx.db.write(insert)
-        ctx.record(actor, "create", subject, f"session:{session_id}", request_id)
+        ctx.record(actor, "create", subject_hash, f"session:{session_id}", request_id)
         row = self._row(session_id)
         return self._view(row), etag_for(session_id, row["row_version"])
 
@@ -109,7 +95,7 @@ class SessionService:
 
     def get(self, actor: Actor, request_id: str | None, session_id: str) -> tuple[dict[str, Any], str]:
         row = self._row(session_id)
-        self.ctx.record(actor, "read", row["user_id_hash"], f"session:{session_id}", request_id)
+        self.ctx.record(actor, "read", row["subject_hash"], f"session:{session_id}", request_id)
         return self._view(row), etag_for(session_id, row["row_version"])
 
     def update(self, actor: Actor, request_id: str | None, session_id: str, changes: dict[str, Any],
@@ -139,19 +125,18 @@ class SessionService:
                     sets[column] = changes[column]
             sealed = [c for c in ("performance_metrics", "topics_covered") if c in changes]
             if sealed:
-                sealer = ctx.keys.writer(row["user_id_hash"], proof=KeyProof(
-                    TABLE, "session_type", session_id, row["session_type"]))
+                writer = ctx.keys.writer(row["subject_hash"], proof=KeyProof(
+                    SESSIONS.name, "session_type", session_id, row["session_type"]))
                 for column in sealed:
-                    value = changes[column] if changes[column] is not None else _EMPTY[column]
-                    sets[column] = None if value is None else sealer.seal(TABLE, column, session_id, value)
+                    value = changes[column] if changes[column] is not None else SESSIONS.null_as(column)
+                    sets[column] = SESSIONS.seal(writer, session_id, column, value)
             if sets:
-                assignments = ", ".join(f"{c} = ?" for c in sets)
-                conn.execute(f"UPDATE {TABLE} SET {assignments}, row_version = row_version + 1 "
-                             "WHERE session_id = ?", (*sets.values(), session_id))
-            return row["user_id_hash"]
+                conn.execute(SESSIONS.update_sql(tuple(sets), "session_id", bump="row_version"),
+                             (*sets.values(), session_id))
+            return row["subject_hash"]
 
-        subject = ctx.db.write(apply)
-        ctx.record(actor, "update", subject, f"session:{session_id}", request_id,
+        subject_hash = ctx.db.write(apply)
+        ctx.record(actor, "update", subject_hash, f"session:{session_id}", request_id,
                    {"fields": sorted(changes)})
         row = self._row(session_id)
         return self._view(row), etag_for(session_id, row["row_version"])
@@ -159,16 +144,15 @@ class SessionService:
     def list(self, actor: Actor, request_id: str | None, profile_id: str, *, limit: int,
              cursor: str | None, subject: str | None = None) -> dict[str, Any]:
         """``{items, next_cursor}`` in start order; ``subject`` restricts to one learner."""
-        owner = self.profiles.subject_of(profile_id)
-        if subject is not None and owner != subject:
-            raise NotFoundError("profile not found")
+        subject_hash = self.profiles.subject_of(profile_id)
+        self.ctx.require_own(subject, subject_hash)
         after = decode_cursor(cursor) if cursor else 0
         rows = self.ctx.db.query(
             _SELECT + "s.profile_id = :pid AND s.id > :after AND " + _LIVE + " ORDER BY s.id LIMIT :limit",
             {"pid": profile_id, "after": after, "limit": limit + 1, **self.ctx.cutoffs()})
         more = len(rows) > limit
         rows = rows[:limit]
-        self.ctx.record(actor, "read", owner, f"profile:{profile_id}/sessions", request_id,
+        self.ctx.record(actor, "read", subject_hash, f"profile:{profile_id}/sessions", request_id,
                         {"count": len(rows)})
         return {"items": [self._view(r) for r in rows],
                 "next_cursor": encode_cursor(rows[-1]["id"]) if more else None}

@@ -21,25 +21,18 @@ def run_retention(body):
 @endpoint("Place a legal hold on a subject", tag="admin", roles=ADMIN, body=HoldCreateSchema,
           responses={201: HoldSchema})
 def place_hold(body):
-    rt = runtime()
-    subject = rt.hasher.hash(body["user_id"])
-    hold = rt.holds.place(subject, body["reason"], body.get("until"), actor().actor_id)
-    rt.audit.record(actor(), "hold_place", subject_hash=subject, resource=f"hold:{hold['hold_id']}",
-                    request_id=request_id())
+    hold = runtime().subject_requests.place_hold(actor(), request_id(), body["user_id"], body["reason"],
+                                                 body.get("until"))
     return jsonify(hold), 201
 
 
 @bp.get("/holds")
 @endpoint("List active legal holds", tag="admin", roles=ADMIN, responses={200: HoldListSchema})
 def list_holds():
-    return jsonify(items=runtime().holds.list_active())
+    return jsonify(items=runtime().subject_requests.active_holds())
 
 
 @bp.delete("/holds/<string(maxlength=64):hold_id>")
 @endpoint("Lift a legal hold", tag="admin", roles=ADMIN, responses={200: HoldSchema, 404: None})
 def lift_hold(hold_id):
-    rt = runtime()
-    hold, subject = rt.holds.lift(hold_id, actor().actor_id)
-    rt.audit.record(actor(), "hold_lift", subject_hash=subject, resource=f"hold:{hold_id}",
-                    request_id=request_id())
-    return jsonify(hold)
+    return jsonify(runtime().subject_requests.lift_hold(actor(), request_id(), hold_id))

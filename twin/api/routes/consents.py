@@ -25,4 +25,4 @@ def list_consents(profile_id):
 @endpoint("Withdraw a consent (a child left without consent is erased)", tag="consents", roles=SERVICE,
           responses={200: ConsentWithdrawalSchema, 404: None, 409: None})
 def withdraw_consent(profile_id, consent_id):
-    return jsonify(runtime().consents.withdraw(actor(), request_id(), profile_id, consent_id))
+    return jsonify(runtime().subject_requests.withdraw_consent(actor(), request_id(), profile_id, consent_id))

@@ -48,6 +48,4 @@ def patch_profile(profile_id, body):
 @endpoint("Erase the profile's subject and all their data", tag="profiles", roles=SERVICE,
           responses={200: ErasureReceiptSchema, 404: None, 409: None})
 def delete_profile(profile_id):
-    rt = runtime()
-    subject = rt.profiles.subject_of(profile_id)
-    return jsonify(rt.dsr.erase(subject, actor(), request_id()).to_dict())
+    return jsonify(runtime().subject_requests.erase(actor(), request_id(), profile_id=profile_id).to_dict())

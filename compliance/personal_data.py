@@ -1,0 +1,309 @@
+"""The shape of a table that holds personal data: one descriptor, from which everything follows.
+
+A ``PersonalTable`` names every column of its table and what kind it is (clear, sealed under the
+subject's key, JSON, key, timestamp, the subject hash, or something else with the reason), the
+row id bound into each ciphertext, how a row belongs to its subject, its retention rule and its
+export name. From it come:
+
+- the statements its owner runs (``insert_sql``, ``update_sql``, ``upsert_sql``, ``select_list``)
+  and the ones compliance runs (``subject_where``, ``expired_where``, ``live_where``), all in one
+  place per table, with ``?`` and ``:name`` placeholders (the storage core's dialect);
+- the decoding of a stored row (``decode``: sealed columns opened, JSON parsed, NULL read as the
+  column's ``null_as``), used alike by the owner's views and by the DSR export (``export_row``);
+- the personal-data declaration the registry and its coverage test read.
+
+Adding a sealed column is a migration plus one ``sealed(...)`` line here in the table's
+descriptor (plus the API schema if it is exposed). The coverage test compares every descriptor
+with the live migrated schema, so a column nobody classified fails the suite.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping, Sequence
+
+from .errors import ComplianceError
+
+
+class RegistryError(ComplianceError):
+    """A personal-data declaration is inconsistent."""
+
+
+class Kind(str, Enum):
+    CLEAR = "clear"            # stored as given; queries filter or sort on it
+    SEALED = "sealed"          # AES-GCM under the subject's key, bound to table/column/row
+    JSON = "json"              # JSON text in clear
+    KEY = "key"                # an identifier (primary or foreign key, opaque id)
+    TIMESTAMP = "timestamp"    # ISO-8601 UTC text
+    SUBJECT_HASH = "subject_hash"  # the keyed hash of the subject's user id
+    OTHER = "other"            # bookkeeping; ``why`` says what it is
+
+
+@dataclass(frozen=True, eq=False)
+class Column:
+    name: str
+    kind: Kind
+    null_as: Any = None        # what NULL reads as (sealed and JSON columns)
+    exported: bool = True      # part of the subject's DSR export
+    merged: bool = False       # a sealed object whose keys join the exported row
+    why: str | None = None     # the reason, for OTHER columns and columns left out of the export
+
+    def __post_init__(self) -> None:
+        if (self.kind is Kind.OTHER or not self.exported) and not self.why:
+            raise RegistryError(f"column {self.name}: say why it is {self.kind.value}"
+                                + ("" if self.exported else " and not exported"))
+
+
+def clear(name: str, **options: Any) -> Column:
+    return Column(name, Kind.CLEAR, **options)
+
+
+def sealed(name: str, null_as: Any = None, **options: Any) -> Column:
+    return Column(name, Kind.SEALED, null_as, **options)
+
+
+def json_text(name: str, null_as: Any = None, **options: Any) -> Column:
+    return Column(name, Kind.JSON, null_as, **options)
+
+
+def key(name: str, **options: Any) -> Column:
+    return Column(name, Kind.KEY, **options)
+
+
+def timestamp(name: str, **options: Any) -> Column:
+    return Column(name, Kind.TIMESTAMP, **options)
+
+
+def subject_hash(name: str, **options: Any) -> Column:
+    return Column(name, Kind.SUBJECT_HASH, exported=False, why="the keyed hash of the subject's "
+                  "user id: it is the subject the export is for", **options)
+
+
+def other(name: str, why: str, **options: Any) -> Column:
+    return Column(name, Kind.OTHER, why=why, **options)
+
+
+@dataclass(frozen=True)
+class SubjectVia:
+    """A table whose rows reach their subject through a parent row: ``key`` in both tables,
+    the subject hash in the parent's ``subject_column``."""
+
+    parent: str
+    key: str
+    subject_column: str
+
+
+@dataclass(frozen=True)
+class Retention:
+    """When a row expires: ``column`` (a timestamp) is older than the window named ``window``
+    (days, handed to retention as plain numbers), or, without a window, ``column`` is the
+    row's own expiry time. ``ends_subject``: purging such a row ends its subject (their key
+    and every other row go too)."""
+
+    column: str
+    window: str | None = None
+    ends_subject: bool = False
+
+    @property
+    def bound(self) -> str:
+        """The bind parameter the column is compared with."""
+        return f":{self.window}_cutoff" if self.window else ":now"
+
+
+def subject_params(subject_hashes: Sequence[str]) -> dict[str, str]:
+    """The bind parameters of ``PersonalTable.subjects_where(len(subject_hashes))``."""
+    return {f"subject_{i}": h for i, h in enumerate(subject_hashes)}
+
+
+def _fresh(value: Any) -> Any:
+    """A copy of a mutable ``null_as`` (callers may change what they are handed)."""
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class PersonalTable:
+    """One table holding personal data (see the module docstring)."""
+
+    database: str
+    name: str
+    columns: tuple[Column, ...]
+    row_id: tuple[str, ...]          # columns joined by "/": the row id in each ciphertext's AAD
+    subject: str | SubjectVia        # the subject-hash column, or the way to the parent's
+    export_as: str | None = None     # section of the DSR export (None: not exported)
+    pk: str = "id"                   # the integer key purges batch and exports order by
+    order_by: str | None = None      # export order (default: pk)
+    retention: Retention | None = None
+    created: str | None = None       # when a row was stored: a tombstone of a subject who came
+                                     # back erases only older rows (tables without it go by
+                                     # cascade from their parent)
+    erase: bool = True               # False: kept on erasure, see kept_reason
+    kept_reason: str | None = None
+    _by_name: Mapping[str, Column] = field(init=False, repr=False, compare=False)
+    _statements: dict[tuple, str] = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        by_name = {c.name: c for c in self.columns}
+        if len(by_name) != len(self.columns):
+            raise RegistryError(f"{self.name}: a column is described twice")
+        object.__setattr__(self, "_by_name", by_name)
+        if not self.erase and not self.kept_reason:
+            raise RegistryError(f"{self.name}: a table kept on erasure must say why (kept_reason)")
+        named = [*self.row_id, self.pk, self.created, self.order_by,
+                 self.retention.column if self.retention else None,
+                 self.subject if isinstance(self.subject, str) else self.subject.key]
+        unknown = sorted({n for n in named if n is not None} - set(by_name))
+        if unknown:
+            raise RegistryError(f"{self.name}: {', '.join(unknown)} not among its columns")
+
+    # -- the declaration ------------------------------------------------------------------
+
+    def column(self, name: str) -> Column:
+        return self._by_name[name]
+
+    @functools.cached_property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @functools.cached_property
+    def sealed_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.kind is Kind.SEALED)
+
+    # -- row ids and subjects -------------------------------------------------------------
+
+    def row_id_of(self, row: Mapping[str, Any] | Any) -> str:
+        """The row id of a stored row (or a dict of its values), as bound into ciphertexts."""
+        if len(self.row_id) == 1:
+            return row[self.row_id[0]]
+        return "/".join(str(row[c]) for c in self.row_id)
+
+    @functools.cached_property
+    def row_id_sql(self) -> str:
+        """The same row id as an SQL expression."""
+        return " || '/' || ".join(self.row_id)
+
+    @functools.cached_property
+    def subject_sql(self) -> str:
+        """SQL expression: the subject hash of a row of this table."""
+        if isinstance(self.subject, str):
+            return f"{self.name}.{self.subject}"
+        via = self.subject
+        return (f"(SELECT p.{via.subject_column} FROM {via.parent} p "
+                f"WHERE p.{via.key} = {self.name}.{via.key})")
+
+    def subjects_where(self, count: int) -> str:
+        """SQL condition selecting the rows of ``count`` subjects, bound as ``:subject_0``...
+        (``subject_params``)."""
+        cache_key = ("subjects", count)
+        sql = self._statements.get(cache_key)
+        if sql is None:
+            hashes = ", ".join(f":subject_{i}" for i in range(count))
+            if isinstance(self.subject, str):
+                sql = f"{self.subject} IN ({hashes})"
+            else:
+                via = self.subject
+                sql = f"{via.key} IN (SELECT {via.key} FROM {via.parent} WHERE {via.subject_column} IN ({hashes}))"
+            self._statements[cache_key] = sql
+        return sql
+
+    # -- retention ------------------------------------------------------------------------
+
+    def expired_where(self) -> str:
+        """SQL condition: the row has expired (parameters ``:now`` and ``:<window>_cutoff``)."""
+        assert self.retention is not None
+        return f"{self.retention.column} <= {self.retention.bound}"
+
+    def live_where(self, alias: str | None = None) -> str:
+        """SQL condition: the row has not expired (the one rule the owner's reads filter on)."""
+        if self.retention is None:
+            return "1 = 1"
+        prefix = f"{alias}." if alias else ""
+        return f"{prefix}{self.retention.column} > {self.retention.bound}"
+
+    # -- statements -----------------------------------------------------------------------
+
+    def select_list(self, alias: str | None = None) -> str:
+        """Every described column, for a SELECT (``alias.column`` with an alias)."""
+        prefix = f"{alias}." if alias else ""
+        return ", ".join(prefix + c for c in self.column_names)
+
+    # Statements are built once per column set and kept: the hot paths only look them up.
+
+    def insert_sql(self, columns: tuple[str, ...]) -> str:
+        sql = self._statements.get(("insert", columns))
+        if sql is None:
+            self._check(columns)
+            sql = self._statements[("insert", columns)] = \
+                f"INSERT INTO {self.name} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+        return sql
+
+    def update_sql(self, columns: tuple[str, ...], where: str, bump: str | None = None) -> str:
+        """``UPDATE ... SET column = ?, ... [, bump = bump + 1] WHERE where = ?``."""
+        cache_key = ("update", columns, where, bump)
+        sql = self._statements.get(cache_key)
+        if sql is None:
+            self._check((*columns, where) + ((bump,) if bump else ()))
+            sets = [f"{c} = ?" for c in columns] + ([f"{bump} = {bump} + 1"] if bump else [])
+            sql = self._statements[cache_key] = \
+                f"UPDATE {self.name} SET {', '.join(sets)} WHERE {where} = ?"
+        return sql
+
+    def upsert_sql(self, columns: tuple[str, ...], conflict: tuple[str, ...]) -> str:
+        """Insert, or on a ``conflict`` key update every other given column."""
+        cache_key = ("upsert", columns, conflict)
+        sql = self._statements.get(cache_key)
+        if sql is None:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in conflict)
+            sql = self._statements[cache_key] = (f"{self.insert_sql(columns)} ON CONFLICT "
+                                                 f"({', '.join(conflict)}) DO UPDATE SET {updates}")
+        return sql
+
+    def _check(self, columns: Sequence[str]) -> None:
+        unknown = [c for c in columns if c not in self._by_name]
+        if unknown:
+            raise RegistryError(f"{self.name}: {', '.join(unknown)} not among its columns")
+
+    # -- values ---------------------------------------------------------------------------
+
+    def null_as(self, column: str) -> Any:
+        """What a NULL in ``column`` reads as (a fresh copy)."""
+        return _fresh(self._by_name[column].null_as)
+
+    def seal(self, writer: Any, row_id: str, column: str, value: Any) -> bytes | None:
+        """The stored form of one sealed column's value (NULL for None)."""
+        return None if value is None else writer.seal(self.name, column, row_id, value)
+
+    def decode(self, row: Mapping[str, Any] | Any, reader: Any,
+               columns: Sequence[str] | None = None) -> dict[str, Any]:
+        """Column values of a stored row: sealed ones opened with ``reader``, JSON parsed, NULL
+        read as each column's ``null_as``; every described column, or ``columns``."""
+        row_id = self.row_id_of(row)
+        out: dict[str, Any] = {}
+        for name in columns or self.column_names:
+            value, column = row[name], self._by_name[name]
+            if column.kind is Kind.SEALED:
+                value = _fresh(column.null_as) if value is None else reader.open(self.name, name, row_id, value)
+            elif column.kind is Kind.JSON:
+                value = _fresh(column.null_as) if value is None else json.loads(value)
+            out[name] = value
+        return out
+
+    @functools.cached_property
+    def _exported(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.exported)
+
+    def export_row(self, row: Mapping[str, Any] | Any, reader: Any) -> dict[str, Any]:
+        """One row in its DSR export form: exported columns decoded, merged objects joined in."""
+        out: dict[str, Any] = {}
+        for name, value in self.decode(row, reader, self._exported).items():
+            if self._by_name[name].merged:
+                out.update(value or {})
+            else:
+                out[name] = value
+        return out
