@@ -93,12 +93,12 @@ def test_events_chain_from_genesis_and_the_chain_verifies(trail, clock):
     assert events[0].prev_hash == GENESIS_HASH
     assert all(later.prev_hash == earlier.event_hash for earlier, later in zip(events, events[1:]))
     result = trail.verify()
-    assert (result.ok, result.events_checked, result.first_bad_seq) == (True, 5, None)
+    assert (result.ok, result.checked, result.first_bad) == (True, 5, None)
     assert result.summary == "audit trail OK: 5 events verified"
 
 
 def test_an_empty_trail_verifies(trail):
-    assert trail.verify().ok and trail.verify().events_checked == 0
+    assert trail.verify().ok and trail.verify().checked == 0
 
 
 def test_event_dict_is_json_and_matches_the_stored_row(trail):
@@ -266,7 +266,7 @@ def test_editing_one_field_of_an_event_names_that_event(trail, clock, raw, colum
     raw.execute(f"UPDATE audit_events SET {column} = ? WHERE seq = 4", (value,))
 
     result = trail.verify()
-    assert (result.ok, result.first_bad_seq, result.events_checked) == (False, 4, 3)
+    assert (result.ok, result.first_bad, result.checked) == (False, 4, 3)
     assert result.reason == "content does not match its hash (edited?)"
     assert result.summary == f"audit trail BROKEN at event 4: {result.reason}"
 
@@ -276,7 +276,7 @@ def test_renumbering_an_event_is_detected_because_seq_is_hashed(trail, clock, ra
     raw.execute("UPDATE audit_events SET seq = 5 WHERE seq = 4")
 
     result = trail.verify()
-    assert (result.ok, result.first_bad_seq) == (False, 5)
+    assert (result.ok, result.first_bad) == (False, 5)
     assert "edited" in result.reason
 
 
@@ -288,7 +288,7 @@ def test_an_edited_event_with_a_recomputed_hash_breaks_the_next_link(trail, cloc
                 (row["action"], compute_event_hash(row)))
 
     result = trail.verify()
-    assert (result.ok, result.first_bad_seq) == (False, 4)
+    assert (result.ok, result.first_bad) == (False, 4)
     assert result.reason == "previous-hash link broken (event deleted or reordered?)"
 
 
@@ -297,7 +297,7 @@ def test_deleting_a_middle_event_names_the_next_event(trail, clock, raw):
     raw.execute("DELETE FROM audit_events WHERE seq = 3")
 
     result = trail.verify()
-    assert (result.ok, result.first_bad_seq) == (False, 4)
+    assert (result.ok, result.first_bad) == (False, 4)
     assert "event 3 missing" in result.reason and "deleted" in result.reason
 
 
@@ -306,7 +306,7 @@ def test_deleting_the_first_event_is_detected(trail, clock, raw):
     raw.execute("DELETE FROM audit_events WHERE seq = 1")
 
     result = trail.verify()
-    assert (result.ok, result.first_bad_seq) == (False, 2)
+    assert (result.ok, result.first_bad) == (False, 2)
 
 
 def test_deleting_the_newest_events_is_detected(trail, clock, raw):
@@ -314,7 +314,7 @@ def test_deleting_the_newest_events_is_detected(trail, clock, raw):
     raw.execute("DELETE FROM audit_events WHERE seq >= 4")
 
     result = trail.verify()
-    assert (result.ok, result.first_bad_seq) == (False, 4)
+    assert (result.ok, result.first_bad) == (False, 4)
     assert "events 4-5 missing at the end" in result.reason
 
 
@@ -324,7 +324,7 @@ def test_appending_after_a_tail_deletion_does_not_paper_over_it(trail, clock, ra
     trail.record(SERVICE, "read", subject_hash=ALICE)
 
     result = trail.verify()
-    assert (result.ok, result.first_bad_seq) == (False, 6)
+    assert (result.ok, result.first_bad) == (False, 6)
 
 
 def test_verification_reads_in_batches_and_still_finds_the_first_bad_event(trail, clock, raw):
@@ -333,7 +333,7 @@ def test_verification_reads_in_batches_and_still_finds_the_first_bad_event(trail
     raw.execute("UPDATE audit_events SET resource = 'profiles/other' WHERE seq = 25")
 
     result = trail.verify(batch_size=7)
-    assert (result.first_bad_seq, result.events_checked) == (20, 19)
+    assert (result.first_bad, result.checked) == (20, 19)
 
 
 # -- retention of the trail itself ---------------------------------------------------------
@@ -386,7 +386,7 @@ def test_deleting_the_purge_checkpoint_is_detected(trail, clock, raw):
     raw.execute("DELETE FROM audit_checkpoints")
 
     result = trail.verify()
-    assert (result.ok, result.first_bad_seq) == (False, 3)
+    assert (result.ok, result.first_bad) == (False, 3)
 
 
 # -- concurrency --------------------------------------------------------------------------
@@ -420,7 +420,7 @@ def test_concurrent_appends_from_four_threads_form_one_unbroken_chain(vault):
     counts = vault.query_one("SELECT count(*), min(seq), max(seq) FROM audit_events")
     assert tuple(counts) == (800, 1, 800)
     result = trail.verify()
-    assert (result.ok, result.events_checked) == (True, 800)
+    assert (result.ok, result.checked) == (True, 800)
     actors = [e.actor_id for e in trail.query(limit=1000)]
     assert all(actors.count(f"tok_{w}") == 200 for w in range(4))
     # Each thread's requests stay in order, and the rounds are not mixed up.
@@ -475,7 +475,7 @@ def test_concurrent_appends_from_two_processes_form_one_unbroken_chain(vault, db
     assert [child.wait(timeout=180) for child in children] == [0, 0]
 
     result = trail.verify()
-    assert (result.ok, result.events_checked) == (True, 300)
+    assert (result.ok, result.checked) == (True, 300)
     actors = [e.actor_id for e in trail.query(limit=300)]
     assert actors.count("proc:0") == actors.count("proc:1") == 150
     # The children run in lockstep rounds of 25 appends (see _CHILD): each of the 6 rounds

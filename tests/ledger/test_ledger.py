@@ -345,16 +345,16 @@ def test_verify_chain_names_an_altered_entry(db, ledger):
     tamper(db, "UPDATE ledger SET confidence = 0.99 WHERE id = 5")
     result = ledger.verify_chain()
     assert not result
-    assert result.first_broken_id == 5
+    assert result.first_bad == 5
     assert "altered" in result.reason
-    assert result.entries_checked == 4
+    assert result.checked == 4
 
 
 def test_verify_chain_names_the_entry_after_a_removed_one(db, ledger):
     fill(ledger, 10)
     tamper(db, "DELETE FROM ledger WHERE id = 5")
     result = ledger.verify_chain()
-    assert (result.ok, result.first_broken_id) == (False, 6)
+    assert (result.ok, result.first_bad) == (False, 6)
 
 
 def test_verify_chain_detects_a_rehashed_entry_by_its_successor(db, ledger):
@@ -362,20 +362,20 @@ def test_verify_chain_detects_a_rehashed_entry_by_its_successor(db, ledger):
     previous = ledger.get_entry_by_id(4)["entry_hash"]
     forged = entry_hash(5, 1_700_000_004.0, "Node_1", [], 0.85, previous)
     tamper(db, "UPDATE ledger SET features = '[]', entry_hash = ? WHERE id = 5", (forged,))
-    assert ledger.verify_chain().first_broken_id == 6
+    assert ledger.verify_chain().first_bad == 6
 
 
 def test_verify_chain_detects_a_truncated_tail(db, ledger):
     fill(ledger, 10)
     tamper(db, "DELETE FROM ledger WHERE id > 8")
     result = ledger.verify_chain()
-    assert (result.ok, result.first_broken_id) == (False, 9)
+    assert (result.ok, result.first_bad) == (False, 9)
     assert "truncated" in result.reason
 
 
 def test_verify_chain_of_an_empty_ledger_passes(ledger):
-    assert ledger.verify_chain().to_dict() == {"ok": True, "entries_checked": 0,
-                                               "first_broken_id": None, "reason": None}
+    assert ledger.verify_chain().to_dict() == {"ok": True, "checked": 0,
+                                               "first_bad": None, "reason": None}
 
 
 # -- concurrency --------------------------------------------------------------------------------
@@ -405,7 +405,7 @@ def test_eight_threads_appending_a_thousand_entries_each_lose_and_duplicate_noth
     assert len(entries) == 8000
     assert {(e["node_id"], e["features"]["i"]) for e in entries} == \
         {(f"node-{w}", i) for w in range(8) for i in range(1000)}
-    assert ledger.verify_chain().entries_checked == 8000
+    assert ledger.verify_chain().checked == 8000
 
 
 # -- schema and construction --------------------------------------------------------------------

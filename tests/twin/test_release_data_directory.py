@@ -79,7 +79,7 @@ def test_the_release_learner_data_reads_back_through_the_current_services(releas
         assert {"create", "read", "update"} <= {e["action"] for e in doc["disclosures"]}
 
         result = runtime.audit.verify()
-        assert result.ok and result.events_checked >= expected["audit_events"]
+        assert result.ok and result.checked >= expected["audit_events"]
     finally:
         runtime.close()
 

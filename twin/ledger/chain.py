@@ -1,4 +1,4 @@
-"""The hash chain: how an entry's hash is computed and how a stored chain is verified.
+"""The ledger's hash chain, on the one hash-chain mechanism (``compliance.hash_chain``).
 
 Each entry's hash is SHA-256 over a canonical JSON object (sorted keys, no whitespace,
 UTF-8) of ``id, timestamp, node_id, features, confidence, prev_hash``; ``prev_hash`` is the
@@ -14,44 +14,21 @@ rewriting the whole chain; anchor ``head_hash`` somewhere else if that matters.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-GENESIS_HASH = "0" * 64
+from compliance.hash_chain import GENESIS_HASH, Break, ChainVerification, ChainWalker, link_hash
 
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8 text, no NaN: one spelling per value."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+__all__ = ["GENESIS_HASH", "ChainVerification", "StoredEntry", "entry_hash", "verify_entries"]
 
 
 def entry_hash(entry_id: int, timestamp: float, node_id: str, features: Any, confidence: float,
                prev_hash: str) -> str:
     """The SHA-256 (hex) that chains one entry to its predecessor."""
-    payload = canonical_json({"id": entry_id, "timestamp": timestamp, "node_id": node_id,
-                              "features": features, "confidence": confidence,
-                              "prev_hash": prev_hash})
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class ChainVerification:
-    """The outcome of ``verify_chain``: true when intact, else the first broken entry and why."""
-
-    ok: bool
-    entries_checked: int
-    first_broken_id: int | None = None
-    reason: str | None = None
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "entries_checked": self.entries_checked,
-                "first_broken_id": self.first_broken_id, "reason": self.reason}
+    return link_hash({"id": entry_id, "timestamp": timestamp, "node_id": node_id,
+                      "features": features, "confidence": confidence, "prev_hash": prev_hash},
+                     ascii_only=False)
 
 
 @dataclass(frozen=True)
@@ -68,7 +45,7 @@ class StoredEntry:
 
 
 def _broken(checked: int, entry_id: int, reason: str) -> ChainVerification:
-    return ChainVerification(False, checked, entry_id, reason)
+    return ChainVerification(False, checked, entry_id, reason, chain="ledger", item="entry")
 
 
 def verify_entries(entries: Iterable[StoredEntry], checkpoints: Sequence[tuple[int, str]],
@@ -78,39 +55,38 @@ def verify_entries(entries: Iterable[StoredEntry], checkpoints: Sequence[tuple[i
     ``checkpoints`` are ``(id, hash)`` of deleted entries, ascending; ``head_id``/``head_hash``
     are what the ledger believes its last entry was (to detect a truncated tail).
     """
-    expected, last_id, checked = GENESIS_HASH, 0, 0
+    walker = ChainWalker(contiguous=False)
     position = 0
 
     def stale_checkpoint(checkpoint_id: int) -> ChainVerification:
-        return _broken(checked, checkpoint_id,
+        return _broken(walker.checked, checkpoint_id,
                        f"checkpoint {checkpoint_id} names an entry that still exists")
 
     for entry in entries:
         while position < len(checkpoints) and checkpoints[position][0] < entry.id:
             checkpoint_id, checkpoint_hash = checkpoints[position]
-            if checkpoint_id <= last_id:
+            if checkpoint_id <= walker.position:
                 return stale_checkpoint(checkpoint_id)
-            expected, last_id = checkpoint_hash, checkpoint_id
+            walker.anchor(checkpoint_id, checkpoint_hash)
             position += 1
-        if entry.prev_hash != expected:
-            return _broken(checked, entry.id,
-                           f"entry {entry.id} does not link to the entry before it (prev_hash "
-                           "mismatch): an earlier entry was removed, inserted or altered")
         recomputed = entry_hash(entry.id, entry.timestamp, entry.node_id,
                                 json.loads(entry.features_json), entry.confidence, entry.prev_hash)
-        if recomputed != entry.entry_hash:
-            return _broken(checked, entry.id,
+        problem = walker.check(entry.id, entry.prev_hash, entry.entry_hash, recomputed)
+        if problem is Break.LINK:
+            return _broken(walker.checked, entry.id,
+                           f"entry {entry.id} does not link to the entry before it (prev_hash "
+                           "mismatch): an earlier entry was removed, inserted or altered")
+        if problem is not None:
+            return _broken(walker.checked, entry.id,
                            f"entry {entry.id} does not match its hash: its content was altered")
-        expected, last_id = entry.entry_hash, entry.id
-        checked += 1
     for checkpoint_id, checkpoint_hash in checkpoints[position:]:
-        if checkpoint_id <= last_id:
+        if checkpoint_id <= walker.position:
             return stale_checkpoint(checkpoint_id)
-        expected, last_id = checkpoint_hash, checkpoint_id
-    if last_id < head_id:
-        return _broken(checked, last_id + 1,
-                       f"entries {last_id + 1}..{head_id} are missing from the end (truncated)")
-    if last_id > head_id or expected != head_hash:
-        return _broken(checked, last_id,
-                       f"the ledger head (id {head_id}) does not match entry {last_id}")
-    return ChainVerification(True, checked)
+        walker.anchor(checkpoint_id, checkpoint_hash)
+    if walker.position < head_id:
+        return _broken(walker.checked, walker.position + 1,
+                       f"entries {walker.position + 1}..{head_id} are missing from the end (truncated)")
+    if walker.position > head_id or walker.last_hash != head_hash:
+        return _broken(walker.checked, walker.position,
+                       f"the ledger head (id {head_id}) does not match entry {walker.position}")
+    return ChainVerification(True, walker.checked, chain="ledger", item="entry")

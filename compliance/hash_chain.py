@@ -1,0 +1,104 @@
+"""Hash chains: tamper evidence for an append-only sequence, one mechanism for the audit trail
+(``compliance.audit``) and the anomaly ledger (``twin.ledger``).
+
+Each link stores the hash of the link before it (``prev_hash``, the first one links to
+``GENESIS_HASH``) and its own hash: SHA-256 over the canonical JSON of its content, its
+position and ``prev_hash`` included. Editing, renumbering, reordering or deleting a link
+therefore breaks the chain where it happened, and ``ChainWalker`` names the first link where it
+breaks. Deleting old links on purpose (retention, cleanup) leaves a checkpoint: the position and
+hash of the last deleted link, which the walker continues from (``anchor``).
+
+A chain kept in the same file proves integrity against edits by anyone who does not recompute
+every later hash; someone holding the key who rewrites the whole tail is caught only by
+comparing with a copy of a recent head hash kept elsewhere (backups, logs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping
+
+GENESIS_HASH = "0" * 64
+
+
+def link_hash(content: Mapping[str, Any], *, ascii_only: bool) -> str:
+    """SHA-256 (hex) of ``content`` as canonical JSON: sorted keys, no whitespace, no NaN.
+
+    ``ascii_only`` picks how non-ASCII text is spelled (``\\u`` escapes, or UTF-8 bytes); each
+    chain fixed its choice when its first link was written, and must keep it.
+    """
+    payload = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only,
+                         allow_nan=False)
+    return hashlib.sha256(payload.encode("ascii" if ascii_only else "utf-8")).hexdigest()
+
+
+class Break(Enum):
+    """How a link fails to continue the chain."""
+
+    CONTENT = "content"      # the link does not match its own hash
+    POSITION = "position"    # not the next position (a gap, or out of order)
+    LINK = "link"            # its prev_hash is not the previous link's hash
+
+
+@dataclass(frozen=True)
+class ChainVerification:
+    """The outcome of verifying a chain: true when intact, else the first bad link and why.
+
+    ``reason`` describes what is wrong at ``first_bad`` without repeating it; ``summary`` is
+    the one-line report (``chain`` and ``item`` name what was verified, for it).
+    """
+
+    ok: bool
+    checked: int
+    first_bad: int | None = None
+    reason: str | None = None
+    chain: str = field(default="audit trail", compare=False)
+    item: str = field(default="event", compare=False)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @property
+    def summary(self) -> str:
+        if self.ok:
+            return f"{self.chain} OK: {self.checked} {self.item}s verified"
+        return f"{self.chain} BROKEN at {self.item} {self.first_bad}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checked": self.checked, "first_bad": self.first_bad,
+                "reason": self.reason}
+
+
+class ChainWalker:
+    """Checks links one by one, in position order, against the chain so far.
+
+    ``contiguous``: positions must follow each other (the audit trail's sequence numbers);
+    otherwise gaps are allowed where a checkpoint says links were deleted (the ledger), and a
+    missing link shows as a broken ``prev_hash``.
+    """
+
+    def __init__(self, position: int = 0, last_hash: str = GENESIS_HASH, *, contiguous: bool) -> None:
+        self.position = position
+        self.last_hash = last_hash
+        self.contiguous = contiguous
+        self.checked = 0
+
+    def anchor(self, position: int, last_hash: str) -> None:
+        """Continue from a checkpoint: links up to ``position`` were deleted on purpose."""
+        self.position, self.last_hash = position, last_hash
+
+    def check(self, position: int, prev_hash: str, stored_hash: str, computed_hash: str) -> Break | None:
+        """None if the link continues the chain (the walker moves on), else how it breaks (the
+        walker stays where it was)."""
+        if computed_hash != stored_hash:
+            return Break.CONTENT
+        if self.contiguous and position != self.position + 1:
+            return Break.POSITION
+        if prev_hash != self.last_hash:
+            return Break.LINK
+        self.position, self.last_hash = position, stored_hash
+        self.checked += 1
+        return None
