@@ -20,7 +20,6 @@ and version plus a random part, written atomically with mode 0600 in a 0700 dire
 from __future__ import annotations
 
 import json
-import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,8 @@ from .errors import DuplicateVersionError, InvalidModelFieldError, ModelFileMiss
     ModelNotFoundError
 from .files import ModelFileStore
 from .naming import model_file_name, next_version, validate_name, validate_version
-from .performance import METRIC_COLUMNS, ModelPerformance, json_text, metrics_record, to_timestamp
+from .history import VersionHistory, metrics_view
+from .performance import json_text
 
 if TYPE_CHECKING:
     from compliance.keyring import Keyring
@@ -65,16 +65,9 @@ def _descriptive(model_type: Any, algorithms: Any, metadata: Any) -> _Descriptiv
                         json_text(dict(metadata), "metadata"))
 
 
-def _optional_number(field: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidModelFieldError(f"{field} must be a finite number")
-    return float(value)
-
-
-class ModelManager:
-    """Model versions, the active version per name, metrics history and training records."""
+class ModelManager(VersionHistory):
+    """Model versions, the active version per name, metrics history and training records
+    (``history.VersionHistory``)."""
 
     def __init__(self, db: Database, model_dir: str | Path) -> None:
         """``db`` must be migrated to ``twin.model_registry.schema.MIGRATIONS``;
@@ -225,104 +218,6 @@ class ModelManager:
         if conn.execute("SELECT 1 FROM model_registry WHERE name = ?", (name,)).fetchone() is None:
             raise ModelNotFoundError(f"no model named {name!r}")
 
-    # -- performance and training history -------------------------------------------------
-
-    def update_performance(self, name: str, version: str | None,
-                           performance: ModelPerformance | Mapping[str, Any]) -> Record:
-        """Append a metrics measurement to a version's history (``None``: the active one)."""
-        name = validate_name(name)
-        record = metrics_record(performance)
-        columns = ", ".join(METRIC_COLUMNS)
-        with self.db.transaction() as conn:
-            row = self._row(conn, name, version)
-            cursor = conn.execute(
-                f"INSERT INTO performance_metrics (model_id, {columns}, extra_metrics, "
-                f"recorded_at) VALUES (?, {', '.join('?' for _ in METRIC_COLUMNS)}, ?, ?)",
-                (row["model_id"], *record.columns.values(), json.dumps(record.extra),
-                 record.recorded_at))
-            metrics_id = cursor.lastrowid
-        return self._metrics("p.id = ?", (metrics_id,))[0]
-
-    def get_performance(self, name: str, version: str | None = None) -> list[Record]:
-        """Metrics history, oldest first: of one version, or of every version of ``name``."""
-        name = validate_name(name)
-        conn = self.db.connection()
-        if version is None:
-            self._require_model(conn, name)
-            return self._metrics("m.name = ?", (name,))
-        row = self._row(conn, name, version)
-        return self._metrics("p.model_id = ?", (row["model_id"],))
-
-    def _metrics(self, where: str, params: tuple[Any, ...]) -> list[Record]:
-        rows = self.db.query(
-            "SELECT p.*, m.name, m.version FROM performance_metrics p "
-            f"JOIN model_registry m ON m.model_id = p.model_id WHERE {where} "
-            "ORDER BY p.recorded_at, p.id", params)
-        return [self._metrics_record(row) for row in rows]
-
-    @staticmethod
-    def _metrics_record(row: Any) -> Record:
-        record: Record = {"id": row["id"], "model_id": row["model_id"], "name": row["name"],
-                          "version": row["version"], "recorded_at": row["recorded_at"]}
-        record.update({column: row[column] for column in METRIC_COLUMNS})
-        record["extra"] = json.loads(row["extra_metrics"])
-        return record
-
-    def save_training_history(self, name: str, version: str | None = None, *,
-                              training_started: Any = None, training_completed: Any = None,
-                              dataset_size: int | None = None,
-                              hyperparameters: Mapping[str, Any] | None = None,
-                              validation_score: float | None = None) -> Record:
-        """Record one training run of a version (``None``: the active one); return it.
-
-        Times are datetimes (naive = UTC) or ISO-8601 strings.
-        """
-        name = validate_name(name)
-        started = to_timestamp(training_started, "training_started")
-        completed = to_timestamp(training_completed, "training_completed")
-        if started and completed and completed < started:
-            raise InvalidModelFieldError("training_completed is before training_started")
-        if dataset_size is not None and (isinstance(dataset_size, bool)
-                                         or not isinstance(dataset_size, int) or dataset_size < 0):
-            raise InvalidModelFieldError("dataset_size must be a non-negative integer")
-        hyperparameters = {} if hyperparameters is None else hyperparameters
-        if not isinstance(hyperparameters, Mapping):
-            raise InvalidModelFieldError("hyperparameters must be a dict")
-        hyper_json = json_text(dict(hyperparameters), "hyperparameters")
-        score = _optional_number("validation_score", validation_score)
-        with self.db.transaction() as conn:
-            row = self._row(conn, name, version)
-            cursor = conn.execute(
-                "INSERT INTO training_history (model_id, training_started, training_completed, "
-                "dataset_size, hyperparameters, validation_score, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (row["model_id"], started, completed, dataset_size, hyper_json, score,
-                 to_db(utc_now())))
-            history_id = cursor.lastrowid
-        return self._training("t.id = ?", (history_id,))[0]
-
-    def get_training_history(self, name: str, version: str | None = None) -> list[Record]:
-        """Training runs, oldest first: of one version, or of every version of ``name``."""
-        name = validate_name(name)
-        conn = self.db.connection()
-        if version is None:
-            self._require_model(conn, name)
-            return self._training("m.name = ?", (name,))
-        row = self._row(conn, name, version)
-        return self._training("t.model_id = ?", (row["model_id"],))
-
-    def _training(self, where: str, params: tuple[Any, ...]) -> list[Record]:
-        rows = self.db.query(
-            "SELECT t.*, m.name, m.version FROM training_history t "
-            f"JOIN model_registry m ON m.model_id = t.model_id WHERE {where} ORDER BY t.id", params)
-        return [{"id": row["id"], "model_id": row["model_id"], "name": row["name"],
-                 "version": row["version"], "training_started": row["training_started"],
-                 "training_completed": row["training_completed"],
-                 "dataset_size": row["dataset_size"],
-                 "hyperparameters": json.loads(row["hyperparameters"]),
-                 "validation_score": row["validation_score"], "recorded_at": row["recorded_at"]}
-                for row in rows]
-
     # -- information ----------------------------------------------------------------------
 
     def get_model_info(self, name: str | None = None) -> Record:
@@ -393,7 +288,7 @@ class ModelManager:
             "size_bytes": row["size_bytes"],
             "created_at": row["created_at"],
             "updated_at": row["updated_at"],
-            "latest_performance": None if latest is None else self._metrics_record(latest),
+            "latest_performance": None if latest is None else metrics_view(latest),
         }
 
     # -- cleanup --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The RAG index: documents, chunks, vectors, and keyword / vector / hybrid retrieval.
+"""The RAG index: documents, chunks, vectors, and keyword / vector / hybrid retrieval
+(``retrieval.Retrieval``; what it returns is in ``records``).
 
     >>> index = RagIndex(db, embedding_model="paraphrase-MiniLM-L3-v2", dimension=384)
     >>> ref = index.add_document(text, title="Photosynthesis", embeddings=encoder)
@@ -9,145 +10,38 @@ taking the chunk texts); this module never downloads or runs a model. One ``RagI
 bound to one embedding model; several instances can share a database, each with its own
 model. Vector search keeps the model's vectors in memory as one normalised matrix, reloaded
 only when ``embedding_models.revision`` shows that some connection changed them.
-
-Scores: keyword search returns the negated FTS5 ``bm25()`` (higher is better), vector
-search the cosine similarity, hybrid search the reciprocal-rank-fusion score.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import re
 import secrets
 import threading
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from twin.storage import Database, OperationalError, is_busy_error
+from twin.storage import Database
 from twin.storage.timestamps import to_db, utc_now
 
 from .chunking import Chunker, TextChunk
 from .errors import (ChunkNotFoundError, DimensionMismatchError, DocumentNotFoundError,
                      EmbeddingCountError, InvalidDocumentError, ModelMismatchError)
-from .fts_query import KeywordQuery, parse_query
-from .fusion import reciprocal_rank_fusion
-from .vectors import VectorMatrix, as_vector, to_blob, unit
+from .records import ChunkInfo, Document, DocumentRef, IndexStats, SearchResult, content_hash
+from .retrieval import Retrieval, Vector, positive_int
+from .vectors import VectorMatrix, as_vector, to_blob
 
-log = logging.getLogger(__name__)
+_WORD = re.compile(r"\S+")
+
+__all__ = ["DEFAULT_DIMENSION", "DEFAULT_MODEL", "ChunkInfo", "Document", "DocumentRef", "IndexStats",
+           "RagIndex", "SearchResult", "content_hash"]
 
 DEFAULT_MODEL = "paraphrase-MiniLM-L3-v2"
 DEFAULT_DIMENSION = 384
 
-Vector = Sequence[float] | np.ndarray
 Embeddings = Sequence[Vector] | np.ndarray | Callable[[list[str]], Sequence[Vector] | np.ndarray]
-
-_WORD = re.compile(r"\S+")
-
-_RESULT_COLUMNS = """
-    c.id, c.chunk_id, c.document_id, c.chunk_index, c.content, d.title
-"""
-
-_KEYWORD_SQL = f"""
-SELECT {_RESULT_COLUMNS}, -f.rank AS score
-  FROM (SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?) AS f
-  JOIN chunks c ON c.id = f.rowid
-  JOIN documents d ON d.document_id = c.document_id
- ORDER BY f.rank, c.id
-"""
-
-_COUNT_MATCHES_UP_TO_SQL = """
-SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)
-"""
-
-_ROWS_BY_ID_SQL = f"""
-SELECT {_RESULT_COLUMNS}
-  FROM chunks c JOIN documents d ON d.document_id = c.document_id
- WHERE c.id IN (SELECT value FROM json_each(?))
-"""
-
-_COUNT_QUERIES_SQL = """
-UPDATE embeddings_metadata SET query_count = query_count + 1, last_queried = ?
- WHERE chunk_id IN (SELECT value FROM json_each(?))
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentRef:
-    """The id of a stored document; ``created`` is False when identical content existed."""
-
-    document_id: str
-    created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SearchResult:
-    """One retrieved chunk, its document, and its score (higher is better)."""
-
-    chunk_id: str
-    document_id: str
-    chunk_index: int
-    content: str
-    title: str | None
-    score: float
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkInfo:
-    """A stored chunk with its retrieval statistics."""
-
-    chunk_id: str
-    chunk_index: int
-    content: str
-    start_offset: int
-    end_offset: int
-    has_embedding: bool      # a vector of the index's model is stored
-    query_count: int
-    last_queried: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """A stored document and its chunks in order."""
-
-    document_id: str
-    title: str | None
-    content: str
-    document_type: str
-    source_path: str | None
-    source_url: str | None
-    content_hash: str
-    word_count: int
-    metadata: dict[str, Any]
-    created_at: str
-    updated_at: str
-    chunks: tuple[ChunkInfo, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class IndexStats:
-    """Counts over the whole database; ``embedded_chunks`` counts this index's model only."""
-
-    documents: int
-    chunks: int
-    embedded_chunks: int
-    models: dict[str, int]    # every registered embedding model and its dimension
-    total_queries: int        # retrievals counted over all chunks
-
-
-def content_hash(content: str) -> str:
-    """The dedupe key of a document: SHA-256 of its UTF-8 content, hex."""
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    return value
 
 
 def _metadata_json(metadata: Mapping[str, Any] | None) -> str | None:
@@ -161,12 +55,7 @@ def _metadata_json(metadata: Mapping[str, Any] | None) -> str | None:
         raise InvalidDocumentError(f"metadata is not JSON-serialisable: {exc}") from None
 
 
-def _result(row: Any, score: float) -> SearchResult:
-    return SearchResult(row["chunk_id"], row["document_id"], row["chunk_index"], row["content"],
-                        row["title"], float(score))
-
-
-class RagIndex:
+class RagIndex(Retrieval):
     """Documents, chunks and one embedding model's vectors in a migrated ``rag_index`` db."""
 
     def __init__(self, db: Database, *, embedding_model: str = DEFAULT_MODEL,
@@ -190,11 +79,11 @@ class RagIndex:
             raise ValueError("embedding_model must be a non-empty string")
         self.db = db
         self.embedding_model = embedding_model
-        self.dimension = _positive_int("dimension", dimension)
+        self.dimension = positive_int("dimension", dimension)
         self.chunker = chunker or Chunker()
         self.track_queries = track_queries
         self.prune_common_terms_from = (None if prune_common_terms_from is None else
-                                        _positive_int("prune_common_terms_from",
+                                        positive_int("prune_common_terms_from",
                                                       prune_common_terms_from))
         self._clock = clock
         self._matrix: VectorMatrix | None = None
@@ -345,42 +234,6 @@ class RagIndex:
                 "SELECT model, dimension FROM embedding_models ORDER BY model")}
         return IndexStats(row["documents"], row["chunks"], row["embedded"], models, row["queries"])
 
-    # -- retrieval ------------------------------------------------------------------------
-
-    def keyword_search(self, query: str, k: int = 10) -> list[SearchResult]:
-        """The ``k`` chunks best matching ``query`` by FTS5 BM25 (any text is accepted)."""
-        _positive_int("k", k)
-        rows = self._keyword_rows(query, k)
-        results = [_result(row, row["score"]) for row in rows]
-        self._record_queries(results)
-        return results
-
-    def vector_search(self, vector: Vector, k: int = 10) -> list[SearchResult]:
-        """The ``k`` chunks whose vectors are most cosine-similar to ``vector``."""
-        _positive_int("k", k)
-        hits = self._vector_hits(vector, k)
-        rows = self._rows_by_id([rowid for rowid, _ in hits])
-        results = [_result(rows[rowid], score) for rowid, score in hits if rowid in rows]
-        self._record_queries(results)
-        return results
-
-    def hybrid_search(self, query: str, vector: Vector, k: int = 10, *, rrf_k: float = 60,
-                      candidates: int | None = None) -> list[SearchResult]:
-        """Keyword and vector rankings fused by reciprocal rank fusion.
-
-        Each method contributes its top ``candidates`` (default ``max(4 * k, 50)``); the
-        score is ``sum(1 / (rrf_k + rank))`` over the methods that found the chunk.
-        """
-        _positive_int("k", k)
-        pool = _positive_int("candidates", candidates) if candidates is not None else max(4 * k, 50)
-        vector_ids = [rowid for rowid, _ in self._vector_hits(vector, pool)]
-        keyword_ids = [row["id"] for row in self._keyword_rows(query, pool)]
-        fused = reciprocal_rank_fusion([keyword_ids, vector_ids], k=rrf_k, limit=k)
-        rows = self._rows_by_id([rowid for rowid, _ in fused])
-        results = [_result(rows[rowid], score) for rowid, score in fused if rowid in rows]
-        self._record_queries(results)
-        return results
-
     # -- internals ------------------------------------------------------------------------
 
     def _check_model(self, embedding_model: str | None) -> None:
@@ -423,88 +276,3 @@ class RagIndex:
         if count != len(chunks):
             raise EmbeddingCountError(f"{count} embeddings for {len(chunks)} chunks")
         return [as_vector(v, self.dimension) for v in embeddings]
-
-    def _keyword_rows(self, query: str, limit: int) -> list[Any]:
-        if not isinstance(query, str):
-            raise TypeError("query must be a string")
-        parsed = parse_query(query)
-        if parsed is None:
-            return []
-        return self.db.query(_KEYWORD_SQL, (self._prune_common_terms(parsed), limit))
-
-    def _prune_common_terms(self, parsed: KeywordQuery) -> str:
-        """The MATCH expression without the parts BM25 would weigh ~0 (see ``__init__``)."""
-        threshold = self.prune_common_terms_from
-        if threshold is None or len(parsed.parts) < 2:
-            return parsed.expression()
-        total = self.db.query_one("SELECT count(*) FROM chunks")[0]
-        if total < threshold:
-            return parsed.expression()
-        # FTS5's bm25() clamps log((N - n + 0.5) / (n + 0.5)) to 1e-6 once n >= N / 2.
-        half = (total + 1) // 2
-        kept = [part for part in parsed.parts
-                if self.db.query_one(_COUNT_MATCHES_UP_TO_SQL, (part, half))[0] < half]
-        return parsed.expression(kept or None)
-
-    def _vector_hits(self, vector: Vector, k: int) -> list[tuple[int, float]]:
-        query_unit = unit(as_vector(vector, self.dimension))
-        return self._vectors().top_k(query_unit, k)
-
-    def _vectors(self) -> VectorMatrix:
-        """The model's vector matrix, reloaded only if the stored revision changed."""
-        row = self.db.query_one("SELECT revision FROM embedding_models WHERE model = ?",
-                                (self.embedding_model,))
-        if row is None:
-            return VectorMatrix.empty(self.dimension)
-        cached = self._matrix
-        if cached is not None and cached.revision == row["revision"]:
-            return cached
-        with self._matrix_lock:
-            cached = self._matrix
-            if cached is not None and cached.revision == row["revision"]:
-                return cached
-            loaded = self._load_matrix()
-            self._matrix = loaded
-            return loaded
-
-    def _load_matrix(self) -> VectorMatrix:
-        # One read transaction so the revision and the vectors come from the same snapshot.
-        with self.db.transaction(immediate=False) as conn:
-            revision = conn.execute("SELECT revision FROM embedding_models WHERE model = ?",
-                                    (self.embedding_model,)).fetchone()
-            rows = conn.execute(
-                "SELECT c.id, e.vector FROM embeddings e JOIN chunks c ON c.chunk_id = e.chunk_id "
-                "WHERE e.model = ? AND e.dimension = ?",
-                (self.embedding_model, self.dimension)).fetchall()
-        return VectorMatrix.from_blobs(None if revision is None else revision["revision"],
-                                       [r[0] for r in rows], [r[1] for r in rows], self.dimension)
-
-    def _rows_by_id(self, rowids: list[int]) -> dict[int, Any]:
-        if not rowids:
-            return {}
-        return {row["id"]: row for row in self.db.query(_ROWS_BY_ID_SQL, (json.dumps(rowids),))}
-
-    def _record_queries(self, results: list[SearchResult]) -> None:
-        """Count one retrieval for each returned chunk, best-effort and without waiting.
-
-        A search must not stall behind a long write (a bulk ingest holds the write lock for
-        its whole transaction), so the update does not wait for the lock: when the
-        database is busy these retrievals simply go uncounted.
-        """
-        if not self.track_queries or not results:
-            return
-        params = (to_db(self._clock()), json.dumps([r.chunk_id for r in results]))
-        conn = self.db.connection()
-        if conn.in_transaction:   # the caller's transaction: count inside it
-            conn.execute(_COUNT_QUERIES_SQL, params)
-            return
-        conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            conn.execute(_COUNT_QUERIES_SQL, params)
-        except OperationalError as exc:
-            if not is_busy_error(exc):
-                raise
-            log.debug("%s: database busy, %d retrievals not counted", self.db.name, len(results))
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.db.settings.busy_timeout_ms)}")
-

@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from twin.storage.timestamps import to_db, utc_now
+
+from .base import SettingsBase
 from .errors import SettingsValidationError
-from .values import check_key, check_optional_text
+from .values import ChangeOutcome, check_key, check_optional_text
 
 STATUSES = ("not_started", "planned", "in_progress", "on_hold", "completed", "cancelled")
 FIELDS = ("id", "title", "description", "area", "status", "priority", "progress",
@@ -76,3 +79,52 @@ def goal_from_row(row: Any) -> dict[str, Any]:
     goal = {f: json.loads(row[f]) if f in _JSON_FIELDS else row[f] for f in FIELDS}
     goal["created_at"], goal["updated_at"] = row["created_at"], row["updated_at"]
     return goal
+
+
+class BusinessGoals(SettingsBase):
+    def save_business_goal(self, goal: Mapping[str, Any]) -> ChangeOutcome:
+        """Create or replace a goal by its ``id`` (see ``goals.normalize_goal`` for fields)."""
+        params = goal_params(normalize_goal(goal))
+        columns = ", ".join(FIELDS)
+
+        def write(conn: Any) -> ChangeOutcome:
+            row = conn.execute(f"SELECT {columns} FROM business_goals WHERE id = ?",
+                               (params[0],)).fetchone()
+            if row is not None and tuple(row) == params:
+                return ChangeOutcome.UNCHANGED
+            now = to_db(utc_now())
+            if row is None:
+                conn.execute(f"INSERT INTO business_goals ({columns}, created_at, updated_at) "
+                             f"VALUES ({', '.join('?' for _ in FIELDS)}, ?, ?)",
+                             (*params, now, now))
+                return ChangeOutcome.CREATED
+            assignments = ", ".join(f"{f} = ?" for f in FIELDS[1:])
+            conn.execute(f"UPDATE business_goals SET {assignments}, updated_at = ? WHERE id = ?",
+                         (*params[1:], now, params[0]))
+            return ChangeOutcome.UPDATED
+
+        return self.db.write(write)
+
+    def get_business_goal(self, goal_id: str) -> dict[str, Any] | None:
+        """One goal by id, or None."""
+        row = self.db.query_one("SELECT * FROM business_goals WHERE id = ?",
+                                (check_key(goal_id, "goal id"),))
+        return None if row is None else goal_from_row(row)
+
+    def get_business_goals(self, status: str | None = None,
+                           area: str | None = None) -> list[dict[str, Any]]:
+        """Goals, highest priority first, optionally filtered by status and/or area."""
+        where, params = [], []
+        for column, value in (("status", status), ("area", area)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT * FROM business_goals" + (" WHERE " + " AND ".join(where) if where else "")
+        return [goal_from_row(r) for r in self.db.query(sql + " ORDER BY priority DESC, id", params)]
+
+    def delete_business_goal(self, goal_id: str) -> bool:
+        """Delete a goal; False if there was none."""
+        check_key(goal_id, "goal id")
+        return bool(self.db.write(lambda conn: conn.execute(
+            "DELETE FROM business_goals WHERE id = ?", (goal_id,)).rowcount))
+
