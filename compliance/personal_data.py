@@ -89,11 +89,10 @@ def other(name: str, why: str, **options: Any) -> Column:
 @dataclass(frozen=True)
 class SubjectVia:
     """A table whose rows reach their subject through a parent row: ``key`` in both tables,
-    the subject hash in the parent's ``subject_column``."""
+    the subject hash in the parent (in its ``subject_hash_column``)."""
 
     parent: str
     key: str
-    subject_column: str
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,8 @@ class PersonalTable:
     name: str
     columns: tuple[Column, ...]
     row_id: tuple[str, ...]          # columns joined by "/": the row id in each ciphertext's AAD
-    subject: str | SubjectVia        # the subject-hash column, or the way to the parent's
+    subject_hash_column: str         # where the subject hash is: here, or in the ``via`` parent
+    via: SubjectVia | None = None
     export_as: str | None = None     # section of the DSR export (None: not exported)
     pk: str = "id"                   # the integer key purges batch and exports order by
     order_by: str | None = None      # export order (default: pk)
@@ -157,7 +157,7 @@ class PersonalTable:
             raise RegistryError(f"{self.name}: a table kept on erasure must say why (kept_reason)")
         named = [*self.row_id, self.pk, self.created, self.order_by,
                  self.retention.column if self.retention else None,
-                 self.subject if isinstance(self.subject, str) else self.subject.key]
+                 self.via.key if self.via else self.subject_hash_column]
         unknown = sorted({n for n in named if n is not None} - set(by_name))
         if unknown:
             raise RegistryError(f"{self.name}: {', '.join(unknown)} not among its columns")
@@ -191,10 +191,10 @@ class PersonalTable:
     @functools.cached_property
     def subject_sql(self) -> str:
         """SQL expression: the subject hash of a row of this table."""
-        if isinstance(self.subject, str):
-            return f"{self.name}.{self.subject}"
-        via = self.subject
-        return (f"(SELECT p.{via.subject_column} FROM {via.parent} p "
+        via = self.via
+        if via is None:
+            return f"{self.name}.{self.subject_hash_column}"
+        return (f"(SELECT p.{self.subject_hash_column} FROM {via.parent} p "
                 f"WHERE p.{via.key} = {self.name}.{via.key})")
 
     def subjects_where(self, count: int) -> str:
@@ -204,11 +204,12 @@ class PersonalTable:
         sql = self._statements.get(cache_key)
         if sql is None:
             hashes = ", ".join(f":subject_{i}" for i in range(count))
-            if isinstance(self.subject, str):
-                sql = f"{self.subject} IN ({hashes})"
+            via = self.via
+            if via is None:
+                sql = f"{self.subject_hash_column} IN ({hashes})"
             else:
-                via = self.subject
-                sql = f"{via.key} IN (SELECT {via.key} FROM {via.parent} WHERE {via.subject_column} IN ({hashes}))"
+                sql = (f"{via.key} IN (SELECT {via.key} FROM {via.parent} "
+                       f"WHERE {self.subject_hash_column} IN ({hashes}))")
             self._statements[cache_key] = sql
         return sql
 

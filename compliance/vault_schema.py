@@ -134,27 +134,27 @@ PERSONAL_DATA = [
         columns=(key("token_id"), other("token_hash", why="SHA-256 of the token's secret"),
                  clear("role"), subject_hash("subject_hash"), clear("label"),
                  timestamp("created_at"), timestamp("revoked_at")),
-        row_id=("token_id",), subject="subject_hash"),
+        row_id=("token_id",), subject_hash_column="subject_hash"),
     PersonalTable(
         database="privacy_vault", name="subject_keys", pk="user_id_hash",
         columns=(subject_hash("user_id_hash"), clear("key_version"),
                  other("wrapped_key", why="the subject's data key, wrapped by the field key"),
                  timestamp("created_at")),
-        row_id=("user_id_hash",), subject="user_id_hash"),
+        row_id=("user_id_hash",), subject_hash_column="user_id_hash"),
     PersonalTable(
         database="privacy_vault", name="audit_events", pk="seq", export_as="disclosures",
         columns=(key("seq"), key("event_id"), timestamp("occurred_at"), clear("actor_id"),
                  clear("actor_role"), clear("action"), subject_hash("subject_hash"),
                  clear("resource"), key("request_id"), json_text("details"),
                  other("prev_hash", why="hash chain link"), other("event_hash", why="hash chain link")),
-        row_id=("event_id",), subject="subject_hash", erase=False,
+        row_id=("event_id",), subject_hash_column="subject_hash", erase=False,
         kept_reason="accountability (GDPR art. 5(2)) and FERPA record of disclosures; rows hold "
                     "only the keyed subject hash, and the trail has its own retention window"),
     PersonalTable(
         database="privacy_vault", name="erasure_tombstones", pk="user_id_hash",
         columns=(subject_hash("user_id_hash"), key("receipt_id"), timestamp("erased_at"),
                  json_text("counts")),
-        row_id=("user_id_hash",), subject="user_id_hash", erase=False,
+        row_id=("user_id_hash",), subject_hash_column="user_id_hash", erase=False,
         kept_reason="proof of erasure, re-applied after any restore; keyed hash only"),
 ]
 

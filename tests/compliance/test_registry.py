@@ -93,7 +93,7 @@ def test_children_are_declared_before_their_parents(runtime):
 
 def _table(**overrides) -> PersonalTable:
     values = dict(database="d", name="t", columns=(key("id"), key("row"), clear("v")), row_id=("row",),
-                  subject="row")
+                  subject_hash_column="row")
     values.update(overrides)
     return PersonalTable(**values)
 

@@ -17,7 +17,7 @@ from .tables import CONSENTS, PROFILES
 if TYPE_CHECKING:
     from .profiles import ProfileService
 
-_INSERT = CONSENTS.insert_sql(("consent_id", "profile_id", CONSENTS.subject, "consent_type", "method",
+_INSERT = CONSENTS.insert_sql(("consent_id", "profile_id", CONSENTS.subject_hash_column, "consent_type", "method",
                                "details", "granted_at"))
 _SELECT = f"SELECT {CONSENTS.select_list()} FROM {CONSENTS.name} WHERE "
 
@@ -68,7 +68,7 @@ class ConsentService:
     def is_child_profile(self, profile_id: str) -> tuple[str, bool]:
         """The subject hash of an unexpired profile, and whether COPPA applies to them today."""
         row = self.profiles._row(profile_id)  # noqa: SLF001 - same domain
-        subject_hash = row[PROFILES.subject]
+        subject_hash = row[PROFILES.subject_hash_column]
         sealed = PROFILES.decode(row, self.ctx.keys.writer(subject_hash), ("encrypted_data",))["encrypted_data"]
         birth = sealed.get("birth_date")
         return subject_hash, is_child(date.fromisoformat(birth) if birth else None, self.ctx.clock().date())

@@ -62,9 +62,9 @@ class KnowledgeService:
         return self._view(row, writer), created
 
     def list(self, actor: Actor, request_id: str | None, profile_id: str, *, domain: str | None = None,
-             subject: str | None = None) -> list[dict[str, Any]]:
+             restricted_to: str | None = None) -> list[dict[str, Any]]:
         subject_hash = self.profiles.subject_of(profile_id)
-        self.ctx.require_own(subject, subject_hash)
+        self.ctx.require_own(restricted_to, subject_hash)
         sql = _SELECT + f"profile_id = :profile_id AND {KNOWLEDGE.live_where()}"
         params: dict[str, Any] = {"profile_id": profile_id, **self.ctx.cutoffs()}
         if domain is not None:

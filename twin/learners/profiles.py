@@ -28,7 +28,7 @@ _FIELD_COLUMNS = tuple(c for c in PROFILES.sealed_columns if c != _SEALED)
 _FIRST_ROW_VERSION = 1  # row_version's column default: what a new row's ETag is made from
 _SELECT_LIVE = (f"SELECT {PROFILES.select_list()} FROM {PROFILES.name} "
                 f"WHERE profile_id = :profile_id AND {PROFILES.live_where()}")
-_INSERT_COLUMNS = ("profile_id", PROFILES.subject, "preferred_difficulty", "created_at", "updated_at",
+_INSERT_COLUMNS = ("profile_id", PROFILES.subject_hash_column, "preferred_difficulty", "created_at", "updated_at",
                    "ttl_expires_at", "retention_days", *_FIELD_COLUMNS, _SEALED)
 # What the API view is made of: every exported column (the export's decoding, renamed below).
 _VIEW_COLUMNS = tuple(c.name for c in PROFILES.columns if c.exported)
@@ -93,32 +93,33 @@ class ProfileService:
 
     def subject_of(self, profile_id: str) -> str:
         """The subject hash of an unexpired profile (NotFoundError otherwise)."""
-        return self._row(profile_id)[PROFILES.subject]
+        return self._row(profile_id)[PROFILES.subject_hash_column]
 
     def key_proof(self, profile_id: str) -> tuple[str, KeyProof]:
         """The subject hash of an unexpired profile and the proof of their current key (the
         profile's own ciphertext), for ``keys.writer``. Writes then check ``require_live`` in
         their transaction: profile ids are never reused, so the key still fits."""
         row = self._row(profile_id)
-        return row[PROFILES.subject], KeyProof(PROFILES.name, _SEALED, profile_id, row[_SEALED])
+        return row[PROFILES.subject_hash_column], KeyProof(PROFILES.name, _SEALED, profile_id, row[_SEALED])
 
     def _view(self, row: Any) -> dict[str, Any]:
-        reader = self.ctx.keys.reader(row[PROFILES.subject])
+        reader = self.ctx.keys.reader(row[PROFILES.subject_hash_column])
         return _render(PROFILES.decode(row, reader, _VIEW_COLUMNS))
 
     def get(self, actor: Actor, request_id: str | None, profile_id: str, *,
-            subject: str | None = None) -> tuple[dict[str, Any], str]:
-        """A profile and its ETag. ``subject`` restricts to one subject (learner tokens)."""
+            restricted_to: str | None = None) -> tuple[dict[str, Any], str]:
+        """A profile and its ETag. ``restricted_to`` (a subject hash) allows only that subject's
+        profile (learner tokens)."""
         row = self._row(profile_id)
-        subject_hash = row[PROFILES.subject]
-        self.ctx.require_own(subject, subject_hash)
+        subject_hash = row[PROFILES.subject_hash_column]
+        self.ctx.require_own(restricted_to, subject_hash)
         view = self._view(row)
         self.ctx.record(actor, "read", subject_hash, f"profile:{profile_id}", request_id)
         return view, etag_for(profile_id, row["row_version"])
 
     def lookup(self, actor: Actor, request_id: str | None, user_id: str) -> tuple[dict[str, Any], str]:
         subject_hash = self.ctx.hasher.hash(user_id)
-        row = self.ctx.db.query_one(f"SELECT profile_id FROM {PROFILES.name} WHERE {PROFILES.subject} = :s "
+        row = self.ctx.db.query_one(f"SELECT profile_id FROM {PROFILES.name} WHERE {PROFILES.subject_hash_column} = :s "
                                     f"AND {PROFILES.live_where()}", {"s": subject_hash, "now": self.ctx.now()})
         if row is None:
             raise NotFoundError("profile not found")
@@ -138,7 +139,7 @@ class ProfileService:
         profile_id = new_id("prf")
         now = ctx.clock()
         retention_days = data.get("retention_days") or ctx.config.profile_retention_days
-        values = {"profile_id": profile_id, PROFILES.subject: subject_hash,
+        values = {"profile_id": profile_id, PROFILES.subject_hash_column: subject_hash,
                   "preferred_difficulty": data.get("preferred_difficulty") or "medium",
                   "created_at": to_db(now), "updated_at": to_db(now),
                   "ttl_expires_at": to_db(now + timedelta(days=retention_days)),
@@ -181,7 +182,7 @@ class ProfileService:
             row = self._row(profile_id, conn)
             if not if_match_allows(if_match, etag_for(profile_id, row["row_version"])):
                 raise PreconditionFailedError("the profile changed since it was read (ETag mismatch)")
-            subject_hash = row[PROFILES.subject]
+            subject_hash = row[PROFILES.subject_hash_column]
             writer = ctx.keys.writer(subject_hash, proof=KeyProof(PROFILES.name, _SEALED, profile_id, row[_SEALED]))
             sets: dict[str, Any] = {}
             if "preferred_difficulty" in changes:

@@ -22,7 +22,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 # A session is served only while its profile is unexpired and it is inside its own window.
 _LIVE = f"{SESSIONS.live_where('s')} AND {PROFILES.live_where('p')}"
-_SELECT = (f"SELECT {SESSIONS.select_list('s')}, p.{PROFILES.subject} AS subject_hash "
+_SELECT = (f"SELECT {SESSIONS.select_list('s')}, p.{PROFILES.subject_hash_column} AS subject_hash "
            f"FROM {SESSIONS.name} s JOIN {PROFILES.name} p ON p.profile_id = s.profile_id WHERE ")
 _INSERT = SESSIONS.insert_sql(("session_id", "profile_id", "session_type", "start_time", "topics_covered"))
 _VIEW_COLUMNS = tuple(c.name for c in SESSIONS.columns if c.exported)
@@ -142,10 +142,11 @@ class SessionService:
         return self._view(row), etag_for(session_id, row["row_version"])
 
     def list(self, actor: Actor, request_id: str | None, profile_id: str, *, limit: int,
-             cursor: str | None, subject: str | None = None) -> dict[str, Any]:
-        """``{items, next_cursor}`` in start order; ``subject`` restricts to one learner."""
+             cursor: str | None, restricted_to: str | None = None) -> dict[str, Any]:
+        """``{items, next_cursor}`` in start order; ``restricted_to`` (a subject hash) allows
+        only that subject's profile."""
         subject_hash = self.profiles.subject_of(profile_id)
-        self.ctx.require_own(subject, subject_hash)
+        self.ctx.require_own(restricted_to, subject_hash)
         after = decode_cursor(cursor) if cursor else 0
         rows = self.ctx.db.query(
             _SELECT + "s.profile_id = :pid AND s.id > :after AND " + _LIVE + " ORDER BY s.id LIMIT :limit",

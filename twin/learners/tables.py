@@ -15,7 +15,7 @@ from compliance.personal_data import (PersonalTable, Retention, SubjectVia, clea
 
 _ROW_NUMBER = "internal row number (ordering and purge batches)"
 _ROW_VERSION = "version counter the ETag is made from"
-_OF_PROFILE = SubjectVia(parent="learning_profiles", key="profile_id", subject_column="user_id_hash")
+_OF_PROFILE = SubjectVia(parent="learning_profiles", key="profile_id")
 
 PROFILES = PersonalTable(
     database="digital_twin", name="learning_profiles", export_as="profiles",
@@ -35,7 +35,7 @@ PROFILES = PersonalTable(
         subject_hash("user_id_hash"),
         other("row_version", exported=False, why=_ROW_VERSION),
     ),
-    row_id=("profile_id",), subject="user_id_hash", created="created_at",
+    row_id=("profile_id",), subject_hash_column="user_id_hash", created="created_at",
     retention=Retention("ttl_expires_at", ends_subject=True),
 )
 
@@ -55,7 +55,7 @@ SESSIONS = PersonalTable(
         key("id", exported=False, why=_ROW_NUMBER),
         other("row_version", exported=False, why=_ROW_VERSION),
     ),
-    row_id=("session_id",), subject=_OF_PROFILE,
+    row_id=("session_id",), subject_hash_column="user_id_hash", via=_OF_PROFILE,
     retention=Retention("start_time", window="sessions"),
 )
 
@@ -72,7 +72,7 @@ KNOWLEDGE = PersonalTable(
         clear("prerequisites_met"),
         key("id", exported=False, why=_ROW_NUMBER),
     ),
-    row_id=("profile_id", "knowledge_domain", "topic"), subject=_OF_PROFILE,
+    row_id=("profile_id", "knowledge_domain", "topic"), subject_hash_column="user_id_hash", via=_OF_PROFILE,
     retention=Retention("last_accessed", window="knowledge"),
 )
 
@@ -89,7 +89,7 @@ CONSENTS = PersonalTable(
         key("id", exported=False, why=_ROW_NUMBER),
         subject_hash("user_id_hash"),
     ),
-    row_id=("consent_id",), subject="user_id_hash", created="granted_at",
+    row_id=("consent_id",), subject_hash_column="user_id_hash", created="granted_at",
 )
 
 HOLDS = PersonalTable(
@@ -105,7 +105,7 @@ HOLDS = PersonalTable(
         key("id", exported=False, why=_ROW_NUMBER),
         subject_hash("user_id_hash"),
     ),
-    row_id=("hold_id",), subject="user_id_hash", created="placed_at",
+    row_id=("hold_id",), subject_hash_column="user_id_hash", created="placed_at",
 )
 
 # Children before parents: erasure counts and deletes in this order; the export runs backwards.

@@ -25,5 +25,5 @@ def upsert_knowledge(profile_id, domain, topic, body):
           query=KnowledgeQuerySchema, responses={200: KnowledgeListSchema, 404: None})
 def list_knowledge(profile_id, query):
     items = runtime().knowledge.list(actor(), request_id(), profile_id, domain=query.get("domain"),
-                                     subject=subject_restriction())
+                                     restricted_to=subject_restriction())
     return jsonify(items=items)

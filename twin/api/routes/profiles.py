@@ -31,7 +31,7 @@ def lookup_profile(body):
 @endpoint("Read a profile (ETag)", tag="profiles", roles=SERVICE, learner_own=True,
           responses={200: ProfileSchema, 404: None})
 def get_profile(profile_id):
-    view, etag = runtime().profiles.get(actor(), request_id(), profile_id, subject=subject_restriction())
+    view, etag = runtime().profiles.get(actor(), request_id(), profile_id, restricted_to=subject_restriction())
     return with_etag(view, etag)
 
 

@@ -24,7 +24,7 @@ def start_session(profile_id, body):
           learner_own=True, query=SessionListQuerySchema, responses={200: SessionPageSchema, 404: None})
 def list_sessions(profile_id, query):
     page = runtime().sessions.list(actor(), request_id(), profile_id, limit=query["limit"],
-                                   cursor=query.get("cursor"), subject=subject_restriction())
+                                   cursor=query.get("cursor"), restricted_to=subject_restriction())
     return jsonify(page)
 
 
