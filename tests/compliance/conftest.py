@@ -1,24 +1,17 @@
-"""Compliance fixtures: a real Runtime on SQLCipher files, learner subjects made through the
-real services, and a forensic reader that decrypts every page of a database file and its WAL
-(free pages and stale frames included), to prove what an erasure or purge left behind."""
+"""Compliance fixtures: a forensic reader that decrypts every page of a database file and its WAL
+(free pages and stale frames included), to prove what an erasure or purge left behind. Learner
+subjects made through the real services (``make_subject``) come from tests/conftest.py."""
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from compliance.audit import Actor
 from twin.runtime import Runtime
 from twin.storage import Database, open_keyed
-
-SERVICE_ACTOR = Actor("tok_test_service", "service")
-ADMIN_ACTOR = Actor("tok_test_admin", "admin")
 
 # SQLCipher 4 defaults (the engine sets no cipher_* pragma): 4 KiB pages, AES-256-CBC, and
 # 80 reserved bytes at each page's end (16-byte IV, then the HMAC). Page 1 starts with the salt.
@@ -27,74 +20,6 @@ _RESERVE = 80
 _SALT = 16
 _WAL_HEADER = 32
 _WAL_FRAME_HEADER = 24
-
-
-@dataclass
-class Subject:
-    """A learner made through the services, and the distinctive values stored about them."""
-
-    user_id: str
-    subject_hash: str
-    profile_id: str
-    marker: str                       # appears in plaintext columns (topics, domain, style)
-    session_ids: list[str] = field(default_factory=list)
-    consent_ids: list[str] = field(default_factory=list)
-    knowledge: list[tuple[str, str]] = field(default_factory=list)
-
-
-@pytest.fixture
-def make_subject(runtime) -> Callable[..., Subject]:
-    """make_subject("user-1", sessions=2, knowledge=2, child=False) -> Subject."""
-
-    def make(user_id: str, *, sessions: int = 2, knowledge: int = 2, child: bool = False,
-             retention_days: int | None = None, marker: str | None = None) -> Subject:
-        marker = marker or "MARK" + hashlib.sha256(user_id.encode()).hexdigest()[:10].upper()
-        today = runtime.clock().date()
-        data: dict[str, Any] = {
-            "user_id": user_id,
-            "learning_style": f"visual-{marker}",
-            "knowledge_domains": [f"domain-{marker}"],
-            "learning_goals": [f"goal-{marker}"],
-            "privacy_settings": {"share": False},
-            "personal": {"name": f"Name-{marker}", "email": f"{marker.lower()}@example.org"},
-            "birth_date": date(today.year - (9 if child else 30), 1, 15),
-            "retention_days": retention_days,
-        }
-        if child:
-            data["parental_consent"] = parental_consent(f"Parent-{marker}")
-        view, _ = runtime.profiles.create(SERVICE_ACTOR, None, data)
-        subject = Subject(user_id, runtime.hasher.hash(user_id), view["profile_id"], marker)
-        subject.consent_ids = [r["consent_id"] for r in runtime.twin_db.query(
-            "SELECT consent_id FROM consents WHERE profile_id = ?", (subject.profile_id,))]
-        for i in range(sessions):
-            started, _ = runtime.sessions.start(SERVICE_ACTOR, None, subject.profile_id,
-                                                {"session_type": "lesson",
-                                                 "topics_covered": [f"topic-{marker}-{i}"]})
-            runtime.sessions.update(SERVICE_ACTOR, None, started["session_id"],
-                                    {"performance_metrics": {"score": i, "note": f"note-{marker}-{i}"},
-                                     "engagement_score": 0.5}, None)
-            subject.session_ids.append(started["session_id"])
-        for i in range(knowledge):
-            domain, topic = f"kd-{marker}", f"topic{i}"
-            runtime.knowledge.upsert(SERVICE_ACTOR, None, subject.profile_id, domain, topic,
-                                     {"mastery_level": 0.25, "confidence_score": 0.5,
-                                      "learning_trajectory": {"path": f"traj-{marker}-{i}"}})
-            subject.knowledge.append((domain, topic))
-        return subject
-
-    return make
-
-
-def parental_consent(name: str = "Pat Parent") -> dict[str, Any]:
-    """A validated parental-consent request body (as the API schema loads it)."""
-    return {"consenter_name": name, "consenter_relationship": "parent",
-            "consenter_contact": "pat@example.org", "method": "signed_form",
-            "obtained_at": datetime.now(timezone.utc)}
-
-
-@pytest.fixture
-def consent_body() -> Callable[[str], dict[str, Any]]:
-    return parental_consent
 
 
 def subject_ciphertexts(runtime: Runtime, subject_hash: str) -> list[bytes]:
