@@ -139,7 +139,7 @@ def test_representations_never_show_key_material(store):
     assert repr(store) == "SubjectKeyStore(vault='privacy_vault')"
 
 
-# -- reader_for: remembered keys for read paths ------------------------------------------------
+# -- reader: remembered keys for read paths ---------------------------------------------------
 
 @pytest.fixture
 def other_process(vault, keyring) -> SubjectKeyStore:
