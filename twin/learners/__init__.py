@@ -1,1 +1,3 @@
-"""The learner domain: profiles, learning sessions and knowledge states in digital_twin.db."""
+"""The learner domain in digital_twin.db: the tables' descriptors (``tables``), profiles,
+sessions, knowledge states, consents and legal holds, the one service for requests about a
+data subject (``subject_requests``) and the domain's personal-data provider (``privacy``)."""
