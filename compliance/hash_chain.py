@@ -48,7 +48,7 @@ class ChainVerification:
     """The outcome of verifying a chain: true when intact, else the first bad link and why.
 
     ``reason`` describes what is wrong at ``first_bad`` without repeating it; ``summary`` is
-    the one-line report (``chain`` and ``item`` name what was verified, for it).
+    the one-line report (``chain``, ``item`` and ``items`` name what was verified, for it).
     """
 
     ok: bool
@@ -57,6 +57,7 @@ class ChainVerification:
     reason: str | None = None
     chain: str = field(default="audit trail", compare=False)
     item: str = field(default="event", compare=False)
+    items: str = field(default="events", compare=False)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -64,7 +65,7 @@ class ChainVerification:
     @property
     def summary(self) -> str:
         if self.ok:
-            return f"{self.chain} OK: {self.checked} {self.item}s verified"
+            return f"{self.chain} OK: {self.checked} {self.items} verified"
         return f"{self.chain} BROKEN at {self.item} {self.first_bad}: {self.reason}"
 
     def to_dict(self) -> dict[str, Any]:

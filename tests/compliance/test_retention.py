@@ -173,3 +173,23 @@ def test_purges_go_in_batches_and_report_progress(runtime, make_subject, clock):
     assert report.counts["learning_sessions"] == 5
     assert seen == [("learning_sessions", 2), ("learning_sessions", 4), ("learning_sessions", 5)]
     assert runtime.dsr.counts(subject.subject_hash)["learning_profiles"] == 1
+
+
+def test_a_purge_stopped_between_key_and_rows_leaves_only_unreadable_rows_for_the_next_run(runtime, timeline):
+    """Retention ends a subject key first (it has no tombstone to finish with): a crash after
+    the key leaves expired rows nobody can read, which the next run deletes."""
+    from twin.storage import IntegrityError
+
+    a, b, _ = timeline
+    crash = "CREATE TEMP TRIGGER crash_profiles BEFORE DELETE ON main.learning_profiles " \
+            "BEGIN SELECT RAISE(ABORT, 'simulated crash'); END"
+    runtime.twin_db.connection().execute(crash)
+    with pytest.raises(IntegrityError):
+        runtime.retention.run()
+
+    assert not runtime.keys.has_key(a.subject_hash) and runtime.keys.has_key(b.subject_hash)
+    assert runtime.dsr.counts(a.subject_hash)["learning_profiles"] == 1  # still in the file
+    runtime.twin_db.connection().execute("DROP TRIGGER temp.crash_profiles")
+    report = runtime.retention.run()
+    assert report.counts["learning_profiles"] == 1 and report.subject_keys_destroyed == 0
+    assert set(runtime.dsr.counts(a.subject_hash).values()) == {0}

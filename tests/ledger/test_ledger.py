@@ -430,3 +430,9 @@ def test_open_creates_an_encrypted_ledger_at_a_path(tmp_path, config, keyring):
     reopened = DatabaseLedger(Database(path, keyring.database_key))
     assert reopened.get_entry_by_id(1)["node_id"] == "Node_1"
     reopened.db.close_all()
+
+
+def test_verify_chain_reports_in_the_ledgers_own_words(ledger):
+    ledger.append_entry(entry(0))
+
+    assert ledger.verify_chain().summary == "ledger OK: 1 entries verified"

@@ -45,7 +45,8 @@ class StoredEntry:
 
 
 def _broken(checked: int, entry_id: int, reason: str) -> ChainVerification:
-    return ChainVerification(False, checked, entry_id, reason, chain="ledger", item="entry")
+    return ChainVerification(False, checked, entry_id, reason,
+                             chain="ledger", item="entry", items="entries")
 
 
 def verify_entries(entries: Iterable[StoredEntry], checkpoints: Sequence[tuple[int, str]],
@@ -89,4 +90,4 @@ def verify_entries(entries: Iterable[StoredEntry], checkpoints: Sequence[tuple[i
     if walker.position > head_id or walker.last_hash != head_hash:
         return _broken(walker.checked, walker.position,
                        f"the ledger head (id {head_id}) does not match entry {walker.position}")
-    return ChainVerification(True, walker.checked, chain="ledger", item="entry")
+    return ChainVerification(True, walker.checked, chain="ledger", item="entry", items="entries")
