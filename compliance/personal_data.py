@@ -112,6 +112,11 @@ class Retention:
         return f":{self.window}_cutoff" if self.window else ":now"
 
 
+# How ``decode`` treats a column's stored value: as it is (0), opened, or parsed.
+_OPEN, _PARSE = 1, 2
+_DECODE = {Kind.SEALED: _OPEN, Kind.JSON: _PARSE}
+
+
 def subject_params(subject_hashes: Sequence[str]) -> dict[str, str]:
     """The bind parameters of ``PersonalTable.subjects_where(len(subject_hashes))``."""
     return {f"subject_{i}": h for i, h in enumerate(subject_hashes)}
@@ -146,7 +151,7 @@ class PersonalTable:
     erase: bool = True               # False: kept on erasure, see kept_reason
     kept_reason: str | None = None
     _by_name: Mapping[str, Column] = field(init=False, repr=False, compare=False)
-    _statements: dict[tuple, str] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _cache: dict[tuple, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         by_name = {c.name: c for c in self.columns}
@@ -201,7 +206,7 @@ class PersonalTable:
         """SQL condition selecting the rows of ``count`` subjects, bound as ``:subject_0``...
         (``subject_params``)."""
         cache_key = ("subjects", count)
-        sql = self._statements.get(cache_key)
+        sql = self._cache.get(cache_key)
         if sql is None:
             hashes = ", ".join(f":subject_{i}" for i in range(count))
             via = self.via
@@ -210,7 +215,7 @@ class PersonalTable:
             else:
                 sql = (f"{via.key} IN (SELECT {via.key} FROM {via.parent} "
                        f"WHERE {self.subject_hash_column} IN ({hashes}))")
-            self._statements[cache_key] = sql
+            self._cache[cache_key] = sql
         return sql
 
     # -- retention ------------------------------------------------------------------------
@@ -237,31 +242,31 @@ class PersonalTable:
     # Statements are built once per column set and kept: the hot paths only look them up.
 
     def insert_sql(self, columns: tuple[str, ...]) -> str:
-        sql = self._statements.get(("insert", columns))
+        sql = self._cache.get(("insert", columns))
         if sql is None:
             self._check(columns)
-            sql = self._statements[("insert", columns)] = \
+            sql = self._cache[("insert", columns)] = \
                 f"INSERT INTO {self.name} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
         return sql
 
     def update_sql(self, columns: tuple[str, ...], where: str, bump: str | None = None) -> str:
         """``UPDATE ... SET column = ?, ... [, bump = bump + 1] WHERE where = ?``."""
         cache_key = ("update", columns, where, bump)
-        sql = self._statements.get(cache_key)
+        sql = self._cache.get(cache_key)
         if sql is None:
             self._check((*columns, where) + ((bump,) if bump else ()))
             sets = [f"{c} = ?" for c in columns] + ([f"{bump} = {bump} + 1"] if bump else [])
-            sql = self._statements[cache_key] = \
+            sql = self._cache[cache_key] = \
                 f"UPDATE {self.name} SET {', '.join(sets)} WHERE {where} = ?"
         return sql
 
     def upsert_sql(self, columns: tuple[str, ...], conflict: tuple[str, ...]) -> str:
         """Insert, or on a ``conflict`` key update every other given column."""
         cache_key = ("upsert", columns, conflict)
-        sql = self._statements.get(cache_key)
+        sql = self._cache.get(cache_key)
         if sql is None:
             updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in conflict)
-            sql = self._statements[cache_key] = (f"{self.insert_sql(columns)} ON CONFLICT "
+            sql = self._cache[cache_key] = (f"{self.insert_sql(columns)} ON CONFLICT "
                                                  f"({', '.join(conflict)}) DO UPDATE SET {updates}")
         return sql
 
@@ -281,17 +286,28 @@ class PersonalTable:
         return None if value is None else writer.seal(self.name, column, row_id, value)
 
     def decode(self, row: Mapping[str, Any] | Any, reader: Any,
-               columns: Sequence[str] | None = None) -> dict[str, Any]:
+               columns: tuple[str, ...] | None = None) -> dict[str, Any]:
         """Column values of a stored row: sealed ones opened with ``reader``, JSON parsed, NULL
-        read as each column's ``null_as``; every described column, or ``columns``."""
+        read as each column's ``null_as``; every described column, or ``columns``.
+
+        On every read's path: the per-column work is planned once per column tuple."""
+        plan = self._cache.get(("decode", columns))
+        if plan is None:
+            plan = self._cache[("decode", columns)] = tuple(
+                (name, _DECODE.get(self._by_name[name].kind, 0), self._by_name[name].null_as)
+                for name in (columns or self.column_names))
         row_id = self.row_id_of(row)
+        table = self.name
         out: dict[str, Any] = {}
-        for name in columns or self.column_names:
-            value, column = row[name], self._by_name[name]
-            if column.kind is Kind.SEALED:
-                value = _fresh(column.null_as) if value is None else reader.open(self.name, name, row_id, value)
-            elif column.kind is Kind.JSON:
-                value = _fresh(column.null_as) if value is None else json.loads(value)
+        for name, how, null_as in plan:
+            value = row[name]
+            if how:
+                if value is None:
+                    value = _fresh(null_as)
+                elif how == _OPEN:
+                    value = reader.open(table, name, row_id, value)
+                else:
+                    value = json.loads(value)
             out[name] = value
         return out
 
