@@ -133,7 +133,8 @@ PERSONAL_DATA = [
         database="privacy_vault", name="api_tokens", pk="token_id", order_by="created_at",
         columns=(key("token_id"), other("token_hash", why="SHA-256 of the token's secret"),
                  clear("role"), subject_hash("subject_hash"), clear("label"),
-                 timestamp("created_at"), timestamp("revoked_at")),
+                 timestamp("created_at"), timestamp("revoked_at"), timestamp("expires_at"),
+                 timestamp("last_used_at")),
         row_id=("token_id",), subject_hash_column="subject_hash"),
     PersonalTable(
         database="privacy_vault", name="subject_keys", pk="user_id_hash",

@@ -379,7 +379,6 @@ def test_a_service_that_remembers_an_erased_subject_writes_a_returning_subjects_
     runtime.profiles.get(actor, None, first["profile_id"])          # key remembered here
     other = Runtime(config, keyring, clock=clock)
     try:
-        subject = other.hasher.hash("u-returning")
         other.subject_requests.erase(actor, None, user_id="u-returning")
         again, _ = other.profiles.create(actor, None, {"user_id": "u-returning", "personal": {"v": 2}})
 

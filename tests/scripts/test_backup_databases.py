@@ -52,7 +52,6 @@ def test_a_second_erasure_after_the_backup_survives_a_restore_holding_an_older_t
 def test_a_restore_keeps_the_newer_tombstone_of_the_backup_over_an_older_live_one(
         open_runtime, run_script, tmp_path):
     rt = open_runtime()
-    subject = rt.hasher.hash("twice")
     rt.profiles.create(ADMIN, None, {"user_id": "twice"})
     rt.subject_requests.erase(ADMIN, None, user_id="twice")
     newest = rt.vault_db.query_one("SELECT erased_at FROM erasure_tombstones")[0]

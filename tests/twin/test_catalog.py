@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from compliance.errors import KeyringError
-from compliance.keyring import DatabaseKey, Keyring
+from compliance.keyring import DatabaseKey, Keyring, KeyringMissingError
 from twin.catalog import (keyring_exists, load_keyring, open_database, open_ledger,
                           open_model_manager, reload_keyring)
 from twin.ledger.ledger import DatabaseLedger
 from twin.model_registry.manager import ModelManager
 
 
-def test_what_reads_existing_data_never_invents_a_keyring(config):
+def test_only_setting_up_may_create_a_keyring_and_a_running_process_never_does(config):
     assert not keyring_exists(config) and reload_keyring(config) is None
-    with pytest.raises(KeyringError, match="no keyring"):
-        load_keyring(config, must_exist=True)
+    with pytest.raises(KeyringMissingError, match="no keyring"):
+        load_keyring(config)
     assert not config.keyring_path.exists()
 
-    generated = load_keyring(config)  # a development start may create one, once
-    assert keyring_exists(config) and load_keyring(config, must_exist=True) == generated
+    generated = load_keyring(config, create=True)  # twin serve / twin db setup, in development
+    assert keyring_exists(config) and load_keyring(config) == generated
     assert reload_keyring(config) == generated
 
 
