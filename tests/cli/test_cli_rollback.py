@@ -33,8 +33,8 @@ def env(tmp_path):
 def _state(env) -> tuple[int, int]:
     """(schema version, legal holds) of digital_twin, read without migrating it."""
     config = Config.from_env(env)
-    db = open_database("digital_twin", config, Keyring.load(config.keyring_path, production=False),
-                       migrate=False)
+    db = open_database("digital_twin", config,
+                       Keyring.load(config.keyring_path, production=False).database_keys, migrate=False)
     try:
         version = db.query_one("SELECT max(version) FROM schema_version")[0]
         holds = db.query_one("SELECT count(*) FROM legal_holds")[0] if version >= 2 else 0
