@@ -96,20 +96,28 @@ class AuditTrail:
 
     def stage(self, actor: Actor, action: str, *, subject_hash: str | None = None,
               resource: str | None = None, request_id: str | None = None,
-              details: dict[str, Any] | None = None) -> None:
-        """Record one event durably without waiting for a vault transaction (API requests).
+              details: dict[str, Any] | None = None) -> str:
+        """Record one event durably without waiting for a vault transaction (API requests);
+        returns its ``event_id``.
 
         With a journal the event is on disk, encrypted, when this returns, and joins the
         chain within the flush delay; ``AuditJournalError`` means it could not be written and
         the caller must not go on. Without a journal (or after ``close()``) this is ``record()``.
         """
         if self._staging is None or self._staging.closed:
-            self.record(actor, action, subject_hash=subject_hash, resource=resource,
-                        request_id=request_id, details=details)
-            return
-        fields = validated(actor, action, dict(subject_hash=subject_hash, resource=resource,
-                                               request_id=request_id, details=details))
-        self._staging.stage(stamped(fields, self._clock))
+            return self.record(actor, action, subject_hash=subject_hash, resource=resource,
+                               request_id=request_id, details=details).event_id
+        fields = stamped(validated(actor, action, dict(subject_hash=subject_hash, resource=resource,
+                                                       request_id=request_id, details=details)),
+                         self._clock)
+        self._staging.stage(fields)
+        return fields["event_id"]
+
+    def ensure_room(self) -> None:
+        """Raise ``AuditJournalFullError`` unless the journal could stage an event now even on
+        a disk that fills meanwhile (see ``AuditJournal.ensure_room``)."""
+        if self._staging is not None:
+            self._staging.journal.ensure_room()
 
     def flush(self) -> int:
         """Move staged events into the chain now: this process's and any a dead process left

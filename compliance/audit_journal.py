@@ -9,6 +9,13 @@ on the event survives a crash of the process (the guarantee the vault itself giv
 segment that also records the segment as imported (``audit_journal_imports``), and only then
 deletes the segment file: a file that outlives its import is never imported twice. This module
 is the segment files: their format, their locks and their recovery.
+With ``fsync=True`` (``TWIN_DURABILITY=full``, where the vault runs ``synchronous=FULL``) each
+record is also ``fdatasync``-ed, and the directory after a segment is named, so a staged
+event survives a power loss too.
+
+A full disk must not leave an acknowledged write unaudited: the journal keeps a disk-space
+reserve (``compliance.disk_reserve``, 1 MiB) that ``ensure_room()`` checks before a request
+starts and an append failing for lack of space uses up.
 
 A segment is locked (``flock``) by the process writing it until its events are in the trail.
 A segment nobody holds was left by a process that died: ``recover()`` hands it to whichever
@@ -37,6 +44,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import errno
 import os
 import secrets
 import struct
@@ -46,7 +54,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from twin.storage import StorageFullError
+from twin.storage.paths import fsync_path
+
 from . import envelope
+from .disk_reserve import FULL_ERRNOS, DiskReserve
 from .errors import ComplianceError, DecryptionError, KeyringError, UnknownKeyVersionError
 from .field_crypto import FieldCipher, associated_data
 from .keyring_watcher import FieldKeys, field_keys
@@ -59,10 +71,16 @@ SUFFIX = ".seg"
 DAMAGED_SUFFIX = ".damaged"  # kept for investigation, never imported again
 _HEADER = struct.Struct(">4sBH")
 _LENGTH = struct.Struct(">I")
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 1 << 20
 
 
 class AuditJournalError(ComplianceError):
     """An event could not be staged: the journal file could not be written."""
+
+
+class AuditJournalFullError(AuditJournalError, StorageFullError):
+    """The journal's disk is full: nothing can be staged (or reserved) until space is freed."""
 
 
 @dataclass
@@ -105,20 +123,25 @@ def _record_aad(name: str, index: int) -> bytes:
 
 def _write_all(fd: int, data: bytes) -> None:
     if os.write(fd, data) != len(data):  # a regular file writes short only when the disk is full
-        raise OSError("short write")
+        raise OSError(errno.ENOSPC, "short write (disk full)")
 
 
 class AuditJournal:
     """This process's staged audit events, in encrypted segment files under ``directory``.
 
     ``keys`` are the process's field keys (a ``KeyringWatcher`` follows rotations), or a bare
-    ``FieldCipher``; None selects the benchmark-only plaintext mode.
+    ``FieldCipher``; None selects the benchmark-only plaintext mode. ``fsync``: make every
+    record survive a power loss, not only a crash. ``reserve_bytes``: the disk space kept aside
+    for records of requests already under way (0: none).
     """
 
     def __init__(self, directory: str | os.PathLike[str],
-                 keys: FieldCipher | FieldKeys | None) -> None:
+                 keys: FieldCipher | FieldKeys | None, *, fsync: bool = False,
+                 reserve_bytes: int = RESERVE_BYTES) -> None:
         self.directory = Path(directory)
         self._keys = None if keys is None else field_keys(keys)
+        self._fsync = fsync
+        self._reserve = DiskReserve(self.directory, reserve_bytes, RESERVE_NAME)
         self._lock = threading.Lock()
         self._live: Segment | None = None
         self._live_cipher: FieldCipher | None = None
@@ -138,22 +161,59 @@ class AuditJournal:
         payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
         with self._lock:
             try:
-                segment = self._live or self._start_segment()
-                cipher = self._live_cipher
-                blob = payload if cipher is None else \
-                    cipher.encrypt(payload, _record_aad(segment.name, len(segment.events)))
-                _write_all(segment.fd, _LENGTH.pack(len(blob)) + blob)
+                segment = self._write_record(payload)
             except OSError as exc:
-                # A partial record hides every later one from recovery: later events go to a
-                # new segment; this one keeps what it holds and is flushed as usual.
-                if self._live is not None:
-                    self._abandoned.append(self._live)
-                    self._live = None
-                log.error("could not write to the audit journal in %s: %s", self.directory,
-                          exc.strerror or exc)
-                raise AuditJournalError("the access could not be recorded in the audit journal "
-                                        "(its disk is full or not writable)") from None
+                self._abandon_live()
+                if exc.errno not in FULL_ERRNOS or not self._use_reserve():
+                    raise self._error(exc) from None
+                try:  # into a fresh segment, in the room the reserve left
+                    segment = self._write_record(payload)
+                except OSError as again:
+                    self._abandon_live()
+                    raise self._error(again) from None
             segment.events.append(event)
+
+    def _write_record(self, payload: bytes) -> Segment:
+        segment = self._live or self._start_segment()
+        cipher = self._live_cipher
+        blob = payload if cipher is None else \
+            cipher.encrypt(payload, _record_aad(segment.name, len(segment.events)))
+        _write_all(segment.fd, _LENGTH.pack(len(blob)) + blob)
+        if self._fsync:
+            os.fdatasync(segment.fd)
+        return segment
+
+    def _abandon_live(self) -> None:
+        # A partial record hides every later one from recovery: later events go to a new
+        # segment; this one keeps what it holds and is flushed as usual.
+        if self._live is not None:
+            self._abandoned.append(self._live)
+            self._live = None
+
+    def _error(self, exc: OSError) -> AuditJournalError:
+        log.error("could not write to the audit journal in %s: %s", self.directory,
+                  exc.strerror or exc)
+        if exc.errno in FULL_ERRNOS:
+            return AuditJournalFullError("the access could not be recorded in the audit journal "
+                                         "(its disk is full)")
+        return AuditJournalError("the access could not be recorded in the audit journal "
+                                 "(its disk is full or not writable)")
+
+    def ensure_room(self) -> None:
+        """Make sure the disk-space reserve is in place (one ``stat`` when it is); raises
+        ``AuditJournalFullError`` when it cannot be, so a request is refused before it changes
+        anything rather than left unaudited after."""
+        try:
+            self._reserve.ensure()
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def _use_reserve(self) -> bool:
+        if not self._reserve.use():
+            return False
+        log.warning("the audit journal's disk is full: its space reserve was used; new requests "
+                    "are refused until space is freed")
+        return True
 
     def _start_segment(self) -> Segment:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -172,6 +232,9 @@ class AuditJournal:
             _write_all(fd, _HEADER.pack(MAGIC, FORMAT_VERSION, len(wrapped)) + wrapped)
             path = self.directory / (name + SUFFIX)
             os.rename(partial, path)
+            if self._fsync:
+                os.fsync(fd)
+                fsync_path(self.directory)
         except BaseException:
             os.close(fd)
             partial.unlink(missing_ok=True)
@@ -199,9 +262,11 @@ class AuditJournal:
 
     def close(self, held: list[Segment] = ()) -> None:
         """Let go of the segments still held, ``held`` included, without deleting them: a
-        later flush (here, or in the next process) imports them. Call after the last flush."""
+        later flush (here, or in the next process) imports them. Call after the last flush.
+        The space reserve goes too (another process still running re-creates it)."""
         for segment in [*self.seal(), *held]:
             os.close(segment.fd)
+        self._reserve.discard()
 
     # -- recovery -----------------------------------------------------------------------
 

@@ -102,6 +102,12 @@ class DataSubjectRequests:
                 yield "]"
         yield "}"
 
+    def export_counts(self, subject_hash: str) -> dict[str, int]:
+        """The rows an export of the subject would send now, per section (the record of
+        disclosures, which grows with the export itself, is not counted)."""
+        return {section: count for provider in self.providers if not provider.holds_subject_keys
+                for section, count in provider.export_counts(subject_hash).items()}
+
     def export(self, subject_hash: str) -> dict[str, Any]:
         """The whole export document as a dict (small subjects, tests)."""
         return json.loads("".join(self.export_chunks(subject_hash)))

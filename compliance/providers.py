@@ -34,6 +34,9 @@ class PersonalDataProvider(Protocol):
         """``(section, rows)`` of the subject's export, in document order; ``reader`` opens
         their sealed values (None: the subject has no key, so there is nothing to show)."""
 
+    def export_counts(self, subject_hash: str) -> dict[str, int]:
+        """Rows of the subject per export section (what ``export`` would send now)."""
+
     def count(self, subject_hash: str, created_before: str | None = None) -> dict[str, int]:
         """Rows of the subject per erasable table."""
 
@@ -92,6 +95,13 @@ class TableProvider:
                 return
             for row in rows:
                 yield table.export_row(row, reader)
+
+    def export_counts(self, subject_hash: str) -> dict[str, int]:
+        conn = self.db.connection()
+        return {table.export_as: int(conn.execute(
+                    f"SELECT count(*) FROM {table.name} WHERE {table.subjects_where(1)}",
+                    subject_params([subject_hash])).fetchone()[0])
+                for table in reversed(self.tables) if table.export_as}
 
     # -- counting and erasing -------------------------------------------------------------
 

@@ -24,7 +24,8 @@ from compliance.keyring import ENV_MASTER_SECRET, DatabaseKey, Keyring
 from compliance.registry import PersonalDataRegistry, RegistryError
 
 from .config import Config
-from .storage import Database, Migration, Migrator, WrongKeyError, resolve_database_path
+from .storage import (Database, EngineSettings, Migration, Migrator, WrongKeyError,
+                      resolve_database_path)
 
 if TYPE_CHECKING:
     from .ledger.ledger import DatabaseLedger
@@ -122,7 +123,8 @@ def open_database(name: str, config: Config, key: DatabaseKey, *, migrate: bool 
     """
     spec = spec_for(name)
     current = None if config.bench_plaintext else key.current
-    db = Database(database_path(spec, config), current, name=spec.name)
+    db = Database(database_path(spec, config), current, name=spec.name,
+                  settings=EngineSettings(durability=config.durability))
     if current is not None and key.previous and db.path.exists():
         db = _with_rekey_fallback(db, key.previous)
     if migrate:
@@ -136,7 +138,7 @@ def _with_rekey_fallback(db: Database, previous: bytes) -> Database:
         return db
     except WrongKeyError:
         db.close_all()
-        return Database(db.path, previous, name=db.name)
+        return Database(db.path, previous, name=db.name, settings=db.settings)
 
 
 def migrator_for(db: Database) -> Migrator:

@@ -16,6 +16,10 @@
 | TWIN_TOKEN_CACHE_SECONDS         | how long a verified API token is remembered     | 2                  |
 |                                  | (0: check the vault on every request)           |                    |
 | TWIN_MODEL_DIR                   | model registry file directory                   | <data dir>/models  |
+| TWIN_DURABILITY                  | ``normal``: acknowledged writes survive a crash | normal             |
+|                                  | of the process; ``full``: also a power loss     |                    |
+|                                  | (fsync per commit and per staged audit event)   |                    |
+| TWIN_LOG_FORMAT                  | ``text`` or ``json`` (one object per line)      | text               |
 | TWIN_BENCH_PLAINTEXT             | benchmark only: no SQLCipher, no field crypto   | off                |
 """
 
@@ -63,6 +67,8 @@ class Config:
     token_cache_seconds: int = 2
     model_dir: Path | None = None
     bench_plaintext: bool = False
+    durability: str = "normal"
+    log_format: str = "text"
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +76,10 @@ class Config:
             raise ConfigError("TWIN_ENV must be development, production or test")
         if self.bench_plaintext and self.production:
             raise ConfigError("TWIN_BENCH_PLAINTEXT is a benchmark switch and never allowed in production")
+        if self.durability not in ("normal", "full"):
+            raise ConfigError("TWIN_DURABILITY must be normal or full")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("TWIN_LOG_FORMAT must be text or json")
 
     @property
     def production(self) -> bool:
@@ -93,6 +103,8 @@ class Config:
             token_cache_seconds=_int(environ, "TWIN_TOKEN_CACHE_SECONDS", 2, minimum=0),
             model_dir=Path(model_dir) if model_dir else None,
             bench_plaintext=environ.get("TWIN_BENCH_PLAINTEXT", "") in ("1", "true", "yes"),
+            durability=environ.get("TWIN_DURABILITY", "normal").strip().lower() or "normal",
+            log_format=environ.get("TWIN_LOG_FORMAT", "text").strip().lower() or "text",
             environ=environ,
         )
         values.update(overrides)

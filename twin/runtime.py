@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import Callable
 
 from compliance.audit import Actor, AuditTrail
-from compliance.audit_journal import AuditJournal, audit_journal_dir
+from compliance.audit_journal import AuditJournal, AuditJournalError, audit_journal_dir
 from compliance.dsr import DataSubjectRequests
 from compliance.id_hashing import SubjectHasher
 from compliance.keyring import Keyring
@@ -35,6 +35,7 @@ from .learners.profiles import ProfileService
 from .learners.sessions import SessionService
 from .learners.subject_requests import SubjectRequests
 from .storage.maintenance import truncate_wal
+from .storage.paths import can_take_writes
 from .storage.timestamps import utc_now
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class Runtime:
         self.keys = SubjectKeyStore(self.vault_db, self.field_keys, encrypt=not config.bench_plaintext,
                                     clock=clock)
         self.audit = AuditTrail(self.vault_db, clock=clock, journal=AuditJournal(
-            audit_journal_dir(self.vault_db.path), None if config.bench_plaintext else self.field_keys))
+            audit_journal_dir(self.vault_db.path), None if config.bench_plaintext else self.field_keys,
+            fsync=config.durability == "full"))
         self.tokens = TokenStore(self.vault_db, cache_seconds=config.token_cache_seconds)
         self.holds = LegalHolds(self.twin_db, clock)
         self.providers = self._providers()
@@ -130,6 +132,16 @@ class Runtime:
             except Exception:
                 status[db.name] = False
         return status
+
+    def writable(self) -> bool:
+        """Whether every data directory (each database's and the audit journal's) can take
+        writes now, the journal's disk-space reserve included."""
+        try:
+            self.audit.ensure_room()
+        except AuditJournalError:
+            return False
+        directories = {db.path.parent for db in self.databases()}
+        return all(can_take_writes(directory) for directory in sorted(directories))
 
     def close(self) -> None:
         """Flush staged audit events, checkpoint every WAL and close every connection

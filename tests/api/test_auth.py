@@ -200,7 +200,8 @@ def test_a_revocation_by_another_process_is_401_once_the_token_cache_period_pass
 def test_readyz_reports_each_database_and_503_when_one_cannot_be_read(client, runtime):
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json() == {"status": "ready", "databases": {"digital_twin": True, "privacy_vault": True}}
+    assert ready.get_json() == {"status": "ready", "databases": {"digital_twin": True, "privacy_vault": True},
+                                "writable": True}
 
     runtime.twin_db.close_all()
     runtime.twin_db.path.write_bytes(b"\x00" * 8192)  # the file no longer opens with our key

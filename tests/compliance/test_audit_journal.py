@@ -508,3 +508,32 @@ def test_a_service_starting_up_chains_what_a_crashed_one_staged(tmp_path, config
         assert [e.request_id for e in runtime.audit.query()] == ["child-0", "child-1", "child-2"]
     finally:
         runtime.close()
+
+
+def test_the_disk_space_reserve_is_kept_by_ensure_room_and_given_back_at_close(make_trail, journal_dir):
+    from compliance.audit_journal import RESERVE_BYTES, RESERVE_NAME
+    trail = make_trail()
+
+    trail.ensure_room()
+
+    reserve = journal_dir / RESERVE_NAME
+    assert reserve.stat().st_size == RESERVE_BYTES and reserve.stat().st_blocks * 512 >= RESERVE_BYTES
+    assert oct(reserve.stat().st_mode & 0o777) == "0o600"
+    trail.stage(SERVICE, "read", subject_hash=ALICE)
+    trail.close()
+    assert not reserve.exists()
+
+
+def test_with_fsync_every_staged_event_is_flushed_to_the_disk_before_stage_returns(
+        vault, cipher, journal_dir, monkeypatch):
+    synced: list[int] = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real_fdatasync(fd)))
+    trail = AuditTrail(vault, journal=AuditJournal(journal_dir, cipher, fsync=True),
+                       flush_delay=3600)
+    try:
+        for _ in range(3):
+            trail.stage(SERVICE, "read", subject_hash=ALICE)
+        assert len(synced) == 3
+    finally:
+        trail.close()

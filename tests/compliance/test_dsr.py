@@ -418,6 +418,34 @@ def test_a_long_reader_cannot_stall_an_erasure_and_the_receipt_says_the_wal_wait
     assert [c for c in ciphertexts if c in pages] == []
 
 
+def test_an_export_is_recorded_as_a_disclosure_before_its_first_byte(runtime, make_subject):
+    subject = make_subject("recorded-first", sessions=2, knowledge=0)
+
+    export = runtime.subject_requests.export(ADMIN_ACTOR, "req-first", subject.user_id, batch=1)
+
+    # Nothing has been read out yet, and the disclosure is already in the trail.
+    (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="export")
+    assert event.request_id == "req-first"
+    assert event.details == {"profiles": 1, "legal_holds": 0, "consents": 0, "sessions": 2,
+                             "knowledge_states": 0}
+    assert len(json.loads("".join(export))["sessions"]) == 2
+
+
+def test_an_export_that_cannot_be_recorded_gives_nothing_out(runtime, make_subject):
+    from compliance.audit_journal import AuditJournalError, audit_journal_dir
+    subject = make_subject("unrecordable", sessions=1)
+    runtime.audit.flush()  # the live segment is imported: the next event needs a new one
+    journal = audit_journal_dir(runtime.vault_db.path)
+    journal.rename(journal.with_name("journal-moved-away"))
+    journal.write_text("a file where the journal directory should be")
+
+    with pytest.raises(AuditJournalError):
+        runtime.subject_requests.export(ADMIN_ACTOR, "req-refused", subject.user_id)
+
+    journal.unlink()
+    assert runtime.audit.query(subject_hash=subject.subject_hash, action="export") == []
+
+
 def test_an_export_stopped_midway_is_still_recorded_as_a_disclosure(runtime, make_subject):
     subject = make_subject("dropped-connection", sessions=3)
     export = runtime.subject_requests.export(ADMIN_ACTOR, "req-drop", subject.user_id, batch=1)
@@ -428,4 +456,5 @@ def test_an_export_stopped_midway_is_still_recorded_as_a_disclosure(runtime, mak
     assert subject.profile_id in "".join(sent)
     (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="export")
     assert event.request_id == "req-drop"
-    assert event.details["complete"] is False and event.details["profiles"] == 1
+    # Recorded before the first byte, with what the export was about to disclose.
+    assert event.details["profiles"] == 1 and event.details["sessions"] == 3

@@ -553,3 +553,24 @@ def test_execute_script_rejects_an_incomplete_last_statement(db):
         with db.transaction() as conn:
             execute_script(conn, "CREATE TABLE a (x);\nCREATE TABLE b (x")
     assert db.table_names() == []
+
+
+def test_full_durability_makes_every_connection_fsync_its_commits(tmp_path, db_key):
+    durable = Database(tmp_path / "durable.db", db_key, settings=EngineSettings(durability="full"))
+    try:
+        assert durable.query_one("PRAGMA synchronous")[0] == 2  # FULL: the WAL is synced per commit
+    finally:
+        durable.close_all()
+    with pytest.raises(StorageError, match="durability"):
+        EngineSettings(durability="paranoid")
+
+
+def test_a_disk_full_error_is_told_apart_from_other_errors():
+    from twin.storage.engine import is_full_error
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = 13  # SQLITE_FULL
+    other = sqlite3.OperationalError("no such table: x")
+    other.sqlite_errorcode = 1
+
+    assert is_full_error(full) and not is_full_error(other)
+    assert not is_full_error(ValueError("database or disk is full"))

@@ -34,3 +34,22 @@ def test_with_a_period_of_zero_the_service_sees_a_revocation_elsewhere_at_once(c
         assert runtime.tokens.verify(issued.token) is None
     finally:
         runtime.close()
+
+
+def test_durability_and_log_format_default_to_normal_and_text_and_refuse_other_values():
+    assert Config.from_env({}).durability == "normal" and Config.from_env({}).log_format == "text"
+    assert Config.from_env({"TWIN_DURABILITY": "FULL"}).durability == "full"
+    assert Config.from_env({"TWIN_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(ConfigError, match="TWIN_DURABILITY"):
+        Config.from_env({"TWIN_DURABILITY": "sometimes"})
+    with pytest.raises(ConfigError, match="TWIN_LOG_FORMAT"):
+        Config.from_env({"TWIN_LOG_FORMAT": "xml"})
+
+
+def test_full_durability_reaches_every_database_the_catalog_opens(config, keyring):
+    from twin.catalog import open_database
+    db = open_database("digital_twin", dataclasses.replace(config, durability="full"), keyring)
+    try:
+        assert db.query_one("PRAGMA synchronous")[0] == 2
+    finally:
+        db.close_all()

@@ -8,7 +8,7 @@ import secrets
 import time
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -23,7 +23,7 @@ from twin.learners.errors import (DuplicateProfileError, InvalidFieldsError, Not
 from twin.model_registry.errors import (DuplicateVersionError, InvalidModelFieldError,
                                         ModelNotFoundError)
 from twin.runtime import Runtime
-from twin.storage import DatabaseBusyError
+from twin.storage import DatabaseBusyError, StorageFullError
 
 from . import problems
 from .problems import ProblemError, problem_response
@@ -60,9 +60,24 @@ _DOMAIN_ERRORS: list[tuple[type[Exception], type[ProblemError]]] = [
 ]
 
 
+def _request_writes() -> bool:
+    """Whether the matched route changes stored data (its endpoint spec says; else the method)."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    spec = getattr(view, "endpoint_spec", None)
+    if spec is None:
+        return request.method not in ("GET", "HEAD")
+    return spec.writes(request.method)
+
+
 def _to_problem(exc: Exception) -> ProblemError:
     if isinstance(exc, ProblemError):
         return exc
+    if isinstance(exc, StorageFullError):
+        # A write that cannot be stored is 507; a read refused because its access could not be
+        # recorded (the audit journal's disk is full) is unavailable for now.
+        if _request_writes():
+            return problems.InsufficientStorage(str(exc))
+        return problems.ServiceUnavailable(str(exc), headers={"Retry-After": "30"})
     if isinstance(exc, InvalidFieldsError):
         return problems.Unprocessable("one or more fields are invalid", errors=exc.errors)
     if isinstance(exc, ConsentRequiredError):

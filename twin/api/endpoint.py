@@ -38,6 +38,13 @@ class EndpointSpec:
     responses: dict[int, Any] = field(default_factory=dict)  # status -> Schema class or None
     path_patterns: dict[str, str] = field(default_factory=dict)  # path parameter -> full-match regex
     body_optional: bool = False                # no body at all means "all defaults"
+    read_only: bool | None = None              # None: GET is, other methods are not
+
+    def writes(self, method: str) -> bool:
+        """Whether a request of ``method`` to this route changes stored data."""
+        if self.read_only is None:
+            return method not in ("GET", "HEAD", "OPTIONS")
+        return not self.read_only
 
 
 def runtime() -> Runtime:
@@ -137,17 +144,22 @@ def _check_path(spec: EndpointSpec, path: dict[str, Any]) -> None:
 def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_own: bool = False,
              body: type[Schema] | None = None, query: type[Schema] | None = None,
              responses: dict[int, Any] | None = None,
-             path_patterns: dict[str, str] | None = None, body_optional: bool = False) -> Callable:
-    """Declare a route: who may call it, what it takes and answers (also its OpenAPI entry)."""
+             path_patterns: dict[str, str] | None = None, body_optional: bool = False,
+             read_only: bool | None = None) -> Callable:
+    """Declare a route: who may call it, what it takes and answers (also its OpenAPI entry).
+    ``read_only=True`` marks a POST that only reads (its body keeps ids out of URLs)."""
     spec = EndpointSpec(summary, tag, roles, learner_own, body() if body else None,
                         query() if query else None, responses or {}, path_patterns or {},
-                        body_optional)
+                        body_optional, read_only)
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(**path: Any) -> Any:
             if spec.roles is not None:
                 authenticate(spec)
+                # Refused now, while nothing has changed, if the disk could not take the
+                # request's audit event later (compliance.audit_journal: the reserve).
+                runtime().audit.ensure_room()
             _check_path(spec, path)
             kwargs = dict(path)
             if spec.query is not None:

@@ -41,6 +41,7 @@ PayloadTooLarge = _problem(413, "Payload Too Large", "payload-too-large")
 UnsupportedMediaType = _problem(415, "Unsupported Media Type", "unsupported-media-type")
 Unprocessable = _problem(422, "Unprocessable Content", "validation-failed")
 ServiceUnavailable = _problem(503, "Service Unavailable", "unavailable")
+InsufficientStorage = _problem(507, "Insufficient Storage", "insufficient-storage")
 
 
 def problem_response(error: ProblemError, request_id: str | None = None) -> Response:

@@ -315,6 +315,7 @@ class AuditPageSchema(_Strict):
 class HealthSchema(Schema):
     status = fields.String()
     databases = fields.Dict(keys=fields.String(), values=fields.Boolean())
+    writable = fields.Boolean(metadata={"description": "every data directory can take writes"})
 
 
 class ProblemSchema(Schema):

@@ -37,22 +37,16 @@ class SubjectRequests:
 
     def export(self, actor: Actor, request_id: str | None, user_id: str, *,
                restricted_to: str | None = None, batch: int = 500) -> Iterator[str]:
-        """The subject's export document as JSON text chunks. Checked before the first chunk
-        (a learner asking about someone else: ``NotFoundError``); audited when it ends, also
-        when the reader stops early (what was sent was disclosed: ``"complete": false``)."""
+        """The subject's export document as JSON text chunks. Checked (a learner asking about
+        someone else: ``NotFoundError``) and audited before this returns: no byte of personal
+        data leaves before its disclosure is recorded, with the rows per section it is about to
+        send. When it cannot be recorded (the audit journal's disk is full) this raises and
+        nothing is read out; a reader that stops early was still disclosed at most that."""
         subject_hash = self.subject_hash(user_id=user_id)
         self.ctx.require_own(restricted_to, subject_hash, "subject")
-        return self._export(actor, request_id, subject_hash, batch)
-
-    def _export(self, actor: Actor, request_id: str | None, subject_hash: str, batch: int) -> Iterator[str]:
-        counts: dict[str, int] = {}
-        complete = False
-        try:
-            yield from self.dsr.export_chunks(subject_hash, counts, batch)
-            complete = True
-        finally:
-            self.ctx.record(actor, "export", subject_hash, "dsr:export", request_id,
-                            counts if complete else {**counts, "complete": False})
+        self.ctx.record(actor, "export", subject_hash, "dsr:export", request_id,
+                        self.dsr.export_counts(subject_hash))
+        return self.dsr.export_chunks(subject_hash, batch=batch)
 
     # -- erasure (art. 17) ----------------------------------------------------------------
 

@@ -28,8 +28,8 @@ from .errors import (BackendError, BackupError, BackupVerificationError, BadData
                      DatabaseBusyError, DatabaseUnavailableError, DataDirectoryError,
                      MigrationError, NotEncryptedError, PoolTimeoutError, SameDatabaseError,
                      SchemaMismatchError, SchemaTooNewError, SchemaTooOldError, ServingRoleError,
-                     StatementError, StorageConfigError, StorageError, TLSUnavailableError,
-                     TransactionConflict, TruncatedDatabaseError, WrongKeyError)
+                     StatementError, StorageConfigError, StorageError, StorageFullError,
+                     TLSUnavailableError, TransactionConflict, TruncatedDatabaseError, WrongKeyError)
 from .fingerprint import key_fingerprint
 from .migrations import Migration, MigrationStatus, Migrator
 from .paths import resolve_database_path
@@ -59,9 +59,9 @@ __all__ = [
     "OperationalError", "POSTGRESQL", "PoolTimeoutError", "PostgresSettings", "RawSQL", "SQLITE",
     "SameDatabaseError", "SchemaMismatchError", "SchemaTooNewError", "SchemaTooOldError",
     "ServerBacked", "ServingRoleError", "StatementError", "StorageConfigError", "StorageError",
-    "TLSUnavailableError", "TransactionConflict", "TruncatedDatabaseError", "WrongKeyError",
-    "backup_database", "connect", "execute_script", "is_busy_error", "key_fingerprint",
-    "load_manifest", "open_keyed", "open_postgresql", "postgres_settings", "read_manifest",
-    "resolve_database_path", "restore_database", "storage_backend",
+    "StorageFullError", "TLSUnavailableError", "TransactionConflict", "TruncatedDatabaseError",
+    "WrongKeyError", "backup_database", "connect", "execute_script", "is_busy_error",
+    "key_fingerprint", "load_manifest", "open_keyed", "open_postgresql", "postgres_settings",
+    "read_manifest", "resolve_database_path", "restore_database", "storage_backend",
     "verify_backup_entry", "write_manifest",
 ]

@@ -28,7 +28,7 @@ from .counting import StatementCounter
 from .dialect import SQLITE
 from .errors import (BackendError, BadDatabaseFileError, ConstraintError, DamagedDatabaseError,
                      DatabaseBusyError, NotEncryptedError, StatementError, StorageError,
-                     TransactionConflict, TruncatedDatabaseError, WrongKeyError)
+                     StorageFullError, TransactionConflict, TruncatedDatabaseError, WrongKeyError)
 from .fingerprint import key_fingerprint
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,11 @@ DatabaseError = (sqlcipher3.DatabaseError, sqlite3.DatabaseError, BackendError)
 IntegrityError = (sqlcipher3.IntegrityError, sqlite3.IntegrityError, ConstraintError)
 OperationalError = (sqlcipher3.OperationalError, sqlite3.OperationalError, StatementError)
 
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 5, 6, 11, 13, 26
 _SQLITE_HEADER = b"SQLite format 3\x00"
 # SQLCipher's page size (we never change it): an encrypted file is whole pages of this size.
 _CIPHER_PAGE_SIZE = 4096
+DURABILITY_LEVELS = ("normal", "full")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,13 @@ class EngineSettings:
     max_retries: int = 8
     retry_base_delay: float = 0.005
     retry_max_delay: float = 0.5
+    # ``normal``: a commit survives a crash of the process (WAL, synchronous=NORMAL);
+    # ``full``: it also survives a power loss (every commit fsyncs the WAL, synchronous=FULL).
+    durability: str = "normal"
+
+    def __post_init__(self) -> None:
+        if self.durability not in DURABILITY_LEVELS:
+            raise StorageError(f"durability must be one of {', '.join(DURABILITY_LEVELS)}")
 
 
 def is_busy_error(exc: BaseException) -> bool:
@@ -71,6 +79,21 @@ def is_busy_error(exc: BaseException) -> bool:
         return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
     message = str(exc).lower()
     return "locked" in message or "busy" in message
+
+
+def is_full_error(exc: BaseException) -> bool:
+    """True for SQLITE_FULL: the disk (or quota) under the database or its WAL is full."""
+    if not isinstance(exc, OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == _SQLITE_FULL
+    return "database or disk is full" in str(exc).lower()
+
+
+def _full_error(name: str) -> StorageFullError:
+    return StorageFullError(f"{name}: the disk holding the database is full; the write was "
+                            "rolled back")
 
 
 def bad_file_error(path: Path, key: bytes | None, exc: BaseException) -> BadDatabaseFileError | None:
@@ -191,7 +214,8 @@ def connect(path: str | os.PathLike[str], key: bytes | None,
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
         _set_journal_mode_wal(conn, settings)
-        for pragma in ("synchronous = NORMAL", "foreign_keys = ON", "secure_delete = ON",
+        for pragma in (f"synchronous = {settings.durability.upper()}", "foreign_keys = ON",
+                       "secure_delete = ON",
                        "temp_store = MEMORY", f"cache_size = {-int(settings.cache_size_kib)}",
                        f"mmap_size = {int(settings.mmap_size)}"):
             conn.execute(f"PRAGMA {pragma}")
@@ -338,6 +362,8 @@ class Database(FileBacked, Backend):
             try:
                 return fn()
             except DatabaseError as exc:
+                if is_full_error(exc):
+                    raise _full_error(self.name) from None
                 if not is_busy_error(exc):
                     self._raise_if_bad_file(exc)
                     raise
@@ -408,6 +434,8 @@ class Database(FileBacked, Backend):
                     except Exception:
                         if bad_file_error(self.path, self._key, exc) is None:
                             raise  # on a damaged file the connection is discarded anyway
+                if is_full_error(exc):
+                    raise _full_error(self.name) from None
                 self._raise_if_bad_file(exc)
                 raise
             else:

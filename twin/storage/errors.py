@@ -60,6 +60,11 @@ class DatabaseBusyError(StorageError):
     """The database stayed busy/locked (or kept conflicting) after every retry."""
 
 
+class StorageFullError(StorageError):
+    """A write failed because the disk (or quota) holding the file is full; nothing of the
+    transaction was kept (SQLite rolled it back)."""
+
+
 class DataDirectoryError(StorageError):
     """No usable directory for a database file (e.g. unwritable in production)."""
 

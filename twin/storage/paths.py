@@ -90,3 +90,31 @@ def resolve_database_path(
         return fallback
     _log_once(logging.INFO, (filename, str(path)), "database %s: using %s (%s)", filename, path, reason)
     return path
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a directory's entry to the disk (a directory: the names in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+WRITE_PROBE_BYTES = 256 * 1024
+
+
+def can_take_writes(directory: Path, probe_bytes: int = WRITE_PROBE_BYTES) -> bool:
+    """Whether ``directory`` can take a write of ``probe_bytes`` right now: allocates them in a
+    probe file and gives them back (quotas, read-only mounts and full disks all show)."""
+    probe = directory / f".write-probe-{os.getpid()}-{threading.get_ident()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, probe_bytes)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True

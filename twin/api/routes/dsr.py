@@ -14,7 +14,7 @@ class EraseRequestSchema(UserIdSchema):
 
 @bp.post("/export")
 @endpoint("Export every stored datum of a subject", tag="dsr", roles=ADMIN, learner_own=True,
-          body=UserIdSchema, responses={200: ExportSchema, 404: None})
+          body=UserIdSchema, responses={200: ExportSchema, 404: None}, read_only=True)
 def export(body):
     chunks = runtime().subject_requests.export(actor(), request_id(), body["user_id"],
                                                restricted_to=subject_restriction())

@@ -15,12 +15,15 @@ def healthz():
 
 
 @bp.get("/readyz")
-@endpoint("Readiness: every database open and keyed", tag="health", roles=None,
-          responses={200: HealthSchema, 503: HealthSchema})
+@endpoint("Readiness: every database open and keyed, and the data directories can take writes",
+          tag="health", roles=None, responses={200: HealthSchema, 503: HealthSchema})
 def readyz():
-    databases = runtime().ready()
-    ok = all(databases.values())
-    return jsonify(status="ready" if ok else "unavailable", databases=databases), 200 if ok else 503
+    rt = runtime()
+    databases = rt.ready()
+    writable = rt.writable()
+    ok = all(databases.values()) and writable
+    return jsonify(status="ready" if ok else "unavailable", databases=databases,
+                   writable=writable), 200 if ok else 503
 
 
 @bp.get("/openapi.json")

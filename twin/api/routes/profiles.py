@@ -21,7 +21,7 @@ def create_profile(body):
 
 @bp.post("/lookup")
 @endpoint("Find the profile of a user_id", tag="profiles", roles=SERVICE, body=UserIdSchema,
-          responses={200: ProfileSchema, 404: None})
+          responses={200: ProfileSchema, 404: None}, read_only=True)
 def lookup_profile(body):
     view, etag = runtime().profiles.lookup(actor(), request_id(), body["user_id"])
     return with_etag(view, etag)
