@@ -45,7 +45,7 @@ def running_server(*, plaintext: bool = False, threads: int = 8, extra_env: dict
     log_path = tmp / "server.log"
     log_file = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "twin.cli", "--log-level", "WARNING", "serve", "--host",
-                             "127.0.0.1", "--port", str(port), "--threads", str(threads)],
+                             "127.0.0.1", "--port", str(port), "--threads", str(threads), "--no-metrics"],
                             env=env, cwd=ROOT, stdout=log_file, stderr=log_file)
     base = f"http://127.0.0.1:{port}"
     try:

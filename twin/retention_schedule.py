@@ -5,20 +5,41 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+from compliance.audit import Actor
 from compliance.job_lock import JobAlreadyRunningError
 from compliance.retention import RetentionReport
 
 from .config import Config, ConfigError
+from .metrics import observe_retention
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+
+def run_observed(runtime: Runtime, *, dry_run: bool = False, actor: Actor | None = None,
+                 progress: Callable[[str, int], None] | None = None) -> RetentionReport:
+    """One retention run on ``runtime``, counted in the metrics (dry runs are not)."""
+    extra = {} if actor is None else {"actor": actor}
+    try:
+        report = runtime.retention.run(dry_run=dry_run, progress=progress, **extra)
+    except JobAlreadyRunningError:
+        if not dry_run:
+            observe_retention("skipped")
+        raise
+    except Exception:
+        if not dry_run:
+            observe_retention("failed")
+        raise
+    if not dry_run:
+        observe_retention("completed", report.counts)
+    return report
 
 
 def run_once(*, dry_run: bool = False, config: Config | None = None,
              progress: Callable[[str, int], None] | None = None) -> RetentionReport:
     runtime = Runtime.open(config)
     try:
-        return runtime.retention.run(dry_run=dry_run, progress=progress)
+        return run_observed(runtime, dry_run=dry_run, progress=progress)
     finally:
         runtime.close()
 

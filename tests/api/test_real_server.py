@@ -112,8 +112,11 @@ def server(tmp_path):
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
+            # One worker: the audit chain below lists events in the order one process chained
+            # them (tests/serving covers several workers).
             [sys.executable, "-m", "twin.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--threads", "4"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+             "--threads", "4", "--workers", "1", "--metrics-port", "0"], env=env, cwd=tmp_path,
+            stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_until_healthy(base, process)

@@ -9,7 +9,7 @@ import urllib.request
 
 from flask import Flask
 
-from twin.server import serve
+from twin.serving import serve
 
 
 def test_a_request_in_flight_when_the_stop_comes_still_gets_its_response():

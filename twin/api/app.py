@@ -18,6 +18,8 @@ from compliance.job_lock import JobAlreadyRunningError
 from compliance.legal_hold import HoldNotFoundError, SubjectOnHoldError
 from compliance.subject_keys import SubjectKeyMissingError
 from twin.config import Config
+from twin.logs import request_context
+from twin.metrics import observe_request
 from twin.learners.errors import (DuplicateProfileError, InvalidFieldsError, NotFoundError,
                                   PreconditionFailedError)
 from twin.model_registry.errors import (DuplicateVersionError, InvalidModelFieldError,
@@ -128,6 +130,9 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        # Every line logged while this request runs carries these (twin.logs, JSON format).
+        g.log_context = request_context.set({"request_id": g.request_id, "method": request.method,
+                                             "route": route_template()})
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -135,9 +140,18 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
         if request.path.startswith("/v1/"):
             response.headers["Cache-Control"] = "no-store"
         # Route template, never the concrete path: paths hold ids, bodies hold personal data.
-        log.info("%s %s %s %.1fms rid=%s", request.method, route_template(), response.status_code,
-                 (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, g.get("request_id"))
+        route, status = route_template(), response.status_code
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        log.info("%s %s %s %.1fms rid=%s", request.method, route, status, seconds * 1000,
+                 g.get("request_id"), extra={"status": status, "duration_ms": round(seconds * 1000, 2)})
+        observe_request(request.method, route, status, seconds)
         return response
+
+    @app.teardown_request
+    def _forget_context(_exc: BaseException | None) -> None:
+        token = g.pop("log_context", None)
+        if token is not None:
+            request_context.reset(token)
 
     @app.errorhandler(Exception)
     def _problem(exc: Exception) -> Any:

@@ -33,7 +33,6 @@ log = logging.getLogger("twin.cli")
 EXIT_OK, EXIT_PROBLEM, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_CODES_HELP = ("Exit status: 0 success; 1 a check found a problem; 2 an error (bad usage or "
                    "input, no keyring, a bad database file, refused while a service runs).")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Errors whose message is written for the operator: shown as the one line of a failed command.
 KNOWN_ERRORS: tuple[type[BaseException], ...] = (
@@ -84,7 +83,8 @@ class _StderrHandler(logging.StreamHandler):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter(LOG_FORMAT))
+        from twin.logs import apply_service_format
+        apply_service_format(self)  # TWIN_LOG_FORMAT (text or json), repeats held back
 
     @property
     def stream(self) -> Any:  # type: ignore[override]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import faulthandler
-import signal
-
 import click
 
 from .plumbing import command, load_deployment
@@ -13,35 +10,39 @@ from .plumbing import command, load_deployment
 @command(None, "serve", log_level="INFO")
 @click.option("--host", default="0.0.0.0", show_default=True, help="bind address")
 @click.option("--port", type=int, default=8080, show_default=True, help="port")
-@click.option("--threads", type=int, default=8, show_default=True, help="worker threads")
-def serve_command(host: str, port: int, threads: int) -> int:
-    """Serve the REST API (waitress) until SIGTERM/SIGINT, then drain in-flight requests.
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="worker processes sharing the socket  [default: one per CPU]")
+@click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True,
+              help="data-request threads per worker")
+@click.option("--no-retention", is_flag=True,
+              help="do not run the nightly retention schedule in the service (run `twin retention "
+                   "schedule` separately)")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="address of the /metrics port")
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=9464, show_default=True,
+              help="port of /metrics, Prometheus text format (0: any free port, logged)")
+@click.option("--no-metrics", is_flag=True, help="serve no /metrics")
+def serve_command(host: str, port: int, workers: int | None, threads: int, no_retention: bool,
+                  metrics_host: str, metrics_port: int, no_metrics: bool) -> int:
+    """Serve the REST API until SIGTERM/SIGINT, then drain in-flight requests: WORKERS
+    processes share one socket, each with THREADS threads (and its own for probes); one more
+    process runs the nightly retention schedule and serves /metrics for all of them.
 
     Sets the deployment up first: generates a development keyring if there is none (never in
     production), creates and migrates every database, and marks every database file as used
     by a running service, so that restore, rekey and rollback refuse until it stops."""
-    from ..api.app import create_app
-    from ..catalog import DATABASES, open_database
-    from ..runtime import Runtime
-    from ..server import serve
+    from ..serving import ServeOptions, run_service
     from ..storage.service_guard import Holder
     from .plumbing import service_guard
 
-    # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see what a hung server does.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     deployment = load_deployment(create_keyring=True)
     registration = service_guard(deployment).register(Holder("service", "twin serve"))
     try:
-        runtime = Runtime.open(deployment.config)
-        # Every component's database exists and is migrated before the first request, so a
-        # schema problem stops the start-up instead of failing a request later.
-        for name in DATABASES:
-            open_database(name, deployment.config, runtime.keyring.database_keys).close_all()
-        app = create_app(deployment.config, runtime=runtime)
-        serve(app, host=host, port=port, threads=threads, on_stop=runtime.close)
+        options = ServeOptions(host=host, port=port, threads=threads, workers=workers,
+                               retention=not no_retention, metrics_host=metrics_host,
+                               metrics_port=None if no_metrics else metrics_port)
+        return run_service(deployment.config, options)
     finally:
         registration.release()
-    return 0
 
 
 COMMAND = serve_command

@@ -2,6 +2,8 @@
 
 from flask import Blueprint, jsonify
 
+from twin.retention_schedule import run_observed
+
 from ..endpoint import ADMIN, actor, endpoint, request_id, runtime
 from ..schemas import HoldCreateSchema, HoldListSchema, HoldSchema, RetentionReportSchema, RetentionRunSchema
 
@@ -13,7 +15,7 @@ bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
           roles=ADMIN, body=RetentionRunSchema, body_optional=True,
           responses={200: RetentionReportSchema, 409: None})
 def run_retention(body):
-    report = runtime().retention.run(dry_run=body["dry_run"], actor=actor())
+    report = run_observed(runtime(), dry_run=body["dry_run"], actor=actor())
     return jsonify(report.to_dict())
 
 

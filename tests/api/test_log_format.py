@@ -1,0 +1,75 @@
+"""Service logging: JSON lines with the request's context, and repeated warnings held back."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from api_support import create_profile
+from twin.logs import JsonFormatter, RepeatLimiter, configure_logging
+
+
+@pytest.fixture
+def json_log():
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "twin_handler", False)]:
+        root.removeHandler(handler)
+
+
+def test_json_format_writes_one_object_per_line_with_the_request_context(client, service, json_log):
+    pid = create_profile(client, service, "json-logged-user", personal={"secret": "json-secret-77"})["profile_id"]
+    client.get(f"/v1/profiles/{pid}", headers={**service, "X-Request-ID": "trace-json-1"})
+
+    access = [line for line in json_log() if line["logger"] == "twin.access"]
+    last = access[-1]
+    assert set(last) >= {"time", "level", "logger", "message", "request_id", "route", "status",
+                         "duration_ms", "method", "pid"}
+    assert last["request_id"] == "trace-json-1" and last["route"] == "/v1/profiles/<profile_id>"
+    assert last["status"] == 200 and last["level"] == "INFO" and last["time"].endswith("Z")
+    text = json.dumps(json_log())
+    for secret in (pid, "json-logged-user", "json-secret-77", service["Authorization"].split()[1]):
+        assert secret not in text
+
+
+def test_a_line_logged_inside_a_request_carries_its_request_id(app, json_log):
+    def noisy():
+        logging.getLogger("twin.example").warning("something to look at")
+        return "ok"
+    app.add_url_rule("/noisy", "noisy", noisy)
+
+    app.test_client().get("/noisy", headers={"X-Request-ID": "inside-1"})
+
+    (line,) = [line for line in json_log() if line["logger"] == "twin.example"]
+    assert line["request_id"] == "inside-1" and line["route"] == "/noisy" and line["level"] == "WARNING"
+
+
+def test_a_repeated_warning_is_written_once_a_minute_with_the_count_held_back():
+    now = [0.0]
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RepeatLimiter(interval=60, clock=lambda: now[0]))
+    logger = logging.getLogger("waitress.queue.test")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for depth in range(19_893):
+            logger.warning("Task queue depth is %d", depth)
+        logger.warning("another message")
+        logger.info("info is never held back")
+        logger.info("info is never held back")
+        now[0] = 61.0
+        logger.warning("Task queue depth is %d", 1)
+    finally:
+        logger.removeHandler(handler)
+
+    lines = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    assert lines == ["Task queue depth is 0", "another message", "info is never held back",
+                     "info is never held back",
+                     "Task queue depth is 1 [19892 more like this held back in the last 60s]"]

@@ -1,0 +1,119 @@
+"""Service logging: text or JSON lines, the request's context on every line, repeats held back.
+
+``TWIN_LOG_FORMAT=json`` writes one JSON object per line with ``time`` (UTC), ``level``,
+``logger``, ``message``, ``pid``, and, for lines written while a request is handled, its
+``request_id``, ``method`` and ``route`` (the template, never the concrete path); the access
+line adds ``status`` and ``duration_ms``. Nothing else of a request reaches a log: no bodies,
+query strings, ids or tokens.
+
+A warning or error that repeats (the same logger, level and message template) is written
+once, then at most once a minute with the number held back meanwhile: under load waitress
+alone wrote 19,893 "Task queue depth" warnings in 60 s, and a full disk fails every request.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+# Set by the API for the duration of a request (twin.api.app): request_id, method, route.
+request_context: contextvars.ContextVar[dict[str, Any] | None] = \
+    contextvars.ContextVar("twin_request_context", default=None)
+
+_REQUEST_FIELDS = ("request_id", "method", "route", "status", "duration_ms")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+REPEAT_INTERVAL_S = 60.0
+
+
+def _held_back_note(record: logging.LogRecord) -> str:
+    held = getattr(record, "held_back", 0)
+    return f" [{held} more like this held back in the last {REPEAT_INTERVAL_S:.0f}s]" if held else ""
+
+
+class TextFormatter(logging.Formatter):
+    """The classic line, with the count of held-back repeats when there were any."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record) + _held_back_note(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
+        document: dict[str, Any] = {
+            "time": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
+            "level": record.levelname, "logger": record.name,
+            "message": record.getMessage() + _held_back_note(record), "pid": record.process}
+        context = request_context.get() or {}
+        for name in _REQUEST_FIELDS:
+            value = getattr(record, name, None)
+            if value is None:
+                value = context.get(name)
+            if value is not None:
+                document[name] = value
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, ensure_ascii=False, default=str)
+
+
+class RepeatLimiter(logging.Filter):
+    """Lets the first record of each (logger, level, message template) at ``min_level`` or
+    above through, then at most one per ``interval`` seconds, carrying how many were held."""
+
+    def __init__(self, interval: float = REPEAT_INTERVAL_S, min_level: int = logging.WARNING,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 1000) -> None:
+        super().__init__()
+        self.interval, self.min_level, self.clock, self.max_keys = interval, min_level, clock, max_keys
+        self._seen: dict[tuple[str, int, str], list[float | int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.min_level:
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        with self._lock:
+            state = self._seen.get(key)
+            if state is not None and now - state[0] < self.interval:
+                state[1] += 1
+                return False
+            if state is None and len(self._seen) >= self.max_keys:
+                self._seen.clear()  # many distinct messages: start over rather than grow
+            record.held_back = int(state[1]) if state is not None else 0
+            self._seen[key] = [now, 0]
+        return True
+
+
+def apply_service_format(handler: logging.Handler, fmt: str | None = None) -> logging.Handler:
+    """Give ``handler`` the service's format (``fmt``, default ``TWIN_LOG_FORMAT``: ``text`` or
+    ``json``) and hold back repeats; the one place every command's log handler is set up."""
+    if fmt is None:
+        fmt = os.environ.get("TWIN_LOG_FORMAT", "text").strip().lower()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RepeatLimiter())
+    return handler
+
+
+def configure_logging(level: str = "INFO", fmt: str | None = None, stream: Any = None) -> None:
+    """Send every log line to stderr (or ``stream``) in the service's format (see
+    ``apply_service_format``); replaces handlers an earlier call installed (scripts outside the
+    ``twin`` command, such as bench/peer_app.py, and tests)."""
+    handler = apply_service_format(logging.StreamHandler(stream or sys.stderr), fmt)
+    handler.twin_handler = True  # type: ignore[attr-defined]
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "twin_handler", False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
