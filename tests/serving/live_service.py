@@ -29,7 +29,8 @@ def service_environment(root: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWIN_", "PROMETHEUS_"))}
     env.update(TWIN_ENV="development", TWIN_DATA_DIR=str(root / "data"),
                TWIN_KEYRING_PATH=str(root / "keys" / "keyring.json"),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])), **extra)
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+    env.update(extra)
     return env
 
 
