@@ -1,4 +1,4 @@
-"""Benchmark helpers: start the real server in a subprocess on a free port, issue a token."""
+"""Benchmark helpers: start the real server (or the peer app) in a subprocess on a free port."""
 
 from __future__ import annotations
 
@@ -24,8 +24,40 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(*, plaintext: bool = False, threads: int = 8, extra_env: dict | None = None) -> Iterator[tuple[str, str, dict]]:
-    """Yield (base_url, service_token, env) of a real server on its own data directory."""
+def _process(command: list[str], env: dict, log_path: Path) -> Iterator[str]:
+    """Run a server command on a free port (``{port}`` in it) until /healthz answers; yield its base."""
+    port = free_port()
+    # The server's log goes to a file: an unread pipe would fill up and block the server.
+    log_file = open(log_path, "wb")
+    proc = subprocess.Popen([part.replace("{port}", str(port)) for part in command], env=env, cwd=ROOT,
+                            stdout=log_file, stderr=log_file)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start: {log_path.read_text()[-500:]}")
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log_file.close()
+
+
+def _worker_args(workers: int | None) -> list[str]:
+    return [] if workers is None else ["--workers", str(workers)]
+
+
+@contextmanager
+def running_server(*, plaintext: bool = False, threads: int = 8, workers: int | None = None,
+                   extra_env: dict | None = None) -> Iterator[tuple[str, str, dict]]:
+    """Yield (base_url, service_token, env) of a real `twin serve` on its own data directory
+    (``workers`` processes, default one per CPU; no retention schedule, no /metrics port)."""
     from compliance.keyring import Keyring
     from twin.config import Config
     from twin.runtime import Runtime
@@ -40,26 +72,20 @@ def running_server(*, plaintext: bool = False, threads: int = 8, extra_env: dict
     runtime = Runtime.open(Config.from_env(env))
     token = runtime.tokens.issue("service", label="bench").token
     runtime.close()
-    port = free_port()
-    # The server's log goes to a file: an unread pipe would fill up and block the server.
-    log_path = tmp / "server.log"
-    log_file = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "twin.cli", "--log-level", "WARNING", "serve", "--host",
-                             "127.0.0.1", "--port", str(port), "--threads", str(threads), "--no-metrics"],
-                            env=env, cwd=ROOT, stdout=log_file, stderr=log_file)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {log_path.read_text()[-500:]}")
-                time.sleep(0.1)
+    command = [sys.executable, "-m", "twin.cli", "--log-level", "WARNING", "serve", "--host", "127.0.0.1",
+               "--port", "{port}", "--threads", str(threads), "--no-retention", "--no-metrics",
+               *_worker_args(workers)]
+    with _process(command, env, tmp / "server.log") as base:
         yield base, token, env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log_file.close()
+
+
+@contextmanager
+def running_peer(*, threads: int = 8, workers: int | None = None) -> Iterator[tuple[str, str]]:
+    """Yield (base_url, token) of bench/peer_app.py served by the same server and workers."""
+    tmp = Path(tempfile.mkdtemp(prefix="twin-peer-"))
+    token = "peer-" + os.urandom(16).hex()
+    env = {**os.environ, "PEER_DB_PATH": str(tmp / "peer.db"), "PEER_TOKEN": token}
+    command = [sys.executable, str(ROOT / "bench" / "peer_app.py"), "--port", "{port}", "--threads",
+               str(threads), *_worker_args(workers)]
+    with _process(command, env, tmp / "peer.log") as base:
+        yield base, token

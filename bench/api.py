@@ -1,11 +1,17 @@
 """API throughput and latency on the real server, driven from separate client processes.
 
 Prints requests/s and p50/p99 latency for: create profile, get profile, start + finish session,
-upsert knowledge, next to the same server's bare /healthz, and next to the same routes with
-SQLCipher and field encryption switched off (TWIN_BENCH_PLAINTEXT, a benchmark-only flag).
-Targets: privacy stack costs at most 15% of throughput; get-profile >= 50% of /healthz.
+upsert knowledge, next to the same server's bare /healthz, against three baselines measured in
+the same run, every scenario interleaved across them within each round:
+- plain: the same server with SQLCipher and field encryption off (TWIN_BENCH_PLAINTEXT, a
+  benchmark-only flag): the privacy stack's cost (target: at most 15% per route);
+- full: the same server with TWIN_DURABILITY=full (fsync per commit and per staged audit
+  event): what surviving a power loss costs;
+- peer: bench/peer_app.py, a minimal Flask + sqlite3 app with the same create/get routes on the
+  same server and workers: our throughput as a ratio of it (targets: create >= 0.6x, get >= 0.8x).
+Ratios are printed as min / median / max over the rounds. Also get-profile / /healthz (>= 0.6x).
 
-    .venv/bin/python bench/api.py [--seconds 4] [--clients 8]
+    .venv/bin/python bench/api.py [--seconds 3] [--rounds 3] [--clients 4] [--workers N]
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from _server import running_server
+from _server import running_peer, running_server
 
 SCENARIOS = ("healthz", "create_profile", "get_profile", "session_start_finish", "upsert_knowledge")
 
@@ -88,49 +94,79 @@ def measure(base: str, token: str, scenario: str, seconds: float, clients: int, 
             "p99_ms": latencies[int(count * 0.99) - 1] * 1000, "requests": count, "wall_s": elapsed}
 
 
+MODES = ("privacy", "plain", "full", "peer")
+PEER_SCENARIOS = ("healthz", "create_profile", "get_profile")
+
+
+def _ratios(runs: dict, mode: str, base: str, scenario: str) -> tuple[float, float, float]:
+    """min / median / max over rounds of mode's throughput divided by base's (same round)."""
+    values = [a["rps"] / b["rps"] for a, b in zip(runs[mode][scenario], runs[base][scenario])]
+    return min(values), statistics.median(values), max(values)
+
+
+def _print_ratio(label: str, ratio: tuple[float, float, float], target: str = "", met: bool | None = None) -> None:
+    verdict = "" if met is None else ("met" if met else "NOT MET")
+    print(f"  {label:<46}{ratio[0]:>6.2f}x {ratio[1]:>6.2f}x {ratio[2]:>6.2f}x   {target:<12}{verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per scenario, per round")
-    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds (medians are reported)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (at least 3)")
     parser.add_argument("--clients", type=int, default=4, help="client processes")
-    parser.add_argument("--threads", type=int, default=8, help="server worker threads")
+    parser.add_argument("--threads", type=int, default=8, help="server threads per worker")
+    parser.add_argument("--workers", type=int, default=None, help="server workers (default: CPUs)")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
                         help="run only these scenarios (healthz is always included)")
     args = parser.parse_args()
     scenarios = tuple(s for s in SCENARIOS if s == "healthz" or s in args.only)
-    runs: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in scenarios} for m in ("privacy", "plain")}
-    # Both servers run at once and every scenario alternates privacy/plain within each round,
-    # so background noise on a shared machine hits both sides alike.
-    with running_server(threads=args.threads) as (priv_base, priv_token, _), \
-            running_server(plaintext=True, threads=args.threads) as (plain_base, plain_token, _):
-        targets = {"privacy": (priv_base, priv_token, seed(priv_base, priv_token)),
-                   "plain": (plain_base, plain_token, seed(plain_base, plain_token))}
+    runs: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in scenarios} for m in MODES}
+    served = dict(threads=args.threads, workers=args.workers)
+    # Every server runs at once and each scenario rotates through them within each round, so
+    # background noise on a shared machine hits every side alike.
+    with running_server(**served) as (priv_base, priv_token, _), \
+            running_server(plaintext=True, **served) as (plain_base, plain_token, _), \
+            running_server(extra_env={"TWIN_DURABILITY": "full"}, **served) as (full_base, full_token, _), \
+            running_peer(**served) as (peer_base, peer_token):
+        targets = {"privacy": (priv_base, priv_token), "plain": (plain_base, plain_token),
+                   "full": (full_base, full_token), "peer": (peer_base, peer_token)}
+        targets = {m: (b, t, seed(b, t)) for m, (b, t) in targets.items()}
         for round_no in range(args.rounds):
             for s in scenarios:
-                order = ("privacy", "plain") if round_no % 2 == 0 else ("plain", "privacy")
-                for mode in order:
+                modes = [m for m in MODES if m != "peer" or s in PEER_SCENARIOS]
+                shift = round_no % len(modes)
+                for mode in modes[shift:] + modes[:shift]:
                     base, token, profiles = targets[mode]
                     runs[mode][s].append(measure(base, token, s, args.seconds, args.clients, profiles))
-    results = {m: {s: {k: statistics.median(r[k] for r in runs[m][s]) for k in ("rps", "p50_ms", "p99_ms")}
-                   for s in scenarios} for m in runs}
+    median = {m: {s: {k: statistics.median(r[k] for r in runs[m][s]) for k in ("rps", "p50_ms", "p99_ms")}
+                  for s in scenarios if runs[m][s]} for m in MODES}
     print(f"\nAPI benchmark: {args.clients} client processes, {args.rounds} interleaved rounds x "
-          f"{args.seconds:.0f}s per scenario and mode (medians), server threads {args.threads}, "
-          f"{mp.cpu_count()} cores shared by clients and servers\n")
-    print(f"{'scenario':<22}{'privacy rps':>12}{'p50 ms':>8}{'p99 ms':>8}{'plain rps':>11}{'p50 ms':>8}"
-          f"{'p99 ms':>8}{'privacy/plain':>15}")
+          f"{args.seconds:g}s per scenario and server (medians), server workers "
+          f"{args.workers or 'one per CPU'} x {args.threads} threads, {mp.cpu_count()} cores shared by "
+          "clients and servers\n")
+    print(f"{'scenario':<22}" + "".join(f"{m + ' rps':>12}{'p50':>7}{'p99':>7}" for m in MODES))
     for s in scenarios:
-        p, q = results["privacy"][s], results["plain"][s]
-        print(f"{s:<22}{p['rps']:>12.0f}{p['p50_ms']:>8.1f}{p['p99_ms']:>8.1f}{q['rps']:>11.0f}{q['p50_ms']:>8.1f}"
-              f"{q['p99_ms']:>8.1f}{p['rps'] / q['rps']:>14.2f}x")
-    cost = {s: 1 - results["privacy"][s]["rps"] / results["plain"][s]["rps"] for s in scenarios if s != "healthz"}
-    print("\nprivacy stack cost per data route (target <= 15% each):")
-    for s, c in cost.items():
-        print(f"  {s:<22} {c * 100:5.1f}%   {'met' if c <= 0.15 else 'NOT MET'}")
-    print(f"  mean                   {statistics.mean(cost.values()) * 100:5.1f}%")
+        cells = "".join(f"{median[m][s]['rps']:>12.0f}{median[m][s]['p50_ms']:>7.1f}{median[m][s]['p99_ms']:>7.1f}"
+                        if s in median[m] else f"{'-':>12}{'':>7}{'':>7}" for m in MODES)
+        print(f"{s:<22}{cells}")
+    print(f"\nratios, min / median / max over {args.rounds} rounds:")
+    data = [s for s in scenarios if s != "healthz"]
+    for s in data:
+        ratio = _ratios(runs, "privacy", "plain", s)
+        _print_ratio(f"{s} privacy / plain", ratio, "cost <= 15%", 1 - ratio[1] <= 0.15)
+    for s in data:
+        if s in ("create_profile", "session_start_finish", "upsert_knowledge"):
+            ratio = _ratios(runs, "full", "privacy", s)
+            _print_ratio(f"{s} full / normal durability", ratio)
+    for s, target in (("create_profile", 0.6), ("get_profile", 0.8)):
+        if s in scenarios:
+            ratio = _ratios(runs, "privacy", "peer", s)
+            _print_ratio(f"{s} ours / peer app", ratio, f">= {target}x", ratio[1] >= target)
     if "get_profile" in scenarios:
-        ratio = results["privacy"]["get_profile"]["rps"] / results["privacy"]["healthz"]["rps"]
-        print(f"get_profile / healthz throughput (privacy on): {ratio:.2f}x   target >= 0.50x   "
-              f"{'met' if ratio >= 0.5 else 'NOT MET'}")
+        values = [g["rps"] / h["rps"] for g, h in zip(runs["privacy"]["get_profile"], runs["privacy"]["healthz"])]
+        ratio = (min(values), statistics.median(values), max(values))
+        _print_ratio("get_profile / healthz (ours)", ratio, ">= 0.6x", ratio[1] >= 0.6)
+
 
 if __name__ == "__main__":
     main()

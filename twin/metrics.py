@@ -14,8 +14,8 @@ port reports every worker.
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,10 +27,23 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-@functools.lru_cache(maxsize=None)
+_created: dict[str, Any] = {}
+_create_lock = threading.Lock()
+
+
 def _metrics() -> dict[str, Any]:
     # Created on first use, not at import: in multiprocess mode the values must be file-backed,
-    # which prometheus-client decides when a metric (or a labelled child) is created.
+    # which prometheus-client decides when a metric (or a labelled child) is created. Under a
+    # lock: two threads creating them at once would register every name twice.
+    if _created:
+        return _created
+    with _create_lock:
+        if not _created:
+            _created.update(_new_metrics())
+    return _created
+
+
+def _new_metrics() -> dict[str, Any]:
     return {
         "requests": Counter("twin_http_requests_total", "HTTP requests answered",
                             ["method", "route", "status"]),

@@ -56,3 +56,25 @@ def test_retention_runs_are_counted_with_the_rows_they_purged(config):
     assert after[skipped] - before.get(skipped, 0) == 1
     assert after[("twin_retention_last_run_timestamp_seconds", ())] > 1.7e9
     assert re.search(r"^# TYPE twin_retention_runs_total counter$", render(scrape_registry(config)).decode(), re.M)
+
+
+def test_the_first_requests_of_many_threads_at_once_are_all_counted(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+    # A fresh process: the metrics are created by whichever request comes first.
+    code = textwrap.dedent("""
+        import threading
+        from twin import metrics
+        barrier = threading.Barrier(16)
+        def hit():
+            barrier.wait()
+            metrics.observe_request("GET", "/healthz", 200, 0.001)
+        threads = [threading.Thread(target=hit) for _ in range(16)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        print(metrics._metrics()["requests"].labels("GET", "/healthz", "200")._value.get())
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "16.0"
