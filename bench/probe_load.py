@@ -16,12 +16,8 @@ import asyncio
 import json
 import multiprocessing as mp
 import statistics
-import sys
 import time
 from collections import Counter
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TARGET_S = 1.0
 

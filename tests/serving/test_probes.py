@@ -9,7 +9,7 @@ import pytest
 
 from live_service import REPO, live_service
 
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.append(str(REPO / "bench"))  # after the packages: bench/compliance.py must not shadow them
 from probe_load import run_load  # noqa: E402 - the load generator bench/probe_load.py uses
 
 pytestmark = pytest.mark.slow
