@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from twin.api.schemas import ID_PATTERNS
+
 _CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>")
 
 
@@ -24,6 +26,7 @@ def _operations(spec):
 
 def test_the_document_is_valid_openapi_3(spec):
     schemathesis = pytest.importorskip("schemathesis")
+    schemathesis.experimental.OPEN_API_3_1.enable()
 
     assert spec["openapi"].startswith("3.")
     assert spec["info"]["title"] and spec["info"]["version"]
@@ -122,8 +125,47 @@ def test_the_knowledge_path_documents_the_allowed_segment_characters(spec):
     patterns = {p["name"]: p["schema"].get("pattern") for p in operation["parameters"]}
 
     assert patterns["domain"] and patterns["domain"] == patterns["topic"]
-    assert patterns["profile_id"] is None
+    assert patterns["profile_id"] == ID_PATTERNS["profile_id"]  # the form of every profile id
 
 
 def test_the_document_is_built_once_and_served_from_cache(client):
     assert client.get("/openapi.json").get_data() == client.get("/openapi.json").get_data()
+
+
+def test_options_on_the_lookup_route_advertises_only_what_it_serves(client):
+    lookup = client.options("/v1/profiles/lookup")
+    profile = client.options("/v1/profiles/prf_abc")
+
+    assert set(lookup.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+    assert set(profile.headers["Allow"].split(", ")) == {"GET", "HEAD", "PATCH", "DELETE", "OPTIONS"}
+
+
+def test_every_response_declares_x_request_id_and_versioned_resources_declare_their_etag(spec):
+    for path, method, operation in _operations(spec):
+        for code, response in operation["responses"].items():
+            assert "X-Request-ID" in response["headers"], (method, path, code)
+    etagged = {(path, method) for path, method, operation in _operations(spec)
+               if any("ETag" in r.get("headers", {}) for r in operation["responses"].values())}
+    assert etagged == {("/v1/profiles", "post"), ("/v1/profiles/lookup", "post"),
+                       ("/v1/profiles/{profile_id}", "get"), ("/v1/profiles/{profile_id}", "patch"),
+                       ("/v1/profiles/{profile_id}/sessions", "post"), ("/v1/sessions/{session_id}", "get"),
+                       ("/v1/sessions/{session_id}", "patch")}
+
+
+def test_if_match_operations_declare_412_and_model_routes_declare_their_records(spec):
+    for path, method, operation in _operations(spec):
+        if any(p["name"] == "If-Match" for p in operation.get("parameters", [])):
+            assert "412" in operation["responses"], (method, path)
+    for path in ("/v1/models/info", "/v1/models/{name}/versions", "/v1/models/{name}/performance"):
+        schema = spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert "$ref" in schema, path
+
+
+def test_every_problem_type_is_documented_and_free_form_keys_and_dates_are_bounded(spec):
+    from twin.api.problems import PROBLEM_TYPE_BASE, PROBLEM_TYPES
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["Problem"]["properties"]["type"]["enum"]) == {PROBLEM_TYPE_BASE + s for s in PROBLEM_TYPES}
+    assert schemas["ProfileCreate"]["properties"]["personal"]["propertyNames"] == {
+        "type": "string", "minLength": 1, "maxLength": 64}
+    assert schemas["SessionStart"]["properties"]["start_time"]["pattern"].startswith("^(?!1900-01-01|9999-12-31)")
+    assert schemas["AuditSearch"]["not"] == {"required": ["user_id", "subject"]}

@@ -29,6 +29,7 @@ from twin.storage import DatabaseBusyError, StorageFullError
 
 from . import problems
 from .problems import ProblemError, problem_response
+from .schemas import PATH_PATTERNS
 
 log = logging.getLogger("twin.access")
 error_log = logging.getLogger("twin.api")
@@ -81,9 +82,12 @@ def _to_problem(exc: Exception) -> ProblemError:
             return problems.InsufficientStorage(str(exc))
         return problems.ServiceUnavailable(str(exc), headers={"Retry-After": "30"})
     if isinstance(exc, InvalidFieldsError):
+        if exc.rule is not None:
+            return problems.RuleViolation(exc.rule, "one or more fields break a rule", errors=exc.errors)
         return problems.Unprocessable("one or more fields are invalid", errors=exc.errors)
     if isinstance(exc, ConsentRequiredError):
-        return problems.Unprocessable(str(exc), errors={"parental_consent": [str(exc)]})
+        return problems.RuleViolation("parental-consent-required", str(exc),
+                                      errors={"parental_consent": [str(exc)]})
     if isinstance(exc, InvalidModelFieldError):
         return problems.Unprocessable(str(exc))
     if isinstance(exc, ConsentError):
@@ -113,11 +117,31 @@ def _to_problem(exc: Exception) -> ProblemError:
     return ProblemError("an unexpected error occurred; quote the request id when reporting it")
 
 
+class _TwinFlask(Flask):
+    def make_default_options_response(self) -> Response:
+        """``Allow`` lists only the methods this path is served for: ``/v1/profiles/lookup``
+        also fits ``/v1/profiles/<profile_id>``'s rule, but "lookup" is no profile id."""
+        from flask.globals import request_ctx
+        adapter = request_ctx.url_adapter
+        allowed = set()
+        for method in adapter.allowed_methods():
+            try:
+                _endpoint, values = adapter.match(method=method)
+            except HTTPException:
+                continue
+            if all(re.search(PATH_PATTERNS[name], str(value))
+                   for name, value in values.items() if name in PATH_PATTERNS):
+                allowed.add(method)
+        response = self.response_class()
+        response.allow.update(allowed)
+        return response
+
+
 def create_app(config: Config | None = None, *, runtime: Runtime | None = None) -> Flask:
     """Build the API. Pass a ``runtime`` to share one (tests, benchmarks), else one is opened."""
     config = config or (runtime.config if runtime else Config.from_env())
     runtime = runtime or Runtime.open(config)
-    app = Flask("twin", static_folder=None)
+    app = _TwinFlask("twin", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["learner_twin"] = runtime
 

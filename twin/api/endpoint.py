@@ -16,7 +16,9 @@ from marshmallow import Schema, ValidationError
 from compliance.audit import Actor
 from twin.runtime import Runtime
 
-from .problems import BadRequest, Forbidden, Unauthorized, Unprocessable, UnsupportedMediaType
+from .problems import (BadRequest, Forbidden, NotFound, Unauthorized, Unprocessable,
+                       UnsupportedMediaType)
+from .schemas import PATH_PATTERNS
 
 ADMIN = ("admin",)
 SERVICE = ("service", "admin")
@@ -39,6 +41,7 @@ class EndpointSpec:
     path_patterns: dict[str, str] = field(default_factory=dict)  # path parameter -> full-match regex
     body_optional: bool = False                # no body at all means "all defaults"
     read_only: bool | None = None              # None: GET is, other methods are not
+    rules: tuple[str, ...] = ()                # 422 rules beyond the schema (problems.RULES)
 
     def writes(self, method: str) -> bool:
         """Whether a request of ``method`` to this route changes stored data."""
@@ -135,6 +138,9 @@ def authenticate(spec: EndpointSpec) -> None:
 
 
 def _check_path(spec: EndpointSpec, path: dict[str, Any]) -> None:
+    for name, pattern in PATH_PATTERNS.items():
+        if name in path and not re.search(pattern, path[name]):
+            raise NotFound("no such resource")  # an id of another form names nothing
     errors = {name: [f"Must match {pattern}"] for name, pattern in spec.path_patterns.items()
               if name in path and not re.fullmatch(pattern, path[name])}
     if errors:
@@ -145,12 +151,13 @@ def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_o
              body: type[Schema] | None = None, query: type[Schema] | None = None,
              responses: dict[int, Any] | None = None,
              path_patterns: dict[str, str] | None = None, body_optional: bool = False,
-             read_only: bool | None = None) -> Callable:
+             read_only: bool | None = None, rules: tuple[str, ...] = ()) -> Callable:
     """Declare a route: who may call it, what it takes and answers (also its OpenAPI entry).
-    ``read_only=True`` marks a POST that only reads (its body keeps ids out of URLs)."""
+    ``read_only=True`` marks a POST that only reads (its body keeps ids out of URLs);
+    ``rules`` the checks beyond the schema it may refuse a valid request for (422)."""
     spec = EndpointSpec(summary, tag, roles, learner_own, body() if body else None,
                         query() if query else None, responses or {}, path_patterns or {},
-                        body_optional, read_only)
+                        body_optional, read_only, rules)
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)

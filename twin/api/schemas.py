@@ -5,17 +5,32 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
+import re
+
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from compliance.audit import ACTIONS
 from compliance.consent import CONSENT_METHODS
 
+from .problems import RuleViolation
+
 _ID = validate.Length(1, 64)
 _NAME = validate.Length(1, 100)
 MAX_OBJECT_PROPERTIES = 50
+MAX_KEY_LENGTH = 64
+# Timestamps: years 1900-9999, the first and last day of that range excluded in local time so
+# that any UTC offset (up to 23:59) converts to UTC within it. Declared as the pattern of every
+# date-time in the document; dates (birth_date) take years 1900-9999.
+DATE_TIME_PATTERN = r"^(?!1900-01-01|9999-12-31)(19[0-9]{2}|[2-9][0-9]{3})-"
+DATE_PATTERN = r"^(19[0-9]{2}|[2-9][0-9]{3})-"
 _EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
-_LATEST = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=timezone.utc)
-_OUT_OF_RANGE = "Must be between 1900-01-01 and 9999-12-30 (UTC)."
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+_OUT_OF_RANGE = "Must be in the years 1900-9999, not on 1900-01-01 or 9999-12-31."
+# The form of every id in a path; an id of another form names nothing (404).
+ID_PATTERNS = {"profile_id": r"^prf_[A-Za-z0-9_-]{1,60}$", "session_id": r"^ses_[A-Za-z0-9_-]{1,60}$",
+               "consent_id": r"^cns_[A-Za-z0-9_-]{1,60}$", "hold_id": r"^hld_[A-Za-z0-9_-]{1,60}$"}
+# What session-list cursors look like (base64url, no padding); not every such string is one.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 
 
 class MaxProperties(validate.Validator):
@@ -66,10 +81,17 @@ class StrictBoolean(fields.Boolean):
 
 
 class UtcDateTime(fields.AwareDateTime):
-    """An ISO 8601 timestamp with an offset, returned in UTC; years 1900-9999 only, so that
-    converting to UTC and storing as fixed-width text can never overflow."""
+    """An ISO 8601 timestamp with an offset, returned in UTC; years 1900-9999 only (see
+    ``DATE_TIME_PATTERN``), so that converting to UTC and storing as fixed-width text can
+    never overflow."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"pattern": DATE_TIME_PATTERN, **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        if isinstance(value, str) and not re.match(DATE_TIME_PATTERN, value):
+            raise ValidationError(_OUT_OF_RANGE)
         moment = super()._deserialize(value, attr, data, **kwargs)
         try:
             moment = moment.astimezone(timezone.utc)
@@ -86,7 +108,9 @@ class _Strict(Schema):
 
 
 def _json_object(**kwargs) -> fields.Dict:
-    return fields.Dict(keys=fields.String(validate=validate.Length(1, 64)), values=fields.Raw(allow_none=True),
+    # Key lengths reach the document as propertyNames (twin.api.openapi).
+    return fields.Dict(keys=fields.String(validate=validate.Length(1, MAX_KEY_LENGTH)),
+                       values=fields.Raw(allow_none=True),
                        validate=JSON_OBJECT_LIMIT, metadata={"maxProperties": MAX_OBJECT_PROPERTIES}, **kwargs)
 
 
@@ -99,7 +123,7 @@ class ParentalConsentSchema(_Strict):
 
 
 class _ProfileFields(_Strict):
-    birth_date = fields.Date(allow_none=True)
+    birth_date = fields.Date(allow_none=True, metadata={"pattern": DATE_PATTERN})
     learning_style = fields.String(validate=validate.Length(1, 64), allow_none=True)
     preferred_difficulty = fields.String(validate=validate.OneOf(["easy", "medium", "hard"]))
     knowledge_domains = fields.List(fields.String(validate=_NAME), validate=validate.Length(max=50))
@@ -110,8 +134,13 @@ class _ProfileFields(_Strict):
 
     @validates("birth_date")
     def _not_in_future(self, value: date | None, **_: object) -> None:
-        if value is not None and (value > date.today() or value.year < 1900):
-            raise ValidationError("Must be a past date after 1900-01-01.")
+        if value is None:
+            return
+        if value.year < 1900:
+            raise ValidationError("Must be in the years 1900-9999.")
+        if value > date.today():
+            message = "Must not be after today."
+            raise RuleViolation("birth-date-in-the-future", message, errors={"birth_date": [message]})
 
 
 class ProfileCreateSchema(_ProfileFields):
@@ -128,6 +157,7 @@ class UserIdSchema(_Strict):
 
 
 class ProfileSchema(_Strict):
+    carries_etag = True  # responses of this resource carry its ETag (twin.api.openapi)
     profile_id = fields.String(required=True)
     learning_style = fields.String(allow_none=True)
     preferred_difficulty = fields.String()
@@ -157,6 +187,7 @@ class SessionUpdateSchema(_Strict):
 
 
 class SessionSchema(_Strict):
+    carries_etag = True
     session_id = fields.String(required=True)
     profile_id = fields.String()
     session_type = fields.String()
@@ -176,7 +207,7 @@ class SessionPageSchema(_Strict):
 
 class SessionListQuerySchema(_Strict):
     limit = fields.Integer(validate=validate.Range(1, 100), load_default=20)
-    cursor = fields.String(validate=validate.Length(1, 100))
+    cursor = fields.String(validate=validate.Regexp(CURSOR_PATTERN))
 
 
 class KnowledgeUpsertSchema(_Strict):
@@ -287,6 +318,9 @@ class AuditQuerySchema(_Strict):
 class AuditSearchSchema(AuditQuerySchema):
     """The body of POST /v1/audit/search: the query filters, or a user_id (never in a URL)."""
 
+    openapi_extra = {"not": {"required": ["user_id", "subject"]},
+                     "description": "user_id and subject exclude each other."}
+
     user_id = fields.String(validate=validate.Length(1, 256))
     cursor = StrictInteger(validate=validate.Range(0, 2**62))
     limit = StrictInteger(validate=validate.Range(1, 500), load_default=100)
@@ -310,6 +344,88 @@ class AuditEventSchema(Schema):
 class AuditPageSchema(_Strict):
     items = fields.List(fields.Nested(AuditEventSchema))
     next_cursor = fields.Integer(allow_none=True)
+
+
+class ConsentListSchema(_Strict):
+    items = fields.List(fields.Nested(ConsentSchema))
+
+
+# -- the model registry (twin.model_registry.manager's records) ----------------------------
+
+MODEL_VERSION_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+# Names the registry accepts: no '/', '\\' or '..', no leading or trailing space, no control
+# characters (a name of another form names no model: 404).
+MODEL_NAME_PATTERN = r"^(?!.*\.\.)(?!\s)(?!.*\s$)[^/\\\x00-\x1f\x7f-\x9f]{1,100}$"
+PATH_PATTERNS = {**ID_PATTERNS, "name": MODEL_NAME_PATTERN}
+
+
+class ModelPerformanceSchema(Schema):
+    id = fields.Integer()
+    model_id = fields.String()
+    name = fields.String()
+    version = fields.String()
+    recorded_at = fields.String()
+    mae = fields.Float(allow_none=True)
+    mse = fields.Float(allow_none=True)
+    r2 = fields.Float(allow_none=True)
+    accuracy_score = fields.Float(allow_none=True)
+    confidence_score = fields.Float(allow_none=True)
+    training_time = fields.Float(allow_none=True)
+    prediction_time = fields.Float(allow_none=True)
+    training_samples = fields.Integer(allow_none=True)
+    feature_count = fields.Integer(allow_none=True)
+    extra = fields.Dict()
+
+
+class ModelVersionSchema(Schema):
+    model_id = fields.String()
+    name = fields.String()
+    version = fields.String()
+    model_type = fields.String(allow_none=True)
+    algorithms = fields.List(fields.String())
+    metadata = fields.Dict()
+    is_active = fields.Boolean()
+    has_file = fields.Boolean()
+    checksum_sha256 = fields.String(allow_none=True)
+    size_bytes = fields.Integer(allow_none=True)
+    created_at = fields.String()
+    updated_at = fields.String()
+    latest_performance = fields.Nested(ModelPerformanceSchema, allow_none=True)
+
+
+class ModelSummarySchema(Schema):
+    name = fields.String()
+    version_count = fields.Integer()
+    versions = fields.List(fields.String())
+    latest_version = fields.String()
+    active_version = fields.String(allow_none=True)
+    active = fields.Nested(ModelVersionSchema, allow_none=True)
+    created_at = fields.String()
+    updated_at = fields.String()
+
+
+class ModelInfoSchema(_Strict):
+    models = fields.List(fields.Nested(ModelSummarySchema))
+
+
+class ModelVersionListSchema(_Strict):
+    items = fields.List(fields.Nested(ModelVersionSchema))
+
+
+class ModelPerformanceListSchema(_Strict):
+    items = fields.List(fields.Nested(ModelPerformanceSchema))
+
+
+class RemovedModelSchema(Schema):
+    name = fields.String()
+    version = fields.String()
+    model_id = fields.String()
+
+
+class CleanupReportSchema(_Strict):
+    keep = fields.Integer()
+    files_deleted = fields.Integer()
+    removed = fields.List(fields.Nested(RemovedModelSchema))
 
 
 class HealthSchema(Schema):

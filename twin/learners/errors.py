@@ -20,9 +20,13 @@ class PreconditionFailedError(LearnerError):
 class InvalidFieldsError(LearnerError):
     """Field values that are well-formed but not acceptable (e.g. end before start).
 
-    ``errors`` maps field names to lists of messages, like a marshmallow ValidationError.
+    ``errors`` maps field names to lists of messages, like a marshmallow ValidationError;
+    ``rule`` names the rule broken when the request's form alone cannot show it (it depends on
+    the clock, the configuration or stored data), e.g. ``session-ends-before-it-starts``.
     """
 
-    def __init__(self, errors: dict[str, list[str]], message: str = "invalid fields") -> None:
+    def __init__(self, errors: dict[str, list[str]], message: str = "invalid fields",
+                 rule: str | None = None) -> None:
         super().__init__(message)
         self.errors = errors
+        self.rule = rule

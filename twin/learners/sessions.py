@@ -43,7 +43,7 @@ def decode_cursor(cursor: str) -> int:
             raise ValueError
         return position
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidFieldsError({"cursor": ["Not a valid cursor."]}) from None
+        raise InvalidFieldsError({"cursor": ["Not a valid cursor."]}, rule="invalid-cursor") from None
 
 
 class SessionService:
@@ -89,9 +89,10 @@ class SessionService:
         now = self.ctx.clock()
         if start <= now - timedelta(days=self.ctx.config.session_retention_days):
             raise InvalidFieldsError({"start_time": [
-                f"Must be within the last {self.ctx.config.session_retention_days} days (session retention)."]})
+                f"Must be within the last {self.ctx.config.session_retention_days} days (session retention)."]},
+                rule="start-time-outside-retention")
         if start > now + CLOCK_SKEW:
-            raise InvalidFieldsError({"start_time": ["Must not be in the future."]})
+            raise InvalidFieldsError({"start_time": ["Must not be in the future."]}, rule="time-in-the-future")
 
     def get(self, actor: Actor, request_id: str | None, session_id: str) -> tuple[dict[str, Any], str]:
         row = self._row(session_id)
@@ -113,9 +114,11 @@ class SessionService:
                 if end is not None:
                     start = from_db(row["start_time"])
                     if end < start:
-                        raise InvalidFieldsError({"end_time": ["Must not be before start_time."]})
+                        raise InvalidFieldsError({"end_time": ["Must not be before start_time."]},
+                                                 rule="session-ends-before-it-starts")
                     if end > ctx.clock() + CLOCK_SKEW:
-                        raise InvalidFieldsError({"end_time": ["Must not be in the future."]})
+                        raise InvalidFieldsError({"end_time": ["Must not be in the future."]},
+                                                 rule="time-in-the-future")
                     sets["end_time"] = to_db(end)
                     sets["duration_minutes"] = round((end - start).total_seconds() / 60, 3)
                 else:

@@ -3,7 +3,7 @@
 from flask import Blueprint, jsonify
 
 from ..endpoint import SERVICE, actor, endpoint, request_id, runtime
-from ..schemas import ConsentSchema, ConsentWithdrawalSchema, ParentalConsentSchema
+from ..schemas import ConsentListSchema, ConsentSchema, ConsentWithdrawalSchema, ParentalConsentSchema
 
 bp = Blueprint("consents", __name__, url_prefix="/v1/profiles")
 
@@ -16,7 +16,8 @@ def grant_consent(profile_id, body):
 
 
 @bp.get("/<string(maxlength=64):profile_id>/consents")
-@endpoint("List a profile's consents", tag="consents", roles=SERVICE, responses={200: None, 404: None})
+@endpoint("List a profile's consents", tag="consents", roles=SERVICE,
+          responses={200: ConsentListSchema, 404: None})
 def list_consents(profile_id):
     return jsonify(items=runtime().consents.list(actor(), request_id(), profile_id))
 

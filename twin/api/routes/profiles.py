@@ -11,7 +11,8 @@ bp = Blueprint("profiles", __name__, url_prefix="/v1/profiles")
 
 @bp.post("")
 @endpoint("Create a learner profile", tag="profiles", roles=SERVICE, body=ProfileCreateSchema,
-          responses={201: ProfileSchema, 409: None})
+          responses={201: ProfileSchema, 409: None},
+          rules=("parental-consent-required", "birth-date-in-the-future"))
 def create_profile(body):
     view, etag = runtime().profiles.create(actor(), request_id(), body)
     response = with_etag(view, etag, 201)
@@ -37,7 +38,8 @@ def get_profile(profile_id):
 
 @bp.patch("/<string(maxlength=64):profile_id>")
 @endpoint("Update a profile partially (If-Match honoured)", tag="profiles", roles=SERVICE,
-          body=ProfilePatchSchema, responses={200: ProfileSchema, 404: None, 412: None})
+          body=ProfilePatchSchema, responses={200: ProfileSchema, 404: None, 412: None},
+          rules=("parental-consent-required", "birth-date-in-the-future"))
 def patch_profile(profile_id, body):
     view, etag = runtime().profiles.update(actor(), request_id(), profile_id, body,
                                            request.headers.get("If-Match"))
