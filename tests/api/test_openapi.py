@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from twin.api.schemas import ID_PATTERNS
+from twin.api.formats import ID_PATTERNS
 
 _CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>")
 

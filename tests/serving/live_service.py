@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -125,6 +126,17 @@ def wait_until_healthy(port: int, process: subprocess.Popen, seconds: float = 60
     raise AssertionError("server did not become healthy")
 
 
+_WORKER_LISTENING = re.compile(r"serving on http://\S+ with \d+ threads")
+
+
+def _wait_for_workers(log_path: Path, workers: int, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while len(_WORKER_LISTENING.findall(log_path.read_text(errors="replace"))) < workers:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"not every one of {workers} workers started listening")
+        time.sleep(0.1)
+
+
 @contextmanager
 def live_service(root: Path, *args: str, roles: tuple[str, ...] = ("service", "admin"),
                  env_extra: dict[str, str] | None = None, metrics: bool = True) -> Iterator[LiveService]:
@@ -142,6 +154,8 @@ def live_service(root: Path, *args: str, roles: tuple[str, ...] = ("service", "a
             start_new_session=True)  # its own process group: the workers go with it at the end
     try:
         wait_until_healthy(port, process)
+        if "--workers" in args:  # every worker listening: early clients would all go to the first
+            _wait_for_workers(log_path, int(args[args.index("--workers") + 1]), process)
         yield LiveService(process, port, metrics_port, root, env, log_path, tokens)
     finally:
         if process.poll() is None:

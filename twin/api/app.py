@@ -29,7 +29,7 @@ from twin.storage import DatabaseBusyError, StorageFullError
 
 from . import problems
 from .problems import ProblemError, problem_response
-from .schemas import PATH_PATTERNS
+from .formats import PATH_PATTERNS
 
 log = logging.getLogger("twin.access")
 error_log = logging.getLogger("twin.api")

@@ -18,7 +18,7 @@ from twin.runtime import Runtime
 
 from .problems import (BadRequest, Forbidden, NotFound, Unauthorized, Unprocessable,
                        UnsupportedMediaType)
-from .schemas import PATH_PATTERNS
+from .formats import PATH_PATTERNS
 
 ADMIN = ("admin",)
 SERVICE = ("service", "admin")

@@ -23,7 +23,8 @@ from marshmallow import fields
 from twin import __version__
 
 from .problems import PROBLEM_TYPE_BASE, PROBLEM_TYPES, RULES
-from .schemas import PATH_PATTERNS, ProblemSchema
+from .formats import PATH_PATTERNS
+from .schemas import ProblemSchema
 
 _CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>")
 _MAXLENGTH = re.compile(r"<[a-z]+\([^)]*maxlength=(\d+)[^)]*\):([a-z_]+)>")

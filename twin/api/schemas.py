@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timezone
 from typing import Any
-
-import re
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from compliance.audit import ACTIONS
 from compliance.consent import CONSENT_METHODS
 
+from .formats import CURSOR_PATTERN, DATE_PATTERN, DATE_TIME_PATTERN
 from .problems import RuleViolation
 
 _ID = validate.Length(1, 64)
 _NAME = validate.Length(1, 100)
 MAX_OBJECT_PROPERTIES = 50
 MAX_KEY_LENGTH = 64
-# Timestamps: years 1900-9999, the first and last day of that range excluded in local time so
-# that any UTC offset (up to 23:59) converts to UTC within it. Declared as the pattern of every
-# date-time in the document; dates (birth_date) take years 1900-9999.
-DATE_TIME_PATTERN = r"^(?!1900-01-01|9999-12-31)(19[0-9]{2}|[2-9][0-9]{3})-"
-DATE_PATTERN = r"^(19[0-9]{2}|[2-9][0-9]{3})-"
 _EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
 _LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
 _OUT_OF_RANGE = "Must be in the years 1900-9999, not on 1900-01-01 or 9999-12-31."
-# The form of every id in a path; an id of another form names nothing (404).
-ID_PATTERNS = {"profile_id": r"^prf_[A-Za-z0-9_-]{1,60}$", "session_id": r"^ses_[A-Za-z0-9_-]{1,60}$",
-               "consent_id": r"^cns_[A-Za-z0-9_-]{1,60}$", "hold_id": r"^hld_[A-Za-z0-9_-]{1,60}$"}
-# What session-list cursors look like (base64url, no padding); not every such string is one.
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 
 
 class MaxProperties(validate.Validator):
@@ -348,84 +338,6 @@ class AuditPageSchema(_Strict):
 
 class ConsentListSchema(_Strict):
     items = fields.List(fields.Nested(ConsentSchema))
-
-
-# -- the model registry (twin.model_registry.manager's records) ----------------------------
-
-MODEL_VERSION_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
-# Names the registry accepts: no '/', '\\' or '..', no leading or trailing space, no control
-# characters (a name of another form names no model: 404).
-MODEL_NAME_PATTERN = r"^(?!.*\.\.)(?!\s)(?!.*\s$)[^/\\\x00-\x1f\x7f-\x9f]{1,100}$"
-PATH_PATTERNS = {**ID_PATTERNS, "name": MODEL_NAME_PATTERN}
-
-
-class ModelPerformanceSchema(Schema):
-    id = fields.Integer()
-    model_id = fields.String()
-    name = fields.String()
-    version = fields.String()
-    recorded_at = fields.String()
-    mae = fields.Float(allow_none=True)
-    mse = fields.Float(allow_none=True)
-    r2 = fields.Float(allow_none=True)
-    accuracy_score = fields.Float(allow_none=True)
-    confidence_score = fields.Float(allow_none=True)
-    training_time = fields.Float(allow_none=True)
-    prediction_time = fields.Float(allow_none=True)
-    training_samples = fields.Integer(allow_none=True)
-    feature_count = fields.Integer(allow_none=True)
-    extra = fields.Dict()
-
-
-class ModelVersionSchema(Schema):
-    model_id = fields.String()
-    name = fields.String()
-    version = fields.String()
-    model_type = fields.String(allow_none=True)
-    algorithms = fields.List(fields.String())
-    metadata = fields.Dict()
-    is_active = fields.Boolean()
-    has_file = fields.Boolean()
-    checksum_sha256 = fields.String(allow_none=True)
-    size_bytes = fields.Integer(allow_none=True)
-    created_at = fields.String()
-    updated_at = fields.String()
-    latest_performance = fields.Nested(ModelPerformanceSchema, allow_none=True)
-
-
-class ModelSummarySchema(Schema):
-    name = fields.String()
-    version_count = fields.Integer()
-    versions = fields.List(fields.String())
-    latest_version = fields.String()
-    active_version = fields.String(allow_none=True)
-    active = fields.Nested(ModelVersionSchema, allow_none=True)
-    created_at = fields.String()
-    updated_at = fields.String()
-
-
-class ModelInfoSchema(_Strict):
-    models = fields.List(fields.Nested(ModelSummarySchema))
-
-
-class ModelVersionListSchema(_Strict):
-    items = fields.List(fields.Nested(ModelVersionSchema))
-
-
-class ModelPerformanceListSchema(_Strict):
-    items = fields.List(fields.Nested(ModelPerformanceSchema))
-
-
-class RemovedModelSchema(Schema):
-    name = fields.String()
-    version = fields.String()
-    model_id = fields.String()
-
-
-class CleanupReportSchema(_Strict):
-    keep = fields.Integer()
-    files_deleted = fields.Integer()
-    removed = fields.List(fields.Nested(RemovedModelSchema))
 
 
 class HealthSchema(Schema):

@@ -23,6 +23,7 @@ import sqlcipher3
 
 from .engine import Database, bad_file_error
 from .errors import BackupError, BackupVerificationError, StorageError, WrongKeyError
+from .paths import fsync_path
 from .progress import ProgressFactory, silent
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _schema_version(conn: Any) -> int:
@@ -110,7 +103,7 @@ def backup_database(db: Database, dest_dir: Path, *, pages_per_step: int = 4096,
         raise (bad or BackupError(f"backup of {db.name} failed: {exc}")) from None
     finally:
         source.close()
-    _fsync_path(partial)
+    fsync_path(partial)
     os.replace(partial, final)
     return BackupEntry(db.name, final.name, sha256_file(final), final.stat().st_size,
                        schema_version, page_count, db.key_fingerprint)

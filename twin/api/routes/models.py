@@ -7,8 +7,10 @@ from twin.model_registry.errors import InvalidModelNameError
 
 from ..endpoint import SERVICE, endpoint, runtime
 from ..problems import NotFound
-from ..schemas import (MODEL_VERSION_PATTERN, CleanupReportSchema, ModelInfoSchema,
-                       ModelPerformanceListSchema, ModelVersionListSchema, StrictInteger)
+from ..formats import MODEL_VERSION_PATTERN
+from ..model_schemas import (CleanupReportSchema, ModelInfoSchema, ModelPerformanceListSchema,
+                             ModelVersionListSchema)
+from ..schemas import StrictInteger
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
