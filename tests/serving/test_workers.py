@@ -110,6 +110,7 @@ def test_a_killed_worker_is_replaced_and_its_staged_audit_events_still_reach_the
         assert set(statuses) <= {200, 201}
         assert service.stop() == 0
         assert "exited with -9" in service.log()
+        assert "retention scheduled" not in service.log()  # --no-retention: no schedule, no extra process
 
     _assert_every_write_kept_and_audited_once(service, first + second)
 
