@@ -7,7 +7,9 @@ runtime under it, after the fork (the audit journal's segment locks are per proc
 
 - A worker that dies unexpectedly is replaced (after 1 s, doubling to 30 s while
   replacements keep dying within a minute), so a crash costs only that process's in-flight
-  requests; its staged audit events are recovered by the next flush anywhere.
+  requests; its staged audit events are recovered by the next flush anywhere. A role whose
+  process dies within a minute five times in a row is broken, not unlucky: the supervisor
+  stops everything and exits 1 (systemd's ``Restart=on-failure`` takes it from there).
 - SIGTERM/SIGINT: every child gets SIGTERM, workers drain their in-flight requests and close
   their runtimes; whoever has not exited after ``stop_timeout`` gets SIGKILL.
 - SIGUSR1 is passed on: each child prints every thread's stack to stderr (faulthandler).
@@ -30,6 +32,7 @@ log = logging.getLogger("twin.serving")
 RESTART_BASE_DELAY_S = 1.0
 RESTART_MAX_DELAY_S = 30.0
 STABLE_AFTER_S = 60.0
+GIVE_UP_AFTER = 5  # quick deaths in a row
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Child:
     started: float = 0.0
     restart_at: float = 0.0
     delay: float = RESTART_BASE_DELAY_S
+    quick_deaths: int = 0
     exits: list[int] = field(default_factory=list)
 
 
@@ -59,11 +63,16 @@ def _exit_code(status: int) -> int:
 
 class Supervisor:
     def __init__(self, children: list[Child], *, stop_timeout: float = 30.0,
-                 on_child_exit: Callable[[int], None] | None = None) -> None:
+                 on_child_exit: Callable[[int], None] | None = None,
+                 restart_delay: float = RESTART_BASE_DELAY_S) -> None:
         self.children = children
+        self.restart_delay = restart_delay
+        for child in children:
+            child.delay = restart_delay
         self.stop_timeout = stop_timeout
         self.on_child_exit = on_child_exit
         self._stopping = False
+        self._gave_up = False
 
     # -- in the child -------------------------------------------------------------------
 
@@ -119,8 +128,8 @@ class Supervisor:
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
+            except ChildProcessError:  # none left running: the ones due still get replaced below
+                break
             if pid == 0:
                 break
             child = next((c for c in self.children if c.pid == pid), None)
@@ -134,9 +143,15 @@ class Supervisor:
             if not restart:
                 continue
             lived = time.monotonic() - child.started
-            child.delay = RESTART_BASE_DELAY_S if lived > STABLE_AFTER_S else \
-                min(RESTART_MAX_DELAY_S, child.delay * 2)
+            stable = lived > STABLE_AFTER_S
+            child.quick_deaths = 0 if stable else child.quick_deaths + 1
+            child.delay = self.restart_delay if stable else min(RESTART_MAX_DELAY_S, child.delay * 2)
             child.restart_at = time.monotonic() + child.delay
+            if child.quick_deaths >= GIVE_UP_AFTER:
+                log.error("%s (pid %d) exited with %d, dying within %.0fs of its start %d times in a "
+                          "row: giving up", child.name, pid, code, STABLE_AFTER_S, child.quick_deaths)
+                self._stopping = self._gave_up = True
+                continue
             log.error("%s (pid %d) exited with %d after %.0fs; replacing it in %.0fs",
                       child.name, pid, code, lived, child.delay)
         now = time.monotonic()
@@ -164,6 +179,6 @@ class Supervisor:
             self._reap(restart=False)
             time.sleep(0.05)
         log.info("stopped")
-        failed = stragglers or any(c.exits and c.exits[-1] not in (0, -signal.SIGTERM)
-                                   for c in self.children)
+        failed = self._gave_up or stragglers or any(
+            c.exits and c.exits[-1] not in (0, -signal.SIGTERM) for c in self.children)
         return 1 if failed else 0

@@ -1,0 +1,57 @@
+"""The supervisor keeps its processes running, and gives up on one that cannot start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from twin.serving.supervisor import GIVE_UP_AFTER, Child, Supervisor
+
+
+def test_a_process_that_keeps_dying_at_start_makes_the_supervisor_stop_and_fail():
+    started = time.monotonic()
+    supervisor = Supervisor([Child("broken", lambda: 3)], restart_delay=0.01)
+
+    code = supervisor.run()
+
+    (child,) = supervisor.children
+    assert code == 1 and child.exits == [3] * GIVE_UP_AFTER and child.pid == 0
+    assert time.monotonic() - started < 20
+
+
+def test_sigterm_stops_every_child_and_the_supervisor_exits_0(tmp_path):
+    marker = tmp_path / "stopped"
+
+    def patient() -> int:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        stop.wait(30)
+        marker.write_text(str(os.getpid()))
+        return 0
+
+    supervisor = Supervisor([Child("patient", patient)], restart_delay=0.01)
+    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+
+    assert supervisor.run() == 0
+    assert marker.exists()  # it ran its own shutdown, not killed
+    assert supervisor.children[0].exits == [0]
+
+
+def test_the_only_process_is_replaced_when_it_dies(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def short_lived() -> int:
+        (runs / str(os.getpid())).touch()
+        if len(list(runs.iterdir())) >= 3:
+            os.kill(os.getppid(), signal.SIGTERM)  # enough: stop the supervisor
+            time.sleep(5)
+        return 1
+
+    supervisor = Supervisor([Child("only", short_lived)], restart_delay=0.01)
+
+    supervisor.run()
+
+    assert len(list(runs.iterdir())) == 3
