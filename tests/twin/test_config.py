@@ -48,7 +48,7 @@ def test_durability_and_log_format_default_to_normal_and_text_and_refuse_other_v
 
 def test_full_durability_reaches_every_database_the_catalog_opens(config, keyring):
     from twin.catalog import open_database
-    db = open_database("digital_twin", dataclasses.replace(config, durability="full"), keyring)
+    db = open_database("digital_twin", dataclasses.replace(config, durability="full"), keyring.database_keys)
     try:
         assert db.query_one("PRAGMA synchronous")[0] == 2
     finally:
