@@ -215,7 +215,9 @@ def test_a_serialization_failure_reruns_the_writer_and_loses_no_update(db, datab
     with caplog.at_level(logging.DEBUG, logger="twin.storage.postgresql.database"):
         attempts = _race(db, databases, read_then_write)
     assert db.query_one("SELECT value FROM counter WHERE id = 1")[0] == 2
-    assert sorted(attempts) == [1, 2]
+    # One writer commits at once; the other is re-run (twice when its re-run starts before
+    # the winner's commit and meets it again: how often is the scheduler's choice).
+    assert min(attempts) == 1 and max(attempts) >= 2
     assert "could not serialize access" in caplog.text
 
 
@@ -231,7 +233,9 @@ def test_a_deadlock_reruns_the_victim_and_both_writers_commit(db, databases, cap
     with caplog.at_level(logging.DEBUG, logger="twin.storage.postgresql.database"):
         attempts = _race(db, databases, opposite_order)
     assert [r[0] for r in db.query("SELECT value FROM counter ORDER BY id")] == [2, 2]
-    assert sorted(attempts) == [1, 2]
+    # One writer commits at once; the other is re-run (twice when its re-run starts before
+    # the winner's commit and meets it again: how often is the scheduler's choice).
+    assert min(attempts) == 1 and max(attempts) >= 2
     assert "deadlock detected" in caplog.text or "could not serialize" in caplog.text
 
 
