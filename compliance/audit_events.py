@@ -24,7 +24,7 @@ from .hash_chain import link_hash
 
 ACTIONS = frozenset({"read", "create", "update", "delete", "export", "erase", "purge",
                      "consent_grant", "consent_withdraw", "hold_place", "hold_lift", "key_rotate",
-                     "restore_reapply"})
+                     "restore_reapply", "model_fit", "model_recompute"})
 ROLES = frozenset({"admin", "service", "learner", "operator", "system"})
 
 MAX_DETAILS_BYTES = 8192

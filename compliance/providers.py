@@ -45,6 +45,11 @@ class PersonalDataProvider(Protocol):
         """Delete the subjects' rows, in one transaction; rows deleted per erasable table.
         ``tick`` is called once per erasable table, when its rows are gone."""
 
+    def purge_expired(self, table: PersonalTable, expired_ids_sql: str, params: dict[str, Any]) -> int:
+        """Retention: delete one batch (``:batch`` rows at most) of ``table``'s expired rows,
+        those whose ``pk`` ``expired_ids_sql`` selects (held subjects already left out), in one
+        transaction; returns rows deleted (0: none left)."""
+
 
 class TableProvider:
     """The provider of a set of described tables in one database."""
@@ -84,8 +89,7 @@ class TableProvider:
         finally:
             conn.close()
 
-    @staticmethod
-    def _rows(conn: Any, table: PersonalTable, subject_hash: str, reader: Any,
+    def _rows(self, conn: Any, table: PersonalTable, subject_hash: str, reader: Any,
               batch: int) -> Iterator[dict[str, Any]]:
         cursor = conn.execute(
             f"SELECT {table.select_list()} FROM {table.name} WHERE {table.subjects_where(1)} "
@@ -94,7 +98,19 @@ class TableProvider:
             if reader is None:  # rows without a key: an erasure is mid-way, export none
                 return
             for row in rows:
-                yield table.export_row(row, reader)
+                yield self.export_row(conn, table, row, reader)
+
+    def export_row(self, conn: Any, table: PersonalTable, row: Any, reader: Any) -> dict[str, Any]:
+        """One row in the export (an owner adds what its rows mean beyond their columns, read
+        on ``conn``, the export's snapshot)."""
+        return table.export_row(row, reader)
+
+    # -- retention ------------------------------------------------------------------------
+
+    def purge_expired(self, table: PersonalTable, expired_ids_sql: str, params: dict[str, Any]) -> int:
+        # One statement per batch: the expired ids never travel through Python.
+        sql = f"DELETE FROM {table.name} WHERE {table.pk} IN ({expired_ids_sql} LIMIT :batch)"
+        return self.db.write(lambda conn: conn.execute(sql, params).rowcount)
 
     def export_counts(self, subject_hash: str) -> dict[str, int]:
         conn = self.db.connection()

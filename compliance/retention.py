@@ -91,7 +91,7 @@ class RetentionPurger:
                 if dry_run:
                     self._preview(provider.db, table, report)
                 else:
-                    report.counts[table.name] = self._purge(provider.db, table, batch_size, lock, report,
+                    report.counts[table.name] = self._purge(provider, table, batch_size, lock, report,
                                                             progress)
             report.counts["audit_events"] = 0 if dry_run else self._purge_audit(batch_size, report)
         if not dry_run and (any(report.counts.values()) or report.audit_chain_broken):
@@ -125,19 +125,16 @@ class RetentionPurger:
                             params).fetchall()
         report.sample_row_ids[table.name] = [r["rid"] for r in rows]
 
-    def _purge(self, db: Database, table: PersonalTable, batch_size: int, lock: JobLock,
+    def _purge(self, provider: PersonalDataProvider, table: PersonalTable, batch_size: int, lock: JobLock,
                report: RetentionReport, progress: Callable[[str, int], None] | None) -> int:
         total = 0
         while True:
             held = self.holds.held_subjects()
             params = {**self._params(held), "batch": batch_size}
             if table.retention is not None and table.retention.ends_subject:
-                n = self._end_expired_subjects(db, table, params, held, report)
-            else:
-                # One statement per batch: the expired ids never travel through Python.
-                sql = (f"DELETE FROM {table.name} WHERE {table.pk} IN "
-                       f"({self._expired_sql(table, table.pk, held)} LIMIT :batch)")
-                n = db.write(lambda conn, sql=sql: conn.execute(sql, params).rowcount)
+                n = self._end_expired_subjects(provider.db, table, params, held, report)
+            else:  # the owner deletes (and may first summarise) what expired
+                n = provider.purge_expired(table, self._expired_sql(table, table.pk, held), params)
             if not n:
                 return total
             total += n

@@ -52,3 +52,15 @@ def test_short_pepper_is_refused():
 
 def test_repr_hides_the_pepper(pepper):
     assert pepper.hex()[:16] not in repr(SubjectHasher(pepper))
+
+
+def test_a_keyed_hash_for_a_purpose_is_stable_and_never_a_subject_hash_or_another_purposes(pepper):
+    hasher = SubjectHasher(pepper)
+
+    evidence = hasher.keyed("evidence", "learner-42")
+
+    assert re.fullmatch(r"[0-9a-f]{64}", evidence)
+    assert evidence == SubjectHasher(pepper).keyed("evidence", "learner-42")
+    assert evidence != hasher.hash("learner-42")
+    assert evidence != hasher.keyed("manual-value", "learner-42")
+    assert evidence != SubjectHasher(os.urandom(32)).keyed("evidence", "learner-42")
