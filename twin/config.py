@@ -10,8 +10,10 @@
 | TWIN_PROFILE_RETENTION_DAYS      | default profile retention                       | 1095               |
 | TWIN_SESSION_RETENTION_DAYS      | session retention                               | 730                |
 | TWIN_KNOWLEDGE_RETENTION_DAYS    | knowledge-state retention (since last update)   | 1095               |
+| TWIN_EVIDENCE_RETENTION_DAYS     | evidence retention (since observed)             | 730                |
 | TWIN_AUDIT_RETENTION_DAYS        | audit-trail retention                           | 2555               |
 | TWIN_RETENTION_CRON              | nightly retention job (cron, UTC)               | 30 2 * * *         |
+| TWIN_MODEL_FIT_NIGHTLY           | the nightly job also refits skill parameters    | on                 |
 | TWIN_MAX_BODY_BYTES              | request body limit                              | 65536              |
 | TWIN_TOKEN_CACHE_SECONDS         | how long a verified API token is remembered     | 2                  |
 |                                  | (0: check the vault on every request)           |                    |
@@ -48,6 +50,17 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) 
     return value
 
 
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be on or off (1/0, true/false, yes/no)")
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings of one process. Build with ``Config.from_env()`` or directly in tests."""
@@ -59,9 +72,11 @@ class Config:
     profile_retention_days: int = 1095
     session_retention_days: int = 730
     knowledge_retention_days: int = 1095
+    evidence_retention_days: int = 730
     audit_retention_days: int = 2555
     retention_cron: str = "30 2 * * *"
     retention_batch_size: int = 2000
+    model_fit_nightly: bool = True
     max_body_bytes: int = 64 * 1024
     # A revocation by another process (twin tokens revoke) takes effect within this.
     token_cache_seconds: int = 2
@@ -97,8 +112,10 @@ class Config:
             profile_retention_days=_int(environ, "TWIN_PROFILE_RETENTION_DAYS", 1095),
             session_retention_days=_int(environ, "TWIN_SESSION_RETENTION_DAYS", 730),
             knowledge_retention_days=_int(environ, "TWIN_KNOWLEDGE_RETENTION_DAYS", 1095),
+            evidence_retention_days=_int(environ, "TWIN_EVIDENCE_RETENTION_DAYS", 730),
             audit_retention_days=_int(environ, "TWIN_AUDIT_RETENTION_DAYS", 2555),
             retention_cron=environ.get("TWIN_RETENTION_CRON", "30 2 * * *"),
+            model_fit_nightly=_flag(environ, "TWIN_MODEL_FIT_NIGHTLY", True),
             max_body_bytes=_int(environ, "TWIN_MAX_BODY_BYTES", 64 * 1024),
             token_cache_seconds=_int(environ, "TWIN_TOKEN_CACHE_SECONDS", 2, minimum=0),
             model_dir=Path(model_dir) if model_dir else None,
@@ -112,7 +129,8 @@ class Config:
 
     def retention_windows(self) -> dict[str, int]:
         """Retention windows in days, by the names the table descriptors' rules use."""
-        return {"sessions": self.session_retention_days, "knowledge": self.knowledge_retention_days}
+        return {"sessions": self.session_retention_days, "knowledge": self.knowledge_retention_days,
+                "evidence": self.evidence_retention_days}
 
     def path_environ(self) -> dict[str, str]:
         """The environment that database path resolution reads (data dir folded in)."""

@@ -1,4 +1,4 @@
-"""Running the retention purge: once, or nightly under APScheduler."""
+"""Running the retention purge (and the learner model's refit): once, or nightly under APScheduler."""
 
 from __future__ import annotations
 
@@ -44,8 +44,23 @@ def run_once(*, dry_run: bool = False, config: Config | None = None,
         runtime.close()
 
 
+def refit_once(config: Config | None = None) -> dict[str, Any]:
+    """Fit every skill's parameters from the (remaining) evidence and recompute the estimates
+    made under older versions: after a night's purges and the day's erasures, the parameters
+    rest on the evidence still held."""
+    runtime = Runtime.open(config)
+    try:
+        fitted = runtime.model_fitting.fit()
+        recomputed = runtime.model_fitting.recompute()
+        return {"skills": fitted.skills, "changed": fitted.changed, **{f"recomputed_{k}": v
+                                                                      for k, v in recomputed.items()}}
+    finally:
+        runtime.close()
+
+
 def nightly_job(config: Config | None = None) -> None:
-    """One scheduled run. Never raises: a failed night is logged and the next one still runs."""
+    """One scheduled run: the purge, then (``TWIN_MODEL_FIT_NIGHTLY``) the refit. Never raises:
+    a failed night is logged and the next one still runs."""
     try:
         report = run_once(config=config)
         log.info("retention run finished in %.1fs: %s", report.duration_s, report.counts)
@@ -53,6 +68,14 @@ def nightly_job(config: Config | None = None) -> None:
         log.warning("retention run skipped: %s", exc)
     except Exception:
         log.exception("retention run failed; the next scheduled run will try again")
+    if not (config or Config.from_env()).model_fit_nightly:
+        return
+    try:
+        log.info("learner model refit finished: %s", refit_once(config))
+    except JobAlreadyRunningError as exc:
+        log.warning("learner model refit skipped: %s", exc)
+    except Exception:
+        log.exception("learner model refit failed; the next scheduled run will try again")
 
 
 def build_scheduler(cron: str | None = None, config: Config | None = None,

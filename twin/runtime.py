@@ -28,12 +28,16 @@ from .catalog import (load_keyring, open_database, open_model_manager, personal_
 from .config import Config
 from .learners.consents import ConsentService
 from .learners.context import LearnerContext
+from .learners.evidence import EvidenceService
 from .learners.holds import LegalHolds
 from .learners.knowledge import KnowledgeService
+from .learners.model_fitting import ModelFitting
 from .learners.privacy import LearnerDataProvider
 from .learners.profiles import ProfileService
 from .learners.sessions import SessionService
+from .learners.skill_parameters import SkillParameterStore
 from .learners.subject_requests import SubjectRequests
+from .learners.traces import EntryKeys
 from .storage.maintenance import truncate_wal
 from .storage.paths import can_take_writes
 from .storage.timestamps import utc_now
@@ -65,6 +69,15 @@ class Runtime:
             fsync=config.durability == "full"))
         self.tokens = TokenStore(self.vault_db, cache_seconds=config.token_cache_seconds)
         self.holds = LegalHolds(self.twin_db, clock)
+        ctx = LearnerContext(self.twin_db, self.keys, self.hasher, self.audit, config, clock)
+        self.profiles = ProfileService(ctx)
+        self.sessions = SessionService(ctx, self.profiles)
+        self.skill_parameters = SkillParameterStore(self.twin_db)
+        entry_keys = EntryKeys(self.hasher)
+        self.knowledge = KnowledgeService(ctx, self.profiles, self.skill_parameters, entry_keys)
+        self.evidence = EvidenceService(ctx, self.profiles, self.skill_parameters, entry_keys)
+        self.model_fitting = ModelFitting(ctx, self.skill_parameters, self.vault_db)
+        self.consents = ConsentService(ctx, self.profiles)
         self.providers = self._providers()
         ending = SubjectEnding(self.providers, self.keys, self.tokens)
         self.dsr = DataSubjectRequests(self.providers, ending, self.keys, self.holds, self.vault_db,
@@ -73,11 +86,6 @@ class Runtime:
                                          windows=config.retention_windows(),
                                          audit_days=config.audit_retention_days,
                                          batch_size=config.retention_batch_size, clock=clock)
-        ctx = LearnerContext(self.twin_db, self.keys, self.hasher, self.audit, config, clock)
-        self.profiles = ProfileService(ctx)
-        self.sessions = SessionService(ctx, self.profiles)
-        self.knowledge = KnowledgeService(ctx, self.profiles)
-        self.consents = ConsentService(ctx, self.profiles)
         self.subject_requests = SubjectRequests(ctx, self.profiles, self.consents, self.holds, self.dsr)
         self._extra_dbs: list = []
 
@@ -86,7 +94,8 @@ class Runtime:
         ends with the record of disclosures). A database declaring personal data that no
         provider here reaches would survive erasure: refused at start."""
         providers: list[PersonalDataProvider] = [
-            LearnerDataProvider(self.twin_db, self.registry.for_database(self.twin_db.name)),
+            LearnerDataProvider(self.twin_db, self.registry.for_database(self.twin_db.name), keys=self.keys,
+                                parameters=self.skill_parameters, explain=self.knowledge.explain_state),
             VaultProvider(self.vault_db, self.registry.for_database(self.vault_db.name), self.audit),
         ]
         unreached = set(self.registry.databases()) - {p.db.name for p in providers}

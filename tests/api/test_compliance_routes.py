@@ -12,7 +12,7 @@ from compliance.job_lock import JobLock
 CONSENT = {"consenter_name": "Robin Parent", "consenter_relationship": "parent",
            "consenter_contact": "robin@example.org", "method": "signed_form",
            "obtained_at": "2030-01-02T03:04:05+00:00"}
-EXPORT_KEYS = {"format", "generated_at", "profiles", "sessions", "knowledge_states", "consents",
+EXPORT_KEYS = {"format", "generated_at", "profiles", "sessions", "knowledge_states", "evidence", "consents",
                "legal_holds", "disclosures"}
 
 

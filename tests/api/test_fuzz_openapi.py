@@ -36,6 +36,9 @@ RULES_BEYOND_SCHEMA: dict[str, set[str]] = {
     "sessions_start_session": {"time-in-the-future", "start-time-outside-retention"},
     "sessions_update_session": {"time-in-the-future", "session-ends-before-it-starts"},
     "sessions_list_sessions": {"invalid-cursor"},
+    "evidence_add_evidence": {"time-in-the-future", "observed-at-outside-retention",
+                              "observed-before-purged-evidence"},
+    "evidence_list_evidence": {"invalid-cursor"},
 }
 
 

@@ -169,3 +169,28 @@ def test_every_problem_type_is_documented_and_free_form_keys_and_dates_are_bound
         "type": "string", "minLength": 1, "maxLength": 64}
     assert schemas["SessionStart"]["properties"]["start_time"]["pattern"].startswith("^(?!1900-01-01|9999-12-31)")
     assert schemas["AuditSearch"]["not"] == {"required": ["user_id", "subject"]}
+
+
+def test_the_learner_model_routes_are_documented_with_their_rules(spec):
+    paths = spec["paths"]
+    schemas = spec["components"]["schemas"]
+    evidence = paths["/v1/profiles/{profile_id}/evidence"]
+    explanation = paths["/v1/profiles/{profile_id}/knowledge/{domain}/{topic}/explanation"]["get"]
+    reviews = paths["/v1/profiles/{profile_id}/reviews/due"]["get"]
+
+    assert set(evidence) == {"get", "post"}
+    assert {"200", "404", "409", "413", "422"} <= set(evidence["post"]["responses"])
+    batch = schemas["EvidenceBatch"]["properties"]["observations"]
+    assert (batch["minItems"], batch["maxItems"]) == (1, 1000)
+    observation = schemas["Observation"]
+    assert observation["oneOf"] == [{"required": ["correct"]}, {"required": ["score"]}]
+    assert set(observation["required"]) == {"evidence_id", "domain", "topic", "item_id", "observed_at"}
+    assert observation["properties"]["domain"]["pattern"] == observation["properties"]["topic"]["pattern"]
+    assert {p["name"] for p in evidence["get"]["parameters"] if p["in"] == "query"} >= {"domain", "topic",
+                                                                                         "cursor", "limit"}
+    assert explanation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Explanation")
+    assert set(schemas["Explanation"]["required"]) == {"mastery_level", "confidence_score", "source",
+                                                       "parameters", "steps", "summary"}
+    assert set(schemas["ExplanationStep"]["properties"]["kind"]["enum"]) == {"observation", "manual", "carried_over"}
+    assert [p["name"] for p in reviews["parameters"] if p["in"] == "query"] == ["before"]
+    assert schemas["KnowledgeState"]["properties"]["source"]["enum"] == ["evidence", "manual"]

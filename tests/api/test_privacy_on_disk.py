@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,12 @@ def secrets_in_flight(client, service, caplog):
                  json={"performance_metrics": {"comment": marker}, "engagement_score": 0.5})
     client.put(f"/v1/profiles/{pid}/knowledge/math/algebra", headers=service,
                json={"mastery_level": 0.5, "learning_trajectory": {"note": marker}})
+    observed = datetime.now(timezone.utc).isoformat()
+    client.post(f"/v1/profiles/{pid}/evidence", headers=service, json={"observations": [
+        {"evidence_id": f"ev-{marker}", "domain": "math", "topic": "algebra", "item_id": f"item-{marker}",
+         "correct": True, "observed_at": observed, "session_id": f"s-{marker}"[:64]}]})
+    client.get(f"/v1/profiles/{pid}/evidence", headers=service)
+    client.get(f"/v1/profiles/{pid}/knowledge/math/algebra/explanation", headers=service)
     client.patch(f"/v1/profiles/{pid}", json={"personal": {"full_name": marker, "v": 2}}, headers=service)
     client.post("/v1/profiles/lookup", json={"user_id": user_id}, headers=service)
     client.post("/v1/profiles", json={"user_id": user_id}, headers=service)                   # 409

@@ -47,23 +47,31 @@ def test_the_plan_lists_tables_and_columns_with_their_rows_and_nothing_changes_w
     run = CliRunner().invoke(cli, ROLLBACK + ["--yes"], env=env)
     assert run.exit_code == 2
     assert run.stdout.splitlines() == [
-        "digital_twin: roll back v2 -> v1 (undo 2)",
+        "digital_twin: roll back v3 -> v1 (undo 3, 2)",
         "  drop table consents (0 rows)",
+        "  drop table evidence (0 rows)",
         "  drop table legal_holds (1 rows)",
+        "  drop table skill_parameters (0 rows)",
+        "  drop table skill_parameters_current (0 rows)",
+        "  drop column knowledge_states.carried_over (0 rows with a value)",
+        "  drop column knowledge_states.model_checkpoint (0 rows with a value)",
+        "  drop column knowledge_states.parameters_version (0 rows with a value)",
+        "  drop column knowledge_states.review_due (0 rows with a value)",
+        "  drop column knowledge_states.source (0 rows with a value)",
         "  drop column learning_profiles.retention_days (3 rows with a value)",
         "  drop column learning_profiles.row_version (3 rows with a value)",
         "  drop column learning_sessions.row_version (0 rows with a value)",
     ]
     assert run.stderr.strip() == ("twin: error: digital_twin: the rollback would drop 7 rows of data "
                                   "(listed above); pass --force to drop them")
-    assert _state(env) == (2, 1)
+    assert _state(env) == (3, 1)
 
 
 def test_a_dry_run_prints_the_plan_and_changes_nothing(env, tmp_path):
     run = CliRunner().invoke(cli, ROLLBACK + ["--dry-run"], env=env)
     assert run.exit_code == 0 and "drop table legal_holds (1 rows)" in run.stdout
     assert "dry run: nothing changed" in run.stdout
-    assert _state(env) == (2, 1)
+    assert _state(env) == (3, 1)
     assert not (tmp_path / "data" / "backups").exists()
     assert [p.name for p in (tmp_path / "data").iterdir() if "rollback-plan" in p.name] == []
 
@@ -71,7 +79,7 @@ def test_a_dry_run_prints_the_plan_and_changes_nothing(env, tmp_path):
 def test_without_a_terminal_it_needs_yes(env):
     run = CliRunner().invoke(cli, ROLLBACK + ["--force"], env=env)
     assert run.exit_code == 2 and "pass --yes" in run.stderr
-    assert _state(env) == (2, 1)
+    assert _state(env) == (3, 1)
 
 
 def test_forced_and_confirmed_it_backs_up_first_and_the_backup_brings_the_hold_back(env, tmp_path):
@@ -85,7 +93,7 @@ def test_forced_and_confirmed_it_backs_up_first_and_the_backup_brings_the_hold_b
     restored = CliRunner().invoke(cli, ["db", "restore", str(backup), "--database", "digital_twin",
                                         "--yes", "--force"], env=env)
     assert restored.exit_code == 0, restored.output
-    assert _state(env) == (2, 1)
+    assert _state(env) == (3, 1)
 
 
 def test_a_rollback_that_drops_no_data_needs_no_force(env):

@@ -21,10 +21,11 @@ from cli_support import ROOT
 
 pytestmark = pytest.mark.slow
 
-GROUPS = ["audit", "db", "dsr", "keys", "retention", "serve", "settings", "tokens"]
+GROUPS = ["audit", "db", "dsr", "keys", "model", "retention", "serve", "settings", "tokens"]
 SUBCOMMANDS = {"db": ["backup", "info", "migrate", "restore", "rollback", "setup", "status", "verify"],
                "keys": ["generate", "rotate"], "tokens": ["issue", "list", "revoke"],
-               "dsr": ["erase", "export"], "retention": ["run", "schedule"], "audit": ["verify"]}
+               "dsr": ["erase", "export"], "retention": ["run", "schedule"], "audit": ["verify"],
+               "model": ["fit", "parameters", "recompute"]}
 
 
 def _run(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -30,6 +30,8 @@ def subject_ciphertexts(runtime: Runtime, subject_hash: str) -> list[bytes]:
         "UNION ALL SELECT learning_goals FROM learning_profiles WHERE user_id_hash = ?",
         f"SELECT performance_metrics AS c FROM learning_sessions WHERE {of_profile} "
         f"UNION ALL SELECT learning_trajectory FROM knowledge_states WHERE {of_profile}",
+        f"SELECT model_checkpoint AS c FROM knowledge_states WHERE {of_profile} "
+        f"UNION ALL SELECT content FROM evidence WHERE {of_profile}",
         "SELECT details AS c FROM consents WHERE user_id_hash = ? AND ? IS NOT NULL",
     ]
     blobs = []

@@ -31,7 +31,7 @@ def _export_http(client, headers, user_id):
 
 
 def _assert_export_empty(doc):
-    for key in ("profiles", "sessions", "knowledge_states", "consents", "legal_holds"):
+    for key in ("profiles", "sessions", "knowledge_states", "evidence", "consents", "legal_holds"):
         assert doc[key] == [], key
 
 
@@ -65,7 +65,8 @@ def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
 
     _assert_export_complete(_export_http(client, admin, subject.user_id), subject)
     ciphertexts = ciphertexts_of(subject.subject_hash)
-    assert len(ciphertexts) == 2 + 3 + 2 + 1  # profile x2, sessions, knowledge, consent
+    # profile x2, sessions, knowledge (trajectory, model checkpoint), evidence (manual values), consent
+    assert len(ciphertexts) == 2 + 3 + 2 + 2 + 2 + 1
     wrapped_key = bytes(runtime.vault_db.query_one(
         "SELECT wrapped_key FROM subject_keys WHERE user_id_hash = ?", (subject.subject_hash,))[0])
     before = forensics.decrypted(runtime.twin_db.path, runtime.keyring.database_key)
@@ -75,7 +76,7 @@ def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
 
     assert response.status_code == 200
     receipt = response.get_json()
-    assert receipt["counts"] == {"knowledge_states": 2, "learning_sessions": 3, "consents": 1,
+    assert receipt["counts"] == {"evidence": 2, "knowledge_states": 2, "learning_sessions": 3, "consents": 1,
                                  "legal_holds": 0, "learning_profiles": 1, "api_tokens": 1,
                                  "subject_keys": 1}
     assert receipt["verified"] is True and receipt["subject_key_destroyed"] is True
@@ -143,7 +144,7 @@ def test_export_holds_every_table_and_records_a_disclosure(runtime, make_subject
     (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="export")
     assert event.request_id == "req-1"
     assert event.details == {"profiles": 1, "legal_holds": 0, "consents": 1, "sessions": 2,
-                             "knowledge_states": 2}
+                             "knowledge_states": 2, "evidence": 2}
 
 
 def test_export_of_an_unknown_subject_is_an_empty_document(runtime):
@@ -179,7 +180,7 @@ def test_export_streams_thousands_of_sessions_in_small_chunks(runtime, make_subj
 def test_erasing_an_unknown_subject_returns_a_verified_receipt_of_zeros(runtime):
     receipt = runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id="never-seen")
 
-    assert set(receipt.counts) == {"knowledge_states", "learning_sessions", "consents", "legal_holds",
+    assert set(receipt.counts) == {"evidence", "knowledge_states", "learning_sessions", "consents", "legal_holds",
                                    "learning_profiles", "api_tokens", "subject_keys"}
     assert set(receipt.counts.values()) == {0} and set(receipt.rescan.values()) == {0}
     assert receipt.verified and not receipt.subject_key_destroyed and not receipt.dry_run

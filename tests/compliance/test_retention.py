@@ -103,8 +103,8 @@ def test_a_dry_run_counts_and_samples_without_deleting(runtime, timeline):
     report = runtime.retention.run(dry_run=True)
 
     assert report.dry_run
-    assert report.counts == {"knowledge_states": 2, "learning_sessions": 2, "learning_profiles": 1,
-                             "audit_events": 0}
+    assert report.counts == {"evidence": 0, "knowledge_states": 2, "learning_sessions": 2,
+                             "learning_profiles": 1, "audit_events": 0}
     assert report.sample_row_ids["learning_profiles"] == [a.profile_id]
     assert sorted(report.sample_row_ids["learning_sessions"]) == \
         sorted([a.session_ids[0], b.session_ids[0]])

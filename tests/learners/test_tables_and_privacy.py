@@ -41,13 +41,15 @@ def test_the_learner_provider_exports_parents_first_and_erases_children_first(ru
 
     sections = [(name, list(rows)) for name, rows in provider.export(subject.subject_hash, reader, 10)]
 
-    assert [name for name, _ in sections] == ["profiles", "legal_holds", "consents", "sessions", "knowledge_states"]
+    assert [name for name, _ in sections] == ["profiles", "legal_holds", "consents", "sessions", "knowledge_states",
+                                              "evidence"]
     assert [t.name for t in provider.tables] == [t.name for t in LEARNER_TABLES]
-    assert provider.count(subject.subject_hash) == {"knowledge_states": 1, "learning_sessions": 1,
+    assert provider.count(subject.subject_hash) == {"evidence": 1, "knowledge_states": 1, "learning_sessions": 1,
                                                     "consents": 1, "legal_holds": 0, "learning_profiles": 1}
     # Only tables that know when a row was stored can be erased up to a time; the rest cascade.
     assert provider.count(subject.subject_hash, created_before="2000-01-01T00:00:00.000000Z") == \
-        {"knowledge_states": 0, "learning_sessions": 0, "consents": 0, "legal_holds": 0, "learning_profiles": 0}
+        {"evidence": 0, "knowledge_states": 0, "learning_sessions": 0, "consents": 0, "legal_holds": 0,
+         "learning_profiles": 0}
     assert provider.erase([subject.subject_hash])["learning_profiles"] == 1
     assert set(provider.count(subject.subject_hash).values()) == {0}
 

@@ -69,7 +69,7 @@ def test_setup_creates_every_database_encrypted_and_migration_system_round_trips
     down = run(env, "migration_system.py", "down", "--database", "digital_twin", "--to", "0", "--yes")
     assert down.returncode == 0, down.stderr
     assert "digital_twin" in run(env, "migration_system.py", "status").stdout
-    assert "pending [1, 2]" in run(env, "migration_system.py", "status", "--database", "digital_twin").stdout
+    assert "pending [1, 2, 3]" in run(env, "migration_system.py", "status", "--database", "digital_twin").stdout
     assert run(env, "migration_system.py", "up").returncode == 0
     unknown = run(env, "setup_databases.py", "--database", "nope")
     assert unknown.returncode == 2 and "unknown database" in unknown.stderr

@@ -1,4 +1,4 @@
-"""Configuration read from the environment: the token cache period."""
+"""Configuration read from the environment: the token cache period, the learner model's settings."""
 
 from __future__ import annotations
 
@@ -53,3 +53,16 @@ def test_full_durability_reaches_every_database_the_catalog_opens(config, keyrin
         assert db.query_one("PRAGMA synchronous")[0] == 2
     finally:
         db.close_all()
+
+
+def test_evidence_has_its_own_retention_window_and_the_nightly_refit_can_be_switched_off():
+    default = Config.from_env({})
+    assert default.evidence_retention_days == 730 and default.retention_windows()["evidence"] == 730
+    assert Config.from_env({"TWIN_EVIDENCE_RETENTION_DAYS": "90"}).retention_windows()["evidence"] == 90
+    assert default.model_fit_nightly is True
+    assert Config.from_env({"TWIN_MODEL_FIT_NIGHTLY": "off"}).model_fit_nightly is False
+    assert Config.from_env({"TWIN_MODEL_FIT_NIGHTLY": "1"}).model_fit_nightly is True
+    with pytest.raises(ConfigError, match="TWIN_MODEL_FIT_NIGHTLY"):
+        Config.from_env({"TWIN_MODEL_FIT_NIGHTLY": "sometimes"})
+    with pytest.raises(ConfigError, match="TWIN_EVIDENCE_RETENTION_DAYS"):
+        Config.from_env({"TWIN_EVIDENCE_RETENTION_DAYS": "0"})

@@ -52,3 +52,43 @@ def test_run_once_purges_expired_profiles(config, keyring):
     rt = Runtime.open(config)
     assert rt.twin_db.query_one("SELECT count(*) FROM learning_profiles")[0] == 1
     rt.close()
+
+
+def _learners_with_evidence(config, count: int) -> None:
+    from datetime import timedelta
+
+    from compliance.audit import Actor
+    from twin.runtime import Runtime
+    rt = Runtime.open(config)
+    start = rt.clock() - timedelta(days=2)
+    for n in range(count):
+        pid = rt.profiles.create(Actor("t", "admin"), None, {"user_id": f"night-{n}"})[0]["profile_id"]
+        rt.evidence.ingest(Actor("t", "admin"), None, pid, [
+            {"evidence_id": f"e{i}", "domain": "math", "topic": "algebra", "item_id": "q",
+             "correct": (n + i) % 3 != 0, "observed_at": start + timedelta(minutes=i)} for i in range(10)])
+    rt.close()
+
+
+def test_the_nightly_job_refits_the_skill_parameters_after_the_purge(config, keyring):
+    import dataclasses
+
+    from twin.runtime import Runtime
+    keyring.save(config.keyring_path)
+    _learners_with_evidence(config, 50)
+
+    nightly_job(dataclasses.replace(config, model_fit_nightly=False))
+    rt = Runtime.open(config)
+    assert rt.skill_parameters.all_current() == [] and rt.audit.query(action="model_fit") == []
+    rt.close()
+    nightly_job(config)
+
+    rt = Runtime.open(config)
+    try:
+        (current,) = rt.skill_parameters.all_current()
+        assert current["learners"] == 50
+        assert {r[0] for r in rt.twin_db.query("SELECT parameters_version FROM knowledge_states")} == \
+            {current["version"]}
+        assert [e.actor_id for e in rt.audit.query(action="model_fit")] == ["system:model-fit"]
+        assert len(rt.audit.query(action="purge")) <= 1
+    finally:
+        rt.close()

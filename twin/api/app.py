@@ -18,10 +18,10 @@ from compliance.job_lock import JobAlreadyRunningError
 from compliance.legal_hold import HoldNotFoundError, SubjectOnHoldError
 from compliance.subject_keys import SubjectKeyMissingError
 from twin.config import Config
+from twin.learners.errors import (DuplicateProfileError, EvidenceConflictError, InvalidFieldsError,
+                                  NotFoundError, PreconditionFailedError)
 from twin.logs import request_context
 from twin.metrics import observe_request
-from twin.learners.errors import (DuplicateProfileError, InvalidFieldsError, NotFoundError,
-                                  PreconditionFailedError)
 from twin.model_registry.errors import (DuplicateVersionError, InvalidModelFieldError,
                                         ModelNotFoundError)
 from twin.runtime import Runtime
@@ -85,6 +85,9 @@ def _to_problem(exc: Exception) -> ProblemError:
         if exc.rule is not None:
             return problems.RuleViolation(exc.rule, "one or more fields break a rule", errors=exc.errors)
         return problems.Unprocessable("one or more fields are invalid", errors=exc.errors)
+    if isinstance(exc, EvidenceConflictError):
+        return problems.Conflict(str(exc), errors={"observations": {
+            str(i): {"evidence_id": ["Already used with different content."]} for i in exc.indices}})
     if isinstance(exc, ConsentRequiredError):
         return problems.RuleViolation("parental-consent-required", str(exc),
                                       errors={"parental_consent": [str(exc)]})
@@ -145,8 +148,9 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["learner_twin"] = runtime
 
-    from .routes import admin, audit, consents, dsr, health, knowledge, models, profiles, sessions
-    for module in (health, profiles, sessions, knowledge, consents, dsr, admin, audit, models):
+    from .routes import (admin, audit, consents, dsr, evidence, health, knowledge, models, profiles,
+                         sessions)
+    for module in (health, profiles, sessions, knowledge, evidence, consents, dsr, admin, audit, models):
         app.register_blueprint(module.bp)
 
     @app.before_request

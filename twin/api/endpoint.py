@@ -27,6 +27,7 @@ SERVICE = ("service", "admin")
 # jsonify): Python's recursion limit would otherwise turn a legal body into a 500.
 MAX_JSON_DEPTH = 32
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class EndpointSpec:
     body_optional: bool = False                # no body at all means "all defaults"
     read_only: bool | None = None              # None: GET is, other methods are not
     rules: tuple[str, ...] = ()                # 422 rules beyond the schema (problems.RULES)
+    max_body_bytes: int | None = None          # this route's body limit (None: the general one)
 
     def writes(self, method: str) -> bool:
         """Whether a request of ``method`` to this route changes stored data."""
@@ -80,24 +82,40 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def check_json_document(data: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
+def check_json_document(data: Any, max_depth: int = MAX_JSON_DEPTH, *, strings: bool = True) -> None:
     """Refuse documents nested deeper than ``max_depth`` or holding unpaired UTF-16 surrogates
     (they cannot be encoded as UTF-8, so storing or echoing them would fail). Iterative, so
-    that the check itself cannot exhaust the stack."""
+    that the check itself cannot exhaust the stack. ``strings=False`` skips the surrogate
+    check (the caller knows the document has none)."""
+    def scalar(value: Any) -> None:
+        if strings and isinstance(value, str) and _SURROGATE.search(value):
+            raise BadRequest("the request body holds an unpaired UTF-16 surrogate")
+
+    if not isinstance(data, (dict, list)):
+        scalar(data)
+        return
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, str):
-            if _SURROGATE.search(value):
-                raise BadRequest("the request body holds an unpaired UTF-16 surrogate")
-        elif isinstance(value, (dict, list)):
-            if depth > max_depth:
-                raise BadRequest(f"the request body is nested deeper than {max_depth} levels")
-            if isinstance(value, dict):
-                stack.extend((key, depth) for key in value)
-                stack.extend((item, depth + 1) for item in value.values())
+        if depth > max_depth:
+            raise BadRequest(f"the request body is nested deeper than {max_depth} levels")
+        if isinstance(value, dict):
+            for key in value:
+                scalar(key)
+            children = value.values()
+        else:
+            children = value
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
             else:
-                stack.extend((item, depth + 1) for item in value)
+                scalar(child)
+
+
+def _may_hold_surrogates(raw: bytes) -> bool:
+    """Whether a body can decode to a lone surrogate: an ASCII body only through a ``\\uD8xx``
+    to ``\\uDFxx`` escape (bodies that are not ASCII are always checked)."""
+    return not raw.isascii() or _SURROGATE_ESCAPE.search(raw) is not None
 
 
 def parse_json_body(schema: Schema) -> dict[str, Any]:
@@ -108,7 +126,7 @@ def parse_json_body(schema: Schema) -> dict[str, Any]:
         data = json.loads(raw or b"null", parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError, UnicodeDecodeError):
         raise BadRequest("the request body is not valid JSON") from None
-    check_json_document(data)
+    check_json_document(data, strings=_may_hold_surrogates(raw or b""))
     if not isinstance(data, dict):
         raise Unprocessable("the request body must be a JSON object", errors={"_schema": ["Must be an object."]})
     return load(schema, data)
@@ -151,13 +169,15 @@ def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_o
              body: type[Schema] | None = None, query: type[Schema] | None = None,
              responses: dict[int, Any] | None = None,
              path_patterns: dict[str, str] | None = None, body_optional: bool = False,
-             read_only: bool | None = None, rules: tuple[str, ...] = ()) -> Callable:
+             read_only: bool | None = None, rules: tuple[str, ...] = (),
+             max_body_bytes: int | None = None) -> Callable:
     """Declare a route: who may call it, what it takes and answers (also its OpenAPI entry).
     ``read_only=True`` marks a POST that only reads (its body keeps ids out of URLs);
-    ``rules`` the checks beyond the schema it may refuse a valid request for (422)."""
+    ``rules`` the checks beyond the schema it may refuse a valid request for (422);
+    ``max_body_bytes`` raises (or lowers) the body limit for this route alone (413 above)."""
     spec = EndpointSpec(summary, tag, roles, learner_own, body() if body else None,
                         query() if query else None, responses or {}, path_patterns or {},
-                        body_optional, read_only, rules)
+                        body_optional, read_only, rules, max_body_bytes)
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -175,6 +195,8 @@ def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_o
                 raise Unprocessable("this route takes no query parameters",
                                     errors={k: ["Unknown field."] for k in request.args})
             if spec.body is not None:
+                if spec.max_body_bytes is not None:
+                    request.max_content_length = spec.max_body_bytes
                 empty = spec.body_optional and not request.content_length and not request.get_data()
                 kwargs["body"] = load(spec.body, {}) if empty else parse_json_body(spec.body)
             return view(**kwargs)

@@ -133,8 +133,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         path_params = _CONVERTER.findall(rule.rule)
         max_lengths = {name: int(limit) for limit, name in _MAXLENGTH.findall(rule.rule)}
         for schema in (endpoint_spec.body, *endpoint_spec.responses.values()):
-            if getattr(schema, "openapi_extra", None):
-                extras[_schema_name(schema)] = schema.openapi_extra
+            _collect_extras(schema, extras)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             operation: dict[str, Any] = {"summary": endpoint_spec.summary, "tags": [endpoint_spec.tag],
                                          "operationId": rule.endpoint.replace(".", "_"), "responses": {}}
@@ -150,7 +149,10 @@ def build_spec(app: Flask) -> dict[str, Any]:
             if parameters:
                 operation["parameters"] = parameters
             if endpoint_spec.body is not None:
+                limit = endpoint_spec.max_body_bytes or app.config["MAX_CONTENT_LENGTH"]
                 operation["requestBody"] = {"required": not endpoint_spec.body_optional,
+                                            "description": f"At most {limit:,} bytes (413 above)",
+                                            "x-max-body-bytes": limit,
                                             "content": {"application/json": {"schema": endpoint_spec.body}}}
             if endpoint_spec.roles is not None:
                 operation["security"] = [{"bearerAuth": []}]
@@ -163,6 +165,20 @@ def build_spec(app: Flask) -> dict[str, Any]:
     document = spec.to_dict()
     schemas = document["components"]["schemas"]
     schemas["Problem"]["properties"].update(_problem_component())
-    for name, extra in extras.items():
+    for name, extra in extras.items():  # what marshmallow cannot say (e.g. "one of these fields")
         schemas[name].update(extra)
     return document
+
+
+def _collect_extras(schema: Any, extras: dict[str, dict[str, Any]]) -> None:
+    """``openapi_extra`` of a schema and of the schemas nested in it, by component name."""
+    if schema is None:
+        return
+    instance = schema() if isinstance(schema, type) else schema
+    if getattr(instance, "openapi_extra", None):
+        extras[_schema_name(instance)] = instance.openapi_extra
+    for field in instance.fields.values():
+        inner = getattr(field, "inner", field)
+        nested = getattr(inner, "schema", None) if hasattr(inner, "nested") else None
+        if nested is not None:
+            _collect_extras(nested, extras)

@@ -79,10 +79,14 @@ PROBLEM_TYPES: dict[str, str] = {
 RULES: dict[str, str] = {
     "parental-consent-required": "COPPA: a learner under 13 on today's date needs parental_consent",
     "birth-date-in-the-future": "birth_date is after today's date",
-    "time-in-the-future": "start_time or end_time is later than now (5 minutes' clock skew allowed)",
+    "time-in-the-future": "start_time, end_time or observed_at is later than now (5 minutes' clock skew "
+                          "allowed)",
     "start-time-outside-retention": "start_time is older than the session retention window",
     "session-ends-before-it-starts": "end_time is before the session's start_time",
     "invalid-cursor": "a cursor of the documented form that this server did not issue",
+    "observed-at-outside-retention": "an observation's observed_at is older than the evidence retention window",
+    "observed-before-purged-evidence": "an observation is older than evidence of its skill that retention "
+                                       "already folded into the carried-over summary",
 }
 PROBLEM_TYPES.update({rule: f"422: {text}" for rule, text in RULES.items()})
 

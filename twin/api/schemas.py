@@ -202,7 +202,9 @@ class SessionListQuerySchema(_Strict):
 
 class KnowledgeUpsertSchema(_Strict):
     mastery_level = StrictFloat(required=True, validate=validate.Range(0, 1))
-    confidence_score = StrictFloat(validate=validate.Range(0, 1), load_default=0.0)
+    confidence_score = StrictFloat(validate=validate.Range(0, 1), metadata={
+        "description": "Kept until the next observation; without it, the model's track record on "
+                       "the learner's evidence (0 without evidence)"})
     learning_trajectory = _json_object(allow_none=True)
     prerequisites_met = StrictBoolean(load_default=False)
 
@@ -212,6 +214,11 @@ class KnowledgeStateSchema(_Strict):
     topic = fields.String()
     mastery_level = fields.Float()
     confidence_score = fields.Float()
+    source = fields.String(validate=validate.OneOf(["evidence", "manual"]),
+                           metadata={"description": "What set mastery_level: the evidence, or a PUT"})
+    parameters_version = fields.String(allow_none=True, metadata={
+        "description": "The skill parameters it was computed under (null: set before the learner model)"})
+    review_due = fields.String(allow_none=True, metadata={"description": "When FSRS says to review the topic"})
     learning_trajectory = fields.Dict(allow_none=True)
     prerequisites_met = fields.Boolean()
     last_accessed = fields.String()
@@ -257,6 +264,7 @@ class ExportSchema(Schema):
     profiles = fields.List(fields.Dict())
     sessions = fields.List(fields.Dict())
     knowledge_states = fields.List(fields.Dict())
+    evidence = fields.List(fields.Dict())
     consents = fields.List(fields.Dict())
     legal_holds = fields.List(fields.Dict())
     disclosures = fields.List(fields.Dict())

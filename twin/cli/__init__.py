@@ -6,6 +6,7 @@
     twin db setup|status|migrate|rollback|backup|verify|restore|info
     twin dsr export|erase                        data-subject requests, offline
     twin retention run|schedule                  storage limitation
+    twin model fit|recompute|parameters          the learner model's skill parameters
     twin audit verify                            the audit trail's hash chain
     twin settings import-legacy                  legacy JSON into settings.db
 
@@ -20,7 +21,7 @@ import sys
 
 import click
 
-from . import audit, db, dsr, keys, retention, serve, settings, tokens
+from . import audit, db, dsr, keys, model, retention, serve, settings, tokens
 from .plumbing import EXIT_CODES_HELP, Group
 
 
@@ -35,7 +36,7 @@ def cli(ctx: click.Context, log_level: str | None) -> None:
     ctx.obj = {"log_level": log_level}
 
 
-for module in (serve, keys, tokens, db, dsr, retention, audit, settings):
+for module in (serve, keys, tokens, db, dsr, retention, model, audit, settings):
     cli.add_command(module.COMMAND)
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -63,8 +63,11 @@ class CarriedOver:
     review_card: dict[str, Any]  # the FSRS card after them
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Field by field, not dataclasses.asdict: that deep-copies recursively, and an ingest
+        # stores one summary per touched skill.
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["first_at"], data["last_at"] = self.first_at.isoformat(), self.last_at.isoformat()
+        data["review_card"] = dict(self.review_card)
         return data
 
     @classmethod

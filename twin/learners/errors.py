@@ -30,3 +30,13 @@ class InvalidFieldsError(LearnerError):
         super().__init__(message)
         self.errors = errors
         self.rule = rule
+
+
+class EvidenceConflictError(LearnerError):
+    """Evidence ids already used (in this profile, or earlier in the batch) with different
+    content; ``evidence_ids`` names them, ``indices`` their places in the batch."""
+
+    def __init__(self, evidence_ids: list[str], indices: list[int]) -> None:
+        super().__init__(f"evidence ids already used with different content: {', '.join(evidence_ids)}")
+        self.evidence_ids = evidence_ids
+        self.indices = indices

@@ -1,37 +1,53 @@
-"""Knowledge states: upsert per (domain, topic), list per profile with an optional domain filter."""
+"""Knowledge states: a manual value per (domain, topic), the list per profile, each state's
+explanation, and the topics due for review.
+
+A state's mastery is the learner model's estimate (``traces``): evidence moves it
+(``evidence.py``), and a PUT sets it by hand, as a manual value the evidence after it continues
+from. The explanation is computed from the sealed evidence on every request, never stored.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from compliance.audit import Actor
+from twin.learner_model import ManualValue, due_reviews
+from twin.learner_model.review import card_from_dict
+from twin.storage.timestamps import to_db
 
+from . import traces
 from .context import LearnerContext
+from .errors import NotFoundError
 from .profiles import ProfileService
+from .skill_parameters import SkillParameterStore
 from .tables import KNOWLEDGE
 
-_KEY = ("profile_id", "knowledge_domain", "topic")
-_UPSERT = KNOWLEDGE.upsert_sql((*_KEY, "mastery_level", "confidence_score", "last_accessed",
-                                "learning_trajectory", "prerequisites_met"), _KEY)
 _SELECT = f"SELECT {KNOWLEDGE.select_list()} FROM {KNOWLEDGE.name} WHERE "
 _BY_KEY = "profile_id = :profile_id AND knowledge_domain = :domain AND topic = :topic"
+_VIEW = ("knowledge_domain", "topic", "mastery_level", "confidence_score", "source", "parameters_version",
+         "review_due", "learning_trajectory", "prerequisites_met", "last_accessed")
+_STATE = f"SELECT {', '.join(traces.STATE_COLUMNS)} FROM {KNOWLEDGE.name} WHERE "
+_DUE = (f"{_STATE} profile_id = :profile_id AND review_due IS NOT NULL AND review_due <= :before "
+        f"AND {KNOWLEDGE.live_where()}")
 
 
 class KnowledgeService:
-    def __init__(self, ctx: LearnerContext, profiles: ProfileService) -> None:
-        self.ctx = ctx
-        self.profiles = profiles
+    def __init__(self, ctx: LearnerContext, profiles: ProfileService, parameters: SkillParameterStore,
+                 keys: traces.EntryKeys) -> None:
+        self.ctx, self.profiles, self.parameters, self.keys = ctx, profiles, parameters, keys
 
     @staticmethod
     def _view(row: Any, reader: Any) -> dict[str, Any]:
-        decoded = KNOWLEDGE.decode(row, reader, ("knowledge_domain", "topic", "mastery_level",
-                                                 "confidence_score", "learning_trajectory",
-                                                 "prerequisites_met", "last_accessed"))
+        decoded = KNOWLEDGE.decode(row, reader, _VIEW)
         return {
             "domain": decoded["knowledge_domain"],
             "topic": decoded["topic"],
             "mastery_level": decoded["mastery_level"],
             "confidence_score": decoded["confidence_score"],
+            "source": decoded["source"],
+            "parameters_version": decoded["parameters_version"],
+            "review_due": decoded["review_due"],
             "learning_trajectory": decoded["learning_trajectory"],
             "prerequisites_met": bool(decoded["prerequisites_met"]),
             "last_accessed": decoded["last_accessed"],
@@ -39,26 +55,30 @@ class KnowledgeService:
 
     def upsert(self, actor: Actor, request_id: str | None, profile_id: str, domain: str, topic: str,
                data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create or replace one knowledge state; returns (view, created)."""
+        """Set a state's mastery by hand (a manual value now); returns (view, created). Without
+        ``confidence_score`` the confidence is the model's track record on the learner."""
         ctx = self.ctx
         subject_hash, proof = self.profiles.key_proof(profile_id)
         writer = ctx.keys.writer(subject_hash, proof=proof)
-        row_id = KNOWLEDGE.row_id_of({"profile_id": profile_id, "knowledge_domain": domain, "topic": topic})
-        sealed = KNOWLEDGE.seal(writer, row_id, "learning_trajectory", data.get("learning_trajectory"))
-        key = {"profile_id": profile_id, "domain": domain, "topic": topic}
+        skill = (domain, topic)
+        set_at = ctx.clock()
+        entry = traces.manual_entry(ManualValue(set_at, data["mastery_level"], data.get("confidence_score")),
+                                    self.keys.manual(profile_id, skill, set_at))
+        extra = {"learning_trajectory": KNOWLEDGE.seal(writer, traces.row_id(profile_id, skill),
+                                                       "learning_trajectory", data.get("learning_trajectory")),
+                 "prerequisites_met": bool(data.get("prerequisites_met", False))}
 
         def write(conn: Any) -> bool:
             self.profiles.require_live(conn, profile_id)  # erased or expired meanwhile?
-            existed = conn.execute(f"SELECT 1 FROM {KNOWLEDGE.name} WHERE {_BY_KEY}", key).fetchone() is not None
-            conn.execute(_UPSERT, (profile_id, domain, topic, data["mastery_level"],
-                                   data.get("confidence_score", 0.0), ctx.now(), sealed,
-                                   bool(data.get("prerequisites_met", False))))
-            return not existed
+            state = traces.load_state(conn, writer, profile_id, skill)
+            params = self.parameters.current(conn, [skill])[skill]
+            traces.apply(conn, writer, self.keys, state, params, [entry], to_db(set_at), extra)
+            return state.row is None
 
         created = ctx.db.write(write)
         ctx.record(actor, "create" if created else "update", subject_hash,
                    f"profile:{profile_id}/knowledge", request_id)
-        row = ctx.db.query_one(_SELECT + _BY_KEY, key)
+        row = ctx.db.query_one(_SELECT + _BY_KEY, {"profile_id": profile_id, "domain": domain, "topic": topic})
         return self._view(row, writer), created
 
     def list(self, actor: Actor, request_id: str | None, profile_id: str, *, domain: str | None = None,
@@ -75,3 +95,47 @@ class KnowledgeService:
         self.ctx.record(actor, "read", subject_hash, f"profile:{profile_id}/knowledge", request_id,
                         {"count": len(rows)})
         return [self._view(r, reader) for r in rows]
+
+    def explanation(self, actor: Actor, request_id: str | None, profile_id: str, domain: str, topic: str,
+                    *, restricted_to: str | None = None) -> dict[str, Any]:
+        """Why the state's mastery is what it is: the steps that moved it, from its evidence."""
+        ctx = self.ctx
+        subject_hash = self.profiles.subject_of(profile_id)
+        ctx.require_own(restricted_to, subject_hash)
+        reader = ctx.keys.reader(subject_hash)
+        with ctx.db.transaction(immediate=False) as conn:  # the state and its evidence, one snapshot
+            row = conn.execute(_STATE + _BY_KEY + f" AND {KNOWLEDGE.live_where()}",
+                               {"profile_id": profile_id, "domain": domain, "topic": topic,
+                                **ctx.cutoffs()}).fetchone()
+            if row is None:
+                raise NotFoundError("knowledge state not found")
+            explanation = self.explain_state(conn, reader, traces.state_of(row, reader))
+        ctx.record(actor, "read", subject_hash, f"profile:{profile_id}/knowledge/explanation", request_id,
+                   {"steps": len(explanation["steps"])})
+        return explanation
+
+    def explain_state(self, conn: Any, reader: Any, state: traces.SkillState) -> dict[str, Any]:
+        """A state's explanation under the parameters it was computed with; evidence past its
+        retention window (not purged yet) shows as carried over, as the purge will leave it."""
+        params = self.parameters.version(conn, state.skill, state.parameters_version)
+        expired_at = self.ctx.clock() - timedelta(days=self.ctx.config.evidence_retention_days)
+        return traces.explain(conn, reader, state, params, expired_at)
+
+    def reviews_due(self, actor: Actor, request_id: str | None, profile_id: str,
+                    before: datetime | None = None, *, restricted_to: str | None = None) -> list[dict[str, Any]]:
+        """Topics FSRS says are due at or before ``before`` (default now), soonest first, with
+        the predicted recall then."""
+        ctx = self.ctx
+        subject_hash = self.profiles.subject_of(profile_id)
+        ctx.require_own(restricted_to, subject_hash)
+        before = before or ctx.clock()
+        rows = ctx.db.query(_DUE, {"profile_id": profile_id, "before": to_db(before), **ctx.cutoffs()})
+        reader = ctx.keys.reader(subject_hash) if rows else None
+        cards = {}
+        for row in rows:
+            checkpoint = traces.state_of(row, reader).checkpoint
+            if checkpoint is not None:
+                cards[(row["knowledge_domain"], row["topic"])] = card_from_dict(checkpoint.review_card)
+        due = [d.to_dict() for d in due_reviews(cards, before)]
+        ctx.record(actor, "read", subject_hash, f"profile:{profile_id}/reviews", request_id, {"count": len(due)})
+        return due

@@ -10,9 +10,17 @@ key, never text; only enums, scores, ids and timestamps that queries filter on s
 
 v2 adds what the API and compliance need: per-profile ``retention_days``, row versions for
 ETags, parental consents (COPPA) and legal holds.
+
+v3 is the learner model (issue 16): the ``evidence`` behind knowledge states (sealed), what a
+knowledge state now records about how it was computed, and the versioned skill parameters
+fitted over all learners (aggregates, no personal data). Written in the storage core's dialect
+vocabulary (``twin.storage.dialect``), so it runs on SQLCipher and PostgreSQL alike.
 """
 
+from typing import Any
+
 from twin.storage import Migration
+from twin.storage.dialect import Dialect
 
 V1_UP = """
 CREATE TABLE learning_profiles (
@@ -120,9 +128,84 @@ ALTER TABLE learning_profiles DROP COLUMN row_version;
 ALTER TABLE learning_profiles DROP COLUMN retention_days;
 """
 
+
+def _v3_statements(d: Dialect) -> list[str]:
+    return [
+        # What set the mastery, and under which parameters; when FSRS says review; what
+        # retention kept of purged evidence; where an in-order ingest resumes (both sealed).
+        "ALTER TABLE knowledge_states ADD COLUMN source TEXT NOT NULL DEFAULT 'manual' "
+        "CHECK (source IN ('evidence', 'manual'))",
+        "ALTER TABLE knowledge_states ADD COLUMN parameters_version TEXT",
+        f"ALTER TABLE knowledge_states ADD COLUMN review_due {d.timestamp}",
+        f"ALTER TABLE knowledge_states ADD COLUMN carried_over {d.bytes}",
+        f"ALTER TABLE knowledge_states ADD COLUMN model_checkpoint {d.bytes}",
+        f"""CREATE TABLE evidence (
+            id               {d.identity},
+            profile_id       TEXT NOT NULL,
+            knowledge_domain TEXT NOT NULL,
+            topic            TEXT NOT NULL,
+            kind             TEXT NOT NULL CHECK (kind IN ('observation', 'manual')),
+            observed_at      {d.timestamp} NOT NULL,
+            content          {d.bytes} NOT NULL,
+            recorded_at      {d.timestamp} NOT NULL,
+            entry_key        TEXT NOT NULL,
+            UNIQUE (profile_id, entry_key),
+            FOREIGN KEY (profile_id, knowledge_domain, topic)
+                REFERENCES knowledge_states (profile_id, knowledge_domain, topic) ON DELETE CASCADE
+        )""",
+        # One skill's rows in order (and the foreign key's look-ups); retention by age. Fitting
+        # reaches a skill's rows through its knowledge states: no third index to keep on insert.
+        "CREATE INDEX idx_evidence_trace ON evidence (profile_id, knowledge_domain, topic, observed_at)",
+        "CREATE INDEX idx_evidence_observed ON evidence (observed_at)",
+        "CREATE INDEX idx_knowledge_skill ON knowledge_states (knowledge_domain, topic)",
+        # Rows are never updated: a refit inserts a version and moves the skill's pointer.
+        f"""CREATE TABLE skill_parameters (
+            id               {d.identity},
+            knowledge_domain TEXT NOT NULL,
+            topic            TEXT NOT NULL,
+            version          TEXT NOT NULL,
+            prior            {d.float} NOT NULL,
+            learn            {d.float} NOT NULL,
+            slip             {d.float} NOT NULL,
+            guess            {d.float} NOT NULL,
+            forget           {d.float} NOT NULL,
+            learners         {d.bigint} NOT NULL,
+            observations     {d.bigint} NOT NULL,
+            log_likelihood   {d.float},
+            iterations       {d.bigint} NOT NULL,
+            fitted_at        {d.timestamp} NOT NULL,
+            UNIQUE (knowledge_domain, topic, version)
+        )""",
+        f"""CREATE TABLE skill_parameters_current (
+            knowledge_domain TEXT NOT NULL,
+            topic            TEXT NOT NULL,
+            version          TEXT NOT NULL,
+            since            {d.timestamp} NOT NULL,
+            PRIMARY KEY (knowledge_domain, topic),
+            FOREIGN KEY (knowledge_domain, topic, version)
+                REFERENCES skill_parameters (knowledge_domain, topic, version)
+        )""",
+    ]
+
+
+def _v3_up(conn: Any, dialect: Dialect) -> None:
+    for statement in _v3_statements(dialect):
+        conn.execute(statement)
+
+
+def _v3_down(conn: Any, dialect: Dialect) -> None:
+    for statement in ("DROP TABLE skill_parameters_current", "DROP TABLE skill_parameters",
+                      "DROP TABLE evidence", "DROP INDEX idx_knowledge_skill"):
+        conn.execute(statement)
+    for column in ("model_checkpoint", "carried_over", "review_due", "parameters_version", "source"):
+        conn.execute(f"ALTER TABLE knowledge_states DROP COLUMN {column}")
+
+
 MIGRATIONS = [
     Migration(1, "seed schema: profiles, sessions, knowledge states", V1_UP, V1_DOWN),
     Migration(2, "retention, row versions, consents, legal holds", V2_UP, V2_DOWN),
+    Migration(3, "learner model: evidence, how states were computed, skill parameters",
+              _v3_up, _v3_down),
 ]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
@@ -130,4 +213,9 @@ MIGRATIONS = [
 from .tables import LEARNER_TABLES  # noqa: E402
 
 PERSONAL_DATA = LEARNER_TABLES
-NO_PERSONAL_DATA = {"schema_version": "migration bookkeeping"}
+NO_PERSONAL_DATA = {
+    "schema_version": "migration bookkeeping",
+    "skill_parameters": "BKT parameters of a skill fitted over at least 50 learners and 500 "
+                        "observations: five aggregate probabilities and counts, about no one",
+    "skill_parameters_current": "which fitted version each skill uses now",
+}

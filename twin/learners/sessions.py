@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,11 +10,11 @@ from compliance.subject_keys import KeyProof
 from twin.storage.timestamps import from_db, to_db
 
 from .context import LearnerContext, new_id
+from .cursors import decode_cursor, encode_cursor
 from .errors import InvalidFieldsError, NotFoundError, PreconditionFailedError
 from .profiles import ProfileService, etag_for, if_match_allows
 from .tables import PROFILES, SESSIONS
 
-_MAX_ROWID = 2**63 - 1
 # Client clocks run a little ahead; a start or end further in the future is a client error.
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -26,24 +24,6 @@ _SELECT = (f"SELECT {SESSIONS.select_list('s')}, p.{PROFILES.subject_hash_column
            f"FROM {SESSIONS.name} s JOIN {PROFILES.name} p ON p.profile_id = s.profile_id WHERE ")
 _INSERT = SESSIONS.insert_sql(("session_id", "profile_id", "session_type", "start_time", "topics_covered"))
 _VIEW_COLUMNS = tuple(c.name for c in SESSIONS.columns if c.exported)
-
-
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"s{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The internal position behind an opaque cursor; InvalidFieldsError if it is not ours."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("s") or not text[1:].isascii() or not text[1:].isdigit():
-            raise ValueError
-        position = int(text[1:])
-        if position > _MAX_ROWID:  # SQLite rowids are signed 64-bit; larger cannot be bound
-            raise ValueError
-        return position
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidFieldsError({"cursor": ["Not a valid cursor."]}, rule="invalid-cursor") from None
 
 
 class SessionService:

@@ -70,10 +70,42 @@ KNOWLEDGE = PersonalTable(
         timestamp("last_accessed"),
         sealed("learning_trajectory"),
         clear("prerequisites_met"),
+        clear("source"),                 # evidence | manual: what set mastery_level
+        clear("parameters_version"),     # the skill parameters it was computed under
+        timestamp("review_due"),         # FSRS: when the topic is next due (derived, like mastery)
+        sealed("carried_over"),          # what retention kept of purged evidence (a summary)
+        sealed("model_checkpoint", exported=False,
+               why="the model's running summary of the evidence exported beside it (where an "
+                   "in-order ingest resumes); the explanation exported with the state says the "
+                   "same in words"),
         key("id", exported=False, why=_ROW_NUMBER),
     ),
     row_id=("profile_id", "knowledge_domain", "topic"), subject_hash_column="user_id_hash", via=_OF_PROFILE,
     retention=Retention("last_accessed", window="knowledge"),
+)
+
+# Evidence behind the knowledge states (an education record): observations of a learner's
+# answers and manual values, one row each. Item ids, outcomes, evidence ids and manual values are
+# sealed; the skill and the time stay clear (loading one skill in order, retention by age). A
+# keyed hash of the client's evidence id makes retries idempotent without unsealing.
+EVIDENCE = PersonalTable(
+    database="digital_twin", name="evidence", export_as="evidence",
+    columns=(
+        key("profile_id"),
+        clear("knowledge_domain"),
+        clear("topic"),
+        clear("kind"),                   # observation | manual
+        timestamp("observed_at"),        # a manual value's set_at
+        sealed("content", null_as={}, merged=True),  # {evidence_id, item_id, correct|score,
+                                                     #  session_id} or {mastery_level, confidence_score}
+        timestamp("recorded_at"),
+        other("entry_key", exported=False,
+              why="keyed hash of the evidence id (of the skill and time for a manual value): "
+                  "retries are recognised without unsealing; the exported content holds the id"),
+        key("id", exported=False, why=_ROW_NUMBER),
+    ),
+    row_id=("profile_id", "entry_key"), subject_hash_column="user_id_hash", via=_OF_PROFILE,
+    retention=Retention("observed_at", window="evidence"),
 )
 
 CONSENTS = PersonalTable(
@@ -109,4 +141,4 @@ HOLDS = PersonalTable(
 )
 
 # Children before parents: erasure counts and deletes in this order; the export runs backwards.
-LEARNER_TABLES = [KNOWLEDGE, SESSIONS, CONSENTS, HOLDS, PROFILES]
+LEARNER_TABLES = [EVIDENCE, KNOWLEDGE, SESSIONS, CONSENTS, HOLDS, PROFILES]

@@ -1,0 +1,215 @@
+"""Evidence: batches of observations folded into the learner's knowledge states, and their list.
+
+A batch is all or nothing, in one transaction: every observation is checked first (a 422 names
+each failing one by index and field), an evidence id already stored (or earlier in the batch)
+with the same content is a repeat, with other content a conflict naming the ids; then each
+touched skill folds its new observations in (``traces``: one read and one write per skill for
+in-order evidence) and the rows are inserted, item ids, outcomes and ids sealed under the
+subject's key. Repeats are found by keyed hashes of the evidence ids, without unsealing; only a
+repeat's stored content is opened, to compare it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Mapping, Sequence
+
+from compliance.audit import Actor
+from twin.learner_model import BeforeRetainedWindowError, InvalidObservationError, Observation
+from twin.storage.timestamps import from_db
+
+from . import traces
+from .context import LearnerContext
+from .cursors import decode_cursor, encode_cursor
+from .errors import EvidenceConflictError, InvalidFieldsError
+from .profiles import ProfileService
+from .sessions import CLOCK_SKEW
+from .skill_parameters import SkillParameterStore
+from .tables import EVIDENCE
+
+MAX_BATCH = 1000
+_OUTCOMES = ("correct", "score")
+_LOOKUP_CHUNK = 500   # keyed hashes per statement, well below any engine's parameter limit
+_STORED = f"SELECT entry_key, knowledge_domain, topic, observed_at, content, profile_id FROM {EVIDENCE.name} "
+_LIST = (f"SELECT id, profile_id, entry_key, knowledge_domain, topic, observed_at, content, recorded_at "
+         f"FROM {EVIDENCE.name} WHERE profile_id = :pid AND kind = 'observation' AND id > :after AND "
+         f"{EVIDENCE.live_where()}")
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One observation of a batch: the model's view, its skill, and the sealed content."""
+
+    index: int
+    observation: Observation
+    skill: traces.SkillKey
+    content: dict[str, Any]
+
+    @property
+    def evidence_id(self) -> str:
+        return self.observation.evidence_id
+
+    def same_as(self, skill: traces.SkillKey, observed_at: datetime, content: Mapping[str, Any]) -> bool:
+        return (self.skill == skill and self.observation.observed_at == observed_at
+                and self.content == dict(content))
+
+
+def _content(data: Mapping[str, Any]) -> dict[str, Any]:
+    content = {"evidence_id": data["evidence_id"], "item_id": data["item_id"]}
+    for name in (*_OUTCOMES, "session_id"):
+        if data.get(name) is not None:
+            content[name] = data[name]
+    return content
+
+
+def view(row: Any, content: Mapping[str, Any]) -> dict[str, Any]:
+    """An observation as the API shows it."""
+    item = {"evidence_id": content["evidence_id"], "domain": row["knowledge_domain"], "topic": row["topic"],
+            "item_id": content["item_id"]}
+    for name in (*_OUTCOMES, "session_id"):
+        if name in content:
+            item[name] = content[name]
+    item["observed_at"] = row["observed_at"]
+    item["recorded_at"] = row["recorded_at"]
+    return item
+
+
+class EvidenceService:
+    def __init__(self, ctx: LearnerContext, profiles: ProfileService, parameters: SkillParameterStore,
+                 keys: traces.EntryKeys) -> None:
+        self.ctx, self.profiles, self.parameters, self.keys = ctx, profiles, parameters, keys
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    def _items(self, observations: Sequence[Mapping[str, Any]]) -> list[_Item]:
+        """The batch as the model sees it; InvalidFieldsError naming every refused observation
+        (checks beyond the request schema: the model's own, time in the future, before the
+        evidence retention window)."""
+        now = self.ctx.clock()
+        window = self.ctx.config.evidence_retention_days
+        oldest, newest = now - timedelta(days=window), now + CLOCK_SKEW
+        errors: dict[int, dict[str, list[str]]] = {}
+        rules: list[str] = []
+        items = []
+        if not 0 < len(observations) <= MAX_BATCH:
+            raise InvalidFieldsError({"observations": [f"Give 1 to {MAX_BATCH} observations."]})
+        for index, data in enumerate(observations):
+            try:
+                observation = Observation.from_dict(data, index)
+            except InvalidObservationError as exc:
+                errors[index] = {exc.field or "_schema": [str(exc)]}
+                continue
+            if observation.observed_at > newest:
+                errors[index] = {"observed_at": ["Must not be in the future."]}
+                rules.append("time-in-the-future")
+            elif observation.observed_at <= oldest:
+                errors[index] = {"observed_at": [f"Must be within the last {window} days (evidence retention)."]}
+                rules.append("observed-at-outside-retention")
+            else:
+                items.append(_Item(index, observation, (data["domain"], data["topic"]), _content(data)))
+        if errors:  # the problem type names the first observation's rule; errors name them all
+            raise InvalidFieldsError({"observations": errors}, rule=rules[0] if rules else None)
+        return items
+
+    def ingest(self, actor: Actor, request_id: str | None, profile_id: str,
+               observations: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+        """Fold a batch of observations into the profile's knowledge states: ``{new, repeats}``."""
+        ctx = self.ctx
+        items = self._items(observations)
+        subject_hash, proof = self.profiles.key_proof(profile_id)
+        writer = ctx.keys.writer(subject_hash, proof=proof)
+        fresh, repeats, conflicts = self._distinct(items)
+        keyed = {self.keys.observation(profile_id, item.evidence_id): item for item in fresh}
+        now = ctx.now()
+
+        def write(conn: Any) -> tuple[int, int]:
+            self.profiles.require_live(conn, profile_id)  # erased or expired since the check above?
+            stored = self._repeats_and_conflicts(conn, writer, profile_id, keyed)
+            if conflicts or stored[1]:
+                clash = sorted(conflicts + stored[1], key=lambda i: i.index)
+                raise EvidenceConflictError(sorted({i.evidence_id for i in clash}), [i.index for i in clash])
+            new = [(key, item) for key, item in keyed.items() if key not in stored[0]]
+            by_skill: dict[traces.SkillKey, list[traces.NewEntry]] = defaultdict(list)
+            for key, item in new:
+                by_skill[item.skill].append(traces.NewEntry(item.observation, item.content, key, item.index))
+            current = self.parameters.current(conn, by_skill)
+            try:
+                for skill, entries in by_skill.items():
+                    state = traces.load_state(conn, writer, profile_id, skill)
+                    traces.apply(conn, writer, self.keys, state, current[skill], entries, now)
+            except BeforeRetainedWindowError as exc:
+                raise InvalidFieldsError({"observations": {exc.index: {"observed_at": [
+                    "Older than evidence already purged by retention: it cannot be folded in."]}}},
+                    rule="observed-before-purged-evidence") from None
+            return len(new), repeats + len(stored[0])
+
+        added, repeated = ctx.db.write(write)
+        ctx.record(actor, "create", subject_hash, f"profile:{profile_id}/evidence", request_id,
+                   {"new": added, "repeats": repeated})
+        return {"new": added, "repeats": repeated}
+
+    @staticmethod
+    def _distinct(items: list[_Item]) -> tuple[list[_Item], int, list[_Item]]:
+        """The batch's first occurrence of each evidence id, how many later ones repeat it, and
+        those that reuse it with other content."""
+        first: dict[str, _Item] = {}
+        repeats, conflicts = 0, []
+        for item in items:
+            seen = first.get(item.evidence_id)
+            if seen is None:
+                first[item.evidence_id] = item
+            elif seen.same_as(item.skill, item.observation.observed_at, item.content):
+                repeats += 1
+            else:
+                conflicts.append(item)
+        return list(first.values()), repeats, conflicts
+
+    @staticmethod
+    def _repeats_and_conflicts(conn: Any, reader: Any, profile_id: str,
+                               keyed: dict[str, _Item]) -> tuple[set[str], list[_Item]]:
+        """Keys of the batch already stored with the same content, and the items whose id is
+        stored with other content."""
+        same: set[str] = set()
+        clash: list[_Item] = []
+        keys = list(keyed)
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start:start + _LOOKUP_CHUNK]
+            rows = conn.execute(_STORED + f"WHERE profile_id = ? AND entry_key IN "
+                                          f"({', '.join('?' for _ in chunk)})", (profile_id, *chunk)).fetchall()
+            for row in rows:
+                item = keyed[row["entry_key"]]
+                content = EVIDENCE.decode(row, reader, ("content",))["content"]
+                skill = (row["knowledge_domain"], row["topic"])
+                if item.same_as(skill, from_db(row["observed_at"]), content):
+                    same.add(row["entry_key"])
+                else:
+                    clash.append(item)
+        return same, clash
+
+    # -- reading --------------------------------------------------------------------------
+
+    def list(self, actor: Actor, request_id: str | None, profile_id: str, *, limit: int,
+             cursor: str | None = None, domain: str | None = None, topic: str | None = None,
+             restricted_to: str | None = None) -> dict[str, Any]:
+        """``{items, next_cursor}``: the profile's unexpired observations in the order they
+        were stored, of one domain and/or topic if named."""
+        ctx = self.ctx
+        subject_hash = self.profiles.subject_of(profile_id)
+        ctx.require_own(restricted_to, subject_hash)
+        sql, params = _LIST, {"pid": profile_id, "after": decode_cursor(cursor) if cursor else 0,
+                              "limit": limit + 1, **ctx.cutoffs()}
+        for column, value in (("knowledge_domain", domain), ("topic", topic)):
+            if value is not None:
+                sql += f" AND {column} = :{column}"
+                params[column] = value
+        rows = ctx.db.query(sql + " ORDER BY id LIMIT :limit", params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        reader = ctx.keys.reader(subject_hash) if rows else None
+        items = [view(r, EVIDENCE.decode(r, reader, ("content",))["content"]) for r in rows]
+        ctx.record(actor, "read", subject_hash, f"profile:{profile_id}/evidence", request_id,
+                   {"count": len(items)})
+        return {"items": items, "next_cursor": encode_cursor(rows[-1]["id"]) if more else None}
+
