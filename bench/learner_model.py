@@ -13,7 +13,9 @@ learner into training and test sets. Printed in one run:
 - fit time per skill, ours vs pyBKT;
 - online update cost per observation in process (target < 50 µs), in order and late (inserted
   among 100 entries), against pyBKT's batch prediction cost per observation;
-- evidence ingest over HTTP: comes with the service integration (see ``ingest_over_http``).
+- evidence ingest over HTTP (target >= 5,000 observations/s): batches of 100 in-order
+  observations from client processes to the real server, privacy on and off
+  (``TWIN_BENCH_PLAINTEXT``, the baseline measured in the same run).
 
 pyBKT 1.4.3 needs numpy<2, pandas<2.3 and scikit-learn<1.6, so it lives in its own
 benchmark-only environment, bench/.venv-pybkt (git-ignored), which this script creates on first
@@ -21,7 +23,9 @@ use as bench/requirements-pybkt.txt describes, and runs in a subprocess that exc
 JSON files with this one.
 
     .venv/bin/python bench/learner_model.py [--skills 10] [--learners 500] [--steps 20]
-                                            [--seed 16] [--no-pybkt]
+                                            [--seed 16] [--no-pybkt] [--no-ingest | --only-ingest]
+                                            [--ingest-seconds 5] [--ingest-clients 4]
+                                            [--ingest-rounds 3]
 """
 
 from __future__ import annotations
@@ -172,11 +176,87 @@ def update_cost_us(params: SkillParameters, rng: np.random.Generator,
     return {"raw": raw, "in_order": in_order, "late": late}
 
 
-def ingest_over_http() -> float | None:
-    """Evidence ingest over HTTP, observations/s in batches of 100, privacy on and off (target
-    >= 5,000/s). Filled in by the integration phase, once POST /v1/profiles/{id}/evidence
-    exists; until then nothing is measured and the report says so."""
-    return None
+INGEST_TARGET = 5000.0
+INGEST_BATCH = 100
+INGEST_SKILLS = 5          # topics per batch (20 observations each): a lesson's worth
+
+
+def _ingest_client(args: tuple) -> int:
+    """One client process: POST batches of 100 in-order observations round-robin over its
+    profiles for ``seconds``; returns observations stored."""
+    import http.client
+
+    host, port, token, profiles, seconds, client = args
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    start = datetime.now(timezone.utc) - timedelta(days=700)
+    sent = {pid: 0 for pid in profiles}
+    stored, turn = 0, 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pid = profiles[turn % len(profiles)]
+        turn += 1
+        first = sent[pid]
+        batch = [{"evidence_id": f"c{client}-{first + i}", "domain": "math",
+                  "topic": f"topic-{i % INGEST_SKILLS}", "item_id": f"item-{(first + i) % 997}",
+                  "correct": (first + i) % 3 != 0,
+                  "observed_at": (start + timedelta(seconds=30 * (first + i))).isoformat()}
+                 for i in range(INGEST_BATCH)]
+        sent[pid] = first + INGEST_BATCH
+        conn.request("POST", f"/v1/profiles/{pid}/evidence", body=json.dumps({"observations": batch}),
+                     headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"evidence POST -> {response.status} {body[:200]!r}")
+        stored += json.loads(body)["new"]
+    conn.close()
+    return stored
+
+
+def _ingest_profiles(base: str, token: str, count: int) -> list[str]:
+    import http.client
+    import uuid
+
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port))
+    ids = []
+    for _ in range(count):
+        conn.request("POST", "/v1/profiles", body=json.dumps({"user_id": f"bench-{uuid.uuid4()}"}),
+                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        ids.append(json.loads(conn.getresponse().read())["profile_id"])
+    conn.close()
+    return ids
+
+
+def ingest_over_http(seconds: float = 5.0, clients: int = 4, rounds: int = 3,
+                     threads: int = 8) -> dict[str, float]:
+    """Evidence ingest over HTTP on the real server, observations/s in batches of 100 (in time
+    order per learner, 5 topics a batch), privacy on, and off (TWIN_BENCH_PLAINTEXT: no
+    SQLCipher, no field encryption) as the baseline measured in the same run; rounds alternate
+    the two servers so background load hits both alike. Medians of the rounds."""
+    import multiprocessing as mp
+    import statistics
+
+    sys.path.insert(1, str(ROOT / "bench"))
+    from _server import running_server
+
+    runs: dict[str, list[float]] = {"privacy": [], "plain": []}
+    with running_server(threads=threads) as (priv_base, priv_token, _), \
+            running_server(plaintext=True, threads=threads) as (plain_base, plain_token, _):
+        targets = {"privacy": (priv_base, priv_token), "plain": (plain_base, plain_token)}
+        profiles = {mode: _ingest_profiles(base, token, 10 * clients) for mode, (base, token) in targets.items()}
+        for round_no in range(rounds):
+            for mode in (("privacy", "plain") if round_no % 2 == 0 else ("plain", "privacy")):
+                base, token = targets[mode]
+                host, port = base.removeprefix("http://").split(":")
+                mine = profiles[mode]
+                jobs = [(host, int(port), token, mine[c::clients], seconds, f"{round_no}-{c}")
+                        for c in range(clients)]
+                with mp.get_context("spawn").Pool(clients) as pool:
+                    stored = sum(pool.map(_ingest_client, jobs))
+                runs[mode].append(stored / seconds)
+    return {mode: statistics.median(values) for mode, values in runs.items()}
 
 
 # -- report --------------------------------------------------------------------------------
@@ -187,7 +267,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="observations per learner and skill")
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--no-pybkt", action="store_true", help="skip the pyBKT baseline")
+    parser.add_argument("--no-ingest", action="store_true", help="skip the HTTP ingest benchmark")
+    parser.add_argument("--only-ingest", action="store_true", help="run only the HTTP ingest benchmark")
+    parser.add_argument("--ingest-seconds", type=float, default=5.0, help="per round and mode")
+    parser.add_argument("--ingest-clients", type=int, default=4, help="client processes")
+    parser.add_argument("--ingest-rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.only_ingest:
+        report_ingest(args)
+        return
     skills = make_skills(args.skills, args.learners, args.steps, args.seed)
     train, test = split(args.learners, args.seed)
     print(f"{args.skills} skills x {args.learners} learners x {args.steps} observations "
@@ -259,10 +347,18 @@ def main() -> None:
         print(f"  pyBKT batch predict    {per_obs:7.2f} µs  (baseline: ratio to ours in order "
               f"{per_obs / cost['in_order']:.1f}x)")
 
-    ingest = ingest_over_http()
-    print("\nevidence ingest over HTTP: "
-          + ("not measured yet (comes with the evidence route; see ingest_over_http)" if ingest is None
-             else f"{ingest:,.0f} observations/s"))
+    if not args.no_ingest:
+        report_ingest(args)
+
+
+def report_ingest(args: argparse.Namespace) -> None:
+    ingest = ingest_over_http(args.ingest_seconds, args.ingest_clients, args.ingest_rounds)
+    privacy, plain = ingest["privacy"], ingest["plain"]
+    print(f"\nevidence ingest over HTTP, batches of {INGEST_BATCH} ({args.ingest_clients} client "
+          f"processes, {args.ingest_rounds} interleaved rounds x {args.ingest_seconds:.0f}s, medians)")
+    print(f"  privacy on   {privacy:9,.0f} observations/s  (target >= {INGEST_TARGET:,.0f}: "
+          f"{'met' if privacy >= INGEST_TARGET else 'MISSED'})")
+    print(f"  privacy off  {plain:9,.0f} observations/s  (baseline; privacy/plain {privacy / plain:.2f}x)")
 
 
 if __name__ == "__main__":
