@@ -66,7 +66,7 @@ PROBLEM_TYPES: dict[str, str] = {
     "forbidden": "403: the token's role may not do this",
     "not-found": "404: no such route, resource or subject (also another learner's data)",
     "method-not-allowed": "405: the route does not serve this method",
-    "conflict": "409: duplicate profile, legal hold, a job already running",
+    "conflict": "409: duplicate profile, legal hold, a job already running, an evidence id reused",
     "precondition-failed": "412: If-Match names a version that is no longer current",
     "payload-too-large": "413: body above TWIN_MAX_BODY_BYTES",
     "unsupported-media-type": "415: the body is not application/json",
