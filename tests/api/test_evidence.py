@@ -125,7 +125,8 @@ def test_every_refused_observation_of_a_batch_is_named(client, service, pid):
     body = assert_problem(post(client, service, pid, batch), 422)
 
     assert body["errors"]["observations"] == {"1": {"correct": ["Not a valid boolean."]},
-                                              "3": {"observed_at": ["Not a valid datetime."]}}
+                                              "3": {"observed_at": [
+                                                  "Must be in the years 1900-9999, not on 1900-01-01 or 9999-12-31."]}}
     # Once the schema is satisfied, the service's own rules name theirs the same way.
     body = assert_problem(post(client, service, pid, [obs(0), batch[4]]), 422)
     assert body["errors"]["observations"] == {"1": {"observed_at": ["Must not be in the future."]}}

@@ -428,7 +428,7 @@ def test_an_export_is_recorded_as_a_disclosure_before_its_first_byte(runtime, ma
     (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="export")
     assert event.request_id == "req-first"
     assert event.details == {"profiles": 1, "legal_holds": 0, "consents": 0, "sessions": 2,
-                             "knowledge_states": 0}
+                             "knowledge_states": 0, "evidence": 0}
     assert len(json.loads("".join(export))["sessions"]) == 2
 
 
