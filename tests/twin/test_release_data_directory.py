@@ -84,6 +84,32 @@ def test_the_release_learner_data_reads_back_through_the_current_services(releas
         runtime.close()
 
 
+def test_a_knowledge_state_of_the_release_is_a_manual_value_its_new_evidence_continues_from(release):
+    config, expected, clock = release
+    runtime = Runtime.open(config, clock=clock)
+    try:
+        pid = expected["adult"]["profile_id"]
+        (state,) = runtime.knowledge.list(READER, None, pid)
+        assert (state["source"], state["parameters_version"]) == ("manual", None)  # set by a PUT then
+        domain, topic = state["domain"], state["topic"]
+
+        explained = runtime.knowledge.explanation(READER, None, pid, domain, topic)
+        assert [s["kind"] for s in explained["steps"]] == ["manual"]
+        assert explained["mastery_level"] == explained["steps"][0]["after"] == state["mastery_level"]
+
+        runtime.evidence.ingest(READER, None, pid, [
+            {"evidence_id": "after-upgrade", "domain": domain, "topic": topic, "item_id": "q",
+             "correct": True, "observed_at": clock()}])
+        (after,) = runtime.knowledge.list(READER, None, pid)
+        explained = runtime.knowledge.explanation(READER, None, pid, domain, topic)
+        assert [s["kind"] for s in explained["steps"]] == ["manual", "observation"]
+        assert explained["steps"][1]["before"] == state["mastery_level"]
+        assert explained["steps"][-1]["after"] == after["mastery_level"] and after["source"] == "evidence"
+        assert after["learning_trajectory"] == state["learning_trajectory"]  # kept as it was
+    finally:
+        runtime.close()
+
+
 def test_the_release_api_serves_its_tokens_and_profiles(release):
     from twin.api.app import create_app
 
