@@ -91,7 +91,12 @@ def test_safe_commands_run_beside_a_writing_service_and_destructive_ones_wait_fo
             refused = [twin(env, "db", "restore", str(backup), "--yes"),
                        twin(env, "keys", "rotate", "--rekey-databases"),
                        twin(env, "db", "rollback", "--database", "digital_twin", "--to", "1", "--yes")]
+            replaced_keyring = twin(env, "keys", "generate", "--force")
             created_meanwhile = list(writers.acknowledged)
+        assert replaced_keyring.returncode == 2, replaced_keyring.stdout + replaced_keyring.stderr
+        [line] = replaced_keyring.stderr.strip().splitlines()
+        assert f"the keyring of a running service: twin serve (pid {server.pid}" in line
+        assert "stop it before replacing its keyring" in line
         for result in (exported, erased, purged, verified, backed_up, rotated, audited):
             assert result.returncode == 0, result.args[3:] + [result.stdout, result.stderr]
         assert '"n": "Ada"' in exported.stdout and '"verified": true' in erased.stdout

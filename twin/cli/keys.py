@@ -15,7 +15,7 @@ from ..catalog import DATABASES
 from ..config import Config
 from ..storage.progress import report
 from .plumbing import (CommandError, Deployment, command, dry_run_option, group, load_deployment,
-                       while_no_service_runs)
+                       running_services, while_no_service_runs)
 
 keys = group("keys", "Create the keyring, rotate field keys, rekey the databases.")
 
@@ -39,9 +39,22 @@ def generate(out: Path | None, force: bool, print_env: bool) -> int:
     if path.exists() and not force:
         raise CommandError(f"{path} exists; refusing to overwrite it (data encrypted under it "
                            "would be lost)")
+    if path.exists():
+        _refuse_while_serving(path)
     Keyring.generate().save(path)
     click.echo(f"wrote keyring {path} (mode 0600). Back it up somewhere safe: see keys/README.md")
     return 0
+
+
+def _refuse_while_serving(path: Path) -> None:
+    """A service reading this keyring would pick the new one up and lose every key it holds:
+    --force overwrites a keyring, but never under a running service (stop it first)."""
+    config = Config.from_env()
+    if config.keyring_path.absolute() != path.absolute():
+        return  # not the configured deployment's keyring
+    for holder in running_services(config):
+        raise CommandError(f"{path}: the keyring of a running service: {holder.describe()}; "
+                           "stop it before replacing its keyring")
 
 
 def _keyring_file(deployment: Deployment) -> Path:

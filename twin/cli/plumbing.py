@@ -281,6 +281,12 @@ def service_guard(deployment: Deployment, names: Sequence[str] | None = None) ->
     return FileServiceGuard(deployment.paths(names))
 
 
+def running_services(config: Config) -> list[Holder]:
+    """The services running on this configuration's databases (nothing needs the keyring)."""
+    paths = [database_path(spec_for(name), config) for name in DATABASES]
+    return [h for h in FileServiceGuard(paths).holders() if h.role == "service"]
+
+
 def while_no_service_runs(deployment: Deployment, names: Sequence[str] | None, *, force: bool,
                           risk: str) -> AbstractContextManager[None]:
     """Hold the databases exclusively for the block, or fail naming the running service.
