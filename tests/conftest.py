@@ -97,9 +97,26 @@ def config(tmp_path) -> Config:
 def _isolated_env(monkeypatch, tmp_path):
     # No test may pick up a developer's real data directory, keyring or master secret.
     for name in list(os.environ):
-        if name.startswith("TWIN_") or name.endswith("_DB_PATH") or name == "DIGITAL_TWIN_ENCRYPTION_KEY":
+        if name.startswith("TWIN_") or name.endswith(_STORE_VARIABLE_SUFFIXES) \
+                or name == "DIGITAL_TWIN_ENCRYPTION_KEY":
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+_STORE_VARIABLE_SUFFIXES = ("_DB_PATH", "_STORAGE_BACKEND", "_DATABASE_URL", "_REDIS_URL",
+                            "RAG_CACHE_ENABLED")
+
+
+@pytest.fixture
+def seed_deployment(monkeypatch, tmp_path) -> Keyring:
+    """A deployment configured only through the environment, as seed code expects: data under
+    tmp_path/data, the keyring from a master secret; returns that keyring."""
+    import base64
+
+    secret = os.urandom(32)
+    monkeypatch.setenv("TWIN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DIGITAL_TWIN_ENCRYPTION_KEY", base64.b64encode(secret).decode())
+    return Keyring.from_master_secret(secret)
 
 
 @pytest.fixture

@@ -165,21 +165,28 @@ def personal_data_registry(names: Iterable[str] | None = None) -> PersonalDataRe
 
 # -- component stores from the configuration -----------------------------------------------------
 
-def open_ledger(path: str | Path | None = None, config: Config | None = None,
-                keyring: Keyring | None = None) -> "DatabaseLedger":
-    """A ledger owning its database: at ``path``, else the catalog's ``ledger`` (created and
-    migrated). ``config`` defaults to the environment, ``keyring`` to the deployment's."""
-    from .ledger.ledger import DatabaseLedger
+def open_ledger_database(path: str | Path | None = None, config: Config | None = None,
+                         keyring: Keyring | None = None) -> Database:
+    """The ledger's database, migrated: the file at ``path`` (keyed with the ledger's key),
+    else the catalog's ``ledger``. ``config`` defaults to the environment, ``keyring`` to the
+    deployment's."""
     from .ledger.schema import MIGRATIONS
 
     config = config or Config.from_env()
     keyring = keyring or load_keyring(config)
     if path is None:
-        db = open_database("ledger", config, keyring.database_keys)
-    else:
-        db = Database(path, keyring.database_key, name="ledger")
-        Migrator(db, MIGRATIONS).migrate()
-    return DatabaseLedger(db, owns_db=True)
+        return open_database("ledger", config, keyring.database_keys)
+    db = Database(path, keyring.database_key, name="ledger")
+    Migrator(db, MIGRATIONS).migrate()
+    return db
+
+
+def open_ledger(path: str | Path | None = None, config: Config | None = None,
+                keyring: Keyring | None = None) -> "DatabaseLedger":
+    """A ledger owning its database (``open_ledger_database``)."""
+    from .ledger.ledger import DatabaseLedger
+
+    return DatabaseLedger(open_ledger_database(path, config, keyring), owns_db=True)
 
 
 def open_model_manager(config: Config | None = None, keyring: Keyring | None = None,

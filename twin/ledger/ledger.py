@@ -1,5 +1,6 @@
 """``DatabaseLedger``: the seed's append-only anomaly ledger on the storage core, hash-chained.
 
+    >>> ledger = DatabaseLedger()                    # the configured ledger, as the seed
     >>> ledger = DatabaseLedger(open_database("ledger", config, keyring.database_keys))
     >>> entry_id = ledger.append_entry({"timestamp": time.time(), "node_id": "Node_1",
     ...                                 "features": [{"packet_size": 500}], "confidence": 0.85})
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from twin.storage import Database, IntegrityError
+from twin.storage import Backend, IntegrityError
 from twin.storage.timestamps import to_db, utc_now
 
 from .cache import Entry, LedgerCache, LedgerVersion, copy_entry
@@ -60,10 +62,20 @@ def _require_limit(limit: Any) -> int | None:
 class DatabaseLedger:
     """The seed's ``DatabaseLedger`` API over one migrated ``ledger`` database."""
 
-    def __init__(self, db: Database, *, cache: LedgerCache | None = None, owns_db: bool = False) -> None:
-        """``db`` must be migrated to ``twin.ledger.schema.MIGRATIONS`` (``open_database`` does).
-        ``owns_db``: ``close()`` closes it."""
-        self.db = db
+    def __init__(self, db_file: "Backend | str | os.PathLike[str] | None" = None, *,
+                 cache: LedgerCache | None = None, owns_db: bool = False) -> None:
+        """The seed's constructor: ``DatabaseLedger()`` opens the configured ledger database
+        (the catalog's ``ledger``), ``DatabaseLedger("custom_ledger.db")`` that file (created,
+        keyed with the ledger's database key, migrated); both own what they opened.
+
+        ``db_file`` may also be an open ``Backend`` migrated to ``twin.ledger.schema.MIGRATIONS``
+        (``open_database`` does): then ``owns_db`` says whether ``close()`` closes it.
+        """
+        if db_file is None or isinstance(db_file, (str, os.PathLike)):
+            from twin.catalog import open_ledger_database
+
+            db_file, owns_db = open_ledger_database(db_file), True
+        self.db = db_file
         self._cache = cache or LedgerCache()
         self._owns_db = owns_db
 
@@ -72,9 +84,9 @@ class DatabaseLedger:
              keyring: "Keyring | None" = None) -> "DatabaseLedger":
         """Open (creating and migrating) a ledger: at ``path``, else the catalog's ``ledger``,
         through the catalog (``twin.catalog.open_ledger``). The ledger owns its database."""
-        from twin.catalog import open_ledger
+        from twin.catalog import open_ledger_database
 
-        return open_ledger(path, config, keyring)
+        return cls(open_ledger_database(path, config, keyring), owns_db=True)
 
     def close(self) -> None:
         """Close the database connections if this ledger opened them (``open``)."""
