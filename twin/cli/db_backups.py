@@ -127,12 +127,18 @@ def _latest_backup(deployment: Deployment) -> Path:
 @click.option("--force", is_flag=True,
               help="restore only one of digital_twin/privacy_vault (subjects created after the "
                    f"backup lose their data keys), and run even while a service runs ({RESTORE_RISK})")
+@click.option("--tombstones", "logs", multiple=True, metavar="FILE",
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="an erasure log (`twin db erasure-log`) whose tombstones the restored vault "
+                   "keeps too; needed when the live vault is lost (repeatable)")
 @dry_run_option("check the set (checksums, keys) and list what would be replaced; change nothing")
-def restore(directory: Path, database: str | None, yes: bool, force: bool, dry_run: bool) -> int:
+def restore(directory: Path, database: str | None, yes: bool, force: bool, logs: tuple[Path, ...],
+            dry_run: bool) -> int:
     """Replace the live databases with a backup set. Refused while a service runs. Erasure
-    tombstones recorded after the backup are kept, and every tombstone is re-applied before
-    anything can be served."""
-    from ..operations.backups import plan_restore, restore_set
+    tombstones of the live vault (and of the erasure logs given) are carried into the restored
+    vault, and every tombstone is re-applied before anything can be served; refused when the
+    live vault cannot be read and no erasure log is given (unless --force)."""
+    from ..operations.backups import carried_tombstones, plan_restore, restore_set
 
     if not yes and not dry_run:
         raise CommandError("a restore replaces live databases: stop the service and pass --yes")
@@ -141,13 +147,39 @@ def restore(directory: Path, database: str | None, yes: bool, force: bool, dry_r
     with while_no_service_runs(deployment, names, force=force, risk=RESTORE_RISK):
         entries = plan_restore(directory, names, deployment.config, deployment.keyring,
                                allow_half_pair=force)
+        carried = (carried_tombstones(deployment.config, deployment.keyring, logs,
+                                      without_live_vault=force)
+                   if "privacy_vault" in [e.name for e in entries] else [])
         if dry_run:
             for entry in entries:
                 click.echo(f"{entry.name:<18} would be restored from {directory} (verified)")
+            click.echo(f"{len(carried)} erasure tombstone(s) would be carried")
             return 0
         result = restore_set(directory, entries, deployment.config, deployment.keyring,
-                             progress=report)
+                             tombstones=carried, progress=report)
     for name in result["restored"]:
         click.echo(f"{name:<18} restored from {directory}")
-    click.echo("erasure tombstones re-applied")
+    click.echo(f"{result['tombstones_carried']} erasure tombstone(s) carried; every tombstone re-applied")
+    return 0
+
+
+@command(db, "erasure-log")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="where to write it: keep it outside the backup sets (another disk or host)")
+def erasure_log(out: Path) -> int:
+    """Write the vault's erasure tombstones (keyed hashes, no user ids) to an authenticated
+    erasure log, for `twin db restore --tombstones` when the live vault is lost too."""
+    from ..catalog import open_database
+    from ..operations.erasure_log import vault_tombstones, write_log
+
+    deployment = load_deployment()
+    if not deployment.path_of("privacy_vault").exists():
+        raise CommandError(f"{deployment.path_of('privacy_vault')}: no vault to read tombstones from")
+    vault = open_database("privacy_vault", deployment.config, deployment.keyring.database_keys,
+                          migrate=False)
+    try:
+        count = write_log(out, vault_tombstones(vault), deployment.keyring)
+    finally:
+        vault.close_all()
+    click.echo(f"{count} erasure tombstone(s) written to {out}")
     return 0

@@ -7,8 +7,9 @@ field keys, so a keyring that opens the files may still lack a version the data 
 
 Restoring replaces live files, so the caller holds the live-service guard. The twin and the
 vault are a pair (the vault holds the twin's subjects' data keys); a restore carries
-erasure tombstones recorded after the backup into the restored vault, and re-applies every
-tombstone before anything can be served.
+erasure tombstones recorded after the backup (from the live vault, or from erasure logs:
+``erasure_log``) into the restored vault, and re-applies every tombstone before anything can
+be served.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from typing import Any, Iterable, Sequence
 from compliance.field_crypto import key_id_of
 from compliance.keyring import Keyring
 
-from ..catalog import open_database
+from ..catalog import database_path, open_database, spec_for
 from ..config import Config
-from ..storage import (BackupEntry, BackupVerificationError, Database, Manifest, backup_database,
-                       load_manifest, restore_database, verify_backup_entry, write_manifest)
+from ..storage import (BackupEntry, BackupVerificationError, Database, Manifest, StorageError,
+                       backup_database, load_manifest, restore_database, verify_backup_entry,
+                       write_manifest)
 from ..storage.progress import ProgressFactory, silent
+from .erasure_log import Tombstone, latest, merge_tombstones, read_log, vault_tombstones, write_log
 
 log = logging.getLogger(__name__)
 
@@ -141,44 +144,71 @@ def plan_restore(directory: Path, names: Sequence[str], config: Config, keyring:
     return entries
 
 
+def pending_log_path(config: Config) -> Path:
+    """Where a restore keeps the tombstones it is carrying until they are merged: beside the
+    vault, outside every backup set."""
+    vault = database_path(spec_for("privacy_vault"), config)
+    return vault.with_name(vault.name + ".restore-tombstones.json")
+
+
+class LiveVaultUnreadableError(RestoreRefusedError):
+    """The live vault's tombstones cannot be carried, and no erasure log stands in for them."""
+
+
+def carried_tombstones(config: Config, keyring: Keyring, logs: Sequence[Path] = (), *,
+                       without_live_vault: bool = False) -> list[Tombstone]:
+    """The tombstones a restore of the vault must keep: the live vault's, an interrupted
+    restore's, and those of the erasure logs given. Refuses when the live vault cannot be read
+    and neither a log nor ``without_live_vault`` says what stands in for it."""
+    tombstones: list[Tombstone] = []
+    vault_path = database_path(spec_for("privacy_vault"), config)
+    try:
+        if not vault_path.exists():
+            raise StorageError(f"{vault_path}: no live vault")
+        vault = open_database("privacy_vault", config, keyring.database_keys, migrate=False)
+        try:
+            tombstones += vault_tombstones(vault)
+        finally:
+            vault.close_all()
+    except StorageError as exc:
+        if not (logs or without_live_vault):
+            raise LiveVaultUnreadableError(
+                f"{exc}; its erasure tombstones cannot be carried into the restored vault, so "
+                "erased learners could come back: pass --tombstones FILE (an erasure log), or "
+                "--force to restore without them") from None
+        log.warning("restore: the live vault's tombstones cannot be read (%s)", exc)
+    pending = pending_log_path(config)
+    for path in ([pending] if pending.exists() else []) + list(logs):
+        tombstones += read_log(path, keyring)
+    return latest(tombstones)
+
+
 def restore_set(directory: Path, entries: Sequence[BackupEntry], config: Config, keyring: Keyring, *,
+                tombstones: Sequence[Tombstone] = (),
                 progress: ProgressFactory = silent) -> dict[str, Any]:
-    """Replace the live files with ``entries`` (from ``plan_restore``), keep tombstones
-    recorded since the backup, and re-apply every tombstone. Hold the guard around it."""
+    """Replace the live files with ``entries`` (from ``plan_restore``), keep ``tombstones``
+    (``carried_tombstones``) and re-apply every tombstone. Hold the guard around it.
+
+    The carried tombstones are written to the pending log first, and the log is removed only
+    once they are merged and re-applied, so a crash in between loses none of them."""
     from ..runtime import Runtime
 
     names = [e.name for e in entries]
-    carried = []
-    if "privacy_vault" in names:  # keep tombstones recorded after the backup was taken
-        vault = open_database("privacy_vault", config, keyring.database_keys)
-        carried = [tuple(r) for r in vault.query(
-            "SELECT user_id_hash, receipt_id, erased_at, counts FROM erasure_tombstones")]
-        vault.close_all()
+    pending = pending_log_path(config)
+    carried = list(tombstones) if "privacy_vault" in names else []
+    if carried:
+        write_log(pending, carried, keyring)
     for entry in entries:
         db = open_database(entry.name, config, keyring.database_keys, migrate=False)
         restore_database(directory, entry, db, progress=progress)
         db.close_all()
     if carried:
-        _merge_tombstones(config, keyring, carried)
+        vault = open_database("privacy_vault", config, keyring.database_keys)
+        try:
+            merge_tombstones(vault, carried)
+        finally:
+            vault.close_all()
     runtime = Runtime.open(config)  # migrates and re-applies every tombstone
     runtime.close()
+    pending.unlink(missing_ok=True)
     return {"restored": names, "tombstones_carried": len(carried)}
-
-
-def _merge_tombstones(config: Config, keyring: Keyring, carried: list[tuple]) -> None:
-    vault = open_database("privacy_vault", config, keyring.database_keys)
-
-    def merge(conn: Any) -> None:
-        # The later erasure wins: an older tombstone in the backup must not hide a newer one
-        # (it would let a key created between the two erasures survive the restore).
-        conn.executemany(
-            "INSERT INTO erasure_tombstones (user_id_hash, receipt_id, erased_at, counts) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (user_id_hash) DO UPDATE SET "
-            "erased_at = excluded.erased_at, receipt_id = excluded.receipt_id, counts = excluded.counts "
-            "WHERE excluded.erased_at > erasure_tombstones.erased_at", carried)
-        conn.execute("DELETE FROM subject_keys WHERE user_id_hash IN (SELECT t.user_id_hash FROM "
-                     "erasure_tombstones t WHERE t.erased_at >= subject_keys.created_at)")
-    try:
-        vault.write(merge)
-    finally:
-        vault.close_all()
