@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -205,6 +205,10 @@ def test_dry_run_counts_without_deleting_or_tombstoning(runtime, make_subject):
 
     assert receipt.dry_run
     assert receipt.counts["learning_sessions"] == 2 and receipt.counts["subject_keys"] == 1
+    # A dry run proves nothing and destroys nothing: its receipt must not claim either.
+    shown = receipt.to_dict()
+    assert (shown["verified"], shown["subject_key_destroyed"], shown["wal_truncated"]) == (False, False, False)
+    assert shown["rescan"] == {}
     assert runtime.dsr.counts(subject.subject_hash) == receipt.counts
     assert runtime.keys.has_key(subject.subject_hash)
     assert runtime.vault_db.query_one("SELECT count(*) FROM erasure_tombstones")[0] == 0
@@ -459,3 +463,99 @@ def test_an_export_stopped_midway_is_still_recorded_as_a_disclosure(runtime, mak
     assert event.request_id == "req-drop"
     # Recorded before the first byte, with what the export was about to disclose.
     assert event.details["profiles"] == 1 and event.details["sessions"] == 3
+
+def test_after_a_restore_and_restart_the_reerased_subject_is_gone_from_the_files_bytes(
+        runtime, keyring, clock, make_subject, ciphertexts_of, forensics, tmp_path):
+    """Re-applying a tombstone deletes the restored rows, and then empties the WAL: otherwise
+    the restored pages, with the subject's rows, stay in digital_twin.db until some later
+    checkpoint, readable by anyone holding the database key."""
+    subject = make_subject("restored-bytes", sessions=2, knowledge=1)
+    bystander = make_subject("kept-bytes", sessions=1, knowledge=0)
+    needles = {"profile_id": subject.profile_id.encode(), "subject hash": subject.subject_hash.encode(),
+               **{f"session {i}": s.encode() for i, s in enumerate(subject.session_ids)},
+               **{f"ciphertext {i}": c for i, c in enumerate(ciphertexts_of(subject.subject_hash))}}
+    backup_dir = tmp_path / "backup"
+    entry = backup_database(runtime.twin_db, backup_dir)
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
+    runtime.close()
+    restore_database(backup_dir, entry, Database(runtime.twin_db.path, keyring.database_key,
+                                                 name="digital_twin"))
+    restored = forensics.decrypted(runtime.twin_db.path, keyring.database_key)
+    assert [name for name, needle in needles.items() if needle not in restored] == []  # it came back
+
+    restarted = _restart(runtime, keyring, clock)
+    try:
+        # Read while the service runs: a graceful stop would checkpoint anyway.
+        pages = forensics.decrypted(restarted.twin_db.path, keyring.database_key)
+        assert bystander.profile_id.encode() in pages  # the reader does see live data
+        assert [name for name, needle in needles.items() if needle in pages] == []
+        assert forensics.tables_containing(forensics.rows(restarted.twin_db), subject.subject_hash) == set()
+    finally:
+        restarted.close()
+
+
+def test_before_the_tombstones_are_reapplied_a_restored_subject_exports_nothing_and_nothing_breaks(
+        runtime, keyring, clock, make_subject, tmp_path):
+    """Between a restore and the re-application of the tombstones, the subject's rows are back
+    but their key is gone: the export shows nothing of them (it cannot open them) and serves
+    everyone else as usual."""
+    subject = make_subject("keyless", sessions=2, knowledge=1)
+    bystander = make_subject("keyed", sessions=1, knowledge=0)
+    backup_dir = tmp_path / "backup"
+    entry = backup_database(runtime.twin_db, backup_dir)
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
+    runtime.close()
+    restore_database(backup_dir, entry, Database(runtime.twin_db.path, keyring.database_key,
+                                                 name="digital_twin"))
+    keyring.save(runtime.config.keyring_path)
+
+    restarted = Runtime.open(runtime.config, clock=clock, reapply_tombstones=False)
+    try:
+        assert restarted.dsr.counts(subject.subject_hash)["learning_sessions"] == 2  # rows are back
+        assert not restarted.keys.has_key(subject.subject_hash)
+        client = _client(restarted)
+        admin = {"Authorization": f"Bearer {restarted.tokens.issue('admin').token}"}
+
+        doc = _export_http(client, admin, subject.user_id)
+
+        _assert_export_empty(doc)
+        assert len(_export_http(client, admin, bystander.user_id)["sessions"]) == 1
+        assert restarted.dsr.reapply_tombstones(ADMIN_ACTOR)["subjects_reapplied"] == 1
+        assert set(restarted.dsr.counts(subject.subject_hash).values()) == {0}
+    finally:
+        restarted.close()
+
+
+class FrozenClock:
+    """A clock that does not move: every timestamp of the test is the same instant."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2030, 3, 1, 9, 30, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_a_key_stamped_at_the_very_instant_of_its_erasure_is_destroyed_when_the_erasure_is_finished(
+        config, keyring):
+    """Only a key newer than the tombstone belongs to a subject who came back; one of the same
+    instant (a coarse clock) cannot be told from the erased key, so finishing an interrupted
+    erasure destroys it with every row (privacy wins the tie)."""
+    clock = FrozenClock()
+    keyring.save(config.keyring_path)
+    runtime = Runtime.open(config, clock=clock)
+    subject_hash = runtime.hasher.hash("same-instant")
+    runtime.profiles.create(SERVICE_ACTOR, None, {"user_id": "same-instant", "personal": {"n": "x"}})
+    _crash_on_delete(runtime.vault_db, "subject_keys")
+    with pytest.raises(IntegrityError):
+        runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id="same-instant")
+    (tie,) = runtime.vault_db.query("SELECT t.erased_at, k.created_at FROM erasure_tombstones t "
+                                    "JOIN subject_keys k USING (user_id_hash)")
+    assert tie["erased_at"] == tie["created_at"]
+
+    restarted = _restart(runtime, keyring, clock)
+    try:
+        assert not restarted.keys.has_key(subject_hash)
+        assert set(restarted.dsr.counts(subject_hash).values()) == {0}
+    finally:
+        restarted.close()

@@ -141,3 +141,20 @@ def test_repr_shows_no_key_material(keys):
     text = repr(FieldCipher(keys, active_key_id=1))
     assert keys[1].hex()[:16] not in text
     assert "active=1" in text
+
+
+@pytest.mark.parametrize("key_id", [2**8 + 1, 2**16 + 1, 2**24, 2**24 + 1, 2**32 - 1])
+def test_every_byte_of_the_u32_key_id_names_the_key(key_id):
+    """Key ids use all four header bytes: keys whose ids differ only in a high byte are told
+    apart, and each ciphertext opens only under the key that sealed it."""
+    low = key_id & 0xFF or 1
+    keys = {low: os.urandom(32), key_id: os.urandom(32)}
+    blob = FieldCipher(keys, active_key_id=key_id).encrypt(b"sealed under a large key id", AAD)
+
+    assert blob[1:5] == key_id.to_bytes(4, "big")
+    assert key_id_of(blob) == key_id
+    assert FieldCipher(keys, active_key_id=low).decrypt(blob, AAD) == b"sealed under a large key id"
+    assert FieldCipher(keys, active_key_id=key_id).needs_rewrap(blob) is False
+    assert FieldCipher(keys, active_key_id=low).needs_rewrap(blob) is True
+    with pytest.raises(UnknownKeyVersionError, match=str(key_id)):
+        FieldCipher({low: keys[low]}, active_key_id=low).decrypt(blob, AAD)

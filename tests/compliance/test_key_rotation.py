@@ -89,3 +89,30 @@ def test_after_a_rotation_new_journal_segments_are_wrapped_under_the_new_version
     data = segment.read_bytes()
     key_length = _HEADER.unpack_from(data)[2]
     assert key_id_of(data[_HEADER.size:_HEADER.size + key_length]) == rotated.active_field_key == 2
+
+
+def test_once_its_key_cache_expires_a_running_service_reads_subjects_rewrapped_under_a_new_version(
+        runtime, config, keyring):
+    """A process remembers an unwrapped subject key for READ_CACHE_SECONDS. After that it reads
+    the wrapped key again; if a rotation elsewhere rewrapped it under a field-key version this
+    process never loaded, it must re-read the keyring rather than fail every read of the
+    subject. The cache's clock is driven by the test (no waiting)."""
+    from compliance.subject_keys import READ_CACHE_SECONDS
+
+    keyring.save(config.keyring_path)  # the running service's keyring file
+    seconds = [0.0]
+    service = SubjectKeyStore(runtime.vault_db, runtime.field_keys, monotonic=lambda: seconds[0])
+    subject = runtime.hasher.hash("u-cached")
+    sealed = service.writer(subject, create=True).seal("learning_profiles", "encrypted_data", "p1", {"v": 1})
+    assert service.reader(subject).open("learning_profiles", "encrypted_data", "p1", sealed) == {"v": 1}
+
+    rotated = keyring.with_new_field_key()  # scripts/rotate_keys.py --new-field-key, elsewhere
+    rotated.save(config.keyring_path)
+    rewrapper = SubjectKeyStore(runtime.vault_db, FieldCipher(rotated.field_keys, rotated.active_field_key))
+    assert rewrapper.rewrap_batch(100) == 1
+    assert runtime.field_keys.cipher.active_key_id == keyring.active_field_key  # nothing re-read yet
+
+    seconds[0] += READ_CACHE_SECONDS + 1
+
+    assert service.reader(subject).open("learning_profiles", "encrypted_data", "p1", sealed) == {"v": 1}
+    assert service.writer(subject).open("learning_profiles", "encrypted_data", "p1", sealed) == {"v": 1}

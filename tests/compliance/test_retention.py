@@ -10,6 +10,7 @@ import pytest
 from compliance.audit import Actor
 from compliance.job_lock import JobAlreadyRunningError, JobLock
 from twin.learners.errors import NotFoundError
+from twin.storage import open_keyed
 from twin.storage.timestamps import to_db
 
 SERVICE = Actor("tok_test_service", "service")
@@ -17,9 +18,11 @@ SERVICE = Actor("tok_test_service", "service")
 
 @pytest.fixture
 def config(config):
-    """Short windows so a few clock moves cross them; tiny batches so purges take several."""
+    """Short windows so a few clock moves cross them; tiny batches so purges take several; a
+    token cache that outlives any test, so only an explicit forget can end a remembered token."""
     return dataclasses.replace(config, session_retention_days=30, knowledge_retention_days=60,
-                               audit_retention_days=50, retention_batch_size=2)
+                               audit_retention_days=50, retention_batch_size=2,
+                               token_cache_seconds=3600)
 
 
 @pytest.fixture
@@ -74,13 +77,19 @@ def test_the_job_purges_expired_rows_from_the_file_and_leaves_the_rest(
     assert b.profile_id.encode() in pages
 
 
-def test_a_purged_profile_takes_its_learner_tokens_along(runtime, timeline):
+def test_a_purged_profile_takes_its_learner_tokens_along_at_once(runtime, timeline, client):
+    """A's token was in use just before the purge (so the process remembers it as verified):
+    it is refused right after, not only once the token cache would have expired."""
     a, b, _ = timeline
     a_token = runtime.tokens.issue("learner", subject_hash=a.subject_hash).token
     b_token = runtime.tokens.issue("learner", subject_hash=b.subject_hash).token
+    export = {"Authorization": f"Bearer {a_token}"}
+    assert client.post("/v1/dsr/export", json={"user_id": a.user_id}, headers=export).status_code == 200
+    assert runtime.tokens.verify(b_token).subject_hash == b.subject_hash
 
     runtime.retention.run()
 
+    assert client.post("/v1/dsr/export", json={"user_id": a.user_id}, headers=export).status_code == 401
     assert runtime.tokens.verify(a_token) is None
     assert runtime.tokens.verify(b_token).subject_hash == b.subject_hash
 
@@ -91,6 +100,7 @@ def test_the_purge_is_audited_and_the_trail_stays_verifiable(runtime, timeline, 
     (event,) = runtime.audit.query(action="purge")
     assert event.actor_id == "system:retention" and event.actor_role == "system"
     assert event.details["counts"] == report.counts and event.details["subject_keys_destroyed"] == 1
+    assert event.details["audit_chain_broken"] is False and report.audit_chain_broken is None
     assert report.counts["audit_events"] > 0  # day-0 events are past the 50-day window
     oldest = min(e.occurred_at for e in runtime.audit.query(limit=1000))
     assert oldest >= to_db(clock() - timedelta(days=50))
@@ -193,3 +203,93 @@ def test_a_purge_stopped_between_key_and_rows_leaves_only_unreadable_rows_for_th
     report = runtime.retention.run()
     assert report.counts["learning_profiles"] == 1 and report.subject_keys_destroyed == 0
     assert set(runtime.dsr.counts(a.subject_hash).values()) == {0}
+
+
+def _forge_audit_event(runtime, seq: int) -> None:
+    """Edit one recorded event as someone with the database key would (the append-only
+    trigger dropped first)."""
+    runtime.audit.flush()
+    conn = open_keyed(runtime.vault_db.path, runtime.keyring.database_key)
+    try:
+        conn.execute("DROP TRIGGER audit_events_no_update")
+        conn.execute("UPDATE audit_events SET actor_id = 'tok_forged' WHERE seq = ?", (seq,))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_retention_over_a_broken_audit_chain_says_so_and_keeps_the_old_events_as_evidence(
+        runtime, timeline, client, admin, caplog):
+    _forge_audit_event(runtime, 2)
+    old_events = runtime.vault_db.query_one("SELECT count(*) FROM audit_events")[0]
+
+    response = client.post("/v1/admin/retention/run", json={}, headers=admin)
+
+    assert response.status_code == 200
+    report = response.get_json()
+    assert report["audit_chain_broken"] == "event 2: content does not match its hash (edited?)"
+    assert report["counts"]["audit_events"] == 0
+    assert report["counts"]["learning_profiles"] == 1  # the personal data still goes
+    assert runtime.vault_db.query_one("SELECT actor_id FROM audit_events WHERE seq = 2")[0] == "tok_forged"
+    assert runtime.vault_db.query_one("SELECT count(*) FROM audit_events")[0] >= old_events
+    (event,) = runtime.audit.query(action="purge")
+    assert event.details["audit_chain_broken"] is True
+    assert "audit purge refused: the chain is broken at event 2" in caplog.text
+
+
+def test_a_broken_chain_is_recorded_even_when_nothing_else_expired(runtime, make_subject, clock):
+    make_subject("only-old-events", sessions=0, knowledge=0)
+    clock.advance(days=51)  # past the audit window, no personal data window
+    _forge_audit_event(runtime, 1)
+
+    report = runtime.retention.run()
+
+    assert set(report.counts.values()) == {0}
+    assert report.audit_chain_broken.startswith("event 1: ")
+    (event,) = runtime.audit.query(action="purge")
+    assert event.details["audit_chain_broken"] is True and set(event.details["counts"].values()) == {0}
+
+
+def test_a_long_purge_keeps_its_lease_from_batch_to_batch(runtime, make_subject, clock):
+    """Each batch extends the lease: a run slower than the lease is never joined by another."""
+    make_subject("slow-purge", sessions=5, knowledge=0)
+    clock.advance(days=31)
+    refusals = []
+
+    def slow_batch(table: str, purged: int) -> None:
+        clock.advance(minutes=6)  # over two batches, more than the 10-minute lease
+        with pytest.raises(JobAlreadyRunningError):
+            runtime.retention.run()
+        refusals.append(purged)
+
+    report = runtime.retention.run(progress=slow_batch)
+
+    assert refusals == [2, 4, 5] and report.counts["learning_sessions"] == 5
+
+
+def test_expired_profiles_end_in_batches_of_the_configured_size(runtime, make_subject, clock):
+    subjects = [make_subject(f"batch-{i}", sessions=0, knowledge=0, retention_days=10) for i in range(5)]
+    clock.advance(days=11)
+    seen = []
+
+    report = runtime.retention.run(progress=lambda table, total: seen.append((table, total)))
+
+    assert [total for table, total in seen if table == "learning_profiles"] == [2, 4, 5]
+    assert report.counts["learning_profiles"] == 5 and report.subject_keys_destroyed == 5
+    assert not any(runtime.keys.has_key(s.subject_hash) for s in subjects)
+
+
+def test_the_pages_a_purge_frees_go_back_to_the_file_system(runtime, make_subject, clock):
+    subject = make_subject("bulky", sessions=0, knowledge=0)
+    for i in range(40):
+        started, _ = runtime.sessions.start(SERVICE, None, subject.profile_id, {"session_type": "lesson"})
+        runtime.sessions.update(SERVICE, None, started["session_id"],
+                                {"performance_metrics": {"log": f"{i}-" + "x" * 3000}}, None)
+    clock.advance(days=31)
+    pages_before = runtime.twin_db.query_one("PRAGMA page_count")[0]
+
+    report = runtime.retention.run(batch_size=50)
+
+    assert report.counts["learning_sessions"] == 40
+    assert runtime.twin_db.query_one("PRAGMA freelist_count")[0] == 0
+    assert runtime.twin_db.query_one("PRAGMA page_count")[0] < pages_before - 20
