@@ -464,6 +464,16 @@ def test_an_export_stopped_midway_is_still_recorded_as_a_disclosure(runtime, mak
     # Recorded before the first byte, with what the export was about to disclose.
     assert event.details["profiles"] == 1 and event.details["sessions"] == 3
 
+def _erase_then_restore_an_older_backup(runtime: Runtime, keyring, subject, tmp_path) -> None:
+    """Back digital_twin.db up, erase the subject, stop the service and restore the backup."""
+    backup_dir = tmp_path / "backup"
+    entry = backup_database(runtime.twin_db, backup_dir)
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
+    runtime.close()
+    restore_database(backup_dir, entry, Database(runtime.twin_db.path, keyring.database_key,
+                                                 name="digital_twin"))
+
+
 def test_after_a_restore_and_restart_the_reerased_subject_is_gone_from_the_files_bytes(
         runtime, keyring, clock, make_subject, ciphertexts_of, forensics, tmp_path):
     """Re-applying a tombstone deletes the restored rows, and then empties the WAL: otherwise
@@ -474,12 +484,7 @@ def test_after_a_restore_and_restart_the_reerased_subject_is_gone_from_the_files
     needles = {"profile_id": subject.profile_id.encode(), "subject hash": subject.subject_hash.encode(),
                **{f"session {i}": s.encode() for i, s in enumerate(subject.session_ids)},
                **{f"ciphertext {i}": c for i, c in enumerate(ciphertexts_of(subject.subject_hash))}}
-    backup_dir = tmp_path / "backup"
-    entry = backup_database(runtime.twin_db, backup_dir)
-    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
-    runtime.close()
-    restore_database(backup_dir, entry, Database(runtime.twin_db.path, keyring.database_key,
-                                                 name="digital_twin"))
+    _erase_then_restore_an_older_backup(runtime, keyring, subject, tmp_path)
     restored = forensics.decrypted(runtime.twin_db.path, keyring.database_key)
     assert [name for name, needle in needles.items() if needle not in restored] == []  # it came back
 
@@ -501,12 +506,7 @@ def test_before_the_tombstones_are_reapplied_a_restored_subject_exports_nothing_
     everyone else as usual."""
     subject = make_subject("keyless", sessions=2, knowledge=1)
     bystander = make_subject("keyed", sessions=1, knowledge=0)
-    backup_dir = tmp_path / "backup"
-    entry = backup_database(runtime.twin_db, backup_dir)
-    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
-    runtime.close()
-    restore_database(backup_dir, entry, Database(runtime.twin_db.path, keyring.database_key,
-                                                 name="digital_twin"))
+    _erase_then_restore_an_older_backup(runtime, keyring, subject, tmp_path)
     keyring.save(runtime.config.keyring_path)
 
     restarted = Runtime.open(runtime.config, clock=clock, reapply_tombstones=False)
