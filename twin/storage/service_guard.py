@@ -18,8 +18,9 @@ by its owner for as long as it lives, so that the one who is refused can be told
 the files; a record nobody locks is a dead process's and is removed. Local file systems only
 (``flock`` is not reliable over NFS), as for the audit journal.
 
-A PostgreSQL backend implements the same interface with rows in the vault: each replica
-registers with a heartbeat, and ``exclusive`` refuses while a heartbeat is fresh.
+A PostgreSQL deployment implements the same interface with rows in the vault
+(``twin.storage.postgresql.service_guard``): each replica registers with a heartbeat, and
+``exclusive`` refuses while a heartbeat is fresh.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Holder:
 class FilesInUseError(StorageError):
     """Another process holds the files: ``holders`` says who (possibly nobody identifiable)."""
 
-    def __init__(self, path: Path, holders: list[Holder], *, refused: str) -> None:
+    def __init__(self, path: Path | str, holders: list[Holder], *, refused: str) -> None:
         self.path, self.holders = path, holders
         if holders:
             who = holders[0].describe() + (f" and {len(holders) - 1} more" if len(holders) > 1 else "")

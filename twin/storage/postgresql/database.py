@@ -35,6 +35,7 @@ from ..engine import _backoff
 from ..errors import DatabaseBusyError, PoolTimeoutError, StorageError, TransactionConflict
 from .connection import PgConnection, Result
 from .pool import open_pool
+from .service_guard import GUARD_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ READER_ISOLATION = "REPEATABLE READ"
 LOCKED_ISOLATION = "READ COMMITTED"
 
 # Internal tables of the storage core, not listed by table_names().
-INTERNAL_TABLES = ("storage_identity",)
+INTERNAL_TABLES = ("storage_identity", GUARD_TABLE)
 
 
 class PostgresDatabase(ServerBacked, Backend):

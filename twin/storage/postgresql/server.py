@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 from ..dialect import quote_identifier
 from ..errors import SameDatabaseError, ServingRoleError, StatementError, StorageConfigError
 from ..timestamps import to_db, utc_now
+from .service_guard import install_guard_table
 
 IDENTITY_TABLE = "storage_identity"
 
@@ -72,6 +73,7 @@ def write_identity_marker(db: Any, role: str) -> str:
     """
     def write(conn: Any) -> str:
         conn.execute(_IDENTITY_DDL)
+        install_guard_table(conn)  # where replicas register (the live-service guard)
         rows = {r["role"]: r["marker"] for r in conn.execute(f"SELECT role, marker FROM {IDENTITY_TABLE}").fetchall()}
         others = sorted(set(rows) - {role})
         if others:

@@ -1,0 +1,156 @@
+"""The live-service guard on PostgreSQL: replicas on any host register in the vault with a
+heartbeat; a command that replaces or re-encrypts data refuses while one is live, a replica
+cannot start while such a command runs, and a replica that died is forgotten after three
+missed heartbeats."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from storage_backends import concurrently, database_url
+from twin.storage import PostgresSettings, open_postgresql
+from twin.storage.postgresql.server import write_identity_marker
+from twin.storage.postgresql.service_guard import GUARD_TABLE, MISSED_BEATS, PostgresServiceGuard
+from twin.storage.service_guard import FilesInUseError, Holder
+
+ROOT = Path(__file__).resolve().parents[2]
+INTERVAL = 0.2
+
+
+@pytest.fixture
+def vault(pg_server):
+    db = open_postgresql(PostgresSettings(database_url(pg_server.create_database()), pool_size=2,
+                                          pool_max_size=8), name="privacy_vault")
+    write_identity_marker(db, "vault")  # `twin db setup` creates the registry with the marker
+    yield db
+    db.close_all()
+
+
+def _guard(vault) -> PostgresServiceGuard:
+    return PostgresServiceGuard(vault, interval=INTERVAL)
+
+
+def test_a_command_is_refused_while_a_replica_is_registered_and_runs_once_it_has_gone(vault):
+    service = Holder("service", "twin serve", host="replica-2")
+    registration = _guard(vault).register(service)
+    with pytest.raises(FilesInUseError) as refused:
+        with _guard(vault).exclusive(Holder("command", "twin db restore")):
+            pytest.fail("the command ran beside a live replica")
+    assert str(refused.value) == (
+        f"privacy_vault ({vault.display_url}): in use by a running service: twin serve (pid "
+        f"{os.getpid()} on host replica-2, started {service.started_at}); stop it first")
+    assert _guard(vault).holders() == [service]
+    registration.release()
+    assert _guard(vault).holders() == []
+    with _guard(vault).exclusive(Holder("command", "twin db restore")):
+        assert [h.role for h in _guard(vault).holders()] == ["command"]
+
+
+def test_a_replica_cannot_start_while_a_command_holds_the_deployment(vault):
+    with _guard(vault).exclusive(Holder("command", "twin keys rotate")):
+        with pytest.raises(FilesInUseError, match="in use by a command: twin keys rotate .*start "
+                                                  "the service once that command has finished"):
+            _guard(vault).register(Holder("service", "twin serve"))
+    _guard(vault).register(Holder("service", "twin serve")).release()
+
+
+def test_every_replica_is_named_and_a_live_one_stays_registered_through_its_heartbeats(vault):
+    replicas = [_guard(vault).register(Holder("service", "twin serve", host=f"host-{n}")) for n in range(3)]
+    # Longer than a registration lives without heartbeats: they keep it.
+    threading.Event().wait(INTERVAL * MISSED_BEATS * 2)
+    assert sorted(h.host for h in _guard(vault).holders()) == ["host-0", "host-1", "host-2"]
+    with pytest.raises(FilesInUseError, match="and 2 more"):
+        with _guard(vault).exclusive(Holder("command", "twin db rollback")):
+            pass
+    for replica in replicas:
+        replica.release()
+    assert vault.query_one(f"SELECT count(*) FROM {GUARD_TABLE}")[0] == 0
+
+
+_REPLICA = """
+import sys, time
+from twin.storage import PostgresSettings, open_postgresql
+from twin.storage.postgresql.service_guard import PostgresServiceGuard
+from twin.storage.service_guard import Holder
+db = open_postgresql(PostgresSettings(sys.argv[1], pool_size=1), name="privacy_vault")
+PostgresServiceGuard(db, interval=float(sys.argv[2])).register(Holder("service", "twin serve"))
+print("registered", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_replica_killed_with_sigkill_blocks_commands_only_until_its_heartbeats_are_missed(vault):
+    process = subprocess.Popen([sys.executable, "-c", _REPLICA, vault.settings.url, str(INTERVAL)],
+                               cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert process.stdout.readline().strip() == "registered"
+        [holder] = _guard(vault).holders()
+        assert (holder.pid, holder.host) == (process.pid, socket.gethostname())
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    killed_at = time.monotonic()
+    with pytest.raises(FilesInUseError, match=f"pid {process.pid}"):
+        with _guard(vault).exclusive(Holder("command", "twin db restore")):
+            pass
+    deadline = killed_at + INTERVAL * MISSED_BEATS + 5
+    while True:  # the dead replica's last heartbeat ages out
+        try:
+            with _guard(vault).exclusive(Holder("command", "twin db restore")):
+                break
+        except FilesInUseError:
+            assert time.monotonic() < deadline, "a dead replica was never forgotten"
+            threading.Event().wait(INTERVAL / 2)
+    assert time.monotonic() - killed_at >= INTERVAL * (MISSED_BEATS - 1)
+    assert _guard(vault).holders() == []
+
+
+def test_a_command_never_runs_while_a_replica_starting_at_the_same_moment_is_registered(vault):
+    for _ in range(20):
+        barrier = threading.Barrier(2)
+        state = {"command_inside": False, "registered": False, "overlap": False}
+        registrations = []
+
+        def command() -> None:
+            barrier.wait()
+            try:
+                with _guard(vault).exclusive(Holder("command", "twin db restore")):
+                    state["command_inside"] = True
+                    state["overlap"] |= state["registered"]
+                    state["command_inside"] = False
+            except FilesInUseError:
+                pass
+
+        def service() -> None:
+            barrier.wait()
+            try:
+                registrations.append(_guard(vault).register(Holder("service", "twin serve")))
+            except FilesInUseError:
+                return
+            state["registered"] = True
+            state["overlap"] |= state["command_inside"]
+
+        concurrently(command, service)
+        for registration in registrations:
+            registration.release()
+        assert not state["overlap"]
+
+
+def test_without_the_registry_a_replica_is_told_to_run_the_set_up(pg_server):
+    db = open_postgresql(PostgresSettings(database_url(pg_server.create_database()), pool_size=1),
+                         name="privacy_vault")
+    try:
+        with pytest.raises(Exception, match=r"has no service registry: run `twin db setup`"):
+            _guard(db).register(Holder("service", "twin serve"))
+    finally:
+        db.close_all()
