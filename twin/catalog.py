@@ -189,13 +189,19 @@ def open_ledger(path: str | Path | None = None, config: Config | None = None,
     return DatabaseLedger(open_ledger_database(path, config, keyring), owns_db=True)
 
 
-def open_model_manager(config: Config | None = None, keyring: Keyring | None = None,
-                       model_dir: str | Path | None = None) -> "ModelManager":
-    """The catalog's ``model_registry`` database, migrated, with the configured model directory
+def open_model_registry(config: Config | None = None, keyring: Keyring | None = None,
+                        model_dir: str | Path | None = None) -> tuple[Database, Path]:
+    """The catalog's ``model_registry`` database, migrated, and the configured model directory
     (``TWIN_MODEL_DIR``, else ``models/`` beside the database)."""
-    from .model_registry.manager import ModelManager
-
     config = config or Config.from_env()
     keyring = keyring or load_keyring(config)
     db = open_database("model_registry", config, keyring.database_keys)
-    return ModelManager(db, model_dir or config.model_dir or db.path.parent / "models")
+    return db, Path(model_dir or config.model_dir or db.path.parent / "models")
+
+
+def open_model_manager(config: Config | None = None, keyring: Keyring | None = None,
+                       model_dir: str | Path | None = None) -> "ModelManager":
+    """A ``ModelManager`` over ``open_model_registry``."""
+    from .model_registry.manager import ModelManager
+
+    return ModelManager(*open_model_registry(config, keyring, model_dir))

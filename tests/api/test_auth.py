@@ -34,10 +34,14 @@ def protected(app):
     return _operations(app, lambda spec: spec.roles is not None)
 
 
-def test_every_v1_route_is_protected_and_only_v1_routes_are(app, protected):
+def test_every_v1_route_is_protected_and_only_v1_routes_and_their_deprecated_aliases_are(app, protected):
     public = _operations(app, lambda spec: spec.roles is None)
+    aliases = _operations(app, lambda spec: spec.deprecated)
 
-    assert protected and all(path.startswith("/v1/") for _, path in protected)
+    assert protected and all(path.startswith("/v1/") for _, path in protected if (_, path) not in aliases)
+    assert {path for _, path in aliases} == {"/models/info", "/models/x/versions",
+                                             "/models/performance/x", "/models/cleanup"}
+    assert set(aliases) <= set(protected)
     assert {path for _, path in public} == {"/healthz", "/readyz", "/openapi.json"}
     assert not [r.rule for r in app.url_map.iter_rules() if r.rule.startswith("/v1/")
                 and getattr(app.view_functions[r.endpoint], "endpoint_spec", None) is None]

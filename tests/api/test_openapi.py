@@ -51,11 +51,11 @@ def test_every_registered_route_and_method_is_documented(app, spec):
     assert served == documented
 
 
-def test_every_v1_operation_requires_the_bearer_scheme_and_public_ones_do_not(spec):
+def test_every_v1_operation_and_deprecated_alias_requires_the_bearer_scheme_and_public_ones_do_not(spec):
     scheme = spec["components"]["securitySchemes"]["bearerAuth"]
     assert scheme == {"type": "http", "scheme": "bearer"}
     for path, method, operation in _operations(spec):
-        if path.startswith("/v1/"):
+        if path.startswith("/v1/") or operation.get("deprecated"):
             assert operation["security"] == [{"bearerAuth": []}], (method, path)
             assert {"401", "403"} <= set(operation["responses"]), (method, path)
         else:

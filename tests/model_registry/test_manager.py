@@ -203,15 +203,13 @@ def test_a_unicode_name_is_kept_and_its_file_name_is_a_safe_slug(manager, model_
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"model_bytes": "a string"},
-    {"model_bytes": {"weights": [1, 2]}},
     {"metadata": ["not", "a", "dict"]},
     {"metadata": {"bad": float("nan")}},
     {"algorithms": "XGBoost"},
     {"model_type": ""},
 ])
 def test_malformed_arguments_are_refused_with_a_named_error(manager, model_dir, kwargs):
-    arguments = {"name": "m", "model_bytes": b"data", **kwargs}
+    arguments = {"name": "m", "model": b"data", **kwargs}
     with pytest.raises(InvalidModelFieldError):
         manager.save_model(**arguments)
     assert model_files(model_dir) == []

@@ -152,6 +152,7 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
                          sessions)
     for module in (health, profiles, sessions, knowledge, evidence, consents, dsr, admin, audit, models):
         app.register_blueprint(module.bp)
+    app.register_blueprint(models.seed_bp)  # seed 002's paths, deprecated aliases
 
     @app.before_request
     def _start() -> None:

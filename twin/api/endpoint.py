@@ -44,6 +44,7 @@ class EndpointSpec:
     read_only: bool | None = None              # None: GET is, other methods are not
     rules: tuple[str, ...] = ()                # 422 rules beyond the schema (problems.RULES)
     max_body_bytes: int | None = None          # this route's body limit (None: the general one)
+    deprecated: bool = False                   # an old path kept for compatibility (OpenAPI says so)
 
     def writes(self, method: str) -> bool:
         """Whether a request of ``method`` to this route changes stored data."""
@@ -170,14 +171,15 @@ def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_o
              responses: dict[int, Any] | None = None,
              path_patterns: dict[str, str] | None = None, body_optional: bool = False,
              read_only: bool | None = None, rules: tuple[str, ...] = (),
-             max_body_bytes: int | None = None) -> Callable:
+             max_body_bytes: int | None = None, deprecated: bool = False) -> Callable:
     """Declare a route: who may call it, what it takes and answers (also its OpenAPI entry).
     ``read_only=True`` marks a POST that only reads (its body keeps ids out of URLs);
     ``rules`` the checks beyond the schema it may refuse a valid request for (422);
-    ``max_body_bytes`` raises (or lowers) the body limit for this route alone (413 above)."""
+    ``max_body_bytes`` raises (or lowers) the body limit for this route alone (413 above);
+    ``deprecated`` marks an alias kept for old clients (same rules, listed as deprecated)."""
     spec = EndpointSpec(summary, tag, roles, learner_own, body() if body else None,
                         query() if query else None, responses or {}, path_patterns or {},
-                        body_optional, read_only, rules, max_body_bytes)
+                        body_optional, read_only, rules, max_body_bytes, deprecated)
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)

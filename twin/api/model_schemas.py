@@ -36,6 +36,9 @@ class ModelVersionSchema(Schema):
     has_file = fields.Boolean()
     checksum_sha256 = fields.String(allow_none=True)
     size_bytes = fields.Integer(allow_none=True)
+    format = fields.String(allow_none=True, metadata={
+        "description": "bytes (stored as given) or pickle (loaded only with allow_pickle); "
+                       "null without a file", "enum": ["bytes", "pickle", None]})
     created_at = fields.String()
     updated_at = fields.String()
     latest_performance = fields.Nested(ModelPerformanceSchema, allow_none=True)

@@ -156,6 +156,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
                                             "content": {"application/json": {"schema": endpoint_spec.body}}}
             if endpoint_spec.roles is not None:
                 operation["security"] = [{"bearerAuth": []}]
+            if endpoint_spec.deprecated:
+                operation["deprecated"] = True
             if endpoint_spec.rules:
                 operation["x-rules"] = [PROBLEM_TYPE_BASE + rule for rule in endpoint_spec.rules]
             operation["responses"] = _responses(endpoint_spec, method, path_params, problem, headers)

@@ -2,12 +2,12 @@
 
 from .errors import (ChecksumMismatchError, DuplicateVersionError, InvalidModelFieldError,
                      InvalidModelNameError, InvalidVersionError, ModelFileMissingError,
-                     ModelNotFoundError, ModelRegistryError)
+                     ModelNotFoundError, ModelRegistryError, PickleNotAllowedError)
 from .manager import ModelManager
 from .performance import ModelPerformance
 
 __all__ = [
     "ChecksumMismatchError", "DuplicateVersionError", "InvalidModelFieldError",
     "InvalidModelNameError", "InvalidVersionError", "ModelFileMissingError", "ModelManager",
-    "ModelNotFoundError", "ModelPerformance", "ModelRegistryError",
+    "ModelNotFoundError", "ModelPerformance", "ModelRegistryError", "PickleNotAllowedError",
 ]

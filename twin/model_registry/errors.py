@@ -33,3 +33,7 @@ class ModelFileMissingError(ModelRegistryError):
 
 class ChecksumMismatchError(ModelRegistryError):
     """The model file's SHA-256 differs from the one recorded when it was saved: refused."""
+
+
+class PickleNotAllowedError(ModelRegistryError):
+    """The version was stored as a pickle and the caller did not pass ``allow_pickle=True``."""

@@ -1,16 +1,16 @@
 """``ModelManager``: the seed's model registry on the storage core, with checksummed files.
 
+    >>> manager = ModelManager()               # the configured registry, as the seed
     >>> manager = ModelManager(open_database("model_registry", config, keyring.database_keys), model_dir)
     >>> record = manager.save_model("resource_predictor", onnx_bytes, model_type="ensemble")
     >>> record["version"]                      # "1", then "2", ... (see twin.model_registry.naming)
     >>> manager.load_model("resource_predictor")   # the active version's bytes
 
-Security: models are stored and returned as **bytes that the caller serialises**. The seed
-pickled model objects; unpickling runs arbitrary code, so a model file swapped on disk (or a
-registry row pointed elsewhere) would execute code in the service. This registry never
-unpickles and offers no pickle helper. Prefer formats that carry no code (ONNX,
-safetensors, JSON weights). If you must store pickles, unpickle only what you saved
-yourself: the SHA-256 check proves the file is the one that was saved, not that it is safe.
+Security: bytes are stored and returned as they are; any other object is pickled, as the seed
+did, and its format is recorded with the version. Unpickling runs arbitrary code, so loading
+a pickled version needs ``load_model(..., allow_pickle=True)`` and verifies the SHA-256 first
+(see ``twin.model_registry.formats``). Prefer formats that carry no code (ONNX, safetensors,
+JSON weights) saved as bytes.
 
 Every public method returns JSON-serialisable dicts and lists (timestamps ISO-8601 UTC), so
 the REST layer can return them as they are. Files are named after a slug of the model name
@@ -31,6 +31,7 @@ from twin.storage.timestamps import to_db, utc_now
 from .errors import DuplicateVersionError, InvalidModelFieldError, ModelFileMissingError, \
     ModelNotFoundError
 from .files import ModelFileStore
+from .formats import check_allowed, deserialise, serialise
 from .naming import model_file_name, next_version, validate_name, validate_version
 from .history import VersionHistory, metrics_view
 from .performance import json_text
@@ -69,48 +70,56 @@ class ModelManager(VersionHistory):
     """Model versions, the active version per name, metrics history and training records
     (``history.VersionHistory``)."""
 
-    def __init__(self, db: Database, model_dir: str | Path) -> None:
-        """``db`` must be migrated to ``twin.model_registry.schema.MIGRATIONS``;
-        ``model_dir`` is created with mode 0700 if missing."""
+    def __init__(self, db: Database | None = None, model_dir: str | Path | None = None) -> None:
+        """The seed's ``ModelManager()``: without ``db``, the configured registry (the catalog's
+        ``model_registry`` database and ``TWIN_MODEL_DIR``, from the environment).
+
+        A given ``db`` must be migrated to ``twin.model_registry.schema.MIGRATIONS``;
+        ``model_dir`` (default ``models/`` beside the database) is created with mode 0700.
+        """
+        if db is None:
+            from twin.catalog import open_model_registry
+
+            db, model_dir = open_model_registry(model_dir=model_dir)
         self.db = db
-        self.files = ModelFileStore(model_dir)
+        self.files = ModelFileStore(model_dir if model_dir is not None else db.path.parent / "models")
 
     @classmethod
     def open(cls, config: "Config | None" = None, keyring: "Keyring | None" = None,
              model_dir: str | Path | None = None) -> "ModelManager":
         """The catalog's ``model_registry`` database, migrated, with the configured model
         directory, through the catalog (``twin.catalog.open_model_manager``)."""
-        from twin.catalog import open_model_manager
+        from twin.catalog import open_model_registry
 
-        return open_model_manager(config, keyring, model_dir)
+        return cls(*open_model_registry(config, keyring, model_dir))
 
     # -- saving ---------------------------------------------------------------------------
 
-    def save_model(self, name: str, model_bytes: bytes, version: str | None = None,
+    def save_model(self, name: str, model: Any, version: str | None = None,
                    model_type: str | None = None, algorithms: Sequence[str] | None = None,
                    metadata: Mapping[str, Any] | None = None, activate: bool = True) -> Record:
-        """Store a new version's bytes and register it; return its record.
+        """Store a new version and register it; return its record.
 
-        Without ``version`` the next one is derived (``"1"``, ``"2"``, ``"1.0.0"`` ->
-        ``"1.0.1"``). ``activate`` makes it the name's active version. Raises
-        ``InvalidModelNameError``, ``InvalidVersionError``, ``DuplicateVersionError``.
+        ``model``: bytes are stored as they are (format ``bytes``); any other object is
+        pickled (format ``pickle``, loaded only with ``allow_pickle=True``). Without
+        ``version`` the next one is derived (``"1"``, ``"2"``, ``"1.0.0"`` -> ``"1.0.1"``).
+        ``activate`` makes it the name's active version. Raises ``InvalidModelNameError``,
+        ``InvalidVersionError``, ``DuplicateVersionError``.
         """
         name = validate_name(name)
         if version is not None:
             validate_version(version)
-        if not isinstance(model_bytes, (bytes, bytearray, memoryview)):
-            raise InvalidModelFieldError("model_bytes must be bytes (serialise the model first), "
-                                         f"got {type(model_bytes).__name__}")
         fields = _descriptive(model_type, algorithms, metadata)
+        data, model_format = serialise(model)
         # Written before taking the write lock: a large model must not block other writers.
-        staged = self.files.stage(bytes(model_bytes))
+        staged = self.files.stage(data)
         published = None
         try:
             with self.db.transaction() as conn:
                 version = self._claim_version(conn, name, version)
                 file_name = model_file_name(name, version)
                 model_id = self._insert(conn, name, version, fields, activate,
-                                        file_name, staged.sha256, staged.size)
+                                        file_name, staged.sha256, staged.size, model_format)
                 published = self.files.publish(staged, file_name)
         except BaseException:
             self.files.discard(staged.path, published)
@@ -146,7 +155,8 @@ class ModelManager(VersionHistory):
 
     @staticmethod
     def _insert(conn: Any, name: str, version: str, fields: _Descriptive, activate: bool,
-                file_name: str | None, sha256: str | None, size: int | None) -> str:
+                file_name: str | None, sha256: str | None, size: int | None,
+                model_format: str = "bytes") -> str:
         now = to_db(utc_now())
         model_id = f"mdl_{secrets.token_hex(10)}"
         seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM model_registry WHERE name = ?",
@@ -156,10 +166,11 @@ class ModelManager(VersionHistory):
                          "WHERE name = ? AND is_active = 1", (now, name))
         conn.execute(
             "INSERT INTO model_registry (model_id, name, version, seq, model_type, algorithms, "
-            "metadata, is_active, file_name, checksum_sha256, size_bytes, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "metadata, is_active, file_name, checksum_sha256, size_bytes, format, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (model_id, name, version, seq, fields.model_type, fields.algorithms_json,
-             fields.metadata_json, int(bool(activate)), file_name, sha256, size, now, now))
+             fields.metadata_json, int(bool(activate)), file_name, sha256, size, model_format,
+             now, now))
         return model_id
 
     # -- the active version and loading ---------------------------------------------------
@@ -184,18 +195,21 @@ class ModelManager(VersionHistory):
                                 (name,))
         return None if row is None else self._record(self.db.connection(), row)
 
-    def load_model(self, name: str, version: str | None = None) -> bytes:
-        """The stored bytes of ``version`` (default: the active version).
+    def load_model(self, name: str, version: str | None = None, *, allow_pickle: bool = False) -> Any:
+        """``version`` (default: the active version) as saved: its bytes, or, for a pickled
+        version and only with ``allow_pickle=True``, the unpickled object.
 
-        Raises ``ChecksumMismatchError`` if the file changed since it was saved,
+        Raises ``ChecksumMismatchError`` if the file changed since it was saved (checked before
+        unpickling), ``PickleNotAllowedError`` for a pickle without ``allow_pickle``,
         ``ModelFileMissingError`` if there is no file, ``ModelNotFoundError``.
         """
         name = validate_name(name)
         row = self._row(self.db.connection(), name, version)
+        what = f"model {name!r} version {row['version']!r}"
         if row["file_name"] is None:
-            raise ModelFileMissingError(
-                f"model {name!r} version {row['version']!r} was registered without a file")
-        return self.files.read(row["file_name"], row["checksum_sha256"])
+            raise ModelFileMissingError(f"{what} was registered without a file")
+        check_allowed(row["format"], allow_pickle=allow_pickle, what=what)
+        return deserialise(self.files.read(row["file_name"], row["checksum_sha256"]), row["format"])
 
     def _row(self, conn: Any, name: str, version: str | None) -> Any:
         if version is None:
@@ -284,6 +298,7 @@ class ModelManager(VersionHistory):
             "metadata": json.loads(row["metadata"]),
             "is_active": bool(row["is_active"]),
             "has_file": row["file_name"] is not None,
+            "format": row["format"] if row["file_name"] is not None else None,
             "checksum_sha256": row["checksum_sha256"],
             "size_bytes": row["size_bytes"],
             "created_at": row["created_at"],

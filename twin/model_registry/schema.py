@@ -79,9 +79,21 @@ DROP TABLE performance_metrics;
 DROP TABLE model_registry;
 """
 
+# v2: how the stored bytes are read back (``twin.model_registry.formats``): ``bytes`` as given,
+# or ``pickle`` (seed 002 pickled model objects; loading one needs an explicit opt-in).
+V2_UP = """
+ALTER TABLE model_registry ADD COLUMN format TEXT NOT NULL DEFAULT 'bytes'
+    CHECK (format IN ('bytes', 'pickle'));
+"""
+
+V2_DOWN = """
+ALTER TABLE model_registry DROP COLUMN format;
+"""
+
 MIGRATIONS = [
     Migration(1, "model registry", V1_UP, V1_DOWN,
               "seed tables plus unique versions, one active per name, checksums, cascades"),
+    Migration(2, "model format", V2_UP, V2_DOWN, "bytes as given or a pickle (opt-in to load)"),
 ]
 
 # Personal-data declaration (see compliance.registry): model metadata and metrics only.
