@@ -1,12 +1,17 @@
-"""Compliance benchmarks.
+"""Compliance benchmarks: DSR export and erasure as a subject's history grows, and the
+retention purge under read load. Each figure is printed next to a baseline measured in the same
+run, with min/median/max over interleaved rounds.
 
-1. Export and erase time for one subject with 10k sessions and 1k knowledge states
-   (targets: export < 1 s, erase < 0.5 s), next to a plain SQLite run of the same work.
+1. DSR export and erase of one subject with 1k, 10k and 100k sessions (and 100 knowledge
+   states), with field encryption and without it (``TWIN_BENCH_PLAINTEXT``: same code, no
+   crypto): the curve, and the export's peak Python memory (flat: it streams).
+   Targets: export 10k < 0.5 s, 100k < 5 s; erase 100k < 1 s.
 2. Retention purge throughput for 1M expired session rows (target >= 50k rows/s), with the
    API's p99 latency for profile reads measured while the purge runs (target < 50 ms), next
    to the same reads with no purge running.
 
-    .venv/bin/python bench/compliance.py [--purge-rows 1000000]
+    .venv/bin/python bench/compliance.py [--rounds 3] [--sizes 1000,10000,100000] [--purge-rows 1000000]
+    .venv/bin/python bench/compliance.py --quick     # smoke run: small sizes, one round
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import statistics
 import tempfile
 import threading
 import time
+import tracemalloc
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,6 +33,7 @@ from compliance.audit import Actor
 from compliance.keyring import Keyring
 from twin.config import Config
 from twin.runtime import Runtime
+from twin.storage.maintenance import truncate_wal
 from twin.storage.timestamps import to_db, utc_now
 
 ADMIN = Actor("bench", "admin")
@@ -39,43 +46,102 @@ def fill_subject(rt: Runtime, user_id: str, sessions: int, knowledge: int) -> st
     subject = rt.hasher.hash(user_id)
     sealer = rt.keys.writer(subject)
     now = utc_now()
+
     def sealed(i: int, column: str, value: object) -> bytes:
         return sealer.seal("learning_sessions", column, f"ses_{user_id}_{i}", value)
 
-    rows = [(f"ses_{user_id}_{i}", pid, sealed(i, "session_type", "lesson"), to_db(now - timedelta(minutes=i)),
-             sealed(i, "topics_covered", ["a", "b"]), sealed(i, "performance_metrics", {"score": i % 100}),
-             0.5, "completed") for i in range(sessions)]
     kstates = [(pid, f"domain{i % 10}", f"topic{i}", 0.5, 0.5, to_db(now),
                 sealer.seal("knowledge_states", "learning_trajectory", f"{pid}/domain{i % 10}/topic{i}", {"s": i}), 1)
                for i in range(knowledge)]
-
-    def insert(conn):
-        conn.executemany("INSERT INTO learning_sessions (session_id, profile_id, session_type, start_time, "
-                         "topics_covered, performance_metrics, engagement_score, completion_status) "
-                         "VALUES (?,?,?,?,?,?,?,?)", rows)
-        conn.executemany("INSERT INTO knowledge_states (profile_id, knowledge_domain, topic, mastery_level, "
-                         "confidence_score, last_accessed, learning_trajectory, prerequisites_met) "
-                         "VALUES (?,?,?,?,?,?,?,?)", kstates)
-    rt.twin_db.write(insert)
+    rt.twin_db.write(lambda conn: conn.executemany(
+        "INSERT INTO knowledge_states (profile_id, knowledge_domain, topic, mastery_level, confidence_score, "
+        "last_accessed, learning_trajectory, prerequisites_met) VALUES (?,?,?,?,?,?,?,?)", kstates))
+    for start in range(0, sessions, 20_000):  # bounded memory while seeding, too
+        rows = [(f"ses_{user_id}_{i}", pid, sealed(i, "session_type", "lesson"),
+                 to_db(now - timedelta(minutes=i)), sealed(i, "topics_covered", ["a", "b"]),
+                 sealed(i, "performance_metrics", {"score": i % 100}), 0.5, "completed")
+                for i in range(start, min(sessions, start + 20_000))]
+        rt.twin_db.write(lambda conn, rows=rows: conn.executemany(
+            "INSERT INTO learning_sessions (session_id, profile_id, session_type, start_time, topics_covered, "
+            "performance_metrics, engagement_score, completion_status) VALUES (?,?,?,?,?,?,?,?)", rows))
     return subject
 
 
-def dsr_bench(plaintext: bool) -> dict[str, float]:
+def _dsr_runtime(plaintext: bool, sessions: int, rounds: int) -> Runtime:
+    """A runtime whose database holds ``rounds`` subjects of ``sessions`` sessions (one erased
+    per round) among 20 others."""
     d = Path(tempfile.mkdtemp(prefix="twin-bench-dsr-"))
     rt = Runtime(Config(env="test", data_dir=d, keyring_path=d / "k.json", bench_plaintext=plaintext),
                  Keyring.generate())
     for n in range(20):  # other subjects, so the subject's rows are not the whole file
         fill_subject(rt, f"other-{n}", 500, 50)
-    fill_subject(rt, "subject-under-test", 10_000, 1_000)
+    for r in range(rounds):
+        fill_subject(rt, f"subject-{r}", sessions, 100)
+    truncate_wal(rt.twin_db)
+    return rt
+
+
+def _dsr_round(rt: Runtime, user_id: str, sessions: int) -> dict[str, float]:
     start = time.perf_counter()
-    size = sum(len(chunk) for chunk in rt.subject_requests.export(ADMIN, None, "subject-under-test"))
+    size = sum(len(chunk) for chunk in rt.subject_requests.export(ADMIN, None, user_id))
     export_s = time.perf_counter() - start
+    tracemalloc.start()
+    for _ in rt.subject_requests.export(ADMIN, None, user_id):
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
     start = time.perf_counter()
-    receipt = rt.subject_requests.erase(ADMIN, None, user_id="subject-under-test")
+    receipt = rt.subject_requests.erase(ADMIN, None, user_id=user_id)
     erase_s = time.perf_counter() - start
-    assert receipt.verified and receipt.counts["learning_sessions"] == 10_000
-    rt.close()
-    return {"export_s": export_s, "erase_s": erase_s, "export_mb": size / 1e6}
+    assert receipt.verified and receipt.counts["learning_sessions"] == sessions, receipt
+    return {"export_s": export_s, "erase_s": erase_s, "export_mb": size / 1e6, "peak_mb": peak / 1e6}
+
+
+def dsr_curve(sizes: list[int], rounds: int) -> dict[int, dict[str, dict[str, list[float]]]]:
+    """Per size, per mode (encrypted, plain): each measure over ``rounds`` interleaved rounds."""
+    results: dict[int, dict[str, dict[str, list[float]]]] = {}
+    for sessions in sizes:
+        print(f"  seeding {rounds} subjects of {sessions:,} sessions, encrypted and plain ...", flush=True)
+        runtimes = {"encrypted": _dsr_runtime(False, sessions, rounds), "plain": _dsr_runtime(True, sessions, rounds)}
+        results[sessions] = {mode: {} for mode in runtimes}
+        for r in range(rounds):
+            for mode, rt in runtimes.items():
+                for measure, value in _dsr_round(rt, f"subject-{r}", sessions).items():
+                    results[sessions][mode].setdefault(measure, []).append(value)
+        for rt in runtimes.values():
+            rt.close()
+    return results
+
+
+def _spread(values: list[float], scale: float = 1.0, fmt: str = "{:.0f}") -> str:
+    values = sorted(v * scale for v in values)
+    return "/".join(fmt.format(v) for v in (values[0], statistics.median(values), values[-1]))
+
+
+def print_dsr(results: dict[int, dict[str, dict[str, list[float]]]]) -> None:
+    print("\nDSR of one subject as the history grows (100 knowledge states; 20 other subjects present)")
+    print("  min/median/max ms over rounds; ratio = encrypted median / plain median (same code, no field crypto)")
+    print(f"  {'sessions':>9} | {'export ms':>17} {'plain':>17} {'ratio':>5} {'MB':>5} {'peak MB':>7}"
+          f" | {'erase ms':>17} {'plain':>17} {'ratio':>5}")
+    targets = {10_000: ("export", 0.5), 100_000: ("export", 5.0)}
+    for sessions, modes in results.items():
+        enc, plain = modes["encrypted"], modes["plain"]
+        print(f"  {sessions:>9,} | {_spread(enc['export_s'], 1000):>17} {_spread(plain['export_s'], 1000):>17} "
+              f"{statistics.median(enc['export_s']) / statistics.median(plain['export_s']):>5.2f} "
+              f"{statistics.median(enc['export_mb']):>5.1f} {max(enc['peak_mb']):>7.2f} | "
+              f"{_spread(enc['erase_s'], 1000):>17} {_spread(plain['erase_s'], 1000):>17} "
+              f"{statistics.median(enc['erase_s']) / statistics.median(plain['erase_s']):>5.2f}")
+    for sessions, modes in results.items():
+        export, erase = statistics.median(modes["encrypted"]["export_s"]), statistics.median(modes["encrypted"]["erase_s"])
+        if sessions in targets:
+            print(f"  export of {sessions:,} sessions: median {export:.2f} s, target < {targets[sessions][1]} s "
+                  f"({'met' if export < targets[sessions][1] else 'NOT met'})")
+        if sessions == 100_000:
+            print(f"  erase of {sessions:,} sessions: median {erase:.2f} s, target < 1 s "
+                  f"({'met' if erase < 1 else 'NOT met'})")
+    peaks = [max(m["encrypted"]["peak_mb"]) for m in results.values()]
+    print(f"  export peak Python memory from {min(results):,} to {max(results):,} sessions: "
+          f"{peaks[0]:.2f} -> {peaks[-1]:.2f} MB (flat: streamed)")
 
 
 def _reader(args: tuple) -> list[float]:
@@ -152,14 +218,14 @@ def purge_bench(rows: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="compliance benchmarks")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", default="1000,10000,100000", help="sessions per subject, comma-separated")
     parser.add_argument("--purge-rows", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1k and 5k sessions, one round, 20k purge rows")
     args = parser.parse_args()
-    enc, plain = dsr_bench(False), dsr_bench(True)
-    print("\nDSR for one subject with 10,000 sessions and 1,000 knowledge states (20 other subjects present)")
-    print(f"  export: {enc['export_s'] * 1000:7.0f} ms  ({enc['export_mb']:.1f} MB)   plain SQLite, no field crypto: "
-          f"{plain['export_s'] * 1000:6.0f} ms   target < 1000 ms")
-    print(f"  erase:  {enc['erase_s'] * 1000:7.0f} ms                plain SQLite, no field crypto: "
-          f"{plain['erase_s'] * 1000:6.0f} ms   target < 500 ms")
+    if args.quick:
+        args.rounds, args.sizes, args.purge_rows = 1, "1000,5000", 20_000
+    print_dsr(dsr_curve([int(n) for n in args.sizes.split(",")], args.rounds))
     purge = purge_bench(args.purge_rows)
     print(f"\nRetention purge of {purge['rows']:,} expired session rows: {purge['seconds']:.1f} s = "
           f"{purge['rows_per_s']:,.0f} rows/s   target >= 50,000 rows/s")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -67,6 +67,24 @@ class FieldCipher:
             raise DecryptionError(
                 "ciphertext failed authentication (tampered, moved to another row/column, or wrong key)"
             ) from None
+
+    def decrypt_many(self, pairs: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        """``decrypt`` of every ``(blob, aad)``, in order: the same checks, with the per-value
+        call overhead paid once (exports open hundreds of thousands of values)."""
+        aeads, header_size, body = self._aeads, _HEADER.size, _HEADER.size + NONCE_BYTES
+        out = []
+        try:
+            for blob, aad in pairs:
+                blob = _as_ciphertext(blob)
+                aead = aeads.get(int.from_bytes(blob[1:header_size], "big"))
+                if aead is None:
+                    return [self.decrypt(blob, aad) for blob, aad in pairs]  # raises as decrypt does
+                out.append(aead.decrypt(blob[header_size:body], blob[body:], blob[:header_size] + aad))
+        except InvalidTag:
+            raise DecryptionError(
+                "ciphertext failed authentication (tampered, moved to another row/column, or wrong key)"
+            ) from None
+        return out
 
     def needs_rewrap(self, blob: bytes) -> bool:
         """True when the ciphertext is not under the active key (rotation work to do)."""

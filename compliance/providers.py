@@ -20,7 +20,8 @@ from .personal_data import PersonalTable, subject_params
 # chunk, and well below any engine's limit on bound parameters.
 SUBJECTS_PER_STATEMENT = 200
 
-Section = tuple[str, Iterator[dict[str, Any]]]
+# A section of the export: its name and its rows, in batches (each batch decoded at once).
+Section = tuple[str, Iterator[list[dict[str, Any]]]]
 
 
 class PersonalDataProvider(Protocol):
@@ -31,8 +32,9 @@ class PersonalDataProvider(Protocol):
     holds_subject_keys: bool             # the vault: ending a subject here shreds their key
 
     def export(self, subject_hash: str, reader: Any, batch: int) -> Iterator[Section]:
-        """``(section, rows)`` of the subject's export, in document order; ``reader`` opens
-        their sealed values (None: the subject has no key, so there is nothing to show)."""
+        """``(section, batches of rows)`` of the subject's export, in document order, at most
+        ``batch`` rows a batch; ``reader`` opens their sealed values (None: the subject has no
+        key, so there is nothing to show)."""
 
     def export_counts(self, subject_hash: str) -> dict[str, int]:
         """Rows of the subject per export section (what ``export`` would send now)."""
@@ -90,20 +92,20 @@ class TableProvider:
             conn.close()
 
     def _rows(self, conn: Any, table: PersonalTable, subject_hash: str, reader: Any,
-              batch: int) -> Iterator[dict[str, Any]]:
+              batch: int) -> Iterator[list[dict[str, Any]]]:
         cursor = conn.execute(
             f"SELECT {table.select_list()} FROM {table.name} WHERE {table.subjects_where(1)} "
             f"ORDER BY {table.order_by or table.pk}", subject_params([subject_hash]))
         while rows := cursor.fetchmany(batch):
             if reader is None:  # rows without a key: an erasure is mid-way, export none
                 return
-            for row in rows:
-                yield self.export_row(conn, table, row, reader)
+            yield self.export_rows(conn, table, rows, reader)
 
-    def export_row(self, conn: Any, table: PersonalTable, row: Any, reader: Any) -> dict[str, Any]:
-        """One row in the export (an owner adds what its rows mean beyond their columns, read
-        on ``conn``, the export's snapshot)."""
-        return table.export_row(row, reader)
+    def export_rows(self, conn: Any, table: PersonalTable, rows: Sequence[Any],
+                    reader: Any) -> list[dict[str, Any]]:
+        """A batch of rows in the export (an owner adds what its rows mean beyond their
+        columns, read on ``conn``, the export's snapshot)."""
+        return table.export_rows(rows, reader)
 
     # -- retention ------------------------------------------------------------------------
 

@@ -26,5 +26,14 @@ class VaultProvider(TableProvider):
         self._trail = next(t for t in tables if t.name == "audit_events")
 
     def export(self, subject_hash: str, reader: Any, batch: int) -> Iterator[Section]:
-        yield self._trail.export_as or "disclosures", \
-            (event.to_dict() for event in self.audit.iter_subject(subject_hash))
+        yield self._trail.export_as or "disclosures", self._events(subject_hash, batch)
+
+    def _events(self, subject_hash: str, batch: int) -> Iterator[list[dict[str, Any]]]:
+        rows: list[dict[str, Any]] = []
+        for event in self.audit.iter_subject(subject_hash, batch):
+            rows.append(event.to_dict())
+            if len(rows) == batch:
+                yield rows
+                rows = []
+        if rows:
+            yield rows

@@ -44,10 +44,12 @@ class LearnerDataProvider(TableProvider):
         super().__init__(db, tables)
         self.keys, self.parameters, self.explain = keys, parameters, explain
 
-    def export_row(self, conn: Any, table: PersonalTable, row: Any, reader: Any) -> dict[str, Any]:
-        out = super().export_row(conn, table, row, reader)
+    def export_rows(self, conn: Any, table: PersonalTable, rows: Sequence[Any],
+                    reader: Any) -> list[dict[str, Any]]:
+        out = super().export_rows(conn, table, rows, reader)
         if table is KNOWLEDGE:
-            out["explanation"] = self.explain(conn, reader, traces.state_of(row, reader))
+            for row, exported in zip(rows, out):
+                exported["explanation"] = self.explain(conn, reader, traces.state_of(row, reader))
         return out
 
     def purge_expired(self, table: PersonalTable, expired_ids_sql: str, params: dict[str, Any]) -> int:
