@@ -17,7 +17,12 @@ def _files_containing(root: Path, needles: list[bytes]) -> dict[str, list[bytes]
     """Every file under ``root`` (databases, -wal, -shm, anything else) holding any needle."""
     hits: dict[str, list[bytes]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            # An audit-journal segment the flusher imported into the vault and removed while we
+            # listed: its events are in privacy_vault.db (and -wal), which the scan reads.
+            continue
         found = [n for n in needles if n in data]
         if found:
             hits[str(path.relative_to(root))] = found
