@@ -31,6 +31,7 @@ from .audit_events import (ACTIONS, COLUMNS, MAX_DETAILS_BYTES, MAX_QUERY_LIMIT,
                            chained, compute_event_hash, is_staged_event, stamped, to_event, validated)
 from .audit_journal import AuditJournal
 from .audit_staging import StagedEvents
+from .audit_vault_staging import VaultStagedEvents
 from .hash_chain import GENESIS_HASH, ChainVerification
 
 __all__ = ["ACTIONS", "GENESIS_HASH", "MAX_DETAILS_BYTES", "MAX_QUERY_LIMIT", "ROLES", "Actor",
@@ -70,11 +71,17 @@ class AuditTrail:
     """
 
     def __init__(self, vault: Database, clock: Callable[[], datetime] = utc_now, *,
-                 journal: AuditJournal | None = None, flush_delay: float = FLUSH_DELAY_S) -> None:
+                 journal: AuditJournal | None = None, flush_delay: float = FLUSH_DELAY_S,
+                 stage_in_vault: bool = False) -> None:
+        """``stage_in_vault``: stage in the vault itself instead of a journal (replicas
+        without a local disk: ``compliance.audit_vault_staging``)."""
         self.vault = vault
         self._clock = clock
-        self._staging = None if journal is None else \
-            StagedEvents(journal, vault, self._append_staged, clock, flush_delay)
+        self._staging: StagedEvents | VaultStagedEvents | None = None
+        if stage_in_vault:
+            self._staging = VaultStagedEvents(vault, self._append_staged, flush_delay)
+        elif journal is not None:
+            self._staging = StagedEvents(journal, vault, self._append_staged, clock, flush_delay)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -117,7 +124,7 @@ class AuditTrail:
         """Raise ``AuditJournalFullError`` unless the journal could stage an event now even on
         a disk that fills meanwhile (see ``AuditJournal.ensure_room``)."""
         if self._staging is not None:
-            self._staging.journal.ensure_room()
+            self._staging.ensure_room()
 
     def flush(self) -> int:
         """Move staged events into the chain now: this process's and any a dead process left

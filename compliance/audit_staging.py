@@ -111,6 +111,10 @@ class StagedEvents:
         self.journal.append(event)
         self._flusher.wake()
 
+    def ensure_room(self) -> None:
+        """``AuditJournal.ensure_room``: could an event be staged now, even on a filling disk."""
+        self.journal.ensure_room()
+
     def flush(self) -> int:
         """Import every staged event now: this process's, then any a dead process left behind.
         Returns how many reached the trail.

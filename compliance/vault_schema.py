@@ -119,9 +119,20 @@ ALTER TABLE api_tokens DROP COLUMN last_used_at;
 ALTER TABLE api_tokens DROP COLUMN expires_at;
 """
 
+
+
+def _v4_up(conn, dialect) -> None:  # noqa: ANN001 - a migration step takes the driver's connection
+    """Audit events staged in the vault, for replicas without a local journal
+    (``compliance.audit_vault_staging``): JSON text, chained and deleted by the flusher."""
+    conn.execute(f"CREATE TABLE audit_staged_events (id {dialect.identity}, event TEXT NOT NULL)")
+
+
+V4_DOWN = "DROP TABLE audit_staged_events;"
+
 MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job locks", V1_UP, V1_DOWN),
               Migration(2, "audit journal import markers", V2_UP, V2_DOWN),
-              Migration(3, "token expiry and last use", _v3_up, V3_DOWN)]
+              Migration(3, "token expiry and last use", _v3_up, V3_DOWN),
+              Migration(4, "audit events staged in the vault", _v4_up, V4_DOWN)]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
 
@@ -164,4 +175,7 @@ NO_PERSONAL_DATA = {
     "schema_version": "migration bookkeeping",
     "audit_checkpoints": "hashes of purged audit events, no subject reference",
     "job_locks": "names of running jobs",
+    "audit_staged_events": "audit events for the moment (a flush delay) before they join "
+                           "audit_events, which declares them; every reader of the trail "
+                           "chains them first",
 }

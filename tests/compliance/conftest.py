@@ -1,6 +1,6 @@
 """Compliance fixtures: a forensic reader that decrypts every page of a database file and its WAL
-(free pages and stale frames included), to prove what an erasure or purge left behind. Learner
-subjects made through the real services (``make_subject``) come from tests/conftest.py."""
+(free pages and stale frames included; ``tests/sqlcipher_pages.py``), to prove what an erasure
+or purge left behind. Learner subjects made through the real services (``make_subject``) come from tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -8,18 +8,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from sqlcipher_pages import decrypted_file_content
 from twin.runtime import Runtime
 from twin.storage import Database, open_keyed
-
-# SQLCipher 4 defaults (the engine sets no cipher_* pragma): 4 KiB pages, AES-256-CBC, and
-# 80 reserved bytes at each page's end (16-byte IV, then the HMAC). Page 1 starts with the salt.
-_PAGE = 4096
-_RESERVE = 80
-_SALT = 16
-_WAL_HEADER = 32
-_WAL_FRAME_HEADER = 24
 
 
 def subject_ciphertexts(runtime: Runtime, subject_hash: str) -> list[bytes]:
@@ -44,29 +36,6 @@ def subject_ciphertexts(runtime: Runtime, subject_hash: str) -> list[bytes]:
 @pytest.fixture
 def ciphertexts_of(runtime) -> Callable[[str], list[bytes]]:
     return lambda subject_hash: subject_ciphertexts(runtime, subject_hash)
-
-
-def _decrypt_page(key: bytes, page: bytes, first: bool) -> bytes:
-    start = _SALT if first else 0
-    iv = page[_PAGE - _RESERVE:_PAGE - _RESERVE + 16]
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-    return decryptor.update(page[start:_PAGE - _RESERVE]) + decryptor.finalize()
-
-
-def decrypted_file_content(path: Path, key: bytes) -> bytes:
-    """Every page of a SQLCipher file and of its WAL, decrypted: live rows, free pages and
-    stale WAL frames alike. What someone holding the key could dig out of the files."""
-    out = []
-    data = path.read_bytes() if path.exists() else b""
-    for offset in range(0, len(data) - _PAGE + 1, _PAGE):
-        out.append(_decrypt_page(key, data[offset:offset + _PAGE], offset == 0))
-    wal = Path(str(path) + "-wal")
-    data = wal.read_bytes() if wal.exists() else b""
-    frame = _WAL_FRAME_HEADER + _PAGE
-    for offset in range(_WAL_HEADER, len(data) - frame + 1, frame):
-        page_number = int.from_bytes(data[offset:offset + 4], "big")
-        out.append(_decrypt_page(key, data[offset + _WAL_FRAME_HEADER:offset + frame], page_number == 1))
-    return b"\x00".join(out)
 
 
 def raw_file_bytes(path: Path) -> bytes:

@@ -1,0 +1,154 @@
+"""Audit events staged in the vault (replicas without a local journal): an event is a
+committed vault row when ``stage()`` returns; any trail's flush chains every staged event
+exactly once into one chain that verifies, including the events of a process killed right
+after staging them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from compliance.audit import Actor, AuditTrail
+from storage_backends import concurrently
+from twin.storage import Database
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVICE = Actor("tok_service1", "service")
+SUBJECT = "b" * 64
+
+
+@pytest.fixture
+def vault(open_catalog_db):
+    return open_catalog_db("privacy_vault")
+
+
+@pytest.fixture
+def make_trail(vault):
+    """make_trail(db=vault, flush_delay=60) -> a trail staging in the vault; closed after."""
+    trails = []
+
+    def make(db=None, flush_delay: float = 60.0) -> AuditTrail:
+        trail = AuditTrail(db or vault, stage_in_vault=True, flush_delay=flush_delay)
+        trails.append(trail)
+        return trail
+
+    yield make
+    for trail in trails:
+        trail.close()
+
+
+def _staged(vault) -> int:
+    return vault.query_one("SELECT count(*) FROM audit_staged_events")[0]
+
+
+def _chained(vault) -> list[str]:
+    return [r[0] for r in vault.query("SELECT request_id FROM audit_events ORDER BY seq")]
+
+
+def test_a_staged_event_is_a_committed_vault_row_when_stage_returns(make_trail, vault, keyring):
+    trail = make_trail()
+    trail.stage(SERVICE, "read", subject_hash=SUBJECT, resource="profile:prf_1", request_id="r-1")
+    # Another process's view of the vault (a connection of its own) sees it, before any flush.
+    other = Database(vault.path, keyring.database_key, name="privacy_vault")
+    try:
+        assert other.query_one("SELECT count(*) FROM audit_staged_events")[0] == 1
+    finally:
+        other.close_all()
+    assert _chained(vault) == []
+
+    assert trail.flush() == 1
+    assert _chained(vault) == ["r-1"] and _staged(vault) == 0
+    [event] = trail.query()
+    assert (event.actor_id, event.action, event.subject_hash, event.resource) == (
+        "tok_service1", "read", SUBJECT, "profile:prf_1")
+    assert trail.verify().ok
+
+
+def test_reading_the_trail_chains_what_was_staged_first(make_trail):
+    trail = make_trail()
+    for i in range(3):
+        trail.stage(SERVICE, "read", subject_hash=SUBJECT, request_id=f"r-{i}")
+    assert [e.request_id for e in trail.query()] == ["r-0", "r-1", "r-2"]
+
+
+def test_the_background_flusher_chains_without_being_asked(make_trail, vault):
+    trail = make_trail(flush_delay=0.01)
+    trail.stage(SERVICE, "read", subject_hash=SUBJECT, request_id="soon")
+    pause = threading.Event()
+    for _ in range(200):  # polled: the flusher runs on its own thread
+        if _chained(vault) == ["soon"]:
+            break
+        pause.wait(0.05)
+    assert _chained(vault) == ["soon"] and _staged(vault) == 0
+
+
+def test_replicas_staging_and_flushing_at_once_chain_every_event_once_in_one_chain(
+        make_trail, vault, keyring):
+    replicas = [make_trail(Database(vault.path, keyring.database_key, name="privacy_vault"),
+                           flush_delay=0.005) for _ in range(3)]
+
+    def load(n: int) -> None:
+        for i in range(60):
+            replicas[n].stage(SERVICE, "read", subject_hash=SUBJECT, request_id=f"replica{n}-{i}")
+            if i % 20 == 19:
+                replicas[n].flush()
+
+    concurrently(*(lambda n=n: load(n) for n in range(3)))
+    replicas[0].flush()
+    chained = _chained(vault)
+    assert sorted(chained) == sorted(f"replica{n}-{i}" for n in range(3) for i in range(60))
+    assert _staged(vault) == 0
+    assert replicas[1].verify().ok
+    for n in range(3):  # each replica's own events stay in the order it staged them
+        mine = [r for r in chained if r.startswith(f"replica{n}-")]
+        assert mine == [f"replica{n}-{i}" for i in range(60)]
+
+
+_CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from compliance.audit import Actor, AuditTrail
+    from compliance.keyring import Keyring
+    from twin.storage import Database
+    keyring = Keyring.from_json(Path(sys.argv[1]).read_text())
+    vault = Database(sys.argv[2], keyring.database_key, name="privacy_vault")
+    trail = AuditTrail(vault, stage_in_vault=True, flush_delay=3600)
+    for i in range(5):
+        trail.stage(Actor("tok_child", "service"), "read", subject_hash="c" * 64, request_id=f"child-{i}")
+        print(f"acknowledged child-{i}", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_events_a_replica_acknowledged_before_it_was_killed_are_chained_by_another(
+        tmp_path, keyring, vault, make_trail):
+    keyring_file = tmp_path / "child-keyring.json"
+    keyring.save(keyring_file)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(keyring_file), str(vault.path)],
+                             cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    try:
+        acknowledged = [child.stdout.readline().split()[1] for _ in range(5)]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    assert acknowledged == [f"child-{i}" for i in range(5)]
+
+    trail = make_trail()
+    assert trail.flush() == 5
+    assert _chained(vault) == acknowledged and _staged(vault) == 0
+    assert trail.verify().ok
+
+
+def test_a_direct_record_comes_after_the_events_staged_before_it(make_trail, vault):
+    trail = make_trail()
+    trail.stage(SERVICE, "read", subject_hash=SUBJECT, request_id="staged")
+    trail.record(SERVICE, "update", subject_hash=SUBJECT, request_id="recorded")
+    assert _chained(vault) == ["staged", "recorded"]
