@@ -36,7 +36,7 @@ def vault(pg_server):
 
 
 def _guard(vault) -> PostgresServiceGuard:
-    return PostgresServiceGuard(vault, interval=INTERVAL)
+    return PostgresServiceGuard(vault.settings, name=vault.name, interval=INTERVAL)
 
 
 def test_a_command_is_refused_while_a_replica_is_registered_and_runs_once_it_has_gone(vault):
@@ -78,11 +78,11 @@ def test_every_replica_is_named_and_a_live_one_stays_registered_through_its_hear
 
 _REPLICA = """
 import sys, time
-from twin.storage import PostgresSettings, open_postgresql
+from twin.storage import PostgresSettings
 from twin.storage.postgresql.service_guard import PostgresServiceGuard
 from twin.storage.service_guard import Holder
-db = open_postgresql(PostgresSettings(sys.argv[1], pool_size=1), name="privacy_vault")
-PostgresServiceGuard(db, interval=float(sys.argv[2])).register(Holder("service", "twin serve"))
+guard = PostgresServiceGuard(PostgresSettings(sys.argv[1]), interval=float(sys.argv[2]))
+guard.register(Holder("service", "twin serve"))
 print("registered", flush=True)
 time.sleep(600)
 """

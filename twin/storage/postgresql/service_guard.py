@@ -10,8 +10,9 @@ without releasing (SIGKILL, a lost host) is forgotten after that, and its row re
 next holder. Deciding and registering happen in one transaction under an advisory lock, so a
 command and a starting replica can never both succeed.
 
-Each heartbeat opens its own short connection: the service forks its workers after
-registering, and a long-lived connection would be shared with them.
+Every step opens its own short connection (no pool): the service forks its workers after
+registering, and a long-lived connection would be shared with them; and a guard this rarely
+used should hold none of the server's connection slots.
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ import logging
 import secrets
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
+from psycopg.rows import dict_row
+
+from ..config import PostgresSettings
+from ..dialect import lock_key
 from ..errors import StorageError
 from ..service_guard import FilesInUseError, Holder, Registration, ServiceGuard
 from .pool import connect
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -60,35 +67,49 @@ class _Heartbeat(Registration):
     def _run(self) -> None:
         while not self._stop.wait(self._guard.interval):
             try:
-                with connect(self._guard.db.settings, autocommit=True) as conn:
-                    beat = conn.execute(f"UPDATE {GUARD_TABLE} SET heartbeat_at = clock_timestamp() "
-                                        "WHERE holder_id = %s", (self._holder_id,))
-                    if beat.rowcount == 0:
-                        log.error("this process's registration in %s was removed (heartbeats "
-                                  "missed for %gs?): commands no longer see it running",
-                                  self._guard.db.name, self._guard.interval * MISSED_BEATS)
+                beat = self._guard.run(lambda conn: conn.execute(
+                    f"UPDATE {GUARD_TABLE} SET heartbeat_at = clock_timestamp() WHERE holder_id = %s",
+                    (self._holder_id,)).rowcount)
+                if beat == 0:
+                    log.error("this process's registration in %s was removed (heartbeats missed "
+                              "for %gs?): commands no longer see it running",
+                              self._guard.name, self._guard.interval * MISSED_BEATS)
             except Exception as exc:  # the next beat tries again; missing three forgets us
-                log.warning("heartbeat to %s failed (%s)", self._guard.db.name, type(exc).__name__)
+                log.warning("heartbeat to %s failed (%s)", self._guard.name, type(exc).__name__)
 
     def release(self) -> None:
         if self._stop.is_set():
             return
         self._stop.set()
         self._thread.join(self._guard.interval + 10)
-        self._guard.db.execute(f"DELETE FROM {GUARD_TABLE} WHERE holder_id = ?", (self._holder_id,))
+        self._guard.run(lambda conn: conn.execute(f"DELETE FROM {GUARD_TABLE} WHERE holder_id = %s",
+                                                  (self._holder_id,)))
 
 
 class PostgresServiceGuard(ServiceGuard):
-    """The guard for a deployment on PostgreSQL; holders register in ``db`` (the vault)."""
+    """The guard for a deployment on PostgreSQL; holders register in the database ``settings``
+    reach (the vault)."""
 
-    def __init__(self, db: Any, *, interval: float = DEFAULT_INTERVAL_S) -> None:
-        self.db = db
+    def __init__(self, settings: PostgresSettings, *, name: str = "privacy_vault",
+                 interval: float = DEFAULT_INTERVAL_S) -> None:
+        self.settings = settings
+        self.name = name
         self.interval = interval
+
+    def run(self, fn: Callable[[Any], T], *, locked: bool = False) -> T:
+        """``fn(conn)`` in one transaction on a connection of its own (after the guard's
+        advisory lock if ``locked``); rows by name."""
+        with connect(self.settings, row_factory=dict_row) as conn:
+            with conn.transaction():
+                if locked:
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(_GUARD_LOCK),))
+                return fn(conn)
 
     def _live_rows(self, conn: Any) -> list[Any]:
         """Live holders (services first); rows of dead ones are deleted."""
-        if not conn.execute("SELECT to_regclass(?) IS NOT NULL", (GUARD_TABLE,)).fetchone()[0]:
-            raise StorageError(f"{self.db.name} ({self.db.display_url}) has no service registry: "
+        present = conn.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (GUARD_TABLE,))
+        if not present.fetchone()["present"]:
+            raise StorageError(f"{self.name} ({self.settings.display_url}) has no service registry: "
                                "run `twin db setup` as the owner")
         stale = f"clock_timestamp() - make_interval(secs => {self.interval * MISSED_BEATS:g})"
         conn.execute(f"DELETE FROM {GUARD_TABLE} WHERE heartbeat_at < {stale}")
@@ -105,12 +126,12 @@ class PostgresServiceGuard(ServiceGuard):
         def take(conn: Any) -> None:
             others = [self._holder(r) for r in self._live_rows(conn) if r["role"] in refused_by]
             if others:
-                raise FilesInUseError(f"{self.db.name} ({self.db.display_url})", others,
+                raise FilesInUseError(f"{self.name} ({self.settings.display_url})", others,
                                       refused=refused)
             conn.execute(f"INSERT INTO {GUARD_TABLE} (holder_id, role, command, pid, host, started_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", (holder_id, holder.role, holder.command,
-                                                       holder.pid, holder.host, holder.started_at))
-        self.db.write(take, lock=_GUARD_LOCK)
+                         "VALUES (%s, %s, %s, %s, %s, %s)", (holder_id, holder.role, holder.command,
+                                                             holder.pid, holder.host, holder.started_at))
+        self.run(take, locked=True)
         return _Heartbeat(self, holder_id)
 
     def register(self, holder: Holder) -> Registration:
@@ -126,4 +147,4 @@ class PostgresServiceGuard(ServiceGuard):
             heartbeat.release()
 
     def holders(self) -> list[Holder]:
-        return [self._holder(r) for r in self.db.write(self._live_rows, lock=_GUARD_LOCK)]
+        return [self._holder(r) for r in self.run(self._live_rows, locked=True)]
