@@ -82,25 +82,31 @@ from twin.storage import PostgresSettings
 from twin.storage.postgresql.service_guard import PostgresServiceGuard
 from twin.storage.service_guard import Holder
 guard = PostgresServiceGuard(PostgresSettings(sys.argv[1]), interval=float(sys.argv[2]))
-guard.register(Holder("service", "twin serve"))
+guard.register(Holder("service", "twin serve", host=sys.argv[3]))
 print("registered", flush=True)
 time.sleep(600)
 """
 
 
-def test_a_replica_killed_with_sigkill_blocks_commands_only_until_its_heartbeats_are_missed(vault):
-    process = subprocess.Popen([sys.executable, "-c", _REPLICA, vault.settings.url, str(INTERVAL)],
+def _killed_replica(vault, host: str) -> int:
+    """A replica process registered as running on ``host``, killed with SIGKILL; its pid."""
+    process = subprocess.Popen([sys.executable, "-c", _REPLICA, vault.settings.url, str(INTERVAL), host],
                                cwd=ROOT, stdout=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert process.stdout.readline().strip() == "registered"
         [holder] = _guard(vault).holders()
-        assert (holder.pid, holder.host) == (process.pid, socket.gethostname())
+        assert (holder.pid, holder.host) == (process.pid, host)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(10)
+    return process.pid
+
+
+def test_a_replica_of_another_host_killed_with_sigkill_blocks_commands_until_its_heartbeats_stop(vault):
+    pid = _killed_replica(vault, "another-host")
     killed_at = time.monotonic()
-    with pytest.raises(FilesInUseError, match=f"pid {process.pid}"):
+    with pytest.raises(FilesInUseError, match=f"pid {pid} on host another-host"):
         with _guard(vault).exclusive(Holder("command", "twin db restore")):
             pass
     deadline = killed_at + INTERVAL * MISSED_BEATS + 5
@@ -113,6 +119,12 @@ def test_a_replica_killed_with_sigkill_blocks_commands_only_until_its_heartbeats
             threading.Event().wait(INTERVAL / 2)
     assert time.monotonic() - killed_at >= INTERVAL * (MISSED_BEATS - 1)
     assert _guard(vault).holders() == []
+
+
+def test_a_killed_holder_on_this_host_is_forgotten_at_once_its_pid_being_gone(vault):
+    _killed_replica(vault, socket.gethostname())
+    with _guard(vault).exclusive(Holder("command", "twin db restore")):
+        assert [h.command for h in _guard(vault).holders()] == ["twin db restore"]
 
 
 def test_a_command_never_runs_while_a_replica_starting_at_the_same_moment_is_registered(vault):

@@ -7,7 +7,7 @@ replica on another host cannot see. Here every holder is a row of ``storage_serv
 ``interval`` seconds from a thread, with the server's clock (hosts' clocks may disagree). A
 holder is live while its heartbeat is younger than ``3 x interval``; a process that died
 without releasing (SIGKILL, a lost host) is forgotten after that, and its row removed by the
-next holder. Deciding and registering happen in one transaction under an advisory lock, so a
+next holder (at once when it ran on the same host as that holder and its pid is gone). Deciding and registering happen in one transaction under an advisory lock, so a
 command and a starting replica can never both succeed.
 
 Every step opens its own short connection (no pool): the service forks its workers after
@@ -18,7 +18,9 @@ used should hold none of the server's connection slots.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import socket
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
@@ -48,6 +50,16 @@ GUARD_DDL = f"""CREATE TABLE IF NOT EXISTS {GUARD_TABLE} (
 _GUARD_LOCK = "storage-service-guard"
 DEFAULT_INTERVAL_S = 5.0
 MISSED_BEATS = 3  # a holder is live while its last heartbeat is younger than this many intervals
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def install_guard_table(conn: Any) -> None:
@@ -113,8 +125,13 @@ class PostgresServiceGuard(ServiceGuard):
                                "run `twin db setup` as the owner")
         stale = f"clock_timestamp() - make_interval(secs => {self.interval * MISSED_BEATS:g})"
         conn.execute(f"DELETE FROM {GUARD_TABLE} WHERE heartbeat_at < {stale}")
-        return conn.execute(f"SELECT role, command, pid, host, started_at FROM {GUARD_TABLE} "
+        rows = conn.execute(f"SELECT holder_id, role, command, pid, host, started_at FROM {GUARD_TABLE} "
                             "ORDER BY role <> 'service', started_at").fetchall()
+        # A holder on this host whose process is gone is dead now, not three beats from now.
+        dead = [r["holder_id"] for r in rows if r["host"] == socket.gethostname() and not _alive(r["pid"])]
+        if dead:
+            conn.execute(f"DELETE FROM {GUARD_TABLE} WHERE holder_id = ANY(%s)", (dead,))
+        return [r for r in rows if r["holder_id"] not in dead]
 
     @staticmethod
     def _holder(row: Any) -> Holder:
