@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator
 
 from twin.storage import Database
+from twin.storage.dialect import Dialect
 from twin.storage.timestamps import to_db, utc_now
 
 from . import audit_integrity
@@ -45,15 +46,18 @@ _MAX_ROWS_PER_INSERT = 64
 FLUSH_DELAY_S = 0.05
 
 # Where the next event goes, in one statement: the last event's hash (else the latest
-# checkpoint's, else genesis) and the highest seq ever used. sqlite_sequence remembers seqs
-# of deleted tail events, so deleting the newest events leaves a gap the next append exposes.
-_HEAD_SQL = """
+# checkpoint's, else genesis) and the highest seq ever used. The identity's high-water mark
+# (sqlite_sequence; the sequence on PostgreSQL) remembers seqs of deleted tail events, so
+# deleting the newest events leaves a gap the next append exposes.
+@functools.lru_cache(maxsize=None)
+def _head_sql(dialect: Dialect) -> str:
+    return f"""
 SELECT
     (SELECT event_hash FROM audit_events ORDER BY seq DESC LIMIT 1) AS last_hash,
     (SELECT seq FROM audit_events ORDER BY seq DESC LIMIT 1) AS last_seq,
     (SELECT last_hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1) AS checkpoint_hash,
     (SELECT purged_through_seq FROM audit_checkpoints ORDER BY id DESC LIMIT 1) AS checkpoint_seq,
-    (SELECT seq FROM sqlite_sequence WHERE name = 'audit_events') AS max_seq
+    {dialect.identity_high_water("audit_events", "seq")} AS max_seq
 """
 
 
@@ -161,7 +165,7 @@ class AuditTrail:
 
     def _append_rows(self, conn: Any, validated: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Chain and insert validated events; call inside the write transaction."""
-        seq, prev_hash = self._head(conn)
+        seq, prev_hash = self._head(conn, self.vault.dialect)
         rows = []
         for fields in validated:
             row = chained(fields, seq, prev_hash, self._clock)
@@ -198,9 +202,9 @@ class AuditTrail:
         return len(self.vault.write(lambda conn: self._append_rows(conn, rows)))
 
     @staticmethod
-    def _head(conn: Any) -> tuple[int, str]:
+    def _head(conn: Any, dialect: Dialect) -> tuple[int, str]:
         """(seq of the next event, hash it chains to); call inside the write transaction."""
-        head = conn.execute(_HEAD_SQL).fetchone()
+        head = conn.execute(_head_sql(dialect)).fetchone()
         seq = max(head["max_seq"] or 0, head["last_seq"] or 0, head["checkpoint_seq"] or 0) + 1
         prev_hash = head["last_hash"] or head["checkpoint_hash"] or GENESIS_HASH
         return seq, prev_hash

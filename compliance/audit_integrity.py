@@ -75,8 +75,9 @@ def verify(vault: Database, batch_size: int = 5000) -> ChainVerification:
             if len(rows) < batch_size:
                 break
             after = rows[-1]["seq"]
-        max_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'").fetchone()
-        max_seq = max_row["seq"] if max_row is not None else 0
+        high_water = vault.dialect.identity_high_water("audit_events", "seq")
+        max_row = conn.execute(f"SELECT {high_water} AS seq").fetchone()
+        max_seq = (max_row["seq"] if max_row is not None else None) or 0
         if max_seq > walker.position:
             first = walker.position + 1
             return ChainVerification(False, walker.checked, first,
@@ -117,9 +118,9 @@ def purge_older_than(vault: Database, cutoff: datetime, batch_size: int,
             conn.execute("UPDATE audit_checkpoints SET purged_through_seq = ?, last_hash = ?, "
                          "created_at = ? WHERE id = ?", (walker.position, walker.last_hash, now, latest_id))
             return walker.checked, latest_id
-        cursor = conn.execute("INSERT INTO audit_checkpoints (purged_through_seq, last_hash, created_at) "
-                              "VALUES (?, ?, ?)", (walker.position, walker.last_hash, now))
-        return walker.checked, cursor.lastrowid
+        row = conn.execute("INSERT INTO audit_checkpoints (purged_through_seq, last_hash, created_at) "
+                           "VALUES (?, ?, ?) RETURNING id", (walker.position, walker.last_hash, now)).fetchone()
+        return walker.checked, row[0]
 
     while True:
         deleted, run_checkpoint = vault.write(purge_batch)

@@ -81,15 +81,10 @@ class TableProvider:
 
     def export(self, subject_hash: str, reader: Any, batch: int) -> Iterator[Section]:
         """Every exported table, parents first, from one read snapshot of the database."""
-        conn = self.db.connect_new()
-        try:
-            conn.execute("BEGIN")
+        with self.db.snapshot() as conn:
             for table in reversed(self.tables):
                 if table.export_as:
                     yield table.export_as, self._rows(conn, table, subject_hash, reader, batch)
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
 
     def _rows(self, conn: Any, table: PersonalTable, subject_hash: str, reader: Any,
               batch: int) -> Iterator[list[dict[str, Any]]]:

@@ -120,7 +120,7 @@ class RetentionPurger:
         params = self._params(held)
         conn = db.connection()
         report.counts[table.name] = int(conn.execute(
-            f"SELECT count(*) FROM ({self._expired_sql(table, table.pk, held)})", params).fetchone()[0])
+            f"SELECT count(*) FROM ({self._expired_sql(table, table.pk, held)}) AS expired", params).fetchone()[0])
         rows = conn.execute(self._expired_sql(table, f"{table.row_id_sql} AS rid", held) + " LIMIT 20",
                             params).fetchall()
         report.sample_row_ids[table.name] = [r["rid"] for r in rows]

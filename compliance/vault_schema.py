@@ -1,5 +1,9 @@
 """Migrations of ``privacy_vault.db``: subject keys, erasure tombstones, audit trail, tokens.
 
+v1-v3 were written in SQLite's column types; their PostgreSQL form is the same text with
+PostgreSQL's types (``twin.storage.dialect.postgresql_ddl``), and v1's append-only trigger is
+a PL/pgSQL function there.
+
 These live apart from ``digital_twin.db`` on purpose. Restoring an old data backup brings back
 ciphertext, but not the (destroyed) subject keys, and the tombstones that say whom to erase
 again are still here to be re-applied.
@@ -8,6 +12,7 @@ again are still here to be re-applied.
 from datetime import timedelta
 
 from twin.storage import Migration
+from twin.storage.dialect import postgresql_ddl
 from twin.storage.timestamps import to_db, utc_now
 
 V1_UP = """
@@ -78,6 +83,15 @@ CREATE TABLE job_locks (
 );
 """
 
+_SQLITE_NO_UPDATE = """CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;"""
+_POSTGRESQL_NO_UPDATE = """CREATE FUNCTION audit_events_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_events is append-only'; END $$;
+CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();"""
+assert _SQLITE_NO_UPDATE in V1_UP
+V1_UP_POSTGRESQL = postgresql_ddl(V1_UP.replace(_SQLITE_NO_UPDATE, _POSTGRESQL_NO_UPDATE))
+
 V1_DOWN = """
 DROP TABLE job_locks;
 DROP TABLE api_tokens;
@@ -87,6 +101,10 @@ DROP TABLE audit_events;
 DROP TABLE erasure_tombstones;
 DROP TABLE subject_keys;
 """
+
+V1_DOWN_POSTGRESQL = V1_DOWN.replace(
+    "DROP TRIGGER audit_events_no_update;",
+    "DROP TRIGGER audit_events_no_update ON audit_events;\nDROP FUNCTION audit_events_append_only();")
 
 V2_UP = """
 -- Audit journal segments whose events are in audit_events, written in the same transaction as
@@ -105,11 +123,12 @@ DROP TABLE audit_journal_imports;
 
 
 
-def _v3_up(conn) -> None:  # noqa: ANN001 - a migration step takes the driver's connection
+def _v3_up(conn, dialect) -> None:  # noqa: ANN001 - a migration step takes the driver's connection
     """Tokens end: every token gets an expiry, and a coarse record of when it was last used.
     Tokens issued before this version expire 90 days after the upgrade."""
-    conn.execute("ALTER TABLE api_tokens ADD COLUMN expires_at TIMESTAMP")
-    conn.execute("ALTER TABLE api_tokens ADD COLUMN last_used_at TIMESTAMP")
+    kind = "TIMESTAMP" if dialect.name == "sqlite" else dialect.timestamp  # SQLite's text as released
+    conn.execute(f"ALTER TABLE api_tokens ADD COLUMN expires_at {kind}")
+    conn.execute(f"ALTER TABLE api_tokens ADD COLUMN last_used_at {kind}")
     conn.execute("UPDATE api_tokens SET expires_at = ? WHERE expires_at IS NULL",
                  (to_db(utc_now() + timedelta(days=90)),))
 
@@ -129,8 +148,11 @@ def _v4_up(conn, dialect) -> None:  # noqa: ANN001 - a migration step takes the 
 
 V4_DOWN = "DROP TABLE audit_staged_events;"
 
-MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job locks", V1_UP, V1_DOWN),
-              Migration(2, "audit journal import markers", V2_UP, V2_DOWN),
+MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job locks",
+                        {"sqlite": V1_UP, "postgresql": V1_UP_POSTGRESQL},
+                        {"sqlite": V1_DOWN, "postgresql": V1_DOWN_POSTGRESQL}),
+              Migration(2, "audit journal import markers",
+                        {"sqlite": V2_UP, "postgresql": postgresql_ddl(V2_UP)}, V2_DOWN),
               Migration(3, "token expiry and last use", _v3_up, V3_DOWN),
               Migration(4, "audit events staged in the vault", _v4_up, V4_DOWN)]
 

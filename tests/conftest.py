@@ -93,6 +93,32 @@ def config(tmp_path) -> Config:
                   model_dir=tmp_path / "models", environ={})
 
 
+@pytest.fixture(scope="module")
+def pg_learner_pair(postgres_server):
+    """A learner-twin database pair on PostgreSQL shared by one module's tests (emptied
+    between them by ``backend_config``)."""
+    pair = storage_backends.LearnerPair()
+    yield pair
+    pair.drop()
+
+
+@pytest.fixture
+def backend_config(backend, request, tmp_path, keyring) -> Config:
+    """The test configuration on this test's backend: SQLCipher files under tmp_path/data, or
+    the module's PostgreSQL pair (set up once, emptied before each test) with the component
+    stores on SQLCipher files. A suite runs on both backends by defining ``config`` as this."""
+    environ: dict[str, str] = {}
+    if backend == "postgresql":
+        pair = request.getfixturevalue("pg_learner_pair")
+        environ = pair.environ()
+    config = Config(env="test", data_dir=tmp_path / "data", keyring_path=tmp_path / "keys" / "keyring.json",
+                    model_dir=tmp_path / "models", environ=environ)
+    if backend == "postgresql":
+        pair.set_up(config, keyring)
+        pair.reset()
+    return config
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     # No test may pick up a developer's real data directory, keyring or master secret.

@@ -6,7 +6,11 @@ iterate this catalog, so a database added here is covered by all of them.
 
 Opening a database from the configuration happens here and only here, and so does loading the
 keyring: ``load_keyring(config)`` reads it, ``open_database(name, config, keyring.database_keys)``
-opens one file with its key. Component stores are handed an open database; their
+opens one database: an SQLCipher file under its key, or a PostgreSQL database, as the
+database's storage settings say (``twin.storage.config``: ``<PREFIX>STORAGE_BACKEND`` and
+``<PREFIX>DATABASE_URL``; the prefix is the spec's, ``TWIN_`` for learner data, ``TWIN_VAULT_``
+for the vault). ``open_learner_databases`` opens the pair the learner twin keeps apart and, on
+PostgreSQL, refuses two settings that reach one database. Component stores are handed an open database; their
 configuration-driven constructors (``DatabaseLedger.open()``, ``ModelManager.open()``) come
 through ``open_ledger`` and ``open_model_manager`` below.
 """
@@ -24,8 +28,9 @@ from compliance.keyring import ENV_MASTER_SECRET, DatabaseKey, Keyring
 from compliance.registry import PersonalDataRegistry, RegistryError
 
 from .config import Config
-from .storage import (Database, EngineSettings, Migration, Migrator, WrongKeyError,
-                      resolve_database_path)
+from .storage import (Backend, Database, EngineSettings, Migration, Migrator, ServerBacked,
+                      StorageConfigError, WrongKeyError, open_postgresql, postgres_settings,
+                      resolve_database_path, storage_backend)
 
 if TYPE_CHECKING:
     from .ledger.ledger import DatabaseLedger
@@ -39,6 +44,7 @@ class DatabaseSpec:
     env_var: str
     migrations_module: str
     description: str
+    prefix: str  # of its storage settings: <prefix>STORAGE_BACKEND, <prefix>DATABASE_URL, pools
 
     def migrations(self) -> Sequence[Migration]:
         return importlib.import_module(self.migrations_module).MIGRATIONS
@@ -46,21 +52,24 @@ class DatabaseSpec:
 
 DATABASES: dict[str, DatabaseSpec] = {spec.name: spec for spec in (
     DatabaseSpec("digital_twin", "digital_twin.db", "DIGITAL_TWIN_DB_PATH",
-                 "twin.learners.schema", "learner profiles, sessions, knowledge states, consents"),
+                 "twin.learners.schema", "learner profiles, sessions, knowledge states, consents",
+                 "TWIN_"),
     DatabaseSpec("privacy_vault", "privacy_vault.db", "PRIVACY_VAULT_DB_PATH",
                  "compliance.vault_schema",
                  "per-subject data keys, erasure tombstones, audit trail (kept apart from data "
-                 "so restoring a data backup cannot resurrect an erased subject's key)"),
+                 "so restoring a data backup cannot resurrect an erased subject's key)", "TWIN_VAULT_"),
     DatabaseSpec("evolution_metrics", "evolution_metrics.db", "AIVILLAGE_DB_PATH",
-                 "twin.evolution.schema", "evolution rounds, fitness, resources, selection"),
+                 "twin.evolution.schema", "evolution rounds, fitness, resources, selection", "EVOLUTION_"),
     DatabaseSpec("rag_index", "rag_index.db", "RAG_DB_PATH",
-                 "twin.rag.schema", "RAG documents, chunks, embeddings, FTS5 index"),
+                 "twin.rag.schema", "RAG documents, chunks, embeddings, FTS5 index", "RAG_"),
     DatabaseSpec("ledger", "ledger.db", "LEDGER_DB_PATH",
-                 "twin.ledger.schema", "hash-chained anomaly ledger"),
+                 "twin.ledger.schema", "hash-chained anomaly ledger", "LEDGER_"),
     DatabaseSpec("model_registry", "model_registry.db", "MODEL_REGISTRY_DB_PATH",
-                 "twin.model_registry.schema", "model versions, performance, training history"),
+                 "twin.model_registry.schema", "model versions, performance, training history",
+                 "MODEL_REGISTRY_"),
     DatabaseSpec("settings", "settings.db", "SETTINGS_DB_PATH",
-                 "twin.settings_store.schema", "configuration, app settings, performance metrics"),
+                 "twin.settings_store.schema", "configuration, app settings, performance metrics",
+                 "SETTINGS_"),
 )}
 
 
@@ -115,21 +124,101 @@ def _environ(config: Config):  # noqa: ANN202 - a Mapping[str, str]
 
 # -- databases -----------------------------------------------------------------------------------
 
-def open_database(name: str, config: Config, key: DatabaseKey, *, migrate: bool = True) -> Database:
-    """Open (creating if needed) one catalog database, migrated to the latest schema.
+def backend_of(name: str, config: Config) -> str:
+    """``sqlcipher`` or ``postgresql``: where this catalog database lives (raises a one-line
+    ``StorageConfigError`` for an unknown backend name)."""
+    return storage_backend(_environ(config), spec_for(name).prefix)
+
+
+def check_storage_settings(config: Config, names: Iterable[str] | None = None) -> None:
+    """Raise the one-line ``StorageConfigError`` of the first bad storage setting (an unknown
+    backend, a missing or malformed URL) of these catalog databases (default: all), before
+    anything is created or generated."""
+    for name in names if names is not None else DATABASES:
+        spec = spec_for(name)
+        if backend_of(name, config) == "postgresql":
+            postgres_settings(_environ(config), spec.prefix)
+
+
+def open_database(name: str, config: Config, key: DatabaseKey, *, migrate: bool = True) -> Backend:
+    """Open one catalog database on its configured backend, migrated to the latest schema
+    unless ``migrate`` is False (creating an SQLCipher file if needed).
 
     ``key`` is ``keyring.database_keys``: during an interrupted rekey a file may still be under
-    the previous key, and is opened with that.
+    the previous key, and is opened with that. PostgreSQL needs no database key (the server
+    only ever sees field-encrypted ciphertext); it raises a one-line ``StorageError`` when the
+    URL is missing, malformed or unreachable, TLS is asked for and not offered, or the pool
+    cannot open its connections.
     """
     spec = spec_for(name)
-    current = None if config.bench_plaintext else key.current
-    db = Database(database_path(spec, config), current, name=spec.name,
-                  settings=EngineSettings(durability=config.durability))
-    if current is not None and key.previous and db.path.exists():
-        db = _with_rekey_fallback(db, key.previous)
+    if backend_of(name, config) == "postgresql":
+        db: Backend = open_postgresql(postgres_settings(_environ(config), spec.prefix), name=spec.name)
+    else:
+        current = None if config.bench_plaintext else key.current
+        db = Database(database_path(spec, config), current, name=spec.name,
+                      settings=EngineSettings(durability=config.durability))
+        if current is not None and key.previous and db.path.exists():
+            db = _with_rekey_fallback(db, key.previous)
     if migrate:
-        Migrator(db, spec.migrations()).migrate()
+        try:
+            Migrator(db, spec.migrations()).migrate()
+        except BaseException:
+            db.close_all()
+            raise
     return db
+
+
+# Each learner-twin database's role, recorded in it by `twin db setup` (PostgreSQL): two
+# settings reaching one database are found by what the server reports, not by their URLs.
+LEARNER_DATABASES = {"digital_twin": "data", "privacy_vault": "vault"}
+
+
+def open_learner_databases(config: Config, key: DatabaseKey, *,
+                           migrate: bool | None = None) -> tuple[Backend, Backend]:
+    """The learner data database and the vault, refused when they are one database.
+
+    ``migrate`` None is each backend's rule: an SQLCipher file is migrated at open (as
+    ``twin serve`` always did); a PostgreSQL database never is (schema changes are an operator
+    step, ``twin db migrate``), and must be exactly at this code's version and set up
+    (identity marker) by ``twin db setup``. ``migrate=True`` migrates either (set-up, tests);
+    ``migrate=False`` opens them as they are (operator commands).
+    """
+    backends = {backend_of(name, config) for name in LEARNER_DATABASES}
+    if len(backends) > 1:
+        raise StorageConfigError("TWIN_STORAGE_BACKEND and TWIN_VAULT_STORAGE_BACKEND name different "
+                                 "backends: the learner data and the vault live on one kind")
+    on_server = backends == {"postgresql"}
+    opened: list[Backend] = []
+    try:
+        for name in LEARNER_DATABASES:
+            opened.append(open_database(name, config, key, migrate=False))
+        data, vault = opened
+        if on_server:
+            from .storage.postgresql import verify_distinct_databases
+
+            # Before any migration: two settings reaching one database must not mix schemas.
+            verify_distinct_databases(data, vault, require_markers=migrate is None)
+        for db in opened:
+            if migrate or (migrate is None and not on_server):
+                migrator_for(db).migrate()
+            elif migrate is None:
+                migrator_for(db).check_current()
+    except BaseException:
+        for db in opened:
+            db.close_all()
+        raise
+    return data, vault
+
+
+def mark_learner_databases(data: Backend, vault: Backend) -> None:
+    """Record each PostgreSQL database's role in it (``twin db setup``); refuses one database
+    already set up in the other role. Nothing to record for SQLCipher files."""
+    from .storage.postgresql import verify_distinct_databases, write_identity_marker
+
+    if isinstance(data, ServerBacked) and isinstance(vault, ServerBacked):
+        verify_distinct_databases(data, vault)
+        write_identity_marker(data, LEARNER_DATABASES["digital_twin"])
+        write_identity_marker(vault, LEARNER_DATABASES["privacy_vault"])
 
 
 def _with_rekey_fallback(db: Database, previous: bytes) -> Database:
@@ -141,7 +230,7 @@ def _with_rekey_fallback(db: Database, previous: bytes) -> Database:
         return Database(db.path, previous, name=db.name, settings=db.settings)
 
 
-def migrator_for(db: Database) -> Migrator:
+def migrator_for(db: Backend) -> Migrator:
     return Migrator(db, spec_for(db.name).migrations())
 
 

@@ -23,8 +23,8 @@ from compliance.subject_keys import SubjectKeyStore
 from compliance.tokens import TokenStore
 from compliance.vault_provider import VaultProvider
 
-from .catalog import (load_keyring, open_database, open_model_manager, personal_data_registry,
-                      reload_keyring)
+from .catalog import (database_path, load_keyring, open_learner_databases, open_model_manager,
+                      personal_data_registry, reload_keyring, spec_for)
 from .config import Config
 from .learners.consents import ConsentService
 from .learners.context import LearnerContext
@@ -38,6 +38,7 @@ from .learners.sessions import SessionService
 from .learners.skill_parameters import SkillParameterStore
 from .learners.subject_requests import SubjectRequests
 from .learners.traces import EntryKeys
+from .storage import FileBacked
 from .storage.maintenance import truncate_wal
 from .storage.paths import can_take_writes
 from .storage.timestamps import utc_now
@@ -51,12 +52,14 @@ class Runtime:
     """Config + keyring + open databases + services, for one process."""
 
     def __init__(self, config: Config, keyring: Keyring, *,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, migrate: bool | None = None) -> None:
+        """``migrate``: see ``twin.catalog.open_learner_databases`` (None: SQLCipher files are
+        migrated, a PostgreSQL pair must already be at this code's schema)."""
         self.config = config
         self.keyring = keyring
         self.clock = clock
-        self.twin_db = open_database("digital_twin", config, keyring.database_keys)
-        self.vault_db = open_database("privacy_vault", config, keyring.database_keys)
+        self.twin_db, self.vault_db = open_learner_databases(config, keyring.database_keys,
+                                                             migrate=migrate)
         self.registry = personal_data_registry()
         self.hasher = SubjectHasher(keyring.id_pepper)
         # scripts/rotate_keys.py changes the keyring while the service runs: follow it.
@@ -64,9 +67,7 @@ class Runtime:
                                          path=config.keyring_path)
         self.keys = SubjectKeyStore(self.vault_db, self.field_keys, encrypt=not config.bench_plaintext,
                                     clock=clock)
-        self.audit = AuditTrail(self.vault_db, clock=clock, journal=AuditJournal(
-            audit_journal_dir(self.vault_db.path), None if config.bench_plaintext else self.field_keys,
-            fsync=config.durability == "full"))
+        self.audit = AuditTrail(self.vault_db, clock=clock, journal=self._audit_journal())
         self.tokens = TokenStore(self.vault_db, cache_seconds=config.token_cache_seconds)
         self.holds = LegalHolds(self.twin_db, clock)
         ctx = LearnerContext(self.twin_db, self.keys, self.hasher, self.audit, config, clock)
@@ -89,6 +90,15 @@ class Runtime:
         self.subject_requests = SubjectRequests(ctx, self.profiles, self.consents, self.holds, self.dsr)
         self._extra_dbs: list = []
 
+    def _audit_journal(self) -> AuditJournal:
+        """Where API requests stage their audit events before the response (the seam where a
+        backend picks its staging): segment files beside the vault's file, in the data
+        directory. On PostgreSQL too, for now: each replica's own directory; staging in the
+        vault itself replaces it there (issue 12, replicas)."""
+        directory = audit_journal_dir(database_path(spec_for("privacy_vault"), self.config))
+        return AuditJournal(directory, None if self.config.bench_plaintext else self.field_keys,
+                            fsync=self.config.durability == "full")
+
     def _providers(self) -> list[PersonalDataProvider]:
         """The provider of every database holding personal data, the vault last (an export
         ends with the record of disclosures). A database declaring personal data that no
@@ -105,13 +115,15 @@ class Runtime:
 
     @classmethod
     def open(cls, config: Config | None = None, *, clock: Callable[[], datetime] = utc_now,
-             reapply_tombstones: bool = True, create_keyring: bool = False) -> "Runtime":
-        """Load the keyring, open and migrate the databases, re-apply erasure tombstones.
+             reapply_tombstones: bool = True, create_keyring: bool = False,
+             migrate: bool | None = None) -> "Runtime":
+        """Load the keyring, open (and on SQLCipher migrate) the databases, re-apply erasure
+        tombstones.
 
         ``create_keyring``: only a command that sets a deployment up (``twin serve``) may
         generate a development keyring when none exists."""
         config = config or Config.from_env()
-        runtime = cls(config, load_keyring(config, create=create_keyring), clock=clock)
+        runtime = cls(config, load_keyring(config, create=create_keyring), clock=clock, migrate=migrate)
         # Events a stopped process staged but never moved into the trail go in before anything
         # else is recorded or served.
         runtime.audit.flush()
@@ -136,7 +148,9 @@ class Runtime:
         status = {}
         for db in self.databases():
             try:
-                db.query_one("SELECT count(*) FROM sqlite_master")
+                # SQLCipher: reading the schema proves the key opens the file.
+                db.query_one("SELECT count(*) FROM sqlite_master" if isinstance(db, FileBacked)
+                             else "SELECT 1")
                 status[db.name] = True
             except Exception:
                 status[db.name] = False
@@ -149,7 +163,7 @@ class Runtime:
             self.audit.ensure_room()
         except AuditJournalError:
             return False
-        directories = {db.path.parent for db in self.databases()}
+        directories = {db.path.parent for db in self.databases() if isinstance(db, FileBacked)}
         return all(can_take_writes(directory) for directory in sorted(directories))
 
     def close(self) -> None:
@@ -165,6 +179,8 @@ class Runtime:
             log.warning("token use could not be recorded at shutdown", exc_info=True)
         for db in self.databases():
             db.close_all()  # our own readers first, so they cannot hold the checkpoint back
+            if not isinstance(db, FileBacked):
+                continue
             try:
                 if not truncate_wal(db, budget_s=5.0):
                     log.warning("final checkpoint of %s could not empty the WAL", db.name)

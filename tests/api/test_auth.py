@@ -201,6 +201,7 @@ def test_a_revocation_by_another_process_is_401_once_the_token_cache_period_pass
     assert_problem(client.get(f"/v1/profiles/{pid}", headers=headers), 401)
 
 
+@pytest.mark.sqlite_only("damages the database file")
 def test_readyz_reports_each_database_and_503_when_one_cannot_be_read(client, runtime):
     ready = client.get("/readyz")
     assert ready.status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api_support import create_profile
@@ -34,6 +35,7 @@ def test_requests_are_counted_by_route_template_and_status_without_ids(client, s
     assert pid not in text and "metrics-user" not in text and "prf_missing" not in text
 
 
+@pytest.mark.sqlite_only("sizes of database files")
 def test_database_sizes_and_the_audit_journal_backlog_are_read_from_the_files(runtime, config):
     samples = _samples(render(scrape_registry(config)).decode())
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import secrets
 import sqlite3
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from api_support import create_profile, start_session
 
 
 def _files_containing(root: Path, needles: list[bytes]) -> dict[str, list[bytes]]:
@@ -34,35 +30,7 @@ def _needles(*texts: str) -> list[bytes]:
     return [form for t in texts for form in (t.encode(), t.encode("utf-16-le"))]
 
 
-@pytest.fixture
-def secrets_in_flight(client, service, caplog):
-    """A profile whose personal data holds a distinctive string, used through every route."""
-    caplog.set_level(logging.DEBUG)
-    marker = f"Quokka-{secrets.token_hex(6)}-Xylophone"
-    user_id = f"student-{secrets.token_hex(6)}@school.example"
-    token = service["Authorization"].split()[1]
-    profile = create_profile(client, service, user_id, personal={"full_name": marker, "notes": [marker]},
-                             learning_goals=[f"goal {marker}"], birth_date="2004-05-06")
-    pid = profile["profile_id"]
-    session = start_session(client, service, pid)
-    client.patch(f"/v1/sessions/{session['session_id']}", headers=service,
-                 json={"performance_metrics": {"comment": marker}, "engagement_score": 0.5})
-    client.put(f"/v1/profiles/{pid}/knowledge/math/algebra", headers=service,
-               json={"mastery_level": 0.5, "learning_trajectory": {"note": marker}})
-    observed = datetime.now(timezone.utc).isoformat()
-    client.post(f"/v1/profiles/{pid}/evidence", headers=service, json={"observations": [
-        {"evidence_id": f"ev-{marker}", "domain": "math", "topic": "algebra", "item_id": f"item-{marker}",
-         "correct": True, "observed_at": observed, "session_id": f"s-{marker}"[:64]}]})
-    client.get(f"/v1/profiles/{pid}/evidence", headers=service)
-    client.get(f"/v1/profiles/{pid}/knowledge/math/algebra/explanation", headers=service)
-    client.patch(f"/v1/profiles/{pid}", json={"personal": {"full_name": marker, "v": 2}}, headers=service)
-    client.post("/v1/profiles/lookup", json={"user_id": user_id}, headers=service)
-    client.post("/v1/profiles", json={"user_id": user_id}, headers=service)                   # 409
-    client.post("/v1/profiles", json={"user_id": user_id, "personal": marker}, headers=service)  # 422
-    client.get(f"/v1/profiles/{pid}", headers=service)
-    return {"marker": marker, "user_id": user_id, "token": token, "profile_id": pid}
-
-
+@pytest.mark.sqlite_only("reads the SQLCipher files and WAL; PostgreSQL: tests/api/test_privacy_on_postgresql.py")
 def test_the_personal_string_and_user_id_are_in_no_database_file_or_wal(secrets_in_flight, runtime, config):
     data_dir = config.data_dir
     wal_files = [p for p in data_dir.rglob("*-wal") if p.stat().st_size > 0]

@@ -28,20 +28,39 @@ def utc_stamp() -> str:
 @database_option
 def setup(database: str | None) -> int:
     """Create every database (or one) and migrate it to the latest schema; generates a
-    development keyring if there is none (never in production). Safe to run again."""
-    from ..catalog import open_database
+    development keyring if there is none (never in production). Safe to run again. On
+    PostgreSQL run it as the databases' owner: it also records in each learner-twin database
+    which one it is (data or vault), so that two settings reaching one database are refused."""
+    from ..catalog import LEARNER_DATABASES, mark_learner_databases, open_database, open_learner_databases
     from ..storage.maintenance import info
 
     deployment = load_deployment(create_keyring=True)
-    for name in selected_databases(database):
-        handle = open_database(name, deployment.config, deployment.keyring.database_keys)
+    names = selected_databases(database)
+    opened = {}
+    if set(LEARNER_DATABASES) <= set(names):
+        data, vault = open_learner_databases(deployment.config, deployment.keyring.database_keys,
+                                             migrate=True)
+        opened = {"digital_twin": data, "privacy_vault": vault}
+        try:
+            mark_learner_databases(data, vault)
+        except BaseException:
+            data.close_all()
+            vault.close_all()
+            raise
+    for name in names:
+        handle = opened.get(name) or open_database(name, deployment.config, deployment.keyring.database_keys)
         try:
             details = info(handle)
         finally:
             handle.close_all()
-        click.echo(f"{name:<18} schema v{details['schema_version']:<3} {details['journal_mode']:<4} "
-                   f"{len(details['tables'])} tables  {handle.path}")
+        click.echo(_setup_line(name, details))
     return 0
+
+
+def _setup_line(name: str, details: dict) -> str:
+    where = f"{details['journal_mode']:<4} {len(details['tables'])} tables  {details['path']}" \
+        if "path" in details else f"{len(details['tables'])} tables  {details['url']}"
+    return f"{name:<18} schema v{details['schema_version']:<3} {where}"
 
 
 @command(db, "status")
@@ -96,8 +115,13 @@ def rollback(database: str, target: int, yes: bool, force: bool, backup_dir: Pat
     from ..operations.backups import take_backup, verify_set
     from ..storage.downgrade import plan_rollback
 
+    from ..catalog import backend_of
+
     deployment = load_deployment()
     name = spec_for(database).name
+    if backend_of(name, deployment.config) == "postgresql":
+        raise CommandError(f"{name} is on PostgreSQL, where `twin db rollback` cannot take its "
+                           "backup first: restore the pg_dump taken before `twin db migrate` instead")
     with while_no_service_runs(deployment, [name], force=force, risk=ROLLBACK_RISK), \
             existing_database(deployment, name) as handle:
         migrator = migrator_for(handle)
@@ -146,6 +170,10 @@ def info_command(database: str | None, as_json: bool) -> int:
         return 0
     for d in details:
         rows = sum(d["tables"].values())
+        if "path" not in d:  # a database on a server
+            click.echo(f"{d['name']:<18} v{d['schema_version']:<3} {d['size_bytes']:>12,} bytes  "
+                       f"{len(d['tables'])} tables, {rows:,} rows  {d['url']}")
+            continue
         click.echo(f"{d['name']:<18} v{d['schema_version']:<3} {d['file_size_bytes']:>12,} bytes "
                    f"(WAL {d['wal_size_bytes']:,})  {d['page_count']:,} pages, {d['freelist_count']:,} "
                    f"free  {len(d['tables'])} tables, {rows:,} rows  {d['path']}")

@@ -239,13 +239,13 @@ class Deployment:
 
 @contextmanager
 def existing_database(deployment: Deployment, name: str) -> Iterator[Any]:
-    """An existing catalog database (a ``twin.storage.Database``, not migrated), closed after
-    the block. A missing file is an error here, never created (only ``twin db setup`` and
-    ``twin serve`` create databases)."""
-    from ..catalog import open_database
+    """An existing catalog database (a ``twin.storage.Backend``, not migrated), closed after
+    the block. A missing SQLCipher file is an error here, never created (only ``twin db
+    setup`` and ``twin serve`` create databases)."""
+    from ..catalog import backend_of, open_database
 
     path = deployment.path_of(name)
-    if not path.exists():
+    if backend_of(name, deployment.config) == "sqlcipher" and not path.exists():
         raise CommandError(f"{path}: no such database ({name}); `twin db setup` creates it")
     handle = open_database(name, deployment.config, deployment.keyring.database_keys, migrate=False)
     try:
@@ -257,7 +257,10 @@ def existing_database(deployment: Deployment, name: str) -> Iterator[Any]:
 def load_deployment(*, create_keyring: bool = False) -> Deployment:
     """The environment's configuration and keyring, logged at info level. Only set-up commands
     pass ``create_keyring``; every other command fails when there is no keyring."""
+    from ..catalog import check_storage_settings
+
     config = Config.from_env()
+    check_storage_settings(config)  # a bad setting fails before a keyring is generated
     keyring = load_keyring(config, create=create_keyring)
     deployment = Deployment(config, keyring)
     source = "DIGITAL_TWIN_ENCRYPTION_KEY" if keyring.source == "environment" else \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..config import Config
 from .plumbing import command, load_deployment
 
 
@@ -27,14 +28,20 @@ def serve_command(host: str, port: int, workers: int | None, threads: int, no_re
     processes share one socket, each with THREADS threads (and its own for probes); one more
     process runs the nightly retention schedule and serves /metrics for all of them.
 
-    Sets the deployment up first: generates a development keyring if there is none (never in
-    production), creates and migrates every database, and marks every database file as used
-    by a running service, so that restore, rekey and rollback refuse until it stops."""
+    On SQLCipher (the default) sets the deployment up first: generates a development keyring
+    if there is none (never in production), creates and migrates every database, and marks
+    every database file as used by a running service, so that restore, rekey and rollback
+    refuse until it stops. On PostgreSQL (TWIN_STORAGE_BACKEND=postgresql) it changes nothing:
+    the databases must have been set up and migrated by `twin db setup` / `twin db migrate`
+    (exit 2 otherwise), and it never generates a keyring."""
     from ..serving import ServeOptions, run_service
     from ..storage.service_guard import Holder
     from .plumbing import service_guard
 
-    deployment = load_deployment(create_keyring=True)
+    from ..catalog import backend_of
+
+    on_server = backend_of("digital_twin", Config.from_env()) == "postgresql"
+    deployment = load_deployment(create_keyring=not on_server)
     registration = service_guard(deployment).register(Holder("service", "twin serve"))
     try:
         options = ServeOptions(host=host, port=port, threads=threads, workers=workers,

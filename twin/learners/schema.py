@@ -11,6 +11,9 @@ key, never text; only enums, scores, ids and timestamps that queries filter on s
 v2 adds what the API and compliance need: per-profile ``retention_days``, row versions for
 ETags, parental consents (COPPA) and legal holds.
 
+v1 and v2 were written in SQLite's column types; their PostgreSQL form is the same text with
+PostgreSQL's types (``twin.storage.dialect.postgresql_ddl``), so the two cannot drift.
+
 v3 is the learner model (issue 16): the ``evidence`` behind knowledge states (sealed), what a
 knowledge state now records about how it was computed, and the versioned skill parameters
 fitted over all learners (aggregates, no personal data). Written in the storage core's dialect
@@ -20,7 +23,7 @@ vocabulary (``twin.storage.dialect``), so it runs on SQLCipher and PostgreSQL al
 from typing import Any
 
 from twin.storage import Migration
-from twin.storage.dialect import Dialect
+from twin.storage.dialect import Dialect, postgresql_ddl
 
 V1_UP = """
 CREATE TABLE learning_profiles (
@@ -202,8 +205,10 @@ def _v3_down(conn: Any, dialect: Dialect) -> None:
 
 
 MIGRATIONS = [
-    Migration(1, "seed schema: profiles, sessions, knowledge states", V1_UP, V1_DOWN),
-    Migration(2, "retention, row versions, consents, legal holds", V2_UP, V2_DOWN),
+    Migration(1, "seed schema: profiles, sessions, knowledge states",
+              {"sqlite": V1_UP, "postgresql": postgresql_ddl(V1_UP)}, V1_DOWN),
+    Migration(2, "retention, row versions, consents, legal holds",
+              {"sqlite": V2_UP, "postgresql": postgresql_ddl(V2_UP)}, V2_DOWN),
     Migration(3, "learner model: evidence, how states were computed, skill parameters",
               _v3_up, _v3_down),
 ]

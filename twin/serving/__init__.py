@@ -57,15 +57,25 @@ class ServeOptions:
 
 
 def prepare(config: Config) -> None:
-    """Open, migrate and close every database once, re-applying erasure tombstones and
-    chaining staged audit events left by an earlier run (raises on a bad file)."""
-    from twin.catalog import DATABASES, open_database
+    """Open every database once before forking: SQLCipher files are created and migrated, a
+    PostgreSQL database must already be at this code's schema (``twin db migrate`` changes it,
+    never the service); erasure tombstones are re-applied and staged audit events left by an
+    earlier run chained (raises on a bad file, a bad setting or a schema not the code's)."""
+    from twin.catalog import DATABASES, LEARNER_DATABASES, backend_of, migrator_for, open_database
     from twin.runtime import Runtime
 
     runtime = Runtime.open(config)
     try:
         for name in DATABASES:
-            open_database(name, config, runtime.keyring.database_keys).close_all()
+            if name in LEARNER_DATABASES:
+                continue  # the runtime opened (and checked) them
+            on_server = backend_of(name, config) == "postgresql"
+            db = open_database(name, config, runtime.keyring.database_keys, migrate=not on_server)
+            try:
+                if on_server:
+                    migrator_for(db).check_current()
+            finally:
+                db.close_all()
     finally:
         runtime.close()
 

@@ -18,8 +18,8 @@ WAL checkpoints, VACUUM) and ``ServerBacked`` (a database server: identity, role
 from __future__ import annotations
 
 import abc
-from contextlib import AbstractContextManager
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from .counting import Counts, StatementCounter
 from .dialect import Dialect
@@ -61,6 +61,12 @@ class Backend(abc.ABC):
         ``immediate=False`` a reader wanting one consistent snapshot. ``lock`` takes
         ``lock(name)`` first thing in the transaction.
         """
+
+    @abc.abstractmethod
+    def snapshot(self) -> AbstractContextManager[Any]:
+        """A connection of its own (not this thread's) reading one consistent snapshot until
+        the block ends: for a long read, such as a streamed export, that must neither hold
+        this thread's transaction nor see later commits half-way."""
 
     @abc.abstractmethod
     def lock(self, name: str, *, wait: bool = True) -> bool:
@@ -137,6 +143,18 @@ class FileBacked(abc.ABC):
     @abc.abstractmethod
     def open_file(self, path: Any, *, read_only: bool = False) -> Any:
         """A connection to another file under this database's key (backup copies)."""
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Any]:
+        """``Backend.snapshot``: a fresh connection in a deferred transaction (its first read
+        fixes the snapshot; WAL mode lets writers go on meanwhile)."""
+        conn = self.connect_new()
+        try:
+            conn.execute("BEGIN")
+            yield conn
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
 
 
 class ServerBacked(abc.ABC):

@@ -14,11 +14,12 @@ own prefix (``RAG_``, ``LEDGER_``...).
 | ``TWIN_DB_POOL_TIMEOUT``   | 10          | seconds a request waits for a free pooled connection  |
 | ``TWIN_DB_CONNECT_TIMEOUT``| 5           | seconds to reach the server (and to open the pool)    |
 
-Pool arithmetic: every process opens one pool per database, so a deployment needs
-``replicas x workers x (pools per process) x TWIN_DB_POOL_MAX_SIZE`` server connections, plus
+Pool arithmetic: every process opens one pool per database, and a replica (``twin serve
+--workers W``) runs W workers plus one operations process, so a deployment needs
+``replicas x (W + 1) x (pools per process) x TWIN_DB_POOL_MAX_SIZE`` server connections, plus
 room for operator commands (``twin db ...``, backups) and monitoring, all within the server's
 ``max_connections`` minus ``superuser_reserved_connections`` (here 100 - 3). The default pool
-size 4 with the two learner-twin pools (data, vault) gives 3 replicas x 2 workers x 2 x 4 = 48.
+size 4 with the two learner-twin pools (data, vault) gives 3 replicas x (2 + 1) x 2 x 4 = 72.
 The pool opens its ``TWIN_DB_POOL_SIZE`` connections at start-up, so a server without that many
 free slots is a start-up error (``ConnectionLimitError``), not a hang under the first load.
 """

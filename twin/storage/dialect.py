@@ -102,6 +102,13 @@ class Dialect:
         """The statement as this dialect's driver takes it."""
         return to_pyformat(statement) if self.translates else statement
 
+    def identity_high_water(self, table: str, column: str) -> str:
+        """An SQL expression: the highest value the identity ``column`` of ``table`` ever
+        handed out (NULL before the first), which deleting the newest rows does not lower."""
+        if self.name == "sqlite":
+            return f"(SELECT seq FROM sqlite_sequence WHERE name = '{table}')"
+        return f"(SELECT pg_sequence_last_value(pg_get_serial_sequence('{table}', '{column}')))"
+
 
 SQLITE = Dialect(
     name="sqlite",
@@ -130,6 +137,31 @@ POSTGRESQL = Dialect(
 )
 
 DIALECTS = {d.name: d for d in (SQLITE, POSTGRESQL)}
+
+
+# SQLite column types of the schemas written before the dialect vocabulary, and their
+# PostgreSQL meaning (DIALECT.md): SQLite's INTEGER and REAL are 8 bytes, PostgreSQL's 4.
+_SQLITE_TYPES = (
+    (re.compile(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b", re.I), POSTGRESQL.identity),
+    (re.compile(r"\bTIMESTAMP DEFAULT CURRENT_TIMESTAMP\b", re.I), f"TEXT DEFAULT {POSTGRESQL.now}"),
+    (re.compile(r"\bTIMESTAMP\b", re.I), POSTGRESQL.timestamp),
+    (re.compile(r"\bINTEGER\b", re.I), POSTGRESQL.bigint),
+    (re.compile(r"\bREAL\b", re.I), POSTGRESQL.float),
+    (re.compile(r"\bBLOB\b", re.I), POSTGRESQL.bytes),
+)
+
+
+def postgresql_ddl(sqlite_ddl: str) -> str:
+    """A schema script written in SQLite's column types, in PostgreSQL's.
+
+    For the migrations written before the dialect vocabulary: their SQLite text is frozen
+    (databases were created from it), and this gives their PostgreSQL form from the same
+    text, so the two cannot drift. Only column types are rewritten; what SQLite alone has
+    (triggers with RAISE, FTS5, json_valid checks) needs an explicit PostgreSQL step.
+    """
+    for pattern, replacement in _SQLITE_TYPES:
+        sqlite_ddl = pattern.sub(replacement.replace("\\", "\\\\"), sqlite_ddl)
+    return sqlite_ddl
 
 
 def quote_identifier(name: str) -> str:

@@ -1,10 +1,16 @@
-"""Routine upkeep of one database: checkpoint, ANALYZE, optimize, vacuum, and ``info()``."""
+"""Routine upkeep of one database: checkpoint, ANALYZE, optimize, vacuum, and ``info()``.
+
+WAL checkpoints and vacuuming are SQLite's (``FileBacked``): on a database server the server
+does that upkeep (checkpoints, autovacuum), and the functions compliance calls after an
+erasure or a purge (``truncate_wal``, ``incremental_vacuum``) have nothing to do there.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from .backend import Backend, FileBacked
 from .engine import Database, DatabaseError, OperationalError, is_busy_error
 from .errors import DamagedDatabaseError
 
@@ -21,15 +27,17 @@ def checkpoint(db: Database, mode: str = "TRUNCATE") -> dict[str, int]:
     return {"busy": busy, "log_frames": log_frames, "checkpointed_frames": checkpointed}
 
 
-def truncate_wal(db: Database, budget_s: float = 1.0) -> bool:
+def truncate_wal(db: Backend, budget_s: float = 1.0) -> bool:
     """Checkpoint and empty the WAL within ``budget_s``; True when done.
 
     A reader holding an older snapshot (a streaming export, an online backup) blocks a
     TRUNCATE checkpoint for as long as it reads. The service connections' busy timeout would
     make each attempt wait seconds, so this uses its own connection with a 20 ms timeout and
     retries with backoff until the budget is spent. Callers report a False result (the next
-    checkpoint empties the WAL).
+    checkpoint empties the WAL). A server-backed database has no WAL file of ours: True.
     """
+    if not isinstance(db, FileBacked):
+        return True
     conn = db.connect_new()
     try:
         conn.execute("PRAGMA busy_timeout = 20")
@@ -76,8 +84,11 @@ def vacuum(db: Database) -> None:
     db.retrying(lambda: db.connection().execute("VACUUM"))
 
 
-def incremental_vacuum(db: Database, pages: int | None = None) -> int:
-    """Return up to ``pages`` free pages (all when None) to the OS; the number released."""
+def incremental_vacuum(db: Backend, pages: int | None = None) -> int:
+    """Return up to ``pages`` free pages (all when None) to the OS; the number released
+    (0 on a database server: autovacuum's job)."""
+    if not isinstance(db, FileBacked):
+        return 0
     before = freelist_count(db)
     conn = db.connection()
     sql = "PRAGMA incremental_vacuum" + (f"({int(pages)})" if pages else "")
@@ -89,8 +100,10 @@ def freelist_count(db: Database) -> int:
     return int(db.query_one("PRAGMA freelist_count")[0])
 
 
-def info(db: Database) -> dict[str, Any]:
+def info(db: Backend) -> dict[str, Any]:
     """A snapshot for operators: sizes, page counts, row counts per table, schema version."""
+    if not isinstance(db, Database):
+        return _server_info(db)
     def pragma(name: str) -> Any:
         return db.query_one(f"PRAGMA {name}")[0]
 
@@ -114,4 +127,21 @@ def info(db: Database) -> dict[str, Any]:
         "auto_vacuum": {0: "none", 1: "full", 2: "incremental"}.get(pragma("auto_vacuum")),
         "schema_version": int(schema_version),
         "tables": {t: db.query_one(f'SELECT count(*) FROM "{t}"')[0] for t in tables},
+    }
+
+
+def _server_info(db: Backend) -> dict[str, Any]:
+    """``info()`` of a database on a server: its URL (no credentials), size, tables."""
+    tables = db.table_names()
+    if db.query_one("SELECT to_regclass('schema_version') IS NOT NULL")[0]:
+        schema_version = db.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version")[0]
+    else:
+        schema_version = 0
+    return {
+        "name": db.name,
+        "url": getattr(db, "display_url", ""),
+        "backend": db.dialect.name,
+        "size_bytes": int(db.query_one("SELECT pg_database_size(current_database())")[0]),
+        "schema_version": int(schema_version),
+        "tables": {t: int(db.query_one(f'SELECT count(*) FROM "{t}"')[0]) for t in tables},
     }

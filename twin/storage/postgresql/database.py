@@ -181,6 +181,26 @@ class PostgresDatabase(ServerBacked, Backend):
             self.release(conn)
 
     @contextmanager
+    def snapshot(self) -> Iterator[PgConnection]:
+        """``Backend.snapshot``: a pooled connection of its own in a read-only REPEATABLE READ
+        transaction."""
+        handle = PgConnection(self)
+        conn = self.checkout()
+        try:
+            handle.begin(conn, f"{READER_ISOLATION} READ ONLY")
+            try:
+                yield handle
+            except BaseException:
+                handle.finish("ROLLBACK")
+                raise
+            else:
+                handle.finish("COMMIT")
+        finally:
+            if handle.in_transaction:
+                handle.finish("ROLLBACK")
+            self.release(conn)
+
+    @contextmanager
     def _savepoint(self, handle: PgConnection) -> Iterator[None]:
         handle.depth += 1
         name = f"sp_{handle.depth}"

@@ -101,6 +101,8 @@ def open_pool(settings: PostgresSettings, name: str) -> ConnectionPool:
     errors = _LastPoolError()
     pool_log = logging.getLogger("psycopg.pool")
     pool_log.addHandler(errors)
+    # While opening, the pool's own warnings are what the one-line error below says.
+    propagate, pool_log.propagate = pool_log.propagate, False
     try:
         pool.open(wait=True, timeout=settings.connect_timeout)  # closes the pool on timeout
     except PoolTimeout:
@@ -114,6 +116,7 @@ def open_pool(settings: PostgresSettings, name: str) -> ConnectionPool:
             "max_connections (replicas x workers x pools x pool size must fit)") from None
     finally:
         pool_log.removeHandler(errors)
+        pool_log.propagate = propagate
     log.info("%s: pool of %d-%d connections to %s (server max_connections %d, %d in use at start)",
              name, settings.pool_size, settings.max_size, settings.display_url, limit, in_use)
     return pool
