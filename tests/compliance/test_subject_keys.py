@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import datetime, timezone
 
@@ -9,7 +10,8 @@ import pytest
 
 from compliance.audit import Actor
 from compliance.errors import DecryptionError
-from compliance.field_crypto import FieldCipher, key_id_of
+from compliance.envelope import data_cipher
+from compliance.field_crypto import FieldCipher, associated_data, key_id_of
 from compliance.subject_keys import KeyProof, PlaintextSealer, SubjectKeyMissingError, SubjectKeyStore
 from racing_vault import AfterNextRead
 
@@ -35,8 +37,9 @@ def test_a_key_is_made_on_first_use_and_reused_after(store):
 
 
 def test_without_create_a_missing_key_is_an_error(store):
-    with pytest.raises(SubjectKeyMissingError):
+    with pytest.raises(SubjectKeyMissingError) as raised:
         store.writer(ALICE)
+    assert str(raised.value) == "the subject has no data key (erased or never stored)"
     assert not store.has_key(ALICE)
 
 
@@ -131,11 +134,13 @@ def test_the_benchmark_store_seals_nothing(vault, keyring):
 
     assert isinstance(sealer, PlaintextSealer)
     assert sealer.open("t", "c", "r", sealer.seal("t", "c", "r", {"a": 1})) == {"a": 1}
+    # The same compact UTF-8 JSON the encrypting path seals, so benchmarks compare like sizes.
+    assert sealer.seal("t", "c", "r", {"name": "Zoë", "n": [1, 2]}) == '{"name":"Zoë","n":[1,2]}'.encode()
     assert not store.has_key(ALICE)
 
 
 def test_representations_never_show_key_material(store):
-    assert "key hidden" in repr(store.writer(ALICE, create=True))
+    assert repr(store.writer(ALICE, create=True)) == "SubjectCipher(<key hidden>)"
     assert repr(store) == "SubjectKeyStore(vault='privacy_vault')"
 
 
@@ -393,3 +398,43 @@ def test_a_service_that_remembers_an_erased_subject_writes_a_returning_subjects_
         assert state["learning_trajectory"] == {"step": 1}
     finally:
         other.close()
+
+
+def test_with_the_keyring_alone_a_recovery_tool_opens_a_subjects_values(store, vault, keyring):
+    """The stored format, as documented: the wrapped key is a field ciphertext bound to its
+    vault row (table subject_keys, column wrapped_key, the subject hash), and it wraps a data
+    key whose ciphertexts hold compact UTF-8 JSON bound to their own row."""
+    sealed = store.writer(ALICE, create=True).seal("learning_profiles", "encrypted_data", "p1",
+                                                    {"name": "Zoë", "n": [1, 2]})
+    wrapped = vault.query_one("SELECT wrapped_key FROM subject_keys WHERE user_id_hash = ?", (ALICE,))[0]
+
+    data_key = FieldCipher(keyring.field_keys, keyring.active_field_key).decrypt(
+        bytes(wrapped), associated_data("subject_keys", "wrapped_key", ALICE))
+
+    plaintext = data_cipher(data_key).decrypt(sealed, associated_data("learning_profiles", "encrypted_data", "p1"))
+    assert plaintext == '{"name":"Zoë","n":[1,2]}'.encode()
+
+
+def test_a_wrapped_key_copied_to_another_subjects_row_opens_nothing(store, vault):
+    store.writer(ALICE, create=True)
+    store.writer(BOB, create=True)
+    vault.execute("UPDATE subject_keys SET wrapped_key = (SELECT wrapped_key FROM subject_keys "
+                  "WHERE user_id_hash = ?) WHERE user_id_hash = ?", (ALICE, BOB))
+    store.forget(BOB)
+
+    with pytest.raises(DecryptionError):
+        store.writer(BOB)
+
+
+def test_a_rewrap_batch_is_500_keys_unless_told(vault, keyring):
+    old = FieldCipher(keyring.field_keys, keyring.active_field_key)
+    subjects = [f"{i:064x}" for i in range(501)]
+    rows = [(s, old.active_key_id, old.encrypt(os.urandom(32), associated_data("subject_keys", "wrapped_key", s)),
+             "2030-01-01T00:00:00.000000Z") for s in subjects]
+    vault.executemany("INSERT INTO subject_keys (user_id_hash, key_version, wrapped_key, created_at) "
+                      "VALUES (?, ?, ?, ?)", rows)
+    rotated = keyring.with_new_field_key()
+    new = SubjectKeyStore(vault, FieldCipher(rotated.field_keys, rotated.active_field_key))
+
+    assert new.rewrap_batch() == 500
+    assert new.count_needing_rewrap() == 1
