@@ -6,11 +6,14 @@ run, with min/median/max over interleaved rounds.
    states), with field encryption and without it (``TWIN_BENCH_PLAINTEXT``: same code, no
    crypto): the curve, and the export's peak Python memory (flat: it streams).
    Targets: export 10k < 0.5 s, 100k < 5 s; erase 100k < 1 s.
-2. Retention purge throughput for 1M expired session rows (target >= 50k rows/s), with the
+2. Start-up with 0 and 100k erasure tombstones (target < 2 s, independent of the count), and
+   with every tombstone re-applied (what every start cost before; now only after a restore).
+3. Retention purge throughput for 1M expired session rows (target >= 50k rows/s), with the
    API's p99 latency for profile reads measured while the purge runs (target < 50 ms), next
    to the same reads with no purge running.
 
-    .venv/bin/python bench/compliance.py [--rounds 3] [--sizes 1000,10000,100000] [--purge-rows 1000000]
+    .venv/bin/python bench/compliance.py [--rounds 3] [--sizes 1000,10000,100000] [--tombstones 100000]
+                                         [--purge-rows 1000000]
     .venv/bin/python bench/compliance.py --quick     # smoke run: small sizes, one round
 """
 
@@ -144,6 +147,59 @@ def print_dsr(results: dict[int, dict[str, dict[str, list[float]]]]) -> None:
           f"{peaks[0]:.2f} -> {peaks[-1]:.2f} MB (flat: streamed)")
 
 
+def _startup_deployment(tombstones: int) -> tuple[Config, Keyring]:
+    """A deployment whose vault holds ``tombstones`` completed erasures (rows as erasures leave
+    them) and 20 live subjects, started once (so its erasure generations are recorded)."""
+    d = Path(tempfile.mkdtemp(prefix="twin-bench-start-"))
+    config = Config(env="test", data_dir=d, keyring_path=d / "k.json")
+    keyring = Keyring.generate()
+    keyring.save(config.keyring_path)
+    rt = Runtime(config, keyring)
+    for n in range(20):
+        fill_subject(rt, f"live-{n}", 50, 5)
+    now = to_db(utc_now())
+    rows = [(rt.hasher.hash(f"erased-{i}"), f"rcpt_bench{i}", now, '{"learning_profiles": 1}', now)
+            for i in range(tombstones)]
+    rt.vault_db.write(lambda conn: conn.executemany(
+        "INSERT INTO erasure_tombstones (user_id_hash, receipt_id, erased_at, counts, completed_at) "
+        "VALUES (?, ?, ?, ?, ?)", rows))
+    rt.close()
+    Runtime.open(config).close()  # the first start applies every tombstone and records the generations
+    return config, keyring
+
+
+def _start_s(config: Config, *, every: bool) -> float:
+    started = time.perf_counter()
+    Runtime.open(config, reapply_every_tombstone=every).close()
+    return time.perf_counter() - started
+
+
+def startup_bench(tombstones: int, rounds: int) -> dict[str, list[float]]:
+    """Start-up (open, migrate, chain staged audit events, tombstones) with none and with
+    ``tombstones`` erasure tombstones, and with every tombstone re-applied (what each start
+    cost before the generation check, and what a start after a restore costs), interleaved."""
+    print(f"  seeding {tombstones:,} erasure tombstones ...", flush=True)
+    none, many = _startup_deployment(0), _startup_deployment(tombstones)
+    results: dict[str, list[float]] = {"none": [], "many": [], "many_every": []}
+    for _ in range(rounds):
+        results["none"].append(_start_s(none[0], every=False))
+        results["many"].append(_start_s(many[0], every=False))
+        results["many_every"].append(_start_s(many[0], every=True))
+    return results
+
+
+def print_startup(tombstones: int, results: dict[str, list[float]]) -> None:
+    median = {k: statistics.median(v) for k, v in results.items()}
+    print(f"\nStart-up (Runtime.open: open, migrate, staged audit events, erasure tombstones), "
+          f"min/median/max ms")
+    print(f"  0 tombstones:                     {_spread(results['none'], 1000):>17}")
+    print(f"  {tombstones:,} tombstones, plain start:   {_spread(results['many'], 1000):>17}   "
+          f"ratio to 0 tombstones {median['many'] / median['none']:.2f}   target < 2 s, independent of the count "
+          f"({'met' if median['many'] < 2 else 'NOT met'})")
+    print(f"  {tombstones:,} tombstones, every one re-applied (after a restore; every start before): "
+          f"{_spread(results['many_every'], 1000)}   ratio {median['many_every'] / median['none']:.2f}")
+
+
 def _reader(args: tuple) -> list[float]:
     host, port, token, pids, stop_after = args
     conn = http.client.HTTPConnection(host, port, timeout=30)
@@ -220,12 +276,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="compliance benchmarks")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", default="1000,10000,100000", help="sessions per subject, comma-separated")
+    parser.add_argument("--tombstones", type=int, default=100_000)
     parser.add_argument("--purge-rows", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="smoke run: 1k and 5k sessions, one round, 20k purge rows")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.sizes, args.purge_rows = 1, "1000,5000", 20_000
+        args.rounds, args.sizes, args.purge_rows, args.tombstones = 1, "1000,5000", 20_000, 2_000
     print_dsr(dsr_curve([int(n) for n in args.sizes.split(",")], args.rounds))
+    print_startup(args.tombstones, startup_bench(args.tombstones, args.rounds))
     purge = purge_bench(args.purge_rows)
     print(f"\nRetention purge of {purge['rows']:,} expired session rows: {purge['seconds']:.1f} s = "
           f"{purge['rows_per_s']:,.0f} rows/s   target >= 50,000 rows/s")

@@ -8,6 +8,9 @@ business; this module does the work.
 Erasure order makes a crash at any point safe to re-run:
 1. a tombstone (keyed hash only) is written first, so an interrupted erasure is finished by
    ``reapply_tombstones()`` at the next start, and a restored older backup is erased again;
+   it is marked complete at the end, and the data databases' erasure generations advance
+   once their rows are gone (``compliance.erasure_generation``: a start re-applies only the
+   unfinished, unless a database was restored or replaced);
 2. the subject ends (``compliance.subject_end``): their rows go, one transaction per database
    (an export running at the same moment reads one snapshot: it sees all of them or none),
    then their data key and tokens from the vault (crypto-shredding);
@@ -31,6 +34,7 @@ from twin.storage.maintenance import truncate_wal
 from twin.storage.progress import ProgressFactory, silent
 from twin.storage.timestamps import to_db
 
+from . import erasure_generation
 from .audit import Actor, AuditTrail
 from .legal_hold import HoldRegistry
 from .providers import PersonalDataProvider
@@ -139,31 +143,54 @@ class DataSubjectRequests:
         self.vault_db.write(lambda conn: conn.execute(
             "INSERT INTO erasure_tombstones (user_id_hash, receipt_id, erased_at, counts) "
             "VALUES (?, ?, ?, '{}') ON CONFLICT (user_id_hash) DO UPDATE SET "
-            "receipt_id = excluded.receipt_id, erased_at = excluded.erased_at",
+            "receipt_id = excluded.receipt_id, erased_at = excluded.erased_at, completed_at = NULL",
             (subject_hash, receipt.receipt_id, receipt.erased_at)))
         deleted = self.ending.end([subject_hash], progress=progress)
+        generations = self._advance_generations()  # after the rows went: see erasure_generation
         receipt.counts = {t: max(receipt.counts.get(t, 0), deleted.get(t, 0)) for t in receipt.counts}
         receipt.subject_key_destroyed = receipt.counts.get("subject_keys", 0) > 0
         receipt.wal_truncated = all([truncate_wal(db) for db in self._databases()])
         receipt.rescan = self.counts(subject_hash)
         receipt.verified = not any(receipt.rescan.values())
-        self.vault_db.write(lambda conn: conn.execute(
-            "UPDATE erasure_tombstones SET counts = ? WHERE user_id_hash = ?",
-            (json.dumps(receipt.counts), subject_hash)))
+
+        def complete(conn: Any) -> None:
+            conn.execute("UPDATE erasure_tombstones SET counts = ?, completed_at = ? WHERE user_id_hash = ? "
+                         "AND receipt_id = ?", (json.dumps(receipt.counts), to_db(self.clock()), subject_hash,
+                                                receipt.receipt_id))
+            for name, (before, now) in generations.items():
+                erasure_generation.record(conn, name, before, now)
+
+        self.vault_db.write(complete)
         receipt.duration_ms = round((time.perf_counter() - started) * 1000, 2)
         return receipt
 
-    def reapply_tombstones(self, actor: Actor) -> dict[str, int]:
-        """Erase again every tombstoned subject that has data (after a restore or a crash).
+    def _data_databases(self) -> list[Database]:
+        return list({id(p.db): p.db for p in self.ending.data}.values())
+
+    def _advance_generations(self) -> dict[str, tuple[str | None, str]]:
+        return {db.name: erasure_generation.advance(db) for db in self._data_databases()}
+
+    def reapply_tombstones(self, actor: Actor, *, every: bool = False) -> dict[str, int]:
+        """Finish unfinished erasures and, after a restore or replacement of a database, erase
+        again every tombstoned subject that has data; the one re-application, at every start
+        and after ``twin db restore``.
+
+        Unless ``every``, the erasure generations decide (``compliance.erasure_generation``):
+        when the vault and every data database agree, only unfinished erasures are re-applied,
+        so a start costs the same whatever the history. ``every``: re-apply them all (a restore
+        that carried newer tombstones into a matched pair of files).
 
         A subject who came back after their erasure (their data key is newer than the
         tombstone) keeps the data stored since: only rows stored at or before the erasure go
         (their key is destroyed, so they could not be read anyway).
         """
-        reapplied = 0
-        rows = self.vault_db.query("SELECT t.user_id_hash, t.erased_at, k.created_at AS key_created "
+        data = self._data_databases()
+        every = every or not erasure_generation.agree(self.vault_db, data)
+        where = "" if every else " WHERE t.completed_at IS NULL"
+        rows = self.vault_db.query("SELECT t.user_id_hash, t.receipt_id, t.erased_at, k.created_at AS key_created "
                                    "FROM erasure_tombstones t LEFT JOIN subject_keys k "
-                                   "ON k.user_id_hash = t.user_id_hash")
+                                   "ON k.user_id_hash = t.user_id_hash" + where)
+        reapplied = 0
         for row in rows:
             subject_hash = row["user_id_hash"]
             returned = row["key_created"] is not None and row["key_created"] > row["erased_at"]
@@ -178,4 +205,18 @@ class DataSubjectRequests:
         if reapplied:
             for db in self._databases():
                 truncate_wal(db)
-        return {"subjects_reapplied": reapplied, "tombstones": len(rows)}
+        # With no tombstone there is no erasure history to name: nothing is recorded, and the
+        # next start looks again (at no rows).
+        generations = self._advance_generations() if every and rows else {}
+        applied = [(to_db(self.clock()), r["user_id_hash"], r["receipt_id"]) for r in rows]
+
+        def complete(conn: Any) -> None:
+            # Only the tombstones read above: an erasure that began meanwhile finishes itself.
+            conn.executemany("UPDATE erasure_tombstones SET completed_at = ? WHERE user_id_hash = ? "
+                             "AND receipt_id = ? AND completed_at IS NULL", applied)
+            for name, (before, now) in generations.items():
+                erasure_generation.record(conn, name, before, now, unconditionally=True)
+
+        if applied or generations:
+            self.vault_db.write(complete)
+        return {"subjects_reapplied": reapplied, "tombstones": len(rows), "every": int(every)}

@@ -148,13 +148,38 @@ def _v4_up(conn, dialect) -> None:  # noqa: ANN001 - a migration step takes the 
 
 V4_DOWN = "DROP TABLE audit_staged_events;"
 
+
+def _v5_up(timestamp: str) -> str:
+    return f"""
+-- When each erasure finished (NULL: it may not have; the next start finishes it). Only the
+-- unfinished are looked up at start, through this partial index: no scan of the history.
+ALTER TABLE erasure_tombstones ADD COLUMN completed_at {timestamp};
+CREATE INDEX idx_tombstones_unfinished ON erasure_tombstones (user_id_hash) WHERE completed_at IS NULL;
+
+-- Per data database: its erasure generation at which every tombstone was applied
+-- (compliance.erasure_generation). NULL or absent: re-apply every tombstone at the next start.
+CREATE TABLE erasure_state (
+    database_name  TEXT PRIMARY KEY,
+    generation     TEXT
+);
+"""
+
+
+V5_DOWN = """
+DROP TABLE erasure_state;
+DROP INDEX idx_tombstones_unfinished;
+ALTER TABLE erasure_tombstones DROP COLUMN completed_at;
+"""
+
 MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job locks",
                         {"sqlite": V1_UP, "postgresql": V1_UP_POSTGRESQL},
                         {"sqlite": V1_DOWN, "postgresql": V1_DOWN_POSTGRESQL}),
               Migration(2, "audit journal import markers",
                         {"sqlite": V2_UP, "postgresql": postgresql_ddl(V2_UP)}, V2_DOWN),
               Migration(3, "token expiry and last use", _v3_up, V3_DOWN),
-              Migration(4, "audit events staged in the vault", _v4_up, V4_DOWN)]
+              Migration(4, "audit events staged in the vault", _v4_up, V4_DOWN),
+              Migration(5, "erasure completion and generations (re-apply tombstones only after a restore)",
+                        {"sqlite": _v5_up("TIMESTAMP"), "postgresql": _v5_up("TEXT")}, V5_DOWN)]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
 
@@ -187,7 +212,7 @@ PERSONAL_DATA = [
     PersonalTable(
         database="privacy_vault", name="erasure_tombstones", pk="user_id_hash",
         columns=(subject_hash("user_id_hash"), key("receipt_id"), timestamp("erased_at"),
-                 json_text("counts")),
+                 json_text("counts"), timestamp("completed_at")),
         row_id=("user_id_hash",), subject_hash_column="user_id_hash", erase=False,
         kept_reason="proof of erasure, re-applied after any restore; keyed hash only"),
 ]
@@ -200,4 +225,5 @@ NO_PERSONAL_DATA = {
     "audit_staged_events": "audit events for the moment (a flush delay) before they join "
                            "audit_events, which declares them; every reader of the trail "
                            "chains them first",
+    "erasure_state": "per data database, a random token naming its erasure history",
 }

@@ -115,10 +115,12 @@ class Runtime:
 
     @classmethod
     def open(cls, config: Config | None = None, *, clock: Callable[[], datetime] = utc_now,
-             reapply_tombstones: bool = True, create_keyring: bool = False,
-             migrate: bool | None = None) -> "Runtime":
+             reapply_tombstones: bool = True, reapply_every_tombstone: bool = False,
+             create_keyring: bool = False, migrate: bool | None = None) -> "Runtime":
         """Load the keyring, open (and on SQLCipher migrate) the databases, re-apply erasure
-        tombstones.
+        tombstones: those of unfinished erasures, or all of them after a database was restored
+        or replaced (``DataSubjectRequests.reapply_tombstones``; ``reapply_every_tombstone``
+        whatever the generations say, after ``twin db restore``).
 
         ``create_keyring``: only a command that sets a deployment up (``twin serve``) may
         generate a development keyring when none exists."""
@@ -128,7 +130,7 @@ class Runtime:
         # else is recorded or served.
         runtime.audit.flush()
         if reapply_tombstones:
-            result = runtime.dsr.reapply_tombstones(STARTUP_ACTOR)
+            result = runtime.dsr.reapply_tombstones(STARTUP_ACTOR, every=reapply_every_tombstone)
             if result["subjects_reapplied"]:
                 log.warning("re-applied %d erasure tombstones (restored backup or interrupted erasure)",
                             result["subjects_reapplied"])

@@ -47,8 +47,9 @@ def test_the_plan_lists_tables_and_columns_with_their_rows_and_nothing_changes_w
     run = CliRunner().invoke(cli, ROLLBACK + ["--yes"], env=env)
     assert run.exit_code == 2
     assert run.stdout.splitlines() == [
-        "digital_twin: roll back v3 -> v1 (undo 3, 2)",
+        "digital_twin: roll back v4 -> v1 (undo 4, 3, 2)",
         "  drop table consents (0 rows)",
+        "  drop table erasure_generation (0 rows)",
         "  drop table evidence (0 rows)",
         "  drop table legal_holds (1 rows)",
         "  drop table skill_parameters (0 rows)",
@@ -64,14 +65,14 @@ def test_the_plan_lists_tables_and_columns_with_their_rows_and_nothing_changes_w
     ]
     assert run.stderr.strip() == ("twin: error: digital_twin: the rollback would drop 7 rows of data "
                                   "(listed above); pass --force to drop them")
-    assert _state(env) == (3, 1)
+    assert _state(env) == (4, 1)
 
 
 def test_a_dry_run_prints_the_plan_and_changes_nothing(env, tmp_path):
     run = CliRunner().invoke(cli, ROLLBACK + ["--dry-run"], env=env)
     assert run.exit_code == 0 and "drop table legal_holds (1 rows)" in run.stdout
     assert "dry run: nothing changed" in run.stdout
-    assert _state(env) == (3, 1)
+    assert _state(env) == (4, 1)
     assert not (tmp_path / "data" / "backups").exists()
     assert [p.name for p in (tmp_path / "data").iterdir() if "rollback-plan" in p.name] == []
 
@@ -79,7 +80,7 @@ def test_a_dry_run_prints_the_plan_and_changes_nothing(env, tmp_path):
 def test_without_a_terminal_it_needs_yes(env):
     run = CliRunner().invoke(cli, ROLLBACK + ["--force"], env=env)
     assert run.exit_code == 2 and "pass --yes" in run.stderr
-    assert _state(env) == (3, 1)
+    assert _state(env) == (4, 1)
 
 
 def test_forced_and_confirmed_it_backs_up_first_and_the_backup_brings_the_hold_back(env, tmp_path):
@@ -93,7 +94,7 @@ def test_forced_and_confirmed_it_backs_up_first_and_the_backup_brings_the_hold_b
     restored = CliRunner().invoke(cli, ["db", "restore", str(backup), "--database", "digital_twin",
                                         "--yes", "--force"], env=env)
     assert restored.exit_code == 0, restored.output
-    assert _state(env) == (3, 1)
+    assert _state(env) == (4, 1)
 
 
 def test_a_rollback_that_drops_no_data_needs_no_force(env):
@@ -101,4 +102,4 @@ def test_a_rollback_that_drops_no_data_needs_no_force(env):
                              env=env)
     assert run.exit_code == 0, run.output
     assert "  drop column api_tokens.expires_at (0 rows with a value)" in run.stdout
-    assert "privacy_vault: rolled back [3]; now at v2" in run.stdout
+    assert "privacy_vault: rolled back [5, 4, 3]; now at v2" in run.stdout

@@ -22,6 +22,7 @@ vocabulary (``twin.storage.dialect``), so it runs on SQLCipher and PostgreSQL al
 
 from typing import Any
 
+from compliance import erasure_generation
 from twin.storage import Migration
 from twin.storage.dialect import Dialect, postgresql_ddl
 
@@ -211,6 +212,10 @@ MIGRATIONS = [
               {"sqlite": V2_UP, "postgresql": postgresql_ddl(V2_UP)}, V2_DOWN),
     Migration(3, "learner model: evidence, how states were computed, skill parameters",
               _v3_up, _v3_down),
+    # The erasure generation that tells a restored file from this one (compliance.erasure_generation).
+    Migration(4, "erasure generation", {"sqlite": erasure_generation.DATA_DDL,
+                                        "postgresql": erasure_generation.DATA_DDL},
+              erasure_generation.DATA_DDL_DOWN),
 ]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
@@ -223,4 +228,5 @@ NO_PERSONAL_DATA = {
     "skill_parameters": "BKT parameters of a skill fitted over at least 50 learners and 500 "
                         "observations: five aggregate probabilities and counts, about no one",
     "skill_parameters_current": "which fitted version each skill uses now",
+    **erasure_generation.DATA_NO_PERSONAL_DATA,
 }

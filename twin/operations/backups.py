@@ -208,7 +208,9 @@ def restore_set(directory: Path, entries: Sequence[BackupEntry], config: Config,
             merge_tombstones(vault, carried)
         finally:
             vault.close_all()
-    runtime = Runtime.open(config)  # migrates and re-applies every tombstone
+    # Migrates and re-applies every tombstone: a matched pair restored from one set agrees on
+    # its erasure generation, yet the tombstones carried into it are newer than its rows.
+    runtime = Runtime.open(config, reapply_every_tombstone=True)
     runtime.close()
     pending.unlink(missing_ok=True)
     return {"restored": names, "tombstones_carried": len(carried)}

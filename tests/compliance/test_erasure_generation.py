@@ -1,0 +1,175 @@
+"""Start-up re-applies erasure tombstones only when a database was restored or replaced since
+they were last applied (the erasure generations on both sides), and always finishes erasures
+that did not finish; a plain restart looks at no tombstone of the history.
+
+An erased subject's row put back by hand (``_plant``), as a restore would bring it back but
+without changing any file's generation, shows which starts re-applied every tombstone: a full
+re-application deletes it, a plain start leaves it."""
+
+from __future__ import annotations
+
+import pytest
+
+from compliance import erasure_generation
+from compliance.audit import Actor
+from twin.runtime import Runtime
+from twin.storage import (Database, IntegrityError, backup_database, read_manifest, restore_database,
+                          write_manifest)
+
+ADMIN = Actor("tok_test_admin", "admin")
+STARTUP = "system:startup"
+
+
+def _restart(runtime: Runtime, keyring, clock) -> Runtime:
+    runtime.close()
+    keyring.save(runtime.config.keyring_path)
+    return Runtime.open(runtime.config, clock=clock)
+
+
+def _plant(runtime: Runtime, subject_hash: str, profile_id: str) -> None:
+    runtime.twin_db.write(lambda conn: conn.execute(
+        "INSERT INTO learning_profiles (profile_id, user_id_hash, ttl_expires_at) VALUES (?, ?, ?)",
+        (profile_id, subject_hash, "2999-01-01T00:00:00.000000Z")))
+
+
+def _planted(runtime: Runtime, profile_id: str) -> bool:
+    return runtime.twin_db.query_one("SELECT 1 FROM learning_profiles WHERE profile_id = ?",
+                                     (profile_id,)) is not None
+
+
+def _reapplied(runtime: Runtime, subject_hash: str) -> int:
+    return len(runtime.audit.query(subject_hash=subject_hash, action="restore_reapply"))
+
+
+@pytest.fixture
+def opened(runtime, keyring, clock, make_subject):
+    """A deployment started once (its generations recorded) with one erased subject."""
+    erased = make_subject("erased-long-ago", sessions=1, knowledge=1)
+    runtime.subject_requests.erase(ADMIN, None, user_id=erased.user_id)
+    restarted = _restart(runtime, keyring, clock)
+    yield restarted, erased
+    restarted.close()
+
+
+def test_after_a_start_both_sides_agree_and_a_plain_restart_reapplies_nothing(opened, keyring, clock):
+    runtime, erased = opened
+    assert erasure_generation.agree(runtime.vault_db, [runtime.twin_db])
+    _plant(runtime, erased.subject_hash, "prf_planted")
+
+    restarted = _restart(runtime, keyring, clock)
+    try:
+        assert _planted(restarted, "prf_planted")  # no full re-application
+        assert _reapplied(restarted, erased.subject_hash) == 0
+        result = restarted.dsr.reapply_tombstones(Actor(STARTUP, "system"))
+        assert result == {"subjects_reapplied": 0, "tombstones": 0, "every": 0}
+    finally:
+        restarted.close()
+
+
+def test_each_completed_erasure_keeps_both_sides_in_agreement(opened):
+    runtime, _ = opened
+    runtime.profiles.create(ADMIN, None, {"user_id": "erased-now", "personal": {"n": 1}})
+    before = erasure_generation.current(runtime.twin_db)
+
+    runtime.subject_requests.erase(ADMIN, None, user_id="erased-now")
+
+    assert erasure_generation.current(runtime.twin_db) != before
+    assert erasure_generation.agree(runtime.vault_db, [runtime.twin_db])
+    assert runtime.vault_db.query_one("SELECT completed_at FROM erasure_tombstones WHERE user_id_hash = ?",
+                                      (runtime.hasher.hash("erased-now"),))[0] is not None
+
+
+def test_two_erasures_finishing_out_of_order_make_the_next_start_reapply_everything(opened):
+    runtime, _ = opened
+    first = erasure_generation.advance(runtime.twin_db)   # one erasure's rows went ...
+    second = erasure_generation.advance(runtime.twin_db)  # ... then another's
+    runtime.vault_db.write(lambda conn: erasure_generation.record(conn, "digital_twin", *second))
+    runtime.vault_db.write(lambda conn: erasure_generation.record(conn, "digital_twin", *first))
+
+    assert erasure_generation.recorded(runtime.vault_db, "digital_twin") is None
+    assert not erasure_generation.agree(runtime.vault_db, [runtime.twin_db])
+
+
+def test_restoring_an_older_data_file_reapplies_every_tombstone(opened, keyring, clock, tmp_path):
+    runtime, erased = opened
+    view, _ = runtime.profiles.create(ADMIN, None, {"user_id": "erased-after-backup", "personal": {"n": 1}})
+    backup_dir = tmp_path / "backup"
+    write_manifest(backup_dir, [backup_database(runtime.twin_db, backup_dir)])
+    runtime.subject_requests.erase(ADMIN, None, user_id="erased-after-backup")
+    (entry,) = read_manifest(backup_dir)
+    runtime.close()
+    restore_database(backup_dir, entry, Database(runtime.twin_db.path, keyring.database_key,
+                                                 name="digital_twin"))
+
+    restarted = _restart(runtime, keyring, clock)
+    try:
+        subject_hash = restarted.hasher.hash("erased-after-backup")
+        assert not _planted(restarted, view["profile_id"])
+        assert _reapplied(restarted, subject_hash) == 1
+        assert erasure_generation.agree(restarted.vault_db, [restarted.twin_db])
+    finally:
+        restarted.close()
+
+
+def test_restoring_an_older_vault_reapplies_every_tombstone(opened, keyring, clock, tmp_path):
+    runtime, erased = opened
+    backup_dir = tmp_path / "backup"
+    write_manifest(backup_dir, [backup_database(runtime.vault_db, backup_dir)])
+    runtime.profiles.create(ADMIN, None, {"user_id": "erased-after-vault-backup", "personal": {"n": 1}})
+    runtime.subject_requests.erase(ADMIN, None, user_id="erased-after-vault-backup")
+    _plant(runtime, erased.subject_hash, "prf_planted")
+    (entry,) = read_manifest(backup_dir)
+    runtime.close()
+    restore_database(backup_dir, entry, Database(runtime.vault_db.path, keyring.database_key,
+                                                 name="privacy_vault"))
+
+    restarted = _restart(runtime, keyring, clock)
+    try:
+        assert not _planted(restarted, "prf_planted")  # the restored vault's tombstone, re-applied
+        assert _reapplied(restarted, erased.subject_hash) == 1
+    finally:
+        restarted.close()
+
+
+def test_a_replaced_data_file_reapplies_every_tombstone(opened, keyring, clock):
+    runtime, erased = opened
+    _plant(runtime, erased.subject_hash, "prf_planted")
+    runtime.twin_db.write(lambda conn: conn.execute("DELETE FROM erasure_generation"))  # as a new file has none
+
+    restarted = _restart(runtime, keyring, clock)
+    try:
+        assert not _planted(restarted, "prf_planted")
+        assert erasure_generation.agree(restarted.vault_db, [restarted.twin_db])
+    finally:
+        restarted.close()
+
+
+def test_an_unfinished_erasure_is_finished_by_a_plain_restart_without_a_full_pass(opened, keyring, clock):
+    runtime, erased = opened
+    _plant(runtime, erased.subject_hash, "prf_planted")
+    view, _ = runtime.profiles.create(ADMIN, None, {"user_id": "interrupted", "personal": {"n": 1}})
+    runtime.vault_db.connection().execute(  # the key's deletion fails, as a crash there would
+        "CREATE TEMP TRIGGER crash BEFORE DELETE ON main.subject_keys BEGIN SELECT RAISE(ABORT, 'crash'); END")
+    with pytest.raises(IntegrityError):
+        runtime.subject_requests.erase(ADMIN, None, user_id="interrupted")
+
+    restarted = _restart(runtime, keyring, clock)
+    try:
+        subject_hash = restarted.hasher.hash("interrupted")
+        assert not restarted.keys.has_key(subject_hash)
+        assert _reapplied(restarted, subject_hash) == 1
+        assert _planted(restarted, "prf_planted")  # only the unfinished one was looked at
+        assert not _planted(restarted, view["profile_id"])
+    finally:
+        restarted.close()
+
+
+def test_twin_db_restore_reapplies_every_tombstone_whatever_the_generations(opened):
+    runtime, erased = opened
+    _plant(runtime, erased.subject_hash, "prf_planted")
+
+    result = runtime.dsr.reapply_tombstones(Actor(STARTUP, "system"), every=True)
+
+    assert result == {"subjects_reapplied": 1, "tombstones": 1, "every": 1}
+    assert not _planted(runtime, "prf_planted")
+    assert erasure_generation.agree(runtime.vault_db, [runtime.twin_db])
