@@ -95,7 +95,7 @@ def test_setup_migrates_and_marks_the_pair_and_status_reads_it(pg_env):
             assert conn.execute("SELECT role FROM storage_identity").fetchall() == [(role,)]
     status = twin(pg_env, "db", "status")
     assert status.returncode == 0, status.stderr
-    assert "digital_twin       v3 of 3  up to date" in status.stdout
+    assert "digital_twin       v4 of 4  up to date" in status.stdout
 
 
 def test_serve_on_a_schema_older_than_the_code_exits_2_naming_twin_db_migrate(pg_env):
