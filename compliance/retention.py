@@ -70,9 +70,9 @@ class RetentionPurger:
     def _expired_sql(table: PersonalTable, columns: str, held: Sequence[str]) -> str:
         """SELECT of expired rows; the legal-hold exclusion is added only while a hold exists."""
         sql = f"SELECT {columns} FROM {table.name} WHERE {table.expired_where()}"
-        if held:
-            sql += (f" AND {table.subject_sql} NOT IN "
-                    f"({', '.join(f':held_{i}' for i in range(len(held)))})")
+        if held:  # a row of no subject (an ownerless thread) is held by no one
+            sql += (f" AND ({table.subject_sql} IS NULL OR {table.subject_sql} NOT IN "
+                    f"({', '.join(f':held_{i}' for i in range(len(held)))}))")
         return sql
 
     def _expiring(self) -> list[tuple[PersonalDataProvider, PersonalTable]]:

@@ -254,20 +254,25 @@ def personal_data_registry(names: Iterable[str] | None = None) -> PersonalDataRe
 
 # -- component stores from the configuration -----------------------------------------------------
 
-def open_ledger_database(path: str | Path | None = None, config: Config | None = None,
-                         keyring: Keyring | None = None) -> Database:
-    """The ledger's database, migrated: the file at ``path`` (keyed with the ledger's key),
-    else the catalog's ``ledger``. ``config`` defaults to the environment, ``keyring`` to the
-    deployment's."""
-    from .ledger.schema import MIGRATIONS
-
+def open_store_database(name: str, path: str | Path | None = None, config: Config | None = None,
+                        keyring: Keyring | None = None) -> Database:
+    """A component store's database, migrated: the file at ``path`` (keyed with the database
+    key), else the catalog's ``name``. ``config`` defaults to the environment, ``keyring`` to
+    the deployment's."""
     config = config or Config.from_env()
     keyring = keyring or load_keyring(config)
     if path is None:
-        return open_database("ledger", config, keyring.database_keys)
-    db = Database(path, keyring.database_key, name="ledger")
-    Migrator(db, MIGRATIONS).migrate()
+        return open_database(name, config, keyring.database_keys)
+    spec = spec_for(name)
+    db = Database(path, keyring.database_key, name=spec.name)
+    Migrator(db, spec.migrations()).migrate()
     return db
+
+
+def open_ledger_database(path: str | Path | None = None, config: Config | None = None,
+                         keyring: Keyring | None = None) -> Database:
+    """The ledger's database (``open_store_database``)."""
+    return open_store_database("ledger", path, config, keyring)
 
 
 def open_ledger(path: str | Path | None = None, config: Config | None = None,

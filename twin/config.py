@@ -11,6 +11,7 @@
 | TWIN_SESSION_RETENTION_DAYS      | session retention                               | 730                |
 | TWIN_KNOWLEDGE_RETENTION_DAYS    | knowledge-state retention (since last update)   | 1095               |
 | TWIN_EVIDENCE_RETENTION_DAYS     | evidence retention (since observed)             | 730                |
+| TWIN_PREFERENCE_RETENTION_DAYS   | user preferences (settings store), since changed| 1095               |
 | TWIN_AUDIT_RETENTION_DAYS        | audit-trail retention                           | 2555               |
 | TWIN_RETENTION_CRON              | nightly retention job (cron, UTC)               | 30 2 * * *         |
 | TWIN_MODEL_FIT_NIGHTLY           | the nightly job also refits skill parameters    | on                 |
@@ -73,6 +74,7 @@ class Config:
     session_retention_days: int = 730
     knowledge_retention_days: int = 1095
     evidence_retention_days: int = 730
+    preference_retention_days: int = 1095
     audit_retention_days: int = 2555
     retention_cron: str = "30 2 * * *"
     retention_batch_size: int = 2000
@@ -113,6 +115,7 @@ class Config:
             session_retention_days=_int(environ, "TWIN_SESSION_RETENTION_DAYS", 730),
             knowledge_retention_days=_int(environ, "TWIN_KNOWLEDGE_RETENTION_DAYS", 1095),
             evidence_retention_days=_int(environ, "TWIN_EVIDENCE_RETENTION_DAYS", 730),
+            preference_retention_days=_int(environ, "TWIN_PREFERENCE_RETENTION_DAYS", 1095),
             audit_retention_days=_int(environ, "TWIN_AUDIT_RETENTION_DAYS", 2555),
             retention_cron=environ.get("TWIN_RETENTION_CRON", "30 2 * * *"),
             model_fit_nightly=_flag(environ, "TWIN_MODEL_FIT_NIGHTLY", True),
@@ -130,7 +133,7 @@ class Config:
     def retention_windows(self) -> dict[str, int]:
         """Retention windows in days, by the names the table descriptors' rules use."""
         return {"sessions": self.session_retention_days, "knowledge": self.knowledge_retention_days,
-                "evidence": self.evidence_retention_days}
+                "evidence": self.evidence_retention_days, "preferences": self.preference_retention_days}
 
     def path_environ(self) -> dict[str, str]:
         """The environment that database path resolution reads (data dir folded in)."""

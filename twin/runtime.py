@@ -16,14 +16,15 @@ from compliance.dsr import DataSubjectRequests
 from compliance.id_hashing import SubjectHasher
 from compliance.keyring import Keyring
 from compliance.keyring_watcher import KeyringWatcher
-from compliance.providers import PersonalDataProvider
+from compliance.providers import PersonalDataProvider, TableProvider
 from compliance.retention import RetentionPurger
 from compliance.subject_end import SubjectEnding
 from compliance.subject_keys import SubjectKeyStore
 from compliance.tokens import TokenStore
 from compliance.vault_provider import VaultProvider
 
-from .catalog import (database_path, load_keyring, open_learner_databases, open_model_manager,
+from .catalog import (backend_of, database_path, load_keyring, open_database, open_learner_databases,
+                      open_model_manager,
                       personal_data_registry, reload_keyring, spec_for)
 from .config import Config
 from .learners.consents import ConsentService
@@ -60,6 +61,12 @@ class Runtime:
         self.clock = clock
         self.twin_db, self.vault_db = open_learner_databases(config, keyring.database_keys,
                                                              migrate=migrate)
+        # Thread contexts and user preferences (seed 001) are personal data: the settings
+        # database has a provider like every other holder of personal data. Its schema is
+        # SQLCipher-only so far: when its backend resolves to postgresql no settings store can
+        # exist to hold any, and there is nothing to reach.
+        self.settings_db = (open_database("settings", config, keyring.database_keys)
+                            if backend_of("settings", config) == "sqlcipher" else None)
         self.registry = personal_data_registry()
         self.hasher = SubjectHasher(keyring.id_pepper)
         # scripts/rotate_keys.py changes the keyring while the service runs: follow it.
@@ -108,7 +115,10 @@ class Runtime:
                                 parameters=self.skill_parameters, explain=self.knowledge.explain_state),
             VaultProvider(self.vault_db, self.registry.for_database(self.vault_db.name), self.audit),
         ]
-        unreached = set(self.registry.databases()) - {p.db.name for p in providers}
+        if self.settings_db is not None:
+            providers.insert(-1, TableProvider(self.settings_db, self.registry.for_database("settings")))
+        unreached = set(self.registry.databases()) - {p.db.name for p in providers} \
+            - (set() if self.settings_db is not None else {"settings"})
         if unreached:
             raise RuntimeError(f"personal data in {', '.join(sorted(unreached))} has no provider")
         return providers
@@ -143,7 +153,8 @@ class Runtime:
         return manager
 
     def databases(self) -> list:
-        return [self.twin_db, self.vault_db, *self._extra_dbs]
+        return [db for db in (self.twin_db, self.vault_db, self.settings_db, *self._extra_dbs)
+                if db is not None]
 
     def ready(self) -> dict[str, bool]:
         """Per database: open, keyed and answering."""

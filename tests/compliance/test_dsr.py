@@ -77,8 +77,8 @@ def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
     assert response.status_code == 200
     receipt = response.get_json()
     assert receipt["counts"] == {"evidence": 2, "knowledge_states": 2, "learning_sessions": 3, "consents": 1,
-                                 "legal_holds": 0, "learning_profiles": 1, "api_tokens": 1,
-                                 "subject_keys": 1}
+                                 "legal_holds": 0, "learning_profiles": 1, "thread_contexts": 0,
+                                 "user_preferences": 0, "api_tokens": 1, "subject_keys": 1}
     assert receipt["verified"] is True and receipt["subject_key_destroyed"] is True
     assert receipt["wal_truncated"] is True
     assert set(receipt["rescan"].values()) == {0}
@@ -144,7 +144,8 @@ def test_export_holds_every_table_and_records_a_disclosure(runtime, make_subject
     (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="export")
     assert event.request_id == "req-1"
     assert event.details == {"profiles": 1, "legal_holds": 0, "consents": 1, "sessions": 2,
-                             "knowledge_states": 2, "evidence": 2}
+                             "knowledge_states": 2, "evidence": 2, "thread_contexts": 0,
+                             "user_preferences": 0}
 
 
 def test_export_of_an_unknown_subject_is_an_empty_document(runtime):
@@ -183,7 +184,8 @@ def test_erasing_an_unknown_subject_returns_a_verified_receipt_of_zeros(runtime)
     receipt = runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id="never-seen")
 
     assert set(receipt.counts) == {"evidence", "knowledge_states", "learning_sessions", "consents", "legal_holds",
-                                   "learning_profiles", "api_tokens", "subject_keys"}
+                                   "learning_profiles", "thread_contexts", "user_preferences", "api_tokens",
+                                   "subject_keys"}
     assert set(receipt.counts.values()) == {0} and set(receipt.rescan.values()) == {0}
     assert receipt.verified and not receipt.subject_key_destroyed and not receipt.dry_run
 
@@ -436,7 +438,8 @@ def test_an_export_is_recorded_as_a_disclosure_before_its_first_byte(runtime, ma
     (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="export")
     assert event.request_id == "req-first"
     assert event.details == {"profiles": 1, "legal_holds": 0, "consents": 0, "sessions": 2,
-                             "knowledge_states": 0, "evidence": 0}
+                             "knowledge_states": 0, "evidence": 0, "thread_contexts": 0,
+                             "user_preferences": 0}
     assert len(json.loads("".join(export))["sessions"]) == 2
 
 

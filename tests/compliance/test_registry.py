@@ -60,7 +60,7 @@ def test_the_learner_databases_declare_exactly_their_tables(runtime):
 
 
 def test_every_declaration_is_valid_sql_against_the_real_schema(runtime):
-    dbs = {runtime.twin_db.name: runtime.twin_db, runtime.vault_db.name: runtime.vault_db}
+    dbs = {db.name: db for db in runtime.databases()}
     params = {"subject_0": "0" * 64, "now": "2030-01-01T00:00:00.000000Z",
               "before": "2030-01-01T00:00:00.000000Z",
               **{f"{w}_cutoff": "2029-01-01T00:00:00.000000Z" for w in runtime.config.retention_windows()}}
@@ -181,11 +181,11 @@ def test_a_runtime_refuses_personal_data_no_provider_reaches(config, keyring, mo
     import twin.runtime
     from twin.runtime import Runtime
 
-    def with_settings_table(*args):
+    def with_rag_table(*args):
         registry = personal_data_registry(*args)
-        registry.register(_table(database="settings", name="user_preferences"))
+        registry.register(_table(database="rag_index", name="user_queries"))
         return registry
 
-    monkeypatch.setattr(twin.runtime, "personal_data_registry", with_settings_table)
-    with pytest.raises(RuntimeError, match="settings has no provider"):
+    monkeypatch.setattr(twin.runtime, "personal_data_registry", with_rag_table)
+    with pytest.raises(RuntimeError, match="rag_index has no provider"):
         Runtime(config, keyring)

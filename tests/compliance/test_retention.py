@@ -114,7 +114,8 @@ def test_a_dry_run_counts_and_samples_without_deleting(runtime, timeline):
 
     assert report.dry_run
     assert report.counts == {"evidence": 0, "knowledge_states": 2, "learning_sessions": 2,
-                             "learning_profiles": 1, "audit_events": 0}
+                             "learning_profiles": 1, "thread_contexts": 0, "user_preferences": 0,
+                             "audit_events": 0}
     assert report.sample_row_ids["learning_profiles"] == [a.profile_id]
     assert sorted(report.sample_row_ids["learning_sessions"]) == \
         sorted([a.session_ids[0], b.session_ids[0]])

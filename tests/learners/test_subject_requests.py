@@ -28,7 +28,8 @@ def test_an_export_is_checked_before_it_starts_and_audited_with_its_counts(runti
     (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="export")
     assert (event.request_id, event.actor_role) == ("req-2", "learner")
     assert event.details == {"profiles": 1, "legal_holds": 0, "consents": 0, "sessions": 2,
-                             "knowledge_states": 1, "evidence": 1}
+                             "knowledge_states": 1, "evidence": 1, "thread_contexts": 0,
+                             "user_preferences": 0}
 
 
 def test_erasure_names_its_subject_by_user_id_or_profile_id(runtime, make_subject):

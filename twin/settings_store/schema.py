@@ -1,10 +1,10 @@
 """Migrations of ``settings.db``.
 
 v1 holds the OpsBrain seed's tables ``configurations``, ``business_goals``, ``app_settings``,
-``config_audit`` and ``performance_metrics``. The seed's ``thread_contexts`` (Slack
-conversation state) and ``user_preferences`` (per-user overrides) are omitted: nothing on this
-platform has Slack threads, and per-user data belongs in the learner databases, where erasure
-and retention reach it, not in a settings store that DSR tooling does not cover.
+``config_audit`` and ``performance_metrics``. v2 adds the seed's ``thread_contexts``
+(conversation messages with an expiry) and ``user_preferences`` (per-user overrides): both hold
+personal data, sealed, and are declared in ``tables.py`` so DSR export, erasure and retention
+reach them through the providers mechanism like the learner tables.
 
 Where v1 departs from the seed, and why:
 
@@ -139,16 +139,55 @@ DROP TABLE config_audit;
 DROP TABLE configurations;
 """
 
+# v2: seed 001's thread contexts and user preferences (see tables.py). A thread's messages are
+# a BLOB (sealed JSON); ``user_id_hash`` is NULL for a thread that belongs to no one.
+V2_UP = f"""
+CREATE TABLE thread_contexts (
+    id           INTEGER PRIMARY KEY,
+    thread_key   TEXT NOT NULL UNIQUE CHECK (length(thread_key) BETWEEN 1 AND 200),
+    channel_id   TEXT CHECK (channel_id IS NULL OR length(channel_id) <= 200),
+    thread_ts    TEXT CHECK (thread_ts IS NULL OR length(thread_ts) <= 200),
+    messages     BLOB NOT NULL CHECK (typeof(messages) = 'blob'),
+    user_id_hash TEXT,
+    {_iso("created_at")},
+    {_iso("updated_at")},
+    {_iso("expires_at")}
+);
+CREATE INDEX idx_thread_contexts_expires ON thread_contexts (expires_at);
+CREATE INDEX idx_thread_contexts_subject ON thread_contexts (user_id_hash) WHERE user_id_hash IS NOT NULL;
+
+CREATE TABLE user_preferences (
+    id             INTEGER PRIMARY KEY,
+    user_id_hash   TEXT NOT NULL,
+    preference_key TEXT NOT NULL CHECK (length(preference_key) BETWEEN 1 AND 200),
+    value          BLOB NOT NULL CHECK (typeof(value) = 'blob'),
+    {_iso("created_at")},
+    {_iso("updated_at")},
+    UNIQUE (user_id_hash, preference_key)
+);
+CREATE INDEX idx_user_preferences_updated ON user_preferences (updated_at);
+"""
+
+V2_DOWN = """
+DROP TABLE user_preferences;
+DROP TABLE thread_contexts;
+"""
+
 MIGRATIONS = [
     Migration(1, "seed schema: configurations, audit, app settings, goals, performance metrics",
               V1_UP, V1_DOWN,
               "sensitive values encrypted, hashed audit of secrets, typed settings, ISO-8601 UTC"),
+    Migration(2, "thread contexts and user preferences", V2_UP, V2_DOWN,
+              "seed 001's personal tables: sealed values, owned by a keyed user hash, expiring"),
 ]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
 
 # Operator-facing configuration. ``updated_by``/``changed_by`` name operators, services or
 # scripts acting on the platform (staff accountability), never learners.
+from .tables import SETTINGS_PERSONAL_TABLES  # noqa: E402
+
+PERSONAL_DATA = SETTINGS_PERSONAL_TABLES
 NO_PERSONAL_DATA = {
     "schema_version": "migration bookkeeping",
     "configurations": "platform configuration; secrets field-encrypted; no learner data",
