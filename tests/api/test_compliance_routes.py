@@ -13,7 +13,7 @@ CONSENT = {"consenter_name": "Robin Parent", "consenter_relationship": "parent",
            "consenter_contact": "robin@example.org", "method": "signed_form",
            "obtained_at": "2030-01-02T03:04:05+00:00"}
 EXPORT_KEYS = {"format", "generated_at", "profiles", "sessions", "knowledge_states", "evidence", "consents",
-               "legal_holds", "disclosures"}
+               "legal_holds", "thread_contexts", "user_preferences", "disclosures"}
 
 
 def _child_birth_date() -> str:
