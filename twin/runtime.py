@@ -24,8 +24,7 @@ from compliance.tokens import TokenStore
 from compliance.vault_provider import VaultProvider
 
 from .catalog import (backend_of, database_path, load_keyring, open_database, open_learner_databases,
-                      open_model_manager,
-                      personal_data_registry, reload_keyring, spec_for)
+                      open_model_manager, personal_data_registry, reload_keyring, spec_for)
 from .config import Config
 from .learners.consents import ConsentService
 from .learners.context import LearnerContext
