@@ -328,7 +328,7 @@ def test_health_check_reports_a_healthy_store_and_leaves_no_trace(store, db):
     assert report["healthy"] is True and report["errors"] == []
     assert report["checks"] == {"integrity": "ok", "schema": "ok", "write_round_trip": "ok",
                                 "sensitive_values": "ok"}
-    assert (report["encrypted"], report["schema_version"], report["expected_schema_version"]) == (True, 2, 2)
+    assert (report["encrypted"], report["schema_version"], report["expected_schema_version"]) == (True, 3, 3)
     assert report["counts"]["configurations"] == 1 and audit_count(db) == before
 
 
@@ -347,8 +347,8 @@ def test_health_check_flags_a_schema_behind_the_code(store, db):
 
 def test_the_schema_rolls_back_to_empty_and_migrates_again(db):
     migrator = Migrator(db, MIGRATIONS)
-    assert migrator.rollback(0) == [2, 1]
+    assert migrator.rollback(0) == [3, 2, 1]
     assert db.table_names() == ["schema_version"]
-    assert migrator.migrate() == [1, 2]
+    assert migrator.migrate() == [1, 2, 3]
     assert {"configurations", "config_audit", "app_settings", "business_goals",
             "performance_metrics", "thread_contexts", "user_preferences"} <= set(db.table_names())

@@ -32,6 +32,7 @@ Where v1 departs from the seed, and why:
   goals by status or area in priority order, metrics by name and time window.
 """
 
+from compliance import erasure_generation
 from twin.storage import Migration
 
 # Same fixed-width form as twin.storage.timestamps.to_db; 'now' is evaluated once per statement.
@@ -179,6 +180,10 @@ MIGRATIONS = [
               "sensitive values encrypted, hashed audit of secrets, typed settings, ISO-8601 UTC"),
     Migration(2, "thread contexts and user preferences", V2_UP, V2_DOWN,
               "seed 001's personal tables: sealed values, owned by a keyed user hash, expiring"),
+    # Holding personal data makes this a data database of the erasure mechanism: its erasure
+    # generation tells a restored settings file from this one (compliance.erasure_generation).
+    Migration(3, "erasure generation", erasure_generation.DATA_DDL, erasure_generation.DATA_DDL_DOWN,
+              "the erasure generation of a data database"),
 ]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
@@ -190,6 +195,7 @@ from .tables import SETTINGS_PERSONAL_TABLES  # noqa: E402
 PERSONAL_DATA = SETTINGS_PERSONAL_TABLES
 NO_PERSONAL_DATA = {
     "schema_version": "migration bookkeeping",
+    **erasure_generation.DATA_NO_PERSONAL_DATA,
     "configurations": "platform configuration; secrets field-encrypted; no learner data",
     "config_audit": "who changed which setting (operators and scripts, not learners)",
     "app_settings": "feature flags and application settings",
