@@ -65,7 +65,7 @@ def running_server(env: dict[str, str], token: str, log_path: Path) -> Iterator[
     port = free_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "twin.cli", "serve", "--host", "127.0.0.1",
-                                    "--port", str(port), "--threads", "4"], env=env,
+                                    "--port", str(port), "--threads", "4", "--metrics-port", "0"], env=env,
                                    cwd=Path(env["TWIN_DATA_DIR"]).parent, stdout=log,
                                    stderr=subprocess.STDOUT)
     api = Api(f"http://127.0.0.1:{port}", token)

@@ -22,7 +22,7 @@ from cli_support import ROOT
 pytestmark = pytest.mark.slow
 
 GROUPS = ["audit", "db", "dsr", "keys", "model", "retention", "serve", "settings", "tokens"]
-SUBCOMMANDS = {"db": ["backup", "info", "migrate", "restore", "rollback", "setup", "status", "verify"],
+SUBCOMMANDS = {"db": ["backup", "erasure-log", "info", "migrate", "restore", "rollback", "setup", "status", "verify"],
                "keys": ["generate", "rotate"], "tokens": ["issue", "list", "revoke"],
                "dsr": ["erase", "export"], "retention": ["run", "schedule"], "audit": ["verify"],
                "model": ["fit", "parameters", "recompute"]}
