@@ -9,7 +9,7 @@ from twin.rag.schema import MIGRATIONS
 from twin.storage import IntegrityError, Migrator
 
 TABLES = ["chunks", "chunks_fts", "documents", "embedding_models", "embeddings",
-          "embeddings_metadata", "schema_version"]
+          "embeddings_metadata", "rag_state", "schema_version"]
 HASH = "a" * 64
 
 
@@ -33,10 +33,10 @@ def add_model(conn, dimension):
 def test_migrating_creates_the_tables_and_rolling_back_removes_them(rag_db):
     assert rag_db.table_names() == TABLES
     migrator = Migrator(rag_db, MIGRATIONS)
-    assert migrator.rollback(0) == [1]
+    assert migrator.rollback(0) == [2, 1]
     assert rag_db.table_names() == ["schema_version"]
     assert rag_db.query("SELECT name FROM sqlite_master WHERE type = 'trigger'") == []
-    assert migrator.migrate() == [1]
+    assert migrator.migrate() == [1, 2]
     assert rag_db.table_names() == TABLES
 
 

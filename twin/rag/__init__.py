@@ -12,12 +12,13 @@ from .errors import (ChunkNotFoundError, DimensionMismatchError, DocumentNotFoun
                      InvalidVectorError, ModelMismatchError, RagError)
 from .fusion import reciprocal_rank_fusion
 from .index import (DEFAULT_DIMENSION, DEFAULT_MODEL, ChunkInfo, Document, DocumentRef,
-                    IndexStats, RagIndex, SearchResult, content_hash)
+                    IndexStats, RagIndex, SearchResult, configured_dimension, content_hash)
+from .query_cache import RagQueryCache
 
 __all__ = [
     "DEFAULT_DIMENSION", "DEFAULT_MODEL", "ChunkInfo", "ChunkNotFoundError", "Chunker",
     "DimensionMismatchError", "Document", "DocumentNotFoundError", "DocumentRef",
     "EmbeddingCountError", "IndexStats", "InvalidChunkingError", "InvalidDocumentError",
-    "InvalidVectorError", "ModelMismatchError", "RagError", "RagIndex", "SearchResult",
-    "TextChunk", "chunk_text", "content_hash", "reciprocal_rank_fusion",
+    "InvalidVectorError", "ModelMismatchError", "RagError", "RagIndex", "RagQueryCache",
+    "SearchResult", "TextChunk", "chunk_text", "configured_dimension", "content_hash", "reciprocal_rank_fusion",
 ]

@@ -15,11 +15,12 @@ only when ``embedding_models.revision`` shows that some connection changed them.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import threading
 from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from .records import ChunkInfo, Document, DocumentRef, IndexStats, SearchResult,
 from .retrieval import Retrieval, Vector, positive_int
 from .vectors import VectorMatrix, as_vector, to_blob
 
+if TYPE_CHECKING:
+    from .query_cache import RagQueryCache
+
 _WORD = re.compile(r"\S+")
 
 __all__ = ["DEFAULT_DIMENSION", "DEFAULT_MODEL", "ChunkInfo", "Document", "DocumentRef", "IndexStats",
@@ -40,6 +44,16 @@ __all__ = ["DEFAULT_DIMENSION", "DEFAULT_MODEL", "ChunkInfo", "Document", "Docum
 
 DEFAULT_MODEL = "paraphrase-MiniLM-L3-v2"
 DEFAULT_DIMENSION = 384
+
+
+def configured_dimension(environ: "Mapping[str, str] | None" = None) -> int:
+    """``RAG_VECTOR_DIM`` (seed 004), else ``DEFAULT_DIMENSION``; a clear error if malformed."""
+    raw = (os.environ if environ is None else environ).get("RAG_VECTOR_DIM", "").strip()
+    if not raw:
+        return DEFAULT_DIMENSION
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"RAG_VECTOR_DIM must be a positive integer, got {raw!r}")
+    return int(raw)
 
 Embeddings = Sequence[Vector] | np.ndarray | Callable[[list[str]], Sequence[Vector] | np.ndarray]
 
@@ -59,9 +73,9 @@ class RagIndex(Retrieval):
     """Documents, chunks and one embedding model's vectors in a migrated ``rag_index`` db."""
 
     def __init__(self, db: Database, *, embedding_model: str = DEFAULT_MODEL,
-                 dimension: int = DEFAULT_DIMENSION, chunker: Chunker | None = None,
+                 dimension: int | None = None, chunker: Chunker | None = None,
                  track_queries: bool = True, prune_common_terms_from: int | None = 2000,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, cache: "RagQueryCache | None" = None) -> None:
         """Bind to ``db`` and one embedding model.
 
         Raises ``DimensionMismatchError`` if the database already holds vectors of
@@ -74,12 +88,16 @@ class RagIndex(Retrieval):
         them a query stops scoring nearly every chunk (10k chunks: ~30 ms down to ~1 ms).
         Chunks that matched only those terms, with scores of ~0, are no longer returned.
         ``None`` never prunes.
+
+        ``dimension`` defaults to ``RAG_VECTOR_DIM`` (else 384); every stored or queried vector
+        must have it. ``cache``: the optional Redis query cache (``RagQueryCache.from_env()``).
         """
         if not isinstance(embedding_model, str) or not embedding_model.strip():
             raise ValueError("embedding_model must be a non-empty string")
         self.db = db
         self.embedding_model = embedding_model
-        self.dimension = positive_int("dimension", dimension)
+        self.dimension = positive_int("dimension", configured_dimension() if dimension is None else dimension)
+        self.cache = cache
         self.chunker = chunker or Chunker()
         self.track_queries = track_queries
         self.prune_common_terms_from = (None if prune_common_terms_from is None else

@@ -55,6 +55,12 @@ UPDATE embeddings_metadata SET query_count = query_count + 1, last_queried = ?
 """
 
 
+_GENERATION_SQL = """
+SELECT (SELECT generation FROM rag_state WHERE singleton = 1),
+       (SELECT revision FROM embedding_models WHERE model = ?)
+"""
+
+
 def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, not {value!r}")
@@ -77,24 +83,28 @@ class Retrieval:
     _clock: Callable[[], datetime]
     _matrix: VectorMatrix | None
     _matrix_lock: threading.Lock
+    cache: Any  # a query_cache.RagQueryCache, or None
 
 
     def keyword_search(self, query: str, k: int = 10) -> list[SearchResult]:
         """The ``k`` chunks best matching ``query`` by FTS5 BM25 (any text is accepted)."""
         positive_int("k", k)
-        rows = self._keyword_rows(query, k)
-        results = [_result(row, row["score"]) for row in rows]
-        self._record_queries(results)
-        return results
+        if not isinstance(query, str):
+            raise TypeError("query must be a string")
+        return self._cached({"m": "keyword", "q": query, "k": k}, b"", lambda: [
+            _result(row, row["score"]) for row in self._keyword_rows(query, k)])
 
     def vector_search(self, vector: Vector, k: int = 10) -> list[SearchResult]:
         """The ``k`` chunks whose vectors are most cosine-similar to ``vector``."""
         positive_int("k", k)
-        hits = self._vector_hits(vector, k)
-        rows = self._rows_by_id([rowid for rowid, _ in hits])
-        results = [_result(rows[rowid], score) for rowid, score in hits if rowid in rows]
-        self._record_queries(results)
-        return results
+        query_vector = as_vector(vector, self.dimension)
+
+        def search() -> list[SearchResult]:
+            hits = self._vector_hits(query_vector, k)
+            rows = self._rows_by_id([rowid for rowid, _ in hits])
+            return [_result(rows[rowid], score) for rowid, score in hits if rowid in rows]
+
+        return self._cached({"m": "vector", "k": k}, query_vector.tobytes(), search)
 
     def hybrid_search(self, query: str, vector: Vector, k: int = 10, *, rrf_k: float = 60,
                       candidates: int | None = None) -> list[SearchResult]:
@@ -105,11 +115,35 @@ class Retrieval:
         """
         positive_int("k", k)
         pool = positive_int("candidates", candidates) if candidates is not None else max(4 * k, 50)
-        vector_ids = [rowid for rowid, _ in self._vector_hits(vector, pool)]
-        keyword_ids = [row["id"] for row in self._keyword_rows(query, pool)]
-        fused = reciprocal_rank_fusion([keyword_ids, vector_ids], k=rrf_k, limit=k)
-        rows = self._rows_by_id([rowid for rowid, _ in fused])
-        results = [_result(rows[rowid], score) for rowid, score in fused if rowid in rows]
+        if not isinstance(query, str):
+            raise TypeError("query must be a string")
+        query_vector = as_vector(vector, self.dimension)
+
+        def search() -> list[SearchResult]:
+            vector_ids = [rowid for rowid, _ in self._vector_hits(query_vector, pool)]
+            keyword_ids = [row["id"] for row in self._keyword_rows(query, pool)]
+            fused = reciprocal_rank_fusion([keyword_ids, vector_ids], k=rrf_k, limit=k)
+            rows = self._rows_by_id([rowid for rowid, _ in fused])
+            return [_result(rows[rowid], score) for rowid, score in fused if rowid in rows]
+
+        return self._cached({"m": "hybrid", "q": query, "k": k, "rrf": rrf_k, "pool": pool},
+                            query_vector.tobytes(), search)
+
+    def _cached(self, parts: dict[str, Any], vector: bytes,
+                search: Callable[[], list[SearchResult]]) -> list[SearchResult]:
+        """``search()``, through the query cache when there is one (``query_cache``); every
+        answer, cached or not, counts as a retrieval of its chunks."""
+        if self.cache is None:
+            results = search()
+        else:
+            state = self.db.query_one(_GENERATION_SQL, (self.embedding_model,))
+            key = self.cache.key(state[0], state[1], {**parts, "model": self.embedding_model,
+                                                      "dim": self.dimension,
+                                                      "prune": self.prune_common_terms_from}, vector)
+            results = self.cache.get(key)
+            if results is None:
+                results = search()
+                self.cache.put(key, results)
         self._record_queries(results)
         return results
 

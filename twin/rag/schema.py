@@ -144,10 +144,40 @@ DROP TABLE chunks;
 DROP TABLE documents;
 """
 
+# v2: a generation number that every document insert, update or delete moves on (triggers, so
+# any connection or process counts), for query-result caches: a key holding the generation
+# (and the model's vector revision) can never serve what preceded a write, even one made while
+# the cache was unreachable.
+V2_UP = """
+CREATE TABLE rag_state (
+    singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
+    generation INTEGER NOT NULL CHECK (generation >= 0)
+);
+INSERT INTO rag_state (singleton, generation) VALUES (1, 0);
+CREATE TRIGGER documents_generation_insert AFTER INSERT ON documents BEGIN
+    UPDATE rag_state SET generation = generation + 1 WHERE singleton = 1;
+END;
+CREATE TRIGGER documents_generation_update AFTER UPDATE ON documents BEGIN
+    UPDATE rag_state SET generation = generation + 1 WHERE singleton = 1;
+END;
+CREATE TRIGGER documents_generation_delete AFTER DELETE ON documents BEGIN
+    UPDATE rag_state SET generation = generation + 1 WHERE singleton = 1;
+END;
+"""
+
+V2_DOWN = """
+DROP TRIGGER documents_generation_delete;
+DROP TRIGGER documents_generation_update;
+DROP TRIGGER documents_generation_insert;
+DROP TABLE rag_state;
+"""
+
 MIGRATIONS = [
     Migration(1, "rag_index", V1_UP, V1_DOWN,
               "documents (content-hash dedupe), chunks, vectors per model, query statistics, "
               "FTS5 index over chunk text"),
+    Migration(2, "rag generation", V2_UP, V2_DOWN,
+              "a generation number moved by every document write, for query caches"),
 ]
 
 # Personal-data declaration (see compliance.registry): the RAG index holds curriculum and
@@ -160,4 +190,5 @@ NO_PERSONAL_DATA = {
     "embeddings": "embedding vectors of chunks",
     "embeddings_metadata": "retrieval statistics per chunk (counts, last time)",
     "chunks_fts": "FTS5 keyword index over chunks",
+    "rag_state": "the index's write generation (a counter)",
 }
