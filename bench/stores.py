@@ -3,9 +3,13 @@
 - evolution metrics: batched fitness inserts, rows/s (target >= 100k rows/s);
 - ledger: single appends/s (8 threads too) and batched appends/s;
 - RAG index: hybrid (FTS5 + cosine, RRF) query latency over 10k chunks of dimension 384
-  (target p50 < 50 ms), plus keyword-only and vector-only.
+  (target p50 < 50 ms), plus keyword-only and vector-only;
+- RAG query cache: a hybrid query answered from Redis (a hit) against the same query uncached
+  (``BENCH_REDIS_URL``, default ``redis://127.0.0.1:6379/14``, flushed; skipped without Redis).
 
-    .venv/bin/python bench/stores.py [--chunks 10000]
+    .venv/bin/python bench/stores.py [--chunks 10000] [--quick]
+
+``--quick``: small sizes, a smoke run (the figures mean nothing on a loaded machine).
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ def fresh(migrations, encrypted: bool) -> Database:
     db = Database(Path(tempfile.mkdtemp(prefix="twin-bench-")) / "bench.db", KEY if encrypted else None)
     Migrator(db, migrations).migrate()
     return db
+
+
+SIZES = {"rounds": 10, "per_round": 20_000, "ledger": 2_000, "queries": 200}
+QUICK = {"rounds": 2, "per_round": 2_000, "ledger": 200, "queries": 20}
 
 
 def evolution(encrypted: bool, with_metrics: bool, rounds: int = 10, per_round: int = 20_000) -> float:
@@ -117,27 +125,84 @@ def rag(encrypted: bool, chunks: int, queries: int = 200) -> dict[str, float]:
     return out
 
 
+def _percentiles(times: list[float], name: str) -> dict[str, float]:
+    times = sorted(times)
+    return {f"{name}_p50": statistics.median(times), f"{name}_p95": times[max(0, int(len(times) * 0.95) - 1)]}
+
+
+def rag_cache(chunks: int, queries: int) -> dict[str, float] | None:
+    import redis
+
+    from twin.cache import ResilientRedis
+    from twin.rag.query_cache import RagQueryCache
+
+    url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    try:
+        client.flushdb()
+    except redis.RedisError:
+        return None
+    rng = np.random.default_rng(11)
+    db = fresh(RAG, True)
+    plain_index = RagIndex(db, dimension=384, track_queries=False)
+    cache = RagQueryCache(ResilientRedis(url, name="bench RAG"))
+    cached_index = RagIndex(db, dimension=384, track_queries=False, cache=cache)
+    vectors = rng.standard_normal((chunks, 384)).astype(np.float32)
+    with db.transaction():
+        for i in range(chunks):
+            plain_index.add_document(" ".join(WORDS[w] for w in rng.integers(0, 300, size=60)) + f" doc{i}",
+                                     embeddings=[vectors[i]])
+    qvecs = rng.standard_normal((queries, 384)).astype(np.float32)
+    qtexts = [" ".join(WORDS[w] for w in rng.integers(0, 300, size=3)) for _ in range(queries)]
+    for i in range(queries):  # fill the cache (and load the vector matrix)
+        cached_index.hybrid_search(qtexts[i], qvecs[i], k=10)
+    out: dict[str, float] = {}
+    for name, index in (("uncached", plain_index), ("hit", cached_index)):
+        times = []
+        for i in range(queries):
+            t = time.perf_counter()
+            index.hybrid_search(qtexts[i], qvecs[i], k=10)
+            times.append((time.perf_counter() - t) * 1000)
+        out.update(_percentiles(times, name))
+    client.flushdb()
+    cache.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="storage-core component benchmarks")
-    parser.add_argument("--chunks", type=int, default=10_000)
+    parser.add_argument("--chunks", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args()
-    print("evolution: batched fitness inserts (10 rounds x 20,000 rows, one transaction per round)")
+    sizes = QUICK if args.quick else SIZES
+    chunks = args.chunks or (500 if args.quick else 10_000)
+    rounds, per_round = sizes["rounds"], sizes["per_round"]
+    print(f"evolution: batched fitness inserts ({rounds} rounds x {per_round:,} rows, one transaction per round)")
     for label, with_metrics in (("(agent, score)", False), ("(agent, score, metrics JSON)", True)):
-        enc, plain = evolution(True, with_metrics), evolution(False, with_metrics)
+        enc = evolution(True, with_metrics, rounds, per_round)
+        plain = evolution(False, with_metrics, rounds, per_round)
         print(f"  {label:<30} SQLCipher {enc:>9,.0f} rows/s   plain {plain:>9,.0f} rows/s   "
               f"ratio {enc / plain:.2f}x   target >= 100,000 rows/s")
     print("ledger: hash-chained appends")
-    enc, plain = ledger(True), ledger(False)
+    enc, plain = ledger(True, sizes["ledger"]), ledger(False, sizes["ledger"])
     for key, label in (("single", "one thread, one entry per transaction"), ("threads8", "8 threads"),
                        ("batched", "batches of 500")):
         print(f"  {label:<40} SQLCipher {enc[key]:>8,.0f}/s   plain {plain[key]:>8,.0f}/s   "
               f"ratio {enc[key] / plain[key]:.2f}x")
-    print(f"RAG: query latency over {args.chunks:,} chunks, dimension 384, k=10 (ms)")
-    enc, plain = rag(True, args.chunks), rag(False, args.chunks)
+    print(f"RAG: query latency over {chunks:,} chunks, dimension 384, k=10 (ms)")
+    enc, plain = rag(True, chunks, sizes["queries"]), rag(False, chunks, sizes["queries"])
     for name in ("hybrid", "keyword", "vector"):
         print(f"  {name:<8} SQLCipher p50 {enc[name + '_p50']:6.1f}  p95 {enc[name + '_p95']:6.1f}   "
               f"plain p50 {plain[name + '_p50']:6.1f}  p95 {plain[name + '_p95']:6.1f}"
               + ("   target p50 < 50 ms" if name == "hybrid" else ""))
+    print("RAG query cache: the same hybrid query from Redis (hit) and uncached (ms)")
+    cached = rag_cache(chunks, sizes["queries"])
+    if cached is None:
+        print("  skipped: Redis not reachable at BENCH_REDIS_URL")
+    else:
+        print(f"  hit p50 {cached['hit_p50']:6.2f}  p95 {cached['hit_p95']:6.2f}   uncached p50 "
+              f"{cached['uncached_p50']:6.2f}  p95 {cached['uncached_p95']:6.2f}   ratio "
+              f"{cached['uncached_p50'] / cached['hit_p50']:.1f}x faster")
 
 
 if __name__ == "__main__":
