@@ -24,6 +24,8 @@
 |                                  | (fsync per commit and per staged audit event)   |                    |
 | TWIN_LOG_FORMAT                  | ``text`` or ``json`` (one object per line)      | text               |
 | TWIN_BENCH_PLAINTEXT             | benchmark only: no SQLCipher, no field crypto   | off                |
+| DIGITAL_TWIN_SQLITE_WAL          | seed 004's switch: SQLCipher files use WAL; off | on                 |
+|                                  | is refused (see ``sqlite_wal``)                 |                    |
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ class Config:
     bench_plaintext: bool = False
     durability: str = "normal"
     log_format: str = "text"
+    # Every SQLCipher file runs in WAL mode: concurrent readers during a write, and the
+    # durability levels (TWIN_DURABILITY) are defined on it. A rollback journal would make every
+    # reader wait behind writers and change what an acknowledged write survives, so turning it
+    # off is a configuration error rather than a silent downgrade.
+    sqlite_wal: bool = True
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +104,9 @@ class Config:
             raise ConfigError("TWIN_DURABILITY must be normal or full")
         if self.log_format not in ("text", "json"):
             raise ConfigError("TWIN_LOG_FORMAT must be text or json")
+        if not self.sqlite_wal:
+            raise ConfigError("DIGITAL_TWIN_SQLITE_WAL=off is not supported: every SQLCipher database "
+                              "runs in WAL mode (concurrent readers, the TWIN_DURABILITY guarantees)")
 
     @property
     def production(self) -> bool:
@@ -119,6 +129,7 @@ class Config:
             audit_retention_days=_int(environ, "TWIN_AUDIT_RETENTION_DAYS", 2555),
             retention_cron=environ.get("TWIN_RETENTION_CRON", "30 2 * * *"),
             model_fit_nightly=_flag(environ, "TWIN_MODEL_FIT_NIGHTLY", True),
+            sqlite_wal=_flag(environ, "DIGITAL_TWIN_SQLITE_WAL", True),
             max_body_bytes=_int(environ, "TWIN_MAX_BODY_BYTES", 64 * 1024),
             token_cache_seconds=_int(environ, "TWIN_TOKEN_CACHE_SECONDS", 2, minimum=0),
             model_dir=Path(model_dir) if model_dir else None,

@@ -66,3 +66,25 @@ def test_evidence_has_its_own_retention_window_and_the_nightly_refit_can_be_swit
         Config.from_env({"TWIN_MODEL_FIT_NIGHTLY": "sometimes"})
     with pytest.raises(ConfigError, match="TWIN_EVIDENCE_RETENTION_DAYS"):
         Config.from_env({"TWIN_EVIDENCE_RETENTION_DAYS": "0"})
+
+
+@pytest.mark.parametrize("value", ["", "true", "1", "on"])
+def test_digital_twin_sqlite_wal_on_or_unset_opens_every_sqlcipher_file_in_wal_mode(tmp_path, keyring, value):
+    from twin.catalog import open_database
+
+    config = Config.from_env({"TWIN_DATA_DIR": str(tmp_path), "DIGITAL_TWIN_SQLITE_WAL": value})
+    db = open_database("digital_twin", config, keyring.database_keys)
+    try:
+        assert config.sqlite_wal is True
+        assert db.query_one("PRAGMA journal_mode")[0] == "wal"
+        assert (tmp_path / "digital_twin.db-wal").exists()
+    finally:
+        db.close_all()
+
+
+@pytest.mark.parametrize("value", ["false", "0", "off"])
+def test_digital_twin_sqlite_wal_off_is_refused_in_one_line_saying_why(value):
+    with pytest.raises(ConfigError) as refused:
+        Config.from_env({"DIGITAL_TWIN_SQLITE_WAL": value})
+    message = str(refused.value)
+    assert message.startswith("DIGITAL_TWIN_SQLITE_WAL=off is not supported") and "\n" not in message
