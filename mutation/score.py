@@ -64,7 +64,9 @@ class Score:
         return 100.0 * (self.killed + self.equivalent) / self.mutants if self.mutants else 100.0
 
 
-_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE|VALUES|SET|LIMIT|ORDER BY|JOIN)\b", re.I)
+# The project writes SQL keywords in capitals (and messages in lower case): a string holding one
+# is SQL text.
+_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE|VALUES|SET|LIMIT|ORDER BY|JOIN|ON|AND)\b")
 _ROW_KEY = re.compile(r"\b(row|r|rows\[\d+\])\[\"\w+\"\]")
 
 

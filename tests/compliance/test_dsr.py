@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -566,3 +567,124 @@ def test_a_key_stamped_at_the_very_instant_of_its_erasure_is_destroyed_when_the_
         assert set(restarted.dsr.counts(subject_hash).values()) == {0}
     finally:
         restarted.close()
+
+
+def test_an_export_counts_the_rows_it_sends_per_section_even_when_stopped_early(runtime, make_subject):
+    subject = make_subject("counted", sessions=3, knowledge=1)
+    counts: dict[str, int] = {}
+
+    whole = json.loads("".join(runtime.dsr.export_chunks(subject.subject_hash, counts=counts, batch=1)))
+
+    assert counts == {"profiles": 1, "sessions": 3, "knowledge_states": 1, "evidence": 1,
+                      "consents": 0, "legal_holds": 0}  # the record of disclosures is sent, not counted
+    assert len(whole["sessions"]) == 3
+    stopped: dict[str, int] = {}
+    chunks = runtime.dsr.export_chunks(subject.subject_hash, counts=stopped, batch=1)
+    while stopped.get("sessions", 0) < 1:
+        next(chunks)
+    chunks.close()  # the reader went away after the first session
+    assert stopped == {"profiles": 1, "legal_holds": 0, "consents": 0, "sessions": 1}
+
+
+def test_restored_subjects_are_all_erased_again_whatever_order_their_tombstones_come_in(
+        runtime, keyring, clock, make_subject, tmp_path):
+    """Tombstones of subjects with nothing left to erase do not stop the ones after them."""
+    long_gone = make_subject("erased-long-ago", sessions=1)
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=long_gone.user_id)
+    first, second = make_subject("restored-1", sessions=1), make_subject("restored-2", sessions=2)
+    backup_dir = tmp_path / "backup"
+    entry = backup_database(runtime.twin_db, backup_dir)
+    for subject in (first, second):
+        runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
+    runtime.close()
+    restore_database(backup_dir, entry, Database(runtime.twin_db.path, keyring.database_key,
+                                                 name="digital_twin"))
+    keyring.save(runtime.config.keyring_path)
+    restarted = Runtime.open(runtime.config, clock=clock, reapply_tombstones=False)
+    try:
+        result = restarted.dsr.reapply_tombstones(ADMIN_ACTOR)
+
+        assert result == {"subjects_reapplied": 2, "tombstones": 3}
+        for subject in (first, second):
+            assert set(restarted.dsr.counts(subject.subject_hash).values()) == {0}
+            (event,) = restarted.audit.query(subject_hash=subject.subject_hash, action="restore_reapply")
+            assert event.resource == "dsr:tombstone"
+    finally:
+        restarted.close()
+
+
+def test_a_subject_who_came_back_keeps_their_new_key_and_token_when_an_old_backup_is_re_erased(
+        runtime, keyring, clock, make_subject, tmp_path):
+    """Restored rows from before the erasure go; what the returning subject was given since
+    (their new data key, a learner token) stays, and the audit counts only what went."""
+    old = make_subject("returns-then-restore", sessions=2, knowledge=0)
+    backup_dir = tmp_path / "backup"
+    entry = backup_database(runtime.twin_db, backup_dir)
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=old.user_id)
+    clock.advance(seconds=1)
+    make_subject("returns-then-restore", sessions=1, knowledge=0)
+    token = runtime.tokens.issue("learner", subject_hash=old.subject_hash).token
+    runtime.close()
+    restore_database(backup_dir, entry, Database(runtime.twin_db.path, keyring.database_key,
+                                                 name="digital_twin"))
+
+    restarted = _restart(runtime, keyring, clock)
+    try:
+        assert restarted.dsr.export(old.subject_hash)["profiles"] == []
+        assert restarted.dsr.counts(old.subject_hash)["learning_sessions"] == 0
+        assert restarted.keys.has_key(old.subject_hash)
+        assert restarted.tokens.verify(token).subject_hash == old.subject_hash
+        (event,) = restarted.audit.query(subject_hash=old.subject_hash, action="restore_reapply")
+        assert event.details["counts"] == {"learning_profiles": 1}  # sessions go with their profile
+    finally:
+        restarted.close()
+
+
+class _RecordedProgress:
+    """A progress factory that remembers what it was told (as the CLI's bar would show)."""
+
+    def __init__(self) -> None:
+        self.bars: list[list] = []
+
+    def __call__(self, description: str, total: int | None = None, unit: str = "items") -> "_RecordedProgress":
+        self.bars.append([description, total, unit, 0])
+        return self
+
+    def update(self, n: int = 1) -> None:
+        self.bars[-1][3] += n
+
+    def __enter__(self) -> "_RecordedProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def test_an_erasure_erases_unless_told_to_dry_run_and_reports_its_progress_table_by_table(
+        runtime, make_subject):
+    subject = make_subject("progress", sessions=1, knowledge=0)
+    progress = _RecordedProgress()
+
+    receipt = runtime.dsr.erase(subject.subject_hash, progress=progress)
+
+    assert not receipt.dry_run and receipt.verified and receipt.subject_key_destroyed
+    assert re.fullmatch(r"rcpt_[A-Za-z0-9_-]{16}", receipt.receipt_id)
+    tables = len(receipt.counts)
+    assert progress.bars == [["erase subject", tables, "tables", tables]]
+    assert set(runtime.dsr.counts(subject.subject_hash).values()) == {0}
+
+
+def test_a_row_the_erasure_missed_shows_in_the_rescan_and_the_receipt_is_not_verified(runtime, make_subject):
+    """The receipt's proof is a fresh look for the subject in every table: an erasure that left
+    a row behind (here a token put back as soon as it is deleted) must not be reported as done."""
+    subject = make_subject("missed-row", sessions=0, knowledge=0)
+    runtime.tokens.issue("learner", subject_hash=subject.subject_hash)
+    columns = [r[1] for r in runtime.vault_db.query("PRAGMA table_info(api_tokens)")]
+    runtime.vault_db.connection().execute(
+        f"CREATE TEMP TRIGGER put_back AFTER DELETE ON main.api_tokens BEGIN "
+        f"INSERT INTO api_tokens ({', '.join(columns)}) VALUES ({', '.join('old.' + c for c in columns)}); END")
+
+    receipt = runtime.dsr.erase(subject.subject_hash)
+
+    assert receipt.rescan["api_tokens"] == 1 and receipt.verified is False
+    assert receipt.rescan["learning_profiles"] == 0
