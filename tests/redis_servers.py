@@ -49,3 +49,42 @@ class OwnRedis:
             if self.process.stdout is not None:
                 self.process.stdout.close()
             self.process = None
+
+
+class FakeClock:
+    """A backoff clock the test moves (no sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def flushed_redis(db_number: int):
+    """Fixture body: (url, client) of the test's own database on the shared Redis, flushed
+    before and after; skips without Redis (fails under CI=true)."""
+    import pytest
+    import redis
+
+    import storage_backends
+
+    problem = storage_backends.redis_problem()
+    if problem:
+        if storage_backends.in_ci():
+            pytest.fail(problem)
+        pytest.skip(problem)
+    url = f"{storage_backends.REDIS_URL.rstrip('/')}/{db_number}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url, client
+    client.flushdb()
+    client.close()
+
+
+def cache_warnings(caplog) -> list[str]:
+    """The warnings the Redis fallback logged."""
+    import logging
+
+    return [r.getMessage() for r in caplog.records
+            if r.name == "twin.cache.redis_client" and r.levelno == logging.WARNING]

@@ -9,10 +9,7 @@ import contextlib
 import logging
 
 import pytest
-import redis
-
-import storage_backends
-from redis_servers import OwnRedis, free_port
+from redis_servers import FakeClock, OwnRedis, cache_warnings, flushed_redis, free_port
 from twin.cache import ResilientRedis
 from twin.rag import Chunker, RagIndex, RagQueryCache
 
@@ -31,15 +28,6 @@ def axis(i: int) -> list[float]:
     vector[i] = 1.0
     return vector
 
-
-class FakeClock:
-    """The backoff's clock, moved by the test (no sleeping)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def ingest(index: RagIndex, text: str, title: str, i: int) -> str:
@@ -85,27 +73,12 @@ def baseline(tmp_path, db_key):
 
 @pytest.fixture
 def real_redis():
-    problem = storage_backends.redis_problem()
-    if problem:
-        if storage_backends.in_ci():
-            pytest.fail(problem)
-        pytest.skip(problem)
-    url = f"{storage_backends.REDIS_URL.rstrip('/')}/{REAL_REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url, client
-    client.flushdb()
-    client.close()
+    yield from flushed_redis(REAL_REDIS_DB)
 
 
 def cache_of(url: str, clock=None) -> RagQueryCache:
     return RagQueryCache(ResilientRedis(url, name="RAG query", backoff_base=1.0,
                                         **({"clock": clock} if clock else {})), ttl_seconds=300)
-
-
-def warnings_of(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == "twin.cache.redis_client" and r.levelno == logging.WARNING]
 
 
 def test_with_redis_the_answers_are_those_of_the_database_and_repeats_are_hits(rag_db, baseline, real_redis):
@@ -146,7 +119,7 @@ def test_with_redis_unreachable_every_answer_comes_from_the_database_with_one_wa
 
     assert seen == baseline
     assert cache.hits == 0 and cache.redis.outages == 1
-    [warning] = warnings_of(caplog)
+    [warning] = cache_warnings(caplog)
     assert "unavailable" in warning and "answering from the database" in warning
 
 
@@ -171,7 +144,7 @@ def test_redis_stopped_and_restarted_around_writes_gives_the_same_answers_and_no
         server.stop()
 
     assert seen == baseline
-    assert cache.redis.outages == 1 and len(warnings_of(caplog)) == 1
+    assert cache.redis.outages == 1 and len(cache_warnings(caplog)) == 1
     assert any("reachable again" in r.getMessage() for r in caplog.records)
     assert cache.hits >= 3  # the repeat after the restart was served by Redis
 

@@ -118,9 +118,17 @@ DROP TABLE fitness_metrics;
 DROP TABLE evolution_rounds;
 """
 
+# v2: how many fitness rows each round has received, moved in the same transaction as the
+# rows: the generation the Redis leaderboard cache (twin.evolution.leaderboard_cache) checks,
+# so rows written by any process, even while Redis was away, are never missing from it.
+V2_UP = "ALTER TABLE evolution_rounds ADD COLUMN fitness_writes INTEGER NOT NULL DEFAULT 0;"
+V2_DOWN = "ALTER TABLE evolution_rounds DROP COLUMN fitness_writes;"
+
 MIGRATIONS = [
     Migration(1, "seed schema: rounds, fitness, resources, selection outcomes", V1_UP, V1_DOWN,
               "seed tables with CHECKs, cascades, ISO-8601 UTC timestamps, covering leaderboard index"),
+    Migration(2, "fitness write counter", V2_UP, V2_DOWN,
+              "per-round count of fitness rows, the leaderboard cache's generation"),
 ]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------

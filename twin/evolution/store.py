@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from operator import itemgetter
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from twin.storage import Database, IntegrityError
 from twin.storage.timestamps import to_db, utc_now
@@ -78,11 +78,17 @@ def _non_negative_int(value: Any, what: str) -> int:
     return value
 
 
+if TYPE_CHECKING:
+    from .leaderboard_cache import LeaderboardCache
+
+
 class EvolutionStore:
     """Evolution metrics in one ``evolution_metrics`` database (already migrated)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, cache: "LeaderboardCache | None" = None) -> None:
+        """``cache``: the optional Redis leaderboard cache (``LeaderboardCache.from_env()``)."""
         self.db = db
+        self.cache = cache
 
     def __repr__(self) -> str:
         return f"EvolutionStore({self.db!r})"
@@ -195,12 +201,31 @@ class EvolutionStore:
             if previous[1] == current[1]:
                 raise DuplicateFitnessError(f"agent {current[1]!r} appears twice in the batch")
         try:
-            return self._insert_batch(round_id, _INSERT_FITNESS, params)
+            written, writes = self._insert_fitness(round_id, params)
         except IntegrityError as exc:
             if "UNIQUE" in str(exc):
                 raise DuplicateFitnessError(
                     f"an agent of this batch already has a fitness row in round {round_id}") from None
             raise
+        if self.cache is not None and written:
+            self.cache.store(round_id, [(p[1], p[2]) for p in params], writes - written, writes)
+        return written
+
+    def _insert_fitness(self, round_id: int, params: list[tuple[Any, ...]]) -> tuple[int, int]:
+        """Insert the rows and count them on their round, in one transaction: (rows, the
+        round's fitness_writes after)."""
+        if not params:
+            return 0, 0
+
+        def insert(conn: Any) -> tuple[int, int]:
+            row = conn.execute("UPDATE evolution_rounds SET fitness_writes = fitness_writes + ? "
+                               "WHERE id = ? RETURNING fitness_writes", (len(params), round_id)).fetchone()
+            if row is None:
+                raise UnknownRoundError(f"no evolution round {round_id}")
+            conn.executemany(_INSERT_FITNESS, params)
+            return len(params), row[0]
+
+        return self.db.write(insert)
 
     def record_resources(self, round_id: int, samples: ResourceSample | Mapping[str, Any]
                          | Iterable[ResourceSample | Mapping[str, Any]]) -> int:
@@ -229,11 +254,31 @@ class EvolutionStore:
         Served entirely from the covering index ``idx_fitness_score``.
         """
         _non_negative_int(n, "n")
+        if self.cache is not None and n > 0:
+            return self._cached_leaderboard(round_id, n)
         rows = self.db.query(
             "SELECT agent_id, fitness_score FROM fitness_metrics WHERE round_id = ? "
             "ORDER BY fitness_score DESC, agent_id LIMIT ?", (round_id, n))
         return [LeaderboardEntry(rank, r["agent_id"], r["fitness_score"])
                 for rank, r in enumerate(rows, start=1)]
+
+    def _cached_leaderboard(self, round_id: int, n: int) -> list[LeaderboardEntry]:
+        """From Redis when its set reflects every fitness row of the round, else rebuilt from
+        one database snapshot (``leaderboard_cache``)."""
+        assert self.cache is not None
+        row = self.db.query_one("SELECT fitness_writes FROM evolution_rounds WHERE id = ?", (round_id,))
+        top = None if row is None else self.cache.top(round_id, n, row[0])
+        if top is None:
+            with self.db.transaction(immediate=False) as conn:
+                state = conn.execute("SELECT fitness_writes FROM evolution_rounds WHERE id = ?",
+                                     (round_id,)).fetchone()
+                scores = [(r[0], r[1]) for r in conn.execute(
+                    "SELECT agent_id, fitness_score FROM fitness_metrics WHERE round_id = ? "
+                    "ORDER BY fitness_score DESC, agent_id", (round_id,))]
+            if state is not None:
+                self.cache.store(round_id, scores, None, state[0])
+            top = scores[:n]
+        return [LeaderboardEntry(rank, agent_id, score) for rank, (agent_id, score) in enumerate(top, start=1)]
 
     def fitness_history(self, agent_id: str, *, limit: int | None = None) -> list[FitnessPoint]:
         """An agent's fitness in every round it was scored in, oldest round first."""
