@@ -106,6 +106,44 @@ def apply_service_format(handler: logging.Handler, fmt: str | None = None) -> lo
     return handler
 
 
+# Seed 004's log files, written under TWIN_LOG_DIR (when set) in addition to stderr: each
+# takes the records of its loggers (and their children).
+LOG_FILES = {"database.log": ("twin.storage",), "migration.log": ("twin.storage.migrations",),
+             "performance.log": ("twin.performance",)}
+
+
+def file_loggers() -> set[str]:
+    """The loggers the log files take lines from."""
+    return {name for prefixes in LOG_FILES.values() for name in prefixes}
+
+
+class _LoggerPrefixes(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return any(record.name == p or record.name.startswith(p + ".") for p in self.prefixes)
+
+
+def log_file_handlers(log_dir: str | None = None, fmt: str | None = None) -> list[logging.Handler]:
+    """Handlers of ``LOG_FILES`` under ``log_dir`` (default ``TWIN_LOG_DIR``; none when unset),
+    in the service's format; the directory is made 0700, the files 0600."""
+    log_dir = os.environ.get("TWIN_LOG_DIR", "").strip() if log_dir is None else log_dir
+    if not log_dir:
+        return []
+    os.makedirs(log_dir, mode=0o700, exist_ok=True)
+    handlers: list[logging.Handler] = []
+    for name, prefixes in LOG_FILES.items():
+        path = os.path.join(log_dir, name)
+        os.close(os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))
+        handler = apply_service_format(logging.FileHandler(path, encoding="utf-8"), fmt)
+        handler.addFilter(_LoggerPrefixes(prefixes))
+        handler.twin_handler = True  # type: ignore[attr-defined]
+        handlers.append(handler)
+    return handlers
+
+
 def configure_logging(level: str = "INFO", fmt: str | None = None, stream: Any = None) -> None:
     """Send every log line to stderr (or ``stream``) in the service's format (see
     ``apply_service_format``); replaces handlers an earlier call installed (scripts outside the
@@ -115,5 +153,8 @@ def configure_logging(level: str = "INFO", fmt: str | None = None, stream: Any =
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "twin_handler", False)]:
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
+    for file_handler in log_file_handlers(fmt=fmt):
+        root.addHandler(file_handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))

@@ -5,6 +5,7 @@ the Redis caches' hit rates when a cache is configured."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import statistics
 import time
@@ -53,6 +54,7 @@ MAIN_QUERIES: dict[str, dict[str, tuple[str, tuple[Any, ...]]]] = {
     },
 }
 _RUNS = 5
+perf_log = logging.getLogger("twin.performance")  # performance.log under TWIN_LOG_DIR
 
 
 def _plan(handle: Any, sql: str, params: tuple[Any, ...]) -> str:
@@ -78,6 +80,7 @@ def measure(handle: Any, name: str) -> dict[str, Any]:
     for label, (sql, params) in MAIN_QUERIES.get(name, {}).items():
         plan = _plan(handle, sql, params)
         queries[label] = {"plan": plan, "median_ms": round(_timed(handle, sql, params), 3)}
+        perf_log.info("%s %s: %.3f ms (%s)", name, label, queries[label]["median_ms"], plan)
     indexes = [row[0] for row in handle.query(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%' "
         "ORDER BY name")]

@@ -102,15 +102,32 @@ def configure_logging(level: str) -> Callable[[], None]:
     numeric = getattr(logging, level.upper(), None)
     if not isinstance(numeric, int):
         raise CommandError(f"unknown log level {level!r}: use DEBUG, INFO or WARNING")
+    from twin.logs import file_loggers, log_file_handlers
+
     root, progress = logging.getLogger(), logging.getLogger("twin.progress")
     before = root.level, progress.level
-    handler = _StderrHandler()
-    root.addHandler(handler)
+    handlers = [_StderrHandler(), *log_file_handlers()]  # TWIN_LOG_DIR: seed 004's log files too
+    raised: list[tuple[logging.Logger, int]] = []
+    if len(handlers) > 1:
+        # The files keep their loggers' INFO lines whatever the command's level; stderr keeps
+        # to that level (and the progress lines).
+        for name in file_loggers():
+            logger = logging.getLogger(name)
+            raised.append((logger, logger.level))
+            logger.setLevel(logging.INFO)
+        handlers[0].addFilter(lambda r: r.levelno >= numeric or r.name.startswith("twin.progress"))
+    for handler in handlers:
+        root.addHandler(handler)
     root.setLevel(numeric)
     progress.setLevel(min(numeric, logging.INFO))
 
     def restore() -> None:
-        root.removeHandler(handler)
+        for handler in handlers:
+            root.removeHandler(handler)
+            if handler is not handlers[0]:
+                handler.close()
+        for logger, level in raised:
+            logger.setLevel(level)
         root.setLevel(before[0])
         progress.setLevel(before[1])
     return restore
