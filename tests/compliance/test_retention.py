@@ -235,7 +235,8 @@ def test_retention_over_a_broken_audit_chain_says_so_and_keeps_the_old_events_as
     assert runtime.vault_db.query_one("SELECT count(*) FROM audit_events")[0] >= old_events
     (event,) = runtime.audit.query(action="purge")
     assert event.details["audit_chain_broken"] is True
-    assert "audit purge refused: the chain is broken at event 2" in caplog.text
+    assert "audit purge refused: the chain is broken at event 2 (content does not match its hash (edited?))" \
+        in caplog.text
 
 
 def test_a_broken_chain_is_recorded_even_when_nothing_else_expired(runtime, make_subject, clock):
@@ -294,3 +295,36 @@ def test_the_pages_a_purge_frees_go_back_to_the_file_system(runtime, make_subjec
     assert report.counts["learning_sessions"] == 40
     assert runtime.twin_db.query_one("PRAGMA freelist_count")[0] == 0
     assert runtime.twin_db.query_one("PRAGMA page_count")[0] < pages_before - 20
+
+
+def test_several_held_subjects_are_left_out_of_the_preview_and_the_purge(runtime, make_subject, clock):
+    held = [make_subject(f"held-{i}", sessions=1, knowledge=0, retention_days=10) for i in range(2)]
+    free = make_subject("not-held", sessions=1, knowledge=0, retention_days=10)
+    for subject in held:
+        runtime.holds.place(subject.subject_hash, "litigation", None, "tok_admin")
+    clock.advance(days=11)
+
+    preview = runtime.retention.run(dry_run=True)
+    report = runtime.retention.run()
+
+    assert preview.counts["learning_profiles"] == 1 and preview.sample_row_ids["learning_profiles"] == [free.profile_id]
+    assert report.counts["learning_profiles"] == 1 and not runtime.keys.has_key(free.subject_hash)
+    assert all(runtime.keys.has_key(s.subject_hash) for s in held)
+
+
+def test_a_purge_says_when_a_reader_kept_it_from_emptying_the_wal(runtime, timeline, clock, caplog):
+    reader = runtime.twin_db.connect_new()  # e.g. a backup or a long export
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM learning_profiles").fetchone()
+    try:
+        report = runtime.retention.run()
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+
+    assert report.started_at.endswith("Z") and report.started_at <= to_db(clock())
+    assert "WAL of digital_twin not emptied after the purge (a reader held it)" in caplog.text
+    caplog.clear()
+    clock.advance(days=31)
+    runtime.retention.run()  # no reader now: nothing to say
+    assert "not emptied" not in caplog.text
