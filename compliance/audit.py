@@ -22,15 +22,16 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator
 
 from twin.storage import Database
-from twin.storage.dialect import Dialect
 from twin.storage.timestamps import to_db, utc_now
 
-from . import audit_integrity
-from .audit_events import (ACTIONS, COLUMNS, MAX_DETAILS_BYTES, MAX_QUERY_LIMIT, RECORD_FIELDS, ROLES,
-                           SELECT, Actor, AuditChainBrokenError, AuditError, AuditEvent,
-                           InvalidAuditEventError, InvalidAuditQueryError, UnknownAuditActionError,
-                           chained, compute_event_hash, is_staged_event, stamped, to_event, validated)
+from . import audit_integrity, audit_store, audit_terms
+from .audit_codec import ACTION_CODES, compact_hash, micros, pack_id
+from .audit_events import (ACTIONS, MAX_DETAILS_BYTES, MAX_QUERY_LIMIT, RECORD_FIELDS, ROLES, Actor,
+                           AuditChainBrokenError, AuditError, AuditEvent, InvalidAuditEventError,
+                           InvalidAuditQueryError, UnknownAuditActionError, compute_event_hash,
+                           is_staged_event, stamped, to_event, validated)
 from .audit_journal import AuditJournal
+from .audit_seals import SealBook
 from .audit_staging import StagedEvents
 from .audit_vault_staging import VaultStagedEvents
 from .hash_chain import GENESIS_HASH, ChainVerification
@@ -45,26 +46,12 @@ log = logging.getLogger(__name__)
 _MAX_ROWS_PER_INSERT = 64
 FLUSH_DELAY_S = 0.05
 
-# Where the next event goes, in one statement: the last event's hash (else the latest
-# checkpoint's, else genesis) and the highest seq ever used. The identity's high-water mark
-# (sqlite_sequence; the sequence on PostgreSQL) remembers seqs of deleted tail events, so
-# deleting the newest events leaves a gap the next append exposes.
-@functools.lru_cache(maxsize=None)
-def _head_sql(dialect: Dialect) -> str:
-    return f"""
-SELECT
-    (SELECT event_hash FROM audit_events ORDER BY seq DESC LIMIT 1) AS last_hash,
-    (SELECT seq FROM audit_events ORDER BY seq DESC LIMIT 1) AS last_seq,
-    (SELECT last_hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1) AS checkpoint_hash,
-    (SELECT purged_through_seq FROM audit_checkpoints ORDER BY id DESC LIMIT 1) AS checkpoint_seq,
-    {dialect.identity_high_water("audit_events", "seq")} AS max_seq
-"""
-
 
 @functools.lru_cache(maxsize=None)
 def _insert_sql(rows: int) -> str:
-    values = "(" + ", ".join("?" for _ in COLUMNS) + ")"
-    return f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES " + ", ".join([values] * rows)
+    values = "(" + ", ".join("?" for _ in audit_store.LOG_COLUMNS) + ")"
+    return (f"INSERT INTO audit_log ({', '.join(audit_store.LOG_COLUMNS)}) VALUES "
+            + ", ".join([values] * rows))
 
 
 class AuditTrail:
@@ -76,11 +63,13 @@ class AuditTrail:
 
     def __init__(self, vault: Database, clock: Callable[[], datetime] = utc_now, *,
                  journal: AuditJournal | None = None, flush_delay: float = FLUSH_DELAY_S,
-                 stage_in_vault: bool = False) -> None:
+                 stage_in_vault: bool = False, seals: SealBook | None = None) -> None:
         """``stage_in_vault``: stage in the vault itself instead of a journal (replicas
-        without a local disk: ``compliance.audit_vault_staging``)."""
+        without a local disk: ``compliance.audit_vault_staging``). ``seals``: seal the chain
+        (``compliance.audit_seals``)."""
         self.vault = vault
         self._clock = clock
+        self._seals = seals
         self._staging: StagedEvents | VaultStagedEvents | None = None
         if stage_in_vault:
             self._staging = VaultStagedEvents(vault, self._append_staged, flush_delay)
@@ -164,21 +153,32 @@ class AuditTrail:
         return len(valid)
 
     def _append_rows(self, conn: Any, validated: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Chain and insert validated events; call inside the write transaction."""
-        seq, prev_hash = self._head(conn, self.vault.dialect)
-        rows = []
-        for fields in validated:
-            row = chained(fields, seq, prev_hash, self._clock)
-            rows.append(row)
-            seq, prev_hash = seq + 1, row["event_hash"]
+        """Chain and insert validated events in their compact form (``compliance.audit_codec``);
+        call inside the write transaction. Returns each event's fields as ``to_event`` reads."""
+        seq, prev = audit_store.head(conn, self.vault.dialect)
+        refs = audit_terms.resolve(conn, validated)
+        rows, params = [], []
+        for fields, (actor_ref, subject_ref, resource_ref) in zip(validated, refs):
+            if "event_id" not in fields:  # staged events got theirs when they happened
+                fields = stamped(dict(fields), self._clock)
+            at = micros(fields["occurred_at"])
+            event_id, request_id = pack_id(fields["event_id"]), pack_id(fields["request_id"])
+            digest = compact_hash(prev, seq, event_id, at, fields["actor_id"], fields["actor_role"],
+                                  fields["action"], fields["subject_hash"], fields["resource"],
+                                  request_id, fields["details"])
+            params.append((seq, event_id, at, actor_ref, ACTION_CODES[fields["action"]], subject_ref,
+                           resource_ref, request_id, fields["details"], digest))
+            rows.append(dict(fields, seq=seq, prev_hash=prev.hex(), event_hash=digest.hex()))
+            seq, prev = seq + 1, digest
+        if self._seals is not None and params:
+            self._seals.seal_due(conn, [(p[0], p[-1]) for p in params], params[-1][2])
         # Multi-row INSERTs in chunks of 64, 32, ... 1 rows: each statement is one trip through
         # the driver (which releases the GIL, costing a thread switch in a busy server), and at
         # most seven distinct statements are ever prepared.
         start = 0
-        while start < len(rows):
-            size = min(_MAX_ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
-            chunk = rows[start:start + size]
-            conn.execute(_insert_sql(size), [row[name] for row in chunk for name in COLUMNS])
+        while start < len(params):
+            size = min(_MAX_ROWS_PER_INSERT, 1 << ((len(params) - start).bit_length() - 1))
+            conn.execute(_insert_sql(size), [v for row in params[start:start + size] for v in row])
             start += size
         return rows
 
@@ -201,14 +201,6 @@ class AuditTrail:
         self._flush_before_use()
         return len(self.vault.write(lambda conn: self._append_rows(conn, rows)))
 
-    @staticmethod
-    def _head(conn: Any, dialect: Dialect) -> tuple[int, str]:
-        """(seq of the next event, hash it chains to); call inside the write transaction."""
-        head = conn.execute(_head_sql(dialect)).fetchone()
-        seq = max(head["max_seq"] or 0, head["last_seq"] or 0, head["checkpoint_seq"] or 0) + 1
-        prev_hash = head["last_hash"] or head["checkpoint_hash"] or GENESIS_HASH
-        return seq, prev_hash
-
     # -- reading ------------------------------------------------------------------------
 
     def query(self, *, subject_hash: str | None = None, action: str | None = None,
@@ -225,16 +217,11 @@ class AuditTrail:
         if action is not None and action not in ACTIONS:
             raise UnknownAuditActionError(f"unknown audit action {action!r}")
         self._flush_before_use()
-        where, params = [], []
-        for clause, value in (("subject_hash = ?", subject_hash), ("action = ?", action),
-                              ("occurred_at >= ?", None if since is None else to_db(since)),
-                              ("occurred_at < ?", None if until is None else to_db(until)),
-                              ("seq > ?", after_seq)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = SELECT + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq LIMIT ?"
-        return [to_event(row) for row in self.vault.query(sql, [*params, limit])]
+        with self.vault.transaction(immediate=False) as conn:  # one snapshot for both tables
+            return audit_store.query(
+                conn, subject_hash=subject_hash, action=action,
+                since=None if since is None else to_db(since),
+                until=None if until is None else to_db(until), after_seq=after_seq, limit=limit)
 
     def iter_subject(self, subject_hash: str, batch: int = 1000) -> Iterator[AuditEvent]:
         """Every event about one subject, oldest first, fetched ``batch`` rows at a time.
@@ -247,25 +234,26 @@ class AuditTrail:
         self._flush_before_use()
         after = 0
         while True:
-            rows = self.vault.query(
-                SELECT + " WHERE subject_hash = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (subject_hash, after, batch))
-            for row in rows:
-                yield to_event(row)
-            if len(rows) < batch:
+            with self.vault.transaction(immediate=False) as conn:
+                events = audit_store.query(conn, subject_hash=subject_hash, action=None, since=None,
+                                           until=None, after_seq=after, limit=batch)
+            yield from events
+            if len(events) < batch:
                 return
-            after = rows[-1]["seq"]
+            after = events[-1].seq
 
     # -- integrity ----------------------------------------------------------------------
 
-    def verify(self, batch_size: int = 5000) -> ChainVerification:
-        """Walk the chain from the latest purge checkpoint and report the first bad event.
+    def verify(self, batch_size: int = 5000, *, full: bool = True) -> ChainVerification:
+        """Walk the chain and report the first bad event: all of it from the latest purge
+        checkpoint (``full``), or only what follows the newest seal a verification marked
+        (``compliance.audit_seals``; in full when there is none, or no seal key).
 
         Reads one consistent snapshot, ``batch_size`` rows at a time, so memory is bounded and
-        concurrent appends and purges do not cause false alarms.
+        concurrent appends and purges do not cause false alarms. Seals found sound are marked.
         """
         self._flush_before_use()
-        return audit_integrity.verify(self.vault, batch_size)
+        return audit_integrity.verify(self.vault, batch_size, self._seals, full=full, clock=self._clock)
 
     def purge_older_than(self, cutoff: datetime, batch_size: int = 5000) -> int:
         """Delete events that occurred before ``cutoff``, keeping the rest verifiable; returns

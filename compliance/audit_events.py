@@ -164,15 +164,6 @@ def stamped(fields: dict[str, Any], clock: Callable[[], Any]) -> dict[str, Any]:
     return fields
 
 
-def chained(fields: Mapping[str, Any], seq: int, prev_hash: str, clock: Callable[[], Any]) -> dict[str, Any]:
-    """The row of an event at ``seq`` linked to ``prev_hash``, its hash computed."""
-    row = dict(fields, seq=seq, prev_hash=prev_hash)
-    if "event_id" not in row:  # staged events got theirs when they happened
-        stamped(row, clock)
-    row["event_hash"] = compute_event_hash(row)
-    return row
-
-
 def is_staged_event(event: Any) -> bool:
     """Whether a journal record holds a well-formed staged event."""
     return isinstance(event, dict) and set(event) == _STAGED_FIELDS \
@@ -181,7 +172,7 @@ def is_staged_event(event: Any) -> bool:
         and event["action"] in ACTIONS and event["actor_role"] in ROLES
 
 
-def _parse_details(text: str | None) -> dict[str, Any] | None:
+def parse_details(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
@@ -194,5 +185,5 @@ def _parse_details(text: str | None) -> dict[str, Any] | None:
 
 def to_event(row: Any) -> AuditEvent:
     values = {name: row[name] for name in COLUMNS}
-    values["details"] = _parse_details(row["details"])
+    values["details"] = parse_details(row["details"])
     return AuditEvent(**values)

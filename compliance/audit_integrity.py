@@ -13,9 +13,13 @@ from datetime import datetime
 from typing import Any, Callable
 
 from twin.storage import Database
-from twin.storage.timestamps import to_db
+from twin.storage.timestamps import to_db, utc_now
 
-from .audit_events import SELECT, AuditChainBrokenError, InvalidAuditQueryError, compute_event_hash
+from . import audit_terms
+from .audit_codec import hash_of_row, micros
+from .audit_events import AuditChainBrokenError, InvalidAuditQueryError, compute_event_hash
+from .audit_seals import Seal, SealBook, drop_through
+from .audit_store import LEGACY, chain_rows, hash_before, hash_bytes, hash_text, max_seq_used
 from .hash_chain import GENESIS_HASH, Break, ChainVerification, ChainWalker
 
 
@@ -23,10 +27,19 @@ def _span(first: int, last: int) -> str:
     return f"event {first}" if first == last else f"events {first}-{last}"
 
 
-def _check(walker: ChainWalker, row: Any) -> str | None:
-    """None if ``row`` continues the chain, else why not (and the walker stops moving)."""
+def _check(walker: ChainWalker, table: str, row: Any) -> str | None:
+    """None if ``row`` (of ``table``, as ``audit_store.chain_rows`` reads it) continues the
+    chain, else why not (and the walker stops moving)."""
     seq = row["seq"]
-    problem = walker.check(seq, row["prev_hash"], row["event_hash"], compute_event_hash(row))
+    if table == LEGACY:
+        problem = walker.check(seq, row["prev_hash"], row["event_hash"], compute_event_hash(row))
+    else:  # a compact event chains to whatever precedes it: its hash covers that link
+        stored = hash_text(row["event_hash"])
+        # Out of place, its content cannot be judged (it was hashed after an event that is not
+        # the one before it here): the position is the finding.
+        computed = hash_of_row(row, hash_bytes(walker.last_hash)).hex() \
+            if seq == walker.position + 1 else stored
+        problem = walker.check(seq, walker.last_hash, stored, computed)
     if problem is Break.CONTENT:
         return "content does not match its hash (edited?)"
     if problem is Break.POSITION:
@@ -56,33 +69,66 @@ def _walker(conn: Any) -> tuple[ChainWalker, int | None]:
     return ChainWalker(anchor_seq, anchor_hash, contiguous=True), checkpoint_id
 
 
-def verify(vault: Database, batch_size: int = 5000) -> ChainVerification:
-    """Walk the chain from the latest purge checkpoint and report the first bad event."""
+def _sealed_event_problem(conn: Any, seal: Seal) -> str | None:
+    """None if the event a trusted seal names is there, holds the sealed hash and matches its
+    own content, else what is wrong (checked where a verification starts from the seal)."""
+    found = next(iter(chain_rows(conn, 1, after=seal.seq - 1)), None)
+    if found is None or found[1]["seq"] != seal.seq:
+        return "the sealed event is missing (deleted?)"
+    table, row = found
+    walker = ChainWalker(seal.seq - 1, hash_before(conn, seal.seq), contiguous=True)
+    reason = _check(walker, table, row)
+    if reason is None and hash_bytes(walker.last_hash) != seal.event_hash:
+        reason = "event does not match its seal (edited and rehashed?)"
+    return reason
+
+
+def verify(vault: Database, batch_size: int = 5000, seals: SealBook | None = None, *,
+           full: bool = True, clock: Callable[[], datetime] | None = None) -> ChainVerification:
+    """Walk the chain and report the first bad event: from the latest purge checkpoint
+    (``full``), or from the newest seal with a valid mark when there is one (else in full).
+    With ``seals``, every seal passed is checked, and those found sound are marked."""
+    passed: list[Seal] = []
     with vault.transaction(immediate=False) as conn:
         walker, _ = _walker(conn)
-        after: int | None = None
-        while True:
-            if after is None:
-                # From the very first row: rows left below the checkpoint are suspicious too.
-                rows = conn.execute(SELECT + " ORDER BY seq LIMIT ?", (batch_size,)).fetchall()
-            else:
-                rows = conn.execute(SELECT + " WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (after, batch_size)).fetchall()
-            for row in rows:
-                reason = _check(walker, row)
-                if reason is not None:
-                    return ChainVerification(False, walker.checked, row["seq"], reason)
-            if len(rows) < batch_size:
+        start = seals.newest_marked(conn) if seals is not None and not full else None
+        if start is not None and start.seq <= walker.position:
+            start = None  # retention cut past it: the cut is the nearer trusted point
+        if start is not None:
+            reason = _sealed_event_problem(conn, start)
+            if reason is not None:
+                return ChainVerification(False, 0, start.seq, reason)
+            walker.anchor(start.seq, start.event_hash.hex())
+        due = seals.seals_after(conn, walker.position) if seals is not None else {}
+        result = None
+        # In full: from the very first row, as rows left below the checkpoint are suspicious too.
+        for table, row in chain_rows(conn, batch_size, after=None if start is None else start.seq):
+            reason = _check(walker, table, row)
+            if reason is None and row["seq"] in due:
+                digest = hash_bytes(walker.last_hash)
+                reason = seals.check(due[row["seq"]], digest)
+                if reason is None:
+                    passed.append(Seal(row["seq"], digest))
+            if reason is not None:
+                result = ChainVerification(False, walker.checked, row["seq"], reason)
                 break
-            after = rows[-1]["seq"]
-        high_water = vault.dialect.identity_high_water("audit_events", "seq")
-        max_row = conn.execute(f"SELECT {high_water} AS seq").fetchone()
-        max_seq = (max_row["seq"] if max_row is not None else None) or 0
-        if max_seq > walker.position:
-            first = walker.position + 1
-            return ChainVerification(False, walker.checked, first,
-                                     f"{_span(first, max_seq)} missing at the end of the trail (deleted?)")
-    return ChainVerification(True, walker.checked, None, None)
+        if result is None:
+            unreached = sorted(seq for seq in due if seq > walker.position)
+            max_seq = max_seq_used(conn, vault.dialect)
+            if max_seq > walker.position:
+                first = walker.position + 1
+                result = ChainVerification(False, walker.checked, first,
+                                           f"{_span(first, max_seq)} missing at the end of the trail (deleted?)")
+            elif unreached:
+                result = ChainVerification(False, walker.checked, unreached[0],
+                                           "a seal names an event past the end of the trail (deleted?)")
+            else:
+                result = ChainVerification(True, walker.checked, None, None,
+                                           since=None if start is None else start.seq)
+    if passed:
+        now = micros(to_db((clock or utc_now)()))
+        vault.write(lambda conn: seals.mark(conn, passed, now))
+    return result
 
 
 def purge_older_than(vault: Database, cutoff: datetime, batch_size: int,
@@ -98,20 +144,27 @@ def purge_older_than(vault: Database, cutoff: datetime, batch_size: int,
     if batch_size < 1:
         raise InvalidAuditQueryError("batch_size must be at least 1")
     threshold = to_db(cutoff)
+    threshold_us = micros(threshold)
     total, run_checkpoint = 0, None
 
     def purge_batch(conn: Any) -> tuple[int, int | None]:
         walker, latest_id = _walker(conn)
-        rows = conn.execute(SELECT + " ORDER BY seq LIMIT ?", (batch_size,)).fetchall()
-        for row in rows:
-            if row["occurred_at"] >= threshold:
+        for table, row in chain_rows(conn, batch_size):
+            if (row["occurred_at"] >= threshold) if table == LEGACY \
+                    else (row["occurred_at"] >= threshold_us):
                 break
-            reason = _check(walker, row)
+            reason = _check(walker, table, row)
             if reason is not None:
                 raise AuditChainBrokenError(row["seq"], reason)
+            if walker.checked == batch_size:
+                break
         if walker.checked == 0:
             return 0, latest_id
         conn.execute("DELETE FROM audit_events WHERE seq <= ?", (walker.position,))
+        subjects = audit_terms.subjects_through(conn, walker.position)
+        conn.execute("DELETE FROM audit_log WHERE seq <= ?", (walker.position,))
+        audit_terms.prune_subjects(conn, subjects)
+        drop_through(conn, walker.position)
         now = to_db(clock())
         if run_checkpoint is not None and run_checkpoint == latest_id:
             # One checkpoint row per run, advanced batch by batch.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping
@@ -33,6 +34,31 @@ def link_hash(content: Mapping[str, Any], *, ascii_only: bool) -> str:
     payload = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only,
                          allow_nan=False)
     return hashlib.sha256(payload.encode("ascii" if ascii_only else "utf-8")).hexdigest()
+
+
+_POSITION = struct.Struct(">q")
+_LENGTH = struct.Struct(">I")
+
+
+def packed_link_hash(domain: bytes, prev_hash: bytes, position: int,
+                     fields: "tuple[str | bytes | int | None, ...]") -> bytes:
+    """SHA-256 (32 bytes) of a link given as typed fields: the compact chains' form, several
+    times cheaper than canonical JSON. Each field is tagged by type and strings and bytes carry
+    their length, so no two different field lists encode alike; ``domain`` names the format.
+    """
+    parts = [domain, b"\0", prev_hash, _POSITION.pack(position)]
+    for value in fields:
+        kind = type(value)
+        if value is None:
+            parts.append(b"N")
+        elif kind is int:
+            parts.append(b"I" + _POSITION.pack(value))
+        elif kind is bytes:
+            parts.append(b"B" + _LENGTH.pack(len(value)) + value)
+        else:
+            raw = value.encode("utf-8", errors="surrogatepass")
+            parts.append(b"S" + _LENGTH.pack(len(raw)) + raw)
+    return hashlib.sha256(b"".join(parts)).digest()
 
 
 class Break(Enum):
@@ -58,6 +84,7 @@ class ChainVerification:
     chain: str = field(default="audit trail", compare=False)
     item: str = field(default="event", compare=False)
     items: str = field(default="events", compare=False)
+    since: int | None = field(default=None, compare=False)  # walked from a trusted link here
 
     def __bool__(self) -> bool:
         return self.ok
@@ -65,12 +92,13 @@ class ChainVerification:
     @property
     def summary(self) -> str:
         if self.ok:
-            return f"{self.chain} OK: {self.checked} {self.items} verified"
+            after = "" if self.since is None else f" after the verified seal at {self.item} {self.since}"
+            return f"{self.chain} OK: {self.checked} {self.items} verified{after}"
         return f"{self.chain} BROKEN at {self.item} {self.first_bad}: {self.reason}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "checked": self.checked, "first_bad": self.first_bad,
-                "reason": self.reason}
+                "reason": self.reason, **({} if self.since is None else {"since": self.since})}
 
 
 class ChainWalker:

@@ -92,6 +92,13 @@ class Keyring:
         return {version: key_fingerprint(key) for version, key in sorted(self.field_keys.items())}
 
     @property
+    def audit_seal_key(self) -> bytes:
+        """The key of the audit trail's seals (``compliance.audit_seals``): HKDF from the ID
+        pepper (which never rotates, as seals must stay checkable for the trail's retention),
+        under its own label, so it is neither the database key nor any other purpose's key."""
+        return derive_key(self.id_pepper, "audit-chain-seal-key")
+
+    @property
     def database_keys(self) -> DatabaseKey:
         """The database key (and a previous one during a rekey), for opening database files."""
         return DatabaseKey(self.database_key, self.previous_database_key)

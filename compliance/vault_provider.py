@@ -30,10 +30,15 @@ class VaultProvider(TableProvider):
 
     def _events(self, subject_hash: str, batch: int) -> Iterator[list[dict[str, Any]]]:
         rows: list[dict[str, Any]] = []
-        for event in self.audit.iter_subject(subject_hash, batch):
-            rows.append(event.to_dict())
+        for event in self.disclosures(subject_hash, batch):
+            rows.append(event)
             if len(rows) == batch:
                 yield rows
                 rows = []
         if rows:
             yield rows
+
+    def disclosures(self, subject_hash: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """The subject's record of disclosures, oldest first: every audit event naming them,
+        through the trail's per-subject index (the one place the export reads the trail)."""
+        return (event.to_dict() for event in self.audit.iter_subject(subject_hash, batch))

@@ -13,6 +13,7 @@
 | TWIN_EVIDENCE_RETENTION_DAYS     | evidence retention (since observed)             | 730                |
 | TWIN_PREFERENCE_RETENTION_DAYS   | user preferences (settings store), since changed| 1095               |
 | TWIN_AUDIT_RETENTION_DAYS        | audit-trail retention                           | 2555               |
+| TWIN_AUDIT_SEAL_EVERY            | an HMAC'd seal of the audit chain every N events| 10000              |
 | TWIN_RETENTION_CRON              | nightly retention job (cron, UTC)               | 30 2 * * *         |
 | TWIN_MODEL_FIT_NIGHTLY           | the nightly job also refits skill parameters    | on                 |
 | TWIN_MAX_BODY_BYTES              | request body limit                              | 65536              |
@@ -78,6 +79,7 @@ class Config:
     evidence_retention_days: int = 730
     preference_retention_days: int = 1095
     audit_retention_days: int = 2555
+    audit_seal_every: int = 10_000
     retention_cron: str = "30 2 * * *"
     retention_batch_size: int = 2000
     model_fit_nightly: bool = True
@@ -127,6 +129,7 @@ class Config:
             evidence_retention_days=_int(environ, "TWIN_EVIDENCE_RETENTION_DAYS", 730),
             preference_retention_days=_int(environ, "TWIN_PREFERENCE_RETENTION_DAYS", 1095),
             audit_retention_days=_int(environ, "TWIN_AUDIT_RETENTION_DAYS", 2555),
+            audit_seal_every=_int(environ, "TWIN_AUDIT_SEAL_EVERY", 10_000),
             retention_cron=environ.get("TWIN_RETENTION_CRON", "30 2 * * *"),
             model_fit_nightly=_flag(environ, "TWIN_MODEL_FIT_NIGHTLY", True),
             sqlite_wal=_flag(environ, "DIGITAL_TWIN_SQLITE_WAL", True),

@@ -12,6 +12,7 @@ from typing import Callable
 
 from compliance.audit import Actor, AuditTrail
 from compliance.audit_journal import AuditJournal, AuditJournalError, audit_journal_dir
+from compliance.audit_seals import SealBook
 from compliance.dsr import DataSubjectRequests
 from compliance.id_hashing import SubjectHasher
 from compliance.keyring import Keyring
@@ -73,7 +74,8 @@ class Runtime:
                                          path=config.keyring_path)
         self.keys = SubjectKeyStore(self.vault_db, self.field_keys, encrypt=not config.bench_plaintext,
                                     clock=clock)
-        self.audit = AuditTrail(self.vault_db, clock=clock, journal=self._audit_journal())
+        self.audit = AuditTrail(self.vault_db, clock=clock, journal=self._audit_journal(),
+                                seals=SealBook(keyring.audit_seal_key, config.audit_seal_every))
         self.tokens = TokenStore(self.vault_db, cache_seconds=config.token_cache_seconds)
         self.holds = LegalHolds(self.twin_db, clock)
         ctx = LearnerContext(self.twin_db, self.keys, self.hasher, self.audit, config, clock)

@@ -84,7 +84,9 @@ def _audit_actions(tmp_path: Path, data_dir: Path) -> list[str]:
     keyring = Keyring.from_json((tmp_path / "keys" / "keyring.json").read_text())
     conn = open_keyed(data_dir / "privacy_vault.db", keyring.database_key, read_only=True)
     try:
-        return [row[0] for row in conn.execute("SELECT action FROM audit_events ORDER BY seq")]
+        from compliance.audit_codec import ACTION_NAMES
+
+        return [ACTION_NAMES[row[0]] for row in conn.execute("SELECT action FROM audit_log ORDER BY seq")]
     finally:
         conn.close()
 

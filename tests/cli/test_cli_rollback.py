@@ -30,6 +30,25 @@ def env(tmp_path):
     return env
 
 
+def _empty_the_compact_audit_trail(env) -> None:
+    config = Config.from_env(env)
+    vault = open_database("privacy_vault", config, Keyring.load(config.keyring_path, production=False).database_keys)
+    try:
+        for table in ("audit_log", "audit_actors", "audit_subjects", "audit_resources"):
+            vault.execute(f"DELETE FROM {table}")
+    finally:
+        vault.close_all()
+
+
+def test_rolling_the_vault_back_past_compact_audit_events_lists_them_and_needs_force(env):
+    run = CliRunner().invoke(cli, ["db", "rollback", "--database", "privacy_vault", "--to", "5", "--yes"],
+                             env=env)
+    assert run.exit_code == 2
+    assert any(line.startswith("  drop table audit_log (") and not line.endswith("(0 rows)")
+               for line in run.stdout.splitlines()), run.stdout
+    assert "pass --force" in run.stderr
+
+
 def _state(env) -> tuple[int, int]:
     """(schema version, legal holds) of digital_twin, read without migrating it."""
     config = Config.from_env(env)
@@ -98,8 +117,9 @@ def test_forced_and_confirmed_it_backs_up_first_and_the_backup_brings_the_hold_b
 
 
 def test_a_rollback_that_drops_no_data_needs_no_force(env):
+    _empty_the_compact_audit_trail(env)  # rolling back past vault v6 drops it (tested below)
     run = CliRunner().invoke(cli, ["db", "rollback", "--database", "privacy_vault", "--to", "2", "--yes"],
                              env=env)
     assert run.exit_code == 0, run.output
     assert "  drop column api_tokens.expires_at (0 rows with a value)" in run.stdout
-    assert "privacy_vault: rolled back [5, 4, 3]; now at v2" in run.stdout
+    assert "privacy_vault: rolled back [7, 6, 5, 4, 3]; now at v2" in run.stdout

@@ -16,6 +16,7 @@ import pytest
 from compliance.audit import (ACTIONS, GENESIS_HASH, Actor, AuditChainBrokenError, AuditError,
                               AuditTrail, ChainVerification, InvalidAuditEventError,
                               InvalidAuditQueryError, UnknownAuditActionError, compute_event_hash)
+from compliance.audit_codec import compact_hash, micros, pack_id
 from compliance.errors import ComplianceError
 from twin.storage import IntegrityError, open_keyed
 
@@ -59,7 +60,8 @@ def trail(vault, clock) -> AuditTrail:
 def raw(vault, db_key) -> Iterator:
     """A separate connection with the key and no trigger: what an attacker would use."""
     conn = open_keyed(vault.path, db_key)
-    conn.execute("DROP TRIGGER audit_events_no_update")
+    for table in ("audit_events", "audit_log", "audit_actors", "audit_subjects", "audit_resources"):
+        conn.execute(f"DROP TRIGGER {table}_no_update")
     yield conn
     conn.close()
 
@@ -186,7 +188,9 @@ def test_an_event_recorded_in_a_vault_transaction_commits_or_rolls_back_with_it(
 def test_the_database_refuses_updates_to_recorded_events(trail, vault):
     trail.record(SERVICE, "read", subject_hash=ALICE)
     with pytest.raises(IntegrityError, match="append-only"):
-        vault.execute("UPDATE audit_events SET action = 'create'")
+        vault.execute("UPDATE audit_log SET action = 2")
+    with pytest.raises(IntegrityError, match="append-only"):
+        vault.execute("UPDATE audit_subjects SET subject_hash = 'x'")
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -251,19 +255,22 @@ def test_iter_subject_streams_only_that_subjects_events_in_batches(trail, clock)
 # -- tamper detection ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("column, value", [
-    ("action", "create"),
-    ("subject_hash", BOB),
-    ("actor_id", "tok_someone_else"),
-    ("occurred_at", "2025-12-31T23:59:59.000000Z"),
+    ("action", 1),                                   # create
+    ("subject_ref", 2),                              # Bob
+    ("actor_ref", 1),                                # the service token
+    ("occurred_at", 1767225599000000),               # a second before
     ("details", '{"profiles":0}'),
-    ("request_id", "req-forged"),
+    ("request_id", b"\x00req-forged"),
+    ("event_id", b"\x00forged"),
+    ("resource_ref", 1),
 ])
 def test_editing_one_field_of_an_event_names_that_event(trail, clock, raw, column, value):
     record_reads(trail, clock, 3)
     trail.record(ADMIN, "export", subject_hash=ALICE, details={"profiles": 1})
-    record_reads(trail, clock, 3)
+    record_reads(trail, clock, 2)
+    trail.record(SERVICE, "read", subject_hash=BOB)
 
-    raw.execute(f"UPDATE audit_events SET {column} = ? WHERE seq = 4", (value,))
+    raw.execute(f"UPDATE audit_log SET {column} = ? WHERE seq = 4", (value,))
 
     result = trail.verify()
     assert (result.ok, result.first_bad, result.checked) == (False, 4, 3)
@@ -273,28 +280,50 @@ def test_editing_one_field_of_an_event_names_that_event(trail, clock, raw, colum
 
 def test_renumbering_an_event_is_detected_because_seq_is_hashed(trail, clock, raw):
     record_reads(trail, clock, 4)
-    raw.execute("UPDATE audit_events SET seq = 5 WHERE seq = 4")
+    raw.execute("UPDATE audit_log SET seq = 5 WHERE seq = 4")
 
     result = trail.verify()
     assert (result.ok, result.first_bad) == (False, 5)
-    assert "edited" in result.reason
+    assert result.reason == "event 4 missing before it (deleted?)"
+    raw.execute("INSERT INTO audit_log SELECT 4, event_id, occurred_at, actor_ref, action, subject_ref, "
+                "resource_ref, request_id, details, event_hash FROM audit_log WHERE seq = 5")
+    result = trail.verify()  # the gap filled with a copy: seq is in the hash, so it does not fit
+    assert (result.ok, result.first_bad, result.reason) == (False, 5, "content does not match its hash (edited?)")
 
 
 def test_an_edited_event_with_a_recomputed_hash_breaks_the_next_link(trail, clock, raw):
     record_reads(trail, clock, 5)
-    row = dict(raw.execute("SELECT * FROM audit_events WHERE seq = 3").fetchone())
-    row["action"] = "create"
-    raw.execute("UPDATE audit_events SET action = ?, event_hash = ? WHERE seq = 3",
-                (row["action"], compute_event_hash(row)))
+    event = trail.query()[2]
+    forged = compact_hash(bytes.fromhex(event.prev_hash), 3, pack_id(event.event_id), micros(event.occurred_at),
+                          event.actor_id, event.actor_role, "create", event.subject_hash,
+                          event.resource, pack_id(event.request_id), None)
+    raw.execute("UPDATE audit_log SET action = 1, event_hash = ? WHERE seq = 3", (forged,))
 
     result = trail.verify()
     assert (result.ok, result.first_bad) == (False, 4)
-    assert result.reason == "previous-hash link broken (event deleted or reordered?)"
+    assert result.reason == "content does not match its hash (edited?)"
+
+
+def test_editing_an_interned_value_names_the_first_event_that_uses_it(trail, clock, raw):
+    record_reads(trail, clock, 2, subject=BOB)
+    record_reads(trail, clock, 3)
+    raw.execute("UPDATE audit_subjects SET subject_hash = ? WHERE subject_hash = ?", ("c" * 64, ALICE))
+
+    result = trail.verify()
+    assert (result.ok, result.first_bad) == (False, 3)
+
+
+def test_deleting_an_interned_value_is_detected_and_the_events_still_read(trail, clock, raw):
+    record_reads(trail, clock, 3)
+    raw.execute("DELETE FROM audit_actors")
+
+    assert [e.actor_id for e in trail.query()] == [None, None, None]
+    assert (trail.verify().ok, trail.verify().first_bad) == (False, 1)
 
 
 def test_deleting_a_middle_event_names_the_next_event(trail, clock, raw):
     record_reads(trail, clock, 6)
-    raw.execute("DELETE FROM audit_events WHERE seq = 3")
+    raw.execute("DELETE FROM audit_log WHERE seq = 3")
 
     result = trail.verify()
     assert (result.ok, result.first_bad) == (False, 4)
@@ -303,7 +332,7 @@ def test_deleting_a_middle_event_names_the_next_event(trail, clock, raw):
 
 def test_deleting_the_first_event_is_detected(trail, clock, raw):
     record_reads(trail, clock, 3)
-    raw.execute("DELETE FROM audit_events WHERE seq = 1")
+    raw.execute("DELETE FROM audit_log WHERE seq = 1")
 
     result = trail.verify()
     assert (result.ok, result.first_bad) == (False, 2)
@@ -311,7 +340,7 @@ def test_deleting_the_first_event_is_detected(trail, clock, raw):
 
 def test_deleting_the_newest_events_is_detected(trail, clock, raw):
     record_reads(trail, clock, 5)
-    raw.execute("DELETE FROM audit_events WHERE seq >= 4")
+    raw.execute("DELETE FROM audit_log WHERE seq >= 4")
 
     result = trail.verify()
     assert (result.ok, result.first_bad) == (False, 4)
@@ -320,7 +349,7 @@ def test_deleting_the_newest_events_is_detected(trail, clock, raw):
 
 def test_appending_after_a_tail_deletion_does_not_paper_over_it(trail, clock, raw):
     record_reads(trail, clock, 5)
-    raw.execute("DELETE FROM audit_events WHERE seq = 5")
+    raw.execute("DELETE FROM audit_log WHERE seq = 5")
     trail.record(SERVICE, "read", subject_hash=ALICE)
 
     result = trail.verify()
@@ -329,8 +358,8 @@ def test_appending_after_a_tail_deletion_does_not_paper_over_it(trail, clock, ra
 
 def test_verification_reads_in_batches_and_still_finds_the_first_bad_event(trail, clock, raw):
     record_reads(trail, clock, 30)
-    raw.execute("UPDATE audit_events SET resource = 'profiles/other' WHERE seq = 20")
-    raw.execute("UPDATE audit_events SET resource = 'profiles/other' WHERE seq = 25")
+    raw.execute("UPDATE audit_log SET resource_ref = 1 WHERE seq = 20")
+    raw.execute("UPDATE audit_log SET resource_ref = 1 WHERE seq = 25")
 
     result = trail.verify(batch_size=7)
     assert (result.first_bad, result.checked) == (20, 19)
@@ -371,7 +400,7 @@ def test_purge_with_nothing_old_enough_changes_nothing(trail, clock, vault):
 
 def test_purge_refuses_to_erase_evidence_of_tampering(trail, clock, raw):
     record_reads(trail, clock, 5)
-    raw.execute("UPDATE audit_events SET subject_hash = ? WHERE seq = 2", (BOB,))
+    raw.execute("UPDATE audit_log SET occurred_at = occurred_at + 1 WHERE seq = 2")
 
     with pytest.raises(AuditChainBrokenError) as caught:
         trail.purge_older_than(clock.now)
@@ -417,7 +446,7 @@ def test_concurrent_appends_from_four_threads_form_one_unbroken_chain(vault):
         thread.join()
 
     assert errors == []
-    counts = vault.query_one("SELECT count(*), min(seq), max(seq) FROM audit_events")
+    counts = vault.query_one("SELECT count(*), min(seq), max(seq) FROM audit_log")
     assert tuple(counts) == (800, 1, 800)
     result = trail.verify()
     assert (result.ok, result.checked) == (True, 800)

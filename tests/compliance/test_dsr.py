@@ -116,7 +116,7 @@ def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
     twin_rows, vault_rows = forensics.rows(runtime.twin_db), forensics.rows(runtime.vault_db)
     assert forensics.tables_containing(twin_rows, subject.subject_hash) == set()
     assert forensics.tables_containing(vault_rows, subject.subject_hash) == \
-        {"audit_events", "erasure_tombstones"}
+        {"audit_subjects", "erasure_tombstones"}
     for blob in ciphertexts + [wrapped_key]:
         assert forensics.tables_containing(twin_rows + vault_rows, blob) == set()
 

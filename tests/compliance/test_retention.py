@@ -212,8 +212,10 @@ def _forge_audit_event(runtime, seq: int) -> None:
     runtime.audit.flush()
     conn = open_keyed(runtime.vault_db.path, runtime.keyring.database_key)
     try:
-        conn.execute("DROP TRIGGER audit_events_no_update")
-        conn.execute("UPDATE audit_events SET actor_id = 'tok_forged' WHERE seq = ?", (seq,))
+        conn.execute("DROP TRIGGER audit_log_no_update")
+        conn.execute("INSERT INTO audit_actors (actor_id, actor_role) VALUES ('tok_forged', 'service')")
+        conn.execute("UPDATE audit_log SET actor_ref = (SELECT actor_ref FROM audit_actors "
+                     "WHERE actor_id = 'tok_forged') WHERE seq = ?", (seq,))
         conn.commit()
     finally:
         conn.close()
@@ -222,7 +224,7 @@ def _forge_audit_event(runtime, seq: int) -> None:
 def test_retention_over_a_broken_audit_chain_says_so_and_keeps_the_old_events_as_evidence(
         runtime, timeline, client, admin, caplog):
     _forge_audit_event(runtime, 2)
-    old_events = runtime.vault_db.query_one("SELECT count(*) FROM audit_events")[0]
+    old_events = runtime.vault_db.query_one("SELECT count(*) FROM audit_log")[0]
 
     response = client.post("/v1/admin/retention/run", json={}, headers=admin)
 
@@ -231,8 +233,8 @@ def test_retention_over_a_broken_audit_chain_says_so_and_keeps_the_old_events_as
     assert report["audit_chain_broken"] == "event 2: content does not match its hash (edited?)"
     assert report["counts"]["audit_events"] == 0
     assert report["counts"]["learning_profiles"] == 1  # the personal data still goes
-    assert runtime.vault_db.query_one("SELECT actor_id FROM audit_events WHERE seq = 2")[0] == "tok_forged"
-    assert runtime.vault_db.query_one("SELECT count(*) FROM audit_events")[0] >= old_events
+    assert runtime.audit.query(after_seq=1, limit=1)[0].actor_id == "tok_forged"
+    assert runtime.vault_db.query_one("SELECT count(*) FROM audit_log")[0] >= old_events
     (event,) = runtime.audit.query(action="purge")
     assert event.details["audit_chain_broken"] is True
     assert "audit purge refused: the chain is broken at event 2 (content does not match its hash (edited?))" \

@@ -58,8 +58,8 @@ def test_an_intact_trail_exits_0_then_a_hand_edit_exits_1_naming_the_event(env, 
     assert (intact.returncode, intact.stdout.strip()) == (0, "audit trail OK: 6 events verified")
 
     conn = open_keyed(vault.path, keyring.database_key)
-    conn.execute("DROP TRIGGER audit_events_no_update")
-    conn.execute("UPDATE audit_events SET action = 'export' WHERE seq = 4")
+    conn.execute("DROP TRIGGER audit_log_no_update")
+    conn.execute("UPDATE audit_log SET action = 4 WHERE seq = 4")  # an export, says the code
     conn.close()
 
     broken = run_script(env)
@@ -70,7 +70,7 @@ def test_an_intact_trail_exits_0_then_a_hand_edit_exits_1_naming_the_event(env, 
 
 def test_a_deleted_event_exits_1_naming_the_next_event(env, vault, keyring):
     conn = open_keyed(vault.path, keyring.database_key)
-    conn.execute("DELETE FROM audit_events WHERE seq = 2")
+    conn.execute("DELETE FROM audit_log WHERE seq = 2")
     conn.close()
 
     result = run_script(env)
@@ -137,3 +137,31 @@ def test_a_damaged_journal_segment_exits_1_naming_it(env, vault):
     assert result.returncode == 1
     assert result.stdout.splitlines()[0] == "audit trail OK: 6 events verified"
     assert "DAMAGED: 1 segment(s)" in result.stdout and "1700000000000-42-cafebabe" in result.stdout
+
+
+def test_by_default_it_reads_only_past_the_newest_seal_it_marked_and_full_reads_all(env, keyring):
+    from compliance.audit_seals import SealBook
+
+    keyring.save(Path(env["TWIN_KEYRING_PATH"]))
+    env = {**env, "TWIN_AUDIT_SEAL_EVERY": "4"}
+    db = open_database("privacy_vault", Config.from_env(env), keyring.database_keys)
+    AuditTrail(db, seals=SealBook(keyring.audit_seal_key, 4)).record_many(
+        [(SERVICE, "read", {"request_id": f"req-{i}"}) for i in range(10)])
+    db.close_all()
+
+    first = run_script(env)  # no seal marked yet: everything, marking seals 4 and 8
+    assert (first.returncode, first.stdout.strip()) == (0, "audit trail OK: 10 events verified")
+    second = run_script(env)
+    assert (second.returncode, second.stdout.strip()) == \
+        (0, "audit trail OK: 2 events verified after the verified seal at event 8")
+    full = run_script(env, "--full")
+    assert (full.returncode, full.stdout.strip()) == (0, "audit trail OK: 10 events verified")
+
+    conn = open_keyed(db.path, keyring.database_key)
+    conn.execute("DROP TRIGGER audit_log_no_update")
+    conn.execute("UPDATE audit_log SET details = '{}' WHERE seq = 9")
+    conn.commit()
+    conn.close()
+    broken = run_script(env)
+    assert (broken.returncode, broken.stdout.strip()) == \
+        (1, "audit trail BROKEN at event 9: content does not match its hash (edited?)")

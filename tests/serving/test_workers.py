@@ -62,7 +62,8 @@ def _assert_every_write_kept_and_audited_once(service, acknowledged: list[str]) 
         sessions = Counter(row[0] for row in runtime.twin_db.query("SELECT profile_id FROM learning_sessions"))
         assert all(sessions[pid] == 1 for pid in acknowledged)
         creates = Counter(row[0] for row in runtime.vault_db.query(
-            "SELECT resource FROM audit_events WHERE action = 'create' AND resource LIKE 'profile:%'"))
+            "SELECT r.resource FROM audit_log l JOIN audit_resources r ON r.resource_ref = l.resource_ref "
+            "WHERE l.action = 1 AND r.resource LIKE 'profile:%'"))  # 1: create
         assert all(creates[f"profile:{pid}"] == 1 for pid in acknowledged)
     finally:
         runtime.close()

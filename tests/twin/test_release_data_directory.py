@@ -160,3 +160,36 @@ def test_the_release_component_stores_read_back(release):
     finally:
         for db in opened.values():
             db.close_all()
+
+
+def test_the_release_audit_trail_keeps_verifying_and_continues_in_the_compact_form(release):
+    config, expected, clock = release
+    runtime = Runtime.open(config, clock=clock)
+    try:
+        legacy = runtime.vault_db.query_one("SELECT count(*), max(seq) FROM audit_events")
+        assert legacy[0] >= expected["audit_events"] > 0  # the release's rows, left as they were
+        adult = runtime.hasher.hash("fixture-adult")
+        before = [e.to_dict() for e in runtime.audit.iter_subject(adult)]
+
+        runtime.profiles.get(READER, None, expected["adult"]["profile_id"])
+        runtime.audit.flush()
+
+        (new,) = runtime.vault_db.query("SELECT seq FROM audit_log")
+        assert new[0] == legacy[1] + 1  # one sequence across both tables
+        after = list(runtime.audit.iter_subject(adult))
+        assert [e.to_dict() for e in after[:-1]] == before
+        assert after[-1].prev_hash == runtime.audit.query(after_seq=legacy[1] - 1)[0].event_hash
+        assert (after[-1].action, after[-1].subject_hash) == ("read", adult)
+        result = runtime.audit.verify()
+        assert result.ok and result.checked == legacy[0] + 1
+        exported = runtime.dsr.export(adult)["disclosures"]
+        assert exported[:len(after)] == [e.to_dict() for e in after]  # then the export's own event
+
+        # Retention cuts through the legacy rows into the compact ones; the rest still verifies.
+        assert runtime.audit.purge_older_than(clock() + timedelta(days=1)) == legacy[0] + 1
+        assert runtime.vault_db.query("SELECT * FROM audit_subjects") == []
+        runtime.profiles.get(READER, None, expected["adult"]["profile_id"])
+        runtime.audit.flush()
+        assert runtime.audit.verify().ok and runtime.audit.verify().checked == 1
+    finally:
+        runtime.close()

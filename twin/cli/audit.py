@@ -12,11 +12,16 @@ audit = group("audit", "Check the audit trail.")
 @command(audit, "verify")
 @click.option("--batch-size", type=click.IntRange(min=1), default=5000, show_default=True,
               help="events read per batch (bounds memory)")
-def verify(batch_size: int) -> int:
+@click.option("--full", is_flag=True,
+              help="walk the whole chain, not only what follows the newest verified seal")
+def verify(batch_size: int, full: bool) -> int:
     """Verify the audit trail's hash chain and name the first tampered event: exit 0 intact,
-    1 broken (an edited, deleted or reordered event, or a damaged journal segment), 2 could
-    not verify. Reads only: never creates a keyring, a vault or a migration."""
+    1 broken (an edited, deleted or reordered event, a forged seal, or a damaged journal
+    segment), 2 could not verify. By default only the events after the newest seal a past
+    verification marked (and that sealed event) are read; --full reads every event. Writes only
+    the HMAC'd marks of the seals it found sound: never a keyring, a vault or a migration."""
     from compliance.audit import AuditTrail
+    from compliance.audit_seals import SealBook
     from compliance.audit_journal import audit_journal_dir, damaged_segment_files, staged_segment_files
 
     from ..catalog import open_database
@@ -28,7 +33,8 @@ def verify(batch_size: int) -> int:
     # migrate=False: verifying evidence must not change its schema.
     vault = open_database("privacy_vault", deployment.config, deployment.keyring.database_keys, migrate=False)
     try:
-        result = AuditTrail(vault).verify(batch_size=batch_size)
+        seals = SealBook(deployment.keyring.audit_seal_key, deployment.config.audit_seal_every)
+        result = AuditTrail(vault, seals=seals).verify(batch_size=batch_size, full=full)
     finally:
         vault.close_all()
     click.echo(result.summary)

@@ -1,0 +1,77 @@
+"""Compact audit events: what an event costs on disk, lossless ids, and the PostgreSQL form of
+the vault migration that introduced them."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from compliance.audit import Actor, AuditTrail
+from compliance.audit_codec import iso, micros, pack_id, unpack_id
+from compliance.vault_schema import MIGRATIONS
+from tests.storage_backends import database_url
+
+MAX_REQUEST_ID = 64  # twin.api.app accepts X-Request-ID up to 64 characters
+
+
+@pytest.mark.parametrize("value", [
+    "req-1", "0123456789abcdef", "ABCDEFabcdef0123", secrets.token_urlsafe(12),
+    secrets.token_urlsafe(48), secrets.token_hex(8), "a.b_c-d", "Ünïcødé", "x", "",
+    "abc=", "QUJD", "ab", "0A",
+])
+def test_every_id_reads_back_exactly_as_it_was_given(value):
+    assert unpack_id(pack_id(value)) == value
+    assert unpack_id(pack_id(None)) is None
+
+
+def test_base64url_and_hex_ids_are_stored_as_the_bytes_they_spell():
+    assert len(pack_id(secrets.token_urlsafe(48))) == 1 + 48   # 64 characters
+    assert len(pack_id(secrets.token_hex(8))) == 1 + 8          # the API's own request ids
+    assert len(pack_id(secrets.token_urlsafe(12))) == 1 + 12    # event ids
+
+
+def test_times_are_exact_to_the_microsecond():
+    for text in ("2026-01-01T00:00:00.000000Z", "1999-12-31T23:59:59.999999Z", "2091-06-30T12:00:00.000001Z"):
+        assert iso(micros(text)) == text
+
+
+def test_an_event_costs_at_most_150_bytes_of_vault_file_with_its_index(open_catalog_db):
+    vault = open_catalog_db("privacy_vault")
+    trail = AuditTrail(vault)
+    subjects = [secrets.token_hex(32) for _ in range(200)]
+    resources = [f"profile:prof_{secrets.token_urlsafe(16)}" for _ in subjects]
+    actors = [Actor(f"tok_{secrets.token_urlsafe(12)}", "service") for _ in range(5)]
+    events = 20_000
+    for start in range(0, events, 500):
+        trail.record_many((actors[i % 5], "read", {
+            "subject_hash": subjects[i % 200], "resource": resources[i % 200],
+            "request_id": secrets.token_urlsafe(48)[:MAX_REQUEST_ID]}) for i in range(start, start + 500))
+    assert len(trail.query(limit=1)[0].request_id) == MAX_REQUEST_ID
+    vault.execute("VACUUM")
+    vault.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = sum(p.stat().st_size for p in vault.path.parent.glob(vault.path.name + "*"))
+
+    assert size / events <= 150, f"{size / events:.1f} bytes per event"
+    assert trail.verify().ok and trail.verify().checked == events
+
+
+def test_the_postgresql_form_of_the_compact_tables_is_append_only_and_rolls_back(pg_server):
+    from twin.storage import Migration, Migrator, PostgresSettings, open_postgresql
+
+    (compact,) = [m for m in MIGRATIONS if m.name == "compact audit events"]
+    db = open_postgresql(PostgresSettings(database_url(pg_server.create_database()), pool_size=1,
+                                          pool_max_size=2), name="privacy_vault")
+    try:  # the step alone (the vault's earlier steps have no PostgreSQL form yet)
+        migrator = Migrator(db, [Migration(1, compact.name, compact.up, compact.down)])
+        migrator.migrate()
+        db.write(lambda conn: conn.execute(
+            "INSERT INTO audit_log (seq, event_id, occurred_at, actor_ref, action, event_hash) "
+            "VALUES (1, ?, ?, 1, 0, ?)", (pack_id("e" * 16), micros("2026-01-01T00:00:00.000000Z"), b"\0" * 32)))
+        with pytest.raises(Exception, match="append-only"):
+            db.write(lambda conn: conn.execute("UPDATE audit_log SET action = 1"))
+        assert db.query_one("SELECT action, event_hash FROM audit_log")[1] == b"\0" * 32
+        migrator.rollback(0)
+        assert "audit_log" not in db.table_names()
+    finally:
+        db.close_all()

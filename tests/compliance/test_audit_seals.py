@@ -1,0 +1,169 @@
+"""Chain seals: HMAC'd checkpoints every N events, marked by the verification that found them
+sound, so a verification reads only what follows the newest marked seal."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from compliance.audit import Actor, AuditTrail
+from compliance.audit_seals import SealBook
+from twin.storage import open_keyed
+
+SERVICE = Actor("tok_service1", "service")
+ALICE = "a" * 64
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+@pytest.fixture
+def vault(open_catalog_db):
+    return open_catalog_db("privacy_vault")
+
+
+@pytest.fixture
+def trail(vault, keyring) -> AuditTrail:
+    return AuditTrail(vault, clock=Clock(), seals=SealBook(keyring.audit_seal_key, every=10))
+
+
+@pytest.fixture
+def raw(vault, db_key):
+    """What someone holding the database key (but not the keyring) could do."""
+    conn = open_keyed(vault.path, db_key)
+    conn.execute("DROP TRIGGER audit_log_no_update")
+    yield conn
+    conn.close()
+
+
+def append(trail: AuditTrail, count: int) -> None:
+    trail.record_many([(SERVICE, "read", {"subject_hash": ALICE, "request_id": f"r{i}"}) for i in range(count)])
+
+
+def test_a_seal_every_n_events_under_a_key_of_its_own(trail, vault, keyring):
+    append(trail, 35)
+
+    seals = vault.query("SELECT seq, event_hash, mac FROM audit_seals ORDER BY seq")
+    assert [s["seq"] for s in seals] == [10, 20, 30]
+    events = {e.seq: e.event_hash for e in trail.query(limit=100)}
+    assert all(bytes(s["event_hash"]).hex() == events[s["seq"]] for s in seals)
+    assert keyring.audit_seal_key not in (keyring.database_key, keyring.id_pepper, *keyring.field_keys.values())
+    other = SealBook(keyring.database_key, every=10)  # a seal under the database key does not pass
+    assert other.check(seals[0], bytes(seals[0]["event_hash"])) is not None
+    assert vault.query("SELECT * FROM audit_seal_marks") == []
+
+
+def test_a_full_verify_marks_the_seals_and_the_next_starts_after_the_newest(trail, vault):
+    append(trail, 35)
+    full = trail.verify(full=True)
+    assert (full.ok, full.checked, full.since) == (True, 35, None)
+    assert [r[0] for r in vault.query("SELECT seal_seq FROM audit_seal_marks ORDER BY seal_seq")] == [10, 20, 30]
+
+    append(trail, 3)
+    quick = trail.verify(full=False)
+    assert (quick.ok, quick.checked, quick.since) == (True, 8, 30)
+    assert quick.summary == "audit trail OK: 8 events verified after the verified seal at event 30"
+
+
+def test_without_a_marked_seal_the_default_verify_walks_everything(trail):
+    append(trail, 25)
+    result = trail.verify(full=False)
+    assert (result.ok, result.checked, result.since) == (True, 25, None)
+
+
+def test_an_edit_after_the_seal_is_caught_from_the_seal(trail, raw):
+    append(trail, 25)
+    trail.verify(full=True)
+    raw.execute("UPDATE audit_log SET occurred_at = occurred_at + 1 WHERE seq = 23")
+
+    result = trail.verify(full=False)
+    assert (result.ok, result.first_bad, result.checked) == (False, 23, 2)
+    assert result.reason == "content does not match its hash (edited?)"
+
+
+def test_an_edit_before_the_seal_is_for_the_full_verify(trail, raw):
+    append(trail, 25)
+    trail.verify(full=True)
+    raw.execute("UPDATE audit_log SET occurred_at = occurred_at + 1 WHERE seq = 5")
+
+    assert trail.verify(full=False).ok  # a seal vouches for what a past verification saw
+    result = trail.verify(full=True)
+    assert (result.ok, result.first_bad) == (False, 5)
+
+
+def test_editing_the_sealed_event_itself_is_caught_from_the_seal(trail, raw):
+    append(trail, 25)
+    trail.verify(full=True)
+    raw.execute("UPDATE audit_log SET details = '{}' WHERE seq = 20")
+
+    result = trail.verify(full=False)
+    assert (result.ok, result.first_bad) == (False, 20)
+
+
+def test_a_rehashed_sealed_event_does_not_match_its_seal(trail, raw):
+    append(trail, 25)
+    trail.verify(full=True)
+    raw.execute("UPDATE audit_log SET event_hash = ? WHERE seq = 30 - 10", (b"\1" * 32,))
+
+    result = trail.verify(full=False)
+    assert (result.ok, result.first_bad) == (False, 20)
+
+
+@pytest.mark.parametrize("column, value", [("event_hash", b"\2" * 32), ("mac", b"\3" * 32)])
+def test_a_tampered_seal_is_named_by_the_full_verify(trail, raw, column, value):
+    append(trail, 25)
+    raw.execute(f"UPDATE audit_seals SET {column} = ? WHERE seq = 10", (value,))
+
+    result = trail.verify(full=True)
+    assert (result.ok, result.first_bad) == (False, 10)
+    assert "seal" in result.reason
+
+
+def test_a_forged_mark_is_never_trusted(trail, vault, raw):
+    append(trail, 25)
+    trail.verify(full=True)
+    append(trail, 10)  # seal 30, not marked yet
+    raw.execute("INSERT INTO audit_seal_marks (seal_seq, verified_at, mac) VALUES (30, 1, ?)", (b"\0" * 32,))
+    raw.execute("UPDATE audit_log SET details = '{}' WHERE seq = 25")
+
+    result = trail.verify(full=False)  # starts at seal 20, the newest genuinely marked
+    assert (result.ok, result.first_bad) == (False, 25)
+
+
+def test_deleting_seals_and_marks_only_makes_the_next_verify_a_full_one(trail, raw):
+    append(trail, 25)
+    trail.verify(full=True)
+    raw.execute("DELETE FROM audit_seal_marks")
+    raw.execute("UPDATE audit_log SET details = '{}' WHERE seq = 3")
+
+    result = trail.verify(full=False)
+    assert (result.ok, result.first_bad, result.since) == (False, 3, None)
+
+
+def test_deleting_the_newest_events_after_a_seal_is_caught_from_the_seal(trail, raw):
+    append(trail, 35)
+    trail.verify(full=True)
+    raw.execute("DELETE FROM audit_log WHERE seq >= 33")
+
+    result = trail.verify(full=False)
+    assert (result.ok, result.first_bad) == (False, 33)
+    assert "missing at the end" in result.reason
+
+
+def test_retention_drops_the_seals_it_passes_and_the_chain_still_verifies(trail, vault):
+    append(trail, 35)
+    trail.verify(full=True)
+    assert trail.purge_older_than(T0 + timedelta(seconds=24, milliseconds=500)) == 24  # event n at T0 + n s
+
+    assert [r[0] for r in vault.query("SELECT seq FROM audit_seals")] == [30]
+    assert [r[0] for r in vault.query("SELECT seal_seq FROM audit_seal_marks")] == [30]
+    assert trail.verify(full=False).since == 30
+    assert trail.verify(full=True).checked == 11
