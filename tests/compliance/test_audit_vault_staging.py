@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from compliance.audit import Actor, AuditTrail
+from compliance.audit_codec import unpack_id
 from storage_backends import concurrently
 from twin.storage import Database
 
@@ -49,7 +50,7 @@ def _staged(vault) -> int:
 
 
 def _chained(vault) -> list[str]:
-    return [r[0] for r in vault.query("SELECT request_id FROM audit_events ORDER BY seq")]
+    return [unpack_id(r[0]) for r in vault.query("SELECT request_id FROM audit_log ORDER BY seq")]
 
 
 def test_a_staged_event_is_a_committed_vault_row_when_stage_returns(make_trail, vault, keyring):
