@@ -2,7 +2,7 @@
 
 Both forms are written straight into a migrated vault with the project's own encodings and
 hashes (``compliance.audit_codec`` for the compact form, ``compute_event_hash`` for the legacy
-``audit_events`` rows that releases before vault migration 5 wrote), so ``AuditTrail.verify``
+``audit_events`` rows that releases before vault migration 6 wrote), so ``AuditTrail.verify``
 accepts them; only the per-event Python of ``record_many`` is skipped. Events spread over
 ``subjects`` learners (one profile resource each) and a handful of service tokens, with client
 request ids at their maximum accepted length (64 characters).
@@ -88,7 +88,7 @@ def fill_compact(vault: Any, count: int, people: Population, seals: SealBook | N
 
 
 def fill_legacy(vault: Any, count: int, people: Population) -> None:
-    """``count`` events as the releases before vault migration 5 stored them."""
+    """``count`` events as the releases before vault migration 6 stored them."""
     prev = GENESIS_HASH
     for start in range(1, count + 1, _CHUNK):
         rows = []

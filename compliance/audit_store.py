@@ -1,5 +1,5 @@
 """Where the trail's events are, and how they read back: the compact ``audit_log`` (every event
-appended since vault migration 5, see ``compliance.audit_codec``) after the legacy
+appended since vault migration 6, see ``compliance.audit_codec``) after the legacy
 ``audit_events`` rows written before it (read as they are, until retention deletes them).
 
 Both tables share one sequence: every legacy seq is lower than every compact one, so reading the
