@@ -162,3 +162,35 @@ def test_every_byte_of_the_u32_key_id_names_the_key(key_id):
     assert FieldCipher(keys, active_key_id=low).needs_rewrap(blob) is True
     with pytest.raises(UnknownKeyVersionError, match=str(key_id)):
         FieldCipher({low: keys[low]}, active_key_id=low).decrypt(blob, AAD)
+
+
+def test_decrypt_many_opens_each_value_exactly_as_decrypt_does(keys):
+    big = 2**24 + 1
+    keys.update({2: os.urandom(32), big: os.urandom(32)})
+    values = [(FieldCipher(keys, active_key_id=k).encrypt(f"value {i}".encode(), associated_data("t", "c", i)),
+               associated_data("t", "c", i)) for i, k in enumerate([1, 2, big, 1])]
+    cipher = FieldCipher(keys, active_key_id=1)
+
+    opened = cipher.decrypt_many([(memoryview(blob), aad) for blob, aad in values])
+
+    assert opened == [b"value 0", b"value 1", b"value 2", b"value 3"]
+    assert opened == [cipher.decrypt(blob, aad) for blob, aad in values]
+    assert cipher.decrypt_many([]) == []
+
+
+def test_decrypt_many_fails_as_decrypt_does_on_any_bad_value(keys):
+    cipher = FieldCipher(keys, active_key_id=1)
+    good = [(cipher.encrypt(b"ok", AAD), AAD)]
+    moved = good + [(cipher.encrypt(b"moved", AAD), associated_data("t", "c", "other-row"))]
+    with pytest.raises(DecryptionError) as raised:
+        cipher.decrypt_many(moved)
+    assert str(raised.value) == \
+        "ciphertext failed authentication (tampered, moved to another row/column, or wrong key)"
+    assert not isinstance(raised.value, (UnknownKeyVersionError, MalformedCiphertextError))
+
+    other = FieldCipher({9: os.urandom(32)}, active_key_id=9)
+    with pytest.raises(UnknownKeyVersionError, match="key version 9"):
+        cipher.decrypt_many(good + [(other.encrypt(b"elsewhere", AAD), AAD)])
+    with pytest.raises(MalformedCiphertextError) as raised:
+        cipher.decrypt_many(good + [(b"\x01short", AAD)])
+    assert str(raised.value) == "value is not a field ciphertext (too short)"
