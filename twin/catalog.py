@@ -28,7 +28,8 @@ from compliance.keyring import ENV_MASTER_SECRET, DatabaseKey, Keyring
 from compliance.registry import PersonalDataRegistry, RegistryError
 
 from .config import Config
-from .storage import (Backend, Database, EngineSettings, Migration, Migrator, ServerBacked,
+from .storage import (Backend, Database, EngineSettings, Migration, Migrator, PostgresSettings,
+                      ServerBacked,
                       StorageConfigError, WrongKeyError, open_postgresql, postgres_settings,
                       resolve_database_path, storage_backend)
 
@@ -128,6 +129,11 @@ def backend_of(name: str, config: Config) -> str:
     """``sqlcipher`` or ``postgresql``: where this catalog database lives (raises a one-line
     ``StorageConfigError`` for an unknown backend name)."""
     return storage_backend(_environ(config), spec_for(name).prefix)
+
+
+def postgres_settings_of(name: str, config: Config) -> PostgresSettings:
+    """The PostgreSQL settings of a catalog database on that backend (one-line error if bad)."""
+    return postgres_settings(_environ(config), spec_for(name).prefix)
 
 
 def check_storage_settings(config: Config, names: Iterable[str] | None = None) -> None:

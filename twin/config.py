@@ -86,6 +86,8 @@ class Config:
     max_body_bytes: int = 64 * 1024
     # A revocation by another process (twin tokens revoke) takes effect within this.
     token_cache_seconds: int = 2
+    # On PostgreSQL a replica refreshes its registration this often; three missed beats forget it.
+    replica_heartbeat_seconds: int = 5
     model_dir: Path | None = None
     bench_plaintext: bool = False
     durability: str = "normal"
@@ -135,6 +137,7 @@ class Config:
             sqlite_wal=_flag(environ, "DIGITAL_TWIN_SQLITE_WAL", True),
             max_body_bytes=_int(environ, "TWIN_MAX_BODY_BYTES", 64 * 1024),
             token_cache_seconds=_int(environ, "TWIN_TOKEN_CACHE_SECONDS", 2, minimum=0),
+            replica_heartbeat_seconds=_int(environ, "TWIN_REPLICA_HEARTBEAT_SECONDS", 5),
             model_dir=Path(model_dir) if model_dir else None,
             bench_plaintext=environ.get("TWIN_BENCH_PLAINTEXT", "") in ("1", "true", "yes"),
             durability=environ.get("TWIN_DURABILITY", "normal").strip().lower() or "normal",

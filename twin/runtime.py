@@ -74,8 +74,7 @@ class Runtime:
                                          path=config.keyring_path)
         self.keys = SubjectKeyStore(self.vault_db, self.field_keys, encrypt=not config.bench_plaintext,
                                     clock=clock)
-        self.audit = AuditTrail(self.vault_db, clock=clock, journal=self._audit_journal(),
-                                seals=SealBook(keyring.audit_seal_key, config.audit_seal_every))
+        self.audit = self._audit_trail(SealBook(keyring.audit_seal_key, config.audit_seal_every))
         self.tokens = TokenStore(self.vault_db, cache_seconds=config.token_cache_seconds)
         self.holds = LegalHolds(self.twin_db, clock)
         ctx = LearnerContext(self.twin_db, self.keys, self.hasher, self.audit, config, clock)
@@ -98,14 +97,17 @@ class Runtime:
         self.subject_requests = SubjectRequests(ctx, self.profiles, self.consents, self.holds, self.dsr)
         self._extra_dbs: list = []
 
-    def _audit_journal(self) -> AuditJournal:
-        """Where API requests stage their audit events before the response (the seam where a
-        backend picks its staging): segment files beside the vault's file, in the data
-        directory. On PostgreSQL too, for now: each replica's own directory; staging in the
-        vault itself replaces it there (issue 12, replicas)."""
+    def _audit_trail(self, seals: SealBook) -> AuditTrail:
+        """Where API requests stage their audit events before the response: on SQLCipher,
+        encrypted segment files beside the vault's file (no vault transaction per request); on
+        PostgreSQL, rows of the vault itself, since replicas share no disk and any of them
+        chains what a killed one staged (``compliance.audit_vault_staging``)."""
+        if not isinstance(self.vault_db, FileBacked):
+            return AuditTrail(self.vault_db, clock=self.clock, stage_in_vault=True, seals=seals)
         directory = audit_journal_dir(database_path(spec_for("privacy_vault"), self.config))
-        return AuditJournal(directory, None if self.config.bench_plaintext else self.field_keys,
-                            fsync=self.config.durability == "full")
+        return AuditTrail(self.vault_db, clock=self.clock, journal=AuditJournal(
+            directory, None if self.config.bench_plaintext else self.field_keys,
+            fsync=self.config.durability == "full"), seals=seals)
 
     def _providers(self) -> list[PersonalDataProvider]:
         """The provider of every database holding personal data, the vault last (an export

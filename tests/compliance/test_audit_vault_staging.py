@@ -17,8 +17,9 @@ import pytest
 
 from compliance.audit import Actor, AuditTrail
 from compliance.audit_codec import unpack_id
-from storage_backends import concurrently
-from twin.storage import Database
+from compliance.vault_schema import MIGRATIONS as VAULT_MIGRATIONS
+from storage_backends import concurrently, database_url
+from twin.storage import Database, Migrator, PostgresSettings, open_postgresql
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE = Actor("tok_service1", "service")
@@ -26,8 +27,33 @@ SUBJECT = "b" * 64
 
 
 @pytest.fixture
-def vault(open_catalog_db):
-    return open_catalog_db("privacy_vault")
+def vault(backend, open_catalog_db, request):
+    """The vault, migrated, on this test's backend."""
+    if backend == "sqlcipher":
+        return open_catalog_db("privacy_vault")
+    server = request.getfixturevalue("pg_server")
+    db = open_postgresql(PostgresSettings(database_url(server.create_database()), pool_size=2,
+                                          pool_max_size=8), name="privacy_vault")
+    Migrator(db, VAULT_MIGRATIONS).migrate()
+    request.addfinalizer(db.close_all)
+    return db
+
+
+@pytest.fixture
+def reopen(vault, keyring, request):
+    """reopen() -> another object on the same vault, as another process would open it."""
+    def again():
+        if isinstance(vault, Database):
+            other = Database(vault.path, keyring.database_key, name="privacy_vault")
+        else:
+            other = open_postgresql(vault.settings, name="privacy_vault")
+        request.addfinalizer(other.close_all)
+        return other
+    return again
+
+
+def _address(vault) -> str:
+    return str(vault.path) if isinstance(vault, Database) else vault.settings.url
 
 
 @pytest.fixture
@@ -53,15 +79,11 @@ def _chained(vault) -> list[str]:
     return [unpack_id(r[0]) for r in vault.query("SELECT request_id FROM audit_log ORDER BY seq")]
 
 
-def test_a_staged_event_is_a_committed_vault_row_when_stage_returns(make_trail, vault, keyring):
+def test_a_staged_event_is_a_committed_vault_row_when_stage_returns(make_trail, vault, reopen):
     trail = make_trail()
     trail.stage(SERVICE, "read", subject_hash=SUBJECT, resource="profile:prf_1", request_id="r-1")
     # Another process's view of the vault (a connection of its own) sees it, before any flush.
-    other = Database(vault.path, keyring.database_key, name="privacy_vault")
-    try:
-        assert other.query_one("SELECT count(*) FROM audit_staged_events")[0] == 1
-    finally:
-        other.close_all()
+    assert reopen().query_one("SELECT count(*) FROM audit_staged_events")[0] == 1
     assert _chained(vault) == []
 
     assert trail.flush() == 1
@@ -91,9 +113,8 @@ def test_the_background_flusher_chains_without_being_asked(make_trail, vault):
 
 
 def test_replicas_staging_and_flushing_at_once_chain_every_event_once_in_one_chain(
-        make_trail, vault, keyring):
-    replicas = [make_trail(Database(vault.path, keyring.database_key, name="privacy_vault"),
-                           flush_delay=0.005) for _ in range(3)]
+        make_trail, vault, reopen):
+    replicas = [make_trail(reopen(), flush_delay=0.005) for _ in range(3)]
 
     def load(n: int) -> None:
         for i in range(60):
@@ -117,9 +138,12 @@ _CHILD = textwrap.dedent("""
     from pathlib import Path
     from compliance.audit import Actor, AuditTrail
     from compliance.keyring import Keyring
-    from twin.storage import Database
+    from twin.storage import Database, PostgresSettings, open_postgresql
     keyring = Keyring.from_json(Path(sys.argv[1]).read_text())
-    vault = Database(sys.argv[2], keyring.database_key, name="privacy_vault")
+    where = sys.argv[2]
+    vault = (open_postgresql(PostgresSettings(where, pool_size=1), name="privacy_vault")
+             if where.startswith("postgresql:") else
+             Database(where, keyring.database_key, name="privacy_vault"))
     trail = AuditTrail(vault, stage_in_vault=True, flush_delay=3600)
     for i in range(5):
         trail.stage(Actor("tok_child", "service"), "read", subject_hash="c" * 64, request_id=f"child-{i}")
@@ -132,7 +156,7 @@ def test_events_a_replica_acknowledged_before_it_was_killed_are_chained_by_anoth
         tmp_path, keyring, vault, make_trail):
     keyring_file = tmp_path / "child-keyring.json"
     keyring.save(keyring_file)
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(keyring_file), str(vault.path)],
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(keyring_file), _address(vault)],
                              cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:

@@ -24,26 +24,29 @@ def verify(batch_size: int, full: bool) -> int:
     from compliance.audit_seals import SealBook
     from compliance.audit_journal import audit_journal_dir, damaged_segment_files, staged_segment_files
 
-    from ..catalog import open_database
+    from ..catalog import backend_of
+    from .plumbing import existing_database
 
     deployment = load_deployment()
+    on_server = backend_of("privacy_vault", deployment.config) == "postgresql"
     path = deployment.path_of("privacy_vault")
-    if not path.exists():
+    if not on_server and not path.exists():
         raise CommandError(f"no privacy vault at {path}")
-    # migrate=False: verifying evidence must not change its schema.
-    vault = open_database("privacy_vault", deployment.config, deployment.keyring.database_keys, migrate=False)
-    try:
+    # Not migrated: verifying evidence must not change its schema.
+    with existing_database(deployment, "privacy_vault") as vault:
         seals = SealBook(deployment.keyring.audit_seal_key, deployment.config.audit_seal_every)
         result = AuditTrail(vault, seals=seals).verify(batch_size=batch_size, full=full)
-    finally:
-        vault.close_all()
+        staged_rows = vault.query_one("SELECT count(*) FROM audit_staged_events")[0] if on_server else 0
     click.echo(result.summary)
+    if staged_rows:
+        click.echo(f"note: {staged_rows} audit event(s) staged in the vault are not in the trail "
+                   "yet; the replicas move them in as they run")
     journal = audit_journal_dir(path)
-    staged = staged_segment_files(journal)
+    staged = [] if on_server else staged_segment_files(journal)
     if staged:
         click.echo(f"note: {len(staged)} audit journal segment(s) hold events not in the trail yet; "
                    "the service moves them in as it runs, or when it next starts")
-    damaged = damaged_segment_files(journal)
+    damaged = [] if on_server else damaged_segment_files(journal)
     if damaged:
         click.echo(f"audit journal DAMAGED: {len(damaged)} segment(s) failed authentication, events "
                    f"after the damage are missing from the trail: {', '.join(p.name for p in damaged)}")

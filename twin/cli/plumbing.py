@@ -297,14 +297,25 @@ def open_runtime(deployment: Deployment) -> Any:  # -> twin.runtime.Runtime (imp
 # -- the live-service guard ------------------------------------------------------------------------
 
 def service_guard(deployment: Deployment, names: Sequence[str] | None = None) -> ServiceGuard:
-    """The guard over the files of ``names`` (default: every catalog database)."""
-    return FileServiceGuard(deployment.paths(names))
+    """The guard over the files of ``names`` (default: every catalog database); with the vault
+    on PostgreSQL, the replicas' registry in the vault (replicas on other hosts share it)."""
+    return _guard(deployment.config, deployment.paths(names))
+
+
+def _guard(config: Config, paths: list[Path]) -> ServiceGuard:
+    from ..catalog import backend_of, postgres_settings_of
+    from ..storage.postgresql.service_guard import PostgresServiceGuard
+
+    if backend_of("privacy_vault", config) == "postgresql":
+        return PostgresServiceGuard(postgres_settings_of("privacy_vault", config),
+                                    interval=config.replica_heartbeat_seconds)
+    return FileServiceGuard(paths)
 
 
 def running_services(config: Config) -> list[Holder]:
     """The services running on this configuration's databases (nothing needs the keyring)."""
     paths = [database_path(spec_for(name), config) for name in DATABASES]
-    return [h for h in FileServiceGuard(paths).holders() if h.role == "service"]
+    return [h for h in _guard(config, paths).holders() if h.role == "service"]
 
 
 def while_no_service_runs(deployment: Deployment, names: Sequence[str] | None, *, force: bool,

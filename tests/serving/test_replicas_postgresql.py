@@ -1,0 +1,386 @@
+"""Replicas that agree: three `twin serve` processes on real sockets, each with its own empty
+data directory, sharing one PostgreSQL database pair and no disk. Under mixed concurrent load
+with one replica killed with SIGKILL and restarted on a fresh data directory, every
+acknowledged write is there and correct, and the audit trail is one chain that verifies with
+every acknowledged request's event in it exactly once. If-Match holds across replicas, an
+erasure on one is a 404 on every other at once, and a revoked token is refused by all within
+TWIN_TOKEN_CACHE_SECONDS; while any replica runs, commands that replace data refuse."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from compliance.audit_codec import unpack_id
+from live_service import free_port, service_environment
+from storage_backends import COMPONENT_PREFIXES, PostgresServer, database_url
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN_CACHE_SECONDS = 1
+
+
+def twin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``twin ARGS`` as an operator runs it, output captured."""
+    return subprocess.run([sys.executable, "-m", "twin.cli", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@dataclass
+class Replica:
+    port: int
+    process: subprocess.Popen
+    data_dir: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    root: Path
+    token: str
+    replicas: list[Replica] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, slot: int | None = None) -> Replica:
+        """A replica on a fresh, empty data directory (in ``slot``'s place, or a new one)."""
+        data_dir = self.root / f"replica-{secrets.token_hex(3)}"
+        env = {**self.env, "TWIN_DATA_DIR": str(data_dir)}
+        port = free_port()
+        log = open(data_dir.with_suffix(".log"), "wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "twin.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--threads", "4", "--no-metrics", "--no-retention"],
+            env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        replica = Replica(port, process, data_dir)
+        _wait_healthy(replica)
+        with self.lock:
+            if slot is None:
+                self.replicas.append(replica)
+            else:
+                self.replicas[slot] = replica
+        return replica
+
+    def kill(self, slot: int) -> None:
+        """SIGKILL the replica's whole process group (supervisor and worker), mid-request."""
+        replica = self.replicas[slot]
+        os.killpg(replica.process.pid, signal.SIGKILL)
+        replica.process.wait(10)
+
+    def stop_all(self) -> None:
+        for replica in self.replicas:
+            if replica.alive():
+                os.killpg(replica.process.pid, signal.SIGTERM)
+        for replica in self.replicas:
+            try:
+                replica.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(replica.process.pid, signal.SIGKILL)
+                replica.process.wait(10)
+
+
+def _wait_healthy(replica: Replica) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if not replica.alive():
+            raise AssertionError(f"replica exited: {replica.data_dir.with_suffix('.log').read_text()}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", replica.port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "replica never became healthy"
+        threading.Event().wait(0.1)
+
+
+class Client:
+    """Keep-alive connections to the replicas; every request carries its own X-Request-ID."""
+
+    def __init__(self, cluster: Cluster, token: str | None = None) -> None:
+        self.cluster, self.token = cluster, token or cluster.token
+        self.conns: dict[int, http.client.HTTPConnection] = {}
+
+    def __call__(self, slot: int, method: str, path: str, body: Any = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, Any, Any, str]:
+        """(status, body, headers, request id); raises OSError if the replica is gone."""
+        port = self.cluster.replicas[slot].port
+        request_id = secrets.token_hex(8)
+        conn = self.conns.get(port)
+        if conn is None:
+            conn = self.conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request(method, path, body=None if body is None else json.dumps(body), headers={
+                "Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
+                "X-Request-ID": request_id, **(headers or {})})
+            response = conn.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            self.conns.pop(port, None)
+            raise OSError(f"replica on {port}: {exc}") from exc
+        return response.status, json.loads(raw) if raw else None, response.headers, request_id
+
+
+@pytest.fixture(scope="module")
+def cluster(postgres_server, tmp_path_factory):
+    """Three replicas on one set-up pair; torn down (and the databases dropped) at the end."""
+    root = tmp_path_factory.mktemp("replicas")
+    server = PostgresServer()
+    env = service_environment(root)
+    env.update(TWIN_STORAGE_BACKEND="postgresql", TWIN_DB_POOL_SIZE="2", TWIN_DB_POOL_MAX_SIZE="6",
+               TWIN_DATABASE_URL=database_url(server.create_database()),
+               TWIN_VAULT_DATABASE_URL=database_url(server.create_database()),
+               TWIN_TOKEN_CACHE_SECONDS=str(TOKEN_CACHE_SECONDS), TWIN_REPLICA_HEARTBEAT_SECONDS="1")
+    env.update({f"{prefix}STORAGE_BACKEND": "sqlcipher" for prefix in COMPONENT_PREFIXES})
+    try:
+        assert twin(env, "keys", "generate").returncode == 0
+        setup = twin(env, "db", "setup")
+        assert setup.returncode == 0, setup.stderr
+        issued = twin(env, "tokens", "issue", "--role", "admin", "--label", "load")
+        assert issued.returncode == 0, issued.stderr
+        made = Cluster(env, root, issued.stdout.strip().splitlines()[0])
+        threads = [threading.Thread(target=made.start) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(made.replicas) == 3
+        yield made
+        made.stop_all()
+    finally:
+        server.drop_all()
+
+
+def _vault(cluster: Cluster) -> psycopg.Connection:
+    return psycopg.connect(cluster.env["TWIN_VAULT_DATABASE_URL"], autocommit=True)
+
+
+def test_while_any_replica_runs_a_restore_is_refused_naming_it(cluster):
+    refused = twin(cluster.env, "db", "restore", str(cluster.root / "no-such-set"), "--yes")
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert "in use by a running service: twin serve" in line and "and 2 more" in line
+    assert any(f"pid {r.process.pid} " in line for r in cluster.replicas)
+
+
+def test_two_replicas_patching_with_one_etag_give_one_200_and_one_412_in_each_of_100_trials(cluster):
+    client = Client(cluster)
+    status, body, headers, _ = client(0, "POST", "/v1/profiles", {"user_id": "if-match", "personal": {"v": 0}})
+    assert status == 201
+    path = f"/v1/profiles/{body['profile_id']}"
+    racers = [Client(cluster), Client(cluster)]
+    for trial in range(100):
+        etag = client(trial % 3, "GET", path)[2]["ETag"]
+        barrier = threading.Barrier(2)
+        statuses: list[int] = [0, 0]
+
+        def patch(n: int) -> None:
+            barrier.wait()
+            statuses[n] = racers[n]((trial + n) % 3, "PATCH", path, {"personal": {"v": trial, "by": n}},
+                                    {"If-Match": etag})[0]
+        threads = [threading.Thread(target=patch, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(statuses) == [200, 412], (trial, statuses)
+    final = client(1, "GET", path)[1]["personal"]
+    assert final["v"] == 99
+
+
+def test_an_erasure_on_one_replica_is_a_404_on_every_replica_at_once(cluster):
+    client = Client(cluster)
+    status, body, _, _ = client(0, "POST", "/v1/profiles", {"user_id": "erase-everywhere"})
+    assert status == 201
+    path = f"/v1/profiles/{body['profile_id']}"
+    assert [client(slot, "GET", path)[0] for slot in range(3)] == [200, 200, 200]  # cached keys
+    assert client(1, "DELETE", path)[0] == 200
+    assert [client(slot, "GET", path)[0] for slot in range(3)] == [404, 404, 404]
+    assert client(2, "POST", "/v1/profiles/lookup", {"user_id": "erase-everywhere"})[0] == 404
+
+
+def test_a_revoked_token_is_refused_by_every_replica_within_the_token_cache_period(cluster):
+    issued = twin(cluster.env, "tokens", "issue", "--role", "service", "--label", "revoked")
+    token, token_id = issued.stdout.strip().splitlines()[0], None
+    listed = twin(cluster.env, "tokens", "list")
+    for line in listed.stdout.splitlines():
+        if "revoked" in line.split():
+            token_id = line.split()[0]
+    assert token_id, listed.stdout
+    client = Client(cluster, token)
+    assert [client(slot, "GET", "/v1/models/info")[0] for slot in range(3)] == [200, 200, 200]
+    assert twin(cluster.env, "tokens", "revoke", token_id).returncode == 0
+    revoked_at = time.monotonic()
+    refused: set[int] = set()
+    while len(refused) < 3:
+        for slot in range(3):
+            if client(slot, "GET", "/v1/models/info")[0] == 401:
+                refused.add(slot)
+        assert time.monotonic() - revoked_at < TOKEN_CACHE_SECONDS + 1.0, refused
+
+
+@dataclass
+class Learner:
+    """What one load client knows of its learner: the last state a replica acknowledged (or,
+    after a request whose answer was lost with its replica, the state read back)."""
+
+    profile_id: str
+    etag: str
+    personal: dict[str, Any]
+    knowledge: dict[str, float] = field(default_factory=dict)
+
+
+class Load:
+    """Client threads, each with a learner of its own, cycling reads and writes over the live
+    replicas; every acknowledged request id is kept, for the audit check."""
+
+    OPS_PER_CLIENT = 24
+
+    def __init__(self, cluster: Cluster, clients: int) -> None:
+        self.cluster = cluster
+        self.clients = clients
+        self.acknowledged: list[str] = []
+        self.learners: list[Learner] = []
+        self.lock = threading.Lock()
+        self.progress = threading.Condition(self.lock)
+        self.lost = 0  # requests whose replica died under them
+        self.down: set[int] = set()
+
+    def _slot(self, i: int) -> int:
+        with self.lock:
+            live = [s for s in range(len(self.cluster.replicas)) if s not in self.down]
+        return live[i % len(live)]
+
+    def _ack(self, request_id: str) -> None:
+        with self.progress:
+            self.acknowledged.append(request_id)
+            self.progress.notify_all()
+
+    def wait_for(self, acknowledged: int) -> None:
+        with self.progress:
+            assert self.progress.wait_for(lambda: len(self.acknowledged) >= acknowledged, 60)
+
+    def call(self, client: Client, i: int, *args: Any, ok: tuple[int, ...]) -> Any:
+        """One request to a live replica; None when its replica died under it."""
+        try:
+            status, body, headers, request_id = client(self._slot(i), *args)
+        except OSError:
+            with self.lock:
+                self.lost += 1
+            return None
+        assert status in ok, (args, status, body)
+        self._ack(request_id)
+        return status, body, headers
+
+    def resync(self, client: Client, i: int, learner: Learner) -> None:
+        """After a lost answer: the state as it is now (the lost write may or may not be in)."""
+        while True:
+            got = self.call(client, i + 1, "GET", f"/v1/profiles/{learner.profile_id}", ok=(200,))
+            states = self.call(client, i + 1, "GET", f"/v1/profiles/{learner.profile_id}/knowledge",
+                               ok=(200,))
+            if got is not None and states is not None:
+                learner.personal, learner.etag = got[1]["personal"], got[2]["ETag"]
+                learner.knowledge = {s["topic"]: s["mastery_level"] for s in states[1]["items"]}
+                return
+            i += 1
+
+    def run_client(self, n: int) -> None:
+        client = Client(self.cluster)
+        created = None
+        while created is None:
+            created = self.call(client, n, "POST", "/v1/profiles",
+                                {"user_id": f"load-{n}", "personal": {"v": 0}}, ok=(201,))
+            if created is None:  # the create may have landed: read it back by user id
+                found = self.call(client, n + 1, "POST", "/v1/profiles/lookup", {"user_id": f"load-{n}"},
+                                  ok=(200, 404))
+                if found is not None and found[0] == 200:
+                    created = found
+        learner = Learner(created[1]["profile_id"], created[2]["ETag"], created[1]["personal"])
+        with self.lock:
+            self.learners.append(learner)
+        path = f"/v1/profiles/{learner.profile_id}"
+        for i in range(self.OPS_PER_CLIENT):
+            kind = i % 4
+            if kind in (0, 3):
+                got = self.call(client, n + i, "GET", path, ok=(200,))
+                if got is not None:
+                    assert got[1]["personal"] == learner.personal, (n, i)
+                    continue
+            elif kind == 1:
+                personal = {"v": i, "client": n}
+                got = self.call(client, n + i, "PATCH", path, {"personal": personal},
+                                {"If-Match": learner.etag}, ok=(200,))
+                if got is not None:
+                    learner.personal, learner.etag = personal, got[2]["ETag"]
+                    continue
+            else:
+                topic, mastery = f"t{i % 3}", round(0.1 + i / 100, 2)
+                got = self.call(client, n + i, "PUT", f"{path}/knowledge/math/{topic}",
+                                {"mastery_level": mastery}, ok=(200, 201))
+                if got is not None:
+                    learner.knowledge[topic] = mastery
+                    continue
+            self.resync(client, n + i, learner)
+
+
+def test_under_load_a_replica_killed_and_restarted_on_a_fresh_disk_loses_no_acknowledged_write(cluster):
+    load = Load(cluster, clients=6)
+    clients = [threading.Thread(target=load.run_client, args=(n,)) for n in range(load.clients)]
+    for thread in clients:
+        thread.start()
+    load.wait_for(40)  # mid-load
+    with load.lock:
+        load.down.add(2)  # new requests avoid it; those in flight there are lost
+    cluster.kill(2)
+    assert any(thread.is_alive() for thread in clients)  # killed mid-load
+    killed_data = cluster.replicas[2].data_dir
+    cluster.start(slot=2)  # a fresh, empty data directory
+    assert cluster.replicas[2].data_dir != killed_data
+    with load.lock:
+        load.down.discard(2)
+    for thread in clients:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in clients)
+    assert len(load.learners) == load.clients
+
+    # Every acknowledged write, read back through each replica.
+    checker = Client(cluster)
+    for n, learner in enumerate(load.learners):
+        status, body, headers, request_id = checker(n % 3, "GET", f"/v1/profiles/{learner.profile_id}")
+        assert status == 200 and body["personal"] == learner.personal
+        assert headers["ETag"] == learner.etag
+        load.acknowledged.append(request_id)
+        status, states, _, request_id = checker((n + 1) % 3, "GET",
+                                                f"/v1/profiles/{learner.profile_id}/knowledge")
+        assert {s["topic"]: s["mastery_level"] for s in states["items"]} == learner.knowledge
+        load.acknowledged.append(request_id)
+
+    cluster.stop_all()
+    verified = twin(cluster.env, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    with _vault(cluster) as vault:
+        assert vault.execute("SELECT count(*) FROM audit_staged_events").fetchone()[0] == 0
+        events = vault.execute("SELECT event_id, request_id, action, resource_ref FROM audit_log").fetchall()
+    events = [(bytes(e[0]), unpack_id(e[1]), e[2], e[3]) for e in events]
+    assert len({e[0] for e in events}) == len(events)  # no event twice
+    assert len({e[1:] for e in events}) == len(events)  # no request recorded the same access twice
+    recorded = {e[1] for e in events}
+    missing = [r for r in load.acknowledged if r not in recorded]
+    assert missing == [], f"{len(missing)} acknowledged requests without their audit event"
