@@ -1,0 +1,86 @@
+"""``twin db copy --to postgresql``: an SQLCipher deployment's learner pair (``digital_twin``
+and ``privacy_vault``) into an empty PostgreSQL pair, verified and resumable.
+
+The source is first brought to the state ``twin serve`` would start from (migrated, audit
+events staged in the local journal chained in, tombstones re-applied), so what is copied is
+complete. The target pair is set up as ``twin db setup`` would (migrated, identity markers,
+the replica registry). Each database is copied by the storage core (``twin.storage.copy``:
+resumable batches); then every table's count must match and the copied audit trail must verify
+and end on the source's last hash. Field ciphertexts, keyed hashes and wrapped subject keys are
+copied as they are: the same keyring serves the copy, and PostgreSQL only ever sees ciphertext.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from compliance.audit import AuditTrail
+from compliance.keyring import Keyring
+
+from ..catalog import mark_learner_databases, open_database, open_learner_databases
+from ..config import Config
+from ..storage.copy import CopyError, TableCopy, copy_database
+from ..storage.progress import ProgressFactory, silent
+
+PAIR = ("digital_twin", "privacy_vault")
+_BACKEND_VARIABLES = ("TWIN_STORAGE_BACKEND", "TWIN_VAULT_STORAGE_BACKEND")
+
+
+def on_backend(config: Config, backend: str) -> Config:
+    """``config`` with the learner pair on ``backend`` (the source: files; the target: server)."""
+    return replace(config, environ={**(config.environ or {}), **{v: backend for v in _BACKEND_VARIABLES}})
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    tables: dict[str, list[TableCopy]]
+    audit_events: int
+    audit_ok: bool
+
+    @property
+    def verified(self) -> bool:
+        return self.audit_ok and all(t.verified for copies in self.tables.values() for t in copies)
+
+
+def prepare_source(source: Config) -> None:
+    """Bring the files to the state a service starts from (see the module docstring)."""
+    from ..runtime import Runtime
+
+    Runtime.open(source).close()
+
+
+def set_up_target(target: Config, keyring: Keyring) -> None:
+    data, vault = open_learner_databases(target, keyring.database_keys, migrate=True)
+    try:
+        mark_learner_databases(data, vault)
+    finally:
+        data.close_all()
+        vault.close_all()
+
+
+def copy_pair(source: Config, target: Config, keyring: Keyring, *, batch: int = 1000,
+              progress: ProgressFactory = silent) -> CopyReport:
+    """Copy the pair (``prepare_source`` and ``set_up_target`` first) and verify it."""
+    tables: dict[str, list[TableCopy]] = {}
+    last_hash: dict[str, Any] = {}
+    for name in PAIR:
+        src = open_database(name, source, keyring.database_keys, migrate=False)
+        dst = open_database(name, target, keyring.database_keys, migrate=False)
+        try:
+            tables[name] = copy_database(src, dst, batch=batch, progress=progress)
+            if name == "privacy_vault":
+                last_hash = {side: db.query_one("SELECT event_hash FROM audit_events ORDER BY seq DESC "
+                                                "LIMIT 1") for side, db in (("source", src), ("target", dst))}
+                result = AuditTrail(dst).verify()
+        finally:
+            src.close_all()
+            dst.close_all()
+    same_end = (last_hash["source"] or [None])[0] == (last_hash["target"] or [None])[0]
+    report = CopyReport(tables, result.checked, result.ok and same_end)
+    if not report.verified:
+        wrong = [f"{t.table} {t.target_rows}/{t.source_rows}" for copies in tables.values()
+                 for t in copies if not t.verified]
+        raise CopyError("the copy did not verify: " + (", ".join(wrong) if wrong else
+                                                       "the copied audit trail does not verify"))
+    return report
