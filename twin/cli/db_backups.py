@@ -9,8 +9,8 @@ import click
 from ..storage.progress import report
 from .db import db, utc_stamp
 from .plumbing import (EXIT_PROBLEM, CommandError, Deployment, command, database_option,
-                       dry_run_option, load_deployment, selected_databases, while_no_service_runs,
-                       yes_option)
+                       dry_run_option, existing_database, load_deployment, selected_databases,
+                       while_no_service_runs, yes_option)
 
 RESTORE_RISK = ("it keeps writing to the replaced (deleted) files, so what it writes from now on "
                 "is lost, and it serves the old data until restarted")
@@ -168,18 +168,32 @@ def restore(directory: Path, database: str | None, yes: bool, force: bool, logs:
               help="where to write it: keep it outside the backup sets (another disk or host)")
 def erasure_log(out: Path) -> int:
     """Write the vault's erasure tombstones (keyed hashes, no user ids) to an authenticated
-    erasure log, for `twin db restore --tombstones` when the live vault is lost too."""
-    from ..catalog import open_database
+    erasure log, for `twin db restore --tombstones` and `twin db reapply-tombstones` when the
+    live vault is lost or rewound too."""
     from ..operations.erasure_log import vault_tombstones, write_log
 
     deployment = load_deployment()
-    if not deployment.path_of("privacy_vault").exists():
-        raise CommandError(f"{deployment.path_of('privacy_vault')}: no vault to read tombstones from")
-    vault = open_database("privacy_vault", deployment.config, deployment.keyring.database_keys,
-                          migrate=False)
-    try:
+    with existing_database(deployment, "privacy_vault") as vault:
         count = write_log(out, vault_tombstones(vault), deployment.keyring)
-    finally:
-        vault.close_all()
     click.echo(f"{count} erasure tombstone(s) written to {out}")
+    return 0
+
+
+@command(db, "reapply-tombstones")
+@click.option("--tombstones", "logs", multiple=True, metavar="FILE",
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="an erasure log (`twin db erasure-log`) whose tombstones the vault takes first "
+                   "(repeatable)")
+def reapply_tombstones(logs: tuple[Path, ...]) -> int:
+    """After the databases were restored by other means (PostgreSQL: pg_restore, or a base
+    backup and WAL replayed to a point in time): merge the erasure logs' tombstones into the
+    vault and re-apply every tombstone, before any service starts. Refused while one runs."""
+    from ..operations.backups import reapply_in_place
+
+    deployment = load_deployment()
+    with while_no_service_runs(deployment, ["digital_twin", "privacy_vault"], force=False,
+                               risk="it could serve an erased learner meanwhile"):
+        result = reapply_in_place(deployment.config, deployment.keyring, logs)
+    click.echo(f"{result['tombstones_carried']} erasure tombstone(s) from the logs merged; "
+               "every tombstone re-applied")
     return 0

@@ -214,3 +214,19 @@ def restore_set(directory: Path, entries: Sequence[BackupEntry], config: Config,
     runtime.close()
     pending.unlink(missing_ok=True)
     return {"restored": names, "tombstones_carried": len(carried)}
+
+
+def reapply_in_place(config: Config, keyring: Keyring, logs: Sequence[Path]) -> dict[str, Any]:
+    """Databases restored by other means (PostgreSQL's own tools): merge the tombstones of
+    ``logs`` into the vault, then re-apply every tombstone (the runtime's start-up does, with
+    the one re-application function). Hold the guard around it."""
+    from ..runtime import Runtime
+
+    carried = latest(t for path in logs for t in read_log(path, keyring))
+    vault = open_database("privacy_vault", config, keyring.database_keys, migrate=False)
+    try:
+        merge_tombstones(vault, carried)
+    finally:
+        vault.close_all()
+    Runtime.open(config).close()
+    return {"tombstones_carried": len(carried)}
