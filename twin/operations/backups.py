@@ -191,8 +191,6 @@ def restore_set(directory: Path, entries: Sequence[BackupEntry], config: Config,
 
     The carried tombstones are written to the pending log first, and the log is removed only
     once they are merged and re-applied, so a crash in between loses none of them."""
-    from ..runtime import Runtime
-
     names = [e.name for e in entries]
     pending = pending_log_path(config)
     carried = list(tombstones) if "privacy_vault" in names else []
@@ -208,10 +206,7 @@ def restore_set(directory: Path, entries: Sequence[BackupEntry], config: Config,
             merge_tombstones(vault, carried)
         finally:
             vault.close_all()
-    # Migrates and re-applies every tombstone: a matched pair restored from one set agrees on
-    # its erasure generation, yet the tombstones carried into it are newer than its rows.
-    runtime = Runtime.open(config, reapply_every_tombstone=True)
-    runtime.close()
+    reapply_every_tombstone(config)
     pending.unlink(missing_ok=True)
     return {"restored": names, "tombstones_carried": len(carried)}
 
@@ -220,13 +215,22 @@ def reapply_in_place(config: Config, keyring: Keyring, logs: Sequence[Path]) -> 
     """Databases restored by other means (PostgreSQL's own tools): merge the tombstones of
     ``logs`` into the vault, then re-apply every tombstone (the runtime's start-up does, with
     the one re-application function). Hold the guard around it."""
-    from ..runtime import Runtime
-
     carried = latest(t for path in logs for t in read_log(path, keyring))
     vault = open_database("privacy_vault", config, keyring.database_keys, migrate=False)
     try:
         merge_tombstones(vault, carried)
     finally:
         vault.close_all()
-    Runtime.open(config).close()
+    reapply_every_tombstone(config)
     return {"tombstones_carried": len(carried)}
+
+
+def reapply_every_tombstone(config: Config) -> None:
+    """After a restore (of files, or by PostgreSQL's tools): re-apply every tombstone before
+    anything is served, through the start-up's one re-application function (the runtime
+    migrates SQLCipher files first)."""
+    from ..runtime import Runtime
+
+    # A matched pair restored from one set agrees on its erasure generation, yet the
+    # tombstones carried into it are newer than its rows: every one is re-applied.
+    Runtime.open(config, reapply_every_tombstone=True).close()
