@@ -181,6 +181,7 @@ def test_a_database_that_stays_busy_answers_503_with_retry_after(app):
     assert response.headers["Retry-After"] == "1"
 
 
+@pytest.mark.sqlite_only("a full disk under the local audit journal; PostgreSQL stages in the vault")
 def test_a_read_that_cannot_be_audited_is_refused_with_503(client, service, monkeypatch):
     pid = create_profile(client, service, "u-unauditable", personal={"name": "Unseen"})["profile_id"]
 
@@ -189,6 +190,23 @@ def test_a_read_that_cannot_be_audited_is_refused_with_503(client, service, monk
 
     monkeypatch.setattr("compliance.audit_journal.os.write", disk_full)
     response = client.get(f"/v1/profiles/{pid}", headers=service)
+
+    assert_problem(response, 503)
+    assert "Unseen" not in response.get_data(as_text=True)
+    assert "audit" in response.get_json()["detail"]
+
+
+def test_a_read_the_vault_will_not_stage_is_refused_with_503(client, service, runtime, backend):
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL stages audit events in the vault (SQLCipher: the test above)")
+    pid = create_profile(client, service, "u-unstaged", personal={"name": "Unseen"})["profile_id"]
+    # The vault refuses every staged event, as a full or read-only server would.
+    runtime.vault_db.execute("ALTER TABLE audit_staged_events ADD CONSTRAINT refuse_all CHECK (false) "
+                             "NOT VALID")
+    try:
+        response = client.get(f"/v1/profiles/{pid}", headers=service)
+    finally:
+        runtime.vault_db.execute("ALTER TABLE audit_staged_events DROP CONSTRAINT refuse_all")
 
     assert_problem(response, 503)
     assert "Unseen" not in response.get_data(as_text=True)
