@@ -70,7 +70,7 @@ def copy_pair(source: Config, target: Config, keyring: Keyring, *, batch: int = 
         try:
             tables[name] = copy_database(src, dst, batch=batch, progress=progress)
             if name == "privacy_vault":
-                last_hash = {side: db.query_one("SELECT event_hash FROM audit_events ORDER BY seq DESC "
+                last_hash = {side: db.query_one("SELECT event_hash FROM audit_log ORDER BY seq DESC "
                                                 "LIMIT 1") for side, db in (("source", src), ("target", dst))}
                 result = AuditTrail(dst).verify()
         finally:
