@@ -12,7 +12,7 @@ again are still here to be re-applied.
 from datetime import timedelta
 
 from twin.storage import Migration
-from twin.storage.dialect import postgresql_ddl
+from twin.storage.dialect import POSTGRESQL, postgresql_ddl
 from twin.storage.timestamps import to_db, utc_now
 
 V1_UP = """
@@ -86,7 +86,10 @@ CREATE TABLE job_locks (
 _SQLITE_NO_UPDATE = """CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
 BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;"""
 _POSTGRESQL_NO_UPDATE = """CREATE FUNCTION audit_events_append_only() RETURNS trigger
-LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_events is append-only'; END $$;
+LANGUAGE plpgsql AS $$ BEGIN
+    -- integrity_constraint_violation: an IntegrityError, as SQLite's RAISE(ABORT) is
+    RAISE EXCEPTION 'audit_events is append-only' USING ERRCODE = '23000';
+END $$;
 CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
 FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();"""
 assert _SQLITE_NO_UPDATE in V1_UP
@@ -137,7 +140,6 @@ V3_DOWN = """
 ALTER TABLE api_tokens DROP COLUMN last_used_at;
 ALTER TABLE api_tokens DROP COLUMN expires_at;
 """
-
 
 
 def _v4_up(conn, dialect) -> None:  # noqa: ANN001 - a migration step takes the driver's connection
@@ -282,6 +284,39 @@ DROP TABLE audit_seal_marks;
 DROP TABLE audit_seals;
 """
 
+V8_UP = """
+-- The deployment's keyring by its fingerprints (never keys): compliance/keyring_record.py.
+CREATE TABLE keyring_record (
+    id                  INTEGER PRIMARY KEY CHECK (id = 1),
+    pepper_fingerprint  TEXT NOT NULL,
+    field_keys          TEXT NOT NULL,
+    active_field_key    INTEGER NOT NULL,
+    recorded_at         TEXT NOT NULL
+);
+"""
+
+V8_DOWN = """
+DROP TABLE keyring_record;
+"""
+
+# PostgreSQL: the audit trail's highest seq ever stored, which a deletion of the newest events
+# does not lower (SQLite's sqlite_sequence does this for AUTOINCREMENT): see
+# twin.storage.dialect.high_water_ddl. The table exists on SQLite too (empty) so both
+# backends have one schema.
+V8_POSTGRESQL = (V8_UP + POSTGRESQL.high_water_ddl("audit_events", "seq") + "\n"
+                 + POSTGRESQL.high_water_ddl("audit_log", "seq"))
+V8_SQLITE = V8_UP + """
+CREATE TABLE identity_high_water (table_name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+V8_DOWN_POSTGRESQL = """
+DROP TRIGGER audit_log_high_water ON audit_log;
+DROP FUNCTION audit_log_high_water();
+DROP TRIGGER audit_events_high_water ON audit_events;
+DROP FUNCTION audit_events_high_water();
+DROP TABLE identity_high_water;
+""" + V8_DOWN
+V8_DOWN_SQLITE = "DROP TABLE identity_high_water;\n" + V8_DOWN
+
 MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job locks",
                         {"sqlite": V1_UP, "postgresql": V1_UP_POSTGRESQL},
                         {"sqlite": V1_DOWN, "postgresql": V1_DOWN_POSTGRESQL}),
@@ -292,7 +327,10 @@ MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job l
               Migration(5, "erasure completion and generations (re-apply tombstones only after a restore)",
                         {"sqlite": _v5_up("TIMESTAMP"), "postgresql": _v5_up("TEXT")}, V5_DOWN),
               Migration(6, "compact audit events", V6_UP, V6_DOWN),
-              Migration(7, "audit chain seals and their verification marks", V7_UP, V7_DOWN)]
+              Migration(7, "audit chain seals and their verification marks", V7_UP, V7_DOWN),
+              Migration(8, "the deployment's keyring fingerprints; the audit seq's high-water mark",
+                        {"sqlite": V8_SQLITE, "postgresql": V8_POSTGRESQL},
+                        {"sqlite": V8_DOWN_SQLITE, "postgresql": V8_DOWN_POSTGRESQL})]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
 
@@ -359,4 +397,6 @@ NO_PERSONAL_DATA = {
     "audit_resources": "opaque resource ids the audit trail's events name (no subject reference)",
     "audit_seals": "seqs, hashes and HMACs of sealed audit events (no subject reference)",
     "audit_seal_marks": "when each audit seal was verified, HMAC'd (no subject reference)",
+    "keyring_record": "fingerprints of the deployment's keys (public names, never keys)",
+    "identity_high_water": "the highest audit seq ever stored (PostgreSQL; empty on SQLite)",
 }

@@ -116,6 +116,7 @@ def backend_config(backend, request, tmp_path, keyring) -> Config:
     if backend == "postgresql":
         pair.set_up(config, keyring)
         pair.reset()
+        pair.record_keyring(config, keyring)
     return config
 
 

@@ -195,6 +195,17 @@ class LearnerPair:
             vault.close_all()
         self._set_up = True
 
+    def record_keyring(self, config: Any, keyring: Any) -> None:
+        """As `twin db setup` does: this test's keyring is the deployment's."""
+        from compliance import keyring_record
+        from twin.catalog import open_database
+
+        vault = open_database("privacy_vault", config, keyring.database_keys, migrate=False)
+        try:
+            keyring_record.record(vault, keyring)
+        finally:
+            vault.close_all()
+
     def reset(self) -> None:
         """Every row deleted, schema and markers kept: one round trip per database (DELETE of a
         few rows is much cheaper than TRUNCATE's new files; foreign keys are not checked while
@@ -211,6 +222,79 @@ class LearnerPair:
 
     def drop(self) -> None:
         self.server.drop_all()
+
+
+class RawPostgresConnection:
+    """What an attacker with the database's credentials uses: a connection of its own, in
+    autocommit, our placeholders, rows as mappings, and no triggers (``session_replication_role
+    = replica`` skips them for this session only, so the shared database keeps its own)."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        self._conn = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=5)
+        self._conn.execute("SET session_replication_role = replica")
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        from twin.storage.dialect import to_pyformat
+
+        return self._conn.execute(to_pyformat(sql) if params else sql, params or None)
+
+    def commit(self) -> None:
+        pass  # autocommit
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def raw_connection(db: Any, key: bytes, *, without_triggers: tuple[str, ...] = ()) -> Any:
+    """A connection to ``db`` outside the storage core (the test plays someone who edits the
+    database behind the service's back); on SQLite ``without_triggers`` are dropped first."""
+    from twin.storage import FileBacked, open_keyed
+
+    if isinstance(db, FileBacked):
+        conn = open_keyed(db.path, key)
+        for trigger in without_triggers:
+            conn.execute(f"DROP TRIGGER {trigger}")
+        return conn
+    return RawPostgresConnection(db.settings.url)
+
+
+def same_database(db: Any, key: bytes) -> Any:
+    """A second, independent handle on ``db`` (what another process or replica holds)."""
+    from twin.storage import Database, FileBacked, open_postgresql
+
+    if isinstance(db, FileBacked):
+        return Database(db.path, key, name=db.name, settings=db.settings)
+    return open_postgresql(db.settings, name=db.name)
+
+
+def location(db: Any) -> str:
+    """Where another process finds ``db``: its file's path or its URL (see ``open_location``)."""
+    from twin.storage import FileBacked
+
+    return str(db.path) if isinstance(db, FileBacked) else db.settings.url
+
+
+def open_location(where: str, key: bytes, name: str) -> Any:
+    """The other side of ``location``: a database from a path or a postgresql:// URL."""
+    from twin.storage import Database, PostgresSettings, open_postgresql
+
+    if where.startswith(("postgresql://", "postgres://")):
+        return open_postgresql(PostgresSettings(where, pool_size=1), name=name)
+    return Database(where, key, name=name)
+
+
+def column_types(db: Any, table: str) -> dict[str, str]:
+    """Column name -> declared type (upper case), as the live schema of either backend says."""
+    from twin.storage import FileBacked
+
+    if isinstance(db, FileBacked):
+        return {r["name"]: r["type"].upper() for r in db.query(f'PRAGMA table_info("{table}")')}
+    return {r["name"]: r["type"].upper() for r in db.query(
+        "SELECT column_name AS name, data_type AS type FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position", (table,))}
 
 
 def concurrently(*calls: Callable[[], Any], timeout: float = 60) -> list[Any]:

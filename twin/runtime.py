@@ -10,6 +10,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Callable
 
+from compliance import keyring_record
 from compliance.audit import Actor, AuditTrail
 from compliance.audit_journal import AuditJournal, AuditJournalError, audit_journal_dir
 from compliance.audit_seals import SealBook
@@ -39,7 +40,7 @@ from .learners.sessions import SessionService
 from .learners.skill_parameters import SkillParameterStore
 from .learners.subject_requests import SubjectRequests
 from .learners.traces import EntryKeys
-from .storage import FileBacked
+from .storage import FileBacked, ServerBacked
 from .storage.maintenance import truncate_wal
 from .storage.paths import can_take_writes
 from .storage.timestamps import utc_now
@@ -67,6 +68,16 @@ class Runtime:
         # exist to hold any, and there is nothing to reach.
         self.settings_db = (open_database("settings", config, keyring.database_keys)
                             if backend_of("settings", config) == "sqlcipher" else None)
+        if isinstance(self.vault_db, ServerBacked) and migrate is None:
+            # Replicas share the vault: each must hold the deployment's keyring (set-up
+            # recorded it), never a keyring of its own.
+            try:
+                keyring_record.check(self.vault_db, keyring)
+            except BaseException:
+                for db in (self.twin_db, self.vault_db, self.settings_db):
+                    if db is not None:
+                        db.close_all()
+                raise
         self.registry = personal_data_registry()
         self.hasher = SubjectHasher(keyring.id_pepper)
         # scripts/rotate_keys.py changes the keyring while the service runs: follow it.

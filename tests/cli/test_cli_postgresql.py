@@ -5,11 +5,14 @@ schema there and never generates a keyring."""
 
 from __future__ import annotations
 
+import subprocess
+
 import psycopg
 import pytest
 
+from compliance.keyring import Keyring
 from compliance.vault_schema import MIGRATIONS as VAULT_MIGRATIONS
-from twin.storage import Migrator, PostgresSettings, open_postgresql
+from twin.storage import Migrator, PostgresSettings, key_fingerprint, open_postgresql
 
 from cli_support import operator_env, running_server, twin
 from storage_backends import COMPONENT_PREFIXES, database_url
@@ -96,6 +99,7 @@ def test_setup_migrates_and_marks_the_pair_and_status_reads_it(pg_env):
     status = twin(pg_env, "db", "status")
     assert status.returncode == 0, status.stderr
     assert "digital_twin       v4 of 4  up to date" in status.stdout
+    assert "privacy_vault      v8 of 8  up to date" in status.stdout
 
 
 def test_serve_on_a_schema_older_than_the_code_exits_2_naming_twin_db_migrate(pg_env):
@@ -151,3 +155,51 @@ def test_too_few_server_connections_is_a_start_up_error_not_a_hang(pg_env, pg_se
         pg_env[variable] = pg_env[variable].replace("postgres@", f"{role}@")
     pg_env.update(TWIN_DB_POOL_SIZE="4", TWIN_DB_CONNECT_TIMEOUT="2")
     assert_one_line_error(twin(pg_env, "db", "status", timeout=60), "could open only", "max_connections")
+
+
+def _serve_refusal(env) -> str:
+    return assert_one_line_error(twin(env, "serve", "--port", "0", "--no-metrics"))
+
+
+def test_setup_records_the_keyring_fingerprints_and_never_a_key(pg_env, tmp_path):
+    assert twin(pg_env, "db", "setup").returncode == 0
+    keyring = Keyring.load(tmp_path / "keys" / "keyring.json", production=False)
+    with psycopg.connect(pg_env["TWIN_VAULT_DATABASE_URL"]) as conn:
+        row = conn.execute("SELECT pepper_fingerprint, field_keys, active_field_key FROM keyring_record").fetchone()
+    assert row == (key_fingerprint(keyring.id_pepper), '{"1": "%s"}' % keyring.field_key_fingerprints()[1], 1)
+    dump = subprocess.run(["pg_dump", pg_env["TWIN_VAULT_DATABASE_URL"]], capture_output=True, check=True).stdout
+    for secret in (keyring.id_pepper, keyring.field_keys[1], keyring.database_key):
+        assert secret.hex().encode() not in dump and secret not in dump
+
+
+def test_serve_with_another_keyring_exits_2_naming_the_fingerprints(pg_env, tmp_path):
+    assert twin(pg_env, "db", "setup").returncode == 0
+    (tmp_path / "keys" / "keyring.json").unlink()
+    assert twin(pg_env, "keys", "generate").returncode == 0
+    line = _serve_refusal(pg_env)
+    assert "not the deployment's" in line and "ID pepper fingerprint" in line
+
+
+def test_a_field_key_rotation_is_distributed_before_it_is_activated(pg_env, tmp_path):
+    assert twin(pg_env, "db", "setup").returncode == 0
+    path = tmp_path / "keys" / "keyring.json"
+    old = path.read_bytes()
+    distributed = twin(pg_env, "keys", "rotate", "--distribute-field-key")
+    assert distributed.returncode == 0, distributed.stderr
+    keyring = Keyring.load(path, production=False)
+    assert (sorted(keyring.field_keys), keyring.active_field_key) == ([1, 2], 1)
+
+    # A replica still on the old keyring refuses to start: it lacks the distributed version.
+    replica = tmp_path / "replica-keyring.json"
+    replica.write_bytes(old)
+    replica.chmod(0o600)
+    assert "lacks field key v2" in _serve_refusal({**pg_env, "TWIN_KEYRING_PATH": str(replica)})
+
+    activated = twin(pg_env, "keys", "rotate", "--activate-field-key")
+    assert activated.returncode == 0, activated.stderr
+    assert Keyring.load(path, production=False).active_field_key == 2
+    # Activating a version never distributed is refused: v3 exists only in this copy.
+    undistributed = tmp_path / "undistributed.json"
+    keyring3 = Keyring.load(path, production=False).with_new_field_key()
+    keyring3.save(undistributed)
+    assert "never distributed" in _serve_refusal({**pg_env, "TWIN_KEYRING_PATH": str(undistributed)})

@@ -24,7 +24,7 @@ def subject_ciphertexts(runtime: Runtime, subject_hash: str) -> list[bytes]:
         f"UNION ALL SELECT learning_trajectory FROM knowledge_states WHERE {of_profile}",
         f"SELECT model_checkpoint AS c FROM knowledge_states WHERE {of_profile} "
         f"UNION ALL SELECT content FROM evidence WHERE {of_profile}",
-        "SELECT details AS c FROM consents WHERE user_id_hash = ? AND ? IS NOT NULL",
+        "SELECT details AS c FROM consents WHERE user_id_hash = ? AND user_id_hash = ?",
     ]
     blobs = []
     for sql in queries:
@@ -80,3 +80,9 @@ def forensics():
         tables_containing = staticmethod(tables_containing)
 
     return Forensics
+
+
+@pytest.fixture
+def config(backend_config):
+    """The compliance suite runs on both storage backends (``backend_config``)."""
+    return backend_config

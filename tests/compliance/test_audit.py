@@ -18,7 +18,8 @@ from compliance.audit import (ACTIONS, GENESIS_HASH, Actor, AuditChainBrokenErro
                               InvalidAuditQueryError, UnknownAuditActionError, compute_event_hash)
 from compliance.audit_codec import compact_hash, micros, pack_id
 from compliance.errors import ComplianceError
-from twin.storage import IntegrityError, open_keyed
+from storage_backends import raw_connection
+from twin.storage import FileBacked, IntegrityError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE = Actor("tok_service1", "service")
@@ -59,9 +60,9 @@ def trail(vault, clock) -> AuditTrail:
 @pytest.fixture
 def raw(vault, db_key) -> Iterator:
     """A separate connection with the key and no trigger: what an attacker would use."""
-    conn = open_keyed(vault.path, db_key)
-    for table in ("audit_events", "audit_log", "audit_actors", "audit_subjects", "audit_resources"):
-        conn.execute(f"DROP TRIGGER {table}_no_update")
+    conn = raw_connection(vault, db_key, without_triggers=tuple(
+        f"{table}_no_update" for table in ("audit_events", "audit_log", "audit_actors", "audit_subjects",
+                                           "audit_resources")))
     yield conn
     conn.close()
 
@@ -464,8 +465,9 @@ import os, sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from compliance.audit import Actor, AuditTrail
-from twin.storage import Database
-vault = Database({path!r}, bytes.fromhex({key!r}))
+from twin.storage import Database, PostgresSettings, open_postgresql
+url = {url!r}
+vault = open_postgresql(PostgresSettings(url, pool_size=1)) if url else Database({path!r}, bytes.fromhex({key!r}))
 vault.connection()
 trail = AuditTrail(vault)
 mine, theirs = Path({progress!r} + "{n}"), Path({progress!r} + str(1 - {n}))
@@ -499,7 +501,8 @@ publish(150)
 def test_concurrent_appends_from_two_processes_form_one_unbroken_chain(vault, db_key, tmp_path):
     trail = AuditTrail(vault)
     children = [subprocess.Popen([sys.executable, "-c", _CHILD.format(
-        root=str(REPO_ROOT), path=str(vault.path), key=db_key.hex(), n=n,
+        root=str(REPO_ROOT), path=str(getattr(vault, "path", "")), key=db_key.hex(), n=n,
+        url="" if isinstance(vault, FileBacked) else vault.settings.url,
         progress=str(tmp_path / "progress-"))]) for n in range(2)]
     assert [child.wait(timeout=180) for child in children] == [0, 0]
 

@@ -57,6 +57,7 @@ def _assert_export_complete(doc, subject):
     assert {"create", "consent_grant"} <= {e["action"] for e in doc["disclosures"]}
 
 
+@pytest.mark.sqlite_only("decrypts the pages of the SQLCipher files")
 def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
         runtime, client, admin, service, make_subject, ciphertexts_of, forensics):
     subject = make_subject("erase-me@school.example", sessions=3, knowledge=2, child=True)
@@ -244,6 +245,7 @@ def _restart(runtime: Runtime, keyring, clock) -> Runtime:
     return Runtime.open(runtime.config, clock=clock)
 
 
+@pytest.mark.sqlite_only("simulates the crash with a TEMP trigger")
 @pytest.mark.parametrize("crash_table, crashed_db", [("subject_keys", "vault_db"),
                                                      ("knowledge_states", "twin_db")])
 def test_an_erasure_interrupted_midway_is_finished_at_the_next_start(
@@ -269,6 +271,7 @@ def test_an_erasure_interrupted_midway_is_finished_at_the_next_start(
         restarted.close()
 
 
+@pytest.mark.sqlite_only("file backups (PostgreSQL restore: twin db restore)")
 def test_a_restored_backup_taken_before_erasure_serves_nothing_of_the_subject(
         runtime, keyring, clock, make_subject, tmp_path):
     subject = make_subject("restored", sessions=2, knowledge=2)
@@ -310,6 +313,7 @@ def test_a_subject_who_returns_after_erasure_keeps_their_new_data_across_restart
         restarted.close()
 
 
+@pytest.mark.sqlite_only("file backups (PostgreSQL restore: twin db restore)")
 def test_a_returning_subject_restored_from_an_old_backup_loses_only_the_erased_rows(
         runtime, keyring, clock, make_subject, tmp_path):
     old = make_subject("came-back", sessions=2)
@@ -405,6 +409,7 @@ def test_erasure_writes_the_tombstone_with_the_receipt(runtime, make_subject):
     assert receipt.duration_ms >= 0 and timedelta(milliseconds=receipt.duration_ms) < timedelta(seconds=5)
 
 
+@pytest.mark.sqlite_only("the WAL of a SQLCipher file")
 def test_a_long_reader_cannot_stall_an_erasure_and_the_receipt_says_the_wal_waits(
         runtime, make_subject, ciphertexts_of, forensics):
     subject = make_subject("stalled", sessions=2)
@@ -444,6 +449,7 @@ def test_an_export_is_recorded_as_a_disclosure_before_its_first_byte(runtime, ma
     assert len(json.loads("".join(export))["sessions"]) == 2
 
 
+@pytest.mark.sqlite_only("the audit journal files")
 def test_an_export_that_cannot_be_recorded_gives_nothing_out(runtime, make_subject):
     from compliance.audit_journal import AuditJournalError, audit_journal_dir
     subject = make_subject("unrecordable", sessions=1)

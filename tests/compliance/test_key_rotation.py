@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from compliance.audit import Actor
 from compliance.field_crypto import FieldCipher, key_id_of
 from compliance.subject_keys import SubjectKeyStore
@@ -74,6 +76,7 @@ def test_new_subjects_reread_the_keyring_only_after_its_file_was_replaced(config
         runtime.close()
 
 
+@pytest.mark.sqlite_only("the audit journal files")
 def test_after_a_rotation_new_journal_segments_are_wrapped_under_the_new_version(runtime, config, keyring):
     from compliance.audit_journal import _HEADER, audit_journal_dir, staged_segment_files
 

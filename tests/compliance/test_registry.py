@@ -4,6 +4,7 @@ classified in its descriptor, every declaration valid SQL on the real migrated s
 from __future__ import annotations
 
 import pytest
+from storage_backends import column_types
 
 from compliance.personal_data import Kind, PersonalTable, Retention, clear, key, sealed
 from compliance.registry import PersonalDataRegistry, RegistryError
@@ -11,7 +12,7 @@ from twin.catalog import DATABASES, open_database, personal_data_registry
 
 
 def _columns(db, table: str) -> list[str]:
-    return [r["name"] for r in db.query(f'PRAGMA table_info("{table}")')]
+    return list(column_types(db, table))
 
 
 @pytest.mark.parametrize("name", list(DATABASES))
@@ -44,8 +45,12 @@ def test_every_column_of_every_personal_table_is_classified_in_its_descriptor(na
 
 def test_a_column_added_without_a_descriptor_line_fails_the_coverage(runtime):
     # What a migration adding a personal column without its one descriptor line would leave.
-    runtime.twin_db.execute("ALTER TABLE learning_sessions ADD COLUMN mood BLOB")
-    live = {t.name: _columns(runtime.twin_db, t.name) for t in runtime.registry.for_database("digital_twin")}
+    db = runtime.twin_db
+    db.execute(f"ALTER TABLE learning_sessions ADD COLUMN mood {db.dialect.bytes}")
+    try:
+        live = {t.name: _columns(db, t.name) for t in runtime.registry.for_database("digital_twin")}
+    finally:  # a PostgreSQL database is shared by the module's tests
+        db.execute("ALTER TABLE learning_sessions DROP COLUMN mood")
 
     assert runtime.registry.unclassified("digital_twin", live) == {"learning_sessions": ["mood"]}
 
@@ -80,9 +85,9 @@ def test_every_declaration_is_valid_sql_against_the_real_schema(runtime):
 def test_sealed_columns_are_blobs_and_personal_tables_are_exported(runtime):
     for table in runtime.registry.for_database("digital_twin"):
         assert table.export_as, f"{table.name} holds personal data but is not exported"
-        types = {r["name"]: r["type"] for r in runtime.twin_db.query(f'PRAGMA table_info("{table.name}")')}
+        types = column_types(runtime.twin_db, table.name)
         for column in table.sealed_columns:
-            assert types[column] == "BLOB", f"{table.name}.{column}"
+            assert types[column] == runtime.twin_db.dialect.bytes, f"{table.name}.{column}"
 
 
 def test_children_are_declared_before_their_parents(runtime):

@@ -313,6 +313,7 @@ def test_a_lifetime_outside_one_second_to_ten_years_is_refused(tokens, days):
         tokens.issue("service", expires_in=timedelta(days=days))
 
 
+@pytest.mark.sqlite_only("counts SQLite changes on the connection")
 def test_last_use_is_noted_without_a_write_and_recorded_at_most_hourly(vault, clock):
     tokens = TokenStore(vault, clock=clock, usage_flush_seconds=0)  # no background writer here
     issued = tokens.issue("service")

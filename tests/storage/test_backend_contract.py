@@ -11,7 +11,8 @@ import time
 import pytest
 
 from storage_backends import concurrently, held_elsewhere
-from twin.storage import (Counts, DatabaseBusyError, IntegrityError, RawSQL, StorageError)
+from twin.storage import (Counts, DatabaseBusyError, IntegrityError, RawSQL, StorageError,
+                          StorageFullError)
 
 
 @pytest.fixture
@@ -144,6 +145,19 @@ def test_lastrowid_on_postgresql_says_to_use_returning(db):
     result = db.execute("INSERT INTO items (name) VALUES ('x')")
     with pytest.raises(StorageError, match="add RETURNING"):
         result.lastrowid
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_full_server_disk_is_the_storage_full_error_the_api_answers_507_with(db):
+    # The server itself raises disk_full (SQLSTATE 53100), as it does when it cannot extend a
+    # relation or the WAL; the write is rolled back and the database stays usable.
+    with pytest.raises(StorageFullError, match="disk .*full.*rolled back"):
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO items (name) VALUES ('lost')")
+            conn.execute("DO $$ BEGIN RAISE EXCEPTION 'could not extend file' "
+                         "USING ERRCODE = 'disk_full'; END $$")
+    assert db.query("SELECT name FROM items") == []
+    assert db.query_one("SELECT 1")[0] == 1
 
 
 # -- named locks -----------------------------------------------------------------------------

@@ -205,7 +205,6 @@ def _insert_learner(db: Database) -> None:
                      "VALUES ('p1', 'math', 'algebra', 0.5)")
 
 
-@pytest.mark.sqlite_only("the learner schema has SQLite SQL until the domain is wired to PostgreSQL")
 def test_digital_twin_schema_goes_up_down_and_up_keeping_learner_rows(db):
     migrator = Migrator(db, DIGITAL_TWIN_MIGRATIONS)
     latest = len(DIGITAL_TWIN_MIGRATIONS)
@@ -231,7 +230,6 @@ def test_digital_twin_schema_goes_up_down_and_up_keeping_learner_rows(db):
     assert set(db.table_names()) == latest_tables
 
 
-@pytest.mark.sqlite_only("the learner schema has SQLite SQL until the domain is wired to PostgreSQL")
 def test_digital_twin_schema_cascades_profile_deletion_to_children(db):
     Migrator(db, DIGITAL_TWIN_MIGRATIONS).migrate()
     _insert_learner(db)

@@ -30,7 +30,11 @@ def setup(database: str | None) -> int:
     """Create every database (or one) and migrate it to the latest schema; generates a
     development keyring if there is none (never in production). Safe to run again. On
     PostgreSQL run it as the databases' owner: it also records in each learner-twin database
-    which one it is (data or vault), so that two settings reaching one database are refused."""
+    which one it is (data or vault), so that two settings reaching one database are refused.
+    Records the keyring's fingerprints in the vault (never a key): on PostgreSQL every replica
+    must serve with that keyring."""
+    from compliance import keyring_record
+
     from ..catalog import LEARNER_DATABASES, mark_learner_databases, open_database, open_learner_databases
     from ..storage.maintenance import info
 
@@ -43,6 +47,7 @@ def setup(database: str | None) -> int:
         opened = {"digital_twin": data, "privacy_vault": vault}
         try:
             mark_learner_databases(data, vault)
+            keyring_record.record(vault, deployment.keyring)
         except BaseException:
             data.close_all()
             vault.close_all()

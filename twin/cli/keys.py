@@ -68,6 +68,12 @@ def _keyring_file(deployment: Deployment) -> Path:
 @command(keys, "rotate")
 @click.option("--new-field-key", "action", flag_value="new-field-key",
               help="add a field-key version, make it active, then rewrap (online)")
+@click.option("--distribute-field-key", "action", flag_value="distribute",
+              help="replicas: step 1, add a field-key version nobody encrypts under yet and record it "
+                   "in the vault; then copy the keyring to every replica")
+@click.option("--activate-field-key", "action", flag_value="activate",
+              help="replicas: step 2, once every replica holds it, encrypt under the newest version "
+                   "and rewrap; then copy the keyring to every replica again")
 @click.option("--rewrap", "action", flag_value="rewrap",
               help="rewrap everything not under the active field key (online)")
 @click.option("--rekey-databases", "action", flag_value="rekey",
@@ -85,10 +91,12 @@ def rotate(action: str | None, extra_dirs: tuple[Path, ...], batch_size: int, fo
     by itself); a rekey of the database files needs the service stopped, and makes every
     other data directory sharing this keyring unreadable unless it is rekeyed in the same run
     (--also-data-dir)."""
-    from ..operations.keys import add_field_key, rekey_databases, rewrap
+    from ..operations.keys import (activate_field_key, add_field_key, distribute_field_key,
+                                   rekey_databases, rewrap)
 
     if action is None:
-        raise CommandError("choose one of --new-field-key, --rewrap, --rekey-databases")
+        raise CommandError("choose one of --new-field-key, --distribute-field-key, "
+                           "--activate-field-key, --rewrap, --rekey-databases")
     if dry_run and action != "rekey":
         raise CommandError("--dry-run goes with --rekey-databases")
     deployment = load_deployment()
@@ -96,7 +104,15 @@ def rotate(action: str | None, extra_dirs: tuple[Path, ...], batch_size: int, fo
     if action == "new-field-key":
         keyring = add_field_key(keyring, _keyring_file(deployment))
         click.echo(f"field key v{keyring.active_field_key} added and active", err=True)
-    if action in ("new-field-key", "rewrap"):
+    if action == "distribute":
+        keyring = distribute_field_key(keyring, _keyring_file(deployment), deployment.config)
+        click.echo(f"field key v{max(keyring.field_keys)} added (v{keyring.active_field_key} stays "
+                   "active); copy the keyring to every replica, then --activate-field-key")
+        return 0
+    if action == "activate":
+        keyring = activate_field_key(keyring, _keyring_file(deployment), deployment.config)
+        click.echo(f"field key v{keyring.active_field_key} active; copy the keyring to every replica", err=True)
+    if action in ("new-field-key", "rewrap", "activate"):
         subject_keys, settings = rewrap(deployment.config, keyring, batch_size, progress=report)
         click.echo(f"rewrapped {subject_keys} subject keys and {settings} sensitive settings under "
                    f"field key v{keyring.active_field_key}")

@@ -1,5 +1,8 @@
 """Key rotation: a new field key (online), rewrapping (online), a database rekey (offline).
 
+- Replicas sharing one vault rotate in two steps (``distribute_field_key``, then
+  ``activate_field_key``; see compliance/keyring_record.py), so no replica meets a ciphertext
+  under a key it does not hold yet.
 - A field-key rotation adds a version to the keyring and makes it active; the rewrap then
   re-encrypts every subject key and sensitive setting under it, batch by batch. A running
   service reads old and new versions throughout and picks the new keyring up by itself.
@@ -15,8 +18,9 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
+from compliance import keyring_record
 from compliance.field_crypto import FieldCipher
 from compliance.keyring import Keyring
 from compliance.subject_keys import SubjectKeyStore
@@ -28,6 +32,45 @@ from ..storage.maintenance import checkpoint
 from ..storage.progress import ProgressFactory, silent
 
 log = logging.getLogger(__name__)
+
+
+def distribute_field_key(keyring: Keyring, keyring_path: Path, config: Config) -> Keyring:
+    """Step 1 of a two-step rotation: add a field-key version that no one encrypts under yet,
+    save the keyring and record it in the vault. Copy the keyring to every replica next."""
+    added = replace(keyring.with_new_field_key(), active_field_key=keyring.active_field_key)
+    _record(added, config)
+    added.save(keyring_path)
+    return added
+
+
+def activate_field_key(keyring: Keyring, keyring_path: Path, config: Config) -> Keyring:
+    """Step 2: encrypt under the newest field-key version from now on (it must have been
+    distributed: recorded in the vault by step 1); save and record the keyring."""
+    newest = max(keyring.field_keys)
+    activated = replace(keyring, active_field_key=newest)
+
+    def check_distributed(vault: Any) -> None:
+        record = keyring_record.recorded(vault)
+        if record is None or str(newest) not in record["field_keys"]:
+            raise keyring_record.KeyringMismatchError(
+                f"field key v{newest} was never distributed: run `twin keys rotate "
+                "--distribute-field-key` and copy the keyring to every replica first")
+        keyring_record.record(vault, activated)
+    _with_vault(config, keyring, check_distributed)
+    activated.save(keyring_path)
+    return activated
+
+
+def _record(keyring: Keyring, config: Config) -> None:
+    _with_vault(config, keyring, lambda vault: keyring_record.record(vault, keyring))
+
+
+def _with_vault(config: Config, keyring: Keyring, fn: Callable[[Any], None]) -> None:
+    vault = open_database("privacy_vault", config, keyring.database_keys)
+    try:
+        fn(vault)
+    finally:
+        vault.close_all()
 
 
 def add_field_key(keyring: Keyring, keyring_path: Path) -> Keyring:

@@ -40,6 +40,9 @@ _TOKENS = re.compile(r"""
 """, re.VERBOSE | re.DOTALL)
 
 _cache: dict[str, str] = {}
+
+# Where PostgreSQL keeps the high-water mark of an identity column (see identity_high_water).
+HIGH_WATER_TABLE = "identity_high_water"
 _CACHE_LIMIT = 4096
 
 
@@ -103,11 +106,36 @@ class Dialect:
         return to_pyformat(statement) if self.translates else statement
 
     def identity_high_water(self, table: str, column: str) -> str:
-        """An SQL expression: the highest value the identity ``column`` of ``table`` ever
-        handed out (NULL before the first), which deleting the newest rows does not lower."""
+        """An SQL expression: the highest value ever stored in the identity ``column`` of
+        ``table`` (NULL before the first row), which deleting the newest rows does not lower
+        and a rolled-back insert does not raise. SQLite keeps it for AUTOINCREMENT tables
+        (``sqlite_sequence``, explicit values included); on PostgreSQL the table needs the
+        trigger of ``high_water_ddl`` (a sequence would miss explicit values, and ``setval``
+        is not undone by a rollback)."""
         if self.name == "sqlite":
             return f"(SELECT seq FROM sqlite_sequence WHERE name = '{table}')"
-        return f"(SELECT pg_sequence_last_value(pg_get_serial_sequence('{table}', '{column}')))"
+        return f"(SELECT value FROM {HIGH_WATER_TABLE} WHERE table_name = '{table}')"
+
+    def high_water_ddl(self, table: str, column: str) -> str:
+        """The DDL that keeps ``identity_high_water`` of ``table`` on this backend (nothing on
+        SQLite): one statement-level trigger, no extra round trip per insert."""
+        if self.name == "sqlite":
+            return ""
+        function = f"{table}_high_water"
+        return f"""CREATE TABLE IF NOT EXISTS {HIGH_WATER_TABLE} (
+    table_name TEXT PRIMARY KEY,
+    value      BIGINT NOT NULL
+);
+INSERT INTO {HIGH_WATER_TABLE} (table_name, value) SELECT '{table}', max({column}) FROM {table}
+    HAVING max({column}) IS NOT NULL ON CONFLICT (table_name) DO NOTHING;
+CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+    INSERT INTO {HIGH_WATER_TABLE} (table_name, value) SELECT '{table}', max({column}) FROM new_rows
+        HAVING max({column}) IS NOT NULL
+        ON CONFLICT (table_name) DO UPDATE SET value = GREATEST({HIGH_WATER_TABLE}.value, excluded.value);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER {function} AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION {function}();"""
 
 
 SQLITE = Dialect(

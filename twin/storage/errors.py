@@ -61,8 +61,8 @@ class DatabaseBusyError(StorageError):
 
 
 class StorageFullError(StorageError):
-    """A write failed because the disk (or quota) holding the file is full; nothing of the
-    transaction was kept (SQLite rolled it back)."""
+    """A write failed because the disk (or quota) holding the database is full; nothing of the
+    transaction was kept (SQLite or the server rolled it back). PostgreSQL: SQLSTATE 53100."""
 
 
 class DataDirectoryError(StorageError):

@@ -19,11 +19,12 @@ import psycopg
 
 from ..dialect import POSTGRESQL, lock_key, to_pyformat
 from ..errors import (ConnectionLimitError, ConstraintError, DatabaseUnavailableError,
-                      StatementError, StorageError, TransactionConflict)
+                      StatementError, StorageError, StorageFullError, TransactionConflict)
 
 _CONSTRAINT_KINDS = {"23505": "UNIQUE", "23503": "FOREIGN KEY", "23514": "CHECK", "23502": "NOT NULL",
                      "23P01": "EXCLUSION"}
 _CONFLICTS = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_FULL = {"53100"}                # disk_full (no space for a relation, WAL or temp file)
 
 
 def map_error(exc: psycopg.Error) -> StorageError:
@@ -41,6 +42,10 @@ def map_error(exc: psycopg.Error) -> StorageError:
         return TransactionConflict(primary, sqlstate)
     if sqlstate == "53300":
         return ConnectionLimitError(primary)
+    if sqlstate in _FULL:
+        # The server rolled the transaction back; the API answers 507 as for a full SQLite disk.
+        return StorageFullError(f"the database server's disk (or quota) is full ({primary}); "
+                                "the write was rolled back")
     if (sqlstate or "").startswith(("08", "57P")) or isinstance(exc, psycopg.OperationalError) \
             and sqlstate is None:
         return DatabaseUnavailableError(f"database connection lost: {primary}")

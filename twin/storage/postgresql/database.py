@@ -31,7 +31,7 @@ from ..backend import Backend, ServerBacked
 from ..config import PostgresSettings
 from ..counting import StatementCounter
 from ..dialect import POSTGRESQL
-from ..engine import _backoff
+from ..sqlite_connect import backoff
 from ..errors import DatabaseBusyError, PoolTimeoutError, StorageError, TransactionConflict
 from .connection import PgConnection, Result
 from .pool import open_pool
@@ -147,7 +147,7 @@ class PostgresDatabase(ServerBacked, Backend):
                         f"{self.name}: transaction kept conflicting after {attempt + 1} attempts "
                         f"({exc})") from None
                 log.debug("%s: %s; retrying", self.name, exc)
-                time.sleep(_backoff(settings, attempt))  # type: ignore[arg-type]
+                time.sleep(backoff(settings, attempt))  # type: ignore[arg-type]
         raise AssertionError("unreachable")
 
     @contextmanager
