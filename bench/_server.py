@@ -24,13 +24,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def _process(command: list[str], env: dict, log_path: Path) -> Iterator[str]:
-    """Run a server command on a free port (``{port}`` in it) until /healthz answers; yield its base."""
+def _process(command: list[str], env: dict, log_path: Path, started: list | None = None) -> Iterator[str]:
+    """Run a server command on a free port (``{port}`` in it) until /healthz answers; yield its base.
+    ``started`` (a list) receives the process, for callers that measure its CPU."""
     port = free_port()
     # The server's log goes to a file: an unread pipe would fill up and block the server.
     log_file = open(log_path, "wb")
     proc = subprocess.Popen([part.replace("{port}", str(port)) for part in command], env=env, cwd=ROOT,
                             stdout=log_file, stderr=log_file)
+    if started is not None:
+        started.append(proc)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -72,10 +75,7 @@ def running_server(*, plaintext: bool = False, threads: int = 8, workers: int | 
     runtime = Runtime.open(Config.from_env(env))
     token = runtime.tokens.issue("service", label="bench").token
     runtime.close()
-    command = [sys.executable, "-m", "twin.cli", "--log-level", "WARNING", "serve", "--host", "127.0.0.1",
-               "--port", "{port}", "--threads", str(threads), "--no-retention", "--no-metrics",
-               *_worker_args(workers)]
-    with _process(command, env, tmp / "server.log") as base:
+    with _process(serve_command(threads, workers), env, tmp / "server.log") as base:
         yield base, token, env
 
 
@@ -89,3 +89,20 @@ def running_peer(*, threads: int = 8, workers: int | None = None) -> Iterator[tu
                str(threads), *_worker_args(workers)]
     with _process(command, env, tmp / "peer.log") as base:
         yield base, token
+
+
+def serve_command(threads: int, workers: int | None) -> list[str]:
+    """``twin serve`` on ``{port}`` without retention or /metrics."""
+    return [sys.executable, "-m", "twin.cli", "--log-level", "WARNING", "serve", "--host", "127.0.0.1",
+            "--port", "{port}", "--threads", str(threads), "--no-retention", "--no-metrics",
+            *_worker_args(workers)]
+
+
+@contextmanager
+def serving(env: dict, directory: Path, *, threads: int = 8, workers: int | None = 1,
+            started: list | None = None) -> Iterator[str]:
+    """A ``twin serve`` with ``env`` and its own data directory under ``directory``; its base URL."""
+    directory.mkdir(parents=True, exist_ok=True)
+    env = {**env, "TWIN_DATA_DIR": str(directory / "data")}
+    with _process(serve_command(threads, workers), env, directory / "server.log", started) as base:
+        yield base

@@ -12,6 +12,9 @@ the same run, every scenario interleaved across them within each round:
 Ratios are printed as min / median / max over the rounds. Also get-profile / /healthz (>= 0.6x).
 
     .venv/bin/python bench/api.py [--seconds 3] [--rounds 3] [--clients 4] [--workers N]
+    .venv/bin/python bench/api.py --backend postgresql --replicas 2   (bench/api_replicas.py)
+
+``--quick``: a smoke run (short rounds, two clients) that only shows the script works.
 """
 
 from __future__ import annotations
@@ -118,7 +121,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="server workers (default: CPUs)")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
                         help="run only these scenarios (healthz is always included)")
+    parser.add_argument("--backend", choices=("sqlcipher", "postgresql"), default="sqlcipher",
+                        help="postgresql: the replicas benchmark (bench/api_replicas.py)")
+    parser.add_argument("--replicas", type=int, default=2, help="with --backend postgresql: up to N replicas")
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="with --backend postgresql: an account that may create databases")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 0.5 s, 2 clients")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.rounds, args.clients = 0.5, 1, 2
+    if args.backend == "postgresql":
+        import api_replicas
+        api_replicas.main(args)
+        return
     scenarios = tuple(s for s in SCENARIOS if s == "healthz" or s in args.only)
     runs: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in scenarios} for m in MODES}
     served = dict(threads=args.threads, workers=args.workers)
