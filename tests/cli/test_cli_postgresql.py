@@ -203,3 +203,34 @@ def test_a_field_key_rotation_is_distributed_before_it_is_activated(pg_env, tmp_
     keyring3 = Keyring.load(path, production=False).with_new_field_key()
     keyring3.save(undistributed)
     assert "never distributed" in _serve_refusal({**pg_env, "TWIN_KEYRING_PATH": str(undistributed)})
+
+
+def test_the_service_serves_as_a_role_without_ddl_rights(pg_env, pg_server, tmp_path):
+    """Schema changes are the owner's (`twin db setup` here); the service's role may only read
+    and write rows, and that is all serving needs."""
+    from twin.storage.postgresql import check_serving_role, grant_serving_role
+
+    assert twin(pg_env, "db", "setup").returncode == 0
+    role = pg_server.create_role()
+    serving_env = dict(pg_env)
+    for variable in ("TWIN_DATABASE_URL", "TWIN_VAULT_DATABASE_URL"):
+        owner = open_postgresql(PostgresSettings(pg_env[variable], pool_size=1))
+        try:
+            with owner.transaction() as conn:  # PUBLIC may create in "public" on PostgreSQL < 15
+                conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            grant_serving_role(owner, role)
+        finally:
+            owner.close_all()
+        serving_env[variable] = pg_env[variable].replace("postgres@", f"{role}@")
+        served = open_postgresql(PostgresSettings(serving_env[variable], pool_size=1))
+        try:
+            check_serving_role(served)  # raises if the role could change the schema
+        finally:
+            served.close_all()
+    issued = twin(serving_env, "tokens", "issue", "--role", "service", "--label", "t")
+    assert issued.returncode == 0, issued.stderr
+    with running_server(serving_env, issued.stdout.strip().splitlines()[0], tmp_path / "serve.log") as (api, _):
+        status, body = api("POST", "/v1/profiles", {"user_id": "role-user", "personal": {"name": "Ada"}})
+        assert status == 201, body
+    with psycopg.connect(serving_env["TWIN_DATABASE_URL"]) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("CREATE TABLE not_allowed (x INTEGER)")
