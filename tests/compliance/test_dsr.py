@@ -488,6 +488,7 @@ def _erase_then_restore_an_older_backup(runtime: Runtime, keyring, subject, tmp_
                                                  name="digital_twin"))
 
 
+@pytest.mark.sqlite_only("file backups and the SQLCipher file")
 def test_after_a_restore_and_restart_the_reerased_subject_is_gone_from_the_files_bytes(
         runtime, keyring, clock, make_subject, ciphertexts_of, forensics, tmp_path):
     """Re-applying a tombstone deletes the restored rows, and then empties the WAL: otherwise
@@ -513,6 +514,7 @@ def test_after_a_restore_and_restart_the_reerased_subject_is_gone_from_the_files
         restarted.close()
 
 
+@pytest.mark.sqlite_only("file backups (PostgreSQL restore: twin db restore)")
 def test_before_the_tombstones_are_reapplied_a_restored_subject_exports_nothing_and_nothing_breaks(
         runtime, keyring, clock, make_subject, tmp_path):
     """Between a restore and the re-application of the tombstones, the subject's rows are back
@@ -550,6 +552,7 @@ class FrozenClock:
         return self.now
 
 
+@pytest.mark.sqlite_only("simulates the crash with a TEMP trigger")
 def test_a_key_stamped_at_the_very_instant_of_its_erasure_is_destroyed_when_the_erasure_is_finished(
         config, keyring):
     """Only a key newer than the tombstone belongs to a subject who came back; one of the same

@@ -17,7 +17,7 @@ SERVICE = Actor("tok_test_service", "service")
 
 
 @pytest.fixture
-def config(config):
+def config(config, backend):  # backend named: pytest parametrises what it sees requested
     """Short windows so a few clock moves cross them; tiny batches so purges take several; a
     token cache that outlives any test, so only an explicit forget can end a remembered token."""
     return dataclasses.replace(config, session_retention_days=30, knowledge_retention_days=60,
@@ -56,6 +56,7 @@ def test_expired_data_is_hidden_from_the_api_before_the_job_runs(runtime, timeli
             _rows(runtime, "knowledge_states")) == (2, 3, 3)  # still in the file
 
 
+@pytest.mark.sqlite_only("reads the SQLCipher file")
 def test_the_job_purges_expired_rows_from_the_file_and_leaves_the_rest(
         runtime, timeline, ciphertexts_of, forensics):
     a, b, fresh = timeline
@@ -186,6 +187,7 @@ def test_purges_go_in_batches_and_report_progress(runtime, make_subject, clock):
     assert runtime.dsr.counts(subject.subject_hash)["learning_profiles"] == 1
 
 
+@pytest.mark.sqlite_only("simulates the stop with a TEMP trigger")
 def test_a_purge_stopped_between_key_and_rows_leaves_only_unreadable_rows_for_the_next_run(runtime, timeline):
     """Retention ends a subject key first (it has no tombstone to finish with): a crash after
     the key leaves expired rows nobody can read, which the next run deletes."""
@@ -221,6 +223,7 @@ def _forge_audit_event(runtime, seq: int) -> None:
         conn.close()
 
 
+@pytest.mark.sqlite_only("edits the vault file behind the service")
 def test_retention_over_a_broken_audit_chain_says_so_and_keeps_the_old_events_as_evidence(
         runtime, timeline, client, admin, caplog):
     _forge_audit_event(runtime, 2)
@@ -241,6 +244,7 @@ def test_retention_over_a_broken_audit_chain_says_so_and_keeps_the_old_events_as
         in caplog.text
 
 
+@pytest.mark.sqlite_only("edits the vault file behind the service")
 def test_a_broken_chain_is_recorded_even_when_nothing_else_expired(runtime, make_subject, clock):
     make_subject("only-old-events", sessions=0, knowledge=0)
     clock.advance(days=51)  # past the audit window, no personal data window
@@ -283,6 +287,7 @@ def test_expired_profiles_end_in_batches_of_the_configured_size(runtime, make_su
     assert not any(runtime.keys.has_key(s.subject_hash) for s in subjects)
 
 
+@pytest.mark.sqlite_only("free pages of a SQLCipher file")
 def test_the_pages_a_purge_frees_go_back_to_the_file_system(runtime, make_subject, clock):
     subject = make_subject("bulky", sessions=0, knowledge=0)
     for i in range(40):
