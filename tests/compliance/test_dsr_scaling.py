@@ -7,6 +7,8 @@ import json
 import tracemalloc
 from datetime import timedelta
 
+import pytest
+
 from compliance.audit import Actor
 from twin.learners.tables import SESSIONS
 from twin.storage.timestamps import to_db
