@@ -62,22 +62,21 @@ class Runtime:
         self.clock = clock
         self.twin_db, self.vault_db = open_learner_databases(config, keyring.database_keys,
                                                              migrate=migrate)
-        # Thread contexts and user preferences (seed 001) are personal data: the settings
-        # database has a provider like every other holder of personal data. Its schema is
-        # SQLCipher-only so far: when its backend resolves to postgresql no settings store can
-        # exist to hold any, and there is nothing to reach.
-        self.settings_db = (open_database("settings", config, keyring.database_keys)
-                            if backend_of("settings", config) == "sqlcipher" else None)
         if isinstance(self.vault_db, ServerBacked) and migrate is None:
             # Replicas share the vault: each must hold the deployment's keyring (set-up
             # recorded it), never a keyring of its own.
             try:
                 keyring_record.check(self.vault_db, keyring)
             except BaseException:
-                for db in (self.twin_db, self.vault_db, self.settings_db):
-                    if db is not None:
-                        db.close_all()
+                self.twin_db.close_all()
+                self.vault_db.close_all()
                 raise
+        # Thread contexts and user preferences (seed 001) are personal data: the settings
+        # database has a provider like every other holder of personal data. Its schema is
+        # SQLCipher-only so far: when its backend resolves to postgresql no settings store can
+        # exist to hold any, and there is nothing to reach.
+        self.settings_db = (open_database("settings", config, keyring.database_keys)
+                            if backend_of("settings", config) == "sqlcipher" else None)
         self.registry = personal_data_registry()
         self.hasher = SubjectHasher(keyring.id_pepper)
         # scripts/rotate_keys.py changes the keyring while the service runs: follow it.

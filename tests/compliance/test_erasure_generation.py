@@ -90,6 +90,7 @@ def test_two_erasures_finishing_out_of_order_make_the_next_start_reapply_everyth
     assert not erasure_generation.agree(runtime.vault_db, [runtime.twin_db])
 
 
+@pytest.mark.sqlite_only("file backups (PostgreSQL restore: twin db restore)")
 def test_restoring_an_older_data_file_reapplies_every_tombstone(opened, keyring, clock, tmp_path):
     runtime, erased = opened
     view, _ = runtime.profiles.create(ADMIN, None, {"user_id": "erased-after-backup", "personal": {"n": 1}})
@@ -111,6 +112,7 @@ def test_restoring_an_older_data_file_reapplies_every_tombstone(opened, keyring,
         restarted.close()
 
 
+@pytest.mark.sqlite_only("file backups (PostgreSQL restore: twin db restore)")
 def test_restoring_an_older_vault_reapplies_every_tombstone(opened, keyring, clock, tmp_path):
     runtime, erased = opened
     backup_dir = tmp_path / "backup"
@@ -144,6 +146,7 @@ def test_a_replaced_data_file_reapplies_every_tombstone(opened, keyring, clock):
         restarted.close()
 
 
+@pytest.mark.sqlite_only("simulates the crash with a TEMP trigger")
 def test_an_unfinished_erasure_is_finished_by_a_plain_restart_without_a_full_pass(opened, keyring, clock):
     runtime, erased = opened
     _plant(runtime, erased.subject_hash, "prf_planted")
