@@ -596,6 +596,7 @@ def test_an_export_counts_the_rows_it_sends_per_section_even_when_stopped_early(
     assert stopped == {"profiles": 1, "legal_holds": 0, "consents": 0, "sessions": 1}
 
 
+@pytest.mark.sqlite_only("file backups (PostgreSQL restore: twin db restore)")
 def test_restored_subjects_are_all_erased_again_whatever_order_their_tombstones_come_in(
         runtime, keyring, clock, make_subject, tmp_path):
     """Tombstones of subjects with nothing left to erase do not stop the ones after them."""
@@ -623,6 +624,7 @@ def test_restored_subjects_are_all_erased_again_whatever_order_their_tombstones_
         restarted.close()
 
 
+@pytest.mark.sqlite_only("file backups (PostgreSQL restore: twin db restore)")
 def test_a_subject_who_came_back_keeps_their_new_key_and_token_when_an_old_backup_is_re_erased(
         runtime, keyring, clock, make_subject, tmp_path):
     """Restored rows from before the erasure go; what the returning subject was given since
@@ -684,6 +686,7 @@ def test_an_erasure_erases_unless_told_to_dry_run_and_reports_its_progress_table
     assert set(runtime.dsr.counts(subject.subject_hash).values()) == {0}
 
 
+@pytest.mark.sqlite_only("plants the missed row with SQLite PRAGMAs")
 def test_a_row_the_erasure_missed_shows_in_the_rescan_and_the_receipt_is_not_verified(runtime, make_subject):
     """The receipt's proof is a fresh look for the subject in every table: an erasure that left
     a row behind (here a token put back as soon as it is deleted) must not be reported as done."""
