@@ -225,7 +225,7 @@ BEGIN SELECT RAISE(ABORT, 'audit_resources is append-only'); END;
                                     small="SMALLINT") + """
 CREATE INDEX idx_audit_log_subject ON audit_log (subject_ref, seq) WHERE subject_ref IS NOT NULL;
 CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$;
+BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME USING ERRCODE = '23000'; END $$;
 CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 FOR EACH ROW EXECUTE FUNCTION audit_append_only();
 CREATE TRIGGER audit_actors_no_update BEFORE UPDATE ON audit_actors

@@ -218,7 +218,11 @@ class LearnerPair:
                     "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema() "
                     "AND tablename NOT IN ('schema_version', 'storage_identity')")]
                 deletes = "".join(f"DELETE FROM {table};" for table in tables)
-                conn.execute(f"BEGIN; SET LOCAL session_replication_role = replica; {deletes} COMMIT;")
+                # Identities restart too, so a test sees the numbering of a fresh database.
+                conn.execute(f"BEGIN; SET LOCAL session_replication_role = replica; {deletes} "
+                             "SELECT setval(c.oid, 1, false) FROM pg_class c "
+                             "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                             "WHERE c.relkind = 'S' AND n.nspname = current_schema(); COMMIT;")
 
     def drop(self) -> None:
         self.server.drop_all()
