@@ -102,6 +102,7 @@ def test_the_purge_is_audited_and_the_trail_stays_verifiable(runtime, timeline, 
     assert event.actor_id == "system:retention" and event.actor_role == "system"
     assert event.details["counts"] == report.counts and event.details["subject_keys_destroyed"] == 1
     assert event.details["audit_chain_broken"] is False and report.audit_chain_broken is None
+    assert event.resource == "retention"
     assert report.counts["audit_events"] > 0  # day-0 events are past the 50-day window
     oldest = min(e.occurred_at for e in runtime.audit.query(limit=1000))
     assert oldest >= to_db(clock() - timedelta(days=50))
@@ -241,7 +242,7 @@ def test_retention_over_a_broken_audit_chain_says_so_and_keeps_the_old_events_as
     (event,) = runtime.audit.query(action="purge")
     assert event.details["audit_chain_broken"] is True
     assert "audit purge refused: the chain is broken at event 2 (content does not match its hash (edited?))" \
-        in caplog.text
+        in [r.getMessage() for r in caplog.records]
 
 
 @pytest.mark.sqlite_only("edits the vault file behind the service")
@@ -330,7 +331,8 @@ def test_a_purge_says_when_a_reader_kept_it_from_emptying_the_wal(runtime, timel
         reader.close()
 
     assert report.started_at.endswith("Z") and report.started_at <= to_db(clock())
-    assert "WAL of digital_twin not emptied after the purge (a reader held it)" in caplog.text
+    assert "WAL of digital_twin not emptied after the purge (a reader held it)" in \
+        [r.getMessage() for r in caplog.records]
     caplog.clear()
     clock.advance(days=31)
     runtime.retention.run()  # no reader now: nothing to say
