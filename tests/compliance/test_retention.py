@@ -320,6 +320,7 @@ def test_several_held_subjects_are_left_out_of_the_preview_and_the_purge(runtime
     assert all(runtime.keys.has_key(s.subject_hash) for s in held)
 
 
+@pytest.mark.sqlite_only("a write-ahead log file is SQLite's")
 def test_a_purge_says_when_a_reader_kept_it_from_emptying_the_wal(runtime, timeline, clock, caplog):
     reader = runtime.twin_db.connect_new()  # e.g. a backup or a long export
     reader.execute("BEGIN")
