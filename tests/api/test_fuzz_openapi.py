@@ -26,6 +26,15 @@ from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,  # noqa: E402
                                                response_schema_conformance, status_code_conformance)
 
+# schemathesis wraps the test in its own @given, where the health checks of the test's own
+# @settings below are not always seen: the evidence batches (up to 1,000 observations, each
+# with dates and a correct-or-score choice) are slow and often rejected while generating.
+_FUZZ_HEALTH_CHECKS = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
+                       HealthCheck.function_scoped_fixture]
+settings.register_profile("twin-fuzz", parent=settings.get_profile("default"),
+                          suppress_health_check=_FUZZ_HEALTH_CHECKS)
+settings.load_profile("twin-fuzz")
+
 PROBLEMS = "https://learner-twin.dev/problems/"
 ACCEPTED = {401, 403, 404, 409, 412}
 # The rules JSON Schema cannot express, per operation: a schema-valid request may be refused
@@ -101,7 +110,6 @@ schema = schemathesis.from_pytest_fixture("fuzz_schema")
 @pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
-                                 HealthCheck.function_scoped_fixture])
+          suppress_health_check=_FUZZ_HEALTH_CHECKS)
 def test_no_generated_request_gets_a_server_error_or_an_undocumented_response(case, admin):
     case.call_and_validate(headers=admin, checks=CHECKS)

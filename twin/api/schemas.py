@@ -267,6 +267,8 @@ class ExportSchema(Schema):
     evidence = fields.List(fields.Dict())
     consents = fields.List(fields.Dict())
     legal_holds = fields.List(fields.Dict())
+    user_preferences = fields.List(fields.Dict())   # the settings store's personal tables
+    thread_contexts = fields.List(fields.Dict())
     disclosures = fields.List(fields.Dict())
 
 
