@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from typing import Callable
 
+import pytest
+
 from compliance.audit import Actor, AuditTrail
 from compliance.audit_events import compute_event_hash
 from compliance.hash_chain import GENESIS_HASH
+
+# Counted with SQLite's progress handler; PostgreSQL reads the same indexes (its plans are not
+# counted here).
+pytestmark = pytest.mark.sqlite_only("counts SQLite's virtual-machine steps (a progress handler)")
 
 SERVICE = Actor("tok_service1", "service")
 ALICE, BOB = "a" * 64, "b" * 64
