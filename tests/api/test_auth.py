@@ -205,7 +205,8 @@ def test_a_revocation_by_another_process_is_401_once_the_token_cache_period_pass
 def test_readyz_reports_each_database_and_503_when_one_cannot_be_read(client, runtime):
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json() == {"status": "ready", "databases": {"digital_twin": True, "privacy_vault": True},
+    assert ready.get_json() == {"status": "ready", "databases": {"digital_twin": True, "privacy_vault": True,
+                                                                   "settings": True},
                                 "writable": True}
 
     runtime.twin_db.close_all()
@@ -214,4 +215,5 @@ def test_readyz_reports_each_database_and_503_when_one_cannot_be_read(client, ru
         runtime.twin_db.path.with_name(runtime.twin_db.path.name + suffix).unlink(missing_ok=True)
     broken = client.get("/readyz")
     assert broken.status_code == 503
-    assert broken.get_json()["databases"] == {"digital_twin": False, "privacy_vault": True}
+    assert broken.get_json()["databases"] == {"digital_twin": False, "privacy_vault": True,
+                                                  "settings": True}

@@ -36,6 +36,7 @@ def test_times_are_exact_to_the_microsecond():
         assert iso(micros(text)) == text
 
 
+@pytest.mark.sqlite_only("the size of the vault file (bench/audit.py reports PostgreSQL's)")
 def test_an_event_costs_at_most_150_bytes_of_vault_file_with_its_index(open_catalog_db):
     vault = open_catalog_db("privacy_vault")
     trail = AuditTrail(vault)

@@ -15,6 +15,7 @@ from compliance.audit import Actor
 from compliance.keyring import Keyring
 from twin.catalog import DATABASES
 from twin.config import Config
+from twin.learners.schema import MIGRATIONS as LEARNER_MIGRATIONS
 from twin.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +70,8 @@ def test_setup_creates_every_database_encrypted_and_migration_system_round_trips
     down = run(env, "migration_system.py", "down", "--database", "digital_twin", "--to", "0", "--yes")
     assert down.returncode == 0, down.stderr
     assert "digital_twin" in run(env, "migration_system.py", "status").stdout
-    assert "pending [1, 2, 3]" in run(env, "migration_system.py", "status", "--database", "digital_twin").stdout
+    every = [m.version for m in LEARNER_MIGRATIONS]
+    assert f"pending {every}" in run(env, "migration_system.py", "status", "--database", "digital_twin").stdout
     assert run(env, "migration_system.py", "up").returncode == 0
     unknown = run(env, "setup_databases.py", "--database", "nope")
     assert unknown.returncode == 2 and "unknown database" in unknown.stderr

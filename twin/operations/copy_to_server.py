@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from compliance import keyring_record
 from compliance.audit import AuditTrail
 from compliance.keyring import Keyring
 
@@ -70,6 +71,8 @@ def copy_pair(source: Config, target: Config, keyring: Keyring, *, batch: int = 
         try:
             tables[name] = copy_database(src, dst, batch=batch, progress=progress)
             if name == "privacy_vault":
+                # As `twin db setup` would: replicas on PostgreSQL check their keyring against it.
+                keyring_record.record(dst, keyring)
                 last_hash = {side: db.query_one("SELECT event_hash FROM audit_log ORDER BY seq DESC "
                                                 "LIMIT 1") for side, db in (("source", src), ("target", dst))}
                 result = AuditTrail(dst).verify()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from .dialect import quote_identifier
+from .dialect import HIGH_WATER_TABLE, quote_identifier
 from .errors import StorageError
 from .progress import ProgressFactory, silent
 
@@ -24,7 +24,9 @@ _PROGRESS_DDL = f"""CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (
     last_rowid  BIGINT NOT NULL,
     done        BOOLEAN NOT NULL DEFAULT FALSE
 )"""
-NOT_COPIED = frozenset({"schema_version", "sqlite_sequence"})
+# Bookkeeping of each side: its schema version, SQLite's own sequences, and PostgreSQL's
+# identity high-water marks (kept by the target's triggers as the copied rows arrive).
+NOT_COPIED = frozenset({"schema_version", "sqlite_sequence", HIGH_WATER_TABLE})
 
 
 class CopyError(StorageError):
