@@ -9,7 +9,7 @@ medians and after/before ratios (min / median / max over the rounds); the struct
 target is every median within 10% of before.
 
     git worktree add ../before b8c13d3 && (cd ../before && scripts/test --co -q)  # its .venv
-    .venv/bin/python bench/revisions.py --before ../before [--seconds 3] [--rounds 3]
+    .venv/bin/python bench/revisions.py --before ../before [--after ../after] [--seconds 3] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ def running_checkout(tree: Path, threads: int) -> Iterator[tuple[str, str]]:
         yield base, token
 
 
+@contextmanager
+def _this_tree(threads: int) -> Iterator[tuple[str, str]]:
+    with running_server(threads=threads, workers=1) as (base, token, _):
+        yield base, token
+
+
 def _spread(after: list[dict], before: list[dict]) -> tuple[float, float, float]:
     values = [a["rps"] / b["rps"] for a, b in zip(after, before)]
     return min(values), statistics.median(values), max(values)
@@ -63,6 +69,8 @@ def _spread(after: list[dict], before: list[dict]) -> tuple[float, float, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, required=True, help="the other checkout (with .venv)")
+    parser.add_argument("--after", type=Path, default=None,
+                        help="a checkout (with .venv) to serve as 'after' instead of this tree")
     parser.add_argument("--seconds", type=float, default=3.0, help="per scenario, per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (at least 3)")
     parser.add_argument("--clients", type=int, default=4, help="client processes")
@@ -72,12 +80,16 @@ def main() -> None:
     if args.quick:
         args.seconds, args.rounds = 1.0, 1
     tree = args.before.resolve()
-    if not (tree / ".venv" / "bin" / "twin").exists():
-        parser.error(f"{tree}: no .venv/bin/twin (run its scripts/test --co -q once)")
+    other = args.after.resolve() if args.after else None
+    for checkout in filter(None, (tree, other)):
+        if not (checkout / ".venv" / "bin" / "twin").exists():
+            parser.error(f"{checkout}: no .venv/bin/twin (run its scripts/test --co -q once)")
+    after_server = (running_checkout(other, args.threads) if other
+                    else _this_tree(args.threads))
     sides = ("before", "after")
     runs: dict[str, dict[str, list[dict]]] = {side: {s: [] for s in SCENARIOS} for side in sides}
     with running_checkout(tree, args.threads) as (before_base, before_token), \
-            running_server(threads=args.threads, workers=1) as (after_base, after_token, _):
+            after_server as (after_base, after_token):
         targets = {"before": (before_base, before_token), "after": (after_base, after_token)}
         targets_seeded = {side: (b, t, seed(b, t)) for side, (b, t) in targets.items()}
         for round_no in range(args.rounds):
@@ -85,7 +97,7 @@ def main() -> None:
                 for side in (sides if round_no % 2 == 0 else sides[::-1]):
                     base, token, profiles = targets_seeded[side]
                     runs[side][s].append(measure(base, token, s, args.seconds, args.clients, profiles))
-    print(f"\nbefore: {tree}; after: this tree (1 worker); {args.clients} client processes, "
+    print(f"\nbefore: {tree}; after: {other or 'this tree (1 worker)'}; {args.clients} client processes, "
           f"{args.rounds} interleaved rounds x {args.seconds:g}s per scenario and server\n")
     print(f"{'scenario':<22}" + "".join(f"{side + ' rps':>12}{'p50':>7}{'p99':>7}" for side in sides)
           + "   after/before min / median / max")
