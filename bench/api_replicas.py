@@ -28,7 +28,7 @@ from typing import Any
 from _server import serving
 
 ROUTES = ("create_profile", "get_profile", "session_start_finish", "upsert_knowledge")
-COMPONENT_PREFIXES = ("EVOLUTION_", "RAG_", "LEDGER_", "MODEL_REGISTRY_", "SETTINGS_")
+COMPONENT_PREFIXES = ("AIVILLAGE_", "RAG_", "LEDGER_", "MODEL_REGISTRY_", "SETTINGS_")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 

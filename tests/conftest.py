@@ -120,6 +120,23 @@ def backend_config(backend, request, tmp_path, keyring) -> Config:
     return config
 
 
+@pytest.fixture
+def store_config(backend, request, tmp_path) -> Config:
+    """The test configuration with the component stores on this test's backend: SQLCipher
+    files under tmp_path/data, or every store in its own schema of a fresh PostgreSQL database
+    (``<PREFIX>STORAGE_BACKEND=postgresql``, the URL defaulting to ``TWIN_DATABASE_URL``; the
+    learner databases stay SQLCipher files). A store's suite runs on both backends by defining
+    ``config`` as this."""
+    environ: dict[str, str] = {}
+    if backend == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        environ = {f"{prefix}STORAGE_BACKEND": "postgresql" for prefix in storage_backends.COMPONENT_PREFIXES}
+        environ.update({"TWIN_DATABASE_URL": storage_backends.database_url(server.create_database()),
+                        "TWIN_DB_POOL_SIZE": "1", "TWIN_DB_POOL_MAX_SIZE": "8"})
+    return Config(env="test", data_dir=tmp_path / "data", keyring_path=tmp_path / "keys" / "keyring.json",
+                  model_dir=tmp_path / "models", environ=environ)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     # No test may pick up a developer's real data directory, keyring or master secret.

@@ -157,7 +157,7 @@ class DatabaseMaker:
 
 # The component stores a learner-twin test does not put on PostgreSQL (their PostgreSQL forms
 # are issue 13's): SQLCipher files under the test's data directory.
-COMPONENT_PREFIXES = ("EVOLUTION_", "RAG_", "LEDGER_", "MODEL_REGISTRY_", "SETTINGS_")
+COMPONENT_PREFIXES = ("AIVILLAGE_", "RAG_", "LEDGER_", "MODEL_REGISTRY_", "SETTINGS_")
 
 
 class LearnerPair:

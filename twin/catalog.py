@@ -17,6 +17,7 @@ through ``open_ledger`` and ``open_model_manager`` below.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from .config import Config
 from .storage import (Backend, Database, EngineSettings, Migration, Migrator, PostgresSettings,
                       ServerBacked,
                       StorageConfigError, WrongKeyError, open_postgresql, postgres_settings,
-                      resolve_database_path, storage_backend)
+                      resolve_database_path, storage_backend, store_postgres_settings)
 
 if TYPE_CHECKING:
     from .ledger.ledger import DatabaseLedger
@@ -60,7 +61,7 @@ DATABASES: dict[str, DatabaseSpec] = {spec.name: spec for spec in (
                  "per-subject data keys, erasure tombstones, audit trail (kept apart from data "
                  "so restoring a data backup cannot resurrect an erased subject's key)", "TWIN_VAULT_"),
     DatabaseSpec("evolution_metrics", "evolution_metrics.db", "AIVILLAGE_DB_PATH",
-                 "twin.evolution.schema", "evolution rounds, fitness, resources, selection", "EVOLUTION_"),
+                 "twin.evolution.schema", "evolution rounds, fitness, resources, selection", "AIVILLAGE_"),
     DatabaseSpec("rag_index", "rag_index.db", "RAG_DB_PATH",
                  "twin.rag.schema", "RAG documents, chunks, embeddings, FTS5 index", "RAG_"),
     DatabaseSpec("ledger", "ledger.db", "LEDGER_DB_PATH",
@@ -132,8 +133,13 @@ def backend_of(name: str, config: Config) -> str:
 
 
 def postgres_settings_of(name: str, config: Config) -> PostgresSettings:
-    """The PostgreSQL settings of a catalog database on that backend (one-line error if bad)."""
-    return postgres_settings(_environ(config), spec_for(name).prefix)
+    """The PostgreSQL settings of a catalog database on that backend (one-line error if bad):
+    the learner data and the vault read their own URL; a component store its own, else
+    ``TWIN_DATABASE_URL``, in a schema named after the store."""
+    spec = spec_for(name)
+    if spec.name in LEARNER_DATABASES:
+        return postgres_settings(_environ(config), spec.prefix)
+    return store_postgres_settings(_environ(config), spec.prefix, spec.name)
 
 
 def check_storage_settings(config: Config, names: Iterable[str] | None = None) -> None:
@@ -141,9 +147,8 @@ def check_storage_settings(config: Config, names: Iterable[str] | None = None) -
     backend, a missing or malformed URL) of these catalog databases (default: all), before
     anything is created or generated."""
     for name in names if names is not None else DATABASES:
-        spec = spec_for(name)
         if backend_of(name, config) == "postgresql":
-            postgres_settings(_environ(config), spec.prefix)
+            postgres_settings_of(name, config)
 
 
 def open_database(name: str, config: Config, key: DatabaseKey, *, migrate: bool = True) -> Backend:
@@ -158,7 +163,9 @@ def open_database(name: str, config: Config, key: DatabaseKey, *, migrate: bool 
     """
     spec = spec_for(name)
     if backend_of(name, config) == "postgresql":
-        db: Backend = open_postgresql(postgres_settings(_environ(config), spec.prefix), name=spec.name)
+        db: Backend = open_postgresql(postgres_settings_of(name, config), name=spec.name)
+        if spec.name not in LEARNER_DATABASES:
+            _refuse_the_vault(db, config)
     else:
         current = None if config.bench_plaintext else key.current
         db = Database(database_path(spec, config), current, name=spec.name,
@@ -225,6 +232,26 @@ def mark_learner_databases(data: Backend, vault: Backend) -> None:
         verify_distinct_databases(data, vault)
         write_identity_marker(data, LEARNER_DATABASES["digital_twin"])
         write_identity_marker(vault, LEARNER_DATABASES["privacy_vault"])
+
+
+def _refuse_the_vault(db: Backend, config: Config) -> None:
+    """A component store on PostgreSQL must not be in the vault's database: refused by the
+    vault's marker, and by the server identity of ``TWIN_VAULT_DATABASE_URL`` when set."""
+    from .storage.postgresql import PostgresDatabase, refuse_database_of_role
+
+    vault = None
+    try:
+        if _environ(config).get("TWIN_VAULT_DATABASE_URL", "").strip():
+            settings = postgres_settings(_environ(config), spec_for("privacy_vault").prefix)
+            vault = PostgresDatabase(dataclasses.replace(settings, pool_size=1, pool_max_size=1),
+                                     name="privacy_vault")
+        refuse_database_of_role(db, LEARNER_DATABASES["privacy_vault"], vault)
+    except BaseException:
+        db.close_all()
+        raise
+    finally:
+        if vault is not None:
+            vault.close_all()
 
 
 def _with_rekey_fallback(db: Database, previous: bytes) -> Database:

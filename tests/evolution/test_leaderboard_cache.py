@@ -1,7 +1,7 @@
 """The optional Redis leaderboard cache (seed 004, db 0): identical leaderboards with a real
 Redis, an unreachable one (a closed port) and one stopped and restarted around writes (a server
 of the test's own); rows written while Redis was away, or by another process, are never missing;
-one warning per outage. Real SQLCipher, real Redis servers on real sockets."""
+one warning per outage. Real SQLCipher and PostgreSQL, real Redis servers on real sockets."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import contextlib
 import logging
 
 import pytest
+from storage_backends import same_database
 from redis_servers import FakeClock, OwnRedis, cache_warnings, flushed_redis, free_port
 from twin.cache import ResilientRedis
 from twin.evolution import EvolutionStore
@@ -35,6 +36,11 @@ def scenario(store: EvolutionStore, outage=contextlib.nullcontext) -> list:
     store.record_fitness(round_id, [("agent-h", 0.6)])
     seen.append(boards(store, round_id))
     return seen
+
+
+@pytest.fixture
+def config(store_config):
+    return store_config
 
 
 @pytest.fixture
@@ -76,14 +82,18 @@ def test_with_redis_leaderboards_are_the_databases_and_written_through(db, basel
     assert client.zcard("evo:lb:1") == 8 and client.hget("evo:lb:1:meta", "writes") == b"8"
 
 
-def test_rows_written_by_another_process_are_never_missing(db, real_redis):
+def test_rows_written_by_another_process_are_never_missing(db, real_redis, db_key):
     url, _ = real_redis
     cached = EvolutionStore(db, cache=cache_of(url))
     round_id = cached.start_round(1, 0).id
     cached.record_fitness(round_id, [("agent-a", 0.5)])
     assert [e.agent_id for e in cached.leaderboard(round_id)] == ["agent-a"]
 
-    EvolutionStore(db.sibling(db.path)).record_fitness(round_id, [("agent-z", 0.99)])  # no cache
+    other = same_database(db, db_key)  # another process's handle, without the cache
+    try:
+        EvolutionStore(other).record_fitness(round_id, [("agent-z", 0.99)])
+    finally:
+        other.close_all()
 
     assert [e.agent_id for e in cached.leaderboard(round_id)] == ["agent-z", "agent-a"]
 

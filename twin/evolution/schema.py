@@ -1,4 +1,5 @@
-"""Migrations of ``evolution_metrics.db``.
+"""Migrations of ``evolution_metrics.db`` (SQLCipher) and the ``evolution_metrics`` schema
+(PostgreSQL): one ordered list, each step in both dialects.
 
 v1 is the seed schema (rounds, fitness, resources, selection outcomes, the seed's indexes),
 tightened where the seed is weak:
@@ -29,87 +30,96 @@ tightened where the seed is weak:
   deleted-then-reused in a way that would matter (rows go only with their round).
 """
 
-from twin.storage import Migration
+from twin.storage import POSTGRESQL, SQLITE, Dialect, Migration
 
-# Same fixed-width form as twin.storage.timestamps.to_db; 'now' is evaluated once per statement.
-_NOW = "(strftime('%Y-%m-%dT%H:%M:%S', 'now') || substr(strftime('%f', 'now'), 3) || '000Z')"
-
-
+# SQLite's text of v1 is frozen (databases were created from it): the helpers below give that
+# exact text for SQLite and the same schema in PostgreSQL's terms (DIALECT.md): identity
+# columns, BIGINT, DOUBLE PRECISION, JSONB (which validates itself), the dialect's ``now``
+# default and a regular expression where SQLite checks the timestamp format with GLOB.
 _ISO_GLOB = ("'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T"
              "[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'")
+_ISO_REGEX = r"'^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$'"
+# A high-volume table's key: SQLite's rowid alias (no sqlite_sequence update per row).
+_ROWID_KEY = {"sqlite": "INTEGER PRIMARY KEY", "postgresql": POSTGRESQL.identity}
 
 
-def _iso(column: str, *, nullable: bool = False) -> str:
+def _iso(d: Dialect, column: str, *, nullable: bool = False) -> str:
+    check = f"{column} GLOB {_ISO_GLOB}" if d is SQLITE else f"{column} ~ {_ISO_REGEX}"
     if nullable:
-        return f"{column} TEXT CHECK ({column} IS NULL OR {column} GLOB {_ISO_GLOB})"
-    return f"{column} TEXT NOT NULL DEFAULT {_NOW} CHECK ({column} GLOB {_ISO_GLOB})"
+        return f"{column} TEXT CHECK ({column} IS NULL OR {check})"
+    return f"{column} TEXT NOT NULL DEFAULT {d.now} CHECK ({check})"
 
 
-def _json(column: str) -> str:
-    return f"{column} TEXT CHECK ({column} IS NULL OR json_valid({column}))"
+def _json(d: Dialect, column: str) -> str:
+    return f"{column} TEXT CHECK ({column} IS NULL OR json_valid({column}))" if d is SQLITE \
+        else f"{column} JSONB"
 
 
-def _non_negative(column: str) -> str:
-    return f"{column} REAL CHECK ({column} IS NULL OR {column} >= 0)"
+def _non_negative(d: Dialect, column: str) -> str:
+    return f"{column} {d.float} CHECK ({column} IS NULL OR {column} >= 0)"
 
 
-V1_UP = f"""
+def _v1_up(d: Dialect) -> str:
+    return f"""
 CREATE TABLE evolution_rounds (
-    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
-    round_number       INTEGER NOT NULL CHECK (round_number >= 0),
-    generation         INTEGER NOT NULL CHECK (generation >= 0),
-    {_iso("timestamp")},
-    population_size    INTEGER CHECK (population_size IS NULL OR population_size >= 0),
-    mutation_rate      REAL CHECK (mutation_rate IS NULL OR mutation_rate BETWEEN 0 AND 1),
-    selection_pressure REAL CHECK (selection_pressure IS NULL OR selection_pressure >= 0),
+    id                 {d.identity},
+    round_number       {d.bigint} NOT NULL CHECK (round_number >= 0),
+    generation         {d.bigint} NOT NULL CHECK (generation >= 0),
+    {_iso(d, "timestamp")},
+    population_size    {d.bigint} CHECK (population_size IS NULL OR population_size >= 0),
+    mutation_rate      {d.float} CHECK (mutation_rate IS NULL OR mutation_rate BETWEEN 0 AND 1),
+    selection_pressure {d.float} CHECK (selection_pressure IS NULL OR selection_pressure >= 0),
     status             TEXT NOT NULL DEFAULT 'running'
                        CHECK (status IN ('running', 'completed', 'failed', 'aborted')),
-    {_json("metadata")},
-    {_iso("finished_at", nullable=True)}
+    {_json(d, "metadata")},
+    {_iso(d, "finished_at", nullable=True)}
 );
 CREATE UNIQUE INDEX idx_evolution_rounds_number ON evolution_rounds (round_number, generation);
 
 CREATE TABLE fitness_metrics (
-    id                  INTEGER PRIMARY KEY,
-    round_id            INTEGER NOT NULL REFERENCES evolution_rounds (id) ON DELETE CASCADE,
+    id                  {_ROWID_KEY[d.name]},
+    round_id            {d.bigint} NOT NULL REFERENCES evolution_rounds (id) ON DELETE CASCADE,
     agent_id            TEXT NOT NULL CHECK (length(agent_id) BETWEEN 1 AND 200),
-    fitness_score       REAL NOT NULL,
-    {_json("performance_metrics")},
-    {_json("resource_usage")},
-    {_iso("timestamp")}
+    fitness_score       {d.float} NOT NULL,
+    {_json(d, "performance_metrics")},
+    {_json(d, "resource_usage")},
+    {_iso(d, "timestamp")}
 );
 CREATE UNIQUE INDEX idx_fitness_agent ON fitness_metrics (agent_id, round_id);
 CREATE INDEX idx_fitness_score ON fitness_metrics (round_id, fitness_score DESC, agent_id);
 
 CREATE TABLE resource_metrics (
-    id              INTEGER PRIMARY KEY,
-    round_id        INTEGER NOT NULL REFERENCES evolution_rounds (id) ON DELETE CASCADE,
-    {_non_negative("cpu_usage")},
-    {_non_negative("memory_usage_mb")},
-    {_non_negative("network_io_kb")},
-    {_non_negative("disk_io_kb")},
-    {_non_negative("gpu_usage")},
-    {_iso("timestamp")}
+    id              {_ROWID_KEY[d.name]},
+    round_id        {d.bigint} NOT NULL REFERENCES evolution_rounds (id) ON DELETE CASCADE,
+    {_non_negative(d, "cpu_usage")},
+    {_non_negative(d, "memory_usage_mb")},
+    {_non_negative(d, "network_io_kb")},
+    {_non_negative(d, "disk_io_kb")},
+    {_non_negative(d, "gpu_usage")},
+    {_iso(d, "timestamp")}
 );
 CREATE INDEX idx_resource_timestamp ON resource_metrics (timestamp);
 CREATE INDEX idx_resource_round ON resource_metrics (round_id, timestamp);
 
 CREATE TABLE selection_outcomes (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    round_id         INTEGER NOT NULL REFERENCES evolution_rounds (id) ON DELETE CASCADE,
+    id               {d.identity},
+    round_id         {d.bigint} NOT NULL REFERENCES evolution_rounds (id) ON DELETE CASCADE,
     parent_agent_id  TEXT NOT NULL CHECK (length(parent_agent_id) BETWEEN 1 AND 200),
     child_agent_id   TEXT CHECK (child_agent_id IS NULL OR length(child_agent_id) BETWEEN 1 AND 200),
     selection_method TEXT,
-    {_json("crossover_points")},
-    mutation_applied INTEGER NOT NULL DEFAULT 0 CHECK (mutation_applied IN (0, 1)),
+    {_json(d, "crossover_points")},
+    mutation_applied {d.bigint} NOT NULL DEFAULT 0 CHECK (mutation_applied IN (0, 1)),
     survival_reason  TEXT,
-    {_iso("timestamp")},
+    {_iso(d, "timestamp")},
     CHECK (child_agent_id IS NULL OR child_agent_id <> parent_agent_id)
 );
 CREATE INDEX idx_selection_parent ON selection_outcomes (parent_agent_id, child_agent_id);
 CREATE INDEX idx_selection_child ON selection_outcomes (child_agent_id, parent_agent_id);
 CREATE INDEX idx_selection_round ON selection_outcomes (round_id);
 """
+
+
+V1_UP = {"sqlite": _v1_up(SQLITE), "postgresql": _v1_up(POSTGRESQL)}
 
 V1_DOWN = """
 DROP TABLE selection_outcomes;
@@ -121,7 +131,8 @@ DROP TABLE evolution_rounds;
 # v2: how many fitness rows each round has received, moved in the same transaction as the
 # rows: the generation the Redis leaderboard cache (twin.evolution.leaderboard_cache) checks,
 # so rows written by any process, even while Redis was away, are never missing from it.
-V2_UP = "ALTER TABLE evolution_rounds ADD COLUMN fitness_writes INTEGER NOT NULL DEFAULT 0;"
+V2_UP = {d.name: f"ALTER TABLE evolution_rounds ADD COLUMN fitness_writes {d.bigint} NOT NULL DEFAULT 0;"
+         for d in (SQLITE, POSTGRESQL)}
 V2_DOWN = "ALTER TABLE evolution_rounds DROP COLUMN fitness_writes;"
 
 MIGRATIONS = [

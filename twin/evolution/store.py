@@ -1,8 +1,9 @@
 """The evolution-metrics store: rounds, fitness, resource samples, selection outcomes.
 
 Writes come in batches: every ``record_*`` call validates its whole batch in Python first,
-then inserts it with one ``executemany`` inside one transaction, so a batch is written
-entirely or not at all and costs one commit (one WAL sync) however many rows it holds.
+then inserts it inside one transaction with ``twin.storage.bulk.insert_rows`` (multi-row
+INSERTs on SQLCipher, COPY on PostgreSQL), so a batch is written entirely or not at all and
+costs one commit however many rows it holds.
 
     >>> store = EvolutionStore(db)
     >>> rnd = store.start_round(round_number=1, generation=0, population_size=64)
@@ -17,7 +18,8 @@ from datetime import datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from twin.storage import Database, IntegrityError
+from twin.storage import Backend, IntegrityError
+from twin.storage.bulk import insert_rows
 from twin.storage.timestamps import to_db, utc_now
 
 from .errors import (DuplicateFitnessError, DuplicateRoundError, EvolutionValidationError,
@@ -29,13 +31,11 @@ from .records import (RESOURCE_FIELDS, ROUND_STATUSES, FitnessPoint, Leaderboard
 
 log = logging.getLogger(__name__)
 
-_INSERT_FITNESS = ("INSERT INTO fitness_metrics (round_id, agent_id, fitness_score, "
-                   "performance_metrics, resource_usage, timestamp) VALUES (?, ?, ?, ?, ?, ?)")
-_INSERT_RESOURCE = (f"INSERT INTO resource_metrics (round_id, {', '.join(RESOURCE_FIELDS)}, timestamp) "
-                    f"VALUES (?, {', '.join('?' for _ in RESOURCE_FIELDS)}, ?)")
-_INSERT_SELECTION = ("INSERT INTO selection_outcomes (round_id, parent_agent_id, child_agent_id, "
-                     "selection_method, crossover_points, mutation_applied, survival_reason, "
-                     "timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_FITNESS_COLUMNS = ("round_id", "agent_id", "fitness_score", "performance_metrics",
+                    "resource_usage", "timestamp")
+_RESOURCE_COLUMNS = ("round_id", *RESOURCE_FIELDS, "timestamp")
+_SELECTION_COLUMNS = ("round_id", "parent_agent_id", "child_agent_id", "selection_method",
+                      "crossover_points", "mutation_applied", "survival_reason", "timestamp")
 
 _LINEAGE_SQL = {
     "ancestors": """
@@ -85,7 +85,7 @@ if TYPE_CHECKING:
 class EvolutionStore:
     """Evolution metrics in one ``evolution_metrics`` database (already migrated)."""
 
-    def __init__(self, db: Database, *, cache: "LeaderboardCache | None" = None) -> None:
+    def __init__(self, db: Backend, *, cache: "LeaderboardCache | None" = None) -> None:
         """``cache``: the optional Redis leaderboard cache (``LeaderboardCache.from_env()``)."""
         self.db = db
         self.cache = cache
@@ -112,8 +112,8 @@ class EvolutionStore:
         def insert(conn: Any) -> int:
             return conn.execute(
                 "INSERT INTO evolution_rounds (round_number, generation, timestamp, population_size, "
-                "mutation_rate, selection_pressure, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                params).lastrowid
+                "mutation_rate, selection_pressure, metadata) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                params).fetchone()[0]
 
         try:
             round_id = self.db.write(insert)
@@ -164,13 +164,13 @@ class EvolutionStore:
 
     # -- batched writes ------------------------------------------------------------------
 
-    def _insert_batch(self, round_id: int, sql: str, params: list[tuple[Any, ...]]) -> int:
+    def _insert_batch(self, round_id: int, table: str, columns: tuple[str, ...],
+                      params: list[tuple[Any, ...]]) -> int:
         def insert(conn: Any) -> int:
             exists = conn.execute("SELECT 1 FROM evolution_rounds WHERE id = ?", (round_id,)).fetchone()
             if exists is None:
                 raise UnknownRoundError(f"no evolution round {round_id}")
-            conn.executemany(sql, params)
-            return len(params)
+            return insert_rows(conn, table, columns, params)
 
         if not params:
             return 0
@@ -222,7 +222,7 @@ class EvolutionStore:
                                "WHERE id = ? RETURNING fitness_writes", (len(params), round_id)).fetchone()
             if row is None:
                 raise UnknownRoundError(f"no evolution round {round_id}")
-            conn.executemany(_INSERT_FITNESS, params)
+            insert_rows(conn, "fitness_metrics", _FITNESS_COLUMNS, params)
             return len(params), row[0]
 
         return self.db.write(insert)
@@ -235,7 +235,7 @@ class EvolutionStore:
         """
         if isinstance(samples, (ResourceSample, Mapping)):
             samples = [samples]
-        return self._insert_batch(round_id, _INSERT_RESOURCE,
+        return self._insert_batch(round_id, "resource_metrics", _RESOURCE_COLUMNS,
                                   self._validated(round_id, samples, resource_params))
 
     def record_selection(self, round_id: int, outcomes: SelectionOutcome | Mapping[str, Any]
@@ -243,7 +243,7 @@ class EvolutionStore:
         """Insert one selection outcome or a batch of them; returns how many were written."""
         if isinstance(outcomes, (SelectionOutcome, Mapping)):
             outcomes = [outcomes]
-        return self._insert_batch(round_id, _INSERT_SELECTION,
+        return self._insert_batch(round_id, "selection_outcomes", _SELECTION_COLUMNS,
                                   self._validated(round_id, outcomes, selection_params))
 
     # -- queries -------------------------------------------------------------------------
@@ -283,11 +283,11 @@ class EvolutionStore:
     def fitness_history(self, agent_id: str, *, limit: int | None = None) -> list[FitnessPoint]:
         """An agent's fitness in every round it was scored in, oldest round first."""
         agent_id_param(agent_id)
-        rows = self.db.query(
-            "SELECT f.round_id, r.round_number, r.generation, f.fitness_score, f.timestamp "
-            "FROM fitness_metrics f JOIN evolution_rounds r ON r.id = f.round_id "
-            "WHERE f.agent_id = ? ORDER BY r.round_number, r.generation LIMIT ?",
-            (agent_id, -1 if limit is None else limit))
+        sql = ("SELECT f.round_id, r.round_number, r.generation, f.fitness_score, f.timestamp "
+               "FROM fitness_metrics f JOIN evolution_rounds r ON r.id = f.round_id "
+               "WHERE f.agent_id = ? ORDER BY r.round_number, r.generation")
+        rows = self.db.query(sql, (agent_id,)) if limit is None else \
+            self.db.query(sql + " LIMIT ?", (agent_id, limit))
         return [FitnessPoint(r["round_id"], r["round_number"], r["generation"], r["fitness_score"],
                              r["timestamp"]) for r in rows]
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Mapping
 from .backend import Backend, FileBacked, ServerBacked
 from .backup import (BackupEntry, Manifest, backup_database, load_manifest, read_manifest,
                      restore_database, verify_backup_entry, write_manifest)
-from .config import PostgresSettings, postgres_settings, storage_backend
+from .config import PostgresSettings, postgres_settings, storage_backend, store_postgres_settings
 from .counting import Counts
 from .dialect import POSTGRESQL, SQLITE, Dialect, RawSQL
 from .engine import (Database, EngineSettings, IntegrityError, OperationalError, connect,
@@ -63,5 +63,6 @@ __all__ = [
     "WrongKeyError", "backup_database", "connect", "execute_script", "is_busy_error",
     "key_fingerprint", "load_manifest", "open_keyed", "open_postgresql", "postgres_settings",
     "read_manifest", "resolve_database_path", "restore_database", "storage_backend",
+    "store_postgres_settings",
     "verify_backup_entry", "write_manifest",
 ]

@@ -3,7 +3,10 @@
 Each database reads ``<PREFIX>STORAGE_BACKEND``, ``<PREFIX>DATABASE_URL`` and the pool settings
 below, falling back (except for the URL) to the ``TWIN_`` ones: the learner data database reads
 ``TWIN_*``, the vault ``TWIN_VAULT_*`` (so ``TWIN_VAULT_DATABASE_URL``), a component store its
-own prefix (``RAG_``, ``LEDGER_``...).
+own prefix (``RAG_``, ``LEDGER_``...). A component store's URL falls back to
+``TWIN_DATABASE_URL`` (``store_postgres_settings``): its tables then live in a schema of its
+own in that database, so no two stores (nor the learner data) share a table name or a
+``schema_version``.
 
 | variable (``TWIN_`` form)  | default     | meaning                                               |
 |----------------------------|-------------|-------------------------------------------------------|
@@ -27,7 +30,9 @@ free slots is a start-up error (``ConnectionLimitError``), not a hang under the 
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -38,6 +43,7 @@ BACKEND_ALIASES = {"sqlcipher": "sqlcipher", "sqlite": "sqlcipher", "postgresql"
 DEFAULT_BACKEND = "sqlcipher"
 DEFAULT_PREFIX = "TWIN_"
 _URL_SCHEMES = ("postgresql", "postgres")
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _TLS_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -68,10 +74,14 @@ class PostgresSettings:
     max_retries: int = 8
     retry_base_delay: float = 0.005
     retry_max_delay: float = 0.5
+    schema: str | None = None              # every connection's search_path (None: the server's)
 
     def __post_init__(self) -> None:
         parts = parse_database_url(self.url, self.variable)
         object.__setattr__(self, "_parts", parts)
+        if self.schema is not None and not _SCHEMA_NAME.fullmatch(self.schema):
+            raise StorageConfigError(f"{self.variable}: {self.schema!r} is not a schema name "
+                                     "(lower-case letters, digits, underscores)")
         if self.pool_size < 1 or (self.pool_max_size is not None and self.pool_max_size < self.pool_size):
             raise StorageConfigError(f"{self.variable}: pool size must be >= 1 and max size >= size")
 
@@ -111,6 +121,23 @@ def postgres_settings(environ: Mapping[str, str] | None = None,
         pool_timeout=_number(environ, prefix, "DB_POOL_TIMEOUT", float, 10.0),
         connect_timeout=_number(environ, prefix, "DB_CONNECT_TIMEOUT", float, 5.0),
     )
+
+
+def store_postgres_settings(environ: Mapping[str, str] | None, prefix: str,
+                            schema: str) -> PostgresSettings:
+    """A component store's settings: ``<prefix>DATABASE_URL``, else ``TWIN_DATABASE_URL``; on
+    either, the store's tables live in its own ``schema`` (created by its first migration)."""
+    environ = os.environ if environ is None else environ
+    own = f"{prefix}DATABASE_URL"
+    if environ.get(own, "").strip():
+        settings = postgres_settings(environ, prefix)
+    elif environ.get(f"{DEFAULT_PREFIX}DATABASE_URL", "").strip():
+        settings = postgres_settings({**environ, own: environ[f"{DEFAULT_PREFIX}DATABASE_URL"]}, prefix)
+        settings = dataclasses.replace(settings, variable=f"{DEFAULT_PREFIX}DATABASE_URL")
+    else:
+        raise StorageConfigError(f"neither {own} nor {DEFAULT_PREFIX}DATABASE_URL is set "
+                                 "(needed with the postgresql backend)")
+    return dataclasses.replace(settings, schema=schema)
 
 
 def parse_database_url(url: str, variable: str = "database URL") -> dict[str, str]:

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 from .backend import Backend
-from .dialect import Dialect
+from .dialect import Dialect, quote_identifier
 from .engine import execute_script
 from .errors import MigrationError, SchemaTooNewError, SchemaTooOldError, StorageError
 from .progress import ProgressFactory, silent
@@ -199,8 +199,11 @@ class Migrator:
         applied.append(migration.version)
 
     def _create_schema_version_table(self) -> None:
+        schema = getattr(getattr(self.db, "settings", None), "schema", None)
         try:
             with self.db.transaction(lock=_LOCK) as conn:
+                if schema is not None:  # a component store's own schema (config.store_postgres_settings)
+                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
                 if not conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]:
                     conn.execute(_SCHEMA_VERSION_DDL)
         except StorageError as exc:

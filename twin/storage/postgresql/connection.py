@@ -177,6 +177,33 @@ class PgConnection:
     def execute_script(self, script: str) -> None:
         """Several statements in one round trip (the simple query protocol takes them; a
         pipeline would not, so a pending BEGIN goes first on its own)."""
+        self._send_pending_begin()
+        self.execute(script)
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """``COPY table (columns) FROM STDIN`` with ``rows``: one stream for the whole batch
+        (``twin.storage.bulk.insert_rows``). Values are adapted as for ``execute``."""
+        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        self._send_pending_begin()  # COPY cannot run in the pipeline that carries BEGIN
+
+        def run(conn: psycopg.Connection) -> int:
+            self._db.counter.statement()
+            count = 0
+            try:
+                with conn.cursor() as cursor, cursor.copy(statement) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                        count += 1
+            except psycopg.Error as exc:
+                raise map_error(exc) from None
+            return count
+
+        if self._conn is not None:
+            return run(self._conn)
+        with self._db.borrow() as conn:
+            return run(conn)
+
+    def _send_pending_begin(self) -> None:
         if self._conn is not None and self._begin is not None:
             begin, self._begin = self._begin, None
             self._db.counter.statement(transaction=True)
@@ -184,7 +211,6 @@ class PgConnection:
                 self._conn.execute(begin)
             except psycopg.Error as exc:
                 raise map_error(exc) from None
-        self.execute(script)
 
     def _run(self, conn: psycopg.Connection, query: str, params: Any) -> Result:
         try:

@@ -28,9 +28,12 @@ _LIMIT_MESSAGES = ("too many clients", "too many connections", "remaining connec
 
 def _connect_kwargs(settings: PostgresSettings) -> dict[str, Any]:
     # libpq's connect_timeout is whole seconds, and values below 2 are raised to 2.
-    return {"autocommit": True, "row_factory": row_factory,
-            "connect_timeout": max(2, round(settings.connect_timeout)),
-            "application_name": APPLICATION_NAME}
+    kwargs = {"autocommit": True, "row_factory": row_factory,
+              "connect_timeout": max(2, round(settings.connect_timeout)),
+              "application_name": APPLICATION_NAME}
+    if settings.schema is not None:  # a checked plain identifier: no quoting needed
+        kwargs["options"] = f"-c search_path={settings.schema}"
+    return kwargs
 
 
 def _reason(exc: BaseException) -> str:

@@ -4,6 +4,8 @@
   strings cannot tell (``localhost`` and ``127.0.0.1``, a socket and TCP, parameter order), so
   we ask the servers: the cluster's system identifier and the database's OID, and the marker
   ``write_identity_marker`` stored in each at set-up.
+- ``refuse_database_of_role``: a component store is refused the vault's database, by the
+  same server-reported identity.
 - ``check_serving_role``: the role a service connects as must not be able to change the
   schema (schema changes are an operator step, ``twin db migrate``, run as the owner).
 - ``grant_serving_role``: what the owner grants that role at set-up.
@@ -59,10 +61,34 @@ def server_identity(db: Any) -> ServerIdentity:
         system = str(db.query_one("SELECT system_identifier FROM pg_control_system()")[0])
     except StatementError:  # not granted to this role on some managed servers
         system = None
+    return ServerIdentity(system, int(row["oid"]), row["database"], row["address"], row["port"],
+                          _markers(db))
+
+
+def _markers(db: Any) -> dict[str, str]:
+    """Role -> marker from every schema's identity table: a component store connects with its
+    own schema on its search path, and must still see the marker of the database it is in."""
     markers: dict[str, str] = {}
-    if db.query_one("SELECT to_regclass(?) IS NOT NULL", (IDENTITY_TABLE,))[0]:
-        markers = {r["role"]: r["marker"] for r in db.query(f"SELECT role, marker FROM {IDENTITY_TABLE}")}
-    return ServerIdentity(system, int(row["oid"]), row["database"], row["address"], row["port"], markers)
+    tables = db.query("SELECT quote_ident(n.nspname) AS schema FROM pg_class c "
+                      "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                      "WHERE c.relname = ? AND c.relkind = 'r' ORDER BY n.nspname", (IDENTITY_TABLE,))
+    for table in tables:
+        try:
+            rows = db.query(f"SELECT role, marker FROM {table['schema']}.{IDENTITY_TABLE}")
+        except StatementError:  # not readable by this role: the server identity still decides
+            continue
+        markers.update({r["role"]: r["marker"] for r in rows})
+    return markers
+
+
+def refuse_database_of_role(db: Any, role: str, other: Any | None = None) -> None:
+    """Raise ``SameDatabaseError`` when ``db`` is the database set up as ``role`` (its marker,
+    in any schema) or, with ``other`` (that role's configured database), reaches the same
+    database as it: a component store must never live in the vault."""
+    identity = server_identity(db)
+    if role in identity.markers or (other is not None and identity.same_database_as(server_identity(other))):
+        raise SameDatabaseError(f"{db.name} ({db.display_url}) is the {role} database; "
+                                f"{db.name} needs a database other than the {role}'s")
 
 
 def write_identity_marker(db: Any, role: str) -> str:
