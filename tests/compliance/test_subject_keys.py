@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from datetime import datetime, timezone
@@ -12,7 +13,8 @@ from compliance.audit import Actor
 from compliance.errors import DecryptionError
 from compliance.envelope import data_cipher
 from compliance.field_crypto import FieldCipher, associated_data, key_id_of
-from compliance.subject_keys import KeyProof, PlaintextSealer, SubjectKeyMissingError, SubjectKeyStore
+from compliance.subject_keys import (KeyProof, PlaintextSealer, SubjectCipher, SubjectKeyMissingError,
+                                     SubjectKeyStore)
 from racing_vault import AfterNextRead
 
 ALICE, BOB = "a" * 64, "b" * 64
@@ -205,6 +207,37 @@ def test_a_reader_holding_a_replaced_key_reads_the_vault_again(store, other_proc
     assert store.reader(ALICE).open("t", "c", "r3", later) == "later"
 
 
+def test_a_reader_opens_an_export_batch_and_reads_the_vault_again_for_a_replaced_key(store, other_process):
+    """An export opens a subject's values in batches; ALICE erased and back through another
+    process meanwhile: the batch opens under her new key, her old values under none."""
+    old = store.writer(ALICE, create=True).seal("t", "c", "r1", "before")
+    reader = store.reader(ALICE)
+    assert reader.open_batch([("t", "c", "r1", old)]) == ["before"]
+
+    other_process.destroy(ALICE)
+    theirs = other_process.writer(ALICE, create=True)
+    batch = [("t", "c", "r2", theirs.seal("t", "c", "r2", "after")),
+             ("t", "c", "r3", theirs.seal("t", "c", "r3", {"n": 1}))]
+
+    assert reader.open_batch(batch) == ["after", {"n": 1}]
+    assert store.reader(ALICE).open_batch(batch) == ["after", {"n": 1}]
+    with pytest.raises(DecryptionError):
+        reader.open_batch([("t", "c", "r1", old)])
+
+
+def test_a_sealed_text_that_is_not_exactly_one_json_value_is_refused_not_split():
+    """A batch parses its values as one JSON array: a text holding two values must not turn
+    into two (every later value would then land on the wrong row)."""
+    data_key = os.urandom(32)
+    two_values = data_cipher(data_key).encrypt(b"1,2", associated_data("t", "c", "r"))
+    one_value = SubjectCipher(data_key).seal("t", "c", "r2", 3)
+
+    with pytest.raises(json.JSONDecodeError):
+        SubjectCipher(data_key).open_batch([("t", "c", "r", two_values), ("t", "c", "r2", one_value)])
+    with pytest.raises(json.JSONDecodeError):
+        PlaintextSealer().open_batch([("t", "c", "r", b"1,2")])
+
+
 def test_a_value_no_key_opens_still_fails_after_one_fresh_read(store):
     sealed = store.writer(ALICE, create=True).seal("t", "c", "r", "genuine")
     tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
@@ -240,6 +273,8 @@ def test_the_benchmark_store_hands_out_plaintext_readers(vault, keyring):
 
     assert isinstance(reader, PlaintextSealer)
     assert reader.open("t", "c", "r", b'{"a":1}') == {"a": 1}
+    assert reader.open_batch([("t", "c", "r", b'{"a":1}'), ("t", "c", "r2", memoryview(b"[2]"))]) \
+        == [{"a": 1}, [2]]
     assert not store.has_key(ALICE)
 
 
