@@ -26,7 +26,7 @@ import json
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator, Sequence
 
 from twin.storage import Database
@@ -36,12 +36,18 @@ from twin.storage.timestamps import to_db
 
 from . import erasure_generation
 from .audit import Actor, AuditTrail
+from .job_lock import JobLock
 from .legal_hold import HoldRegistry
 from .providers import PersonalDataProvider
 from .subject_end import SubjectEnding
 from .subject_keys import SubjectKeyMissingError, SubjectKeyStore
 
 EXPORT_FORMAT = "learner-twin-dsr-export/1"
+
+# Start-up re-application: a short lease (SQLite), extended per subject, so a crashed holder
+# delays the next start by a minute at most; a start waits this long for a live holder.
+REAPPLY_LEASE = timedelta(minutes=1)
+REAPPLY_WAIT_SECONDS = 900.0
 
 
 @dataclass
@@ -183,7 +189,19 @@ class DataSubjectRequests:
         A subject who came back after their erasure (their data key is newer than the
         tombstone) keeps the data stored since: only rows stored at or before the erasure go
         (their key is destroyed, so they could not be read anyway).
+
+        Done once across processes: replicas starting together take the vault's
+        ``reapply-tombstones`` job lock in turn, and the later ones find the tombstones already
+        completed (a holder that dies frees it: ``compliance.job_lock``).
         """
+        lock = JobLock(self.vault_db, "reapply-tombstones", self.clock, lease=REAPPLY_LEASE)
+        lock.acquire(wait=REAPPLY_WAIT_SECONDS)
+        try:
+            return self._reapply(actor, every, lock)
+        finally:
+            lock.release()
+
+    def _reapply(self, actor: Actor, every: bool, lock: JobLock) -> dict[str, int]:
         data = self._data_databases()
         every = every or not erasure_generation.agree(self.vault_db, data)
         where = "" if every else " WHERE t.completed_at IS NULL"
@@ -199,6 +217,7 @@ class DataSubjectRequests:
             if not remaining:
                 continue
             self.ending.end([subject_hash], created_before=before)
+            lock.refresh()
             reapplied += 1
             self.audit.record(actor, "restore_reapply", subject_hash=subject_hash,
                               resource="dsr:tombstone", details={"counts": remaining})

@@ -1,22 +1,37 @@
-"""A lease-based lock in the privacy vault, so a job never runs twice at once, even across
-processes or machines sharing the files. A crashed holder's lease expires by itself."""
+"""The lock a job takes in the privacy vault, so that it never runs twice at once, even across
+processes, replicas or hosts sharing the vault. A crashed holder never keeps it for long.
+
+One lock, two ways to hold it, chosen by what the vault's backend offers:
+- on a database server (PostgreSQL), a session-level advisory lock (``session_lock``): held for
+  as long as the holder's own database session lives, freed by the server the moment the
+  holder's process dies or its host vanishes;
+- on SQLCipher files, a lease in ``job_locks``: a crashed holder's lease expires by itself,
+  and long work extends it between batches (``refresh``).
+
+``acquire(wait=...)`` either refuses at once (a second retention run answers 409) or waits for
+the holder to finish (start-up work: the second replica to start waits, then finds nothing
+left to do).
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
 import socket
+import time
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from twin.storage import Database
+from twin.storage import Database, ServerBacked
 from twin.storage.timestamps import to_db
 
 from .errors import ComplianceError
 
+POLL_SECONDS = 0.1
+
 
 class JobAlreadyRunningError(ComplianceError):
-    """Another process holds the job's lease."""
+    """Another process holds the job's lock."""
 
 
 class JobLock:
@@ -24,8 +39,29 @@ class JobLock:
                  lease: timedelta = timedelta(minutes=10)) -> None:
         self.vault, self.name, self.clock, self.lease = vault, name, clock, lease
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._session: Any = None  # the server's lock while held (ServerBacked vaults)
 
-    def acquire(self) -> None:
+    def acquire(self, *, wait: float = 0.0) -> None:
+        """Take the lock, waiting up to ``wait`` seconds for its holder to release it; raises
+        ``JobAlreadyRunningError`` when it is still held then."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._take()
+                return
+            except JobAlreadyRunningError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(POLL_SECONDS)
+
+    def _take(self) -> None:
+        if isinstance(self.vault, ServerBacked):
+            self._session = self.vault.session_lock(f"job:{self.name}")
+            if self._session is None:
+                raise JobAlreadyRunningError(f"job {self.name!r} is already running "
+                                             "(another process holds its lock)")
+            return
+
         def take(conn: Any) -> None:
             now = self.clock()
             row = conn.execute("SELECT holder, expires_at FROM job_locks WHERE name = ?", (self.name,)).fetchone()
@@ -38,12 +74,20 @@ class JobLock:
         self.vault.write(take)
 
     def refresh(self) -> None:
-        """Extend the lease (call between batches of long work)."""
+        """Call between batches of long work: extends a lease; on a server, makes sure the
+        lock is still held (raises if its session was lost, so the work stops)."""
+        if self._session is not None:
+            self._session.check()
+            return
         self.vault.write(lambda conn: conn.execute(
             "UPDATE job_locks SET expires_at = ? WHERE name = ? AND holder = ?",
             (to_db(self.clock() + self.lease), self.name, self.holder)))
 
     def release(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.release()
+            return
         self.vault.write(lambda conn: conn.execute(
             "DELETE FROM job_locks WHERE name = ? AND holder = ?", (self.name, self.holder)))
 

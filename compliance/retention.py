@@ -129,6 +129,7 @@ class RetentionPurger:
                report: RetentionReport, progress: Callable[[str, int], None] | None) -> int:
         total = 0
         while True:
+            lock.refresh()  # before each batch: no batch runs once the lock is lost
             held = self.holds.held_subjects()
             params = {**self._params(held), "batch": batch_size}
             if table.retention is not None and table.retention.ends_subject:
@@ -138,7 +139,6 @@ class RetentionPurger:
             if not n:
                 return total
             total += n
-            lock.refresh()
             if progress:
                 progress(table.name, total)
 

@@ -24,6 +24,8 @@ BACKENDS = ("sqlcipher", "postgresql")
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "sqlite_only(reason): a SQLite/SQLCipher feature; "
                                        "skipped on the postgresql backend")
+    config.addinivalue_line("markers", "postgresql_only(reason): a database server's feature; "
+                                       "skipped on the sqlcipher backend")
 
 
 def pytest_sessionstart(session) -> None:
@@ -61,6 +63,9 @@ def backend(request) -> str:
     marker = request.node.get_closest_marker("sqlite_only")
     if request.param == "postgresql" and marker is not None:
         pytest.skip(f"SQLite only: {marker.args[0] if marker.args else 'not a PostgreSQL feature'}")
+    server_only = request.node.get_closest_marker("postgresql_only")
+    if request.param == "sqlcipher" and server_only is not None:
+        pytest.skip(f"PostgreSQL only: {server_only.args[0] if server_only.args else 'a server feature'}")
     if request.param == "postgresql":
         request.getfixturevalue("pg_server")
     return request.param

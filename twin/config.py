@@ -15,6 +15,7 @@
 | TWIN_AUDIT_RETENTION_DAYS        | audit-trail retention                           | 2555               |
 | TWIN_AUDIT_SEAL_EVERY            | an HMAC'd seal of the audit chain every N events| 10000              |
 | TWIN_RETENTION_CRON              | nightly retention job (cron, UTC)               | 30 2 * * *         |
+| TWIN_RETENTION_BATCH_SIZE        | rows purged per committed retention batch       | 2000               |
 | TWIN_MODEL_FIT_NIGHTLY           | the nightly job also refits skill parameters    | on                 |
 | TWIN_MAX_BODY_BYTES              | request body limit                              | 65536              |
 | TWIN_TOKEN_CACHE_SECONDS         | how long a verified API token is remembered     | 2                  |
@@ -133,6 +134,7 @@ class Config:
             audit_retention_days=_int(environ, "TWIN_AUDIT_RETENTION_DAYS", 2555),
             audit_seal_every=_int(environ, "TWIN_AUDIT_SEAL_EVERY", 10_000),
             retention_cron=environ.get("TWIN_RETENTION_CRON", "30 2 * * *"),
+            retention_batch_size=_int(environ, "TWIN_RETENTION_BATCH_SIZE", 2000),
             model_fit_nightly=_flag(environ, "TWIN_MODEL_FIT_NIGHTLY", True),
             sqlite_wal=_flag(environ, "DIGITAL_TWIN_SQLITE_WAL", True),
             max_body_bytes=_int(environ, "TWIN_MAX_BODY_BYTES", 64 * 1024),

@@ -206,11 +206,14 @@ def test_an_admin_runs_retention_now(client, admin, service, create_profile, clo
 
 def test_retention_is_admin_only_and_runs_once_at_a_time(client, admin, service, runtime, clock):
     assert client.post("/v1/admin/retention/run", json={}, headers=service).status_code == 403
-    JobLock(runtime.vault_db, "retention", clock).acquire()
+    held = JobLock(runtime.vault_db, "retention", clock)  # kept: on PostgreSQL, its session holds it
+    held.acquire()
 
     busy = client.post("/v1/admin/retention/run", json={}, headers=admin)
 
     assert busy.status_code == 409 and "already running" in busy.get_json()["detail"]
+    held.release()
+    assert client.post("/v1/admin/retention/run", json={}, headers=admin).status_code == 200
 
 
 # -- consents (COPPA) -------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -10,7 +13,8 @@ import pytest
 from compliance.audit import Actor
 from compliance.job_lock import JobAlreadyRunningError, JobLock
 from twin.learners.errors import NotFoundError
-from twin.storage import open_keyed
+from storage_backends import RawPostgresConnection
+from twin.storage import DatabaseUnavailableError, open_keyed
 from twin.storage.timestamps import to_db
 
 SERVICE = Actor("tok_test_service", "service")
@@ -166,6 +170,7 @@ def test_a_second_run_while_one_is_running_is_refused(runtime, timeline):
     assert runtime.retention.run().counts["learning_profiles"] == 0  # and released its lease
 
 
+@pytest.mark.sqlite_only("a lease in job_locks; on PostgreSQL the server frees a dead holder's lock")
 def test_a_crashed_runs_lease_expires_by_itself(runtime, clock):
     JobLock(runtime.vault_db, "retention", clock).acquire()  # a holder that never releases
 
@@ -174,6 +179,55 @@ def test_a_crashed_runs_lease_expires_by_itself(runtime, clock):
     clock.advance(minutes=11)
 
     assert not runtime.retention.run().dry_run
+
+
+@pytest.mark.postgresql_only("a session advisory lock")
+def test_a_lock_held_by_another_process_refuses_until_that_process_dies(runtime, tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, runtime.vault_db.settings.url],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(JobAlreadyRunningError) as refused:
+            runtime.retention.run()
+        assert "another process holds its lock" in str(refused.value)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+
+    assert not runtime.retention.run().dry_run  # freed by the server with the dead session
+
+
+@pytest.mark.postgresql_only("a session advisory lock")
+def test_a_run_whose_lock_session_is_lost_stops_at_the_next_batch(runtime, make_subject, clock):
+    make_subject("lost-lock", sessions=5, knowledge=0)
+    clock.advance(days=31)
+
+    def terminate_lock_session(table: str, purged: int) -> None:
+        admin = RawPostgresConnection(runtime.vault_db.settings.url)
+        try:  # the lock's session, as a server restart or a network cut would end it
+            admin.execute("SELECT pg_terminate_backend(l.pid) FROM pg_locks l "
+                          "JOIN pg_stat_activity a ON a.pid = l.pid "
+                          "WHERE l.locktype = 'advisory' AND a.datname = current_database()")
+        finally:
+            admin.close()
+
+    with pytest.raises(DatabaseUnavailableError, match="lost"):
+        runtime.retention.run(progress=terminate_lock_session)
+    assert runtime.retention.run().counts["learning_sessions"] == 3  # the rest, by the next run
+
+
+# Another process (a replica) taking the vault's retention lock and keeping it until killed.
+HOLD_THE_LOCK = """
+import sys, time
+from datetime import datetime, timezone
+from compliance.job_lock import JobLock
+from twin.storage import PostgresSettings, open_postgresql
+vault = open_postgresql(PostgresSettings(sys.argv[1], pool_size=1), name="privacy_vault")
+lock = JobLock(vault, "retention", lambda: datetime.now(timezone.utc))
+lock.acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
 
 
 def test_purges_go_in_batches_and_report_progress(runtime, make_subject, clock):
@@ -259,6 +313,7 @@ def test_a_broken_chain_is_recorded_even_when_nothing_else_expired(runtime, make
     assert event.details["audit_chain_broken"] is True and set(event.details["counts"].values()) == {0}
 
 
+@pytest.mark.sqlite_only("a lease in job_locks; on PostgreSQL the lock lives as long as its session")
 def test_a_long_purge_keeps_its_lease_from_batch_to_batch(runtime, make_subject, clock):
     """Each batch extends the lease: a run slower than the lease is never joined by another."""
     make_subject("slow-purge", sessions=5, knowledge=0)

@@ -8,168 +8,27 @@ TWIN_TOKEN_CACHE_SECONDS; while any replica runs, commands that replace data ref
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
-import secrets
-import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from compliance.audit_codec import unpack_id
-from live_service import free_port, service_environment
-from storage_backends import COMPONENT_PREFIXES, PostgresServer, database_url
+from replica_cluster import Client, Cluster, deployment, twin, vault_connection
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN_CACHE_SECONDS = 1
-
-
-def twin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """``twin ARGS`` as an operator runs it, output captured."""
-    return subprocess.run([sys.executable, "-m", "twin.cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-
-
-@dataclass
-class Replica:
-    port: int
-    process: subprocess.Popen
-    data_dir: Path
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-
-@dataclass
-class Cluster:
-    env: dict[str, str]
-    root: Path
-    token: str
-    replicas: list[Replica] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self, slot: int | None = None) -> Replica:
-        """A replica on a fresh, empty data directory (in ``slot``'s place, or a new one)."""
-        data_dir = self.root / f"replica-{secrets.token_hex(3)}"
-        env = {**self.env, "TWIN_DATA_DIR": str(data_dir)}
-        port = free_port()
-        log = open(data_dir.with_suffix(".log"), "wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "twin.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--threads", "4", "--no-metrics", "--no-retention"],
-            env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        replica = Replica(port, process, data_dir)
-        _wait_healthy(replica)
-        with self.lock:
-            if slot is None:
-                self.replicas.append(replica)
-            else:
-                self.replicas[slot] = replica
-        return replica
-
-    def kill(self, slot: int) -> None:
-        """SIGKILL the replica's whole process group (supervisor and worker), mid-request."""
-        replica = self.replicas[slot]
-        os.killpg(replica.process.pid, signal.SIGKILL)
-        replica.process.wait(10)
-
-    def stop_all(self) -> None:
-        for replica in self.replicas:
-            if replica.alive():
-                os.killpg(replica.process.pid, signal.SIGTERM)
-        for replica in self.replicas:
-            try:
-                replica.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(replica.process.pid, signal.SIGKILL)
-                replica.process.wait(10)
-
-
-def _wait_healthy(replica: Replica) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if not replica.alive():
-            raise AssertionError(f"replica exited: {replica.data_dir.with_suffix('.log').read_text()}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", replica.port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "replica never became healthy"
-        threading.Event().wait(0.1)
-
-
-class Client:
-    """Keep-alive connections to the replicas; every request carries its own X-Request-ID."""
-
-    def __init__(self, cluster: Cluster, token: str | None = None) -> None:
-        self.cluster, self.token = cluster, token or cluster.token
-        self.conns: dict[int, http.client.HTTPConnection] = {}
-
-    def __call__(self, slot: int, method: str, path: str, body: Any = None,
-                 headers: dict[str, str] | None = None) -> tuple[int, Any, Any, str]:
-        """(status, body, headers, request id); raises OSError if the replica is gone."""
-        port = self.cluster.replicas[slot].port
-        request_id = secrets.token_hex(8)
-        conn = self.conns.get(port)
-        if conn is None:
-            conn = self.conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        try:
-            conn.request(method, path, body=None if body is None else json.dumps(body), headers={
-                "Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
-                "X-Request-ID": request_id, **(headers or {})})
-            response = conn.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            self.conns.pop(port, None)
-            raise OSError(f"replica on {port}: {exc}") from exc
-        return response.status, json.loads(raw) if raw else None, response.headers, request_id
 
 
 @pytest.fixture(scope="module")
 def cluster(postgres_server, tmp_path_factory):
-    """Three replicas on one set-up pair; torn down (and the databases dropped) at the end."""
-    root = tmp_path_factory.mktemp("replicas")
-    server = PostgresServer()
-    env = service_environment(root)
-    env.update(TWIN_STORAGE_BACKEND="postgresql", TWIN_DB_POOL_SIZE="2", TWIN_DB_POOL_MAX_SIZE="6",
-               TWIN_DATABASE_URL=database_url(server.create_database()),
-               TWIN_VAULT_DATABASE_URL=database_url(server.create_database()),
-               TWIN_TOKEN_CACHE_SECONDS=str(TOKEN_CACHE_SECONDS), TWIN_REPLICA_HEARTBEAT_SECONDS="1")
-    env.update({f"{prefix}STORAGE_BACKEND": "sqlcipher" for prefix in COMPONENT_PREFIXES})
-    try:
-        assert twin(env, "keys", "generate").returncode == 0
-        setup = twin(env, "db", "setup")
-        assert setup.returncode == 0, setup.stderr
-        issued = twin(env, "tokens", "issue", "--role", "admin", "--label", "load")
-        assert issued.returncode == 0, issued.stderr
-        made = Cluster(env, root, issued.stdout.strip().splitlines()[0])
-        threads = [threading.Thread(target=made.start) for _ in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    """Three replicas on one set-up pair, serving as a role without DDL rights; torn down (and
+    the databases dropped) at the end."""
+    with deployment(tmp_path_factory.mktemp("replicas"), replicas=3,
+                    TWIN_TOKEN_CACHE_SECONDS=str(TOKEN_CACHE_SECONDS)) as made:
         assert len(made.replicas) == 3
         yield made
-        made.stop_all()
-    finally:
-        server.drop_all()
-
-
-def _vault(cluster: Cluster) -> psycopg.Connection:
-    return psycopg.connect(cluster.env["TWIN_VAULT_DATABASE_URL"], autocommit=True)
 
 
 def test_while_any_replica_runs_a_restore_is_refused_naming_it(cluster):
@@ -375,7 +234,7 @@ def test_under_load_a_replica_killed_and_restarted_on_a_fresh_disk_loses_no_ackn
     cluster.stop_all()
     verified = twin(cluster.env, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    with _vault(cluster) as vault:
+    with vault_connection(cluster) as vault:
         assert vault.execute("SELECT count(*) FROM audit_staged_events").fetchone()[0] == 0
         events = vault.execute("SELECT event_id, request_id, action, resource_ref FROM audit_log").fetchall()
     events = [(bytes(e[0]), unpack_id(e[1]), e[2], e[3]) for e in events]

@@ -164,3 +164,9 @@ class ServerBacked(abc.ABC):
     @abc.abstractmethod
     def display_url(self) -> str:
         """The database's URL without credentials, for logs and errors."""
+
+    @abc.abstractmethod
+    def session_lock(self, name: str) -> Any | None:
+        """The lock ``name`` held across transactions until ``release()`` (``check()`` says
+        whether it is still held), or None at once when another process holds it; the server
+        frees it when the holder's process dies (``postgresql.session_lock``)."""

@@ -36,6 +36,7 @@ from ..errors import DatabaseBusyError, PoolTimeoutError, StorageError, Transact
 from .connection import PgConnection, Result
 from .pool import open_pool
 from .service_guard import GUARD_TABLE
+from .session_lock import SessionLock, try_session_lock
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,12 @@ class PostgresDatabase(ServerBacked, Backend):
         if not handle.in_transaction:
             raise StorageError(f"{self.name}: lock({name!r}) needs an open transaction")
         return handle.lock(name, wait=wait)
+
+    def session_lock(self, name: str) -> SessionLock | None:
+        """``ServerBacked.session_lock``: a session-level advisory lock on a connection of its
+        own (outside the pool), freed when the holder's process or connection dies. Advisory
+        locks belong to one database: every process on this database shares the name."""
+        return try_session_lock(self.settings, name)
 
     # -- convenience --------------------------------------------------------------------
 
