@@ -1,12 +1,14 @@
 """Review scheduling with FSRS, fed by the same observations as the mastery estimate."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from fsrs import Rating
 
-from twin.learner_model import (DueReview, InvalidObservationError, MasteryTrace, due_reviews,
-                                predicted_recall)
+from twin.learner_model import (DueReview, InvalidObservationError, MasteryTrace, Observation,
+                                due_reviews, predicted_recall)
+from twin.learner_model import review
 from twin.learner_model.review import new_card, rating_for
 
 from .conftest import at, obs
@@ -63,6 +65,30 @@ def test_equal_due_dates_list_the_weaker_memory_first():
     weak.stability = strong.stability / 2       # same due date, recall decays faster
     due = due_reviews({("d", "strong"): strong, ("d", "weak"): weak}, strong.due, at=at(30))
     assert [d.topic for d in due] == ["weak", "strong"]
+
+
+def test_the_first_answer_of_a_sitting_is_the_review_and_the_practice_after_it_reviews_nothing():
+    first = obs("first", 0, True)
+    practice = [Observation(f"p{i}", at(0) + timedelta(minutes=5 * i), correct=False) for i in range(1, 12)]
+    after_an_hour = Observation("next", at(0) + timedelta(minutes=61), correct=False)
+
+    reviewed_once = MasteryTrace(entries=[first]).review_card()
+    sitting = MasteryTrace(entries=[first, *practice]).review_card()
+    next_sitting = MasteryTrace(entries=[first, *practice, after_an_hour]).review_card()
+
+    assert sitting.to_dict() == reviewed_once.to_dict()    # 55 minutes of wrong answers: no review
+    assert next_sitting.last_review == after_an_hour.observed_at
+    assert next_sitting.stability < sitting.stability      # the wrong answer an hour on counts
+
+
+def test_a_sitting_split_across_batches_gives_the_card_of_the_whole_history():
+    answers = [Observation(f"e{i}", at(0) + timedelta(minutes=25 * i), correct=i % 3 != 1)
+               for i in range(12)]
+    whole = review.fold(review.new_card(), answers)
+    for cut in (1, 2, 5, 7):
+        assert review.fold(review.fold(review.new_card(), answers[:cut]), answers[cut:]).to_dict() \
+            == whole.to_dict()
+    assert whole.last_review == answers[9].observed_at    # reviews at 0, 75, 150 and 225 minutes
 
 
 def test_late_evidence_reschedules_as_if_it_had_come_in_order():

@@ -7,7 +7,14 @@ weights fitted on hundreds of millions of real reviews, and answers exactly "whe
 predicted to drop to the target retention (90 %)". The two models answer different questions
 from one evidence stream: BKT "has the learner mastered this?", FSRS "when will they forget it?".
 
-Each observation is one review of the topic's card, in time order:
+The first answer on a topic in a sitting is one review of the topic's card, in time order:
+answers given less than ``SITTING`` (an hour) after the review that counted belong to the same
+sitting and review nothing. FSRS's review is a recall attempt after a delay; the answers that
+follow it minutes later are practice, answered from short-term memory, and FSRS's memory model
+is fitted on (mostly) one review per card and day. It also keeps an ingest to one FSRS update
+per topic and sitting instead of one per answer (the rule depends only on the card and the next
+answer in time order, so folding a batch from a checkpoint or rebuilding the whole history give
+the same card). Ratings:
 
     correct: true  -> Good            correct: false -> Again
     score >= 0.8   -> Good            0.5 <= score < 0.8 -> Hard            score < 0.5 -> Again
@@ -20,7 +27,7 @@ without fuzzing, so the same evidence always gives the same due date.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 
 from fsrs import Card, Rating, Scheduler
@@ -29,6 +36,7 @@ from .evidence import Observation, as_utc, iso
 
 SCHEDULER = Scheduler(desired_retention=0.9, learning_steps=(), relearning_steps=(),
                       enable_fuzzing=False)
+SITTING = timedelta(hours=1)
 _CARD_ID = 1  # one card per trace; a fixed id keeps fsrs from deriving one from the clock
 
 SkillKey = tuple[str, str]  # (domain, topic)
@@ -51,9 +59,14 @@ def card_from_dict(data: Mapping[str, Any] | None) -> Card:
 
 
 def fold(card: Card, observations: Iterable[Observation]) -> Card:
-    """The card after reviewing it with ``observations`` (already in time order)."""
+    """The card after reviewing it with ``observations`` (already in time order): the first of
+    each sitting."""
+    last = card.last_review
     for obs in observations:
+        if last is not None and obs.observed_at - last < SITTING:
+            continue
         card, _ = SCHEDULER.review_card(card, rating_for(obs.outcome), obs.observed_at)
+        last = obs.observed_at
     return card
 
 

@@ -3,9 +3,9 @@
 A batch is all or nothing, in one transaction: every observation is checked first (a 422 names
 each failing one by index and field), an evidence id already stored (or earlier in the batch)
 with the same content is a repeat, with other content a conflict naming the ids; then each
-touched skill folds its new observations in (``traces``: one read and one write per skill for
-in-order evidence) and the rows are inserted, item ids, outcomes and ids sealed under the
-subject's key. Repeats are found by keyed hashes of the evidence ids, without unsealing; only a
+touched skill folds its new observations in (``traces``: for in-order evidence one read of the
+touched states and one write of them, whatever the history) and the rows are inserted, item ids,
+outcomes and ids sealed under the subject's key (before the write lock is taken). Repeats are found by keyed hashes of the evidence ids, without unsealing; only a
 repeat's stored content is opened, to compare it.
 """
 
@@ -121,8 +121,14 @@ class EvidenceService:
         subject_hash, proof = self.profiles.key_proof(profile_id)
         writer = ctx.keys.writer(subject_hash, proof=proof)
         fresh, repeats, conflicts = self._distinct(items)
-        keyed = {self.keys.observation(profile_id, item.evidence_id): item for item in fresh}
         now = ctx.now()
+        # Everything that needs no database is done before the write lock, which serialises
+        # every writer: the keyed hashes, and each row sealed (a repeat's row is then unused).
+        keyed: dict[str, tuple[_Item, traces.NewEntry, tuple]] = {}
+        for item in fresh:
+            key = self.keys.observation(profile_id, item.evidence_id)
+            entry = traces.NewEntry(item.observation, item.content, key, item.index)
+            keyed[key] = (item, entry, traces.entry_row(writer, profile_id, item.skill, entry, now))
 
         def write(conn: Any) -> tuple[int, int]:
             self.profiles.require_live(conn, profile_id)  # erased or expired since the check above?
@@ -130,20 +136,23 @@ class EvidenceService:
             if conflicts or stored[1]:
                 clash = sorted(conflicts + stored[1], key=lambda i: i.index)
                 raise EvidenceConflictError(sorted({i.evidence_id for i in clash}), [i.index for i in clash])
-            new = [(key, item) for key, item in keyed.items() if key not in stored[0]]
-            by_skill: dict[traces.SkillKey, list[traces.NewEntry]] = defaultdict(list)
-            for key, item in new:
-                by_skill[item.skill].append(traces.NewEntry(item.observation, item.content, key, item.index))
+            by_skill: dict[traces.SkillKey, tuple[list[traces.NewEntry], list[tuple]]] = defaultdict(
+                lambda: ([], []))
+            for key, (item, entry, row) in keyed.items():
+                if key not in stored[0]:
+                    by_skill[item.skill][0].append(entry)
+                    by_skill[item.skill][1].append(row)
             current = self.parameters.current(conn, by_skill)
+            states = traces.load_states(conn, writer, profile_id, list(by_skill))
             try:
-                for skill, entries in by_skill.items():
-                    state = traces.load_state(conn, writer, profile_id, skill)
-                    traces.apply(conn, writer, self.keys, state, current[skill], entries, now)
+                traces.apply_many(conn, writer, self.keys, [
+                    (states[skill], current[skill], entries, rows)
+                    for skill, (entries, rows) in by_skill.items()], now)
             except BeforeRetainedWindowError as exc:
                 raise InvalidFieldsError({"observations": {exc.index: {"observed_at": [
                     "Older than evidence already purged by retention: it cannot be folded in."]}}},
                     rule="observed-before-purged-evidence") from None
-            return len(new), repeats + len(stored[0])
+            return len(keyed) - len(stored[0]), repeats + len(stored[0])
 
         added, repeated = ctx.db.write(write)
         ctx.record(actor, "create", subject_hash, f"profile:{profile_id}/evidence", request_id,
@@ -168,7 +177,7 @@ class EvidenceService:
 
     @staticmethod
     def _repeats_and_conflicts(conn: Any, reader: Any, profile_id: str,
-                               keyed: dict[str, _Item]) -> tuple[set[str], list[_Item]]:
+                               keyed: Mapping[str, tuple[_Item, Any, Any]]) -> tuple[set[str], list[_Item]]:
         """Keys of the batch already stored with the same content, and the items whose id is
         stored with other content."""
         same: set[str] = set()
@@ -179,7 +188,7 @@ class EvidenceService:
             rows = conn.execute(_STORED + f"WHERE profile_id = ? AND entry_key IN "
                                           f"({', '.join('?' for _ in chunk)})", (profile_id, *chunk)).fetchall()
             for row in rows:
-                item = keyed[row["entry_key"]]
+                item = keyed[row["entry_key"]][0]
                 content = EVIDENCE.decode(row, reader, ("content",))["content"]
                 skill = (row["knowledge_domain"], row["topic"])
                 if item.same_as(skill, from_db(row["observed_at"]), content):

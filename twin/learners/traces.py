@@ -38,7 +38,8 @@ SkillKey = tuple[str, str]  # (domain, topic)
 STATE_COLUMNS = ("profile_id", "knowledge_domain", "topic", "mastery_level", "confidence_score",
                  "last_accessed", "source", "parameters_version", "carried_over", "model_checkpoint")
 _BY_SKILL = "profile_id = ? AND knowledge_domain = ? AND topic = ?"
-_STATE = f"SELECT {', '.join(STATE_COLUMNS)} FROM {KNOWLEDGE.name} WHERE {_BY_SKILL}"
+_STATES = f"SELECT {', '.join(STATE_COLUMNS)} FROM {KNOWLEDGE.name} WHERE profile_id = ?"
+_SKILLS_PER_STATEMENT = 400  # two parameters each, well below any engine's limit
 _KEY = ("profile_id", "knowledge_domain", "topic")
 _ENTRY_COLUMNS = ("profile_id", "entry_key", "kind", "observed_at", "content")
 _ENTRIES = f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM {EVIDENCE.name} WHERE {_BY_SKILL}"
@@ -122,8 +123,22 @@ def _summary(data: dict[str, Any] | None) -> CarriedOver | None:
 
 
 def load_state(conn: Any, reader: FieldReader, profile_id: str, skill: SkillKey) -> SkillState:
-    row = conn.execute(_STATE, (profile_id, *skill)).fetchone()
-    return state_of(row, reader) if row is not None else SkillState(profile_id, skill, None, None, None)
+    return load_states(conn, reader, profile_id, [skill])[skill]
+
+
+def load_states(conn: Any, reader: FieldReader, profile_id: str,
+                skills: Sequence[SkillKey]) -> dict[SkillKey, SkillState]:
+    """The profile's states of ``skills`` (each ``row`` None where there is none yet), read in
+    one statement per 400 skills."""
+    found: dict[SkillKey, SkillState] = {}
+    wanted = list(dict.fromkeys(skills))
+    for start in range(0, len(wanted), _SKILLS_PER_STATEMENT):
+        chunk = wanted[start:start + _SKILLS_PER_STATEMENT]
+        where = " OR ".join("(knowledge_domain = ? AND topic = ?)" for _ in chunk)
+        for row in conn.execute(f"{_STATES} AND ({where})",
+                                (profile_id, *(value for skill in chunk for value in skill))).fetchall():
+            found[(row["knowledge_domain"], row["topic"])] = state_of(row, reader)
+    return {skill: found.get(skill) or SkillState(profile_id, skill, None, None, None) for skill in wanted}
 
 
 def entry_of(row: Any, reader: FieldReader) -> Entry:
@@ -202,40 +217,74 @@ def state_values(trace: MasteryTrace, writer: FieldSealer, profile_id: str, skil
 
 def write_state(conn: Any, profile_id: str, skill: SkillKey, values: dict[str, Any]) -> None:
     """Insert the knowledge state, or update the given columns of the existing one."""
-    columns = (*_KEY, *values)
-    conn.execute(KNOWLEDGE.upsert_sql(columns, _KEY), (profile_id, *skill, *values.values()))
+    write_states(conn, [(profile_id, skill, values)])
+
+
+def write_states(conn: Any, states: Sequence[tuple[str, SkillKey, dict[str, Any]]]) -> None:
+    """``write_state`` of each ``(profile_id, skill, values)``; one statement for those giving
+    the same columns."""
+    by_columns: dict[tuple[str, ...], list[tuple]] = {}
+    for profile_id, skill, values in states:
+        by_columns.setdefault(tuple(values), []).append((profile_id, *skill, *values.values()))
+    for columns, rows in by_columns.items():
+        conn.executemany(KNOWLEDGE.upsert_sql((*_KEY, *columns), _KEY), rows)
+
+
+def entry_row(writer: FieldSealer, profile_id: str, skill: SkillKey, new: NewEntry, now: str) -> tuple:
+    """The evidence row of a new entry (``_STORED``'s columns), its content sealed. Sealing needs
+    nothing from the database: an ingest seals its rows before it takes the write lock."""
+    row_key = EVIDENCE.row_id_of({"profile_id": profile_id, "entry_key": new.entry_key})
+    is_manual = isinstance(new.entry, ManualValue)
+    at = new.entry.set_at if is_manual else new.entry.observed_at
+    return (profile_id, *skill, "manual" if is_manual else "observation", to_db(at),
+            EVIDENCE.seal(writer, row_key, "content", new.content), now, new.entry_key)
 
 
 def store_entries(conn: Any, writer: FieldSealer, profile_id: str, skill: SkillKey,
                   entries: Sequence[NewEntry], now: str) -> None:
     """Insert the rows of new entries (after their knowledge state exists: the foreign key)."""
-    observations, manual = [], []
-    for new in entries:
-        row_key = EVIDENCE.row_id_of({"profile_id": profile_id, "entry_key": new.entry_key})
-        is_manual = isinstance(new.entry, ManualValue)
-        at = new.entry.set_at if is_manual else new.entry.observed_at
-        (manual if is_manual else observations).append((
-            profile_id, *skill, "manual" if is_manual else "observation", to_db(at),
-            EVIDENCE.seal(writer, row_key, "content", new.content), now, new.entry_key))
+    store_rows(conn, [entry_row(writer, profile_id, skill, new, now) for new in entries])
+
+
+def store_rows(conn: Any, rows: Sequence[tuple]) -> None:
+    """Insert ``entry_row`` rows: observations in one statement, manual values one by one (one
+    set again at the same instant replaces the earlier)."""
+    observations = [row for row in rows if row[3] == "observation"]
     if observations:
         conn.executemany(_INSERT_OBSERVATION, observations)
-    for row in manual:
-        conn.execute(_UPSERT_MANUAL, row)
+    for row in rows:
+        if row[3] == "manual":
+            conn.execute(_UPSERT_MANUAL, row)
 
 
 def apply(conn: Any, writer: FieldSealer, keys: EntryKeys, state: SkillState, params: SkillParameters,
           fresh: Sequence[NewEntry], now: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fold ``fresh`` into the skill and write its state (with ``extra`` columns) and their rows,
     inside the caller's transaction. Returns the state's new clear values."""
-    trace = fold(conn, writer, state, params, fresh)
-    values = state_values(trace, writer, state.profile_id, state.skill, now)
-    write_state(conn, state.profile_id, state.skill, {**values, **(extra or {})})
-    legacy = state.legacy
-    stored = list(fresh)
-    if legacy is not None:  # a pre-model value becomes the manual entry it was read as
-        stored.append(manual_entry(legacy, keys.manual(state.profile_id, state.skill, legacy.set_at)))
-    store_entries(conn, writer, state.profile_id, state.skill, stored, now)
-    return values
+    rows = [entry_row(writer, state.profile_id, state.skill, new, now) for new in fresh]
+    return apply_many(conn, writer, keys, [(state, params, fresh, rows)], now, extra)[state.skill]
+
+
+def apply_many(conn: Any, writer: FieldSealer, keys: EntryKeys,
+               skills: Sequence[tuple[SkillState, SkillParameters, Sequence[NewEntry], Sequence[tuple]]],
+               now: str, extra: dict[str, Any] | None = None) -> dict[SkillKey, dict[str, Any]]:
+    """``apply`` for several skills of one profile, each ``(state, params, fresh, rows of fresh
+    by entry_row)``: the states written in one statement, then every row in one (an ingest's
+    whole batch). Returns each skill's new clear values."""
+    written: dict[SkillKey, dict[str, Any]] = {}
+    rows: list[tuple] = []
+    for state, params, fresh, fresh_rows in skills:
+        trace = fold(conn, writer, state, params, fresh)
+        written[state.skill] = state_values(trace, writer, state.profile_id, state.skill, now)
+        rows.extend(fresh_rows)
+        legacy = state.legacy
+        if legacy is not None:  # a pre-model value becomes the manual entry it was read as
+            entry = manual_entry(legacy, keys.manual(state.profile_id, state.skill, legacy.set_at))
+            rows.append(entry_row(writer, state.profile_id, state.skill, entry, now))
+    write_states(conn, [(state.profile_id, state.skill, {**written[state.skill], **(extra or {})})
+                        for state, *_ in skills])
+    store_rows(conn, rows)
+    return written
 
 
 def manual_entry(value: ManualValue, entry_key: str) -> NewEntry:
