@@ -262,7 +262,7 @@ def raw_connection(db: Any, key: bytes, *, without_triggers: tuple[str, ...] = (
         for trigger in without_triggers:
             conn.execute(f"DROP TRIGGER {trigger}")
         return conn
-    return RawPostgresConnection(db.settings.url)
+    return RawPostgresConnection(location(db))
 
 
 def same_database(db: Any, key: bytes) -> Any:
@@ -278,7 +278,14 @@ def location(db: Any) -> str:
     """Where another process finds ``db``: its file's path or its URL (see ``open_location``)."""
     from twin.storage import FileBacked
 
-    return str(db.path) if isinstance(db, FileBacked) else db.settings.url
+    if isinstance(db, FileBacked):
+        return str(db.path)
+    if db.settings.schema is None:
+        return db.settings.url
+    # A component store's schema travels in the URL as libpq's options parameter.
+    separator = "&" if "?" in db.settings.url else "?"
+    return db.settings.url + separator + urllib.parse.urlencode({"options": f"-c search_path={db.settings.schema}"},
+                                                           quote_via=urllib.parse.quote)
 
 
 def open_location(where: str, key: bytes, name: str) -> Any:

@@ -1,4 +1,5 @@
-"""DatabaseLedger: the seed's API on a real SQLCipher file, hash-chained, cached, concurrent."""
+"""DatabaseLedger: the seed's API on each backend (a real SQLCipher file, the ledger schema of a
+real PostgreSQL database), hash-chained, cached, concurrent across threads and processes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from storage_backends import location, raw_connection
 from twin.catalog import open_database
 from twin.ledger import (GENESIS_HASH, DatabaseLedger, DuplicateEntryError, InvalidArgumentError,
                          InvalidEntryError, entry_hash)
@@ -29,6 +31,11 @@ def entry(i: int = 0, node: str = "Node_1", **overrides):
 
 
 @pytest.fixture
+def config(store_config):
+    return store_config
+
+
+@pytest.fixture
 def db(open_catalog_db):
     return open_catalog_db("ledger")
 
@@ -42,11 +49,15 @@ def fill(ledger, count: int, node: str = "Node_1", start: int = 0) -> list[int]:
     return [ledger.append_entry(entry(start + i, node)) for i in range(count)]
 
 
-def tamper(db, sql: str, params=()) -> None:
-    """Edit the file directly, as someone holding the key could (the trigger is dropped first)."""
-    with db.transaction() as conn:
-        conn.execute("DROP TRIGGER IF EXISTS ledger_entries_are_immutable")
+def tamper(db, key: bytes, sql: str, params=()) -> None:
+    """Edit the database directly, as someone holding its key or credentials could (without
+    the immutability trigger)."""
+    conn = raw_connection(db, key, without_triggers=("ledger_entries_are_immutable",))
+    try:
         conn.execute(sql, params)
+        conn.commit()
+    finally:
+        conn.close()
 
 
 # -- appending and reading -------------------------------------------------------------------
@@ -277,17 +288,15 @@ def test_the_cache_sees_writes_made_through_another_connection(config, keyring, 
 def test_the_cache_sees_an_append_made_by_another_process(db, db_key, ledger):
     ledger.append_entry(entry(0))
     assert len(ledger.read_ledger()) == 1
-    script = (
-        "import os, sys\n"
-        "from twin.storage import Database\n"
-        "from twin.ledger import DatabaseLedger\n"
-        "db = Database(sys.argv[1], bytes.fromhex(os.environ['LEDGER_TEST_KEY']))\n"
-        "DatabaseLedger(db).append_entry({'timestamp': 1.0, 'node_id': 'other-process',"
-        " 'features': [], 'confidence': 0.5})\n")
-    subprocess.run([sys.executable, "-c", script, str(db.path)], check=True, cwd=REPO_ROOT,
-                   env={**os.environ, "LEDGER_TEST_KEY": db_key.hex()}, timeout=60)
+    subprocess.run(appender(db, db_key, "other-process", 1), check=True, cwd=REPO_ROOT, timeout=60)
     assert [e["node_id"] for e in ledger.read_ledger()] == ["Node_1", "other-process"]
     assert ledger.get_entries_by_node("other-process")[0]["id"] == 2
+
+
+def appender(db, key: bytes, node: str, count: int) -> list[str]:
+    """The command line of another process appending ``count`` entries of ``node``."""
+    return [sys.executable, str(Path(__file__).with_name("appender.py")), location(db), key.hex(),
+            node, str(count)]
 
 
 # -- cleanup ------------------------------------------------------------------------------------
@@ -340,9 +349,9 @@ def test_entries_cannot_be_updated_through_sql(db, ledger):
         db.execute("UPDATE ledger SET confidence = 0.1 WHERE id = 1")
 
 
-def test_verify_chain_names_an_altered_entry(db, ledger):
+def test_verify_chain_names_an_altered_entry(db, db_key, ledger):
     fill(ledger, 10)
-    tamper(db, "UPDATE ledger SET confidence = 0.99 WHERE id = 5")
+    tamper(db, db_key, "UPDATE ledger SET confidence = 0.99 WHERE id = 5")
     result = ledger.verify_chain()
     assert not result
     assert result.first_bad == 5
@@ -350,24 +359,24 @@ def test_verify_chain_names_an_altered_entry(db, ledger):
     assert result.checked == 4
 
 
-def test_verify_chain_names_the_entry_after_a_removed_one(db, ledger):
+def test_verify_chain_names_the_entry_after_a_removed_one(db, db_key, ledger):
     fill(ledger, 10)
-    tamper(db, "DELETE FROM ledger WHERE id = 5")
+    tamper(db, db_key, "DELETE FROM ledger WHERE id = 5")
     result = ledger.verify_chain()
     assert (result.ok, result.first_bad) == (False, 6)
 
 
-def test_verify_chain_detects_a_rehashed_entry_by_its_successor(db, ledger):
+def test_verify_chain_detects_a_rehashed_entry_by_its_successor(db, db_key, ledger):
     fill(ledger, 10)
     previous = ledger.get_entry_by_id(4)["entry_hash"]
     forged = entry_hash(5, 1_700_000_004.0, "Node_1", [], 0.85, previous)
-    tamper(db, "UPDATE ledger SET features = '[]', entry_hash = ? WHERE id = 5", (forged,))
+    tamper(db, db_key, "UPDATE ledger SET features = '[]', entry_hash = ? WHERE id = 5", (forged,))
     assert ledger.verify_chain().first_bad == 6
 
 
-def test_verify_chain_detects_a_truncated_tail(db, ledger):
+def test_verify_chain_detects_a_truncated_tail(db, db_key, ledger):
     fill(ledger, 10)
-    tamper(db, "DELETE FROM ledger WHERE id > 8")
+    tamper(db, db_key, "DELETE FROM ledger WHERE id > 8")
     result = ledger.verify_chain()
     assert (result.ok, result.first_bad) == (False, 9)
     assert "truncated" in result.reason
@@ -408,6 +417,22 @@ def test_eight_threads_appending_a_thousand_entries_each_lose_and_duplicate_noth
     assert ledger.verify_chain().checked == 8000
 
 
+def test_four_processes_appending_at_once_make_one_chain(db, db_key, ledger):
+    processes = [subprocess.Popen(appender(db, db_key, f"process-{p}", 150), cwd=REPO_ROOT,
+                                  stdout=subprocess.PIPE, text=True) for p in range(4)]
+    returned = [[int(line) for line in process.communicate(timeout=120)[0].split()] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0, 0]
+
+    assert sorted(i for ids in returned for i in ids) == list(range(1, 601))  # no gap, nothing twice
+    entries = ledger.read_ledger()
+    assert [e["id"] for e in entries] == list(range(1, 601))
+    assert all(e["prev_hash"] == p["entry_hash"] for p, e in zip(entries, entries[1:]))
+    assert {e["node_id"] for e in entries} == {f"process-{p}" for p in range(4)}
+    verification = ledger.verify_chain()
+    assert verification.ok and verification.checked == 600
+    assert ledger.head() == {"head_id": 600, "head_hash": entries[-1]["entry_hash"]}
+
+
 # -- schema and construction --------------------------------------------------------------------
 
 def test_the_schema_migrates_down_and_up_again(db):
@@ -418,6 +443,7 @@ def test_the_schema_migrates_down_and_up_again(db):
     assert {"ledger", "ledger_checkpoints", "ledger_state"} <= set(db.table_names())
 
 
+@pytest.mark.sqlite_only("a ledger at a file path")
 def test_open_creates_an_encrypted_ledger_at_a_path(tmp_path, config, keyring):
     path = tmp_path / "elsewhere" / "ledger.db"
     path.parent.mkdir()

@@ -7,8 +7,10 @@
     >>> ledger.get_new_entries(entry_id - 1)
     >>> assert ledger.verify_chain()
 
-Appends serialise on SQLite's write lock (``BEGIN IMMEDIATE``), which is what makes ids
-gap-free and the chain linear when many threads or processes append at once. Reads run in a
+Appends serialise on the ledger's chain lock (``write(fn, lock=CHAIN_LOCK)``: SQLite's write
+lock, ``BEGIN IMMEDIATE``; on PostgreSQL an advisory lock held until COMMIT, after which each
+appender reads the head its predecessor committed), which is what makes ids gap-free and the
+chain one chain when many threads, processes or replicas append at once. Reads run in a
 snapshot and go through ``LedgerCache``, which checks the ledger's version in the database
 first, so the cache never serves data older than the last committed write of any process.
 Entries are returned as dicts: ``id, timestamp, node_id, features, confidence, created_at``
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from twin.storage import Backend, IntegrityError
+from twin.storage.bulk import insert_rows
 from twin.storage.timestamps import to_db, utc_now
 
 from .cache import Entry, LedgerCache, LedgerVersion, copy_entry
@@ -36,8 +39,11 @@ if TYPE_CHECKING:
     from compliance.keyring import Keyring
     from twin.config import Config
 
-_COLUMNS = "id, timestamp, node_id, features, confidence, created_at, prev_hash, entry_hash"
+_COLUMN_NAMES = ("id", "timestamp", "node_id", "features", "confidence", "created_at", "prev_hash",
+                 "entry_hash")
+_COLUMNS = ", ".join(_COLUMN_NAMES)
 _CLEANUP_BATCH = 5000
+CHAIN_LOCK = "ledger:chain"  # every write of ledger_state holds it
 
 
 def _entry_from_row(row: Any) -> Entry:
@@ -127,7 +133,6 @@ class DatabaseLedger:
             head_id, head_hash = conn.execute(
                 "SELECT head_id, head_hash FROM ledger_state WHERE singleton = 1").fetchone()
             created_at = to_db(utc_now())
-            first_id = head_id + 1
             rows, ids = [], []
             for entry in entries:
                 head_id += 1
@@ -138,28 +143,31 @@ class DatabaseLedger:
                 ids.append(head_id)
                 head_hash = digest
             try:
-                conn.executemany(f"INSERT INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                 rows)
+                with self.db.transaction():  # a savepoint: PostgreSQL aborts on the failure
+                    insert_rows(conn, "ledger", _COLUMN_NAMES, rows)
             except IntegrityError as exc:
-                raise self._duplicate(conn, entries, first_id, exc) from None
+                raise self._duplicate(conn, entries, exc) from None
             conn.execute("UPDATE ledger_state SET head_id = ?, head_hash = ? WHERE singleton = 1",
                          (head_id, head_hash))
             return ids
 
-        ids = self.db.write(write)
+        ids = self.db.write(write, lock=CHAIN_LOCK)
         self._cache.clear()
         return ids
 
     @staticmethod
-    def _duplicate(conn: Any, entries: list[ValidEntry], first_id: int,
-                   exc: Exception) -> Exception:
+    def _duplicate(conn: Any, entries: list[ValidEntry], exc: Exception) -> Exception:
+        """The first entry already in the ledger or repeated earlier in the batch."""
         if "UNIQUE" not in str(exc):
             return exc
-        # executemany stopped at the offending entry; the ones before it are in already.
-        inserted = conn.execute("SELECT COUNT(*) FROM ledger WHERE id >= ?",
-                                (first_id,)).fetchone()[0]
-        offending = entries[min(inserted, len(entries) - 1)]
-        return DuplicateEntryError(offending.timestamp, offending.node_id)
+        seen: set[tuple[float, str]] = set()
+        for entry in entries:
+            key = (entry.timestamp, entry.node_id)
+            if key in seen or conn.execute("SELECT 1 FROM ledger WHERE timestamp = ? AND node_id = ?",
+                                           key).fetchone() is not None:
+                return DuplicateEntryError(entry.timestamp, entry.node_id)
+            seen.add(key)
+        return exc
 
     def cleanup_old_entries(self, max_age_seconds: float, *, now: float | None = None,
                             batch_size: int = _CLEANUP_BATCH) -> int:
@@ -177,7 +185,8 @@ class DatabaseLedger:
         cutoff = (utc_now().timestamp() if now is None else now) - max_age_seconds
         total = 0
         while True:
-            deleted = self.db.write(lambda conn: self._delete_batch(conn, cutoff, batch_size))
+            deleted = self.db.write(lambda conn: self._delete_batch(conn, cutoff, batch_size),
+                                    lock=CHAIN_LOCK)
             total += deleted
             if deleted < batch_size:
                 break
@@ -201,8 +210,9 @@ class DatabaseLedger:
         checkpoints = [(row["id"], row["entry_hash"], created_at) for row in doomed
                        if row["next_id"] is None or row["next_id"] not in ids]
         conn.executemany("DELETE FROM ledger WHERE id = ?", [(i,) for i in ids])
-        conn.executemany("INSERT OR REPLACE INTO ledger_checkpoints (id, entry_hash, created_at) "
-                         "VALUES (?, ?, ?)", checkpoints)
+        conn.executemany("INSERT INTO ledger_checkpoints (id, entry_hash, created_at) VALUES (?, ?, ?) "
+                         "ON CONFLICT (id) DO UPDATE SET entry_hash = excluded.entry_hash, "
+                         "created_at = excluded.created_at", checkpoints)
         # A checkpoint followed by another one with no surviving entry between them is now
         # inside a larger gap: only the later one is needed.
         conn.execute(
@@ -249,8 +259,9 @@ class DatabaseLedger:
         """Entries with an id greater than ``last_seen_id`` (>= 0), ascending, at most ``limit``."""
         _require_int("last_seen_id", last_seen_id, 0)
         limit = _require_limit(limit)
-        rows = self.db.query(f"SELECT {_COLUMNS} FROM ledger WHERE id > ? ORDER BY id LIMIT ?",
-                             (last_seen_id, -1 if limit is None else limit))
+        sql = f"SELECT {_COLUMNS} FROM ledger WHERE id > ? ORDER BY id"
+        rows = self.db.query(sql, (last_seen_id,)) if limit is None else \
+            self.db.query(sql + " LIMIT ?", (last_seen_id, limit))
         return [_entry_from_row(row) for row in rows]
 
     def get_entry_by_id(self, entry_id: int) -> Entry | None:
@@ -276,10 +287,9 @@ class DatabaseLedger:
         with self._snapshot() as (conn, version):
             entries = self._cache.node_query(version, key)
             if entries is None:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM ledger WHERE node_id = ? "
-                    "ORDER BY timestamp DESC, id DESC LIMIT ?",
-                    (node_id, -1 if limit is None else limit)).fetchall()
+                sql = f"SELECT {_COLUMNS} FROM ledger WHERE node_id = ? ORDER BY timestamp DESC, id DESC"
+                rows = (conn.execute(sql, (node_id,)) if limit is None else
+                        conn.execute(sql + " LIMIT ?", (node_id, limit))).fetchall()
                 entries = [_entry_from_row(row) for row in rows]
                 self._cache.store_node_query(version, key, entries)
         return [copy_entry(entry) for entry in entries]

@@ -1,4 +1,5 @@
-"""Migrations of ``ledger.db``.
+"""Migrations of ``ledger.db`` (SQLCipher) and the ``ledger`` schema (PostgreSQL), each step in
+both dialects.
 
 v1 is the seed's ``ledger`` table, changed where the seed could not keep its promises:
 
@@ -68,8 +69,55 @@ DROP TRIGGER ledger_entries_are_immutable;
 DROP TABLE ledger;
 """
 
+# PostgreSQL: the same tables (DIALECT.md). ``features`` is ``json``, which validates and keeps
+# the text exactly as written (``jsonb`` would re-space it, and the hash covers that text); the
+# immutability trigger raises integrity_constraint_violation, an IntegrityError as SQLite's
+# RAISE(ABORT) is.
+V1_UP_POSTGRESQL = f"""
+CREATE TABLE ledger (
+    id          BIGINT PRIMARY KEY,
+    timestamp   DOUBLE PRECISION NOT NULL CHECK (timestamp >= 0),
+    node_id     TEXT NOT NULL CHECK (length(trim(node_id)) > 0 AND length(node_id) <= 256),
+    features    JSON NOT NULL,
+    confidence  DOUBLE PRECISION NOT NULL CHECK (confidence BETWEEN 0.0 AND 1.0),
+    created_at  TEXT NOT NULL,
+    prev_hash   TEXT NOT NULL CHECK (length(prev_hash) = 64),
+    entry_hash  TEXT NOT NULL CHECK (length(entry_hash) = 64),
+    UNIQUE (timestamp, node_id)
+);
+CREATE INDEX idx_ledger_node_time ON ledger (node_id, timestamp DESC, id DESC);
+
+CREATE FUNCTION ledger_entries_are_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'ledger entries are immutable' USING ERRCODE = '23000'; END $$;
+CREATE TRIGGER ledger_entries_are_immutable BEFORE UPDATE ON ledger
+FOR EACH ROW EXECUTE FUNCTION ledger_entries_are_immutable();
+
+CREATE TABLE ledger_checkpoints (
+    id          BIGINT PRIMARY KEY,
+    entry_hash  TEXT NOT NULL CHECK (length(entry_hash) = 64),
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE ledger_state (
+    singleton     BIGINT PRIMARY KEY CHECK (singleton = 1),
+    head_id       BIGINT NOT NULL CHECK (head_id >= 0),
+    head_hash     TEXT NOT NULL CHECK (length(head_hash) = 64),
+    cleanup_count BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO ledger_state (singleton, head_id, head_hash, cleanup_count)
+VALUES (1, 0, '{GENESIS_HASH}', 0);
+"""
+
+V1_DOWN_POSTGRESQL = """
+DROP TABLE ledger_state;
+DROP TABLE ledger_checkpoints;
+DROP TABLE ledger;
+DROP FUNCTION ledger_entries_are_immutable();
+"""
+
 MIGRATIONS = [
-    Migration(1, "hash-chained ledger", V1_UP, V1_DOWN,
+    Migration(1, "hash-chained ledger", {"sqlite": V1_UP, "postgresql": V1_UP_POSTGRESQL},
+              {"sqlite": V1_DOWN, "postgresql": V1_DOWN_POSTGRESQL},
               "seed ledger table plus hash chain, head state, cleanup checkpoints"),
 ]
 
