@@ -317,12 +317,15 @@ def open_ledger(path: str | Path | None = None, config: Config | None = None,
 
 
 def open_model_registry(config: Config | None = None, keyring: Keyring | None = None,
-                        model_dir: str | Path | None = None) -> tuple[Database, Path]:
+                        model_dir: str | Path | None = None) -> tuple[Backend, Path | None]:
     """The catalog's ``model_registry`` database, migrated, and the configured model directory
-    (``TWIN_MODEL_DIR``, else ``models/`` beside the database)."""
+    (``TWIN_MODEL_DIR``, else ``models/`` beside the database; None on PostgreSQL, where the
+    model bytes live in the database)."""
     config = config or Config.from_env()
     keyring = keyring or load_keyring(config)
     db = open_database("model_registry", config, keyring.database_keys)
+    if isinstance(db, ServerBacked):
+        return db, None
     return db, Path(model_dir or config.model_dir or db.path.parent / "models")
 
 

@@ -1,4 +1,6 @@
-"""ModelManager: versions, files with checksums, active model, metrics, cleanup (real SQLCipher)."""
+"""ModelManager: versions, stored bytes with checksums, active model, metrics, cleanup, on each
+backend: a real SQLCipher registry with files in a directory, and the model_registry schema of
+a real PostgreSQL database with the bytes in it."""
 
 from __future__ import annotations
 
@@ -17,9 +19,14 @@ from twin.model_registry import (ChecksumMismatchError, DuplicateVersionError,
                                  InvalidVersionError, ModelFileMissingError, ModelManager,
                                  ModelNotFoundError, ModelPerformance)
 from twin.model_registry.schema import MIGRATIONS
-from twin.storage import Migrator
+from twin.storage import FileBacked, Migrator
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def config(store_config):
+    return store_config
 
 
 @pytest.fixture
@@ -37,14 +44,35 @@ def manager(db, model_dir):
     return ModelManager(db, model_dir)
 
 
-def model_files(model_dir) -> list[str]:
-    return sorted(os.listdir(model_dir))
+def stored(manager) -> list[str]:
+    """The names of the stored model bytes: files in the directory, or model_blobs rows."""
+    if isinstance(manager.db, FileBacked):
+        return sorted(os.listdir(manager.files.directory))
+    return [r[0] for r in manager.db.query('SELECT file_name FROM model_blobs ORDER BY file_name COLLATE "C"')]
 
 
-def file_of(manager, name, version):
-    row = manager.db.query_one(
-        "SELECT file_name FROM model_registry WHERE name = ? AND version = ?", (name, version))
-    return manager.files.directory / row["file_name"]
+def stored_name(manager, name, version) -> str:
+    return manager.db.query_one(
+        "SELECT file_name FROM model_registry WHERE name = ? AND version = ?", (name, version))[0]
+
+
+def read_stored(manager, name, version) -> bytes:
+    if isinstance(manager.db, FileBacked):
+        return (manager.files.directory / stored_name(manager, name, version)).read_bytes()
+    return manager.db.query_one("SELECT data FROM model_blobs WHERE file_name = ?",
+                                (stored_name(manager, name, version),))[0]
+
+
+def write_stored(manager, name, version, data: bytes | None) -> None:
+    """Change (or, with None, remove) the stored bytes behind the registry's back."""
+    file_name = stored_name(manager, name, version)
+    if isinstance(manager.db, FileBacked):
+        path = manager.files.directory / file_name
+        path.unlink() if data is None else path.write_bytes(data)
+    elif data is None:
+        manager.db.execute("DELETE FROM model_blobs WHERE file_name = ?", (file_name,))
+    else:
+        manager.db.execute("UPDATE model_blobs SET data = ? WHERE file_name = ?", (data, file_name))
 
 
 def is_utc_iso(text: str) -> bool:
@@ -84,18 +112,19 @@ def test_auto_versioning_bumps_the_last_number_of_the_highest_version(manager):
 
 def test_saving_an_existing_version_again_is_refused_and_leaves_no_file(manager, model_dir):
     manager.save_model("m", b"first", version="1.0.0")
-    before = model_files(model_dir)
+    before = stored(manager)
     with pytest.raises(DuplicateVersionError):
         manager.save_model("m", b"second", version="1.0.0")
-    assert model_files(model_dir) == before
+    assert stored(manager) == before
     assert manager.load_model("m", "1.0.0") == b"first"
 
 
+@pytest.mark.sqlite_only("model files on disk (PostgreSQL keeps the bytes in the database)")
 def test_model_files_are_private_named_after_the_model_and_written_without_leftovers(
         manager, model_dir):
     manager.save_model("Resource Predictor", b"data", version="1.2.0")
     assert stat.S_IMODE(os.stat(model_dir).st_mode) == 0o700
-    [name] = model_files(model_dir)
+    [name] = stored(manager)
     assert name.startswith("Resource-Predictor-v1.2.0-") and name.endswith(".model")
     assert stat.S_IMODE(os.stat(model_dir / name).st_mode) == 0o600
 
@@ -146,17 +175,16 @@ def test_unknown_models_and_versions_are_not_found(manager, call, error):
 
 def test_a_model_file_with_a_flipped_byte_is_refused(manager):
     manager.save_model("m", b"\x01\x02\x03\x04" * 256)
-    path = file_of(manager, "m", "1")
-    data = bytearray(path.read_bytes())
+    data = bytearray(read_stored(manager, "m", "1"))
     data[100] ^= 0x01
-    path.write_bytes(bytes(data))
+    write_stored(manager, "m", "1", bytes(data))
     with pytest.raises(ChecksumMismatchError, match="refusing to load"):
         manager.load_model("m")
 
 
 def test_a_removed_model_file_is_reported_as_missing(manager):
     manager.save_model("m", b"data")
-    file_of(manager, "m", "1").unlink()
+    write_stored(manager, "m", "1", None)
     with pytest.raises(ModelFileMissingError):
         manager.load_model("m", "1")
 
@@ -167,7 +195,7 @@ def test_a_registered_model_has_no_file_but_takes_part_in_versioning(manager, mo
     assert manager.save_model("external", b"now stored")["version"] == "2"
     with pytest.raises(ModelFileMissingError, match="without a file"):
         manager.load_model("external", "1")
-    assert len(model_files(model_dir)) == 1
+    assert len(stored(manager)) == 1
 
 
 # -- validation -----------------------------------------------------------------------------
@@ -178,7 +206,7 @@ def test_unsafe_or_malformed_model_names_are_refused(manager, model_dir, name):
     with pytest.raises(InvalidModelNameError) as caught:
         manager.save_model(name, b"data")
     assert isinstance(caught.value, ValueError)
-    assert model_files(model_dir) == []
+    assert stored(manager) == []
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b"])
@@ -198,7 +226,7 @@ def test_malformed_versions_are_refused(manager, version):
 def test_a_unicode_name_is_kept_and_its_file_name_is_a_safe_slug(manager, model_dir):
     manager.save_model("modèle réseau", b"data")
     assert manager.get_model_info("modèle réseau")["versions"] == ["1"]
-    [name] = model_files(model_dir)
+    [name] = stored(manager)
     assert name.isascii() and " " not in name
 
 
@@ -212,7 +240,7 @@ def test_malformed_arguments_are_refused_with_a_named_error(manager, model_dir, 
     arguments = {"name": "m", "model": b"data", **kwargs}
     with pytest.raises(InvalidModelFieldError):
         manager.save_model(**arguments)
-    assert model_files(model_dir) == []
+    assert stored(manager) == []
 
 
 # -- performance and training history -------------------------------------------------------
@@ -304,13 +332,13 @@ def test_cleanup_keeps_the_newest_versions_and_the_active_one_and_deletes_the_re
         manager.save_model("m", b"version %d" % i)
     manager.set_active("m", "1")
     manager.update_performance("m", "2", {"mae": 0.4})
-    doomed = [file_of(manager, "m", v).name for v in ("2", "3")]
+    doomed = [stored_name(manager, "m", v) for v in ("2", "3")]
     result = manager.cleanup_old_models(keep=2)
     assert [r["version"] for r in result["removed"]] == ["2", "3"]
     assert result["files_deleted"] == 2
     assert [v["version"] for v in manager.get_versions("m")] == ["1", "4", "5"]
-    assert not set(doomed) & set(model_files(model_dir))
-    assert len(model_files(model_dir)) == 3
+    assert not set(doomed) & set(stored(manager))
+    assert len(stored(manager)) == 3
     assert manager.load_model("m") == b"version 1"
     assert manager.get_performance("m") == []
 
@@ -359,7 +387,7 @@ def test_concurrent_saves_get_distinct_versions_and_one_active(manager, model_di
     versions = manager.get_versions("shared")
     assert sorted(int(v["version"]) for v in versions) == list(range(1, 21))
     assert sum(v["is_active"] for v in versions) == 1
-    assert len(model_files(model_dir)) == 20
+    assert len(stored(manager)) == 20
     assert all(manager.load_model("shared", v["version"]) for v in versions)
 
 
@@ -371,6 +399,7 @@ def test_the_schema_migrates_down_and_up_again(db):
     assert {"model_registry", "performance_metrics", "training_history"} <= set(db.table_names())
 
 
+@pytest.mark.sqlite_only("a registry file and its model directory")
 def test_open_uses_the_catalog_database_and_the_configured_model_directory(config, keyring):
     manager = ModelManager.open(config, keyring)
     try:
@@ -380,3 +409,19 @@ def test_open_uses_the_catalog_database_and_the_configured_model_directory(confi
         assert not manager.db.path.read_bytes().startswith(b"SQLite format 3")
     finally:
         manager.db.close_all()
+
+
+@pytest.mark.postgresql_only
+def test_on_postgresql_every_replica_loads_what_any_replica_saved(config, keyring, db, tmp_path):
+    keyring.save(config.keyring_path)
+    first, second = ModelManager.open(config), ModelManager.open(config)  # two replicas' registries
+    try:
+        saved = first.save_model("shared", {"weights": [1, 2, 3]}, model_type="pickled object")
+        assert second.load_model("shared", allow_pickle=True) == {"weights": [1, 2, 3]}
+        assert second.get_active("shared")["checksum_sha256"] == saved["checksum_sha256"]
+        assert first.files.directory is None and not config.model_dir.exists()
+        blob = db.query_one("SELECT data FROM model_blobs")[0]
+        assert hashlib.sha256(blob).hexdigest() == saved["checksum_sha256"]
+    finally:
+        first.db.close_all()
+        second.db.close_all()

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from twin.storage import Database
+from twin.storage import Backend
 from twin.storage.timestamps import to_db, utc_now
 
 from .errors import InvalidModelFieldError
@@ -62,7 +62,7 @@ class VersionHistory:
     """The histories of ``ModelManager``'s versions (it provides ``db``, ``_row`` and
     ``_require_model``)."""
 
-    db: Database
+    db: Backend
     _row: Callable[..., Any]
     _require_model: Callable[..., None]
 
@@ -117,12 +117,13 @@ class VersionHistory:
 
     def _append(self, history: History, name: str, version: str | None, columns: Sequence[str],
                 values: Sequence[Any]) -> Record:
-        with self.db.transaction() as conn:
+        def append(conn: Any) -> int:
             row = self._row(conn, name, version)
-            cursor = conn.execute(
+            return conn.execute(
                 f"INSERT INTO {history.table} (model_id, {', '.join(columns)}) "
-                f"VALUES (?, {', '.join('?' for _ in columns)})", (row["model_id"], *values))
-            entry_id = cursor.lastrowid
+                f"VALUES (?, {', '.join('?' for _ in columns)}) RETURNING id",
+                (row["model_id"], *values)).fetchone()[0]
+        entry_id = self.db.write(append)
         return self._select(history, f"{history.alias}.id = ?", (entry_id,))[0]
 
     def _list(self, history: History, name: str, version: str | None) -> list[Record]:

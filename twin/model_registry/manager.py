@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from twin.storage import Database
+from twin.storage import Backend, FileBacked
 from twin.storage.timestamps import to_db, utc_now
 
 from .errors import DuplicateVersionError, InvalidModelFieldError, ModelFileMissingError, \
     ModelNotFoundError
+from .blobs import ModelBlobStore
 from .files import ModelFileStore
 from .formats import check_allowed, deserialise, serialise
 from .naming import model_file_name, next_version, validate_name, validate_version
@@ -70,7 +71,7 @@ class ModelManager(VersionHistory):
     """Model versions, the active version per name, metrics history and training records
     (``history.VersionHistory``)."""
 
-    def __init__(self, db: Database | None = None, model_dir: str | Path | None = None) -> None:
+    def __init__(self, db: Backend | None = None, model_dir: str | Path | None = None) -> None:
         """The seed's ``ModelManager()``: without ``db``, the configured registry (the catalog's
         ``model_registry`` database and ``TWIN_MODEL_DIR``, from the environment).
 
@@ -82,7 +83,10 @@ class ModelManager(VersionHistory):
 
             db, model_dir = open_model_registry(model_dir=model_dir)
         self.db = db
-        self.files = ModelFileStore(model_dir if model_dir is not None else db.path.parent / "models")
+        # On PostgreSQL the bytes live in the database, so every replica loads what any saved.
+        self.files: ModelFileStore | ModelBlobStore = (
+            ModelFileStore(model_dir if model_dir is not None else db.path.parent / "models")
+            if isinstance(db, FileBacked) else ModelBlobStore(db))
 
     @classmethod
     def open(cls, config: "Config | None" = None, keyring: "Keyring | None" = None,
@@ -113,17 +117,22 @@ class ModelManager(VersionHistory):
         data, model_format = serialise(model)
         # Written before taking the write lock: a large model must not block other writers.
         staged = self.files.stage(data)
-        published = None
+        published: list[Path] = []
+
+        def register(conn: Any) -> str:
+            claimed = self._claim_version(conn, name, version)
+            file_name = model_file_name(name, claimed)
+            model_id = self._insert(conn, name, claimed, fields, activate,
+                                    file_name, staged.sha256, staged.size, model_format)
+            published.append(self.files.publish(staged, file_name))
+            return model_id
+
         try:
-            with self.db.transaction() as conn:
-                version = self._claim_version(conn, name, version)
-                file_name = model_file_name(name, version)
-                model_id = self._insert(conn, name, version, fields, activate,
-                                        file_name, staged.sha256, staged.size, model_format)
-                published = self.files.publish(staged, file_name)
+            model_id = self.db.write(register)  # re-run whole on a PostgreSQL conflict
         except BaseException:
-            self.files.discard(staged.path, published)
+            self.files.discard(staged.path, *published)
             raise
+        self.files.discard(staged.path)
         return self._record_by_id(model_id)
 
     def register_model(self, name: str, version: str | None = None, model_type: str | None = None,
@@ -138,9 +147,8 @@ class ModelManager(VersionHistory):
         if version is not None:
             validate_version(version)
         fields = _descriptive(model_type, algorithms, metadata)
-        with self.db.transaction() as conn:
-            version = self._claim_version(conn, name, version)
-            model_id = self._insert(conn, name, version, fields, activate, None, None, None)
+        model_id = self.db.write(lambda conn: self._insert(
+            conn, name, self._claim_version(conn, name, version), fields, activate, None, None, None))
         return self._record_by_id(model_id)
 
     @staticmethod
@@ -179,14 +187,15 @@ class ModelManager(VersionHistory):
         """Make ``version`` the only active version of ``name``; return its record."""
         name, version = validate_name(name), validate_version(version)
         now = to_db(utc_now())
-        with self.db.transaction() as conn:
+        def activate(conn: Any) -> str:
             row = self._row(conn, name, version)
             if not row["is_active"]:
                 conn.execute("UPDATE model_registry SET is_active = 0, updated_at = ? "
                              "WHERE name = ? AND is_active = 1", (now, name))
                 conn.execute("UPDATE model_registry SET is_active = 1, updated_at = ? "
                              "WHERE model_id = ?", (now, row["model_id"]))
-        return self._record_by_id(row["model_id"])
+            return row["model_id"]
+        return self._record_by_id(self.db.write(activate))
 
     def get_active(self, name: str) -> Record | None:
         """The active version's record, or None when ``name`` has no active version."""
@@ -319,7 +328,7 @@ class ModelManager(VersionHistory):
             raise InvalidModelFieldError("keep must be an integer of at least 1")
         if name is not None:
             name = validate_name(name)
-        with self.db.transaction() as conn:
+        def delete_old(conn: Any) -> list[Any]:
             where, params = ("WHERE name = ?", (name,)) if name is not None else ("", ())
             rows = conn.execute(f"SELECT model_id, name, version, is_active, file_name, seq "
                                 f"FROM model_registry {where} ORDER BY name, seq DESC",
@@ -332,8 +341,11 @@ class ModelManager(VersionHistory):
                     doomed.append(row)
             conn.executemany("DELETE FROM model_registry WHERE model_id = ?",
                              [(row["model_id"],) for row in doomed])
-        # Files go after the commit: a crash in between leaves an unreferenced file, never a
-        # registered version without its file.
+            return doomed
+
+        doomed = self.db.write(delete_old)
+        # Files (blobs) go after the commit: a crash in between leaves an unreferenced file,
+        # never a registered version without its file.
         files_deleted = sum(self.files.delete(row["file_name"]) for row in doomed
                             if row["file_name"] is not None)
         removed = sorted(doomed, key=lambda row: (row["name"], row["seq"]))

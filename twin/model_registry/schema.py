@@ -18,7 +18,10 @@ v1 is the seed's three tables (``model_registry``, ``performance_metrics``,
   ``json_valid``; metrics not in the seed's columns are kept in ``extra_metrics``.
 """
 
+import re
+
 from twin.storage import Migration
+from twin.storage.dialect import postgresql_ddl
 
 V1_UP = """
 CREATE TABLE model_registry (
@@ -90,10 +93,30 @@ V2_DOWN = """
 ALTER TABLE model_registry DROP COLUMN format;
 """
 
+# PostgreSQL: the same tables in its types (DIALECT.md), JSONB for the JSON columns.
+_JSON_CHECKS = re.compile(r" CHECK \(json_valid\(\w+\)\)")
+V1_UP_POSTGRESQL = postgresql_ddl(_JSON_CHECKS.sub("", V1_UP)).replace(
+    "TEXT NOT NULL DEFAULT '[]'", "JSONB NOT NULL DEFAULT '[]'").replace(
+    "TEXT NOT NULL DEFAULT '{}'", "JSONB NOT NULL DEFAULT '{}'")
+assert "json_valid" not in V1_UP_POSTGRESQL
+
+# v3: where the bytes of a version live on PostgreSQL (``twin.model_registry.blobs``): in the
+# database, so every replica loads what any replica saved. SQLCipher keeps them as files
+# beside the registry (nothing to add there).
+V3_UP_POSTGRESQL = """
+CREATE TABLE model_blobs (
+    file_name TEXT PRIMARY KEY,
+    data      BYTEA NOT NULL
+);
+"""
+
 MIGRATIONS = [
-    Migration(1, "model registry", V1_UP, V1_DOWN,
+    Migration(1, "model registry", {"sqlite": V1_UP, "postgresql": V1_UP_POSTGRESQL}, V1_DOWN,
               "seed tables plus unique versions, one active per name, checksums, cascades"),
     Migration(2, "model format", V2_UP, V2_DOWN, "bytes as given or a pickle (opt-in to load)"),
+    Migration(3, "model bytes in the database", {"sqlite": "", "postgresql": V3_UP_POSTGRESQL},
+              {"sqlite": "", "postgresql": "DROP TABLE model_blobs;"},
+              "on PostgreSQL, model bytes in model_blobs (files stay files on SQLCipher)"),
 ]
 
 # Personal-data declaration (see compliance.registry): model metadata and metrics only.
@@ -102,4 +125,5 @@ NO_PERSONAL_DATA = {
     "model_registry": "model names, versions, file checksums",
     "performance_metrics": "aggregate model quality metrics",
     "training_history": "training runs: dataset sizes, hyperparameters, scores",
+    "model_blobs": "model bytes (PostgreSQL only)",
 }
