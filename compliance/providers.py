@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from twin.storage import Database
+from twin.storage.streaming import stream_rows
 
 from .personal_data import PersonalTable, subject_params
 
@@ -88,10 +89,9 @@ class TableProvider:
 
     def _rows(self, conn: Any, table: PersonalTable, subject_hash: str, reader: Any,
               batch: int) -> Iterator[list[dict[str, Any]]]:
-        cursor = conn.execute(
-            f"SELECT {table.select_list()} FROM {table.name} WHERE {table.subjects_where(1)} "
-            f"ORDER BY {table.order_by or table.pk}", subject_params([subject_hash]))
-        while rows := cursor.fetchmany(batch):
+        for rows in stream_rows(
+                conn, f"SELECT {table.select_list()} FROM {table.name} WHERE {table.subjects_where(1)} "
+                f"ORDER BY {table.order_by or table.pk}", subject_params([subject_hash]), batch):
             if reader is None:  # rows without a key: an erasure is mid-way, export none
                 return
             yield self.export_rows(conn, table, rows, reader)

@@ -52,7 +52,6 @@ def streamed_export(runtime, subject, keep: bool = False) -> tuple[int, dict[str
     return peak, counts, "".join(kept)
 
 
-@pytest.mark.sqlite_only("PostgreSQL results are fetched whole; a streamed export there needs a server-side cursor (not yet)")
 def test_the_export_is_complete_and_its_memory_does_not_grow_with_the_history(runtime, make_subject):
     small = make_subject("small-history", sessions=0, knowledge=1)
     large = make_subject("large-history", sessions=0, knowledge=1)

@@ -310,3 +310,35 @@ def test_counts_sum_every_thread(db):
     before = db.statement_counts()
     concurrently(*[lambda: db.query("SELECT 1")] * 3)
     assert (db.statement_counts() - before).statements == 3
+
+
+# -- streaming long reads -------------------------------------------------------------------
+
+def test_a_snapshot_streams_a_long_result_in_batches_and_sees_no_later_commit(db):
+    from twin.storage.streaming import stream_rows
+
+    db.executemany("INSERT INTO items (name) VALUES (?)", [(f"n{i:04d}",) for i in range(1000)])
+    batches = []
+    with db.snapshot() as conn:
+        for rows in stream_rows(conn, "SELECT name FROM items WHERE name >= ? ORDER BY name", ("n",), 300):
+            batches.append([r["name"] for r in rows])
+            if len(batches) == 1:  # committed while the stream is half-way: not in it
+                db.execute("INSERT INTO items (name) VALUES ('n9999')")
+    assert [len(b) for b in batches] == [300, 300, 300, 100]
+    assert [n for b in batches for n in b] == [f"n{i:04d}" for i in range(1000)]
+    assert db.query_one("SELECT count(*) FROM items")[0] == 1001
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_on_a_server_the_stream_reads_through_a_server_side_cursor_closed_after_its_last_row(db):
+    from twin.storage.streaming import stream_rows
+
+    db.executemany("INSERT INTO items (name) VALUES (?)", [(f"n{i}",) for i in range(50)])
+    open_cursors = []
+    with db.snapshot() as conn:
+        stream = stream_rows(conn, "SELECT name FROM items ORDER BY id", (), 20)
+        for _ in stream:
+            open_cursors.append(conn.execute("SELECT count(*) FROM pg_cursors WHERE name LIKE 'twin_stream_%'")
+                                .fetchone()[0])
+        after = conn.execute("SELECT count(*) FROM pg_cursors WHERE name LIKE 'twin_stream_%'").fetchone()[0]
+    assert open_cursors == [1, 1, 1] and after == 0

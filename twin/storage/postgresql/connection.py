@@ -152,6 +152,7 @@ class PgConnection:
         self._conn: psycopg.Connection | None = None   # held while a transaction is open
         self._begin: str | None = None                  # BEGIN not sent yet
         self.depth = 0                                  # savepoint nesting
+        self._cursors = 0                               # server-side cursors named so far
 
     @property
     def in_transaction(self) -> bool:
@@ -202,6 +203,38 @@ class PgConnection:
             return run(self._conn)
         with self._db.borrow() as conn:
             return run(conn)
+
+    def stream(self, sql: str, params: Sequence[Any] | dict[str, Any], batch: int) -> Iterator[list[Any]]:
+        """The rows of a query in lists of up to ``batch``, fetched from a server-side (named)
+        cursor as they are read, so neither the client nor the driver ever holds the whole
+        result (``twin.storage.streaming.stream_rows``). Needs an open transaction (a
+        ``snapshot()``): the cursor lives until its last row, or the transaction's end."""
+        if self._conn is None:
+            raise StorageError("stream() needs an open transaction (use the database's snapshot())")
+        self._send_pending_begin()  # DECLARE does not go in the pipeline that carries BEGIN
+        counter = self._db.counter
+        self._cursors += 1
+        conn = self._conn
+        cursor = conn.cursor(name=f"twin_stream_{self._cursors}")
+        try:
+            counter.statement()  # DECLARE
+            cursor.execute(to_pyformat(sql) if params else sql, params or None)
+            while True:
+                counter.statement()  # FETCH FORWARD batch
+                rows = cursor.fetchmany(batch)
+                if rows:
+                    yield rows
+                if len(rows) < batch:
+                    return
+        except psycopg.Error as exc:
+            raise map_error(exc) from None
+        finally:
+            if conn is self._conn and not conn.closed and not cursor.closed:
+                counter.statement()  # CLOSE
+                try:
+                    cursor.close()
+                except psycopg.Error:
+                    pass  # the transaction is failing anyway; its end closes the cursor
 
     def _send_pending_begin(self) -> None:
         if self._conn is not None and self._begin is not None:
