@@ -141,6 +141,7 @@ class DataSubjectRequests:
         ``progress`` counts the tables done (a large subject's rows go table by table)."""
         started = time.perf_counter()
         self.holds.check_not_held(subject_hash)
+        self.keys.settle([subject_hash])  # a leased key their profile names counts (and goes) too
         receipt = ErasureReceipt(receipt_id=f"rcpt_{secrets.token_urlsafe(12)}",
                                  erased_at=to_db(self.clock()), dry_run=dry_run,
                                  counts=self.counts(subject_hash))
@@ -205,6 +206,10 @@ class DataSubjectRequests:
         data = self._data_databases()
         every = every or not erasure_generation.agree(self.vault_db, data)
         where = "" if every else " WHERE t.completed_at IS NULL"
+        # A key a data row binds them to (leased, not yet bound in the vault) joins below like
+        # any other, dated from that row: a subject who came back is told from one restored.
+        self.keys.settle([r["user_id_hash"] for r in self.vault_db.query(
+            "SELECT t.user_id_hash FROM erasure_tombstones t" + where)])
         rows = self.vault_db.query("SELECT t.user_id_hash, t.receipt_id, t.erased_at, k.created_at AS key_created "
                                    "FROM erasure_tombstones t LEFT JOIN subject_keys k "
                                    "ON k.user_id_hash = t.user_id_hash" + where)

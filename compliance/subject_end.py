@@ -42,6 +42,7 @@ class SubjectEnding:
         tables done.
         """
         deleted: dict[str, int] = {}
+        self.keys.settle(subject_hashes)  # a key a data row binds them to goes by subject hash too
         steps = [self.vault, self.data] if key_first else [self.data, self.vault]
         tables = sum(1 for p in self.data + self.vault for t in p.tables if t.erase)
         with progress("erase subject", tables, "tables") as bar:

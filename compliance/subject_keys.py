@@ -19,6 +19,13 @@ A subject's key is reached through one pair of accessors:
 
 Erasure and retention in this process drop the remembered key at once; after an erasure by
 another process it can stay in memory that long, with no row left to open.
+
+Each key has a key id; its wrapping's associated data names it. A key made for a subject here
+has their subject hash as key id and is bound (``user_id_hash``) when stored. A key created with
+a profile comes from its process's lease of unbound keys (``compliance.subject_key_lease``):
+until the lease binds it in the vault, the profile's row is the binding, and ``bindings`` (the
+data owner's ``KeyBindings``) finds it. ``settle`` copies such bindings into the vault: erasure
+and retention settle a subject first, so their key goes by subject hash like any other.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
-from twin.storage import Database
+from twin.storage import Database, IntegrityError
 from twin.storage.timestamps import to_db, utc_now
 
 from . import envelope
@@ -72,6 +79,24 @@ def _parse_many(texts: list[bytes]) -> list[Any]:
     if len(values) != len(texts):  # a sealed text that is not one value: never ours, but be exact
         return [json.loads(text) for text in texts]
     return values
+
+
+class Binding(NamedTuple):
+    """A data row binding a subject to a leased key, and since when (the row's creation)."""
+
+    key_id: str
+    subject_hash: str
+    since: str
+
+
+class KeyBindings(Protocol):
+    """The data owner's rows that name a subject's key (a profile created with a leased one)."""
+
+    def bound_keys(self, subject_hashes: Sequence[str]) -> list[Binding]:
+        """The bindings of these subjects."""
+
+    def referencing(self, key_ids: Sequence[str]) -> list[Binding]:
+        """The bindings naming these keys."""
 
 
 class KeyProof(NamedTuple):
@@ -162,8 +187,10 @@ class SubjectKeyStore:
 
     def __init__(self, vault: Database, wrapping: FieldCipher | FieldKeys, *, encrypt: bool = True,
                  clock: Callable[[], datetime] = utc_now,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 bindings: KeyBindings | None = None) -> None:
         self.vault = vault
+        self.bindings = bindings
         self._keys = field_keys(wrapping)
         self._encrypt = encrypt
         # Key creation times are compared with erasure tombstones (written with the service's
@@ -176,8 +203,21 @@ class SubjectKeyStore:
         return f"SubjectKeyStore(vault={self.vault.name!r})"
 
     @staticmethod
-    def _aad(subject_hash: str) -> bytes:
-        return associated_data("subject_keys", "wrapped_key", subject_hash)
+    def aad(key_id: str) -> bytes:
+        """The associated data of a wrapped key: its key id (a bound-made key's is its subject
+        hash, as before key ids)."""
+        return associated_data("subject_keys", "wrapped_key", key_id)
+
+    @property
+    def encrypts(self) -> bool:
+        return self._encrypt
+
+    @property
+    def field_keys(self) -> FieldKeys:
+        return self._keys
+
+    def now(self) -> datetime:
+        return self._clock()
 
     # -- the two accessors ----------------------------------------------------------------
 
@@ -206,23 +246,56 @@ class SubjectKeyStore:
         before_read = self._remembered.token()
         cipher = self._create(subject_hash) if create else None
         if cipher is None:
-            row = self.vault.query_one("SELECT wrapped_key FROM subject_keys WHERE user_id_hash = ?",
-                                       (subject_hash,))
+            row = self._stored(subject_hash)
             if row is None:
                 raise SubjectKeyMissingError("the subject has no data key (erased or never stored)")
-            cipher = SubjectCipher(envelope.unwrap(self._keys, row["wrapped_key"], self._aad(subject_hash)))
+            cipher = SubjectCipher(envelope.unwrap(self._keys, row["wrapped_key"], self.aad(row["key_id"])))
         self._remembered.put(subject_hash, cipher, before_read)
         return cipher
+
+    def existing(self, subject_hash: str) -> FieldSealer | None:
+        """The subject's key if they have one (remembered, or bound in the vault), else None:
+        a new subject's profile then takes a leased key."""
+        if not self._encrypt:
+            return PlaintextSealer()
+        cached = self._remembered.get(subject_hash)
+        if cached is not None:
+            return cached
+        try:
+            return self.writer(subject_hash)
+        except SubjectKeyMissingError:
+            return None
+
+    def remember(self, subject_hash: str, cipher: SubjectCipher) -> None:
+        """Keep a key just bound to the subject (by a create's data row) in memory."""
+        self._remembered.put(subject_hash, cipher, self._remembered.token())
+
+    def _stored(self, subject_hash: str) -> Any:
+        """The subject's ``key_id, wrapped_key`` row: bound in the vault, else through the data
+        row that binds them to a leased key; None when they have no key."""
+        row = self.vault.query_one("SELECT key_id, wrapped_key FROM subject_keys WHERE user_id_hash = ?",
+                                   (subject_hash,))
+        if row is not None or self.bindings is None:
+            return row
+        for binding in self.bindings.bound_keys([subject_hash]):
+            row = self.vault.query_one("SELECT key_id, wrapped_key FROM subject_keys WHERE key_id = ?",
+                                       (binding.key_id,))
+            if row is not None:
+                return row
+        return None
 
     # -- keys -----------------------------------------------------------------------------
 
     def _create(self, subject_hash: str) -> SubjectCipher | None:
-        """A new data key for the subject, stored wrapped; None if they already have one."""
-        data_key, wrapped, version = envelope.new_data_key(self._keys, self._aad(subject_hash))
-        row = (subject_hash, version, wrapped, to_db(self._clock()))
+        """A new data key for the subject, stored wrapped and bound (its key id is their subject
+        hash); None if they already have one (bound here, or through a data row)."""
+        if self.bindings is not None and self.bindings.bound_keys([subject_hash]):
+            return None
+        data_key, wrapped, version = envelope.new_data_key(self._keys, self.aad(subject_hash))
+        row = (subject_hash, subject_hash, version, wrapped, to_db(self._clock()))
         inserted = self.vault.write_shared(lambda conn: conn.execute(
-            "INSERT INTO subject_keys (user_id_hash, key_version, wrapped_key, created_at) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (user_id_hash) DO NOTHING", row).rowcount)
+            "INSERT INTO subject_keys (key_id, user_id_hash, key_version, wrapped_key, created_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", row).rowcount)
         return SubjectCipher(data_key) if inserted else None
 
     def _remembered_cipher(self, subject_hash: str) -> SubjectCipher:
@@ -235,8 +308,15 @@ class SubjectKeyStore:
         self._remembered.forget(subject_hash)
 
     def has_key(self, subject_hash: str) -> bool:
-        return self.vault.query_one("SELECT 1 FROM subject_keys WHERE user_id_hash = ?",
-                                    (subject_hash,)) is not None
+        return self._stored(subject_hash) is not None
+
+    def settle(self, subject_hashes: Sequence[str]) -> int:
+        """Bind in the vault the leased keys that data rows bind these subjects to, so that
+        ending them destroys those keys by subject hash; returns how many were bound."""
+        if self.bindings is None or not subject_hashes:
+            return 0
+        bound = self.bindings.bound_keys(subject_hashes)
+        return bind(self.vault, bound) if bound else 0
 
     def destroy(self, subject_hash: str) -> bool:
         """Delete the subject's wrapped key (secure_delete zeroes its bytes). True if it existed."""
@@ -258,12 +338,41 @@ class SubjectKeyStore:
 
         def work(conn: Any) -> int:
             rows = conn.execute(
-                "SELECT user_id_hash, wrapped_key FROM subject_keys WHERE key_version != ? LIMIT ?",
+                "SELECT key_id, wrapped_key FROM subject_keys WHERE key_version != ? LIMIT ?",
                 (active, batch_size)).fetchall()
             for row in rows:
-                rewrapped = envelope.rewrap(self._keys, row["wrapped_key"], self._aad(row["user_id_hash"]))
+                rewrapped = envelope.rewrap(self._keys, row["wrapped_key"], self.aad(row["key_id"]))
                 conn.execute("UPDATE subject_keys SET wrapped_key = ?, key_version = ? "
-                             "WHERE user_id_hash = ?", (rewrapped, key_id_of(rewrapped), row["user_id_hash"]))
+                             "WHERE key_id = ?", (rewrapped, key_id_of(rewrapped), row["key_id"]))
             return len(rows)
 
         return self.vault.write(work)
+
+
+_BIND = ("UPDATE subject_keys SET user_id_hash = ?, created_at = ?, leased_to = NULL, lease_ends_at = NULL "
+         "WHERE key_id = ? AND user_id_hash IS NULL "
+         "AND NOT EXISTS (SELECT 1 FROM subject_keys b WHERE b.user_id_hash = ?)")
+
+
+def bind(vault: Database, bindings: Sequence[Binding]) -> int:
+    """Record the bindings in the vault, in one transaction; returns the keys bound.
+
+    A key's ``created_at`` becomes its binding's ``since`` (when the subject's data began to use
+    it), which erasure tombstones are compared with. A subject bound to another key already (a
+    key of theirs made at the same moment elsewhere) leaves this one unbound: it stays while a
+    data row names it, and is reclaimed once none does (``compliance.subject_key_lease``).
+    """
+    rows = [(b.subject_hash, b.since, b.key_id, b.subject_hash) for b in bindings]
+
+    def work(conn: Any) -> int:
+        return sum(conn.execute(_BIND, row).rowcount for row in rows)
+
+    try:
+        return vault.write(work)
+    except IntegrityError:  # a binding made elsewhere between the check and the update
+        return sum(vault.write(lambda conn, row=row: conn.execute(_BIND, row).rowcount)
+                   for row in rows if not _taken(vault, row[0]))
+
+
+def _taken(vault: Database, subject_hash: str) -> bool:
+    return vault.query_one("SELECT 1 FROM subject_keys WHERE user_id_hash = ?", (subject_hash,)) is not None

@@ -15,6 +15,8 @@ from twin.storage import Migration
 from twin.storage.dialect import POSTGRESQL, postgresql_ddl
 from twin.storage.timestamps import to_db, utc_now
 
+from .vault_schema_keys import V9_DOWN, V9_UP
+
 V1_UP = """
 -- Per-subject data keys, wrapped (AES-GCM) by the keyring's active field key.
 CREATE TABLE subject_keys (
@@ -330,7 +332,10 @@ MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job l
               Migration(7, "audit chain seals and their verification marks", V7_UP, V7_DOWN),
               Migration(8, "the deployment's keyring fingerprints; the audit seq's high-water mark",
                         {"sqlite": V8_SQLITE, "postgresql": V8_POSTGRESQL},
-                        {"sqlite": V8_DOWN_SQLITE, "postgresql": V8_DOWN_POSTGRESQL})]
+                        {"sqlite": V8_DOWN_SQLITE, "postgresql": V8_DOWN_POSTGRESQL}),
+              Migration(9, "subject keys by key id, leased unbound (a create commits once)",
+                        V9_UP,
+                        V9_DOWN)]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
 
@@ -346,11 +351,11 @@ PERSONAL_DATA = [
                  timestamp("last_used_at")),
         row_id=("token_id",), subject_hash_column="subject_hash"),
     PersonalTable(
-        database="privacy_vault", name="subject_keys", pk="user_id_hash",
-        columns=(subject_hash("user_id_hash"), clear("key_version"),
+        database="privacy_vault", name="subject_keys", pk="key_id",
+        columns=(key("key_id"), subject_hash("user_id_hash"), clear("key_version"),
                  other("wrapped_key", why="the subject's data key, wrapped by the field key"),
-                 timestamp("created_at")),
-        row_id=("user_id_hash",), subject_hash_column="user_id_hash"),
+                 timestamp("created_at"), clear("leased_to"), timestamp("lease_ends_at")),
+        row_id=("key_id",), subject_hash_column="user_id_hash"),
     PersonalTable(
         database="privacy_vault", name="audit_events", pk="seq", export_as="disclosures",
         columns=(key("seq"), key("event_id"), timestamp("occurred_at"), clear("actor_id"),

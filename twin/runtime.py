@@ -21,6 +21,7 @@ from compliance.keyring_watcher import KeyringWatcher
 from compliance.providers import PersonalDataProvider, TableProvider
 from compliance.retention import RetentionPurger
 from compliance.subject_end import SubjectEnding
+from compliance.subject_key_lease import SubjectKeyLease
 from compliance.subject_keys import SubjectKeyStore
 from compliance.tokens import TokenStore
 from compliance.vault_provider import VaultProvider
@@ -32,6 +33,7 @@ from .learners.consents import ConsentService
 from .learners.context import LearnerContext
 from .learners.evidence import EvidenceService
 from .learners.holds import LegalHolds
+from .learners.key_bindings import ProfileKeyBindings
 from .learners.knowledge import KnowledgeService
 from .learners.model_fitting import ModelFitting
 from .learners.privacy import LearnerDataProvider
@@ -83,11 +85,12 @@ class Runtime:
         self.field_keys = KeyringWatcher(keyring, load=lambda: reload_keyring(config),
                                          path=config.keyring_path)
         self.keys = SubjectKeyStore(self.vault_db, self.field_keys, encrypt=not config.bench_plaintext,
-                                    clock=clock)
+                                    clock=clock, bindings=ProfileKeyBindings(self.twin_db))
+        self.lease = SubjectKeyLease(self.keys)
         self.audit = self._audit_trail(SealBook(keyring.audit_seal_key, config.audit_seal_every))
         self.tokens = TokenStore(self.vault_db, cache_seconds=config.token_cache_seconds)
         self.holds = LegalHolds(self.twin_db, clock)
-        ctx = LearnerContext(self.twin_db, self.keys, self.hasher, self.audit, config, clock)
+        ctx = LearnerContext(self.twin_db, self.keys, self.lease, self.hasher, self.audit, config, clock)
         self.profiles = ProfileService(ctx)
         self.sessions = SessionService(ctx, self.profiles)
         self.skill_parameters = SkillParameterStore(self.twin_db)
@@ -199,6 +202,10 @@ class Runtime:
             self.audit.close()
         except Exception:  # they stay staged on disk; the next start moves them in
             log.warning("staged audit events could not be flushed at shutdown", exc_info=True)
+        try:
+            self.lease.close()  # leased keys' bindings into the vault (the data rows hold them anyway)
+        except Exception:
+            log.warning("subject key bindings could not be recorded at shutdown", exc_info=True)
         try:
             self.tokens.close()  # when tokens were last used (coarse)
         except Exception:

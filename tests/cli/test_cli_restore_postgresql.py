@@ -12,6 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from subject_key_rows import wrapped_key_of
+
 from cli_support import operator_env, twin
 from compliance.audit import Actor
 from storage_backends import COMPONENT_PREFIXES, database_url
@@ -57,9 +59,7 @@ def test_a_learner_erased_after_the_dump_stays_erased_after_pg_restore_and_reapp
     try:
         ids = {user: rt.profiles.create(ADMIN, None, {"user_id": user, "personal": {"n": user}})[0]["profile_id"]
                for user in (ERASED, KEPT)}
-        keys = {user: bytes(rt.vault_db.query_one("SELECT wrapped_key FROM subject_keys WHERE "
-                                                  "user_id_hash = ?", (rt.hasher.hash(user),))[0])
-                for user in (ERASED, KEPT)}
+        keys = {user: wrapped_key_of(rt, rt.hasher.hash(user)) for user in (ERASED, KEPT)}
     finally:
         rt.close()
     urls = {"data": pg_env["TWIN_DATABASE_URL"], "vault": pg_env["TWIN_VAULT_DATABASE_URL"]}

@@ -13,9 +13,11 @@ from compliance.vault_schema import MIGRATIONS as VAULT_MIGRATIONS
 from twin.catalog import open_database
 from twin.cli import cli
 from twin.config import Config
+from twin.learners.schema import MIGRATIONS as DATA_MIGRATIONS
 from twin.runtime import Runtime
 
 ADMIN = Actor("t", "admin")
+DATA_LATEST = DATA_MIGRATIONS[-1].version
 ROLLBACK = ["db", "rollback", "--database", "digital_twin", "--to", "1"]
 
 
@@ -31,12 +33,14 @@ def env(tmp_path):
     return env
 
 
-def _empty_the_compact_audit_trail(env) -> None:
+def _empty_what_rolling_the_vault_back_drops(env) -> None:
+    """The compact audit trail (gone below v6) and the keys by key id (below v9: leased ones)."""
     config = Config.from_env(env)
     vault = open_database("privacy_vault", config, Keyring.load(config.keyring_path, production=False).database_keys)
     try:
         for table in ("audit_log", "audit_actors", "audit_subjects", "audit_resources"):
             vault.execute(f"DELETE FROM {table}")
+        vault.execute("DELETE FROM subject_keys WHERE user_id_hash IS NULL OR key_id != user_id_hash")
     finally:
         vault.close_all()
 
@@ -67,7 +71,7 @@ def test_the_plan_lists_tables_and_columns_with_their_rows_and_nothing_changes_w
     run = CliRunner().invoke(cli, ROLLBACK + ["--yes"], env=env)
     assert run.exit_code == 2
     assert run.stdout.splitlines() == [
-        "digital_twin: roll back v4 -> v1 (undo 4, 3, 2)",
+        f"digital_twin: roll back v{DATA_LATEST} -> v1 (undo {', '.join(map(str, range(DATA_LATEST, 1, -1)))})",
         "  drop table consents (0 rows)",
         "  drop table erasure_generation (0 rows)",
         "  drop table evidence (0 rows)",
@@ -81,18 +85,19 @@ def test_the_plan_lists_tables_and_columns_with_their_rows_and_nothing_changes_w
         "  drop column knowledge_states.source (0 rows with a value)",
         "  drop column learning_profiles.retention_days (3 rows with a value)",
         "  drop column learning_profiles.row_version (3 rows with a value)",
+        "  drop column learning_profiles.subject_key_id (3 rows with a value)",
         "  drop column learning_sessions.row_version (0 rows with a value)",
     ]
-    assert run.stderr.strip() == ("twin: error: digital_twin: the rollback would drop 7 rows of data "
+    assert run.stderr.strip() == ("twin: error: digital_twin: the rollback would drop 10 rows of data "
                                   "(listed above); pass --force to drop them")
-    assert _state(env) == (4, 1)
+    assert _state(env) == (DATA_LATEST, 1)
 
 
 def test_a_dry_run_prints_the_plan_and_changes_nothing(env, tmp_path):
     run = CliRunner().invoke(cli, ROLLBACK + ["--dry-run"], env=env)
     assert run.exit_code == 0 and "drop table legal_holds (1 rows)" in run.stdout
     assert "dry run: nothing changed" in run.stdout
-    assert _state(env) == (4, 1)
+    assert _state(env) == (DATA_LATEST, 1)
     assert not (tmp_path / "data" / "backups").exists()
     assert [p.name for p in (tmp_path / "data").iterdir() if "rollback-plan" in p.name] == []
 
@@ -100,7 +105,7 @@ def test_a_dry_run_prints_the_plan_and_changes_nothing(env, tmp_path):
 def test_without_a_terminal_it_needs_yes(env):
     run = CliRunner().invoke(cli, ROLLBACK + ["--force"], env=env)
     assert run.exit_code == 2 and "pass --yes" in run.stderr
-    assert _state(env) == (4, 1)
+    assert _state(env) == (DATA_LATEST, 1)
 
 
 def test_forced_and_confirmed_it_backs_up_first_and_the_backup_brings_the_hold_back(env, tmp_path):
@@ -114,11 +119,11 @@ def test_forced_and_confirmed_it_backs_up_first_and_the_backup_brings_the_hold_b
     restored = CliRunner().invoke(cli, ["db", "restore", str(backup), "--database", "digital_twin",
                                         "--yes", "--force"], env=env)
     assert restored.exit_code == 0, restored.output
-    assert _state(env) == (4, 1)
+    assert _state(env) == (DATA_LATEST, 1)
 
 
 def test_a_rollback_that_drops_no_data_needs_no_force(env):
-    _empty_the_compact_audit_trail(env)  # rolling back past vault v6 drops it (tested below)
+    _empty_what_rolling_the_vault_back_drops(env)  # past vault v6 and v9 (tested below)
     run = CliRunner().invoke(cli, ["db", "rollback", "--database", "privacy_vault", "--to", "2", "--yes"],
                              env=env)
     assert run.exit_code == 0, run.output

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from subject_key_rows import wrapped_key_of
+
 from compliance.audit import Actor
 from compliance.dsr import EXPORT_FORMAT
 from compliance.legal_hold import SubjectOnHoldError
@@ -69,8 +71,7 @@ def test_erasure_leaves_nothing_of_the_subject_in_api_export_files_or_vault(
     ciphertexts = ciphertexts_of(subject.subject_hash)
     # profile x2, sessions, knowledge (trajectory, model checkpoint), evidence (manual values), consent
     assert len(ciphertexts) == 2 + 3 + 2 + 2 + 2 + 1
-    wrapped_key = bytes(runtime.vault_db.query_one(
-        "SELECT wrapped_key FROM subject_keys WHERE user_id_hash = ?", (subject.subject_hash,))[0])
+    wrapped_key = wrapped_key_of(runtime, subject.subject_hash)
     before = forensics.decrypted(runtime.twin_db.path, runtime.keyring.database_key)
     assert subject.subject_hash.encode() in before and all(c in before for c in ciphertexts)
 

@@ -464,10 +464,10 @@ def test_a_wrapped_key_copied_to_another_subjects_row_opens_nothing(store, vault
 def test_a_rewrap_batch_is_500_keys_unless_told(vault, keyring):
     old = FieldCipher(keyring.field_keys, keyring.active_field_key)
     subjects = [f"{i:064x}" for i in range(501)]
-    rows = [(s, old.active_key_id, old.encrypt(os.urandom(32), associated_data("subject_keys", "wrapped_key", s)),
+    rows = [(s, s, old.active_key_id, old.encrypt(os.urandom(32), associated_data("subject_keys", "wrapped_key", s)),
              "2030-01-01T00:00:00.000000Z") for s in subjects]
-    vault.executemany("INSERT INTO subject_keys (user_id_hash, key_version, wrapped_key, created_at) "
-                      "VALUES (?, ?, ?, ?)", rows)
+    vault.executemany("INSERT INTO subject_keys (key_id, user_id_hash, key_version, wrapped_key, created_at) "
+                      "VALUES (?, ?, ?, ?, ?)", rows)
     rotated = keyring.with_new_field_key()
     new = SubjectKeyStore(vault, FieldCipher(rotated.field_keys, rotated.active_field_key))
 

@@ -17,7 +17,7 @@ ADMIN = Actor("tok_test_admin", "admin")
 
 @pytest.fixture
 def store(runtime):
-    return SettingsStore.from_keyring(runtime.settings_db, runtime.keyring, vault=runtime.vault_db)
+    return SettingsStore.from_keyring(runtime.settings_db, runtime.keyring, subject_keys=runtime.keys)
 
 
 def rows(runtime, sql):

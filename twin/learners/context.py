@@ -9,6 +9,7 @@ from typing import Callable
 
 from compliance.audit import Actor, AuditTrail
 from compliance.id_hashing import SubjectHasher
+from compliance.subject_key_lease import SubjectKeyLease
 from compliance.subject_keys import SubjectKeyStore
 from twin.config import Config
 from twin.storage import Database
@@ -21,6 +22,7 @@ from .errors import NotFoundError
 class LearnerContext:
     db: Database                    # digital_twin.db
     keys: SubjectKeyStore
+    lease: SubjectKeyLease          # new subjects' keys (a create commits once)
     hasher: SubjectHasher
     audit: AuditTrail
     config: Config

@@ -29,7 +29,7 @@ _FIRST_ROW_VERSION = 1  # row_version's column default: what a new row's ETag is
 _SELECT_LIVE = (f"SELECT {PROFILES.select_list()} FROM {PROFILES.name} "
                 f"WHERE profile_id = :profile_id AND {PROFILES.live_where()}")
 _INSERT_COLUMNS = ("profile_id", PROFILES.subject_hash_column, "preferred_difficulty", "created_at", "updated_at",
-                   "ttl_expires_at", "retention_days", *_FIELD_COLUMNS, _SEALED)
+                   "ttl_expires_at", "retention_days", "subject_key_id", *_FIELD_COLUMNS, _SEALED)
 # What the API view is made of: every exported column (the export's decoding, renamed below).
 _VIEW_COLUMNS = tuple(c.name for c in PROFILES.columns if c.exported)
 
@@ -128,7 +128,10 @@ class ProfileService:
     # -- writing --------------------------------------------------------------------------
 
     def create(self, actor: Actor, request_id: str | None, data: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        """Create a profile (and its parental consent, when one is given)."""
+        """Create a profile (and its parental consent, when one is given).
+
+        A new subject's key comes from the process's lease and the row names it: the create's
+        one commit is this database's (``compliance.subject_key_lease``)."""
         ctx = self.ctx
         subject_hash = ctx.hasher.hash(data["user_id"])
         birth_date: date | None = data.get("birth_date")
@@ -147,11 +150,14 @@ class ProfileService:
                   **{column: _field_value(data, column) for column in _FIELD_COLUMNS},
                   _SEALED: {"personal": data.get("personal") or {},
                             "birth_date": birth_date.isoformat() if birth_date else None}}
-        writer = ctx.keys.writer(subject_hash, create=True)
+        new_key = ctx.lease.for_new_subject(subject_hash)
+        writer = new_key.sealer
+        values["subject_key_id"] = new_key.key_id
         stored = [PROFILES.seal(writer, profile_id, c, values[c]) if c in PROFILES.sealed_columns else values[c]
                   for c in _INSERT_COLUMNS]
 
         def insert(conn: Any) -> None:
+            new_key.check_usable()  # never commit a key whose lease may be reclaimed
             conn.execute(PROFILES.insert_sql(_INSERT_COLUMNS), stored)
             if consent_data:
                 insert_consent(conn, writer, consent_id=new_id("cns"), profile_id=profile_id,
@@ -160,8 +166,9 @@ class ProfileService:
 
         try:
             ctx.db.write(insert)
-        except IntegrityError:
+        except IntegrityError:  # the taken key stays unused: reclaimed after its lease
             raise DuplicateProfileError("this user already has a profile") from None
+        ctx.lease.bound(new_key, subject_hash, values["created_at"])
         ctx.record(actor, "create", subject_hash, f"profile:{profile_id}", request_id)
         if consent_data:
             ctx.record(actor, "consent_grant", subject_hash, f"profile:{profile_id}", request_id)

@@ -205,6 +205,16 @@ def _v3_down(conn: Any, dialect: Dialect) -> None:
         conn.execute(f"ALTER TABLE knowledge_states DROP COLUMN {column}")
 
 
+V5_UP = """
+ALTER TABLE learning_profiles ADD COLUMN subject_key_id TEXT;
+-- The reclaim of leased keys asks which are referenced: only bound rows are indexed.
+CREATE INDEX idx_profiles_subject_key ON learning_profiles (subject_key_id) WHERE subject_key_id IS NOT NULL;
+"""
+V5_DOWN = """
+DROP INDEX idx_profiles_subject_key;
+ALTER TABLE learning_profiles DROP COLUMN subject_key_id;
+"""
+
 MIGRATIONS = [
     Migration(1, "seed schema: profiles, sessions, knowledge states",
               {"sqlite": V1_UP, "postgresql": postgresql_ddl(V1_UP)}, V1_DOWN),
@@ -216,6 +226,10 @@ MIGRATIONS = [
     Migration(4, "erasure generation", {"sqlite": erasure_generation.DATA_DDL,
                                         "postgresql": erasure_generation.DATA_DDL},
               erasure_generation.DATA_DDL_DOWN),
+    # The subject key a profile was created with, from its process's lease of unbound keys
+    # (compliance.subject_key_lease): the binding is this row, so a create commits once. NULL: the
+    # key is found by the subject hash in the vault (profiles before v5, subjects who had a key).
+    Migration(5, "the subject key a profile is bound to", V5_UP, V5_DOWN),
 ]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------

@@ -34,6 +34,8 @@ PROFILES = PersonalTable(
         key("id", exported=False, why=_ROW_NUMBER),
         subject_hash("user_id_hash"),
         other("row_version", exported=False, why=_ROW_VERSION),
+        key("subject_key_id", exported=False,
+            why="the vault key id of the subject's data key (compliance.subject_key_lease)"),
     ),
     row_id=("profile_id",), subject_hash_column="user_id_hash", created="created_at",
     retention=Retention("ttl_expires_at", ends_subject=True),

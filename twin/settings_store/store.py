@@ -54,13 +54,21 @@ class SettingsStore(Configurations, AppSettings, BusinessGoals, PerformanceMetri
 
     @classmethod
     def from_keyring(cls, db: Database, keyring: Keyring, *, actor: str = "system",
-                     vault: Database | None = None) -> "SettingsStore":
+                     vault: Database | None = None,
+                     subject_keys: SubjectKeyStore | None = None) -> "SettingsStore":
         """A store using the keyring's field keys and an audit-hash key derived from it; with
-        the privacy ``vault``, per-user data too (subject keys, hashes under the id pepper)."""
+        the privacy ``vault``, per-user data too (subject keys, hashes under the id pepper).
+
+        Beside learner profiles, pass the runtime's ``subject_keys`` instead of ``vault``: its
+        key bindings find a subject whose new profile names a leased key the vault has not
+        bound yet (``compliance.subject_key_lease``), where a key store of its own would make
+        that subject a second key."""
         cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
+        if subject_keys is None and vault is not None:
+            subject_keys = SubjectKeyStore(vault, cipher)
         return cls(db, cipher, actor=actor,
                    audit_hash_key=derive_key(keyring.id_pepper, _AUDIT_HASH_LABEL),
-                   subject_keys=None if vault is None else SubjectKeyStore(vault, cipher),
+                   subject_keys=subject_keys,
                    hasher=SubjectHasher(keyring.id_pepper))
 
     def __repr__(self) -> str:

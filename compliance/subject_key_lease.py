@@ -1,0 +1,278 @@
+"""Leases of fresh subject keys: creating a subject's profile commits once, in the data database.
+
+A process leases a batch of new data keys from the vault in one transaction: each wrapped under
+the field key (``compliance.envelope``, its associated data naming its key id), durable, bound
+to no one (``user_id_hash`` NULL), leased to this process (``leased_to``, ``lease_ends_at``).
+Creating a profile takes one key from the lease; the profile's row records its key id, so that
+row is the binding and the create's one commit is the data database's. The lease then records
+the binding in the vault off the request path (``flush``, a second after the first binding it
+has not recorded, all of them in one commit), which only saves later lookups a step: the data
+row is what counts.
+
+The rules that keep every acknowledged profile's key alive and no key bound to two subjects:
+
+- a key is taken once: it leaves the in-memory lease when taken, and a new process never
+  inherits a dead one's lease (its holder id is new), so a key reaches at most one data row;
+- a key is used only while at least ``USE_MARGIN_SECONDS`` of its lease remain, checked again
+  inside the create's transaction (``LeasedKey.usable``), so no create can commit a key after
+  its lease ended;
+- unbound keys are reclaimed only ``RECLAIM_AFTER_SECONDS`` after their lease ended, and only
+  after the data database was asked which of them its rows name: those are bound (to the
+  subject the row names), never destroyed; the others were never used, and are deleted.
+
+A key taken by a create that then failed is dropped from the lease (never offered again) and is
+reclaimed like any other. Refilling runs on a background thread when the lease runs low; a
+request waits only when it is empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from twin.storage.timestamps import to_db
+
+from . import envelope
+from .subject_keys import Binding, FieldSealer, SubjectCipher, SubjectKeyStore, bind
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 900.0            # a batch is leased for 15 minutes...
+USE_MARGIN_SECONDS = 300.0       # ...and a key taken only while 5 of them remain
+RECLAIM_AFTER_SECONDS = 3600.0   # unbound keys go an hour after their lease ended (clock skew, pauses)
+BATCH = 64
+LOW_WATER = 16                   # refill (in the background) below this many keys
+RECLAIM_EVERY_SECONDS = 600.0    # a refill also reclaims, at most this often
+RECLAIM_BATCH = 500
+FLUSH_DELAY_SECONDS = 1.0        # bindings made meanwhile share one vault commit
+
+
+@dataclass(frozen=True)
+class LeasedKey:
+    key_id: str
+    cipher: SubjectCipher
+    version: int                 # the field key it is wrapped under
+    usable_until: float          # monotonic seconds
+    monotonic: Callable[[], float]
+
+    def __repr__(self) -> str:
+        return f"LeasedKey({self.key_id!r}, <key hidden>)"
+
+    def usable(self) -> bool:
+        """Whether a create may still commit this key (its lease has the margin left)."""
+        return self.monotonic() < self.usable_until
+
+
+class LeaseExpiredError(RuntimeError):
+    """The create's leased key ran out of lease before the commit (a stalled request)."""
+
+
+@dataclass(frozen=True)
+class NewSubjectKey:
+    """The key a profile is created with: the subject's own (``key_id`` None, found by subject
+    hash) or one taken from the lease (``key_id`` goes in the data row)."""
+
+    sealer: FieldSealer
+    key_id: str | None
+    leased: LeasedKey | None = None
+
+    def check_usable(self) -> None:
+        """Inside the create's transaction: raise unless its leased key may still be committed."""
+        if self.leased is not None and not self.leased.usable():
+            raise LeaseExpiredError("the leased subject key's lease ended before the create committed")
+
+
+def holder_id() -> str:
+    """This process's lease holder: host and pid for the operator, and a random part, so a
+    restarted process (same pid) never owns what its predecessor leased."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class SubjectKeyLease:
+    """One process's lease of unbound subject keys."""
+
+    def __init__(self, keys: SubjectKeyStore, *, batch: int = BATCH, low_water: int = LOW_WATER,
+                 lease_seconds: float = LEASE_SECONDS, use_margin_seconds: float = USE_MARGIN_SECONDS,
+                 reclaim_after_seconds: float = RECLAIM_AFTER_SECONDS, background: bool = True,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.keys = keys
+        self.holder = holder_id()
+        self._batch, self._low_water = batch, low_water
+        self._lease_seconds, self._margin = lease_seconds, use_margin_seconds
+        self._reclaim_after = reclaim_after_seconds
+        self._background = background
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._refill_lock = threading.Lock()
+        self._free: list[LeasedKey] = []
+        self._pending: list[Binding] = []
+        self._refiller: threading.Thread | None = None
+        self._flusher: threading.Timer | None = None
+        self._last_reclaim = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"SubjectKeyLease(holder={self.holder!r}, free={len(self._free)})"
+
+    # -- the request path ------------------------------------------------------------------
+
+    def for_new_subject(self, subject_hash: str) -> NewSubjectKey:
+        """The key to create the subject's profile with: theirs if they have one (made by
+        another data owner), else one from the lease."""
+        existing = self.keys.existing(subject_hash)
+        if existing is not None:
+            return NewSubjectKey(existing, None)
+        leased = self.take()
+        return NewSubjectKey(leased.cipher, leased.key_id, leased)
+
+    def take(self) -> LeasedKey:
+        """A usable key, removed from the lease; waits for a lease only when none is left.
+
+        After a field-key rotation (the keyring file was replaced: one stat, as for any new
+        key) the keys wrapped under the previous version are dropped, so new subjects' keys
+        are wrapped under the new one; the dropped ones are reclaimed like any unused key."""
+        while True:
+            active = self.keys.field_keys.refresh().active_key_id
+            with self._lock:
+                now = self._monotonic()
+                self._free = [k for k in self._free if k.usable_until > now and k.version == active]
+                if self._free:
+                    key = self._free.pop()
+                    if len(self._free) < self._low_water:
+                        self._start_refill()
+                    return key
+            self.refill()
+
+    def bound(self, new: NewSubjectKey, subject_hash: str, since: str) -> None:
+        """After the create committed: remember the key, and queue its vault binding."""
+        if new.leased is None:
+            return
+        self.keys.remember(subject_hash, new.leased.cipher)
+        with self._lock:
+            self._pending.append(Binding(new.leased.key_id, subject_hash, since))
+            if len(self._pending) >= self._batch:
+                self._start_refill()
+            elif self._background and (self._flusher is None or not self._flusher.is_alive()):
+                self._flusher = threading.Timer(FLUSH_DELAY_SECONDS, self._flush_quietly)
+                self._flusher.daemon = True
+                self._flusher.start()
+
+    # -- off the request path --------------------------------------------------------------
+
+    def _start_refill(self) -> None:
+        """Under ``_lock``: refill on a background thread unless one is already running."""
+        if not self._background or (self._refiller is not None and self._refiller.is_alive()):
+            return
+        self._refiller = threading.Thread(target=self._refill_quietly, name="subject-key-lease",
+                                          daemon=True)
+        self._refiller.start()
+
+    def _refill_quietly(self) -> None:
+        try:
+            self.refill()
+        except Exception:  # the next take tries again (and waits if it must)
+            log.warning("leasing subject keys failed", exc_info=True)
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # kept queued for the next flush; the data rows bind them meanwhile
+            log.warning("recording subject key bindings failed", exc_info=True)
+
+    def refill(self) -> None:
+        """Lease a batch if the lease is low, record pending bindings, reclaim now and then."""
+        with self._refill_lock:
+            with self._lock:
+                now, active = self._monotonic(), self.keys.field_keys.cipher.active_key_id
+                low = sum(1 for k in self._free if k.usable_until > now and k.version == active) \
+                    < self._low_water
+            if low:
+                fresh = self.lease_batch(self._batch)
+                with self._lock:
+                    self._free.extend(fresh)
+            self.flush()
+            if self._monotonic() - self._last_reclaim >= RECLAIM_EVERY_SECONDS:
+                self._last_reclaim = self._monotonic()
+                reclaim(self.keys, self._reclaim_after)
+
+    def lease_batch(self, count: int) -> list[LeasedKey]:
+        """``count`` new keys, stored wrapped and leased to this process in one transaction."""
+        started = self._monotonic()
+        now = self.keys.now()
+        ends = to_db(now + timedelta(seconds=self._lease_seconds))
+        made, rows = [], []
+        for _ in range(count):
+            key_id = f"sk_{secrets.token_urlsafe(16)}"
+            data_key, wrapped, version = envelope.new_data_key(self.keys.field_keys, self.keys.aad(key_id))
+            made.append(LeasedKey(key_id, SubjectCipher(data_key), version,
+                                  started + self._lease_seconds - self._margin, self._monotonic))
+            rows.append((key_id, version, wrapped, to_db(now), self.holder, ends))
+        self.keys.vault.write(lambda conn: conn.executemany(
+            "INSERT INTO subject_keys (key_id, user_id_hash, key_version, wrapped_key, created_at, "
+            "leased_to, lease_ends_at) VALUES (?, NULL, ?, ?, ?, ?, ?)", rows))
+        return made
+
+    def flush(self) -> int:
+        """Record the queued bindings in the vault (one transaction); returns how many."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return 0
+        try:
+            return bind(self.keys.vault, pending)
+        except Exception:
+            with self._lock:  # the data rows still bind them; try again at the next flush
+                self._pending[:0] = pending
+            raise
+
+    def close(self) -> None:
+        """At shutdown: wait for a running refill and record the pending bindings."""
+        for thread in (self._flusher, self._refiller):
+            if thread is not None:
+                if isinstance(thread, threading.Timer):
+                    thread.cancel()
+                thread.join(timeout=10.0)
+        self.flush()
+
+
+def reclaim(keys: SubjectKeyStore, after_seconds: float = RECLAIM_AFTER_SECONDS,
+            batch: int = RECLAIM_BATCH, now: datetime | None = None) -> dict[str, int]:
+    """Unbound keys whose lease ended ``after_seconds`` ago: those a data row names are bound to
+    its subject, the others destroyed. Returns ``{"bound": n, "destroyed": m}``.
+
+    Nothing is destroyed without the data owner's ``KeyBindings`` to ask (a store without them
+    reclaims nothing). Any process may run it, concurrently: binding and deleting are both
+    guarded by the key still being unbound and expired.
+    """
+    result = {"bound": 0, "destroyed": 0}
+    if keys.bindings is None:
+        return result
+    cutoff = to_db((now or keys.now()) - timedelta(seconds=after_seconds))
+    while True:
+        ids = [r["key_id"] for r in keys.vault.query(
+            "SELECT key_id FROM subject_keys WHERE user_id_hash IS NULL AND lease_ends_at < ? "
+            "ORDER BY lease_ends_at LIMIT ?", (cutoff, batch))]
+        if not ids:
+            return result
+        referenced = keys.bindings.referencing(ids)
+        bound = bind(keys.vault, referenced) if referenced else 0
+        named = {b.key_id for b in referenced}
+        unused = [(key_id, cutoff) for key_id in ids if key_id not in named]
+        destroyed = _destroy_unbound(keys, unused) if unused else 0
+        result["bound"] += bound
+        result["destroyed"] += destroyed
+        if len(ids) < batch or not bound + destroyed:  # the rest: named, but their subject has a key
+            return result
+
+
+def _destroy_unbound(keys: SubjectKeyStore, rows: list[tuple[str, str]]) -> int:
+    def work(conn: Any) -> int:
+        return sum(conn.execute("DELETE FROM subject_keys WHERE key_id = ? AND user_id_hash IS NULL "
+                                "AND lease_ends_at < ?", row).rowcount for row in rows)
+    return keys.vault.write(work)

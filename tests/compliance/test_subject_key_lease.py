@@ -1,0 +1,230 @@
+"""Leased subject keys: a profile's create commits once, in the data database; the vault learns
+the binding afterwards, off the request path; unbound keys are reclaimed only after their lease
+ended plus the documented time, and never while a data row names them. Real runtime, real
+vault and data databases, on both backends."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from compliance.audit import Actor
+from compliance.field_crypto import FieldCipher, associated_data
+from compliance.subject_key_lease import (LEASE_SECONDS, RECLAIM_AFTER_SECONDS, LeaseExpiredError,
+                                          SubjectKeyLease, reclaim)
+from compliance.subject_keys import SubjectCipher, SubjectKeyMissingError, SubjectKeyStore
+from compliance.vault_schema import MIGRATIONS as VAULT_MIGRATIONS
+from twin.storage import Migrator
+
+ACTOR = Actor("tok_lease", "service")
+
+
+@pytest.fixture
+def quiet_lease(runtime):
+    """The runtime's profiles on a lease that records bindings only when told (``flush``): the
+    state a process killed right after its creates leaves behind."""
+    lease = SubjectKeyLease(runtime.keys, background=False)
+    runtime.profiles.ctx.lease = lease
+    return lease
+
+
+def create(runtime, user_id: str, **extra) -> dict:
+    view, _ = runtime.profiles.create(ACTOR, None, {"user_id": user_id, "personal": {"name": user_id}, **extra})
+    return view
+
+
+def key_rows(runtime) -> list:
+    return runtime.vault_db.query("SELECT key_id, user_id_hash, created_at, leased_to, lease_ends_at "
+                                  "FROM subject_keys ORDER BY key_id")
+
+
+def profile_key(runtime, user_id: str) -> str | None:
+    return runtime.twin_db.query_one("SELECT subject_key_id FROM learning_profiles WHERE user_id_hash = ?",
+                                     (runtime.hasher.hash(user_id),))[0]
+
+
+def readable(runtime, view: dict) -> bool:
+    return runtime.profiles.get(ACTOR, None, view["profile_id"])[0]["personal"] == view["personal"]
+
+
+def test_a_create_commits_once_in_the_data_database_and_costs_the_vault_no_more_than_a_read(runtime):
+    create(runtime, "warm-up")  # the first create waits for the lease: the only one that does
+    for db in (runtime.twin_db, runtime.vault_db):
+        db.enable_statement_counting()
+
+    def on_this_thread(work):  # the request's thread: the lease's own thread is off its path
+        before = [db.counter.this_thread() for db in (runtime.twin_db, runtime.vault_db)]
+        result = work()
+        return result, [db.counter.this_thread() - b for db, b in zip((runtime.twin_db, runtime.vault_db), before)]
+
+    created, (data, vault) = on_this_thread(lambda: [create(runtime, f"learner-{i}") for i in range(10)])
+    _, (_, vault_of_reads) = on_this_thread(
+        lambda: [runtime.profiles.get(ACTOR, None, view["profile_id"]) for view in created])
+
+    assert data.transactions == 10  # one commit per create
+    # The vault: the audit trail's staging only (PostgreSQL stages events there; SQLCipher in
+    # the journal files), what a read costs too: no subject key is written on the request path.
+    assert vault.transactions == vault_of_reads.transactions
+    assert all(readable(runtime, view) for view in created)
+
+
+def test_leased_keys_are_durable_unbound_and_bound_afterwards_to_the_profile_that_took_one(runtime, quiet_lease):
+    view = create(runtime, "ada")
+    key_id = profile_key(runtime, "ada")
+
+    rows = {r["key_id"]: r for r in key_rows(runtime)}
+    assert len(rows) == 64 and key_id in rows
+    assert all(r["user_id_hash"] is None and r["leased_to"] == quiet_lease.holder for r in rows.values())
+    assert readable(runtime, view)  # found through the profile's row while the vault knows no one
+
+    assert quiet_lease.flush() == 1
+    bound = runtime.vault_db.query_one("SELECT * FROM subject_keys WHERE user_id_hash = ?",
+                                       (runtime.hasher.hash("ada"),))
+    assert (bound["key_id"], bound["leased_to"], bound["lease_ends_at"]) == (key_id, None, None)
+    assert bound["created_at"] == view["created_at"]  # dated from the data that uses it
+    runtime.keys.forget(runtime.hasher.hash("ada"))
+    assert readable(runtime, view)
+
+
+def test_reclaim_waits_the_documented_time_then_binds_referenced_keys_and_destroys_only_unused_ones(
+        runtime, quiet_lease):
+    views = [create(runtime, user) for user in ("ada", "bo")]
+    leased_at = runtime.clock()
+    just_before = leased_at + timedelta(seconds=LEASE_SECONDS + RECLAIM_AFTER_SECONDS - 60)
+
+    assert reclaim(runtime.keys, now=just_before) == {"bound": 0, "destroyed": 0}
+    assert len(key_rows(runtime)) == 64
+
+    after = leased_at + timedelta(seconds=LEASE_SECONDS + RECLAIM_AFTER_SECONDS + 60)
+    assert reclaim(runtime.keys, now=after) == {"bound": 2, "destroyed": 62}
+    rows = key_rows(runtime)
+    assert {r["user_id_hash"] for r in rows} == {runtime.hasher.hash("ada"), runtime.hasher.hash("bo")}
+    assert {r["key_id"] for r in rows} == {profile_key(runtime, "ada"), profile_key(runtime, "bo")}
+    for user in ("ada", "bo"):
+        runtime.keys.forget(runtime.hasher.hash(user))
+    assert all(readable(runtime, view) for view in views)
+    assert reclaim(runtime.keys, now=after) == {"bound": 0, "destroyed": 0}
+
+
+def test_without_the_data_owner_to_ask_nothing_is_reclaimed(runtime, quiet_lease, keyring):
+    create(runtime, "ada")
+    blind = SubjectKeyStore(runtime.vault_db, FieldCipher(keyring.field_keys, keyring.active_field_key))
+    far = runtime.clock() + timedelta(days=30)
+
+    assert reclaim(blind, now=far) == {"bound": 0, "destroyed": 0}
+    assert len(key_rows(runtime)) == 64
+
+
+def test_concurrent_creates_never_hand_one_key_to_two_subjects(runtime):
+    created, refused, lock = [], [], threading.Lock()
+
+    def worker(n: int) -> None:
+        for i in range(12):
+            user = f"shared-{i}" if i % 4 == 0 else f"t{n}-{i}"  # some users race each other
+            try:
+                view = create(runtime, user)
+            except Exception as exc:  # the loser of a race on one user
+                with lock:
+                    refused.append(type(exc).__name__)
+                continue
+            with lock:
+                created.append(view)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    keys = [r[0] for r in runtime.twin_db.query("SELECT subject_key_id FROM learning_profiles")]
+    assert len(created) == len(keys) == 6 * 9 + 3 and set(refused) == {"DuplicateProfileError"}
+    assert len(set(keys)) == len(keys) and None not in keys
+    assert all(readable(runtime, view) for view in created)
+
+
+def test_a_create_never_commits_a_key_whose_lease_ran_out_and_a_new_lease_is_taken(runtime):
+    now = [0.0]
+    lease = SubjectKeyLease(runtime.keys, background=False, monotonic=lambda: now[0])
+    runtime.profiles.ctx.lease = lease
+    new = lease.for_new_subject(runtime.hasher.hash("late"))
+    now[0] += LEASE_SECONDS  # a request stalled past its key's lease (less the margin)
+
+    with pytest.raises(LeaseExpiredError):
+        new.check_usable()
+    view = create(runtime, "late")  # the stale keys are dropped: a fresh lease is taken
+    assert len(key_rows(runtime)) == 128 and readable(runtime, view)
+    assert profile_key(runtime, "late") != new.key_id
+
+
+def test_a_subject_with_a_key_already_keeps_it_and_takes_none_from_the_lease(runtime, quiet_lease):
+    subject = runtime.hasher.hash("returning")
+    runtime.keys.writer(subject, create=True)  # e.g. their preferences came first
+    view = create(runtime, "returning")
+
+    assert profile_key(runtime, "returning") is None
+    assert runtime.vault_db.query_one("SELECT key_id FROM subject_keys WHERE user_id_hash = ?",
+                                      (subject,))[0] == subject
+    assert readable(runtime, view)
+
+
+def test_erasure_destroys_the_leased_key_the_profile_names_before_the_vault_knew_it(runtime, quiet_lease):
+    create(runtime, "erase-me")
+    bystander = create(runtime, "stays")
+    key_id = profile_key(runtime, "erase-me")
+
+    receipt = runtime.dsr.erase(runtime.hasher.hash("erase-me"))
+
+    assert receipt.subject_key_destroyed and receipt.counts["subject_keys"] == 1
+    assert runtime.vault_db.query_one("SELECT 1 FROM subject_keys WHERE key_id = ?", (key_id,)) is None
+    with pytest.raises(SubjectKeyMissingError):
+        runtime.keys.writer(runtime.hasher.hash("erase-me"))
+    assert readable(runtime, bystander) and len(key_rows(runtime)) == 63
+
+
+def test_a_subject_back_after_erasure_keeps_the_new_profile_when_every_tombstone_is_reapplied(
+        runtime, quiet_lease, clock):
+    create(runtime, "back")
+    runtime.dsr.erase(runtime.hasher.hash("back"))
+    clock.advance(seconds=1)
+    again = create(runtime, "back")  # a leased key, unbound in the vault: its profile binds it
+
+    result = runtime.dsr.reapply_tombstones(ACTOR, every=True)
+
+    assert result["subjects_reapplied"] == 0
+    assert readable(runtime, again)
+
+
+def test_the_dsr_export_finds_the_key_through_the_binding(runtime, quiet_lease):
+    view = create(runtime, "exported")
+    runtime.keys.forget(runtime.hasher.hash("exported"))
+
+    doc = runtime.dsr.export(runtime.hasher.hash("exported"))
+
+    assert [p["personal"] for p in doc["profiles"]] == [view["personal"]]
+
+
+def test_vault_keys_made_before_v9_keep_unwrapping_after_it(config, keyring):
+    from twin.catalog import open_database
+
+    vault = open_database("privacy_vault", config, keyring.database_keys, migrate=False)
+    try:
+        migrator = Migrator(vault, VAULT_MIGRATIONS)
+        if migrator.current_version() > 8:  # a server database made by an earlier fixture
+            migrator.rollback(8)
+        migrator.migrate(to=8)
+        cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
+        subject = "ab" * 32
+        vault.execute("INSERT INTO subject_keys (user_id_hash, key_version, wrapped_key, created_at) "
+                      "VALUES (?, ?, ?, ?)", (subject, cipher.active_key_id, cipher.encrypt(
+                          b"k" * 32, associated_data("subject_keys", "wrapped_key", subject)),
+                          "2030-01-01T00:00:00.000000Z"))
+        sealed = SubjectCipher(b"k" * 32).seal("t", "c", "r", {"v": 1})
+
+        migrator.migrate()
+
+        assert tuple(vault.query_one("SELECT key_id, user_id_hash FROM subject_keys")) == (subject, subject)
+        assert SubjectKeyStore(vault, cipher).writer(subject).open("t", "c", "r", sealed) == {"v": 1}
+    finally:
+        vault.close_all()
