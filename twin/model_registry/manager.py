@@ -67,6 +67,13 @@ def _descriptive(model_type: Any, algorithms: Any, metadata: Any) -> _Descriptiv
                         json_text(dict(metadata), "metadata"))
 
 
+def _versions_lock(name: str) -> str:
+    """Held by every writer that claims a version or moves the active one of ``name``: on
+    PostgreSQL two replicas claiming "the next version" at once would otherwise both read the
+    same versions and one fail on the unique (name, version) instead of taking the next."""
+    return f"model-registry:{name}"
+
+
 class ModelManager(VersionHistory):
     """Model versions, the active version per name, metrics history and training records
     (``history.VersionHistory``)."""
@@ -128,7 +135,7 @@ class ModelManager(VersionHistory):
             return model_id
 
         try:
-            model_id = self.db.write(register)  # re-run whole on a PostgreSQL conflict
+            model_id = self.db.write(register, lock=_versions_lock(name))
         except BaseException:
             self.files.discard(staged.path, *published)
             raise
@@ -148,7 +155,8 @@ class ModelManager(VersionHistory):
             validate_version(version)
         fields = _descriptive(model_type, algorithms, metadata)
         model_id = self.db.write(lambda conn: self._insert(
-            conn, name, self._claim_version(conn, name, version), fields, activate, None, None, None))
+            conn, name, self._claim_version(conn, name, version), fields, activate, None, None, None),
+            lock=_versions_lock(name))
         return self._record_by_id(model_id)
 
     @staticmethod
@@ -195,7 +203,7 @@ class ModelManager(VersionHistory):
                 conn.execute("UPDATE model_registry SET is_active = 1, updated_at = ? "
                              "WHERE model_id = ?", (now, row["model_id"]))
             return row["model_id"]
-        return self._record_by_id(self.db.write(activate))
+        return self._record_by_id(self.db.write(activate, lock=_versions_lock(name)))
 
     def get_active(self, name: str) -> Record | None:
         """The active version's record, or None when ``name`` has no active version."""
