@@ -25,7 +25,7 @@ JSON files with this one.
     .venv/bin/python bench/learner_model.py [--skills 10] [--learners 500] [--steps 20]
                                             [--seed 16] [--no-pybkt] [--no-ingest | --only-ingest]
                                             [--ingest-seconds 5] [--ingest-clients 4]
-                                            [--ingest-rounds 3]
+                                            [--ingest-rounds 3] [--before CHECKOUT] [--quick]
 """
 
 from __future__ import annotations
@@ -229,25 +229,34 @@ def _ingest_profiles(base: str, token: str, count: int) -> list[str]:
     return ids
 
 
-def ingest_over_http(seconds: float = 5.0, clients: int = 4, rounds: int = 3,
-                     threads: int = 8) -> dict[str, float]:
+def ingest_over_http(seconds: float = 5.0, clients: int = 4, rounds: int = 3, threads: int = 8,
+                     before: Path | None = None) -> dict[str, float]:
     """Evidence ingest over HTTP on the real server, observations/s in batches of 100 (in time
     order per learner, 5 topics a batch), privacy on, and off (TWIN_BENCH_PLAINTEXT: no
-    SQLCipher, no field encryption) as the baseline measured in the same run; rounds alternate
-    the two servers so background load hits both alike. Medians of the rounds."""
+    SQLCipher, no field encryption) as the baseline measured in the same run, and with privacy
+    on from the ``before`` checkout if given (its own code, served as bench/revisions.py does);
+    rounds rotate the order of the servers so background load hits them alike. Medians of the
+    rounds."""
     import multiprocessing as mp
     import statistics
+    from contextlib import ExitStack
 
     sys.path.insert(1, str(ROOT / "bench"))
     from _server import running_server
 
-    runs: dict[str, list[float]] = {"privacy": [], "plain": []}
-    with running_server(threads=threads) as (priv_base, priv_token, _), \
-            running_server(plaintext=True, threads=threads) as (plain_base, plain_token, _):
+    modes = ("privacy", "plain") + (("before",) if before is not None else ())
+    runs: dict[str, list[float]] = {mode: [] for mode in modes}
+    with ExitStack() as servers:
+        priv_base, priv_token, _ = servers.enter_context(running_server(threads=threads))
+        plain_base, plain_token, _ = servers.enter_context(running_server(plaintext=True, threads=threads))
         targets = {"privacy": (priv_base, priv_token), "plain": (plain_base, plain_token)}
+        if before is not None:
+            from revisions import running_checkout
+            targets["before"] = servers.enter_context(running_checkout(before, threads))
         profiles = {mode: _ingest_profiles(base, token, 10 * clients) for mode, (base, token) in targets.items()}
         for round_no in range(rounds):
-            for mode in (("privacy", "plain") if round_no % 2 == 0 else ("plain", "privacy")):
+            shift = round_no % len(modes)
+            for mode in modes[shift:] + modes[:shift]:
                 base, token = targets[mode]
                 host, port = base.removeprefix("http://").split(":")
                 mine = profiles[mode]
@@ -272,7 +281,14 @@ def main() -> None:
     parser.add_argument("--ingest-seconds", type=float, default=5.0, help="per round and mode")
     parser.add_argument("--ingest-clients", type=int, default=4, help="client processes")
     parser.add_argument("--ingest-rounds", type=int, default=3)
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another checkout (with .venv) whose ingest, privacy on, is measured "
+                             "in the same rounds: the after/before ratio of a change")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 3 skills x 200 learners, ingest 2 s x 3 rounds")
     args = parser.parse_args()
+    if args.quick:
+        args.skills, args.learners, args.ingest_seconds, args.ingest_rounds = 3, 200, 2.0, 3
     if args.only_ingest:
         report_ingest(args)
         return
@@ -352,13 +368,17 @@ def main() -> None:
 
 
 def report_ingest(args: argparse.Namespace) -> None:
-    ingest = ingest_over_http(args.ingest_seconds, args.ingest_clients, args.ingest_rounds)
+    ingest = ingest_over_http(args.ingest_seconds, args.ingest_clients, args.ingest_rounds,
+                              before=args.before.resolve() if args.before else None)
     privacy, plain = ingest["privacy"], ingest["plain"]
     print(f"\nevidence ingest over HTTP, batches of {INGEST_BATCH} ({args.ingest_clients} client "
           f"processes, {args.ingest_rounds} interleaved rounds x {args.ingest_seconds:.0f}s, medians)")
     print(f"  privacy on   {privacy:9,.0f} observations/s  (target >= {INGEST_TARGET:,.0f}: "
           f"{'met' if privacy >= INGEST_TARGET else 'MISSED'})")
     print(f"  privacy off  {plain:9,.0f} observations/s  (baseline; privacy/plain {privacy / plain:.2f}x)")
+    if "before" in ingest:
+        print(f"  before       {ingest['before']:9,.0f} observations/s  (privacy on, {args.before}; "
+              f"after/before {privacy / ingest['before']:.2f}x)")
 
 
 if __name__ == "__main__":

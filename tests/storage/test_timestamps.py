@@ -25,3 +25,12 @@ def test_anything_else_is_a_value_error(bad):
 def test_text_order_is_time_order():
     early, late = datetime(2026, 1, 9, tzinfo=timezone.utc), datetime(2026, 1, 10, tzinfo=timezone.utc)
     assert to_db(early) < to_db(late)
+
+
+def test_the_width_is_fixed_whatever_the_year_and_the_fraction():
+    for moment in (datetime(999, 1, 2, 3, 4, 5, tzinfo=timezone.utc), datetime(2026, 1, 2, 3, 4, 5, 7),
+                   datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=1)))):
+        text = to_db(moment)
+        assert len(text) == len("2026-01-02T03:04:05.000000Z") and text.endswith("Z")
+        assert from_db(text) == (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+    assert to_db(datetime(999, 1, 2, tzinfo=timezone.utc)) == "0999-01-02T00:00:00.000000Z"

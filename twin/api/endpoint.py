@@ -101,15 +101,16 @@ def check_json_document(data: Any, max_depth: int = MAX_JSON_DEPTH, *, strings: 
         if depth > max_depth:
             raise BadRequest(f"the request body is nested deeper than {max_depth} levels")
         if isinstance(value, dict):
-            for key in value:
-                scalar(key)
+            if strings:
+                for key in value:
+                    scalar(key)
             children = value.values()
         else:
             children = value
         for child in children:
             if isinstance(child, (dict, list)):
                 stack.append((child, depth + 1))
-            else:
+            elif strings:
                 scalar(child)
 
 

@@ -154,7 +154,9 @@ class EvidenceService:
                     rule="observed-before-purged-evidence") from None
             return len(keyed) - len(stored[0]), repeats + len(stored[0])
 
-        added, repeated = ctx.db.write(write)
+        # Shared: concurrent batches of this process go into one transaction and one commit (each
+        # in its own savepoint, so a refused batch is rolled back alone).
+        added, repeated = ctx.db.write_shared(write)
         ctx.record(actor, "create", subject_hash, f"profile:{profile_id}/evidence", request_id,
                    {"new": added, "repeats": repeated})
         return {"new": added, "repeats": repeated}

@@ -29,6 +29,7 @@ from compliance.subject_keys import FieldReader, FieldSealer, KeyProof
 from twin.learner_model import (BeforeRetainedWindowError, CarriedOver, ManualValue, MasteryTrace,
                                 Observation, SkillParameters)
 from twin.learner_model.evidence import Entry, as_utc
+from twin.storage.bulk import insert_rows
 from twin.storage.timestamps import from_db, to_db
 
 from .tables import EVIDENCE, KNOWLEDGE
@@ -45,7 +46,6 @@ _ENTRY_COLUMNS = ("profile_id", "entry_key", "kind", "observed_at", "content")
 _ENTRIES = f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM {EVIDENCE.name} WHERE {_BY_SKILL}"
 _STORED = ("profile_id", "knowledge_domain", "topic", "kind", "observed_at", "content", "recorded_at",
            "entry_key")
-_INSERT_OBSERVATION = EVIDENCE.insert_sql(_STORED)
 # A manual value set again at the same instant replaces the earlier one (the model does too).
 _UPSERT_MANUAL = EVIDENCE.upsert_sql(_STORED, ("profile_id", "entry_key"))
 _ONE_MICROSECOND = timedelta(microseconds=1)
@@ -249,9 +249,7 @@ def store_entries(conn: Any, writer: FieldSealer, profile_id: str, skill: SkillK
 def store_rows(conn: Any, rows: Sequence[tuple]) -> None:
     """Insert ``entry_row`` rows: observations in one statement, manual values one by one (one
     set again at the same instant replaces the earlier)."""
-    observations = [row for row in rows if row[3] == "observation"]
-    if observations:
-        conn.executemany(_INSERT_OBSERVATION, observations)
+    insert_rows(conn, EVIDENCE.name, _STORED, [row for row in rows if row[3] == "observation"])
     for row in rows:
         if row[3] == "manual":
             conn.execute(_UPSERT_MANUAL, row)

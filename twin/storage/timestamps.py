@@ -13,9 +13,11 @@ def utc_now() -> datetime:
 
 def to_db(moment: datetime) -> str:
     """``2026-11-22T02:30:00.000000Z``; naive datetimes are taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime(_FORMAT)
+    if moment.tzinfo is not None and moment.tzinfo is not timezone.utc:
+        moment = moment.astimezone(timezone.utc)
+    # isoformat, not strftime(_FORMAT): the same text (years zero-padded to four digits, which
+    # strftime's %Y does not promise), at a fraction of the cost; every stored row takes one.
+    return moment.isoformat(timespec="microseconds")[:26] + "Z"  # without the "+00:00"
 
 
 def parse_to_db(value: datetime | str) -> str:
