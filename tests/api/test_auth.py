@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
 from api_support import assert_problem, create_profile, start_session
 from compliance.tokens import TokenStore
+from storage_backends import RawPostgresConnection, database_url
 
 _PLACEHOLDER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>")
 
@@ -217,3 +219,27 @@ def test_readyz_reports_each_database_and_503_when_one_cannot_be_read(client, ru
     assert broken.status_code == 503
     assert broken.get_json()["databases"] == {"digital_twin": False, "privacy_vault": True,
                                                   "settings": True}
+
+
+
+@pytest.mark.postgresql_only("a database server that refuses connections")
+def test_readyz_answers_503_naming_the_database_whose_server_refuses_it_and_200_once_it_is_back(
+        client, runtime):
+    assert client.get("/readyz").status_code == 200
+    name = runtime.twin_db.settings.database
+    admin = RawPostgresConnection(database_url("postgres"))
+    try:  # the data database stops taking connections, and loses those it had
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ?", (name,))
+        broken = client.get("/readyz")
+        assert broken.status_code == 503
+        assert broken.get_json()["databases"] == {"digital_twin": False, "privacy_vault": True,
+                                                  "settings": True}
+        assert broken.get_json()["status"] != "ready"
+    finally:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.close()
+    deadline = time.monotonic() + 30
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "never ready again after the server came back"
+        time.sleep(0.2)

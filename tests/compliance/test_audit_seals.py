@@ -9,7 +9,7 @@ import pytest
 
 from compliance.audit import Actor, AuditTrail
 from compliance.audit_seals import SealBook
-from twin.storage import open_keyed
+from storage_backends import raw_connection
 
 SERVICE = Actor("tok_service1", "service")
 ALICE = "a" * 64
@@ -37,11 +37,10 @@ def trail(vault, keyring) -> AuditTrail:
 
 @pytest.fixture
 def raw(vault, db_key):
-    """What someone holding the database key (but not the keyring) could do."""
-    if not hasattr(vault, "path"):
-        pytest.skip("tampers through a raw SQLCipher connection (the seals' code is the same on PostgreSQL)")
-    conn = open_keyed(vault.path, db_key)
-    conn.execute("DROP TRIGGER audit_log_no_update")
+    """What someone holding the database's credentials (but not the keyring) could do, with
+    the append-only trigger out of the way: a raw SQLCipher connection with the trigger
+    dropped, or a PostgreSQL session that skips triggers."""
+    conn = raw_connection(vault, db_key, without_triggers=("audit_log_no_update",))
     yield conn
     conn.close()
 

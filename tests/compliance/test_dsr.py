@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 import pytest
 
@@ -17,7 +18,8 @@ from compliance.dsr import EXPORT_FORMAT
 from compliance.legal_hold import SubjectOnHoldError
 from compliance.subject_keys import SubjectKeyMissingError
 from twin.runtime import Runtime
-from twin.storage import (Database, IntegrityError, backup_database, read_manifest,
+from storage_backends import RawPostgresConnection
+from twin.storage import (Database, FileBacked, IntegrityError, backup_database, read_manifest,
                           restore_database, write_manifest)
 
 ADMIN_ACTOR = Actor("tok_test_admin", "admin")
@@ -234,10 +236,26 @@ def test_erasure_of_a_held_subject_is_refused_and_changes_nothing(runtime, make_
     assert runtime.keys.has_key(subject.subject_hash)
 
 
-def _crash_on_delete(db: Database, table: str) -> None:
-    """Make this thread's connection fail the next DELETE on ``table``, as a crash would."""
-    db.connection().execute(f"CREATE TEMP TRIGGER crash_{table} BEFORE DELETE ON main.{table} "
-                            "BEGIN SELECT RAISE(ABORT, 'simulated crash'); END")
+def _crash_on_delete(db: Database, table: str) -> Callable[[], None]:
+    """Make the next DELETE on ``table`` fail, as a crash in the middle of an erasure would;
+    returns what removes the fault again (before the restart that must finish the erasure).
+    SQLite: a TEMP trigger on this thread's connection (gone with the connection). PostgreSQL:
+    a trigger in the database, put there and removed by its owner."""
+    if isinstance(db, FileBacked):
+        db.connection().execute(f"CREATE TEMP TRIGGER crash_{table} BEFORE DELETE ON main.{table} "
+                                "BEGIN SELECT RAISE(ABORT, 'simulated crash'); END")
+        return lambda: None
+    owner = RawPostgresConnection(db.settings.url)
+    owner.execute("CREATE FUNCTION simulated_crash() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                  "RAISE EXCEPTION 'simulated crash' USING ERRCODE = '23000'; END $$")
+    owner.execute(f"CREATE TRIGGER crash_{table} BEFORE DELETE ON {table} "
+                  "FOR EACH ROW EXECUTE FUNCTION simulated_crash()")
+
+    def disarm() -> None:
+        owner.execute(f"DROP TRIGGER crash_{table} ON {table}")
+        owner.execute("DROP FUNCTION simulated_crash()")
+        owner.close()
+    return disarm
 
 
 def _restart(runtime: Runtime, keyring, clock) -> Runtime:
@@ -246,17 +264,19 @@ def _restart(runtime: Runtime, keyring, clock) -> Runtime:
     return Runtime.open(runtime.config, clock=clock)
 
 
-@pytest.mark.sqlite_only("simulates the crash with a TEMP trigger")
 @pytest.mark.parametrize("crash_table, crashed_db", [("subject_keys", "vault_db"),
                                                      ("knowledge_states", "twin_db")])
 def test_an_erasure_interrupted_midway_is_finished_at_the_next_start(
         runtime, keyring, clock, make_subject, crash_table, crashed_db):
     subject = make_subject("interrupted", sessions=2, knowledge=1)
     bystander = make_subject("bystander", sessions=1, knowledge=0)
-    _crash_on_delete(getattr(runtime, crashed_db), crash_table)
+    disarm = _crash_on_delete(getattr(runtime, crashed_db), crash_table)
 
-    with pytest.raises(IntegrityError):
-        runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
+    try:
+        with pytest.raises(IntegrityError):
+            runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
+    finally:
+        disarm()
     assert runtime.keys.has_key(subject.subject_hash)  # the crash left the key (and maybe rows)
 
     restarted = _restart(runtime, keyring, clock)
@@ -553,7 +573,6 @@ class FrozenClock:
         return self.now
 
 
-@pytest.mark.sqlite_only("simulates the crash with a TEMP trigger")
 def test_a_key_stamped_at_the_very_instant_of_its_erasure_is_destroyed_when_the_erasure_is_finished(
         config, keyring):
     """Only a key newer than the tombstone belongs to a subject who came back; one of the same
@@ -564,9 +583,12 @@ def test_a_key_stamped_at_the_very_instant_of_its_erasure_is_destroyed_when_the_
     runtime = Runtime.open(config, clock=clock)
     subject_hash = runtime.hasher.hash("same-instant")
     runtime.profiles.create(SERVICE_ACTOR, None, {"user_id": "same-instant", "personal": {"n": "x"}})
-    _crash_on_delete(runtime.vault_db, "subject_keys")
-    with pytest.raises(IntegrityError):
-        runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id="same-instant")
+    disarm = _crash_on_delete(runtime.vault_db, "subject_keys")
+    try:
+        with pytest.raises(IntegrityError):
+            runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id="same-instant")
+    finally:
+        disarm()
     (tie,) = runtime.vault_db.query("SELECT t.erased_at, k.created_at FROM erasure_tombstones t "
                                     "JOIN subject_keys k USING (user_id_hash)")
     assert tie["erased_at"] == tie["created_at"]
