@@ -18,7 +18,7 @@ from twin.storage.timestamps import to_db, utc_now
 SUBJECTS = 12
 
 
-def _interrupt_erasures(cluster, client: Client, count: int) -> list[str]:
+def _interrupt_erasures(cluster, client: Client, count: int) -> tuple[list[str], list[str]]:
     """``count`` learners with sessions, then each one's erasure cut short after its first step
     (the tombstone written, nothing deleted): what a replica killed mid-erasure leaves."""
     profile_ids = []
@@ -29,19 +29,23 @@ def _interrupt_erasures(cluster, client: Client, count: int) -> list[str]:
         assert client(0, "POST", f"/v1/profiles/{body['profile_id']}/sessions",
                       {"session_type": "review"})[0] == 201
     with data_connection(cluster) as data:
-        hashes = [r[0] for r in data.execute("SELECT user_id_hash FROM learning_profiles")]
+        rows = data.execute("SELECT user_id_hash, COALESCE(subject_key_id, user_id_hash) "
+                            "FROM learning_profiles").fetchall()
+    hashes, key_ids = [r[0] for r in rows], [r[1] for r in rows]
     assert len(hashes) == count
     with vault_connection(cluster) as vault:
+        assert vault.execute("SELECT count(*) FROM subject_keys WHERE key_id = ANY(%s)",
+                             (key_ids,)).fetchone()[0] == count
         for n, subject_hash in enumerate(hashes):
             vault.execute("INSERT INTO erasure_tombstones (user_id_hash, receipt_id, erased_at, counts) "
                           "VALUES (%s, %s, %s, '{}')", (subject_hash, f"rcpt_cut_{n}", to_db(utc_now())))
-    return profile_ids
+    return profile_ids, key_ids
 
 
 def test_replicas_starting_together_finish_interrupted_erasures_once(postgres_server, tmp_path):
     with deployment(tmp_path, replicas=1) as cluster:
         client = Client(cluster)
-        profile_ids = _interrupt_erasures(cluster, client, SUBJECTS)
+        profile_ids, key_ids = _interrupt_erasures(cluster, client, SUBJECTS)
         cluster.stop_all()
         cluster.replicas.clear()
 
@@ -56,7 +60,8 @@ def test_replicas_starting_together_finish_interrupted_erasures_once(postgres_se
         with vault_connection(cluster) as vault:
             assert vault.execute("SELECT count(*) FROM erasure_tombstones "
                                  "WHERE completed_at IS NULL").fetchone()[0] == 0
-            assert vault.execute("SELECT count(*) FROM subject_keys").fetchone()[0] == 0
+            assert vault.execute("SELECT count(*) FROM subject_keys WHERE key_id = ANY(%s)",
+                                 (key_ids,)).fetchone()[0] == 0  # their keys destroyed
             reapplied = vault.execute("SELECT subject_ref FROM audit_log WHERE action = %s",
                                       (ACTION_CODES["restore_reapply"],)).fetchall()
         # Done once: one re-application per subject, not one per replica that started.
