@@ -124,11 +124,19 @@ def workspace(module: str, tests: list[str], pytest_args: list[str]) -> Path:
     if ws.exists():
         shutil.rmtree(ws)
     ws.mkdir(parents=True)
+    copy_code(ws)
+    write_config(ws, module, tests, pytest_args)
+    return ws
+
+
+def copy_code(ws: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package in ("compliance", "twin", "tests"):
-        shutil.copytree(ROOT / package, ws / package, ignore=ignore)
+        shutil.copytree(ROOT / package, ws / package, ignore=ignore, dirs_exist_ok=True)
     shutil.copy2(ROOT / "pyproject.toml", ws / "pyproject.toml")
 
+
+def write_config(ws: Path, module: str, tests: list[str], pytest_args: list[str]) -> None:
     def lines(values: list[str]) -> str:
         return "".join(f"\n    {v}" for v in values)
 
@@ -140,6 +148,18 @@ also_copy = twin/
 pytest_add_cli_args_test_selection ={lines(tests)}
 pytest_add_cli_args ={lines(pytest_args)}
 """)
+
+
+def refreshed_workspace(module: str, tests: list[str], pytest_args: list[str]) -> Path:
+    """The last run's workspace with today's tests and configuration, for re-running its
+    uncaught mutants. Refused when the module itself changed since (its mutants would differ)."""
+    ws = WORK / Path(module).stem
+    if not (ws / module).exists():
+        raise SystemExit(f"{module}: no earlier run to re-run the survivors of; run it in full first")
+    if (ws / module).read_bytes() != (ROOT / module).read_bytes():
+        raise SystemExit(f"{module} changed since its last run: run it in full again")
+    copy_code(ws)
+    write_config(ws, module, tests, pytest_args)
     return ws
 
 
@@ -171,15 +191,23 @@ def diffs_of(ws: Path, module: str, mutants: list[str]) -> dict[str, Diff]:
 
 
 def score_module(module: str, tests: list[str], pytest_args: list[str], equivalents: list[Equivalent | Rule],
-                 max_children: int, rerun: bool = True) -> Score:
+                 max_children: int, rerun: bool | str = True) -> Score:
     started = time.monotonic()
     ws, returncode = WORK / Path(module).stem, 0
-    if rerun:
+    meta = ws / "mutants" / (module + ".meta")
+    if rerun == "survivors":
+        ws = refreshed_workspace(module, tests, pytest_args)
+        uncaught = [m for m, code in json.loads(meta.read_text())["exit_code_by_key"].items()
+                    if code not in CAUGHT]
+        if uncaught:
+            with (ws / "mutmut.log").open("a") as out:
+                returncode = subprocess.run([str(MUTMUT), "run", "--max-children", str(max_children), *uncaught],
+                                            cwd=ws, stdout=out, stderr=subprocess.STDOUT).returncode
+    elif rerun:
         ws = workspace(module, tests, pytest_args)
         with (ws / "mutmut.log").open("w") as out:
             returncode = subprocess.run([str(MUTMUT), "run", "--max-children", str(max_children)], cwd=ws,
                                         stdout=out, stderr=subprocess.STDOUT).returncode
-    meta = ws / "mutants" / (module + ".meta")
     if returncode != 0 or not meta.exists():
         raise SystemExit(f"{module}: mutmut run failed (exit {returncode}); see {ws / 'mutmut.log'}")
     exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
@@ -217,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--rescore", action="store_true",
                         help="score the last run's results again (after editing equivalent.toml)")
+    parser.add_argument("--survivors", action="store_true",
+                        help="re-run only the last run's uncaught mutants, against today's tests "
+                             "(after adding tests; the module itself must be unchanged)")
     args = parser.parse_args(argv)
     config, equivalents = load_config()
     modules = config["modules"]
@@ -228,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     scores = []
     for module in args.modules or list(modules):  # one at a time: each run uses every core
         scores.append(score_module(module, modules[module]["tests"], config["pytest_args"], equivalents,
-                                   args.max_children, rerun=not args.rescore))
+                                   args.max_children,
+                                   rerun="survivors" if args.survivors else not args.rescore))
         s = scores[-1]
         print(f"{module}: {s.mutants} mutants, {s.killed} killed, {s.equivalent} equivalent, "
               f"{s.percent:.1f}% in {s.seconds / 60:.1f} min", flush=True)

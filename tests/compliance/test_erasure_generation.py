@@ -37,6 +37,14 @@ def _planted(runtime: Runtime, profile_id: str) -> bool:
                                      (profile_id,)) is not None
 
 
+def _every_data_database_agrees(runtime: Runtime) -> bool:
+    """The vault's record matches the generation of every data database (the learner data and,
+    where it exists, the settings database), each one recorded."""
+    data = [db for db in (runtime.twin_db, runtime.settings_db) if db is not None]
+    return all(erasure_generation.current(db) is not None for db in data) \
+        and erasure_generation.agree(runtime.vault_db, data)
+
+
 def _reapplied(runtime: Runtime, subject_hash: str) -> int:
     return len(runtime.audit.query(subject_hash=subject_hash, action="restore_reapply"))
 
@@ -53,7 +61,7 @@ def opened(runtime, keyring, clock, make_subject):
 
 def test_after_a_start_both_sides_agree_and_a_plain_restart_reapplies_nothing(opened, keyring, clock):
     runtime, erased = opened
-    assert erasure_generation.agree(runtime.vault_db, [runtime.twin_db])
+    assert _every_data_database_agrees(runtime)
     _plant(runtime, erased.subject_hash, "prf_planted")
 
     restarted = _restart(runtime, keyring, clock)
@@ -69,12 +77,14 @@ def test_after_a_start_both_sides_agree_and_a_plain_restart_reapplies_nothing(op
 def test_each_completed_erasure_keeps_both_sides_in_agreement(opened):
     runtime, _ = opened
     runtime.profiles.create(ADMIN, None, {"user_id": "erased-now", "personal": {"n": 1}})
-    before = erasure_generation.current(runtime.twin_db)
+    data = [db for db in (runtime.twin_db, runtime.settings_db) if db is not None]
+    before = [erasure_generation.current(db) for db in data]
 
     runtime.subject_requests.erase(ADMIN, None, user_id="erased-now")
 
-    assert erasure_generation.current(runtime.twin_db) != before
-    assert erasure_generation.agree(runtime.vault_db, [runtime.twin_db])
+    after = [erasure_generation.current(db) for db in data]
+    assert all(now != then for now, then in zip(after, before))  # every data database advanced
+    assert _every_data_database_agrees(runtime)
     assert runtime.vault_db.query_one("SELECT completed_at FROM erasure_tombstones WHERE user_id_hash = ?",
                                       (runtime.hasher.hash("erased-now"),))[0] is not None
 
@@ -107,7 +117,7 @@ def test_restoring_an_older_data_file_reapplies_every_tombstone(opened, keyring,
         subject_hash = restarted.hasher.hash("erased-after-backup")
         assert not _planted(restarted, view["profile_id"])
         assert _reapplied(restarted, subject_hash) == 1
-        assert erasure_generation.agree(restarted.vault_db, [restarted.twin_db])
+        assert _every_data_database_agrees(restarted)
     finally:
         restarted.close()
 
@@ -141,7 +151,7 @@ def test_a_replaced_data_file_reapplies_every_tombstone(opened, keyring, clock):
     restarted = _restart(runtime, keyring, clock)
     try:
         assert not _planted(restarted, "prf_planted")
-        assert erasure_generation.agree(restarted.vault_db, [restarted.twin_db])
+        assert _every_data_database_agrees(restarted)
     finally:
         restarted.close()
 
@@ -163,6 +173,10 @@ def test_an_unfinished_erasure_is_finished_by_a_plain_restart_without_a_full_pas
         assert _reapplied(restarted, subject_hash) == 1
         assert _planted(restarted, "prf_planted")  # only the unfinished one was looked at
         assert not _planted(restarted, view["profile_id"])
+        assert restarted.vault_db.query_one("SELECT completed_at FROM erasure_tombstones WHERE user_id_hash = ?",
+                                            (subject_hash,))[0] is not None  # finished: not looked at again
+        result = restarted.dsr.reapply_tombstones(Actor(STARTUP, "system"))
+        assert result == {"subjects_reapplied": 0, "tombstones": 0, "every": 0}
     finally:
         restarted.close()
 
@@ -175,4 +189,4 @@ def test_twin_db_restore_reapplies_every_tombstone_whatever_the_generations(open
 
     assert result == {"subjects_reapplied": 1, "tombstones": 1, "every": 1}
     assert not _planted(runtime, "prf_planted")
-    assert erasure_generation.agree(runtime.vault_db, [runtime.twin_db])
+    assert _every_data_database_agrees(runtime)

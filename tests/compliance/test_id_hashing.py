@@ -64,3 +64,28 @@ def test_a_keyed_hash_for_a_purpose_is_stable_and_never_a_subject_hash_or_anothe
     assert evidence != hasher.hash("learner-42")
     assert evidence != hasher.keyed("manual-value", "learner-42")
     assert evidence != SubjectHasher(os.urandom(32)).keyed("evidence", "learner-42")
+
+
+def test_a_keyed_hash_is_hmac_sha256_under_the_purposes_hkdf_key(pepper):
+    """The derivation is pinned: evidence ids stored keyed must still match after an upgrade.
+    HKDF-SHA256 (RFC 5869) without salt, info "learner-twin keyed hash: <purpose>", 32 bytes."""
+    import hmac
+    extracted = hmac.new(b"\x00" * 32, pepper, hashlib.sha256).digest()
+    purpose_key = hmac.new(extracted, b"learner-twin keyed hash: evidence\x01", hashlib.sha256).digest()
+    expected = hmac.new(purpose_key, "évidence-7".encode("utf-8"), hashlib.sha256).hexdigest()
+
+    hasher = SubjectHasher(pepper)
+
+    assert hasher.keyed("evidence", "évidence-7") == expected
+    assert hasher.keyed("evidence", "évidence-7") == expected  # the purpose's key, remembered
+
+
+def test_a_short_pepper_is_refused_saying_what_it_needs():
+    with pytest.raises(ValueError) as raised:
+        SubjectHasher(os.urandom(31))
+    assert str(raised.value) == "pepper must be at least 32 bytes"
+    assert len(SubjectHasher(os.urandom(32)).hash("x")) == 64  # 32 bytes is enough
+
+
+def test_repr_names_the_type_and_hides_the_pepper(pepper):
+    assert repr(SubjectHasher(pepper)) == "SubjectHasher(<pepper hidden>)"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -14,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from compliance.errors import KeyringError
-from compliance.keyring import (ENV_ACTIVE_FIELD_KEY, ENV_MASTER_SECRET, Keyring, KeyringMissingError,
-                                load_keyring)
+from compliance.keyring import (ENV_ACTIVE_FIELD_KEY, ENV_MASTER_SECRET, DatabaseKey, Keyring,
+                                KeyringMissingError, load_keyring)
 
 
 def _mode(path) -> int:
@@ -62,6 +64,39 @@ def test_saved_keyring_loads_back_identical(keyring_path):
     assert loaded == keyring
     assert loaded.field_keys == keyring.field_keys
     assert loaded.active_field_key == 2
+
+
+def test_the_keyring_file_is_the_documented_indented_json_and_keeps_an_unfinished_rekey(keyring_path):
+    keyring = Keyring(os.urandom(32), {1: os.urandom(32), 2: os.urandom(32)}, 2, os.urandom(32),
+                      previous_database_key=os.urandom(32))
+    keyring.save(keyring_path)
+
+    text = keyring_path.read_text()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    assert text == json.dumps({
+        "format": "learner-twin-keyring/1", "database_key": b64(keyring.database_key),
+        "field_keys": {"1": b64(keyring.field_keys[1]), "2": b64(keyring.field_keys[2])},
+        "active_field_key": 2, "id_pepper": b64(keyring.id_pepper),
+        "previous_database_key": b64(keyring.previous_database_key)}, indent=2)
+    loaded = Keyring.load(keyring_path, production=True)
+    assert loaded.previous_database_key == keyring.previous_database_key  # a crash mid-rekey stays openable
+    assert loaded.source == str(keyring_path)
+    assert Keyring.from_json(text).source == "file"
+    assert "previous_database_key" not in Keyring.generate().to_json()
+
+
+def test_a_generated_keyring_says_it_was_generated():
+    assert Keyring.generate().source == "generated"
+    assert Keyring.from_master_secret(os.urandom(32)).source == "environment"
+
+
+def test_a_keyring_file_of_another_format_is_refused_naming_the_format_expected(keyring_path):
+    text = json.dumps(dict(json.loads(Keyring.generate().to_json()), format="something-else/9"))
+
+    with pytest.raises(KeyringError) as excinfo:
+        Keyring.from_json(text)
+
+    assert str(excinfo.value) == "keyring file format is not learner-twin-keyring/1"
 
 
 def test_saved_keyring_file_is_mode_0600_in_a_0700_directory(keyring_path):
@@ -126,6 +161,7 @@ def _malformed_documents() -> dict[str, tuple[str, list[str]]]:
         "json list": json.dumps([1, 2, 3]),
         "missing pepper": json.dumps(without_pepper),
         "bad base64": json.dumps(dict(doc, database_key="not base64 !!")),
+        "stray character": json.dumps(dict(doc, id_pepper=doc["id_pepper"][:8] + "*" + doc["id_pepper"][8:])),
         "short key": json.dumps(dict(doc, database_key=short)),
         "wrong format": json.dumps(dict(doc, format="something-else/9")),
         "active key absent": json.dumps(dict(doc, active_field_key=7)),
@@ -175,6 +211,28 @@ def test_master_secret_derivation_is_deterministic(keyring_path):
     assert other.id_pepper != first.id_pepper
 
 
+def _hkdf_sha256(secret: bytes, salt: bytes, info: bytes) -> bytes:
+    """RFC 5869 HKDF-SHA256 for one 32-byte block, from the standard library alone."""
+    extracted = hmac.new(salt, secret, hashlib.sha256).digest()
+    return hmac.new(extracted, info + b"\x01", hashlib.sha256).digest()
+
+
+def test_master_secret_derivation_is_pinned_to_hkdf_sha256_under_its_salt_and_labels(keyring_path):
+    """Every deployment in the environment-variable form opens its data with these exact keys:
+    a changed salt or label would make every database and every sealed value unreadable."""
+    secret = os.urandom(32)
+    keyring = load_keyring(keyring_path, production=True, environ=_env(secret, **{ENV_ACTIVE_FIELD_KEY: "2"}))
+
+    def derived(label: str) -> bytes:
+        return _hkdf_sha256(secret, b"learner-twin/keyring/v1", label.encode())
+
+    assert keyring.database_key == derived("sqlcipher-database-key")
+    assert keyring.id_pepper == derived("user-id-pepper")
+    assert keyring.field_keys == {1: derived("field-key/v1"), 2: derived("field-key/v2")}
+    assert keyring.audit_seal_key == _hkdf_sha256(keyring.id_pepper, b"learner-twin/keyring/v1",
+                                                  b"audit-chain-seal-key")
+
+
 def test_raising_the_field_key_version_keeps_older_versions_derivable(keyring_path):
     secret = os.urandom(32)
     v1 = load_keyring(keyring_path, production=True, environ=_env(secret))
@@ -194,7 +252,9 @@ def test_master_secret_takes_precedence_over_a_keyring_file(keyring_path):
     assert keyring == Keyring.from_master_secret(secret)
 
 
-@pytest.mark.parametrize("bad", ["not base64 at all!", "abc", "ZmFrZQ=x"])
+@pytest.mark.parametrize("bad", ["not base64 at all!", "abc", "ZmFrZQ=x",
+                                 # a real 32-byte secret with one stray character: never silently dropped
+                                 base64.b64encode(b"s" * 32).decode()[:20] + "*" + base64.b64encode(b"s" * 32).decode()[20:]])
 def test_invalid_base64_master_secret_is_refused_without_echoing_it(keyring_path, bad):
     with pytest.raises(KeyringError, match="not valid base64") as excinfo:
         load_keyring(keyring_path, production=False, environ={ENV_MASTER_SECRET: bad})
@@ -222,7 +282,9 @@ def test_development_set_up_generates_a_private_keyring_with_a_warning(keyring_p
         keyring = load_keyring(keyring_path, production=False, environ={}, create=True)
     assert keyring_path.exists()
     assert _mode(keyring_path) == 0o600
-    assert any("DEVELOPMENT keyring" in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"no keyring found; generated a DEVELOPMENT keyring at {keyring_path}. Back it up: data "
+        "written with it is unreadable without it."]
     # The next start finds the same keys instead of generating new ones.
     assert load_keyring(keyring_path, production=False, environ={}, create=True) == keyring
     assert load_keyring(keyring_path, production=False, environ={}) == keyring
@@ -234,6 +296,7 @@ def test_without_create_a_missing_keyring_is_refused_saying_where_it_looked(keyr
     message = str(excinfo.value)
     assert str(keyring_path.absolute()) in message and "\n" not in message
     assert "TWIN_KEYRING_PATH" in message and ENV_MASTER_SECRET in message
+    assert message.endswith("or create one with `twin keys generate`")  # no production remark
     assert not keyring_path.exists() and not keyring_path.parent.exists()
 
 
@@ -256,7 +319,7 @@ def test_processes_starting_together_all_end_with_the_one_same_generated_keyring
     env["PYTHONPATH"] = str(root)
     go = tmp_path / "go"
     workers = [subprocess.Popen([sys.executable, "-c", _RACER, str(keyring_path), str(go)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(8)]
     for worker in workers:
         assert worker.stdout.readline().strip() == "ready"
@@ -279,9 +342,50 @@ def test_saving_leaves_no_temporary_file_and_replaces_an_existing_keyring(keyrin
 
 
 def test_production_refuses_to_start_without_a_keyring(keyring_path):
-    with pytest.raises(KeyringError, match=ENV_MASTER_SECRET):
+    with pytest.raises(KeyringError, match=ENV_MASTER_SECRET) as excinfo:
         load_keyring(keyring_path, production=True, environ={}, create=True)
+    assert str(excinfo.value).endswith(
+        "or create one with `twin keys generate` (TWIN_ENV=production never generates one)")
     assert not keyring_path.exists()
+
+
+def test_production_refuses_a_group_readable_keyring_file_it_is_pointed_at(keyring_path):
+    keyring = Keyring.generate()
+    keyring.save(keyring_path)
+    os.chmod(keyring_path, 0o640)
+
+    with pytest.raises(KeyringError, match="chmod 600") as excinfo:
+        load_keyring(keyring_path, production=True, environ={})
+    _assert_no_key_material(str(excinfo.value), _all_key_material(keyring))
+
+
+def test_a_keyring_is_saved_into_directories_that_do_not_exist_yet(tmp_path):
+    path = tmp_path / "etc" / "twin" / "keys" / "keyring.json"
+
+    Keyring.generate().save(path)
+
+    assert _mode(path) == 0o600 and _mode(path.parent) == 0o700
+
+
+def test_the_keyring_file_is_private_from_its_creation_not_only_once_written(keyring_path, monkeypatch):
+    """A reader that opens the file while it is briefly looser keeps reading it after the chmod:
+    the file must be created 0600, whatever the umask, before a key byte is in it."""
+    modes_at_chmod = []
+    real_fchmod = os.fchmod
+
+    def recording_fchmod(fd, mode):
+        modes_at_chmod.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        real_fchmod(fd, mode)
+
+    monkeypatch.setattr(os, "fchmod", recording_fchmod)
+    old_umask = os.umask(0)
+    try:
+        Keyring.generate().save(keyring_path)
+    finally:
+        os.umask(old_umask)
+
+    assert modes_at_chmod == [0o600]
+    assert _mode(keyring_path) == 0o600
 
 
 def test_load_keyring_reads_the_process_environment_by_default(keyring_path, monkeypatch):
@@ -299,10 +403,89 @@ def test_repr_and_str_show_no_key_material():
         assert "field_key_versions=[1, 2]" in text
 
 
+def test_the_database_key_shows_only_whether_a_previous_key_is_held():
+    current, previous = os.urandom(32), os.urandom(32)
+
+    assert repr(DatabaseKey(current)) == "DatabaseKey(<hidden>, previous=None)"
+    assert repr(DatabaseKey(current, previous)) == "DatabaseKey(<hidden>, previous=<hidden>)"
+    _assert_no_key_material(repr(DatabaseKey(current, previous)), [current, previous])
+
+
+def test_field_key_fingerprints_name_each_version_without_its_key():
+    keyring = Keyring.generate().with_new_field_key()
+
+    fingerprints = keyring.field_key_fingerprints()
+
+    assert list(fingerprints) == [1, 2]
+    for version, key in keyring.field_keys.items():
+        assert fingerprints[version] == hmac.new(key, b"learner-twin/key-fingerprint/v1",
+                                                 hashlib.sha256).hexdigest()[:16]
+    assert fingerprints[1] != fingerprints[2]
+    _assert_no_key_material(json.dumps(fingerprints), _all_key_material(keyring))
+
+
+def test_a_new_field_key_keeps_an_unfinished_rekeys_previous_key_and_the_source(keyring_path):
+    rekeying = Keyring(os.urandom(32), {1: os.urandom(32)}, 1, os.urandom(32),
+                       previous_database_key=os.urandom(32), source=str(keyring_path))
+
+    rotated = rekeying.with_new_field_key()
+
+    assert rotated.previous_database_key == rekeying.previous_database_key  # a crash mid-rekey stays openable
+    assert rotated.database_keys.previous == rekeying.previous_database_key
+    assert rotated.source == str(keyring_path)
+    assert rotated.field_keys[1] == rekeying.field_keys[1] and rotated.active_field_key == 2
+
+
+def test_saving_a_new_keyring_over_an_existing_one_writes_nothing(keyring_path):
+    first = Keyring.generate()
+    assert first.save_new(keyring_path) is True
+
+    assert Keyring.generate().save_new(keyring_path) is False
+
+    assert Keyring.load(keyring_path, production=True) == first
+    assert sorted(p.name for p in keyring_path.parent.iterdir()) == [keyring_path.name]  # no temp left
+
+
 def test_keyring_rejects_keys_of_the_wrong_length():
-    with pytest.raises(KeyringError):
+    with pytest.raises(KeyringError, match="^database key and ID pepper must be 32 bytes$") as excinfo:
         Keyring(database_key=os.urandom(16), field_keys={1: os.urandom(32)}, active_field_key=1,
                 id_pepper=os.urandom(32))
-    with pytest.raises(KeyringError):
+    with pytest.raises(KeyringError, match="^database key and ID pepper must be 32 bytes$") as excinfo:
+        Keyring(database_key=os.urandom(32), field_keys={1: os.urandom(32)}, active_field_key=1,
+                id_pepper=os.urandom(33))
+    with pytest.raises(KeyringError, match=r"^field keys must be 32 bytes under versions 1\.\.2\*\*32-1$"):
         Keyring(database_key=os.urandom(32), field_keys={1: os.urandom(31)}, active_field_key=1,
                 id_pepper=os.urandom(32))
+
+
+@pytest.mark.parametrize("version", [0, -1, 2**32, 2**33, 2.5, "2"])
+def test_field_key_versions_outside_1_to_2_to_the_32_minus_1_are_refused(version):
+    with pytest.raises(KeyringError) as excinfo:
+        Keyring(database_key=os.urandom(32), field_keys={1: os.urandom(32), version: os.urandom(32)},
+                active_field_key=1, id_pepper=os.urandom(32))
+    assert str(excinfo.value) == "field keys must be 32 bytes under versions 1..2**32-1"
+
+
+@pytest.mark.parametrize("version", [1, 65, 2**24, 2**32 - 1])
+def test_field_key_versions_up_to_2_to_the_32_minus_1_are_accepted(version):
+    keyring = Keyring(database_key=os.urandom(32), field_keys={version: os.urandom(32)},
+                      active_field_key=version, id_pepper=os.urandom(32))
+    assert keyring.active_field_key == version
+
+
+def test_an_active_field_key_missing_from_the_keyring_is_refused_naming_its_version():
+    with pytest.raises(KeyringError) as excinfo:
+        Keyring(database_key=os.urandom(32), field_keys={1: os.urandom(32)}, active_field_key=3,
+                id_pepper=os.urandom(32))
+    assert str(excinfo.value) == "active field key version 3 is not in the keyring"
+
+
+def test_a_malformed_keyring_file_is_named_by_the_kind_of_fault_only():
+    doc = json.loads(Keyring.generate().to_json())
+    del doc["id_pepper"]
+
+    with pytest.raises(KeyringError) as excinfo:
+        Keyring.from_json(json.dumps(doc))
+
+    assert str(excinfo.value) == "keyring file is malformed (KeyError)"
+    assert excinfo.value.__cause__ is None and excinfo.value.__suppress_context__
