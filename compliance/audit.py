@@ -22,9 +22,11 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator
 
 from twin.storage import Database
+from twin.storage.progress import ProgressFactory, silent
 from twin.storage.timestamps import to_db, utc_now
 
 from . import audit_integrity, audit_store, audit_terms
+from .audit_archive import AuditArchive, AuditArchiveError, ArchiveRun
 from .audit_codec import ACTION_CODES, compact_hash, micros, pack_id
 from .audit_events import (ACTIONS, MAX_DETAILS_BYTES, MAX_QUERY_LIMIT, RECORD_FIELDS, ROLES, Actor,
                            AuditChainBrokenError, AuditError, AuditEvent, InvalidAuditEventError,
@@ -33,7 +35,7 @@ from .audit_events import (ACTIONS, MAX_DETAILS_BYTES, MAX_QUERY_LIMIT, RECORD_F
 from .audit_journal import AuditJournal
 from .audit_seals import SealBook
 from .audit_staging import StagedEvents
-from .audit_vault_staging import VaultStagedEvents
+from .audit_vault_staging import CHAIN_LOCK, VaultStagedEvents
 from .hash_chain import GENESIS_HASH, ChainVerification
 
 __all__ = ["ACTIONS", "GENESIS_HASH", "MAX_DETAILS_BYTES", "MAX_QUERY_LIMIT", "ROLES", "Actor",
@@ -63,13 +65,16 @@ class AuditTrail:
 
     def __init__(self, vault: Database, clock: Callable[[], datetime] = utc_now, *,
                  journal: AuditJournal | None = None, flush_delay: float = FLUSH_DELAY_S,
-                 stage_in_vault: bool = False, seals: SealBook | None = None) -> None:
+                 stage_in_vault: bool = False, seals: SealBook | None = None,
+                 archive: AuditArchive | None = None) -> None:
         """``stage_in_vault``: stage in the vault itself instead of a journal (replicas
         without a local disk: ``compliance.audit_vault_staging``). ``seals``: seal the chain
-        (``compliance.audit_seals``)."""
+        (``compliance.audit_seals``). ``archive``: where old events go and are read back from
+        (``compliance.audit_archive``)."""
         self.vault = vault
         self._clock = clock
         self._seals = seals
+        self.archive = archive
         self._staging: StagedEvents | VaultStagedEvents | None = None
         if stage_in_vault:
             self._staging = VaultStagedEvents(vault, self._append_staged, flush_delay)
@@ -227,12 +232,19 @@ class AuditTrail:
         """Every event about one subject, oldest first, fetched ``batch`` rows at a time.
 
         For DSR exports (the subject's record of disclosures): memory stays bounded by
-        ``batch`` however long the history is.
+        ``batch`` however long the live history is. Archived events come first, from the
+        segments the archive's subject index names (``AuditArchiveError`` if one is missing or
+        unreadable: a record of disclosures is never silently short).
         """
         if batch < 1:
             raise InvalidAuditQueryError("batch must be at least 1")
         self._flush_before_use()
         after = 0
+        if self.archive is not None:
+            with self.vault.transaction(immediate=False) as conn:
+                archived = list(self.archive.subject_events(conn, subject_hash))
+            yield from archived
+            after = archived[-1].seq if archived else 0
         while True:
             with self.vault.transaction(immediate=False) as conn:
                 events = audit_store.query(conn, subject_hash=subject_hash, action=None, since=None,
@@ -253,14 +265,32 @@ class AuditTrail:
         concurrent appends and purges do not cause false alarms. Seals found sound are marked.
         """
         self._flush_before_use()
-        return audit_integrity.verify(self.vault, batch_size, self._seals, full=full, clock=self._clock)
+        return audit_integrity.verify(self.vault, batch_size, self._seals, full=full, clock=self._clock,
+                                      archive=self.archive)
+
+    def archive_older_than(self, cutoff: datetime, *, batch_size: int = 5000,
+                           progress: ProgressFactory = silent) -> ArchiveRun:
+        """Move the events that occurred before ``cutoff`` into archive segments (see
+        ``compliance.audit_archive``); raises ``AuditArchiveError`` without an archive."""
+        if self.archive is None:
+            raise AuditArchiveError("this audit trail has no archive configured")
+        self._flush_before_use()
+        return self.archive.archive_older_than(cutoff, batch_size=batch_size, progress=progress)
 
     def purge_older_than(self, cutoff: datetime, batch_size: int = 5000) -> int:
         """Delete events that occurred before ``cutoff``, keeping the rest verifiable; returns
         how many. A tampered event raises ``AuditChainBrokenError`` and is not purged, so
         retention never launders the evidence (see ``compliance.audit_integrity``). The caller
-        (the retention job) records its own ``purge`` event with the count."""
+        (the retention job) records its own ``purge`` event with the count.
+
+        Archived events go first, in whole expired segments; live events only once no
+        segment is left (they are newer than any segment's). Then the actors and resources no
+        live event names any more go too."""
         if batch_size < 1:
             raise InvalidAuditQueryError("batch_size must be at least 1")
         self._flush_before_use()
-        return audit_integrity.purge_older_than(self.vault, cutoff, batch_size, self._clock)
+        total = 0 if self.archive is None else self.archive.delete_expired(cutoff, batch_size)
+        total += audit_integrity.purge_older_than(self.vault, cutoff, batch_size, self._clock)
+        if total:
+            self.vault.write(audit_terms.prune_unused_terms, lock=CHAIN_LOCK)
+        return total

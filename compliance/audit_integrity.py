@@ -9,12 +9,14 @@ and purges do not cause false alarms.
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Any, Callable
 
 from twin.storage import Database
 from twin.storage.timestamps import to_db, utc_now
 
+from . import audit_archive_index as archive_index
 from . import audit_terms
 from .audit_codec import hash_of_row, micros
 from .audit_events import AuditChainBrokenError, InvalidAuditQueryError, compute_event_hash
@@ -23,11 +25,19 @@ from .audit_store import LEGACY, chain_rows, hash_before, hash_bytes, hash_text,
 from .hash_chain import GENESIS_HASH, Break, ChainVerification, ChainWalker
 
 
+class ArchiveBreak(Exception):
+    """The chain is broken in the archive at ``seq`` (raised while walking its segments)."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(reason)
+        self.seq, self.reason = seq, reason
+
+
 def _span(first: int, last: int) -> str:
     return f"event {first}" if first == last else f"events {first}-{last}"
 
 
-def _check(walker: ChainWalker, table: str, row: Any) -> str | None:
+def check_row(walker: ChainWalker, table: str, row: Any) -> str | None:
     """None if ``row`` (of ``table``, as ``audit_store.chain_rows`` reads it) continues the
     chain, else why not (and the walker stops moving)."""
     seq = row["seq"]
@@ -77,58 +87,85 @@ def _sealed_event_problem(conn: Any, seal: Seal) -> str | None:
         return "the sealed event is missing (deleted?)"
     table, row = found
     walker = ChainWalker(seal.seq - 1, hash_before(conn, seal.seq), contiguous=True)
-    reason = _check(walker, table, row)
+    reason = check_row(walker, table, row)
     if reason is None and hash_bytes(walker.last_hash) != seal.event_hash:
         reason = "event does not match its seal (edited and rehashed?)"
     return reason
 
 
 def verify(vault: Database, batch_size: int = 5000, seals: SealBook | None = None, *,
-           full: bool = True, clock: Callable[[], datetime] | None = None) -> ChainVerification:
+           full: bool = True, clock: Callable[[], datetime] | None = None,
+           archive: Any = None) -> ChainVerification:
     """Walk the chain and report the first bad event: from the latest purge checkpoint
-    (``full``), or from the newest seal with a valid mark when there is one (else in full).
-    With ``seals``, every seal passed is checked, and those found sound are marked."""
+    (``full``: the archive's segments, then the live events), or from the newest seal with a
+    valid mark when there is one (else in full). With ``seals``, every seal passed is checked,
+    and those found sound are marked. With ``archive`` (``compliance.audit_archive``), the
+    archive's shape is checked either way (no segment missing, none unlisted, each joined by
+    its seal) and a full walk reads every segment; without it the chain is walked from the
+    newest segment's end, as from a retention cut."""
     passed: list[Seal] = []
     with vault.transaction(immediate=False) as conn:
         walker, _ = _walker(conn)
+        segments = archive_index.listed(conn)
+        archived = archive_index.archived_through(conn)
+        if archive is not None and segments:
+            problem = archive.problem(conn, segments, walker.position)
+            if problem is not None:
+                return ChainVerification(False, 0, *problem)
         start = seals.newest_marked(conn) if seals is not None and not full else None
-        if start is not None and start.seq <= walker.position:
-            start = None  # retention cut past it: the cut is the nearer trusted point
+        floor = walker.position if archived is None else max(walker.position, archived[0])
+        if start is not None and start.seq <= floor:
+            start = None  # retention or archival cut past it: the cut is the nearer trusted point
         if start is not None:
             reason = _sealed_event_problem(conn, start)
             if reason is not None:
                 return ChainVerification(False, 0, start.seq, reason)
             walker.anchor(start.seq, start.event_hash.hex())
+        elif archived is not None and archived[0] > walker.position and archive is None:
+            walker.anchor(archived[0], archived[1].hex())  # its segments cannot be read here
         due = seals.seals_after(conn, walker.position) if seals is not None else {}
         result = None
         # In full: from the very first row, as rows left below the checkpoint are suspicious too.
-        for table, row in chain_rows(conn, batch_size, after=None if start is None else start.seq):
-            reason = _check(walker, table, row)
-            if reason is None and row["seq"] in due:
-                digest = hash_bytes(walker.last_hash)
-                reason = seals.check(due[row["seq"]], digest)
-                if reason is None:
-                    passed.append(Seal(row["seq"], digest))
-            if reason is not None:
-                result = ChainVerification(False, walker.checked, row["seq"], reason)
-                break
+        rows = chain_rows(conn, batch_size, after=None if start is None else start.seq)
+        if start is None and archive is not None and segments:
+            rows = itertools.chain(archive.rows(conn, segments, walker.position), rows)
+        try:
+            for table, row in rows:
+                reason = check_row(walker, table, row)
+                if reason is None and row["seq"] in due:
+                    digest = hash_bytes(walker.last_hash)
+                    reason = seals.check(due[row["seq"]], digest)
+                    if reason is None:
+                        passed.append(Seal(row["seq"], digest))
+                if reason is not None:
+                    result = ChainVerification(False, walker.checked, row["seq"], reason)
+                    break
+        except ArchiveBreak as exc:
+            result = ChainVerification(False, walker.checked, exc.seq, exc.reason)
         if result is None:
-            unreached = sorted(seq for seq in due if seq > walker.position)
-            max_seq = max_seq_used(conn, vault.dialect)
-            if max_seq > walker.position:
-                first = walker.position + 1
-                result = ChainVerification(False, walker.checked, first,
-                                           f"{_span(first, max_seq)} missing at the end of the trail (deleted?)")
-            elif unreached:
-                result = ChainVerification(False, walker.checked, unreached[0],
-                                           "a seal names an event past the end of the trail (deleted?)")
-            else:
-                result = ChainVerification(True, walker.checked, None, None,
-                                           since=None if start is None else start.seq)
+            result = _end_problem(conn, vault, walker, due)
+        if result is None:
+            result = ChainVerification(True, walker.checked, None, None,
+                                       since=None if start is None else start.seq)
     if passed:
         now = micros(to_db((clock or utc_now)()))
         vault.write(lambda conn: seals.mark(conn, passed, now))
     return result
+
+
+def _end_problem(conn: Any, vault: Database, walker: ChainWalker, due: dict) -> ChainVerification | None:
+    """What is wrong past the last event walked: events missing at the end, or a seal naming
+    an event beyond it."""
+    unreached = sorted(seq for seq in due if seq > walker.position)
+    max_seq = max_seq_used(conn, vault.dialect)
+    if max_seq > walker.position:
+        first = walker.position + 1
+        return ChainVerification(False, walker.checked, first,
+                                 f"{_span(first, max_seq)} missing at the end of the trail (deleted?)")
+    if unreached:
+        return ChainVerification(False, walker.checked, unreached[0],
+                                 "a seal names an event past the end of the trail (deleted?)")
+    return None
 
 
 def purge_older_than(vault: Database, cutoff: datetime, batch_size: int,
@@ -149,11 +186,13 @@ def purge_older_than(vault: Database, cutoff: datetime, batch_size: int,
 
     def purge_batch(conn: Any) -> tuple[int, int | None]:
         walker, latest_id = _walker(conn)
+        if archive_index.archived_through(conn) is not None:
+            return 0, latest_id  # older events are in the archive: its segments go first, whole
         for table, row in chain_rows(conn, batch_size):
             if (row["occurred_at"] >= threshold) if table == LEGACY \
                     else (row["occurred_at"] >= threshold_us):
                 break
-            reason = _check(walker, table, row)
+            reason = check_row(walker, table, row)
             if reason is not None:
                 raise AuditChainBrokenError(row["seq"], reason)
             if walker.checked == batch_size:

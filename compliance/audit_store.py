@@ -35,7 +35,7 @@ _WITH_PREV = LOG_SELECT.format(
 LOG_PLAIN = LOG_SELECT.format(extra="")
 
 # The head, in one statement: the newest compact and legacy events, the newest retention cut,
-# and the highest seq ever used (the identity's high-water mark, sqlite_sequence or the
+# the newest archive segment's end (compliance.audit_archive), and the highest seq ever used (the identity's high-water mark, sqlite_sequence or the
 # PostgreSQL sequence, remembers seqs of deleted tail events, so deleting the newest events
 # leaves a gap the next append exposes).
 @functools.lru_cache(maxsize=None)
@@ -48,6 +48,8 @@ SELECT
     (SELECT event_hash FROM audit_events ORDER BY seq DESC LIMIT 1) AS legacy_hash,
     (SELECT purged_through_seq FROM audit_checkpoints ORDER BY id DESC LIMIT 1) AS cut_seq,
     (SELECT last_hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1) AS cut_hash,
+    (SELECT last_seq FROM audit_archive_segments WHERE complete = 1 ORDER BY first_seq DESC LIMIT 1) AS arch_seq,
+    (SELECT last_hash FROM audit_archive_segments WHERE complete = 1 ORDER BY first_seq DESC LIMIT 1) AS arch_hash,
     {_high_water(dialect)} AS max_seq
 """
 
@@ -76,7 +78,7 @@ def head(conn: Any, dialect: Dialect) -> tuple[int, bytes]:
     """(seq of the next event, hash it chains to); call inside the write transaction."""
     row = conn.execute(_head_sql(dialect)).fetchone()
     candidates = [(row["log_seq"], row["log_hash"]), (row["legacy_seq"], row["legacy_hash"]),
-                  (row["cut_seq"], row["cut_hash"])]
+                  (row["cut_seq"], row["cut_hash"]), (row["arch_seq"], row["arch_hash"])]
     last_seq, last_hash = max(((s, h) for s, h in candidates if s is not None),
                               key=lambda c: c[0], default=(0, GENESIS_HASH))
     return max(last_seq, row["max_seq"] or 0) + 1, hash_bytes(last_hash)
@@ -84,9 +86,10 @@ def head(conn: Any, dialect: Dialect) -> tuple[int, bytes]:
 
 def hash_before(conn: Any, seq: int) -> str:
     """The hash event ``seq`` chains to, read where it is kept: the previous event (compact or
-    legacy), or the retention cut (or genesis) it continues from."""
+    legacy), or the archive segment, the retention cut (or genesis) it continues from."""
     for sql in ("SELECT event_hash FROM audit_log WHERE seq = ?",
                 "SELECT event_hash FROM audit_events WHERE seq = ?",
+                "SELECT last_hash FROM audit_archive_segments WHERE last_seq = ? AND complete = 1",
                 "SELECT last_hash FROM audit_checkpoints WHERE purged_through_seq = ? "
                 "ORDER BY id DESC LIMIT 1"):
         found = conn.execute(sql, (seq - 1,)).fetchone()

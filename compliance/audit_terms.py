@@ -6,7 +6,11 @@ transaction, with one SELECT per kind for the whole batch. Nothing is cached acr
 transactions: a reference read from a transaction that later rolled back could name a row that
 never existed, and an event would then decode (and fail to verify) as someone else's.
 Rows are append-only (a trigger refuses UPDATE); a value no event refers to any more is deleted
-by retention (``prune_subjects``).
+when its last event leaves the live log (archival, retention): subjects through their index
+(``prune_subjects``), actors and resources by one pass over the live log (``prune_unused_terms``:
+they have no index, which would cost every event bytes, and a run's one pass is bounded by the
+live log, which archival keeps short). Archived events spell their values out, so nothing in an
+archive segment refers to these rows.
 """
 
 from __future__ import annotations
@@ -103,12 +107,35 @@ def subjects_through(conn: Any, seq: int) -> list[int]:
 def prune_subjects(conn: Any, refs: Sequence[int]) -> int:
     """Delete those of ``refs`` no event refers to any more (after retention deleted events),
     through the subject index: a subject hash must not outlive the trail's retention window.
-    Actors and resources (token ids, opaque resource ids) stay: few, and unindexed."""
+    Archived events keep theirs (``audit_archive_subjects``) until their segment goes."""
     deleted = 0
     for chunk in _chunks(list(refs)):
         marks = ", ".join("?" for _ in chunk)
         deleted += conn.execute(
             f"DELETE FROM audit_subjects WHERE subject_ref IN ({marks}) AND NOT EXISTS "
-            "(SELECT 1 FROM audit_log l WHERE l.subject_ref = audit_subjects.subject_ref)",
+            "(SELECT 1 FROM audit_log l WHERE l.subject_ref = audit_subjects.subject_ref) AND NOT EXISTS "
+            "(SELECT 1 FROM audit_archive_subjects x WHERE x.subject_ref = audit_subjects.subject_ref)",
             list(chunk)).rowcount
     return deleted
+
+
+def intern_subjects(conn: Any, subject_hashes: Sequence[str]) -> dict[str, int]:
+    """The references of ``subject_hashes``, adding those not interned yet (archived legacy
+    events, which named their subject in full, get one for the archive's subject index)."""
+    keys = [(h,) for h in subject_hashes]
+    known = _lookup(conn, SUBJECTS, keys) if keys else {}
+    missing = [k for k in keys if k not in known]
+    if missing:
+        known.update(_insert(conn, SUBJECTS, missing))
+    return {k[0]: ref for k, ref in known.items()}
+
+
+def prune_unused_terms(conn: Any) -> int:
+    """Delete the actors and resources no live event refers to any more (after archival or
+    retention took events out); one pass over the live log each. Returns how many went. Runs
+    in a write transaction, so no append can take up a value between the check and the delete
+    (SQLite serialises writers; PostgreSQL's serializable writers conflict and retry)."""
+    deleted = conn.execute("DELETE FROM audit_actors WHERE actor_ref NOT IN "
+                           "(SELECT actor_ref FROM audit_log)").rowcount
+    return deleted + conn.execute("DELETE FROM audit_resources WHERE resource_ref NOT IN "
+                                  "(SELECT resource_ref FROM audit_log WHERE resource_ref IS NOT NULL)").rowcount

@@ -40,6 +40,7 @@ class RetentionReport:
     sample_row_ids: dict[str, list[str]] = field(default_factory=dict)  # dry run: what would go
     subject_keys_destroyed: int = 0
     audit_chain_broken: str | None = None  # set when old audit events were kept as evidence
+    audit_archived: int = 0  # audit events moved into archive segments
     duration_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,6 +58,7 @@ class RetentionPurger:
     audit_days: int                    # the audit trail's own window
     batch_size: int
     clock: Callable[[], datetime]
+    audit_archive_days: int | None = None  # audit events older than this go to the archive
 
     def _params(self, held: Sequence[str]) -> dict[str, Any]:
         now = self.clock()
@@ -93,18 +95,34 @@ class RetentionPurger:
                 else:
                     report.counts[table.name] = self._purge(provider, table, batch_size, lock, report,
                                                             progress)
+            if not dry_run:
+                self._archive_audit(batch_size, report)
             report.counts["audit_events"] = 0 if dry_run else self._purge_audit(batch_size, report)
-        if not dry_run and (any(report.counts.values()) or report.audit_chain_broken):
+        if not dry_run and (any(report.counts.values()) or report.audit_chain_broken or report.audit_archived):
             for db in {id(p.db): p.db for p, _ in self._expiring()}.values():
                 if not truncate_wal(db):
                     log.warning("WAL of %s not emptied after the purge (a reader held it)", db.name)
                 incremental_vacuum(db)
             self.audit.record(actor, "purge", resource="retention",
-                              details={"counts": report.counts,
+                              details={"counts": report.counts, "audit_archived": report.audit_archived,
                                        "subject_keys_destroyed": report.subject_keys_destroyed,
                                        "audit_chain_broken": report.audit_chain_broken is not None})
         report.duration_s = round(time.perf_counter() - started, 3)
         return report
+
+    def _archive_audit(self, batch_size: int, report: RetentionReport) -> None:
+        """Move old audit events into archive segments (before the audit purge, which then
+        deletes whole expired segments); a broken chain is reported and nothing moves."""
+        if self.audit_archive_days is None or self.audit.archive is None:
+            return
+        try:
+            run = self.audit.archive_older_than(self.clock() - timedelta(days=self.audit_archive_days),
+                                                batch_size=batch_size)
+        except AuditChainBrokenError as exc:
+            report.audit_chain_broken = f"event {exc.seq}: {exc.reason}"
+            log.error("audit archival refused: the chain is broken at event %s (%s)", exc.seq, exc.reason)
+            return
+        report.audit_archived = run.events
 
     def _purge_audit(self, batch_size: int, report: RetentionReport) -> int:
         """Purge old audit events; a broken chain is reported, never purged away."""

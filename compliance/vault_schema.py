@@ -16,6 +16,7 @@ from twin.storage.dialect import POSTGRESQL, postgresql_ddl
 from twin.storage.timestamps import to_db, utc_now
 
 from .vault_schema_keys import V9_DOWN, V9_UP
+from . import audit_archive_schema
 
 V1_UP = """
 -- Per-subject data keys, wrapped (AES-GCM) by the keyring's active field key.
@@ -335,7 +336,9 @@ MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job l
                         {"sqlite": V8_DOWN_SQLITE, "postgresql": V8_DOWN_POSTGRESQL}),
               Migration(9, "subject keys by key id, leased unbound (a create commits once)",
                         V9_UP,
-                        V9_DOWN)]
+                        V9_DOWN),
+              Migration(10, "the audit archive's index", audit_archive_schema.V10_UP,
+                        audit_archive_schema.V10_DOWN)]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
 
@@ -404,4 +407,5 @@ NO_PERSONAL_DATA = {
     "audit_seal_marks": "when each audit seal was verified, HMAC'd (no subject reference)",
     "keyring_record": "fingerprints of the deployment's keys (public names, never keys)",
     "identity_high_water": "the highest audit seq ever stored (PostgreSQL; empty on SQLite)",
+    **audit_archive_schema.NO_PERSONAL_DATA,
 }

@@ -335,3 +335,18 @@ def open_model_manager(config: Config | None = None, keyring: Keyring | None = N
     from .model_registry.manager import ModelManager
 
     return ModelManager(*open_model_registry(config, keyring, model_dir))
+
+
+def audit_archive(vault: Backend, config: Config, keys, seals, clock=None):  # noqa: ANN001, ANN201
+    """The audit archive of ``vault`` (``compliance.audit_archive``): segment files beside a
+    SQLCipher vault (``<vault>.audit-archive/``), rows of the vault on PostgreSQL (replicas
+    share no disk). ``keys``: field keys or a cipher; ``seals``: the chain's ``SealBook``."""
+    from compliance.audit_archive import AuditArchive
+    from compliance.audit_archive_segments import FileSegments, TableSegments, archive_dir
+    from .storage import FileBacked
+    from .storage.timestamps import utc_now
+
+    # Always fsynced: the vault deletes the events once the segment is written.
+    store = FileSegments(archive_dir(vault.path)) if isinstance(vault, FileBacked) else TableSegments()
+    return AuditArchive(vault, keys, store, seals, segment_events=config.audit_archive_segment_events,
+                        clock=clock or utc_now)

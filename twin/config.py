@@ -14,6 +14,10 @@
 | TWIN_PREFERENCE_RETENTION_DAYS   | user preferences (settings store), since changed| 1095               |
 | TWIN_AUDIT_RETENTION_DAYS        | audit-trail retention                           | 2555               |
 | TWIN_AUDIT_SEAL_EVERY            | an HMAC'd seal of the audit chain every N events| 10000              |
+| TWIN_AUDIT_ARCHIVE_DAYS          | audit events older than this leave the live     | 30                 |
+|                                  | vault for archive segments (retention job)      |                    |
+| TWIN_AUDIT_ARCHIVE_SEGMENT_EVENTS| events per audit archive segment (at most, in   | 100000             |
+|                                  | whole seal ranges)                              |                    |
 | TWIN_RETENTION_CRON              | nightly retention job (cron, UTC)               | 30 2 * * *         |
 | TWIN_RETENTION_BATCH_SIZE        | rows purged per committed retention batch       | 2000               |
 | TWIN_MODEL_FIT_NIGHTLY           | the nightly job also refits skill parameters    | on                 |
@@ -81,6 +85,8 @@ class Config:
     preference_retention_days: int = 1095
     audit_retention_days: int = 2555
     audit_seal_every: int = 10_000
+    audit_archive_days: int = 30
+    audit_archive_segment_events: int = 100_000
     retention_cron: str = "30 2 * * *"
     retention_batch_size: int = 2000
     model_fit_nightly: bool = True
@@ -133,6 +139,8 @@ class Config:
             preference_retention_days=_int(environ, "TWIN_PREFERENCE_RETENTION_DAYS", 1095),
             audit_retention_days=_int(environ, "TWIN_AUDIT_RETENTION_DAYS", 2555),
             audit_seal_every=_int(environ, "TWIN_AUDIT_SEAL_EVERY", 10_000),
+            audit_archive_days=_int(environ, "TWIN_AUDIT_ARCHIVE_DAYS", 30),
+            audit_archive_segment_events=_int(environ, "TWIN_AUDIT_ARCHIVE_SEGMENT_EVENTS", 100_000),
             retention_cron=environ.get("TWIN_RETENTION_CRON", "30 2 * * *"),
             retention_batch_size=_int(environ, "TWIN_RETENTION_BATCH_SIZE", 2000),
             model_fit_nightly=_flag(environ, "TWIN_MODEL_FIT_NIGHTLY", True),

@@ -12,6 +12,7 @@ from typing import Callable
 
 from compliance import keyring_record
 from compliance.audit import Actor, AuditTrail
+from compliance.audit_archive import AuditArchive
 from compliance.audit_journal import AuditJournal, AuditJournalError, audit_journal_dir
 from compliance.audit_seals import SealBook
 from compliance.dsr import DataSubjectRequests
@@ -26,7 +27,7 @@ from compliance.subject_keys import SubjectKeyStore
 from compliance.tokens import TokenStore
 from compliance.vault_provider import VaultProvider
 
-from .catalog import (backend_of, database_path, load_keyring, open_database, open_learner_databases,
+from .catalog import (audit_archive, backend_of, database_path, load_keyring, open_database, open_learner_databases,
                       open_model_manager, personal_data_registry, reload_keyring, spec_for)
 from .config import Config
 from .learners.consents import ConsentService
@@ -87,7 +88,8 @@ class Runtime:
         self.keys = SubjectKeyStore(self.vault_db, self.field_keys, encrypt=not config.bench_plaintext,
                                     clock=clock, bindings=ProfileKeyBindings(self.twin_db))
         self.lease = SubjectKeyLease(self.keys)
-        self.audit = self._audit_trail(SealBook(keyring.audit_seal_key, config.audit_seal_every))
+        seals = SealBook(keyring.audit_seal_key, config.audit_seal_every)
+        self.audit = self._audit_trail(seals, audit_archive(self.vault_db, config, self.field_keys, seals, clock))
         self.tokens = TokenStore(self.vault_db, cache_seconds=config.token_cache_seconds)
         self.holds = LegalHolds(self.twin_db, clock)
         ctx = LearnerContext(self.twin_db, self.keys, self.lease, self.hasher, self.audit, config, clock)
@@ -106,21 +108,23 @@ class Runtime:
         self.retention = RetentionPurger(self.providers, ending, self.vault_db, self.audit, self.holds,
                                          windows=config.retention_windows(),
                                          audit_days=config.audit_retention_days,
+                                         audit_archive_days=config.audit_archive_days,
                                          batch_size=config.retention_batch_size, clock=clock)
         self.subject_requests = SubjectRequests(ctx, self.profiles, self.consents, self.holds, self.dsr)
         self._extra_dbs: list = []
 
-    def _audit_trail(self, seals: SealBook) -> AuditTrail:
+    def _audit_trail(self, seals: SealBook, archive: AuditArchive) -> AuditTrail:
         """Where API requests stage their audit events before the response: on SQLCipher,
         encrypted segment files beside the vault's file (no vault transaction per request); on
         PostgreSQL, rows of the vault itself, since replicas share no disk and any of them
         chains what a killed one staged (``compliance.audit_vault_staging``)."""
         if not isinstance(self.vault_db, FileBacked):
-            return AuditTrail(self.vault_db, clock=self.clock, stage_in_vault=True, seals=seals)
+            return AuditTrail(self.vault_db, clock=self.clock, stage_in_vault=True, seals=seals,
+                              archive=archive)
         directory = audit_journal_dir(database_path(spec_for("privacy_vault"), self.config))
         return AuditTrail(self.vault_db, clock=self.clock, journal=AuditJournal(
             directory, None if self.config.bench_plaintext else self.field_keys,
-            fsync=self.config.durability == "full"), seals=seals)
+            fsync=self.config.durability == "full"), seals=seals, archive=archive)
 
     def _providers(self) -> list[PersonalDataProvider]:
         """The provider of every database holding personal data, the vault last (an export

@@ -1,0 +1,242 @@
+"""The audit archive: old events move out of the live vault into encrypted segments.
+
+``archive_older_than`` moves the oldest events, in runs that end on a seal
+(``compliance.audit_seals``), into segments (``compliance.audit_archive_segments``: compressed,
+encrypted, checksummed), listed in the vault's index with the hashes that join each to the
+chain. Events are verified before they move, so the archive never takes in tampered evidence.
+A run is written in two steps: its index row first, marked incomplete; then, once the segment is
+stored, one transaction marks it complete, lists its subjects and deletes its events from the
+live log. A crash between them leaves an incomplete row, which the next run removes with its
+file: a segment on disk that the index does not list at all is therefore never a leftover but a
+gap between the vault and its archive (an older vault restored beside newer archives).
+
+Retention deletes whole segments (``delete_expired``): the oldest first, each verified, its
+range recorded as a retention cut (``audit_checkpoints``), so the remaining chain verifies.
+A subject's archived events are found through ``audit_archive_subjects`` (the segments that
+hold any): a DSR export reads those segments, never every one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Iterator
+
+from twin.storage import Database
+from twin.storage.progress import ProgressFactory, silent
+from twin.storage.timestamps import to_db, utc_now
+
+from . import audit_archive_index as index
+from . import audit_terms
+from .audit_archive_index import Listed, span
+from .audit_archive_segments import FileSegments, SegmentContent, SegmentUnreadableError, TableSegments, decode, encode
+from .audit_codec import micros
+from .audit_events import AuditChainBrokenError, AuditError, AuditEvent, to_event
+from .audit_integrity import ArchiveBreak, check_row  # the one check of an event against the chain
+from .audit_seals import SealBook, drop_through
+from .audit_vault_staging import CHAIN_LOCK
+from .audit_store import LEGACY, chain_rows, log_event
+from .field_crypto import FieldCipher
+from .job_lock import JobLock
+from .hash_chain import ChainWalker
+from .keyring_watcher import FieldKeys, field_keys
+
+DEFAULT_SEGMENT_EVENTS = 100_000
+
+
+class AuditArchiveError(AuditError):
+    """The archive cannot be read or written as asked (a segment missing or unreadable)."""
+
+
+@dataclass
+class ArchiveRun:
+    segments: int = 0
+    events: int = 0
+    bytes: int = 0
+
+
+class AuditArchive:
+    """Archives, reads, checks and expires the segments of one vault's audit trail."""
+
+    def __init__(self, vault: Database, keys: FieldCipher | FieldKeys, store: FileSegments | TableSegments,
+                 seals: SealBook, *, segment_events: int = DEFAULT_SEGMENT_EVENTS,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        if segment_events < 1:
+            raise ValueError("a segment holds 1 or more events")
+        self.vault, self.store, self.seals = vault, store, seals
+        self._keys = field_keys(keys)
+        self.segment_events = segment_events
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"AuditArchive({self.store!r}, segment_events={self.segment_events})"
+
+    # -- reading ------------------------------------------------------------------------
+
+    def read(self, conn: Any, seg: Listed) -> SegmentContent:
+        """The content of a listed segment, its checksum and authenticity checked; raises
+        ``ArchiveBreak`` naming the segment."""
+        body = self.store.get(conn, seg.first_seq)
+        name = f"archive segment of {span(seg.first_seq, seg.last_seq)}"
+        if body is None:
+            raise ArchiveBreak(seg.first_seq, f"{name} is missing (deleted?)")
+        if index.checksum(body) != seg.checksum:
+            raise ArchiveBreak(seg.first_seq, f"{name} fails its checksum (altered or replaced?)")
+        try:
+            content = decode(body, seg.first_seq, self._keys)
+        except SegmentUnreadableError as exc:
+            raise ArchiveBreak(seg.first_seq, f"{name} {exc}") from None
+        if (content.last_seq, content.prev_hash) != (seg.last_seq, seg.prev_hash):
+            raise ArchiveBreak(seg.first_seq, f"{name} holds another range than its index says")
+        return content
+
+    def rows(self, conn: Any, segments: list[Listed], cut: int) -> Iterator[tuple[str, Any]]:
+        """Every archived event past the retention cut, in chain order, as ``chain_rows``
+        gives live ones; a missing or unreadable segment raises ``ArchiveBreak``."""
+        for seg in segments:
+            if seg.last_seq > cut:
+                yield from self.read(conn, seg).events
+
+    def problem(self, conn: Any, segments: list[Listed], cut: int) -> tuple[int, str] | None:
+        """The first gap in the archive's shape, without reading a segment: (seq, why) or None
+        (see ``audit_archive_index.shape_problem``)."""
+        return index.shape_problem(conn, segments, cut, self.store, self.seals)
+
+    def subject_events(self, conn: Any, subject_hash: str) -> Iterator[AuditEvent]:
+        """The subject's archived events, oldest first, from the segments the subject index
+        names (only those are read)."""
+        ref = audit_terms.subject_ref(conn, subject_hash)
+        if ref is None:
+            return
+        for seg in index.of_subject(conn, ref):
+            try:
+                content = self.read(conn, seg)
+            except ArchiveBreak as exc:
+                raise AuditArchiveError(exc.reason) from None
+            prev = content.prev_hash.hex()
+            for form, row in content.events:
+                if row["subject_hash"] == subject_hash:
+                    yield to_event(row) if form == LEGACY else log_event(row, prev)
+                prev = row["event_hash"] if form == LEGACY else row["event_hash"].hex()
+
+    # -- archiving ----------------------------------------------------------------------
+
+    def archive_older_than(self, cutoff: datetime, *, batch_size: int = 5000,
+                           progress: ProgressFactory = silent) -> ArchiveRun:
+        """Move the events that occurred before ``cutoff``, up to the newest seal among them,
+        into segments of at most ``segment_events`` (a seal range is never split). A
+        tampered event raises ``AuditChainBrokenError`` and nothing from it on moves."""
+        run = ArchiveRun()
+        cutoff_us = micros(to_db(cutoff))
+        with JobLock(self.vault, "audit-archive", self._clock) as lock, \
+                progress("archive audit events", None, "events") as bar:
+            self.vault.write(self._drop_incomplete)  # a crashed run's (no run is under way)
+            with self.vault.transaction(immediate=False) as conn:
+                problem = self.problem(conn, index.listed(conn), index.retention_cut(conn)[0])
+            if problem is not None:  # never archive over (or past) a gap: it is evidence
+                raise AuditChainBrokenError(*problem)
+            while True:
+                lock.refresh()
+                with self.vault.transaction(immediate=False) as conn:
+                    content = self._next_segment(conn, cutoff_us, batch_size)
+                if content is None:
+                    break
+                stored = self._store(content)
+                run.segments, run.events, run.bytes = run.segments + 1, run.events + len(content.events), \
+                    run.bytes + stored
+                bar.update(len(content.events))
+        if run.segments:
+            self.vault.write(audit_terms.prune_unused_terms, lock=CHAIN_LOCK)
+        return run
+
+    def _next_segment(self, conn: Any, cutoff_us: int, batch_size: int) -> SegmentContent | None:
+        position, last_hash = index.chain_start(conn)
+        end = index.segment_end(conn, position, cutoff_us, self.segment_events)
+        if end is None:
+            return None
+        walker = ChainWalker(position, last_hash.hex(), contiguous=True)
+        events: list[tuple[str, Any]] = []
+        for table, row in chain_rows(conn, batch_size, after=position):
+            reason = check_row(walker, table, row)
+            if reason is not None:
+                raise AuditChainBrokenError(row["seq"], reason)
+            events.append((table, dict(row)))
+            if row["seq"] == end:
+                break
+        if walker.position != end:
+            raise AuditChainBrokenError(walker.position + 1, f"{span(walker.position + 1, end)} missing (deleted?)")
+        seal = conn.execute("SELECT seq, event_hash, mac FROM audit_seals WHERE seq = ?", (end,)).fetchone()
+        reason = self.seals.check(seal, bytes.fromhex(walker.last_hash))
+        if reason is not None:
+            raise AuditChainBrokenError(end, reason)
+        return SegmentContent(position + 1, end, last_hash, events)
+
+    def _store(self, content: SegmentContent) -> int:
+        body = encode(content, self._keys)
+        first, now = content.first_seq, micros(to_db(self._clock()))
+        self.vault.write(lambda conn: index.add_incomplete(conn, content, body, now))
+        if not self.store.in_vault:
+            self.store.put(None, first, body)
+
+        def complete(conn: Any) -> None:
+            live = index.live_count(conn, first, content.last_seq)
+            if live != content.last_seq - first + 1:
+                raise AuditArchiveError(f"the events of {span(first, content.last_seq)} changed while being "
+                                        "archived (a concurrent purge?); nothing was moved")
+            if self.store.in_vault:
+                self.store.put(conn, first, body)
+            index.complete(conn, content)
+
+        try:
+            self.vault.write(complete)
+        except BaseException:
+            self.vault.write(self._drop_incomplete)
+            raise
+        return len(body)
+
+    def _drop_incomplete(self, conn: Any) -> None:
+        for first in index.incomplete(conn):
+            self.store.remove(conn, first)
+            conn.execute("DELETE FROM audit_archive_segments WHERE first_seq = ? AND complete = 0", (first,))
+
+    # -- retention ----------------------------------------------------------------------
+
+    def delete_expired(self, cutoff: datetime, batch_size: int = 5000) -> int:
+        """Delete the whole segments whose newest event occurred before ``cutoff``, oldest
+        first, each verified first and recorded as a retention cut; returns the events they
+        held. A broken segment raises ``AuditChainBrokenError`` and is kept."""
+        cutoff_us, total = micros(to_db(cutoff)), 0
+        while True:
+            with self.vault.transaction(immediate=False) as conn:
+                segments = index.listed(conn)
+                cut, cut_hash = index.retention_cut(conn)
+                seg = next((s for s in segments if s.last_seq > cut), None)
+                if seg is None or seg.last_at >= cutoff_us:
+                    return total
+                self._verify_segment(conn, seg, cut, cut_hash)
+
+            def delete(conn: Any, seg: Listed = seg) -> None:
+                index.remove(conn, seg, to_db(self._clock()))
+                drop_through(conn, seg.last_seq)
+                if self.store.in_vault:
+                    self.store.remove(conn, seg.first_seq)
+            self.vault.write(delete)
+            if not self.store.in_vault:
+                self.store.remove(None, seg.first_seq)
+            total += seg.events
+
+    def _verify_segment(self, conn: Any, seg: Listed, cut: int, cut_hash: str) -> None:
+        if seg.first_seq != cut + 1:
+            raise AuditChainBrokenError(cut + 1, f"{span(cut + 1, seg.first_seq - 1)} missing before the "
+                                                 "oldest archive segment (deleted?)")
+        walker = ChainWalker(cut, cut_hash, contiguous=True)
+        try:
+            content = self.read(conn, seg)
+        except ArchiveBreak as exc:
+            raise AuditChainBrokenError(exc.seq, exc.reason) from None
+        for table, row in content.events:
+            reason = check_row(walker, table, row)
+            if reason is not None:
+                raise AuditChainBrokenError(row["seq"], reason)
+        if walker.position != seg.last_seq or bytes.fromhex(walker.last_hash) != seg.last_hash:
+            raise AuditChainBrokenError(seg.first_seq, "archive segment does not end where its index says")

@@ -1,0 +1,225 @@
+"""Audit archive segments: the bytes of one archived run of the chain, and where they are kept.
+
+A segment holds the events of a run of seqs in their hashed form (every field an auditor needs,
+the interned values spelt out, so it reads without the vault) plus the hash the run chains to:
+it verifies on its own (``decode`` then walk it), and the vault's index joins it to the chain by
+the seal of its last event. File layout (integers big-endian)::
+
+    b"LTAA" | format version u8 | wrapped-key length u16 | wrapped key | AES-256-GCM ciphertext
+
+The plaintext is the zlib-compressed JSON of the segment. Each segment has a fresh data key
+(``compliance.envelope``) wrapped by the keyring's field key, both bound by associated data to
+the segment's first seq, so a segment cannot be passed off as another. Its SHA-256 (the
+checksum) is in the vault's index: a damaged or swapped file is named before anything is
+decrypted.
+
+Where: on SQLCipher one file per segment in ``<vault>.audit-archive/`` beside the vault
+(``FileSegments``); on PostgreSQL rows of ``audit_archive_blobs`` in the vault
+(``TableSegments``), since replicas share no disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+from typing import Any, Mapping
+
+from twin.storage.paths import fsync_path
+
+from . import envelope
+from .errors import ComplianceError, CryptoError, KeyringError
+from .field_crypto import associated_data
+from .keyring_watcher import FieldKeys
+
+MAGIC = b"LTAA"
+FORMAT_VERSION = 1
+SUFFIX = ".ltaa"
+_HEADER = struct.Struct(">4sBH")
+_FORMAT = "twin-audit-archive/1"
+LEGACY, LOG = "audit_events", "audit_log"  # as compliance.audit_store names the two forms
+_LOG_FIELDS = ("seq", "event_id", "occurred_at", "actor_id", "actor_role", "action", "subject_hash",
+               "resource", "request_id", "details", "event_hash")
+_BYTES_FIELDS = ("event_id", "request_id", "event_hash")
+_LEGACY_FIELDS = ("seq", "event_id", "occurred_at", "actor_id", "actor_role", "action", "subject_hash",
+                  "resource", "request_id", "details", "prev_hash", "event_hash")
+
+
+class SegmentUnreadableError(ComplianceError):
+    """A segment's bytes are not a segment this keyring can open (damaged, swapped or forged)."""
+
+
+@dataclass
+class SegmentContent:
+    first_seq: int
+    last_seq: int
+    prev_hash: bytes                    # what the first event chains to
+    events: list[tuple[str, dict[str, Any]]]  # (form, row) as compliance.audit_store.chain_rows
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:016d}{SUFFIX}"
+
+
+def checksum(body: bytes) -> bytes:
+    return sha256(body).digest()
+
+
+def _aad(first_seq: int, part: str) -> bytes:
+    return associated_data("audit_archive", part, first_seq)
+
+
+def _b64(value: bytes | memoryview | None) -> str | None:
+    return None if value is None else base64.b64encode(bytes(value)).decode("ascii")
+
+
+def _unb64(value: str | None) -> bytes | None:
+    return None if value is None else base64.b64decode(value)
+
+
+def _row_out(form: str, row: Mapping[str, Any]) -> list[Any]:
+    if form == LEGACY:
+        return ["l", *(row[f] for f in _LEGACY_FIELDS)]
+    return ["c", *(_b64(row[f]) if f in _BYTES_FIELDS else row[f] for f in _LOG_FIELDS)]
+
+
+def _row_in(item: list[Any]) -> tuple[str, dict[str, Any]]:
+    if item[0] == "l":
+        return LEGACY, dict(zip(_LEGACY_FIELDS, item[1:]))
+    row = dict(zip(_LOG_FIELDS, item[1:]))
+    for name in _BYTES_FIELDS:
+        row[name] = _unb64(row[name])
+    return LOG, row
+
+
+def encode(content: SegmentContent, keys: FieldKeys) -> bytes:
+    """The stored bytes of a segment: compressed, then encrypted under a fresh data key."""
+    plain = json.dumps({"format": _FORMAT, "first_seq": content.first_seq, "last_seq": content.last_seq,
+                        "prev_hash": content.prev_hash.hex(),
+                        "events": [_row_out(form, row) for form, row in content.events]},
+                       separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    data_key, wrapped, _ = envelope.new_data_key(keys, _aad(content.first_seq, "segment_key"))
+    sealed = envelope.data_cipher(data_key).encrypt(zlib.compress(plain, 6), _aad(content.first_seq, "segment"))
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, len(wrapped)) + wrapped + sealed
+
+
+def decode(body: bytes, first_seq: int, keys: FieldKeys) -> SegmentContent:
+    """The content of the segment that should start at ``first_seq``; raises
+    ``SegmentUnreadableError`` saying what is wrong."""
+    if len(body) < _HEADER.size:
+        raise SegmentUnreadableError("too short to be an archive segment (truncated?)")
+    magic, version, wrapped_len = _HEADER.unpack_from(body)
+    if magic != MAGIC or version != FORMAT_VERSION:
+        raise SegmentUnreadableError("not an archive segment of this format")
+    wrapped = body[_HEADER.size:_HEADER.size + wrapped_len]
+    try:
+        data_key = envelope.unwrap(keys, wrapped, _aad(first_seq, "segment_key"))
+        packed = envelope.data_cipher(data_key).decrypt(body[_HEADER.size + wrapped_len:],
+                                                        _aad(first_seq, "segment"))
+        doc = json.loads(zlib.decompress(packed))
+    except (CryptoError, KeyringError) as exc:
+        raise SegmentUnreadableError(f"fails authentication ({type(exc).__name__}: altered, or "
+                                     "another segment's?)") from None
+    except (zlib.error, ValueError) as exc:
+        raise SegmentUnreadableError(f"cannot be decoded ({type(exc).__name__})") from None
+    if not isinstance(doc, dict) or doc.get("format") != _FORMAT or doc.get("first_seq") != first_seq:
+        raise SegmentUnreadableError("holds another range than its index says")
+    return SegmentContent(doc["first_seq"], doc["last_seq"], bytes.fromhex(doc["prev_hash"]),
+                          [_row_in(item) for item in doc["events"]])
+
+
+class FileSegments:
+    """Segments as files in one directory (the SQLCipher vault's archive)."""
+
+    in_vault = False
+
+    def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self.directory = Path(directory)
+        self._fsync = fsync
+
+    def __repr__(self) -> str:
+        return f"FileSegments({str(self.directory)!r})"
+
+    def _path(self, first_seq: int) -> Path:
+        return self.directory / segment_name(first_seq)
+
+    def put(self, conn: Any, first_seq: int, body: bytes) -> None:
+        """Write the segment durably (a temporary name, fsync, rename), before its index row
+        says it is complete."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self._path(first_seq)
+        partial = path.with_name(f".{path.name}.new")
+        with open(partial, "wb") as out:
+            out.write(body)
+            if self._fsync:
+                out.flush()
+                os.fsync(out.fileno())
+        os.chmod(partial, 0o600)
+        os.replace(partial, path)
+        if self._fsync:
+            fsync_path(self.directory)
+
+    def get(self, conn: Any, first_seq: int) -> bytes | None:
+        try:
+            return self._path(first_seq).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def size(self, conn: Any, first_seq: int) -> int | None:
+        try:
+            return self._path(first_seq).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def remove(self, conn: Any, first_seq: int) -> None:
+        self._path(first_seq).unlink(missing_ok=True)
+        self._path(first_seq).with_name(f".{segment_name(first_seq)}.new").unlink(missing_ok=True)
+
+    def stored(self, conn: Any) -> list[int]:
+        """The first seqs of every segment stored here, listed or not."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.glob("*" + SUFFIX):
+            stem = path.name[:-len(SUFFIX)]
+            if stem.isdigit():
+                found.append(int(stem))
+        return sorted(found)
+
+
+class TableSegments:
+    """Segments as rows of ``audit_archive_blobs`` in the vault (PostgreSQL)."""
+
+    in_vault = True
+
+    def __repr__(self) -> str:
+        return "TableSegments()"
+
+    def put(self, conn: Any, first_seq: int, body: bytes) -> None:
+        conn.execute("INSERT INTO audit_archive_blobs (first_seq, body) VALUES (?, ?)", (first_seq, body))
+
+    def get(self, conn: Any, first_seq: int) -> bytes | None:
+        row = conn.execute("SELECT body FROM audit_archive_blobs WHERE first_seq = ?", (first_seq,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def size(self, conn: Any, first_seq: int) -> int | None:
+        row = conn.execute("SELECT length(body) FROM audit_archive_blobs WHERE first_seq = ?",
+                           (first_seq,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def remove(self, conn: Any, first_seq: int) -> None:
+        conn.execute("DELETE FROM audit_archive_blobs WHERE first_seq = ?", (first_seq,))
+
+    def stored(self, conn: Any) -> list[int]:
+        return [r[0] for r in conn.execute("SELECT first_seq FROM audit_archive_blobs ORDER BY first_seq").fetchall()]
+
+
+def archive_dir(vault_path: str | os.PathLike[str]) -> Path:
+    """Where the archive of the SQLCipher vault at ``vault_path`` keeps its segments."""
+    path = Path(vault_path)
+    return path.with_name(path.stem + ".audit-archive")

@@ -1,0 +1,286 @@
+"""The audit archive: old events leave the live vault for encrypted, checksummed segments that
+end on seals; each verifies on its own and joins the chain by its seal; a subject's archived
+disclosures are found through the subject index; retention deletes whole segments."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from compliance.audit import Actor, AuditChainBrokenError, AuditTrail
+from compliance.audit_archive_segments import SegmentContent, archive_dir, checksum, decode, encode
+from compliance.audit_seals import SealBook
+from compliance.field_crypto import FieldCipher
+from twin.catalog import audit_archive
+
+SERVICE = Actor("tok_service1", "service")
+SCRIPT = Actor("script:import", "operator")
+ALICE, BOB = "a" * 64, "b" * 64
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+def at(event: int) -> datetime:
+    """Just after event ``event`` happened (the clock ticks a second per event)."""
+    return T0 + timedelta(seconds=event, milliseconds=500)
+
+
+@pytest.fixture
+def cipher(keyring) -> FieldCipher:
+    return FieldCipher(keyring.field_keys, keyring.active_field_key)
+
+
+@pytest.fixture
+def make_trail(open_catalog_db, config, keyring, cipher):
+    def make(vault=None) -> AuditTrail:
+        vault = vault or open_catalog_db("privacy_vault")
+        seals = SealBook(keyring.audit_seal_key, every=10)
+        archive = audit_archive(vault, config, cipher, seals, Clock())
+        archive.segment_events = 10
+        return AuditTrail(vault, clock=Clock(), seals=seals, archive=archive)
+    return make
+
+
+@pytest.fixture
+def trail(make_trail) -> AuditTrail:
+    return make_trail()
+
+
+def append(trail: AuditTrail, count: int, subject=lambda i: ALICE if i % 2 else BOB, actor=SERVICE) -> None:
+    trail.record_many([(actor, "read", {"subject_hash": subject(i), "resource": f"profile:p{i % 3}",
+                                        "request_id": f"r{i}"}) for i in range(count)])
+
+
+def segments(trail: AuditTrail) -> list[tuple[int, int]]:
+    return [(r[0], r[1]) for r in trail.vault.query(
+        "SELECT first_seq, last_seq FROM audit_archive_segments ORDER BY first_seq")]
+
+
+def live_seqs(trail: AuditTrail) -> list[int]:
+    return [r[0] for r in trail.vault.query("SELECT seq FROM audit_log ORDER BY seq")]
+
+
+def stored_bytes(trail: AuditTrail, first_seq: int) -> bytes:
+    return trail.archive.store.get(trail.vault.connection(), first_seq)
+
+
+def replace_segment(trail: AuditTrail, first_seq: int, body: bytes) -> None:
+    """What someone holding the keys could do: store other bytes as the segment, and make the
+    index's checksum and size agree."""
+    store = trail.archive.store
+    if store.in_vault:
+        trail.vault.execute("UPDATE audit_archive_blobs SET body = ? WHERE first_seq = ?", (body, first_seq))
+    else:
+        (archive_dir(trail.vault.path) / f"{first_seq:016d}.ltaa").write_bytes(body)
+    trail.vault.execute("UPDATE audit_archive_segments SET checksum = ?, bytes = ? WHERE first_seq = ?",
+                        (checksum(body), len(body), first_seq))
+
+
+def remove_segment(trail: AuditTrail, first_seq: int) -> None:
+    trail.archive.store.remove(trail.vault.connection(), first_seq)
+
+
+def test_old_events_move_into_segments_that_end_on_seals_and_the_chain_still_verifies(trail, cipher):
+    append(trail, 35)
+    run = trail.archive_older_than(at(26))
+
+    assert (run.segments, run.events) == (2, 20)
+    assert segments(trail) == [(1, 10), (11, 20)]
+    assert live_seqs(trail) == list(range(21, 36))
+    body = stored_bytes(trail, 11)
+    assert ALICE.encode() not in body and b"profile:p" not in body  # encrypted (and compressed)
+    content = decode(body, 11, trail.archive._keys)  # noqa: SLF001 - verifiable on its own, with the keys
+    assert [row["seq"] for _, row in content.events] == list(range(11, 21))
+    full = trail.verify(full=True)
+    assert (full.ok, full.checked) == (True, 35)
+    append(trail, 3)
+    quick = trail.verify(full=False)
+    assert (quick.ok, quick.since) == (True, 30)
+
+
+def test_archiving_everything_leaves_the_next_append_chained_to_the_last_segment(trail):
+    append(trail, 20)
+    trail.archive_older_than(at(100))
+    assert (segments(trail), live_seqs(trail)) == ([(1, 10), (11, 20)], [])
+
+    append(trail, 5)
+    assert live_seqs(trail) == [21, 22, 23, 24, 25]
+    assert trail.verify(full=True).ok and trail.verify(full=True).checked == 25
+
+
+def test_nothing_older_than_the_cutoff_up_to_a_seal_means_nothing_moves(trail):
+    append(trail, 9)
+    assert trail.archive_older_than(at(100)).segments == 0
+    append(trail, 6)
+    assert trail.archive_older_than(at(9)).segments == 0  # the seal at 10 is newer than the cutoff
+    assert live_seqs(trail) == list(range(1, 16))
+
+
+def test_a_subject_export_finds_archived_disclosures_through_the_subject_index(trail):
+    append(trail, 10, subject=lambda i: ALICE)          # 1-10: only Alice
+    append(trail, 10, subject=lambda i: BOB)            # 11-20: only Bob
+    append(trail, 5, subject=lambda i: ALICE if i % 2 else BOB)  # 21-25 live
+    trail.archive_older_than(at(100))
+    assert segments(trail) == [(1, 10), (11, 20)]
+
+    alice = list(trail.iter_subject(ALICE))
+    assert [e.seq for e in alice] == [*range(1, 11), 22, 24]
+    assert alice[0].prev_hash == "0" * 64 and alice[1].prev_hash == alice[0].event_hash
+    assert {e.actor_id for e in alice} == {SERVICE.actor_id} and alice[0].request_id == "r0"
+    # Bob's events are all in the second segment: with the first gone, his export still works,
+    # so it was never read for him.
+    remove_segment(trail, 1)
+    assert [e.seq for e in trail.iter_subject(BOB)] == [*range(11, 21), 21, 23, 25]
+
+
+def test_a_tampered_archive_segment_is_named(trail):
+    append(trail, 25)
+    trail.archive_older_than(at(100))
+    body = bytearray(stored_bytes(trail, 11))
+    body[-5] ^= 1
+    if trail.archive.store.in_vault:
+        trail.vault.execute("UPDATE audit_archive_blobs SET body = ? WHERE first_seq = 11", (bytes(body),))
+    else:
+        trail.archive.store.put(None, 11, bytes(body))
+
+    result = trail.verify(full=True)
+    assert (result.ok, result.first_bad) == (False, 11)
+    assert result.reason == "archive segment of events 11-20 fails its checksum (altered or replaced?)"
+
+
+def test_an_archived_event_edited_by_someone_with_the_keys_is_named(trail):
+    append(trail, 25)
+    trail.archive_older_than(at(100))
+    keys = trail.archive._keys  # noqa: SLF001
+    content = decode(stored_bytes(trail, 11), 11, keys)
+    content.events[4][1]["details"] = '{"rows":0}'
+    replace_segment(trail, 11, encode(content, keys))
+
+    result = trail.verify(full=True)
+    assert (result.ok, result.first_bad, result.reason) == (False, 15, "content does not match its hash (edited?)")
+
+
+def test_an_archived_segment_rewritten_and_rehashed_fails_its_seal(trail):
+    append(trail, 25)
+    trail.archive_older_than(at(100))
+    keys = trail.archive._keys  # noqa: SLF001
+    content = decode(stored_bytes(trail, 1), 1, keys)
+    content.events = content.events[:-1]  # event 10 dropped, the range claimed shorter
+    forged = SegmentContent(1, 9, content.prev_hash, content.events)
+    replace_segment(trail, 1, encode(forged, keys))
+
+    result = trail.verify(full=True)
+    assert (result.ok, result.first_bad) == (False, 1)
+    assert "holds another range than its index says" in result.reason
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_a_deleted_segment_is_named_by_every_verify(trail, full):
+    append(trail, 35)
+    trail.archive_older_than(at(26))
+    trail.verify(full=True)  # marks the seals: the default verify starts at 30
+    remove_segment(trail, 11)
+
+    result = trail.verify(full=full)
+    assert (result.ok, result.first_bad) == (False, 11)
+    assert result.reason == "archive segment of events 11-20 is missing (deleted?)"
+
+
+def test_a_segment_deleted_with_its_index_row_is_a_gap(trail):
+    append(trail, 35)
+    trail.archive_older_than(at(31))
+    remove_segment(trail, 11)
+    trail.vault.execute("DELETE FROM audit_archive_segments WHERE first_seq = 11")
+
+    result = trail.verify(full=False)
+    assert (result.ok, result.first_bad) == (False, 11)
+    assert result.reason == "events 11-20 missing between archive segments (a segment deleted?)"
+
+
+def test_a_restored_older_vault_beside_newer_archives_is_a_gap(trail, make_trail, open_catalog_db):
+    vault = trail.vault
+    if not hasattr(vault, "path"):
+        pytest.skip("SQLCipher only: the vault file is restored beside the archive directory")
+    append(trail, 35)
+    trail.archive_older_than(at(11))
+    vault.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    backup = vault.path.with_name("vault-backup.db")
+    shutil.copyfile(vault.path, backup)
+    trail.archive_older_than(at(31))  # newer segments, 11-20 and 21-30
+    vault.close_all()
+    for suffix in ("-wal", "-shm"):
+        vault.path.with_name(vault.path.name + suffix).unlink(missing_ok=True)
+    shutil.copyfile(backup, vault.path)
+
+    restored = make_trail(open_catalog_db("privacy_vault"))
+    result = restored.verify(full=False)
+    assert (result.ok, result.first_bad) == (False, 11)
+    assert "not in the vault's index: a gap between the vault and its archive" in result.reason
+    with pytest.raises(AuditChainBrokenError) as refused:  # never archives over the newer files
+        restored.archive_older_than(at(31))
+    assert refused.value.seq == 11
+    assert (archive_dir(vault.path) / f"{21:016d}.ltaa").exists()
+
+
+def test_retention_deletes_whole_expired_segments_and_the_chain_still_verifies(trail):
+    append(trail, 35)
+    trail.archive_older_than(at(31))
+    files_before = trail.archive.store.stored(trail.vault.connection())
+
+    assert trail.purge_older_than(at(15)) == 10  # segment 1-10 expired; 11-20 holds event 15
+    assert segments(trail) == [(11, 20), (21, 30)]
+    assert trail.archive.store.stored(trail.vault.connection()) == [s for s in files_before if s != 1]
+    assert trail.verify(full=True).ok and trail.verify(full=True).checked == 25
+    assert trail.purge_older_than(at(100)) == 35 - 10
+    assert (segments(trail), live_seqs(trail)) == ([], [])
+    append(trail, 2)
+    assert trail.verify(full=True).ok
+
+
+def test_retention_refuses_a_broken_segment_and_keeps_it(trail):
+    append(trail, 25)
+    trail.archive_older_than(at(100))
+    remove_segment(trail, 1)
+    with pytest.raises(AuditChainBrokenError) as broken:
+        trail.purge_older_than(at(100))
+    assert broken.value.seq == 1 and segments(trail) == [(1, 10), (11, 20)]
+
+
+def test_interned_values_go_when_their_last_event_leaves(trail):
+    append(trail, 10, actor=SCRIPT, subject=lambda i: "c" * 64)
+    append(trail, 15)
+    trail.archive_older_than(at(11))  # events 1-10: the script's and the third subject's only
+    actors = {r[0] for r in trail.vault.query("SELECT actor_id FROM audit_actors")}
+    subjects = {r[0] for r in trail.vault.query("SELECT subject_hash FROM audit_subjects")}
+    assert actors == {SERVICE.actor_id}
+    assert "c" * 64 in subjects  # still named by an archived segment (the subject index)
+
+    trail.purge_older_than(at(11))
+    subjects = {r[0] for r in trail.vault.query("SELECT subject_hash FROM audit_subjects")}
+    assert subjects == {ALICE, BOB}
+    assert {r[0] for r in trail.vault.query("SELECT resource FROM audit_resources")} == \
+        {"profile:p0", "profile:p1", "profile:p2"}
+    assert trail.verify(full=True).ok
+
+
+def test_a_crashed_run_leaves_an_incomplete_row_the_next_run_clears(trail, cipher):
+    append(trail, 25)
+    trail.vault.execute("INSERT INTO audit_archive_segments (first_seq, last_seq, prev_hash, last_hash, events, "
+                        "first_at, last_at, bytes, checksum, archived_at, complete) "
+                        "VALUES (1, 10, ?, ?, 0, 0, 0, 0, ?, 0, 0)", (bytes(32), bytes(32), bytes(32)))
+    if not trail.archive.store.in_vault:
+        trail.archive.store.put(None, 1, b"half-written")
+    assert trail.verify(full=True).ok  # an unfinished write is no gap
+    run = trail.archive_older_than(at(100))
+    assert run.segments == 2 and segments(trail) == [(1, 10), (11, 20)]
+    assert trail.verify(full=True).ok
