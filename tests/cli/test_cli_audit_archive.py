@@ -1,0 +1,51 @@
+"""``twin audit archive``: an operator moves old audit events into archive segments, and
+``twin audit verify`` names a segment that went missing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from cli_support import operator_env, twin
+
+
+@pytest.fixture
+def env(tmp_path):
+    env = operator_env(tmp_path)
+    env.update(TWIN_AUDIT_SEAL_EVERY="5", TWIN_AUDIT_ARCHIVE_SEGMENT_EVENTS="10")
+    assert twin(env, "db", "setup").returncode == 0
+    from compliance.audit import Actor
+    from twin.config import Config
+    from twin.runtime import Runtime
+
+    then = datetime.now(timezone.utc) - timedelta(days=40)
+    rt = Runtime.open(Config.from_env(env), clock=lambda: then)
+    rt.audit.record_many([(Actor("tok_cli", "service"), "read", {"subject_hash": "d" * 64})] * 23)
+    rt.close()
+    return env
+
+
+def test_archive_moves_old_events_into_segments_and_verify_names_a_missing_one(env, tmp_path):
+    done = twin(env, "audit", "archive")
+    assert done.returncode == 0, done.stderr
+    # db setup's own events come first; 20 (or more) old events end on seals, in segments of 10.
+    assert done.stdout.startswith("archived ") and " older than 30 day(s) into " in done.stdout
+    files = sorted((tmp_path / "data" / "privacy_vault.audit-archive").glob("*.ltaa"))
+    assert len(files) >= 2
+    verified = twin(env, "audit", "verify", "--full")
+    assert verified.returncode == 0 and verified.stdout.startswith("audit trail OK"), verified.stdout
+
+    files[0].unlink()
+    broken = twin(env, "audit", "verify")
+    assert broken.returncode == 1
+    first = int(files[0].name.split(".")[0])
+    assert broken.stdout.splitlines()[0].startswith(f"audit trail BROKEN at event {first}: archive segment of events")
+    assert "is missing (deleted?)" in broken.stdout
+
+
+def test_a_bad_age_is_a_usage_error_naming_the_option_and_moves_nothing(env):
+    bad = twin(env, "audit", "archive", "--older-than-days", "-1")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "--older-than-days" in bad.stderr.strip().splitlines()[-1]
+    assert twin(env, "audit", "archive", "--older-than-days", "365").stdout.startswith("archived 0 audit event(s)")
