@@ -30,7 +30,7 @@ CREATE TABLE audit_archive_subjects (
     subject_ref   {bigint} NOT NULL,
     first_seq     {bigint} NOT NULL,   -- the segment
     PRIMARY KEY (subject_ref, first_seq)
-){without_rowid};
+);
 CREATE INDEX idx_audit_archive_subjects_segment ON audit_archive_subjects (first_seq);
 CREATE TABLE audit_archive_blobs (
     first_seq     {bigint} PRIMARY KEY,
@@ -38,8 +38,8 @@ CREATE TABLE audit_archive_blobs (
 );
 """
 V10_UP = {
-    "sqlite": _TABLES.format(bigint="INTEGER", bytes="BLOB", small="INTEGER", without_rowid=" WITHOUT ROWID"),
-    "postgresql": _TABLES.format(bigint="BIGINT", bytes="BYTEA", small="SMALLINT", without_rowid=""),
+    "sqlite": _TABLES.format(bigint="INTEGER", bytes="BLOB", small="INTEGER"),
+    "postgresql": _TABLES.format(bigint="BIGINT", bytes="BYTEA", small="SMALLINT"),
 }
 V10_DOWN = """
 DROP TABLE audit_archive_blobs;
