@@ -283,6 +283,7 @@ class RetentionReportSchema(Schema):
     sample_row_ids = fields.Dict()
     subject_keys_destroyed = fields.Integer()
     audit_chain_broken = fields.String(allow_none=True)
+    audit_archived = fields.Integer(metadata={"description": "audit events moved into archive segments"})
     duration_s = fields.Float()
 
 
