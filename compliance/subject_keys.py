@@ -254,28 +254,29 @@ class SubjectKeyStore:
         return cipher
 
     def existing(self, subject_hash: str) -> FieldSealer | None:
-        """The subject's key if they have one (remembered, or bound in the vault), else None:
-        a new subject's profile then takes a leased key."""
+        """The subject's key if the vault binds them one now, else None: a new subject's profile
+        then takes a leased key. Never the remembered key (another process may have erased them
+        since), nor a key their profile names (a second profile would not be stored anyway)."""
         if not self._encrypt:
             return PlaintextSealer()
-        cached = self._remembered.get(subject_hash)
-        if cached is not None:
-            return cached
-        try:
-            return self.writer(subject_hash)
-        except SubjectKeyMissingError:
+        before_read = self._remembered.token()
+        row = self._stored(subject_hash, through_bindings=False)
+        if row is None:
             return None
+        cipher = SubjectCipher(envelope.unwrap(self._keys, row["wrapped_key"], self.aad(row["key_id"])))
+        self._remembered.put(subject_hash, cipher, before_read)
+        return cipher
 
     def remember(self, subject_hash: str, cipher: SubjectCipher) -> None:
         """Keep a key just bound to the subject (by a create's data row) in memory."""
         self._remembered.put(subject_hash, cipher, self._remembered.token())
 
-    def _stored(self, subject_hash: str) -> Any:
+    def _stored(self, subject_hash: str, *, through_bindings: bool = True) -> Any:
         """The subject's ``key_id, wrapped_key`` row: bound in the vault, else through the data
         row that binds them to a leased key; None when they have no key."""
         row = self.vault.query_one("SELECT key_id, wrapped_key FROM subject_keys WHERE user_id_hash = ?",
                                    (subject_hash,))
-        if row is not None or self.bindings is None:
+        if row is not None or self.bindings is None or not through_bindings:
             return row
         for binding in self.bindings.bound_keys([subject_hash]):
             row = self.vault.query_one("SELECT key_id, wrapped_key FROM subject_keys WHERE key_id = ?",

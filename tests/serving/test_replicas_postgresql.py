@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from compliance.audit_codec import unpack_id
-from replica_cluster import Client, Cluster, deployment, twin, vault_connection
+from replica_cluster import Client, Cluster, data_connection, deployment, twin, vault_connection
 
 TOKEN_CACHE_SECONDS = 1
 
@@ -62,6 +62,40 @@ def test_two_replicas_patching_with_one_etag_give_one_200_and_one_412_in_each_of
         assert sorted(statuses) == [200, 412], (trial, statuses)
     final = client(1, "GET", path)[1]["personal"]
     assert final["v"] == 99
+
+
+def test_two_replicas_creating_at_once_never_hand_one_key_to_two_subjects(cluster):
+    made: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def create(slot: int, n: int) -> None:
+        client = Client(cluster)
+        for i in range(20):
+            user = f"lease-{slot}-{n}-{i}"
+            status, body, _, _ = client(slot, "POST", "/v1/profiles", {"user_id": user, "personal": {"n": user}})
+            assert status == 201
+            with lock:
+                made[user] = body["profile_id"]
+
+    threads = [threading.Thread(target=create, args=(slot, n)) for slot in (0, 1) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    assert len(made) == 120
+    with data_connection(cluster) as data, vault_connection(cluster) as vault:
+        keys = [r[0] for r in data.execute("SELECT subject_key_id FROM learning_profiles WHERE profile_id = ANY(%s)",
+                                           (list(made.values()),))]
+        assert len(keys) == 120 and None not in keys and len(set(keys)) == 120  # each its own key
+        assert {r[0] for r in vault.execute("SELECT key_id FROM subject_keys WHERE key_id = ANY(%s)",
+                                            (keys,))} == set(keys)
+        holders = vault.execute("SELECT count(DISTINCT leased_to) FROM subject_keys").fetchone()[0]
+        assert holders >= 2  # both replicas leased keys of their own
+    reader = Client(cluster)
+    for user, profile_id in list(made.items())[::10]:  # the third replica opens them all
+        status, body, _, _ = reader(2, "GET", f"/v1/profiles/{profile_id}")
+        assert (status, body["personal"]) == (200, {"n": user})
 
 
 def test_an_erasure_on_one_replica_is_a_404_on_every_replica_at_once(cluster):
