@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from cli_support import operator_env
 from compliance.keyring import Keyring
 from twin.cli import cli
+from twin.storage.cipher import KNOWN
 
 KINDS = ["wrong key", "plain", "empty", "truncated", "damaged"]
 
@@ -87,10 +88,11 @@ def spoil(path: Path, kind: str) -> None:
         path.write_bytes(b"")
     elif kind == "truncated":
         path.write_bytes(data[:len(data) // 2 + 100])
-    else:  # every page after the first: the header opens, the data does not
+    else:  # every 4 KiB past the largest first page of any cipher setting: the header opens,
+        # the data does not
         spoiled = bytearray(data)
-        for page in range(1, len(data) // 4096):
-            spoiled[page * 4096 + 200] ^= 0xFF
+        for offset in range(max(c.page_size for c in KNOWN), len(data), 4096):
+            spoiled[offset + 200] ^= 0xFF
         path.write_bytes(bytes(spoiled))
 
 

@@ -20,6 +20,7 @@ from compliance.field_crypto import FieldCipher, associated_data
 from twin.storage import (DamagedDatabaseError, Database, DatabaseBusyError, EngineSettings,
                           IntegrityError, NotEncryptedError, StorageError, TruncatedDatabaseError,
                           WrongKeyError, execute_script, key_fingerprint)
+from twin.storage.cipher import CURRENT
 
 KNOWN_PLAINTEXT = b"KNOWN-PLAINTEXT-learner-goal-4711"
 PLAIN_MARKER = "PLAIN-MARKER-zoe@example.org"
@@ -168,8 +169,9 @@ def test_a_page_damaged_past_the_header_is_reported_as_damaged(db, db_path, db_k
     db.executemany("INSERT INTO items (name, payload) VALUES (?, ?)", [("x" * 200, b"p")] * 500)
     db.close_all()
     data = bytearray(db_path.read_bytes())
-    for page in range(2, len(data) // 4096):
-        data[page * 4096 + 100] ^= 0xFF
+    size = db.cipher.page_size
+    for page in range(2, len(data) // size):
+        data[page * size + 100] ^= 0xFF
     db_path.write_bytes(bytes(data))
     damaged = Database(db_path, db_key)
     with pytest.raises(DamagedDatabaseError) as excinfo:
@@ -182,8 +184,9 @@ def test_a_page_damaged_past_the_header_is_reported_as_damaged(db, db_path, db_k
 
 @pytest.mark.sqlite_only('SQLCipher files')
 def test_a_new_file_is_created_complete_so_an_empty_one_never_means_new(db_path, db_key):
-    Database(db_path, db_key).connection()
-    assert db_path.stat().st_size == 4096
+    db = Database(db_path, db_key)
+    db.connection()
+    assert db_path.stat().st_size == db.cipher.page_size == CURRENT.page_size
     assert [p.name for p in db_path.parent.iterdir() if "creating" in p.name] == []
 
 

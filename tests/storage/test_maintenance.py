@@ -9,6 +9,7 @@ import pytest
 
 from twin.storage import Database, Migration, Migrator
 from twin.storage import maintenance
+from twin.storage.cipher import CURRENT
 
 # Runs once per backend; every test here is about one SQLite file.
 pytestmark = [pytest.mark.sqlite_only('PRAGMAs, WAL checkpoints and VACUUM of a file'), pytest.mark.usefixtures("backend")]
@@ -19,7 +20,7 @@ MIGRATIONS = [
     Migration(2, "tags", "CREATE TABLE tags (name TEXT PRIMARY KEY);", "DROP TABLE tags;"),
 ]
 ROWS = 200
-BODY_BYTES = 4000     # about one page per row
+BODY_BYTES = CURRENT.page_size - 400  # about one page per row
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_info_reports_sizes_pages_rows_schema_and_journal_mode(db):
     assert report["encrypted"] is True
     assert report["file_size_bytes"] == db.path.stat().st_size
     assert report["wal_size_bytes"] == _wal_size(db) > 0
-    assert report["page_size"] == 4096
+    assert report["page_size"] == db.cipher.page_size == CURRENT.page_size
     assert report["page_count"] >= 10
     assert report["freelist_count"] == 0
     assert report["journal_mode"] == "wal"
@@ -115,7 +116,7 @@ def test_incremental_vacuum_releases_the_pages_freed_by_deletes(db):
     assert maintenance.freelist_count(db) == 0
     assert maintenance.info(db)["page_count"] == pages_before - free
     maintenance.checkpoint(db)
-    assert db.path.stat().st_size == (pages_before - free) * 4096
+    assert db.path.stat().st_size == (pages_before - free) * db.cipher.page_size
     assert db.query_one("SELECT count(*) FROM blobs")[0] == ROWS // 2
 
 

@@ -27,8 +27,8 @@ from compliance.subject_keys import SubjectKeyStore
 
 from ..catalog import open_database
 from ..config import Config
-from ..storage import Database, WrongKeyError
-from ..storage.maintenance import checkpoint
+from ..storage import DamagedDatabaseError, Database, WrongKeyError
+from ..storage.maintenance import checkpoint, integrity_check
 from ..storage.progress import ProgressFactory, silent
 
 log = logging.getLogger(__name__)
@@ -149,12 +149,16 @@ def rekey_databases(keyring: Keyring, keyring_path: Path, files: Sequence[tuple[
 
 
 def _probe(name: str, path: Path, keys: list[bytes]) -> None:
-    """Raise the bad-file error of ``path`` (under the first key) unless a key opens it."""
+    """Raise the bad-file error of ``path`` (under the first key) unless a key opens it and
+    every page authenticates: ``PRAGMA rekey`` would re-encrypt a damaged page under the new
+    key without a word, so damage must stop the rekey before it starts."""
     first: WrongKeyError | None = None
     for key in keys:
         db = Database(path, key, name=name)
         try:
             db.query_one("SELECT count(*) FROM sqlite_master")
+            if integrity_check(db) != ["ok"]:
+                raise DamagedDatabaseError(path)
             return
         except WrongKeyError as exc:
             first = first or exc

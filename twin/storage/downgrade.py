@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .engine import Database
+from .engine import Database, DatabaseError
+from .errors import DamagedDatabaseError
+from .maintenance import integrity_check
 from .migrations import Migration, Migrator
 
 _BOOKKEEPING = {"schema_version"}
@@ -65,6 +67,11 @@ def plan_rollback(db: Database, migrations: Sequence[Migration], to: int) -> Rol
             target = db.open_file(scratch_path)
             try:
                 source.backup(target)
+            except DatabaseError:
+                # The backup API says only "SQL logic error" when a page does not authenticate.
+                if integrity_check(db) != ["ok"]:
+                    raise DamagedDatabaseError(db.path) from None
+                raise
             finally:
                 target.close()
         finally:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from .backend import Backend, FileBacked
+from .cipher import CipherSettings, of_connection
 from .counting import StatementCounter
 from .dialect import SQLITE
 from .errors import DatabaseBusyError, StorageError
@@ -55,6 +56,7 @@ class Database(FileBacked, Backend):
         self._group: Any = None  # GroupCommitter, created on first write_shared()
         self._connections: list[Any] = []
         self._generation = 0
+        self._cipher: CipherSettings | None = None  # the file's, read once per generation
         self.counter = StatementCounter()
 
     def __repr__(self) -> str:
@@ -86,9 +88,20 @@ class Database(FileBacked, Backend):
             for conn in self._connections:
                 conn.set_trace_callback(self.counter.sqlite_trace)
 
+    @property
+    def cipher(self) -> CipherSettings | None:
+        """The SQLCipher page settings of this file (None: unencrypted)."""
+        if self._key is None:
+            return None
+        if self._cipher is None:
+            self._cipher = of_connection(self.connection())
+        return self._cipher
+
     def open_file(self, path: str | os.PathLike[str], *, read_only: bool = False) -> Any:
-        """A connection to another file under this database's key (backup copies)."""
-        return open_keyed(path, self._key, read_only=read_only)
+        """A connection to another file under this database's key (backup copies). A file it
+        creates gets this one's cipher settings: a page-by-page copy needs the same pages."""
+        cipher = None if Path(path).exists() else self.cipher
+        return open_keyed(path, self._key, read_only=read_only, cipher=cipher)
 
     def sibling(self, path: str | os.PathLike[str]) -> "Database":
         """A ``Database`` over another file (a copy) under this one's key and name."""
@@ -109,6 +122,7 @@ class Database(FileBacked, Backend):
         """Close every connection any thread opened; threads reopen lazily afterwards."""
         with self._lock:
             self._generation += 1
+            self._cipher = None  # the file may be replaced (a restore, a recipher) before reopening
             connections, self._connections = self._connections, []
         for conn in connections:
             try:

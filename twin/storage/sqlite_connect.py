@@ -14,12 +14,13 @@ from typing import Any
 
 import sqlcipher3
 
+from .cipher import CURRENT, CipherSettings, candidates
 from .errors import NotEncryptedError, StorageError, TruncatedDatabaseError
 from .sqlite_errors import DatabaseError, OperationalError, bad_file_error, is_busy_error
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
-# SQLCipher's page size (we never change it): an encrypted file is whole pages of this size.
-_CIPHER_PAGE_SIZE = 4096
+# The smallest page of any known cipher setting: an encrypted file is at least one page.
+_MIN_CIPHER_PAGE = 4096
 DURABILITY_LEVELS = ("normal", "full")
 
 @dataclass(frozen=True)
@@ -51,14 +52,14 @@ def check_file_shape(path: Path, key: bytes | None) -> None:
             head = fh.read(len(_SQLITE_HEADER))
     except FileNotFoundError:
         return
-    page = _CIPHER_PAGE_SIZE if key is not None else 512
+    page = _MIN_CIPHER_PAGE if key is not None else 512
     if size < page or size % 512:
         raise TruncatedDatabaseError(path)
     if key is not None and head == _SQLITE_HEADER:
         raise NotEncryptedError(path)
 
 
-def _create_database_file(path: Path, key: bytes | None) -> None:
+def _create_database_file(path: Path, key: bytes | None, cipher: CipherSettings) -> None:
     """Create a new database file, mode 0600, that appears complete or not at all.
 
     The first page (header, incremental auto-vacuum, WAL mode) is written under a temporary
@@ -74,6 +75,7 @@ def _create_database_file(path: Path, key: bytes | None) -> None:
             if key is not None:
                 conn.execute("PRAGMA cipher_log_level = NONE")
                 conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+                cipher.apply(conn)
             # Must precede the first table; lets maintenance return freed pages to the OS.
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             conn.execute("PRAGMA journal_mode = WAL")  # writes page 1
@@ -88,22 +90,39 @@ def _create_database_file(path: Path, key: bytes | None) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def open_keyed(path: str | os.PathLike[str], key: bytes | None, *, read_only: bool = False) -> Any:
+def open_keyed(path: str | os.PathLike[str], key: bytes | None, *, read_only: bool = False,
+               cipher: CipherSettings | None = None) -> Any:
     """A keyed connection with no service pragmas (for backup copies and verification).
 
     ``read_only`` opens through a ``mode=ro`` URI so verifying never writes to the file; a
-    missing file is created (complete, see ``_create_database_file``) unless ``read_only``.
+    missing file is created (complete, see ``_create_database_file``) unless ``read_only``,
+    under ``cipher`` (default: ``cipher.CURRENT``). An existing file is opened under ``cipher``
+    when given, else under whichever known setting authenticates it (``cipher.candidates``).
     Raises a ``BadDatabaseFileError`` when the file cannot be used with ``key``.
     """
     path = Path(path)
     if key is not None and len(key) != 32:
         raise StorageError("SQLCipher key must be 32 bytes")
+    if not read_only and not path.exists():
+        _create_database_file(path, key, cipher or CURRENT)
+    check_file_shape(path, key)
+    tries = [None] if key is None else [cipher] if cipher is not None else candidates(path)
+    for attempt, settings in enumerate(tries, start=1):
+        try:
+            return _open_as(path, key, settings, read_only)
+        except DatabaseError as exc:
+            bad = bad_file_error(path, key, exc)
+            if bad is None:
+                raise
+            if attempt == len(tries):
+                raise bad from None
+    raise AssertionError("unreachable")
+
+
+def _open_as(path: Path, key: bytes | None, cipher: CipherSettings | None, read_only: bool) -> Any:
     # One SQLite build for every file: key=None is the same engine with encryption off, so a
     # keyed/unkeyed comparison measures encryption alone, not two different SQLite builds.
     module = sqlcipher3
-    if not read_only and not path.exists():
-        _create_database_file(path, key)
-    check_file_shape(path, key)
     if read_only:
         # Quoted: a '#', '?' or '%' in the path would otherwise end or alter the URI.
         conn = module.connect(f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro", uri=True,
@@ -114,13 +133,9 @@ def open_keyed(path: str | os.PathLike[str], key: bytes | None, *, read_only: bo
         if key is not None:
             conn.execute("PRAGMA cipher_log_level = NONE")
             conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except DatabaseError as exc:
-            bad = bad_file_error(path, key, exc)
-            if bad is not None:
-                raise bad from None
-            raise
+            if cipher is not None:
+                cipher.apply(conn)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         conn.row_factory = module.Row
     except BaseException:
         conn.close()
