@@ -15,7 +15,7 @@ from typing import Any
 import sqlcipher3
 
 from .cipher import CURRENT, CipherSettings, candidates
-from .errors import NotEncryptedError, StorageError, TruncatedDatabaseError
+from .errors import NotEncryptedError, StorageError, TruncatedDatabaseError, WrongKeyError
 from .sqlite_errors import DatabaseError, OperationalError, bad_file_error, is_busy_error
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -114,7 +114,9 @@ def open_keyed(path: str | os.PathLike[str], key: bytes | None, *, read_only: bo
             bad = bad_file_error(path, key, exc)
             if bad is None:
                 raise
-            if attempt == len(tries):
+            # Only a page 1 that does not authenticate says "not these settings" (or not
+            # this key); a later damaged page says the file is damaged, under these.
+            if attempt == len(tries) or not isinstance(bad, WrongKeyError):
                 raise bad from None
     raise AssertionError("unreachable")
 
