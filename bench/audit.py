@@ -9,7 +9,10 @@
   < 2 s at 10M), against the legacy form's full verify (at 100k and 1M: 10M legacy events
   would take ~4 GB);
 - one subject's record of disclosures at 10M events (target < 50 ms) against the same lookup
-  without the subject index (a scan).
+  without the subject index (a scan);
+- vault size before and after archival (all but the newest seal range, at 1M events), the
+  archive's size, verify after it, and a subject's archived disclosures through the subject
+  index against reading every segment.
 
 Trails are bulk-built with the project's own encodings and hashes (bench/_audit_fill.py).
 The machine is shared: read the ratios, not only the absolute figures.
@@ -30,7 +33,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _audit_fill import Population, fill_compact, fill_legacy  # noqa: E402
+from _audit_fill import STEP_US, T0_US, Population, fill_compact, fill_legacy  # noqa: E402
+
+from compliance import audit_archive_index as archive_index  # noqa: E402
+from compliance.audit_archive import AuditArchive  # noqa: E402
+from compliance.audit_archive_segments import FileSegments, archive_dir  # noqa: E402
 
 from compliance.audit import Actor, AuditTrail  # noqa: E402
 from compliance.audit_journal import AuditJournal, audit_journal_dir  # noqa: E402
@@ -176,6 +183,57 @@ def verify_and_lookup(root: Path, sizes: list[int]) -> None:
         shutil.rmtree(vault.path.parent, ignore_errors=True)
 
 
+def archival(root: Path, size: int) -> None:
+    """Vault size before and after archiving all but the newest seal range, the archive's own
+    size, and one subject's disclosures read from the archive through the subject index
+    against reading every segment."""
+    people = Population.make(max(100, size // 100))
+    vault = fresh_vault(root, f"archive-{size}")
+    seals = SealBook(KEYRING.audit_seal_key, SEAL_EVERY)
+    cipher = FieldCipher(KEYRING.field_keys, KEYRING.active_field_key)
+    store = FileSegments(archive_dir(vault.path))
+    # About ten segments; a visiting subject's 50 events lie in one of them.
+    segment_events = max(SEAL_EVERY, size // 10 // SEAL_EVERY * SEAL_EVERY)
+    trail = AuditTrail(vault, seals=seals, archive=AuditArchive(vault, cipher, store, seals,
+                                                                 segment_events=segment_events))
+    half, visitor = size // 2, "f" * 64
+    fill_compact(vault, half, people, seals)
+    trail.record_many([(Actor("tok_bench", "service"), "read", {"subject_hash": visitor})] * 50)
+    fill_compact(vault, size - half - 50, people, seals, first_seq=half + 51)
+    before = file_bytes(vault)
+    last_seal_at = T0_US + (size - SEAL_EVERY) * STEP_US
+    archive_s, run = timed(lambda: trail.archive_older_than(iso_time(last_seal_at + 1)))
+    after = file_bytes(vault)
+    archived = sum(p.stat().st_size for p in store.directory.glob("*.ltaa"))
+    print(f"archival at {size:,} events: {run.events:,} events into {run.segments} segments in {archive_s:.1f} s "
+          f"({run.events / archive_s:,.0f} events/s); vault {before / 1e6:.1f} MB before, {after / 1e6:.1f} MB after "
+          f"(ratio {after / before:.3f}); archive {archived / 1e6:.1f} MB ({archived / max(run.events, 1):.1f} B/event, "
+          f"ratio to the live form {archived / before:.2f})")
+    full_s, full = timed(lambda: trail.verify(full=True))
+    quick_s, quick = timed(lambda: trail.verify(full=False))
+    assert full.ok and quick.ok, (full, quick)
+    print(f"verify after archival: full (every segment read) {full_s:.2f} s, from the newest seal "
+          f"{quick_s * 1000:.0f} ms, ratio {quick_s / full_s:.4f}")
+    subject = visitor
+    with vault.transaction(immediate=False) as conn:
+        lookup_s, events = timed(lambda: list(trail.archive.subject_events(conn, subject)))
+        scan_s, scanned = timed(lambda: [row for seg in archive_index.listed(conn)
+                                         for _, row in trail.archive.read(conn, seg).events
+                                         if row["subject_hash"] == subject])
+    assert len(events) == len(scanned) > 0, (len(events), len(scanned))
+    print(f"one subject's archived disclosures at {size:,} events: {lookup_s * 1000:.0f} ms for {len(events)} "
+          f"events in one of {run.segments} segments through the subject index; reading every segment "
+          f"{scan_s * 1000:.0f} ms, "
+          f"ratio {lookup_s / scan_s:.3f}")
+    vault.close_all()
+    shutil.rmtree(vault.path.parent, ignore_errors=True)
+
+
+def iso_time(us: int):
+    from datetime import datetime, timedelta, timezone
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
@@ -187,7 +245,7 @@ def main() -> None:
         bytes_per_event(root, 20_000 if args.quick else 1_000_000)
         append_throughput(root, 2_000 if args.quick else 40_000)
         verify_and_lookup(root, sizes)
-        print("vault size before/after archival: not measured (archival is not built yet)")
+        archival(root, 50_000 if args.quick else 1_000_000)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

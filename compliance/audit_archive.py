@@ -29,7 +29,8 @@ from twin.storage.timestamps import to_db, utc_now
 from . import audit_archive_index as index
 from . import audit_terms
 from .audit_archive_index import Listed, span
-from .audit_archive_segments import FileSegments, SegmentContent, SegmentUnreadableError, TableSegments, decode, encode
+from .audit_archive_segments import (FileSegments, SegmentContent, SegmentUnreadableError, TableSegments,
+                                     decode, encode, subject_rows)
 from .audit_codec import micros
 from .audit_events import AuditChainBrokenError, AuditError, AuditEvent, to_event
 from .audit_integrity import ArchiveBreak, check_row  # the one check of an event against the chain
@@ -42,6 +43,10 @@ from .hash_chain import ChainWalker
 from .keyring_watcher import FieldKeys, field_keys
 
 DEFAULT_SEGMENT_EVENTS = 100_000
+
+
+def _name(seg: Listed) -> str:
+    return f"archive segment of {span(seg.first_seq, seg.last_seq)}"
 
 
 class AuditArchiveError(AuditError):
@@ -76,19 +81,22 @@ class AuditArchive:
     def read(self, conn: Any, seg: Listed) -> SegmentContent:
         """The content of a listed segment, its checksum and authenticity checked; raises
         ``ArchiveBreak`` naming the segment."""
-        body = self.store.get(conn, seg.first_seq)
-        name = f"archive segment of {span(seg.first_seq, seg.last_seq)}"
-        if body is None:
-            raise ArchiveBreak(seg.first_seq, f"{name} is missing (deleted?)")
-        if index.checksum(body) != seg.checksum:
-            raise ArchiveBreak(seg.first_seq, f"{name} fails its checksum (altered or replaced?)")
+        body = self._checked_body(conn, seg)
         try:
             content = decode(body, seg.first_seq, self._keys)
         except SegmentUnreadableError as exc:
-            raise ArchiveBreak(seg.first_seq, f"{name} {exc}") from None
+            raise ArchiveBreak(seg.first_seq, f"{_name(seg)} {exc}") from None
         if (content.last_seq, content.prev_hash) != (seg.last_seq, seg.prev_hash):
-            raise ArchiveBreak(seg.first_seq, f"{name} holds another range than its index says")
+            raise ArchiveBreak(seg.first_seq, f"{_name(seg)} holds another range than its index says")
         return content
+
+    def _checked_body(self, conn: Any, seg: Listed) -> bytes:
+        body = self.store.get(conn, seg.first_seq)
+        if body is None:
+            raise ArchiveBreak(seg.first_seq, f"{_name(seg)} is missing (deleted?)")
+        if index.checksum(body) != seg.checksum:
+            raise ArchiveBreak(seg.first_seq, f"{_name(seg)} fails its checksum (altered or replaced?)")
+        return body
 
     def rows(self, conn: Any, segments: list[Listed], cut: int) -> Iterator[tuple[str, Any]]:
         """Every archived event past the retention cut, in chain order, as ``chain_rows``
@@ -110,14 +118,13 @@ class AuditArchive:
             return
         for seg in index.of_subject(conn, ref):
             try:
-                content = self.read(conn, seg)
+                rows = subject_rows(self._checked_body(conn, seg), seg.first_seq, self._keys, subject_hash)
             except ArchiveBreak as exc:
                 raise AuditArchiveError(exc.reason) from None
-            prev = content.prev_hash.hex()
-            for form, row in content.events:
-                if row["subject_hash"] == subject_hash:
-                    yield to_event(row) if form == LEGACY else log_event(row, prev)
-                prev = row["event_hash"] if form == LEGACY else row["event_hash"].hex()
+            except SegmentUnreadableError as exc:
+                raise AuditArchiveError(f"{_name(seg)} {exc}") from None
+            for form, row, prev in rows:
+                yield to_event(row) if form == LEGACY else log_event(row, prev)
 
     # -- archiving ----------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ LEGACY, LOG = "audit_events", "audit_log"  # as compliance.audit_store names the
 _LOG_FIELDS = ("seq", "event_id", "occurred_at", "actor_id", "actor_role", "action", "subject_hash",
                "resource", "request_id", "details", "event_hash")
 _BYTES_FIELDS = ("event_id", "request_id", "event_hash")
+_SUBJECT = 7  # where both forms of an encoded event hold the subject hash (after the form tag)
 _LEGACY_FIELDS = ("seq", "event_id", "occurred_at", "actor_id", "actor_role", "action", "subject_hash",
                   "resource", "request_id", "details", "prev_hash", "event_hash")
 
@@ -108,9 +109,7 @@ def encode(content: SegmentContent, keys: FieldKeys) -> bytes:
     return _HEADER.pack(MAGIC, FORMAT_VERSION, len(wrapped)) + wrapped + sealed
 
 
-def decode(body: bytes, first_seq: int, keys: FieldKeys) -> SegmentContent:
-    """The content of the segment that should start at ``first_seq``; raises
-    ``SegmentUnreadableError`` saying what is wrong."""
+def _document(body: bytes, first_seq: int, keys: FieldKeys) -> dict[str, Any]:
     if len(body) < _HEADER.size:
         raise SegmentUnreadableError("too short to be an archive segment (truncated?)")
     magic, version, wrapped_len = _HEADER.unpack_from(body)
@@ -129,8 +128,34 @@ def decode(body: bytes, first_seq: int, keys: FieldKeys) -> SegmentContent:
         raise SegmentUnreadableError(f"cannot be decoded ({type(exc).__name__})") from None
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT or doc.get("first_seq") != first_seq:
         raise SegmentUnreadableError("holds another range than its index says")
+    return doc
+
+
+def decode(body: bytes, first_seq: int, keys: FieldKeys) -> SegmentContent:
+    """The content of the segment that should start at ``first_seq``; raises
+    ``SegmentUnreadableError`` saying what is wrong."""
+    doc = _document(body, first_seq, keys)
     return SegmentContent(doc["first_seq"], doc["last_seq"], bytes.fromhex(doc["prev_hash"]),
                           [_row_in(item) for item in doc["events"]])
+
+
+def subject_rows(body: bytes, first_seq: int, keys: FieldKeys,
+                 subject_hash: str) -> list[tuple[str, dict[str, Any], str]]:
+    """The events of one subject in a segment, as (form, row, hash it chains to in hex): only
+    those rows are decoded (a DSR export reads a few events out of many)."""
+    doc = _document(body, first_seq, keys)
+    events, out = doc["events"], []
+    for i, item in enumerate(events):
+        if item[_SUBJECT] != subject_hash:
+            continue
+        if i == 0:
+            prev = doc["prev_hash"]
+        else:
+            before = events[i - 1]
+            prev = before[-1] if before[0] == "l" else _unb64(before[-1]).hex()
+        form, row = _row_in(item)
+        out.append((form, row, prev))
+    return out
 
 
 class FileSegments:

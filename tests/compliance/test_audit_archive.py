@@ -103,6 +103,11 @@ def test_old_events_move_into_segments_that_end_on_seals_and_the_chain_still_ver
     assert [row["seq"] for _, row in content.events] == list(range(11, 21))
     full = trail.verify(full=True)
     assert (full.ok, full.checked) == (True, 35)
+    # Each subject's disclosures, archived or live, carry the hash they chain to.
+    events = [*trail.iter_subject(ALICE), *trail.iter_subject(BOB)]
+    hashes = {e.seq: e.event_hash for e in events}
+    assert sorted(hashes) == list(range(1, 36))
+    assert all(e.prev_hash == hashes.get(e.seq - 1, "0" * 64) for e in events)
     append(trail, 3)
     quick = trail.verify(full=False)
     assert (quick.ok, quick.since) == (True, 30)
