@@ -1,16 +1,16 @@
-"""Fixtures of the RAG tests: a real, migrated SQLCipher rag_index database under tmp_path."""
+"""Fixtures of the RAG tests: a real, migrated rag_index database on each backend (an SQLCipher
+file under tmp_path, a fresh PostgreSQL database)."""
 
 from __future__ import annotations
 
 import pytest
 
 from twin.rag.schema import MIGRATIONS
-from twin.storage import Database, Migrator
+from twin.storage import Migrator
 
 
 @pytest.fixture
-def rag_db(tmp_path, db_key):
-    db = Database(tmp_path / "rag_index.db", db_key, name="rag_index")
+def rag_db(databases):
+    db = databases.new("rag_index")
     Migrator(db, MIGRATIONS).migrate()
-    yield db
-    db.close_all()
+    return db

@@ -9,6 +9,7 @@ import contextlib
 import logging
 
 import pytest
+from storage_backends import same_database
 from redis_servers import FakeClock, OwnRedis, cache_warnings, flushed_redis, free_port
 from twin.cache import ResilientRedis
 from twin.rag import Chunker, RagIndex, RagQueryCache
@@ -61,14 +62,15 @@ def make_index(rag_db, cache=None) -> RagIndex:
 
 
 @pytest.fixture
-def baseline(tmp_path, db_key):
+def baseline(databases):
+    """The scenario's answers without any cache, on the test's backend (scores are each
+    backend's own: BM25 on SQLCipher, ts_rank_cd on PostgreSQL)."""
     from twin.rag.schema import MIGRATIONS
-    from twin.storage import Database, Migrator
+    from twin.storage import Migrator
 
-    db = Database(tmp_path / "baseline.db", db_key, name="rag_index")
+    db = databases.new("rag_index")
     Migrator(db, MIGRATIONS).migrate()
-    yield scenario(make_index(db))
-    db.close_all()
+    return scenario(make_index(db))
 
 
 @pytest.fixture
@@ -96,10 +98,10 @@ def test_with_redis_the_answers_are_those_of_the_database_and_repeats_are_hits(r
     cache.close()
 
 
-def test_an_ingest_or_delete_in_another_process_invalidates_every_cached_answer(rag_db, real_redis):
+def test_an_ingest_or_delete_in_another_process_invalidates_every_cached_answer(rag_db, real_redis, db_key):
     url, _ = real_redis
     cached = make_index(rag_db, cache_of(url))
-    other_writer = make_index(rag_db.sibling(rag_db.path))  # another connection, no cache
+    other_writer = make_index(same_database(rag_db, db_key))  # another connection, no cache
     first = ingest(cached, *DOCUMENTS[0])
     assert [r.title for r in cached.keyword_search("cell")] == ["Biology"]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from twin.catalog import open_database
 from twin.rag.schema import MIGRATIONS
-from twin.storage import IntegrityError, Migrator
+from twin.storage import FileBacked, IntegrityError, Migrator
 
 TABLES = ["chunks", "chunks_fts", "documents", "embedding_models", "embeddings",
           "embeddings_metadata", "rag_state", "schema_version"]
@@ -30,16 +32,30 @@ def add_model(conn, dimension):
                  (dimension,))
 
 
+def tables(db) -> list[str]:
+    """The schema's tables: PostgreSQL keeps the keyword index in a column of chunks."""
+    return TABLES if isinstance(db, FileBacked) else [t for t in TABLES if t != "chunks_fts"]
+
+
+def leftovers(db) -> list:
+    """Triggers (SQLite) or trigger functions (PostgreSQL) still in the schema."""
+    if isinstance(db, FileBacked):
+        return db.query("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    return db.query("SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                    "WHERE n.nspname = current_schema()")
+
+
 def test_migrating_creates_the_tables_and_rolling_back_removes_them(rag_db):
-    assert rag_db.table_names() == TABLES
+    assert rag_db.table_names() == tables(rag_db)
     migrator = Migrator(rag_db, MIGRATIONS)
     assert migrator.rollback(0) == [2, 1]
     assert rag_db.table_names() == ["schema_version"]
-    assert rag_db.query("SELECT name FROM sqlite_master WHERE type = 'trigger'") == []
+    assert leftovers(rag_db) == []
     assert migrator.migrate() == [1, 2]
-    assert rag_db.table_names() == TABLES
+    assert rag_db.table_names() == tables(rag_db)
 
 
+@pytest.mark.sqlite_only("an encrypted file")
 def test_the_catalog_opens_an_encrypted_migrated_rag_index(config, keyring):
     db = open_database("rag_index", config, keyring.database_keys)
     try:
@@ -67,11 +83,11 @@ def test_a_vector_must_have_its_models_dimension(rag_db):
         add_chunk(conn)
         add_model(conn, dimension=4)
     with pytest.raises(IntegrityError), rag_db.transaction() as conn:   # 3 floats, dimension 4
-        conn.execute("INSERT INTO embeddings VALUES ('c1', 'm', 4, zeroblob(12), 't')")
+        conn.execute("INSERT INTO embeddings VALUES ('c1', 'm', 4, ?, 't')", (bytes(12),))
     with pytest.raises(IntegrityError), rag_db.transaction() as conn:   # not the model's dimension
-        conn.execute("INSERT INTO embeddings VALUES ('c1', 'm', 3, zeroblob(12), 't')")
+        conn.execute("INSERT INTO embeddings VALUES ('c1', 'm', 3, ?, 't')", (bytes(12),))
     with rag_db.transaction() as conn:
-        conn.execute("INSERT INTO embeddings VALUES ('c1', 'm', 4, zeroblob(16), 't')")
+        conn.execute("INSERT INTO embeddings VALUES ('c1', 'm', 4, ?, 't')", (bytes(16),))
 
 
 def test_every_vector_write_changes_the_model_revision(rag_db):
@@ -83,11 +99,11 @@ def test_every_vector_write_changes_the_model_revision(rag_db):
         add_chunk(conn)
         add_model(conn, dimension=1)
     seen = [revision()]
-    for statement in ("INSERT INTO embeddings VALUES ('c1', 'm', 1, zeroblob(4), 't')",
-                      "UPDATE embeddings SET vector = randomblob(4)",
-                      "DELETE FROM documents"):   # cascades to the vector
+    for statement, params in (("INSERT INTO embeddings VALUES ('c1', 'm', 1, ?, 't')", (bytes(4),)),
+                              ("UPDATE embeddings SET vector = ?", (os.urandom(4),)),
+                              ("DELETE FROM documents", ())):   # cascades to the vector
         with rag_db.transaction() as conn:
-            conn.execute(statement)
+            conn.execute(statement, params)
         seen.append(revision())
     assert len(set(seen)) == 4
 

@@ -12,7 +12,7 @@ from twin.config import Config
 from twin.storage import SameDatabaseError, StorageConfigError
 from twin.storage.postgresql import write_identity_marker
 
-STORES = ("evolution_metrics", "ledger", "model_registry")  # the stores with PostgreSQL migrations so far
+STORES = ("evolution_metrics", "rag_index", "ledger", "model_registry")  # with PostgreSQL migrations so far
 
 
 def config_with(tmp_path, **environ: str) -> Config:

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from twin.storage import Database
+from twin.storage import Backend
+from twin.storage.bulk import insert_rows
 from twin.storage.timestamps import to_db, utc_now
 
 from .chunking import Chunker, TextChunk
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from .query_cache import RagQueryCache
 
 _WORD = re.compile(r"\S+")
+_CHUNK_COLUMNS = ("chunk_id", "document_id", "chunk_index", "content", "start_offset", "end_offset",
+                  "chunk_size", "overlap_size", "chunk_unit", "created_at")
 
 __all__ = ["DEFAULT_DIMENSION", "DEFAULT_MODEL", "ChunkInfo", "Document", "DocumentRef", "IndexStats",
            "RagIndex", "SearchResult", "content_hash"]
@@ -72,7 +75,7 @@ def _metadata_json(metadata: Mapping[str, Any] | None) -> str | None:
 class RagIndex(Retrieval):
     """Documents, chunks and one embedding model's vectors in a migrated ``rag_index`` db."""
 
-    def __init__(self, db: Database, *, embedding_model: str = DEFAULT_MODEL,
+    def __init__(self, db: Backend, *, embedding_model: str = DEFAULT_MODEL,
                  dimension: int | None = None, chunker: Chunker | None = None,
                  track_queries: bool = True, prune_common_terms_from: int | None = 2000,
                  clock: Callable[[], datetime] = utc_now, cache: "RagQueryCache | None" = None) -> None:
@@ -154,22 +157,19 @@ class RagIndex(Retrieval):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (document_id, title, content, document_type, source_path, source_url, digest,
                  len(_WORD.findall(content)), now, now, meta_json))
-            conn.executemany(
-                "INSERT INTO chunks (chunk_id, document_id, chunk_index, content, start_offset, "
-                "end_offset, chunk_size, overlap_size, chunk_unit, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(f"{document_id}:{c.index}", document_id, c.index, c.text, c.start, c.end,
-                  c.size, self.chunker.overlap, self.chunker.unit, now) for c in chunks])
+            insert_rows(conn, "chunks", _CHUNK_COLUMNS,
+                        [(f"{document_id}:{c.index}", document_id, c.index, c.text, c.start, c.end,
+                          c.size, self.chunker.overlap, self.chunker.unit, now) for c in chunks])
             if vectors is not None:
                 self._register_model(conn, now)
-                conn.executemany(
-                    "INSERT INTO embeddings (chunk_id, model, dimension, vector, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [(f"{document_id}:{c.index}", self.embedding_model, self.dimension,
-                      to_blob(v), now) for c, v in zip(chunks, vectors)])
+                insert_rows(conn, "embeddings", ("chunk_id", "model", "dimension", "vector", "created_at"),
+                            [(f"{document_id}:{c.index}", self.embedding_model, self.dimension,
+                              to_blob(v), now) for c, v in zip(chunks, vectors)])
             return DocumentRef(document_id, True)
 
-        return self.db.write(write)
+        # Writers of the same content queue on one lock, so the second sees the first's row
+        # (PostgreSQL would otherwise fail it on the unique content hash).
+        return self.db.write(write, lock=f"rag:content:{digest}")
 
     def add_embeddings(self, chunk_id: str, vector: Vector, *,
                        embedding_model: str | None = None) -> None:
@@ -250,7 +250,8 @@ class RagIndex(Retrieval):
                 (self.embedding_model,)).fetchone()
             models = {r["model"]: r["dimension"] for r in conn.execute(
                 "SELECT model, dimension FROM embedding_models ORDER BY model")}
-        return IndexStats(row["documents"], row["chunks"], row["embedded"], models, row["queries"])
+        return IndexStats(row["documents"], row["chunks"], row["embedded"], models,
+                          int(row["queries"]))  # sum() of a BIGINT is a Decimal on PostgreSQL
 
     # -- internals ------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
-"""Retrieval from the RAG index: keyword (FTS5/BM25), vector (cosine) and hybrid (reciprocal
-rank fusion) search, and the in-memory vector matrix behind vector search.
+"""Retrieval from the RAG index: keyword (FTS5/BM25 on SQLCipher, full-text search ranked by
+``ts_rank_cd`` on PostgreSQL), vector (cosine) and hybrid (reciprocal rank fusion) search, and
+the in-memory vector matrix behind vector search.
 
-Scores: keyword search returns the negated FTS5 ``bm25()`` (higher is better), vector search
-the cosine similarity, hybrid search the reciprocal-rank-fusion score.
+Scores: keyword search returns the negated FTS5 ``bm25()`` or ``ts_rank_cd`` (higher is better
+on both), vector search the cosine similarity, hybrid search the reciprocal-rank-fusion score.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from twin.storage import Database, OperationalError, is_busy_error
+from twin.storage import (Backend, OperationalError, StatementError, TransactionConflict,
+                          is_busy_error)
 from twin.storage.timestamps import to_db
 
 from .fts_query import KeywordQuery, parse_query
@@ -31,28 +33,58 @@ _RESULT_COLUMNS = """
     c.id, c.chunk_id, c.document_id, c.chunk_index, c.content, d.title
 """
 
-_KEYWORD_SQL = f"""
+# Per dialect. A query's parts are quoted phrases joined by OR (``fts_query``): FTS5's MATCH
+# syntax, and also what websearch_to_tsquery reads ("..." a phrase, OR), which never raises.
+# ts_rank_cd has no IDF and favours repeated words, so on PostgreSQL a chunk holding the whole
+# query verbatim (the first parameter, case-insensitively; NULL for one word) gets 1 added: it
+# ranks first, as the phrase's BM25 contribution makes it on SQLite. A tsquery phrase would
+# not do: stop words keep their positions, so "rate the learning" matches "rate of learning".
+_KEYWORD_SQL = {"sqlite": f"""
 SELECT {_RESULT_COLUMNS}, -f.rank AS score
   FROM (SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?) AS f
   JOIN chunks c ON c.id = f.rowid
   JOIN documents d ON d.document_id = c.document_id
  ORDER BY f.rank, c.id
-"""
+""", "postgresql": f"""
+SELECT {_RESULT_COLUMNS}, f.score
+  FROM (SELECT c.id, ts_rank_cd(c.content_tsv, q)
+                     + CASE WHEN strpos(lower(c.content), lower(?)) > 0 THEN 1 ELSE 0 END AS score
+          FROM chunks c, websearch_to_tsquery('english', ?) AS q
+         WHERE c.content_tsv @@ q ORDER BY score DESC, c.id LIMIT ?) AS f
+  JOIN chunks c ON c.id = f.id
+  JOIN documents d ON d.document_id = c.document_id
+ ORDER BY f.score DESC, c.id
+"""}
 
 _COUNT_MATCHES_UP_TO_SQL = """
 SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)
 """
 
-_ROWS_BY_ID_SQL = f"""
+# A list of ids: a JSON array on SQLite, an array parameter on PostgreSQL.
+_ROWS_BY_ID_SQL = {"sqlite": f"""
 SELECT {_RESULT_COLUMNS}
   FROM chunks c JOIN documents d ON d.document_id = c.document_id
  WHERE c.id IN (SELECT value FROM json_each(?))
-"""
+""", "postgresql": f"""
+SELECT {_RESULT_COLUMNS}
+  FROM chunks c JOIN documents d ON d.document_id = c.document_id
+ WHERE c.id = ANY(?)
+"""}
 
-_COUNT_QUERIES_SQL = """
+_COUNT_QUERIES_SQL = {"sqlite": """
 UPDATE embeddings_metadata SET query_count = query_count + 1, last_queried = ?
  WHERE chunk_id IN (SELECT value FROM json_each(?))
-"""
+""", "postgresql": """
+UPDATE embeddings_metadata SET query_count = query_count + 1, last_queried = ?
+ WHERE chunk_id = ANY(?)
+"""}
+
+
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _id_list(dialect: str, ids: list[Any]) -> Any:
+    return json.dumps(ids) if dialect == "sqlite" else ids
 
 
 _GENERATION_SQL = """
@@ -75,7 +107,7 @@ def _result(row: Any, score: float) -> SearchResult:
 class Retrieval:
     """The searches of ``RagIndex`` (which provides the attributes declared here)."""
 
-    db: Database
+    db: Backend
     embedding_model: str
     dimension: int
     track_queries: bool
@@ -155,12 +187,17 @@ class Retrieval:
         parsed = parse_query(query)
         if parsed is None:
             return []
-        return self.db.query(_KEYWORD_SQL, (self._prune_common_terms(parsed), limit))
+        dialect = self.db.dialect.name
+        if dialect != "sqlite":
+            phrase = None if parsed.phrase is None else parsed.phrase[1:-1].replace('""', '"')
+            return self.db.query(_KEYWORD_SQL[dialect], (phrase, parsed.expression(), limit))
+        return self.db.query(_KEYWORD_SQL[dialect], (self._prune_common_terms(parsed), limit))
 
     def _prune_common_terms(self, parsed: KeywordQuery) -> str:
-        """The MATCH expression without the parts BM25 would weigh ~0 (see ``__init__``)."""
+        """The MATCH expression without the parts BM25 would weigh ~0 (see ``__init__``).
+        SQLite's only: ``ts_rank_cd`` has no IDF, so there no term weighs ~0 for being common."""
         threshold = self.prune_common_terms_from
-        if threshold is None or len(parsed.parts) < 2:
+        if threshold is None or len(parsed.parts) < 2 or self.db.dialect.name != "sqlite":
             return parsed.expression()
         total = self.db.query_one("SELECT count(*) FROM chunks")[0]
         if total < threshold:
@@ -207,7 +244,9 @@ class Retrieval:
     def _rows_by_id(self, rowids: list[int]) -> dict[int, Any]:
         if not rowids:
             return {}
-        return {row["id"]: row for row in self.db.query(_ROWS_BY_ID_SQL, (json.dumps(rowids),))}
+        dialect = self.db.dialect.name
+        return {row["id"]: row for row in self.db.query(_ROWS_BY_ID_SQL[dialect],
+                                                         (_id_list(dialect, rowids),))}
 
     def _record_queries(self, results: list[SearchResult]) -> None:
         """Count one retrieval for each returned chunk, best-effort and without waiting.
@@ -218,17 +257,34 @@ class Retrieval:
         """
         if not self.track_queries or not results:
             return
-        params = (to_db(self._clock()), json.dumps([r.chunk_id for r in results]))
+        dialect = self.db.dialect.name
+        sql = _COUNT_QUERIES_SQL[dialect]
+        params = (to_db(self._clock()), _id_list(dialect, [r.chunk_id for r in results]))
         conn = self.db.connection()
         if conn.in_transaction:   # the caller's transaction: count inside it
-            conn.execute(_COUNT_QUERIES_SQL, params)
+            conn.execute(sql, params)
+            return
+        if dialect != "sqlite":
+            self._record_queries_without_waiting(sql, params, len(results))
             return
         conn.execute("PRAGMA busy_timeout = 0")
         try:
-            conn.execute(_COUNT_QUERIES_SQL, params)
+            conn.execute(sql, params)
         except OperationalError as exc:
             if not is_busy_error(exc):
                 raise
             log.debug("%s: database busy, %d retrievals not counted", self.db.name, len(results))
         finally:
             conn.execute(f"PRAGMA busy_timeout = {int(self.db.settings.busy_timeout_ms)}")
+
+    def _record_queries_without_waiting(self, sql: str, params: tuple[Any, ...], count: int) -> None:
+        """PostgreSQL: the update gives up at once on a row another transaction holds
+        (lock_timeout) or on a conflict, and those retrievals go uncounted."""
+        try:
+            with self.db.transaction() as conn:
+                conn.execute("SET LOCAL lock_timeout = '1ms'")
+                conn.execute(sql, params)
+        except StatementError as exc:
+            if not isinstance(exc, TransactionConflict) and exc.sqlstate != _LOCK_NOT_AVAILABLE:
+                raise
+            log.debug("%s: %d retrievals not counted (%s)", self.db.name, count, exc)

@@ -1,4 +1,5 @@
-"""Migrations of ``rag_index.db``.
+"""Migrations of ``rag_index.db`` (SQLCipher) and the ``rag_index`` schema (PostgreSQL, in
+``schema_postgresql``): one ordered list, each step in both dialects.
 
 v1 starts from the seed's ``documents``, ``chunks`` and ``embeddings_metadata`` and changes:
 
@@ -34,6 +35,8 @@ v1 starts from the seed's ``documents``, ``chunks`` and ``embeddings_metadata`` 
 """
 
 from twin.storage import Migration
+
+from . import schema_postgresql as postgresql
 
 V1_UP = """
 CREATE TABLE documents (
@@ -173,10 +176,12 @@ DROP TABLE rag_state;
 """
 
 MIGRATIONS = [
-    Migration(1, "rag_index", V1_UP, V1_DOWN,
+    Migration(1, "rag_index", {"sqlite": V1_UP, "postgresql": postgresql.V1_UP},
+              {"sqlite": V1_DOWN, "postgresql": postgresql.V1_DOWN},
               "documents (content-hash dedupe), chunks, vectors per model, query statistics, "
-              "FTS5 index over chunk text"),
-    Migration(2, "rag generation", V2_UP, V2_DOWN,
+              "FTS5 index over chunk text (PostgreSQL: a tsvector column with a GIN index)"),
+    Migration(2, "rag generation", {"sqlite": V2_UP, "postgresql": postgresql.V2_UP},
+              {"sqlite": V2_DOWN, "postgresql": postgresql.V2_DOWN},
               "a generation number moved by every document write, for query caches"),
 ]
 
