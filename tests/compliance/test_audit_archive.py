@@ -5,7 +5,7 @@ disclosures are found through the subject index; retention deletes whole segment
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -13,21 +13,12 @@ from compliance.audit import Actor, AuditChainBrokenError, AuditTrail
 from compliance.audit_archive_segments import SegmentContent, archive_dir, checksum, decode, encode
 from compliance.audit_seals import SealBook
 from compliance.field_crypto import FieldCipher
+from ticking_clock import T0, TickingClock
 from twin.catalog import audit_archive
 
 SERVICE = Actor("tok_service1", "service")
 SCRIPT = Actor("script:import", "operator")
 ALICE, BOB = "a" * 64, "b" * 64
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
 
 
 def at(event: int) -> datetime:
@@ -45,9 +36,9 @@ def make_trail(open_catalog_db, config, keyring, cipher):
     def make(vault=None) -> AuditTrail:
         vault = vault or open_catalog_db("privacy_vault")
         seals = SealBook(keyring.audit_seal_key, every=10)
-        archive = audit_archive(vault, config, cipher, seals, Clock())
+        archive = audit_archive(vault, config, cipher, seals, TickingClock())
         archive.segment_events = 10
-        return AuditTrail(vault, clock=Clock(), seals=seals, archive=archive)
+        return AuditTrail(vault, clock=TickingClock(), seals=seals, archive=archive)
     return make
 
 
@@ -289,3 +280,25 @@ def test_a_crashed_run_leaves_an_incomplete_row_the_next_run_clears(trail, ciphe
     run = trail.archive_older_than(at(100))
     assert run.segments == 2 and segments(trail) == [(1, 10), (11, 20)]
     assert trail.verify(full=True).ok
+
+
+def test_events_of_the_releases_before_the_compact_form_are_archived_with_the_first_seal(trail):
+    from compliance.audit_events import compute_event_hash
+    prev, rows = "0" * 64, []
+    for seq in range(1, 6):  # as vault migration 6 found them: JSON-hashed, named in full
+        row = {"seq": seq, "event_id": f"e{seq:015d}", "occurred_at": f"2026-01-01T00:00:0{seq}.000000Z",
+               "actor_id": "tok_old", "actor_role": "service", "action": "read",
+               "subject_hash": "e" * 64, "resource": None, "request_id": None, "details": None, "prev_hash": prev}
+        row["event_hash"] = prev = compute_event_hash(row)
+        rows.append(tuple(row.values()))
+    trail.vault.write(lambda conn: conn.executemany(
+        "INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows))
+    append(trail, 17)  # 6-22, compact; the first seal is at 10
+
+    run = trail.archive_older_than(at(100))
+    assert (run.events, segments(trail)) == (20, [(1, 10), (11, 20)])
+    assert trail.vault.query_one("SELECT count(*) FROM audit_events")[0] == 0
+    assert [e.seq for e in trail.iter_subject("e" * 64)] == [1, 2, 3, 4, 5]
+    assert trail.verify(full=True).ok and trail.verify(full=True).checked == 22
+    assert trail.purge_older_than(at(100)) == 22
+    assert trail.vault.query("SELECT subject_hash FROM audit_subjects WHERE subject_hash = ?", ("e" * 64,)) == []

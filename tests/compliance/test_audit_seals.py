@@ -3,26 +3,17 @@ sound, so a verification reads only what follows the newest marked seal."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
 from compliance.audit import Actor, AuditTrail
 from compliance.audit_seals import SealBook
 from storage_backends import raw_connection
+from ticking_clock import T0, TickingClock
 
 SERVICE = Actor("tok_service1", "service")
 ALICE = "a" * 64
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
 
 
 @pytest.fixture
@@ -32,7 +23,7 @@ def vault(open_catalog_db):
 
 @pytest.fixture
 def trail(vault, keyring) -> AuditTrail:
-    return AuditTrail(vault, clock=Clock(), seals=SealBook(keyring.audit_seal_key, every=10))
+    return AuditTrail(vault, clock=TickingClock(), seals=SealBook(keyring.audit_seal_key, every=10))
 
 
 @pytest.fixture
