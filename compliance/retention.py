@@ -29,6 +29,8 @@ from .subject_end import SubjectEnding
 
 log = logging.getLogger(__name__)
 
+VACUUM_STEP_PAGES = 1024  # pages returned to the file system per transaction after a purge
+
 SYSTEM_ACTOR = Actor("system:retention", "system")
 
 
@@ -102,7 +104,10 @@ class RetentionPurger:
             for db in {id(p.db): p.db for p, _ in self._expiring()}.values():
                 if not truncate_wal(db):
                     log.warning("WAL of %s not emptied after the purge (a reader held it)", db.name)
-                incremental_vacuum(db)
+                # In steps, each its own transaction: the service's writers wait for a step,
+                # not for the whole file's free pages.
+                while incremental_vacuum(db, pages=VACUUM_STEP_PAGES):
+                    pass
             self.audit.record(actor, "purge", resource="retention",
                               details={"counts": report.counts, "audit_archived": report.audit_archived,
                                        "subject_keys_destroyed": report.subject_keys_destroyed,

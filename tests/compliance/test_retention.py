@@ -331,6 +331,27 @@ def test_a_long_purge_keeps_its_lease_from_batch_to_batch(runtime, make_subject,
     assert refusals == [2, 4, 5] and report.counts["learning_sessions"] == 5
 
 
+@pytest.mark.sqlite_only("a lease in job_locks; on PostgreSQL the lock lives as long as its session")
+def test_a_purge_writes_its_lease_again_once_a_tenth_of_it_has_passed_not_every_batch(
+        runtime, make_subject, clock):
+    make_subject("quick-purge", sessions=9, knowledge=0)
+    clock.advance(days=31)
+    expiries = []
+
+    def batch_done(table: str, purged: int) -> None:
+        if table == "learning_sessions":
+            expiries.append(runtime.vault_db.query_one(
+                "SELECT expires_at FROM job_locks WHERE name = 'retention'")[0])
+            clock.advance(seconds=20)
+
+    report = runtime.retention.run(progress=batch_done)
+
+    # Five batches of two, 20 s apart: the 10-minute lease is written when taken and once more,
+    # before the batch that starts a minute (a tenth of it) later.
+    assert report.counts["learning_sessions"] == 9 and len(expiries) == 5
+    assert len(set(expiries)) == 2 and expiries[2] < expiries[3]
+
+
 def test_expired_profiles_end_in_batches_of_the_configured_size(runtime, make_subject, clock):
     subjects = [make_subject(f"batch-{i}", sessions=0, knowledge=0, retention_days=10) for i in range(5)]
     clock.advance(days=11)
