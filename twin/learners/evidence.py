@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
 
 from compliance.audit import Actor
-from twin.learner_model import BeforeRetainedWindowError, InvalidObservationError, Observation
+from twin.learner_model import (BeforeRetainedWindowError, InvalidObservationError, LearnerModelError,
+                                Observation)
 from twin.storage.timestamps import from_db
 
 from . import traces
@@ -122,13 +123,15 @@ class EvidenceService:
         writer = ctx.keys.writer(subject_hash, proof=proof)
         fresh, repeats, conflicts = self._distinct(items)
         now = ctx.now()
-        # Everything that needs no database is done before the write lock, which serialises
-        # every writer: the keyed hashes, and each row sealed (a repeat's row is then unused).
+        # Everything that needs no write is done before the write lock, which serialises every
+        # writer: the keyed hashes, each row sealed, and each skill's new state folded from a
+        # read of it (kept under the lock only if that state is unchanged by then).
         keyed: dict[str, tuple[_Item, traces.NewEntry, tuple]] = {}
         for item in fresh:
             key = self.keys.observation(profile_id, item.evidence_id)
             entry = traces.NewEntry(item.observation, item.content, key, item.index)
             keyed[key] = (item, entry, traces.entry_row(writer, profile_id, item.skill, entry, now))
+        folded = self._fold_ahead(writer, profile_id, self._by_skill(keyed, set()), now)
 
         def write(conn: Any) -> tuple[int, int]:
             self.profiles.require_live(conn, profile_id)  # erased or expired since the check above?
@@ -136,22 +139,25 @@ class EvidenceService:
             if conflicts or stored[1]:
                 clash = sorted(conflicts + stored[1], key=lambda i: i.index)
                 raise EvidenceConflictError(sorted({i.evidence_id for i in clash}), [i.index for i in clash])
-            by_skill: dict[traces.SkillKey, tuple[list[traces.NewEntry], list[tuple]]] = defaultdict(
-                lambda: ([], []))
-            for key, (item, entry, row) in keyed.items():
-                if key not in stored[0]:
-                    by_skill[item.skill][0].append(entry)
-                    by_skill[item.skill][1].append(row)
+            by_skill = self._by_skill(keyed, stored[0])
             current = self.parameters.current(conn, by_skill)
-            states = traces.load_states(conn, writer, profile_id, list(by_skill))
+            rows = traces.state_rows(conn, profile_id, list(by_skill))
+            repeated_in = {keyed[key][0].skill for key in stored[0]}
+            ready = []
             try:
-                traces.apply_many(conn, writer, self.keys, [
-                    (states[skill], current[skill], entries, rows)
-                    for skill, (entries, rows) in by_skill.items()], now)
+                for skill, (entries, entry_rows) in by_skill.items():
+                    ahead = folded.get(skill)
+                    if ahead is None or skill in repeated_in or not ahead.still_holds(rows[skill], current[skill]):
+                        state = (traces.state_of(rows[skill], writer) if rows[skill] is not None
+                                 else traces.SkillState(profile_id, skill, None, None, None))
+                        ahead = traces.fold_entries(conn, writer, self.keys, state, current[skill], entries,
+                                                    entry_rows, now)
+                    ready.append(ahead)
             except BeforeRetainedWindowError as exc:
                 raise InvalidFieldsError({"observations": {exc.index: {"observed_at": [
                     "Older than evidence already purged by retention: it cannot be folded in."]}}},
                     rule="observed-before-purged-evidence") from None
+            traces.write_folded(conn, ready)
             return len(keyed) - len(stored[0]), repeats + len(stored[0])
 
         # Shared: concurrent batches of this process go into one transaction and one commit (each
@@ -160,6 +166,35 @@ class EvidenceService:
         ctx.record(actor, "create", subject_hash, f"profile:{profile_id}/evidence", request_id,
                    {"new": added, "repeats": repeated})
         return {"new": added, "repeats": repeated}
+
+    @staticmethod
+    def _by_skill(keyed: Mapping[str, tuple[_Item, traces.NewEntry, tuple]],
+                  stored: set[str]) -> dict[traces.SkillKey, tuple[list[traces.NewEntry], list[tuple]]]:
+        """The new entries and their rows per skill, in batch order (those not ``stored``)."""
+        by_skill: dict[traces.SkillKey, tuple[list[traces.NewEntry], list[tuple]]] = defaultdict(lambda: ([], []))
+        for key, (item, entry, row) in keyed.items():
+            if key not in stored:
+                by_skill[item.skill][0].append(entry)
+                by_skill[item.skill][1].append(row)
+        return by_skill
+
+    def _fold_ahead(self, writer: Any, profile_id: str,
+                    by_skill: Mapping[traces.SkillKey, tuple[list[traces.NewEntry], list[tuple]]],
+                    now: str) -> dict[traces.SkillKey, traces.Folded]:
+        """Each skill's state with the batch folded in, from a read outside the write lock
+        (a skill whose fold the model refuses is left to the write, which refuses the batch
+        for the first reason in order: gone, conflict, too old)."""
+        folded: dict[traces.SkillKey, traces.Folded] = {}
+        with self.ctx.db.transaction(immediate=False) as conn:
+            current = self.parameters.current(conn, by_skill)
+            states = traces.load_states(conn, writer, profile_id, list(by_skill))
+            for skill, (entries, rows) in by_skill.items():
+                try:
+                    folded[skill] = traces.fold_entries(conn, writer, self.keys, states[skill], current[skill],
+                                                        entries, rows, now)
+                except LearnerModelError:  # older than purged evidence, an id reused: refused in order
+                    pass
+        return folded
 
     @staticmethod
     def _distinct(items: list[_Item]) -> tuple[list[_Item], int, list[_Item]]:

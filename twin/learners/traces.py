@@ -130,15 +130,22 @@ def load_states(conn: Any, reader: FieldReader, profile_id: str,
                 skills: Sequence[SkillKey]) -> dict[SkillKey, SkillState]:
     """The profile's states of ``skills`` (each ``row`` None where there is none yet), read in
     one statement per 400 skills."""
-    found: dict[SkillKey, SkillState] = {}
+    rows = state_rows(conn, profile_id, skills)
+    return {skill: state_of(row, reader) if row is not None else SkillState(profile_id, skill, None, None, None)
+            for skill, row in rows.items()}
+
+
+def state_rows(conn: Any, profile_id: str, skills: Sequence[SkillKey]) -> dict[SkillKey, Any | None]:
+    """The stored rows (``STATE_COLUMNS``) of the profile's states of ``skills``, unopened."""
+    found: dict[SkillKey, Any] = {}
     wanted = list(dict.fromkeys(skills))
     for start in range(0, len(wanted), _SKILLS_PER_STATEMENT):
         chunk = wanted[start:start + _SKILLS_PER_STATEMENT]
         where = " OR ".join("(knowledge_domain = ? AND topic = ?)" for _ in chunk)
         for row in conn.execute(f"{_STATES} AND ({where})",
                                 (profile_id, *(value for skill in chunk for value in skill))).fetchall():
-            found[(row["knowledge_domain"], row["topic"])] = state_of(row, reader)
-    return {skill: found.get(skill) or SkillState(profile_id, skill, None, None, None) for skill in wanted}
+            found[(row["knowledge_domain"], row["topic"])] = row
+    return {skill: found.get(skill) for skill in wanted}
 
 
 def entry_of(row: Any, reader: FieldReader) -> Entry:
@@ -267,22 +274,55 @@ def apply_many(conn: Any, writer: FieldSealer, keys: EntryKeys,
                skills: Sequence[tuple[SkillState, SkillParameters, Sequence[NewEntry], Sequence[tuple]]],
                now: str, extra: dict[str, Any] | None = None) -> dict[SkillKey, dict[str, Any]]:
     """``apply`` for several skills of one profile, each ``(state, params, fresh, rows of fresh
-    by entry_row)``: the states written in one statement, then every row in one (an ingest's
-    whole batch). Returns each skill's new clear values."""
-    written: dict[SkillKey, dict[str, Any]] = {}
-    rows: list[tuple] = []
-    for state, params, fresh, fresh_rows in skills:
-        trace = fold(conn, writer, state, params, fresh)
-        written[state.skill] = state_values(trace, writer, state.profile_id, state.skill, now)
-        rows.extend(fresh_rows)
-        legacy = state.legacy
-        if legacy is not None:  # a pre-model value becomes the manual entry it was read as
-            entry = manual_entry(legacy, keys.manual(state.profile_id, state.skill, legacy.set_at))
-            rows.append(entry_row(writer, state.profile_id, state.skill, entry, now))
-    write_states(conn, [(state.profile_id, state.skill, {**written[state.skill], **(extra or {})})
-                        for state, *_ in skills])
-    store_rows(conn, rows)
-    return written
+    by entry_row)``: the states written in one statement, then every row in one. Returns each
+    skill's new clear values."""
+    folded = [fold_entries(conn, writer, keys, *skill, now) for skill in skills]
+    write_folded(conn, folded, extra)
+    return {f.state.skill: f.values for f in folded}
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A skill's state after new entries, computed from ``state`` under parameters of
+    ``parameters_version``, and the evidence rows to insert with it. Computed outside the write
+    lock, it is still what folding them in would give while the state's row and the skill's
+    parameters are unchanged: every change to a skill's evidence also rewrites its state row
+    (a fresh sealed checkpoint, a carried-over summary, a version)."""
+
+    state: SkillState
+    parameters_version: str
+    values: dict[str, Any]
+    rows: list[tuple]
+
+    def still_holds(self, row: Any | None, params: SkillParameters) -> bool:
+        return params.version == self.parameters_version and _same_row(self.state.row, row)
+
+
+def _same_row(a: Any | None, b: Any | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return all(a[column] == b[column] for column in STATE_COLUMNS)
+
+
+def fold_entries(conn: Any, writer: FieldSealer, keys: EntryKeys, state: SkillState,
+                 params: SkillParameters, fresh: Sequence[NewEntry], fresh_rows: Sequence[tuple],
+                 now: str) -> Folded:
+    """``fresh`` (and ``fresh_rows``, their ``entry_row``) folded into the skill, not written."""
+    trace = fold(conn, writer, state, params, fresh)
+    values = state_values(trace, writer, state.profile_id, state.skill, now)
+    rows = list(fresh_rows)
+    legacy = state.legacy
+    if legacy is not None:  # a pre-model value becomes the manual entry it was read as
+        entry = manual_entry(legacy, keys.manual(state.profile_id, state.skill, legacy.set_at))
+        rows.append(entry_row(writer, state.profile_id, state.skill, entry, now))
+    return Folded(state, params.version, values, rows)
+
+
+def write_folded(conn: Any, folded: Sequence[Folded], extra: dict[str, Any] | None = None) -> None:
+    """Write each skill's state (with ``extra`` columns) in one statement, then every row in one
+    (they need their state first: the foreign key)."""
+    write_states(conn, [(f.state.profile_id, f.state.skill, {**f.values, **(extra or {})}) for f in folded])
+    store_rows(conn, [row for f in folded for row in f.rows])
 
 
 def manual_entry(value: ManualValue, entry_key: str) -> NewEntry:
