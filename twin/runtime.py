@@ -22,7 +22,7 @@ from compliance.keyring_watcher import KeyringWatcher
 from compliance.providers import PersonalDataProvider, TableProvider
 from compliance.retention import RetentionPurger
 from compliance.subject_end import SubjectEnding
-from compliance.subject_key_lease import SubjectKeyLease
+from compliance.subject_key_lease import SubjectKeyLease, reclaim
 from compliance.subject_keys import SubjectKeyStore
 from compliance.tokens import TokenStore
 from compliance.vault_provider import VaultProvider
@@ -164,6 +164,12 @@ class Runtime:
             if result["subjects_reapplied"]:
                 log.warning("re-applied %d erasure tombstones (restored backup or interrupted erasure)",
                             result["subjects_reapplied"])
+            # Leased keys a stopped process left unused (or a restored vault brought back): bound
+            # to the profile that names them, or destroyed, once their lease is long over.
+            reclaimed = reclaim(runtime.keys)
+            if reclaimed["destroyed"] or reclaimed["bound"]:
+                log.info("subject keys reclaimed: %d unused destroyed, %d bound to their profile",
+                         reclaimed["destroyed"], reclaimed["bound"])
         return runtime
 
     @cached_property

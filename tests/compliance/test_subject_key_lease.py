@@ -5,7 +5,6 @@ vault and data databases, on both backends."""
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -16,6 +15,7 @@ from compliance.subject_key_lease import (LEASE_SECONDS, RECLAIM_AFTER_SECONDS, 
                                           SubjectKeyLease, reclaim)
 from compliance.subject_keys import SubjectCipher, SubjectKeyMissingError, SubjectKeyStore
 from compliance.vault_schema import MIGRATIONS as VAULT_MIGRATIONS
+from storage_backends import concurrently
 from twin.storage import Migrator
 
 ACTOR = Actor("tok_lease", "service")
@@ -118,28 +118,22 @@ def test_without_the_data_owner_to_ask_nothing_is_reclaimed(runtime, quiet_lease
 
 
 def test_concurrent_creates_never_hand_one_key_to_two_subjects(runtime):
-    created, refused, lock = [], [], threading.Lock()
-
-    def worker(n: int) -> None:
+    def worker(n: int) -> tuple[list, list]:
+        created, refused = [], []
         for i in range(12):
             user = f"shared-{i}" if i % 4 == 0 else f"t{n}-{i}"  # some users race each other
             try:
-                view = create(runtime, user)
+                created.append(create(runtime, user))
             except Exception as exc:  # the loser of a race on one user
-                with lock:
-                    refused.append(type(exc).__name__)
-                continue
-            with lock:
-                created.append(view)
+                refused.append(type(exc).__name__)
+        return created, refused
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = concurrently(*(lambda n=n: worker(n) for n in range(6)))
+    created = [view for made, _ in results for view in made]
+    refused = {name for _, names in results for name in names}
 
     keys = [r[0] for r in runtime.twin_db.query("SELECT subject_key_id FROM learning_profiles")]
-    assert len(created) == len(keys) == 6 * 9 + 3 and set(refused) == {"DuplicateProfileError"}
+    assert len(created) == len(keys) == 6 * 9 + 3 and refused == {"DuplicateProfileError"}
     assert len(set(keys)) == len(keys) and None not in keys
     assert all(readable(runtime, view) for view in created)
 
@@ -228,3 +222,36 @@ def test_vault_keys_made_before_v9_keep_unwrapping_after_it(config, keyring):
         assert SubjectKeyStore(vault, cipher).writer(subject).open("t", "c", "r", sealed) == {"v": 1}
     finally:
         vault.close_all()
+
+
+def test_retention_destroys_the_leased_key_of_an_expired_profile_before_the_vault_knew_it(
+        runtime, quiet_lease, clock):
+    create(runtime, "expires", retention_days=1)
+    stays = create(runtime, "stays")
+    key_id = profile_key(runtime, "expires")
+    clock.advance(days=2)
+
+    report = runtime.retention.run()
+
+    assert report.counts["learning_profiles"] == 1 and report.subject_keys_destroyed == 1
+    assert runtime.vault_db.query_one("SELECT 1 FROM subject_keys WHERE key_id = ?", (key_id,)) is None
+    assert not runtime.keys.has_key(runtime.hasher.hash("expires"))
+    assert readable(runtime, stays)
+
+
+def test_a_start_reclaims_the_keys_a_stopped_process_left_once_their_lease_is_long_over(
+        runtime, quiet_lease, config, keyring, clock):
+    from twin.runtime import Runtime
+
+    keyring.save(config.keyring_path)  # the deployment's keyring file, which a start loads
+    view = create(runtime, "kept")
+    runtime.close()  # its lease's other 63 keys were never used, and the binding never recorded
+    clock.advance(seconds=LEASE_SECONDS + RECLAIM_AFTER_SECONDS + 60)
+
+    started = Runtime.open(config, clock=clock)
+    try:
+        [row] = key_rows(started)
+        assert (row["key_id"], row["user_id_hash"]) == (profile_key(started, "kept"), started.hasher.hash("kept"))
+        assert readable(started, view)
+    finally:
+        started.close()

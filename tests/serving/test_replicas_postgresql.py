@@ -17,6 +17,7 @@ import pytest
 
 from compliance.audit_codec import unpack_id
 from replica_cluster import Client, Cluster, data_connection, deployment, twin, vault_connection
+from storage_backends import concurrently
 
 TOKEN_CACHE_SECONDS = 1
 
@@ -65,23 +66,18 @@ def test_two_replicas_patching_with_one_etag_give_one_200_and_one_412_in_each_of
 
 
 def test_two_replicas_creating_at_once_never_hand_one_key_to_two_subjects(cluster):
-    made: dict[str, str] = {}
-    lock = threading.Lock()
-
-    def create(slot: int, n: int) -> None:
-        client = Client(cluster)
+    def create(slot: int, n: int) -> dict[str, str]:
+        client, made = Client(cluster), {}
         for i in range(20):
             user = f"lease-{slot}-{n}-{i}"
             status, body, _, _ = client(slot, "POST", "/v1/profiles", {"user_id": user, "personal": {"n": user}})
             assert status == 201
-            with lock:
-                made[user] = body["profile_id"]
+            made[user] = body["profile_id"]
+        return made
 
-    threads = [threading.Thread(target=create, args=(slot, n)) for slot in (0, 1) for n in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    made = {user: profile_id for part in concurrently(
+        *(lambda slot=slot, n=n: create(slot, n) for slot in (0, 1) for n in range(3)), timeout=120)
+        for user, profile_id in part.items()}
 
     assert len(made) == 120
     with data_connection(cluster) as data, vault_connection(cluster) as vault:

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 from compliance.audit import Actor
 from compliance.subject_key_lease import reclaim
 from live_service import free_port, issue_tokens, live_service, service_environment, wait_until_healthy
+from storage_backends import concurrently
 
 HERE = Path(__file__).resolve().parent
 CRASHING = HERE / "lease_crash_server.py"
@@ -161,25 +161,19 @@ def test_a_reclaim_killed_between_binding_and_destroying_leaves_every_named_key(
 
 
 def test_two_workers_creating_at_once_never_hand_one_key_to_two_subjects(tmp_path):
-    acknowledged: list[str] = []
-    lock = threading.Lock()
     with live_service(tmp_path, "--workers", "2", "--threads", "4", "--no-retention", roles=("service",),
                       metrics=False) as service:
-        def client(n: int) -> None:
-            conn = service.connect("service")
+        def client(n: int) -> list[str]:
+            conn, acknowledged = service.connect("service"), []
             for i in range(15):
                 user = f"w{n}-{i}"
                 status, _, _ = conn("POST", "/v1/profiles", {"user_id": user, "personal": {"name": user}})
                 assert status == 201
-                with lock:
-                    acknowledged.append(user)
+                acknowledged.append(user)
             conn.close()
+            return acknowledged
 
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        acknowledged = [u for made in concurrently(*(lambda n=n: client(n) for n in range(6))) for u in made]
         assert service.stop() == 0
         runtime = service.runtime()
     try:
