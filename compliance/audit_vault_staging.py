@@ -2,7 +2,7 @@
 local disk (PostgreSQL), in place of the local journal (``compliance.audit_journal``).
 
 ``stage()`` inserts the event into ``audit_staged_events`` and returns once that insert has
-committed (concurrent stagers of one process share a commit: ``write_shared``), so an
+committed (``execute_shared``: on PostgreSQL one statement in autocommit, one round trip), so an
 acknowledged request's event survives the replica being killed right after. A background
 flusher (the journal's ``Flusher``) moves staged events into the hash chain in batches: one
 transaction under the ``audit-chain`` lock reads a batch, chains it and deletes exactly the
@@ -52,8 +52,7 @@ class VaultStagedEvents:
         """Insert the event (committed at return) and have it chained soon."""
         text = json.dumps(event, separators=(",", ":"))
         try:
-            self._vault.write_shared(lambda conn: conn.execute(
-                "INSERT INTO audit_staged_events (event) VALUES (?)", (text,)))
+            self._vault.execute_shared("INSERT INTO audit_staged_events (event) VALUES (?)", (text,))
         except StorageError as exc:
             raise AuditJournalError(f"audit event could not be staged in the vault "
                                     f"({type(exc).__name__})") from exc

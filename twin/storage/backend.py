@@ -6,6 +6,7 @@ Domain code holds a ``Backend`` and never asks which one it is:
         conn.execute("INSERT INTO t (a) VALUES (?)", (1,))
     db.write(fn)                             # fn(conn) in a write transaction, re-run on conflict
     db.write_shared(fn)                      # the same, sharing one commit with concurrent callers
+    db.execute_shared(sql, params)           # one statement, committed at return (one round trip)
     db.write(fn, lock="audit-chain")         # serialised with every other holder of that lock
     rows = db.query("SELECT a FROM t WHERE a = :a", {"a": 1}); rows[0]["a"] == rows[0][0]
 
@@ -98,6 +99,13 @@ class Backend(abc.ABC):
                 if self._group is None:
                     self._group = GroupCommitter(self)
         return self._group.submit(fn)
+
+    def execute_shared(self, sql: str, params: Params = ()) -> Any:
+        """One statement, committed when this returns (or joining this thread's open
+        transaction). Here through ``write_shared``: concurrent callers share a commit, as an
+        embedded file pays one WAL sync per commit. A server overrides it with a statement in
+        autocommit: one round trip, the server sharing its WAL flushes itself."""
+        return self.write_shared(lambda conn: conn.execute(sql, params))
 
     # -- convenience --------------------------------------------------------------------
 

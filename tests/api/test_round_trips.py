@@ -1,0 +1,46 @@
+"""Database round trips per request, counted at the driver on the request's own thread (the
+audit flusher and other background work run on threads of their own): the issue's targets on
+PostgreSQL with warm caches are get-profile at most 2 and create at most 4."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from api_support import create_profile
+
+pytestmark = pytest.mark.postgresql_only("round trips to a database server")
+
+
+def _trips(runtime, request) -> int:
+    """Round trips ``request()`` made on this thread, over every database."""
+    before = [db.counter.this_thread() for db in runtime.databases()]
+    request()
+    return sum((db.counter.this_thread() - start).round_trips
+               for db, start in zip(runtime.databases(), before))
+
+
+def test_a_warm_get_profile_takes_at_most_two_round_trips(client, service, runtime):
+    pid = create_profile(client, service, "round-trips")["profile_id"]
+    for _ in range(3):  # warm: the token, the subject key, statement caches
+        assert client.get(f"/v1/profiles/{pid}", headers=service).status_code == 200
+
+    trips = [_trips(runtime, lambda: client.get(f"/v1/profiles/{pid}", headers=service)) for _ in range(10)]
+
+    # One read of the row, one autocommit insert staging the audit event.
+    assert max(trips) <= 2, trips
+
+
+def test_a_create_takes_at_most_four_round_trips(client, service, runtime):
+    for n in range(3):
+        create_profile(client, service, f"warm-{n}")
+
+    def create(n: int) -> None:
+        assert client.post("/v1/profiles", json={"user_id": f"rt-{n}", "personal": {"n": 1}},
+                           headers=service).status_code == 201
+    trips = [_trips(runtime, lambda: create(n)) for n in range(10)]
+
+    # The profile's insert (BEGIN travels with it) and COMMIT, the subject key's binding
+    # looked up in the vault, the audit event staged.
+    assert statistics.median(trips) <= 4, trips
