@@ -292,5 +292,5 @@ class AuditTrail:
         total = 0 if self.archive is None else self.archive.delete_expired(cutoff, batch_size)
         total += audit_integrity.purge_older_than(self.vault, cutoff, batch_size, self._clock)
         if total:
-            self.vault.write(audit_terms.prune_unused_terms, lock=CHAIN_LOCK)
+            self.vault.write(lambda conn: audit_terms.prune_unused_terms(conn, self.vault.dialect), lock=CHAIN_LOCK)
         return total

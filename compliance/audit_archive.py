@@ -153,7 +153,7 @@ class AuditArchive:
                     run.bytes + stored
                 bar.update(len(content.events))
         if run.segments:
-            self.vault.write(audit_terms.prune_unused_terms, lock=CHAIN_LOCK)
+            self.vault.write(lambda conn: audit_terms.prune_unused_terms(conn, self.vault.dialect), lock=CHAIN_LOCK)
         return run
 
     def _next_segment(self, conn: Any, cutoff_us: int, batch_size: int) -> SegmentContent | None:

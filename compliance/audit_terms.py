@@ -130,11 +130,17 @@ def intern_subjects(conn: Any, subject_hashes: Sequence[str]) -> dict[str, int]:
     return {k[0]: ref for k, ref in known.items()}
 
 
-def prune_unused_terms(conn: Any) -> int:
+def prune_unused_terms(conn: Any, dialect: Any) -> int:
     """Delete the actors and resources no live event refers to any more (after archival or
-    retention took events out); one pass over the live log each. Returns how many went. Runs
-    in a write transaction, so no append can take up a value between the check and the delete
-    (SQLite serialises writers; PostgreSQL's serializable writers conflict and retry)."""
+    retention took events out); one pass over the live log each. Returns how many went.
+
+    An appender reads a value's reference and then inserts its event: that must not straddle
+    the delete. SQLite serialises writers. On PostgreSQL call this under the chain lock (READ
+    COMMITTED, a fresh snapshot per statement): the tables are locked first, which waits for
+    every transaction that read them to end and holds new appenders back until this commits
+    (they then intern the value again), so the delete sees every event that could name one."""
+    if dialect.name == "postgresql":
+        conn.execute("LOCK TABLE audit_actors, audit_resources IN ACCESS EXCLUSIVE MODE")
     deleted = conn.execute("DELETE FROM audit_actors WHERE actor_ref NOT IN "
                            "(SELECT actor_ref FROM audit_log)").rowcount
     return deleted + conn.execute("DELETE FROM audit_resources WHERE resource_ref NOT IN "

@@ -302,3 +302,27 @@ def test_events_of_the_releases_before_the_compact_form_are_archived_with_the_fi
     assert trail.verify(full=True).ok and trail.verify(full=True).checked == 22
     assert trail.purge_older_than(at(100)) == 22
     assert trail.vault.query("SELECT subject_hash FROM audit_subjects WHERE subject_hash = ?", ("e" * 64,)) == []
+
+
+def test_pruning_waits_for_an_appender_that_already_looked_up_the_value(trail):
+    import threading
+
+    from compliance import audit_terms
+    from compliance.audit_events import validated
+    from compliance.audit_vault_staging import CHAIN_LOCK
+    append(trail, 10, actor=SCRIPT)
+    append(trail, 15)
+    trail.archive_older_than(at(11))  # the script's events all left: its actor is unused now
+    vault = trail.vault
+    pruner = threading.Thread(target=lambda: vault.write(
+        lambda conn: audit_terms.prune_unused_terms(conn, vault.dialect), lock=CHAIN_LOCK))
+    with vault.transaction() as conn:
+        fields = validated(SCRIPT, "read", {"subject_hash": ALICE})
+        trail._append_rows(conn, [fields])  # noqa: SLF001 - an append caught between lookup and commit
+        pruner.start()
+        pruner.join(timeout=1.0)
+        assert pruner.is_alive()  # held back until the append commits
+    pruner.join(timeout=30)
+    assert not pruner.is_alive()
+    assert SCRIPT.actor_id in {r[0] for r in vault.query("SELECT actor_id FROM audit_actors")}
+    assert trail.verify(full=True).ok
