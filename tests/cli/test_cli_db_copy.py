@@ -138,3 +138,25 @@ def test_a_target_holding_other_data_is_refused_and_left_alone(release_env, tmp_
     [line] = refused.stderr.strip().splitlines()
     assert "not empty" in line and "learning_profiles" in line
     assert _counts(env["TWIN_DATABASE_URL"], ["learning_profiles"]) == {"learning_profiles": 1}
+
+
+def test_the_audit_archive_moves_with_the_vault_and_the_copy_verifies_through_it(release_env, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    env, _ = release_env
+    env = {**env, "TWIN_AUDIT_SEAL_EVERY": "5", "TWIN_AUDIT_ARCHIVE_SEGMENT_EVENTS": "10"}
+    then = datetime.now(timezone.utc) - timedelta(days=40)
+    rt = Runtime.open(Config.from_env({**env, "TWIN_STORAGE_BACKEND": "sqlcipher"}), clock=lambda: then)
+    rt.audit.record_many([(READER, "read", {"subject_hash": "d" * 64})] * 23)
+    run = rt.audit.archive_older_than(then + timedelta(seconds=1))
+    rt.close()
+    files = sorted((tmp_path / "data" / "privacy_vault.audit-archive").glob("*.ltaa"))
+    assert run.segments >= 2 and len(files) == run.segments
+
+    copied = twin(env, "db", "copy", "--to", "postgresql")
+    assert copied.returncode == 0, copied.stderr
+    with psycopg.connect(env["TWIN_VAULT_DATABASE_URL"]) as conn:
+        blobs = conn.execute("SELECT first_seq, body FROM audit_archive_blobs ORDER BY first_seq").fetchall()
+    assert [bytes(b) for _, b in blobs] == [f.read_bytes() for f in files]
+    verified = twin(_on_postgresql(env), "audit", "verify", "--full")
+    assert verified.returncode == 0 and verified.stdout.startswith("audit trail OK"), verified.stdout

@@ -8,6 +8,9 @@ the replica registry). Each database is copied by the storage core (``twin.stora
 resumable batches); then every table's count must match and the copied audit trail must verify
 and end on the source's last hash. Field ciphertexts, keyed hashes and wrapped subject keys are
 copied as they are: the same keyring serves the copy, and PostgreSQL only ever sees ciphertext.
+The audit archive's segments (files beside the SQLCipher vault) become rows of the target
+vault's ``audit_archive_blobs``, byte for byte, and the copied trail is verified in full through
+them (``compliance.audit_archive``).
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from typing import Any
 
 from compliance import keyring_record
 from compliance.audit import AuditTrail
+from compliance.audit_archive_segments import FileSegments, TableSegments, archive_dir, segment_name
+from compliance.audit_seals import SealBook
+from compliance.field_crypto import FieldCipher
 from compliance.keyring import Keyring
 
-from ..catalog import mark_learner_databases, open_database, open_learner_databases
+from ..catalog import audit_archive, mark_learner_databases, open_database, open_learner_databases
 from ..config import Config
 from ..storage.copy import CopyError, TableCopy, copy_database
 from ..storage.progress import ProgressFactory, silent
@@ -60,6 +66,20 @@ def set_up_target(target: Config, keyring: Keyring) -> None:
         vault.close_all()
 
 
+def _copy_archive(src: Any, dst: Any) -> None:
+    """The source vault's archive segment files into the target's segment table (a resumed
+    copy skips those already there)."""
+    files, rows = FileSegments(archive_dir(src.path)), TableSegments()
+    for (first,) in src.query("SELECT first_seq FROM audit_archive_segments WHERE complete = 1 ORDER BY first_seq"):
+        with dst.transaction(immediate=False) as conn:
+            if rows.size(conn, first) is not None:
+                continue
+        body = files.get(None, first)
+        if body is None:
+            raise CopyError(f"the audit archive segment {segment_name(first)} is missing beside the source vault")
+        dst.write(lambda conn, first=first, body=body: rows.put(conn, first, body))
+
+
 def copy_pair(source: Config, target: Config, keyring: Keyring, *, batch: int = 1000,
               progress: ProgressFactory = silent) -> CopyReport:
     """Copy the pair (``prepare_source`` and ``set_up_target`` first) and verify it."""
@@ -73,9 +93,12 @@ def copy_pair(source: Config, target: Config, keyring: Keyring, *, batch: int = 
             if name == "privacy_vault":
                 # As `twin db setup` would: replicas on PostgreSQL check their keyring against it.
                 keyring_record.record(dst, keyring)
+                _copy_archive(src, dst)
                 last_hash = {side: db.query_one("SELECT event_hash FROM audit_log ORDER BY seq DESC "
                                                 "LIMIT 1") for side, db in (("source", src), ("target", dst))}
-                result = AuditTrail(dst).verify()
+                seals = SealBook(keyring.audit_seal_key, target.audit_seal_every)
+                cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
+                result = AuditTrail(dst, seals=seals, archive=audit_archive(dst, target, cipher, seals)).verify()
         finally:
             src.close_all()
             dst.close_all()
