@@ -1,4 +1,5 @@
-"""Storage-core component benchmarks, each next to plain SQLite measured in the same run.
+"""Storage-core component benchmarks on SQLCipher and on PostgreSQL, each next to plain SQLite
+measured in the same run (the baseline every ratio is against).
 
 - evolution metrics: batched fitness inserts, rows/s (target >= 100k rows/s);
 - ledger: single appends/s (8 threads too) and batched appends/s;
@@ -7,8 +8,11 @@
 - RAG query cache: a hybrid query answered from Redis (a hit) against the same query uncached
   (``BENCH_REDIS_URL``, default ``redis://127.0.0.1:6379/14``, flushed; skipped without Redis).
 
-    .venv/bin/python bench/stores.py [--chunks 10000] [--quick]
+    .venv/bin/python bench/stores.py [--chunks 10000] [--quick] [--no-postgresql]
 
+PostgreSQL: a database created for the run on ``BENCH_POSTGRESQL_URL`` (an account allowed to
+create databases, default ``postgresql://postgres@127.0.0.1:5432/postgres``) and dropped after;
+the column reads "-" when the server is not reachable.
 ``--quick``: small sizes, a smoke run (the figures mean nothing on a loaded machine).
 """
 
@@ -34,23 +38,63 @@ from twin.ledger.ledger import DatabaseLedger  # noqa: E402
 from twin.ledger.schema import MIGRATIONS as LEDGER  # noqa: E402
 from twin.rag.index import RagIndex  # noqa: E402
 from twin.rag.schema import MIGRATIONS as RAG  # noqa: E402
-from twin.storage import Database, Migrator  # noqa: E402
+from twin.storage import Backend, Database, Migrator  # noqa: E402
 
 KEY = os.urandom(32)
+ADMIN_URL = os.environ.get("BENCH_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+KINDS = ("sqlcipher", "postgresql", "plain")   # plain SQLite: the baseline
+_created: list[str] = []
 
 
-def fresh(migrations, encrypted: bool) -> Database:
-    db = Database(Path(tempfile.mkdtemp(prefix="twin-bench-")) / "bench.db", KEY if encrypted else None)
+def fresh(migrations, kind: str) -> Backend:
+    """A new, migrated database: an SQLCipher file, a plain SQLite file, or a PostgreSQL
+    database of its own (dropped by ``drop_created``)."""
+    if kind == "postgresql":
+        import secrets
+
+        import psycopg
+
+        from twin.storage import PostgresSettings, open_postgresql
+
+        name = f"twin_bench_{secrets.token_hex(4)}"
+        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        _created.append(name)
+        db: Backend = open_postgresql(PostgresSettings(ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
+                                                       pool_size=2, pool_max_size=10), name="bench")
+    else:
+        db = Database(Path(tempfile.mkdtemp(prefix="twin-bench-")) / "bench.db",
+                      KEY if kind == "sqlcipher" else None)
     Migrator(db, migrations).migrate()
     return db
+
+
+def postgresql_reachable() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except Exception:  # any failure: no server to measure
+        return False
+
+
+def drop_created() -> None:
+    import psycopg
+
+    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+        for name in _created:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _created.clear()
 
 
 SIZES = {"rounds": 10, "per_round": 20_000, "ledger": 2_000, "queries": 200}
 QUICK = {"rounds": 2, "per_round": 2_000, "ledger": 200, "queries": 20}
 
 
-def evolution(encrypted: bool, with_metrics: bool, rounds: int = 10, per_round: int = 20_000) -> float:
-    store = EvolutionStore(fresh(EVOLUTION, encrypted))
+def evolution(kind: str, with_metrics: bool, rounds: int = 10, per_round: int = 20_000) -> float:
+    store = EvolutionStore(fresh(EVOLUTION, kind))
     batches = []
     for r in range(rounds):
         round_id = store.start_round(r, 0, population_size=per_round).id
@@ -60,7 +104,9 @@ def evolution(encrypted: bool, with_metrics: bool, rounds: int = 10, per_round: 
     start = time.perf_counter()
     for round_id, rows in batches:
         store.record_fitness(round_id, rows)
-    return rounds * per_round / (time.perf_counter() - start)
+    rate = rounds * per_round / (time.perf_counter() - start)
+    store.db.close_all()
+    return rate
 
 
 def _entry(i: int, node: str) -> dict:
@@ -68,8 +114,8 @@ def _entry(i: int, node: str) -> dict:
             "features": [{"packet_size": 500 + i % 100, "port": 443}]}
 
 
-def ledger(encrypted: bool, n: int = 2_000) -> dict[str, float]:
-    led = DatabaseLedger(fresh(LEDGER, encrypted))
+def ledger(kind: str, n: int = 2_000) -> dict[str, float]:
+    led = DatabaseLedger(fresh(LEDGER, kind), owns_db=True)
     start = time.perf_counter()
     for i in range(n):
         led.append_entry(_entry(i, "node-a"))
@@ -90,15 +136,16 @@ def ledger(encrypted: bool, n: int = 2_000) -> dict[str, float]:
         led.append_entries([_entry(i, f"node-b{b}") for i in range(500)])
     batched = 20 * 500 / (time.perf_counter() - start)
     assert led.verify_chain().ok
+    led.close()
     return {"single": single, "threads8": threaded, "batched": batched}
 
 
 WORDS = [f"w{i}" for i in range(5000)]
 
 
-def rag(encrypted: bool, chunks: int, queries: int = 200) -> dict[str, float]:
+def rag(kind: str, chunks: int, queries: int = 200) -> dict[str, float]:
     rng = np.random.default_rng(7)
-    index = RagIndex(fresh(RAG, encrypted), dimension=384)
+    index = RagIndex(fresh(RAG, kind), dimension=384)
     zipf = np.minimum(rng.zipf(1.3, size=(chunks, 80)), len(WORDS)) - 1
     vectors = rng.standard_normal((chunks, 384)).astype(np.float32)
     db = index.db
@@ -122,6 +169,7 @@ def rag(encrypted: bool, chunks: int, queries: int = 200) -> dict[str, float]:
         times.sort()
         out[f"{name}_p50"] = statistics.median(times)
         out[f"{name}_p95"] = times[int(len(times) * 0.95) - 1]
+    db.close_all()
     return out
 
 
@@ -143,7 +191,7 @@ def rag_cache(chunks: int, queries: int) -> dict[str, float] | None:
     except redis.RedisError:
         return None
     rng = np.random.default_rng(11)
-    db = fresh(RAG, True)
+    db = fresh(RAG, "sqlcipher")
     plain_index = RagIndex(db, dimension=384, track_queries=False)
     cache = RagQueryCache(ResilientRedis(url, name="bench RAG"))
     cached_index = RagIndex(db, dimension=384, track_queries=False, cache=cache)
@@ -169,33 +217,54 @@ def rag_cache(chunks: int, queries: int) -> dict[str, float] | None:
     return out
 
 
+def _columns(values: dict[str, float | None], fmt: str, unit: str) -> str:
+    """One figure per backend, and each one's ratio against the plain SQLite baseline."""
+    base = values["plain"]
+    cells = []
+    for kind in KINDS:
+        value = values.get(kind)
+        shown = "-" if value is None else format(value, fmt)
+        ratio = "" if value is None or kind == "plain" else f" ({value / base:.2f}x)"
+        cells.append(f"{kind} {shown}{unit}{ratio}")
+    return "   ".join(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="storage-core component benchmarks")
     parser.add_argument("--chunks", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--no-postgresql", action="store_true", help="SQLCipher and plain SQLite only")
     args = parser.parse_args()
     sizes = QUICK if args.quick else SIZES
     chunks = args.chunks or (500 if args.quick else 10_000)
     rounds, per_round = sizes["rounds"], sizes["per_round"]
+    kinds = [k for k in KINDS if k != "postgresql" or (not args.no_postgresql and postgresql_reachable())]
+    try:
+        _report(kinds, chunks, sizes, rounds, per_round)
+    finally:
+        if _created:
+            drop_created()
+
+
+def _report(kinds: list[str], chunks: int, sizes: dict[str, int], rounds: int, per_round: int) -> None:
+    print("ratios: against plain SQLite measured in this run; PostgreSQL on "
+          + (ADMIN_URL.rsplit("@", 1)[-1].rsplit("/", 1)[0] if "postgresql" in kinds else "- (not reachable)"))
     print(f"evolution: batched fitness inserts ({rounds} rounds x {per_round:,} rows, one transaction per round)")
     for label, with_metrics in (("(agent, score)", False), ("(agent, score, metrics JSON)", True)):
-        enc = evolution(True, with_metrics, rounds, per_round)
-        plain = evolution(False, with_metrics, rounds, per_round)
-        print(f"  {label:<30} SQLCipher {enc:>9,.0f} rows/s   plain {plain:>9,.0f} rows/s   "
-              f"ratio {enc / plain:.2f}x   target >= 100,000 rows/s")
+        rates = {kind: evolution(kind, with_metrics, rounds, per_round) for kind in kinds}
+        print(f"  {label:<30} {_columns(rates, ',.0f', ' rows/s')}   target >= 100,000 rows/s on SQLCipher")
     print("ledger: hash-chained appends")
-    enc, plain = ledger(True, sizes["ledger"]), ledger(False, sizes["ledger"])
+    measured = {kind: ledger(kind, sizes["ledger"]) for kind in kinds}
     for key, label in (("single", "one thread, one entry per transaction"), ("threads8", "8 threads"),
                        ("batched", "batches of 500")):
-        print(f"  {label:<40} SQLCipher {enc[key]:>8,.0f}/s   plain {plain[key]:>8,.0f}/s   "
-              f"ratio {enc[key] / plain[key]:.2f}x")
-    print(f"RAG: query latency over {chunks:,} chunks, dimension 384, k=10 (ms)")
-    enc, plain = rag(True, chunks, sizes["queries"]), rag(False, chunks, sizes["queries"])
+        print(f"  {label:<40} {_columns({k: m[key] for k, m in measured.items()}, ',.0f', '/s')}")
+    print(f"RAG: query latency over {chunks:,} chunks, dimension 384, k=10 (ms; ratio > 1 is slower)")
+    latencies = {kind: rag(kind, chunks, sizes["queries"]) for kind in kinds}
     for name in ("hybrid", "keyword", "vector"):
-        print(f"  {name:<8} SQLCipher p50 {enc[name + '_p50']:6.1f}  p95 {enc[name + '_p95']:6.1f}   "
-              f"plain p50 {plain[name + '_p50']:6.1f}  p95 {plain[name + '_p95']:6.1f}"
-              + ("   target p50 < 50 ms" if name == "hybrid" else ""))
-    print("RAG query cache: the same hybrid query from Redis (hit) and uncached (ms)")
+        for stat in ("p50", "p95"):
+            print(f"  {name:<8} {stat} {_columns({k: l[f'{name}_{stat}'] for k, l in latencies.items()}, '.1f', '')}"
+                  + ("   target p50 < 50 ms on both" if (name, stat) == ("hybrid", "p50") else ""))
+    print("RAG query cache (SQLCipher): the same hybrid query from Redis (hit) and uncached (ms)")
     cached = rag_cache(chunks, sizes["queries"])
     if cached is None:
         print("  skipped: Redis not reachable at BENCH_REDIS_URL")

@@ -2,8 +2,10 @@
 
     >>> insert_rows(conn, "fitness_metrics", ("round_id", "agent_id", "fitness_score"), rows)
 
-- PostgreSQL: one ``COPY ... FROM STDIN`` per batch (the connection's ``copy_rows``), which
-  streams every row in one round trip and skips the per-statement planning of ``INSERT``.
+- PostgreSQL: one ``COPY ... FROM STDIN`` per batch of at least ``COPY_FROM_ROWS`` rows (the
+  connection's ``copy_rows``), which streams every row and skips the per-row work of
+  ``INSERT``; a smaller batch is one multi-row ``INSERT`` (COPY cannot share the pipeline that
+  carries BEGIN, so for a few rows it costs a round trip more than it saves).
 - SQLite/SQLCipher: multi-row ``INSERT ... VALUES (...), (...)`` statements of
   ``SQLITE_ROWS_PER_STATEMENT`` rows: about twice the rows/s of ``executemany`` measured here
   (one VM run per chunk instead of one per row), well inside SQLite's 32766 bound parameters.
@@ -17,6 +19,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 SQLITE_ROWS_PER_STATEMENT = 500
+COPY_FROM_ROWS = 50
+_POSTGRESQL_MAX_PARAMETERS = 65535
 _SQLITE_MAX_PARAMETERS = 32766
 
 
@@ -28,10 +32,11 @@ def insert_rows(conn: Any, table: str, columns: Sequence[str], rows: Sequence[Se
     if not rows:
         return 0
     copy_rows = getattr(conn, "copy_rows", None)
-    if copy_rows is not None:
+    if copy_rows is not None and len(rows) >= COPY_FROM_ROWS:
         return copy_rows(table, columns, rows)
     width = len(columns)
-    per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, _SQLITE_MAX_PARAMETERS // width))
+    limit = _SQLITE_MAX_PARAMETERS if copy_rows is None else _POSTGRESQL_MAX_PARAMETERS
+    per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, limit // width))
     head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
     one = "(" + ", ".join("?" * width) + ")"
     full = head + ", ".join([one] * per_statement)

@@ -1,0 +1,39 @@
+"""Bulk inserts (twin.storage.bulk.insert_rows) on each backend: every row lands, in the caller's
+transaction, and a failing row fails the whole batch."""
+
+from __future__ import annotations
+
+import pytest
+
+from twin.storage import IntegrityError
+from twin.storage.bulk import COPY_FROM_ROWS, SQLITE_ROWS_PER_STATEMENT, insert_rows
+
+
+@pytest.fixture
+def db(databases):
+    db = databases.new("bulk")
+    db.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, label TEXT NOT NULL, data BYTEA)"
+                if db.dialect.name == "postgresql" else
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, label TEXT NOT NULL, data BLOB)")
+    return db
+
+
+@pytest.mark.parametrize("count", [1, COPY_FROM_ROWS - 1, COPY_FROM_ROWS, SQLITE_ROWS_PER_STATEMENT + 7])
+def test_every_row_lands_with_its_values(db, count):
+    rows = [(i, f"row {i} 100% 'quoted' \\ tab\t", bytes([i % 256, 0, 255])) for i in range(count)]
+    with db.transaction() as conn:
+        assert insert_rows(conn, "t", ("id", "label", "data"), rows) == count
+    assert [tuple(r) for r in db.query("SELECT id, label, data FROM t ORDER BY id")] == rows
+
+
+@pytest.mark.parametrize("count", [3, COPY_FROM_ROWS + 1])
+def test_a_failing_row_fails_the_batch_and_nothing_is_written(db, count):
+    rows = [(i, "x", None) for i in range(count)] + [(0, "duplicate id", None)]
+    with pytest.raises(IntegrityError), db.transaction() as conn:
+        insert_rows(conn, "t", ("id", "label", "data"), rows)
+    assert db.query_one("SELECT count(*) FROM t")[0] == 0
+
+
+def test_no_rows_is_nothing_to_do(db):
+    with db.transaction() as conn:
+        assert insert_rows(conn, "t", ("id", "label"), []) == 0
