@@ -112,17 +112,8 @@ def backend_config(backend, request, tmp_path, keyring) -> Config:
     """The test configuration on this test's backend: SQLCipher files under tmp_path/data, or
     the module's PostgreSQL pair (set up once, emptied before each test) with the component
     stores on SQLCipher files. A suite runs on both backends by defining ``config`` as this."""
-    environ: dict[str, str] = {}
-    if backend == "postgresql":
-        pair = request.getfixturevalue("pg_learner_pair")
-        environ = pair.environ()
-    config = Config(env="test", data_dir=tmp_path / "data", keyring_path=tmp_path / "keys" / "keyring.json",
-                    model_dir=tmp_path / "models", environ=environ)
-    if backend == "postgresql":
-        pair.set_up(config, keyring)
-        pair.reset()
-        pair.record_keyring(config, keyring)
-    return config
+    pair = request.getfixturevalue("pg_learner_pair") if backend == "postgresql" else None
+    return storage_backends.learner_config(tmp_path, keyring, pair)
 
 
 @pytest.fixture

@@ -112,6 +112,31 @@ class PostgresServer:
         self.roles.clear()
 
 
+def serving_role_environment(env: dict[str, str], server: "PostgresServer") -> dict[str, str]:
+    """``env`` with both URLs for a new login role granted only SELECT/INSERT/UPDATE/DELETE on
+    the owner's tables (`twin db setup` has run as the owner); checked to have no DDL right."""
+    from twin.storage import PostgresSettings, open_postgresql
+    from twin.storage.postgresql import check_serving_role, grant_serving_role
+
+    role = server.create_role()
+    serving = dict(env)
+    for variable in ("TWIN_DATABASE_URL", "TWIN_VAULT_DATABASE_URL"):
+        owner = open_postgresql(PostgresSettings(env[variable], pool_size=1))
+        try:
+            with owner.transaction() as conn:  # PUBLIC may create in "public" on PostgreSQL < 15
+                conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            grant_serving_role(owner, role)
+        finally:
+            owner.close_all()
+        serving[variable] = env[variable].replace("postgres@", f"{role}@")
+        served = open_postgresql(PostgresSettings(serving[variable], pool_size=1))
+        try:
+            check_serving_role(served)  # raises if the role could change the schema
+        finally:
+            served.close_all()
+    return serving
+
+
 class DatabaseMaker:
     """``new(name)``: a fresh database on this test's backend; ``again(db)``: a second,
     independent object on the same database (another process would see it like this)."""
@@ -226,6 +251,21 @@ class LearnerPair:
 
     def drop(self) -> None:
         self.server.drop_all()
+
+
+def learner_config(root: Path, keyring: Any, pair: "LearnerPair | None" = None) -> Any:
+    """A test configuration under ``root``: SQLCipher files in root/data, or (``pair``) the
+    PostgreSQL pair set up, emptied and holding this keyring's record, the component stores
+    staying SQLCipher files."""
+    from twin.config import Config
+
+    config = Config(env="test", data_dir=root / "data", keyring_path=root / "keys" / "keyring.json",
+                    model_dir=root / "models", environ=pair.environ() if pair is not None else {})
+    if pair is not None:
+        pair.set_up(config, keyring)
+        pair.reset()
+        pair.record_keyring(config, keyring)
+    return config
 
 
 class RawPostgresConnection:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from api_support import PROBLEM_JSON, create_profile, start_session
+from storage_backends import learner_config
 from twin.api.app import create_app
-from twin.config import Config
 from twin.runtime import Runtime
 
 
@@ -33,14 +33,8 @@ def services(tmp_path, keyring, pg_learner_pair, clock):
     learner (``pid``) with a session (``sid``) and the profile's current ETag (``etag``)."""
     made = {}
     for backend in ("sqlcipher", "postgresql"):
-        root = tmp_path / backend
-        environ = pg_learner_pair.environ() if backend == "postgresql" else {}
-        config = Config(env="test", data_dir=root / "data", keyring_path=root / "keys" / "keyring.json",
-                        model_dir=root / "models", environ=environ)
-        if backend == "postgresql":
-            pg_learner_pair.set_up(config, keyring)
-            pg_learner_pair.reset()
-            pg_learner_pair.record_keyring(config, keyring)
+        config = learner_config(tmp_path / backend, keyring,
+                                pg_learner_pair if backend == "postgresql" else None)
         runtime = Runtime(config, keyring, clock=clock)
         client = create_app(config, runtime=runtime).test_client()
         headers = {"Authorization": f"Bearer {runtime.tokens.issue('service').token}"}

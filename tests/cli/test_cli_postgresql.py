@@ -16,7 +16,7 @@ from twin.learners.schema import MIGRATIONS as DATA_MIGRATIONS
 from twin.storage import Migrator, PostgresSettings, key_fingerprint, open_postgresql
 
 from cli_support import operator_env, running_server, twin
-from storage_backends import COMPONENT_PREFIXES, database_url
+from storage_backends import COMPONENT_PREFIXES, database_url, serving_role_environment
 
 
 @pytest.fixture
@@ -210,25 +210,8 @@ def test_a_field_key_rotation_is_distributed_before_it_is_activated(pg_env, tmp_
 def test_the_service_serves_as_a_role_without_ddl_rights(pg_env, pg_server, tmp_path):
     """Schema changes are the owner's (`twin db setup` here); the service's role may only read
     and write rows, and that is all serving needs."""
-    from twin.storage.postgresql import check_serving_role, grant_serving_role
-
     assert twin(pg_env, "db", "setup").returncode == 0
-    role = pg_server.create_role()
-    serving_env = dict(pg_env)
-    for variable in ("TWIN_DATABASE_URL", "TWIN_VAULT_DATABASE_URL"):
-        owner = open_postgresql(PostgresSettings(pg_env[variable], pool_size=1))
-        try:
-            with owner.transaction() as conn:  # PUBLIC may create in "public" on PostgreSQL < 15
-                conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-            grant_serving_role(owner, role)
-        finally:
-            owner.close_all()
-        serving_env[variable] = pg_env[variable].replace("postgres@", f"{role}@")
-        served = open_postgresql(PostgresSettings(serving_env[variable], pool_size=1))
-        try:
-            check_serving_role(served)  # raises if the role could change the schema
-        finally:
-            served.close_all()
+    serving_env = serving_role_environment(pg_env, pg_server)  # checked to have no DDL right
     issued = twin(serving_env, "tokens", "issue", "--role", "service", "--label", "t")
     assert issued.returncode == 0, issued.stderr
     with running_server(serving_env, issued.stdout.strip().splitlines()[0], tmp_path / "serve.log") as (api, _):

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import psycopg
 
 from live_service import free_port, service_environment
-from storage_backends import COMPONENT_PREFIXES, PostgresServer, database_url
+from storage_backends import COMPONENT_PREFIXES, PostgresServer, database_url, serving_role_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,31 +147,6 @@ class Client:
             raise OSError(f"replica on {port}: {exc}") from exc
         return response.status, json.loads(raw) if raw else None, response.headers, request_id
 
-
-
-def serving_role_environment(env: dict[str, str], server: PostgresServer) -> dict[str, str]:
-    """``env`` with both URLs for a new login role granted only SELECT/INSERT/UPDATE/DELETE on
-    the owner's tables (`twin db setup` has run as the owner); checked to have no DDL right."""
-    from twin.storage import PostgresSettings, open_postgresql
-    from twin.storage.postgresql import check_serving_role, grant_serving_role
-
-    role = server.create_role()
-    serving = dict(env)
-    for variable in ("TWIN_DATABASE_URL", "TWIN_VAULT_DATABASE_URL"):
-        owner = open_postgresql(PostgresSettings(env[variable], pool_size=1))
-        try:
-            with owner.transaction() as conn:  # PUBLIC may create in "public" on PostgreSQL < 15
-                conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-            grant_serving_role(owner, role)
-        finally:
-            owner.close_all()
-        serving[variable] = env[variable].replace("postgres@", f"{role}@")
-        served = open_postgresql(PostgresSettings(serving[variable], pool_size=1))
-        try:
-            check_serving_role(served)  # raises if the role could change the schema
-        finally:
-            served.close_all()
-    return serving
 
 
 @contextmanager
