@@ -42,7 +42,7 @@ class SubjectEnding:
         tables done.
         """
         deleted: dict[str, int] = {}
-        self.keys.settle(subject_hashes)  # a key a data row binds them to goes by subject hash too
+        strays = self.keys.settle(subject_hashes)  # a key a data row binds them to goes by subject hash too
         steps = [self.vault, self.data] if key_first else [self.data, self.vault]
         tables = sum(1 for p in self.data + self.vault for t in p.tables if t.erase)
         with progress("erase subject", tables, "tables") as bar:
@@ -51,6 +51,8 @@ class SubjectEnding:
                     deleted.update(provider.erase(subject_hashes, created_before, tick=bar.update))
                 if providers is self.vault:
                     self.forget(subject_hashes)
+        if created_before is None and strays:  # every row naming them is gone
+            deleted["subject_keys"] = deleted.get("subject_keys", 0) + self.keys.destroy_strays(strays)
         return deleted
 
     def forget(self, subject_hashes: Sequence[str]) -> None:

@@ -311,13 +311,27 @@ class SubjectKeyStore:
     def has_key(self, subject_hash: str) -> bool:
         return self._stored(subject_hash) is not None
 
-    def settle(self, subject_hashes: Sequence[str]) -> int:
+    def settle(self, subject_hashes: Sequence[str]) -> list[str]:
         """Bind in the vault the leased keys that data rows bind these subjects to, so that
-        ending them destroys those keys by subject hash; returns how many were bound."""
+        ending them destroys those keys by subject hash. Returns the key ids that stay unbound:
+        their subject was bound another key meanwhile (made at the same moment by a key store
+        without these bindings), for ``destroy_strays`` once the rows naming them are gone."""
         if self.bindings is None or not subject_hashes:
-            return 0
-        bound = self.bindings.bound_keys(subject_hashes)
-        return bind(self.vault, bound) if bound else 0
+            return []
+        named = self.bindings.bound_keys(subject_hashes)
+        if not named:
+            return []
+        bind(self.vault, named)
+        ids = [b.key_id for b in named]
+        return [r["key_id"] for chunk in _chunks(ids) for r in self.vault.query(
+            f"SELECT key_id FROM subject_keys WHERE user_id_hash IS NULL AND key_id IN ({_marks(chunk)})", chunk)]
+
+    def destroy_strays(self, key_ids: Sequence[str]) -> int:
+        """Delete leased keys ``settle`` could not bind, whose naming rows were just deleted with
+        their subject (a key is taken once: no other row can name it)."""
+        return sum(self.vault.write(lambda conn, chunk=chunk: conn.execute(
+            f"DELETE FROM subject_keys WHERE user_id_hash IS NULL AND key_id IN ({_marks(chunk)})", chunk).rowcount)
+            for chunk in _chunks(list(key_ids)))
 
     def destroy(self, subject_hash: str) -> bool:
         """Delete the subject's wrapped key (secure_delete zeroes its bytes). True if it existed."""
@@ -348,6 +362,15 @@ class SubjectKeyStore:
             return len(rows)
 
         return self.vault.write(work)
+
+
+def _chunks(ids: list[str], size: int = 500) -> list[list[str]]:
+    """``ids`` in statements' worth (bound parameters far below any engine's limit)."""
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def _marks(chunk: Sequence[str]) -> str:
+    return ", ".join("?" * len(chunk))
 
 
 _BIND = ("UPDATE subject_keys SET user_id_hash = ?, created_at = ?, leased_to = NULL, lease_ends_at = NULL "

@@ -255,3 +255,20 @@ def test_a_start_reclaims_the_keys_a_stopped_process_left_once_their_lease_is_lo
         assert readable(started, view)
     finally:
         started.close()
+
+
+def test_erasure_destroys_both_keys_of_a_subject_given_a_second_one_at_the_same_moment(
+        runtime, quiet_lease, keyring):
+    create(runtime, "twice")
+    subject = runtime.hasher.hash("twice")
+    leased = profile_key(runtime, "twice")
+    # A key store without the profiles' bindings (another process's settings store) making the
+    # subject a key before the lease recorded theirs: the one race that gives a subject two.
+    SubjectKeyStore(runtime.vault_db, FieldCipher(keyring.field_keys, keyring.active_field_key)).writer(
+        subject, create=True)
+
+    receipt = runtime.dsr.erase(subject)
+
+    assert receipt.counts["subject_keys"] == 2
+    left = {r["key_id"] for r in key_rows(runtime)}
+    assert leased not in left and subject not in left and len(left) == 63

@@ -7,7 +7,8 @@ the killed one's place does not die again. The steps:
 - ``after_lease``: a batch of keys was leased (durable, unbound), none used yet;
 - ``after_create_commit``: a profile's row (naming its key) was committed, the response not sent
   and the binding not queued;
-- ``before_binding`` / ``after_binding``: the lease's flush, before / after its vault commit;
+- ``before_binding`` / ``after_binding``: recording bindings (the lease's flush, or a reclaim), before /
+  after its vault commit;
 - ``before_destroy``: a reclaim bound the referenced keys and was about to delete the others.
 """
 

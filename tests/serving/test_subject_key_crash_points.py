@@ -134,7 +134,9 @@ def test_a_worker_killed_at_any_step_of_key_provisioning_loses_no_acknowledged_p
         runtime.close()
 
 
-def test_a_reclaim_killed_between_binding_and_destroying_leaves_every_named_key(tmp_path):
+@pytest.mark.parametrize("step, bound_before_the_kill", [("before_binding", 0), ("before_destroy", 5)])
+def test_a_reclaim_killed_before_binding_or_destroying_leaves_every_named_key(tmp_path, step,
+                                                                              bound_before_the_kill):
     env = service_environment(tmp_path)
     issue_tokens(env, "service")
     runtime = _runtime(env)
@@ -145,7 +147,7 @@ def test_a_reclaim_killed_between_binding_and_destroying_leaves_every_named_key(
         runtime.profiles.create(ACTOR, None, {"user_id": user, "personal": {"name": user}})
     runtime.close()
 
-    env.update(LEASE_CRASH_AT="before_destroy", LEASE_CRASH_MARK=str(tmp_path / "crashed"),
+    env.update(LEASE_CRASH_AT=step, LEASE_CRASH_MARK=str(tmp_path / "crashed"),
                PYTHONPATH=os.pathsep.join([str(HERE), env["PYTHONPATH"]]))
     killed = subprocess.run([sys.executable, str(CRASHING), "reclaim"], env=env, cwd=tmp_path, timeout=120)
     assert killed.returncode == -signal.SIGKILL
@@ -153,7 +155,7 @@ def test_a_reclaim_killed_between_binding_and_destroying_leaves_every_named_key(
     runtime = _runtime(env)
     try:
         bound = runtime.vault_db.query("SELECT user_id_hash FROM subject_keys WHERE user_id_hash IS NOT NULL")
-        assert len(bound) == 5  # the reclaim bound the named keys, then died before deleting
+        assert len(bound) == bound_before_the_kill  # what the reclaim bound before it died
         check_every_profile_has_a_live_key_of_its_own(runtime, acknowledged)
         check_reclaim_keeps_exactly_the_named_keys(runtime, acknowledged)
     finally:
@@ -164,13 +166,13 @@ def test_two_workers_creating_at_once_never_hand_one_key_to_two_subjects(tmp_pat
     with live_service(tmp_path, "--workers", "2", "--threads", "4", "--no-retention", roles=("service",),
                       metrics=False) as service:
         def client(n: int) -> list[str]:
-            conn, acknowledged = service.connect("service"), []
-            for i in range(15):
-                user = f"w{n}-{i}"
+            acknowledged = []
+            for i in range(15):  # a connection per create: both workers accept some
+                user, conn = f"w{n}-{i}", service.connect("service")
                 status, _, _ = conn("POST", "/v1/profiles", {"user_id": user, "personal": {"name": user}})
+                conn.close()
                 assert status == 201
                 acknowledged.append(user)
-            conn.close()
             return acknowledged
 
         acknowledged = [u for made in concurrently(*(lambda n=n: client(n) for n in range(6))) for u in made]
