@@ -295,8 +295,8 @@ def test_rows_written_without_a_timestamp_get_a_fixed_width_utc_one(db):
 
 def test_the_schema_rolls_back_to_empty_and_migrates_again(db):
     migrator = Migrator(db, MIGRATIONS)
-    assert migrator.rollback(0) == [2, 1]
+    assert migrator.rollback(0) == [3, 2, 1]
     assert db.table_names() == ["schema_version"]
-    assert migrator.migrate() == [1, 2]
+    assert migrator.migrate() == [1, 2, 3]
     assert {"evolution_rounds", "fitness_metrics", "resource_metrics",
             "selection_outcomes"} <= set(db.table_names())

@@ -244,3 +244,12 @@ def selection_params(row: Any, round_id: int, now: str, index: int) -> tuple[Any
     return (round_id, parent, child, method,
             json_param(fields.get("crossover_points"), "crossover_points", index=index),
             int(mutation), reason, timestamp_param(fields.get("timestamp"), now, index=index))
+
+
+def round_from_row(row: Any) -> Round:
+    """A ``Round`` from an ``evolution_rounds`` row."""
+    return Round(id=row["id"], round_number=row["round_number"], generation=row["generation"],
+                 started_at=row["timestamp"], population_size=row["population_size"],
+                 mutation_rate=row["mutation_rate"], selection_pressure=row["selection_pressure"],
+                 status=row["status"], metadata=json_value(row["metadata"]),
+                 finished_at=row["finished_at"])

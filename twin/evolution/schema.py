@@ -135,11 +135,22 @@ V2_UP = {d.name: f"ALTER TABLE evolution_rounds ADD COLUMN fitness_writes {d.big
          for d in (SQLITE, POSTGRESQL)}
 V2_DOWN = "ALTER TABLE evolution_rounds DROP COLUMN fitness_writes;"
 
+# v3: a version of the set of rounds, moved by every start, finish and delete of a round in
+# the same transaction: the tag the Redis cache of active rounds (round_cache) is checked by.
+V3_UP = {d.name: f"""CREATE TABLE evolution_state (
+    singleton      {d.bigint} PRIMARY KEY CHECK (singleton = 1),
+    rounds_version {d.bigint} NOT NULL CHECK (rounds_version >= 0)
+);
+INSERT INTO evolution_state (singleton, rounds_version) VALUES (1, 0);""" for d in (SQLITE, POSTGRESQL)}
+V3_DOWN = "DROP TABLE evolution_state;"
+
 MIGRATIONS = [
     Migration(1, "seed schema: rounds, fitness, resources, selection outcomes", V1_UP, V1_DOWN,
               "seed tables with CHECKs, cascades, ISO-8601 UTC timestamps, covering leaderboard index"),
     Migration(2, "fitness write counter", V2_UP, V2_DOWN,
               "per-round count of fitness rows, the leaderboard cache's generation"),
+    Migration(3, "rounds version", V3_UP, V3_DOWN,
+              "a version of the set of rounds, the active-round cache's tag"),
 ]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
@@ -152,4 +163,5 @@ NO_PERSONAL_DATA = {
     "fitness_metrics": "fitness scores of software agents",
     "resource_metrics": "machine resource utilisation samples",
     "selection_outcomes": "parent/child lineage of software agents",
+    "evolution_state": "a version counter of the rounds",
 }

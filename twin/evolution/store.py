@@ -14,6 +14,7 @@ costs one commit however many rows it holds.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
@@ -22,9 +23,10 @@ from twin.storage import Backend, IntegrityError
 from twin.storage.bulk import insert_rows
 from twin.storage.timestamps import to_db, utc_now
 
+from .active_rounds import ActiveRounds
 from .errors import (DuplicateFitnessError, DuplicateRoundError, EvolutionValidationError,
                      UnknownRoundError)
-from .records import (RESOURCE_FIELDS, ROUND_STATUSES, FitnessPoint, LeaderboardEntry, LineageLink,
+from .records import (RESOURCE_FIELDS, round_from_row, ROUND_STATUSES, FitnessPoint, LeaderboardEntry, LineageLink,
                       ResourceSample, Round, SelectionOutcome, agent_id_param, fitness_params,
                       json_param, json_value, optional_number, resource_params, selection_params,
                       timestamp_param)
@@ -64,14 +66,6 @@ _LINEAGE_SQL = {
 }
 
 
-def _round_from_row(row: Any) -> Round:
-    return Round(id=row["id"], round_number=row["round_number"], generation=row["generation"],
-                 started_at=row["timestamp"], population_size=row["population_size"],
-                 mutation_rate=row["mutation_rate"], selection_pressure=row["selection_pressure"],
-                 status=row["status"], metadata=json_value(row["metadata"]),
-                 finished_at=row["finished_at"])
-
-
 def _non_negative_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise EvolutionValidationError(f"{what} must be a non-negative integer, got {value!r}")
@@ -80,15 +74,20 @@ def _non_negative_int(value: Any, what: str) -> int:
 
 if TYPE_CHECKING:
     from .leaderboard_cache import LeaderboardCache
+    from .round_cache import ActiveRoundCache
 
 
-class EvolutionStore:
+class EvolutionStore(ActiveRounds):
     """Evolution metrics in one ``evolution_metrics`` database (already migrated)."""
 
-    def __init__(self, db: Backend, *, cache: "LeaderboardCache | None" = None) -> None:
-        """``cache``: the optional Redis leaderboard cache (``LeaderboardCache.from_env()``)."""
+    def __init__(self, db: Backend, *, cache: "LeaderboardCache | None" = None,
+                 rounds_cache: "ActiveRoundCache | None" = None) -> None:
+        """``cache``: the optional Redis leaderboard cache (``LeaderboardCache.from_env()``);
+        ``rounds_cache``: the optional Redis cache of active rounds (``ActiveRoundCache.from_env()``)."""
         self.db = db
         self.cache = cache
+        self.rounds_cache = rounds_cache
+        self._local = threading.local()  # what this thread's last round write left running
 
     def __repr__(self) -> str:
         return f"EvolutionStore({self.db!r})"
@@ -110,13 +109,15 @@ class EvolutionStore:
         )
 
         def insert(conn: Any) -> int:
-            return conn.execute(
+            round_id = conn.execute(
                 "INSERT INTO evolution_rounds (round_number, generation, timestamp, population_size, "
                 "mutation_rate, selection_pressure, metadata) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 params).fetchone()[0]
+            self._rounds_changed(conn)
+            return round_id
 
         try:
-            round_id = self.db.write(insert)
+            round_id = self._write_rounds(insert)
         except IntegrityError:
             raise DuplicateRoundError(
                 f"round {round_number} generation {generation} exists already") from None
@@ -129,9 +130,14 @@ class EvolutionStore:
             raise EvolutionValidationError(
                 f"final status must be one of {[s for s in ROUND_STATUSES if s != 'running']}")
         moment = timestamp_param(finished_at, to_db(utc_now()))
-        updated = self.db.write(lambda conn: conn.execute(
-            "UPDATE evolution_rounds SET status = ?, finished_at = ? WHERE id = ?",
-            (status, moment, round_id)).rowcount)
+        def finish(conn: Any) -> int:
+            updated = conn.execute("UPDATE evolution_rounds SET status = ?, finished_at = ? WHERE id = ?",
+                                   (status, moment, round_id)).rowcount
+            if updated:
+                self._rounds_changed(conn)
+            return updated
+
+        updated = self._write_rounds(finish)
         if not updated:
             raise UnknownRoundError(f"no evolution round {round_id}")
         return self.get_round(round_id)
@@ -141,26 +147,31 @@ class EvolutionStore:
         row = self.db.query_one("SELECT * FROM evolution_rounds WHERE id = ?", (round_id,))
         if row is None:
             raise UnknownRoundError(f"no evolution round {round_id}")
-        return _round_from_row(row)
+        return round_from_row(row)
 
     def find_round(self, round_number: int, generation: int) -> Round | None:
         """The round with that number and generation, or None."""
         row = self.db.query_one(
             "SELECT * FROM evolution_rounds WHERE round_number = ? AND generation = ?",
             (round_number, generation))
-        return None if row is None else _round_from_row(row)
+        return None if row is None else round_from_row(row)
 
     def rounds(self, *, status: str | None = None, limit: int = 100) -> list[Round]:
         """Rounds, latest (highest round number, then generation) first."""
         where, params = ("WHERE status = ?", [status]) if status else ("", [])
         rows = self.db.query(f"SELECT * FROM evolution_rounds {where} "
                              "ORDER BY round_number DESC, generation DESC LIMIT ?", (*params, limit))
-        return [_round_from_row(r) for r in rows]
+        return [round_from_row(r) for r in rows]
 
     def delete_round(self, round_id: int) -> bool:
         """Delete a round and (by cascade) all its fitness, resource and selection rows."""
-        return bool(self.db.write(lambda conn: conn.execute(
-            "DELETE FROM evolution_rounds WHERE id = ?", (round_id,)).rowcount))
+        def delete(conn: Any) -> int:
+            deleted = conn.execute("DELETE FROM evolution_rounds WHERE id = ?", (round_id,)).rowcount
+            if deleted:
+                self._rounds_changed(conn)
+            return deleted
+
+        return bool(self._write_rounds(delete))
 
     # -- batched writes ------------------------------------------------------------------
 
