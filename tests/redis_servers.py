@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -88,3 +89,13 @@ def cache_warnings(caplog) -> list[str]:
 
     return [r.getMessage() for r in caplog.records
             if r.name == "twin.cache.redis_client" and r.levelno == logging.WARNING]
+
+
+@contextlib.contextmanager
+def restarted_around(server: "OwnRedis", clock: "FakeClock"):
+    """An outage around the block: ``server`` stopped, then started again empty (what it held
+    is gone too), and ``clock`` moved past any reconnection backoff."""
+    server.stop()
+    yield
+    server.start()
+    clock.now += 3600

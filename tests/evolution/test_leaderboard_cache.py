@@ -6,11 +6,12 @@ one warning per outage. Real SQLCipher and PostgreSQL, real Redis servers on rea
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 
 import pytest
 from storage_backends import same_database
-from redis_servers import FakeClock, OwnRedis, cache_warnings, flushed_redis, free_port
+from redis_servers import FakeClock, OwnRedis, cache_warnings, flushed_redis, free_port, restarted_around
 from twin.cache import ResilientRedis
 from twin.evolution import EvolutionStore
 from twin.evolution.leaderboard_cache import LeaderboardCache
@@ -115,12 +116,7 @@ def test_redis_stopped_and_restarted_around_writes_gives_the_same_leaderboards(d
     clock = FakeClock()
     cache = cache_of(server.url, clock)
 
-    @contextlib.contextmanager
-    def outage():
-        server.stop()
-        yield
-        server.start()  # an empty Redis: what it held is gone too
-        clock.now += 3600
+    outage = functools.partial(restarted_around, server, clock)
 
     try:
         with caplog.at_level(logging.INFO, logger="twin.cache.redis_client"):

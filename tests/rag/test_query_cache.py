@@ -6,11 +6,12 @@ Redis servers on real sockets."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 
 import pytest
 from storage_backends import same_database
-from redis_servers import FakeClock, OwnRedis, cache_warnings, flushed_redis, free_port
+from redis_servers import FakeClock, OwnRedis, cache_warnings, flushed_redis, free_port, restarted_around
 from twin.cache import ResilientRedis
 from twin.rag import Chunker, RagIndex, RagQueryCache
 
@@ -132,12 +133,7 @@ def test_redis_stopped_and_restarted_around_writes_gives_the_same_answers_and_no
     clock = FakeClock()
     cache = cache_of(server.url, clock)
 
-    @contextlib.contextmanager
-    def outage():
-        server.stop()
-        yield
-        server.start()
-        clock.now += 3600  # past any backoff: the next query tries Redis again
+    outage = functools.partial(restarted_around, server, clock)
 
     try:
         with caplog.at_level(logging.INFO, logger="twin.cache.redis_client"):

@@ -10,12 +10,11 @@ every read, as for a file.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from pathlib import Path
 from typing import Any
 
-from .errors import ChecksumMismatchError, ModelFileMissingError
-from .files import StagedFile
+from .errors import ModelFileMissingError
+from .files import StagedFile, verified
 
 
 class ModelBlobStore:
@@ -44,13 +43,7 @@ class ModelBlobStore:
         row = self.db.query_one("SELECT data FROM model_blobs WHERE file_name = ?", (file_name,))
         if row is None:
             raise ModelFileMissingError(f"model file {file_name} is missing")
-        data = bytes(row[0])
-        actual = hashlib.sha256(data).hexdigest()
-        if not hmac.compare_digest(actual, expected_sha256):
-            raise ChecksumMismatchError(
-                f"model file {file_name} changed since it was saved (SHA-256 {actual}, "
-                f"recorded {expected_sha256}); refusing to load it")
-        return data
+        return verified(bytes(row[0]), file_name, expected_sha256)
 
     def delete(self, file_name: str) -> bool:
         return self.db.execute("DELETE FROM model_blobs WHERE file_name = ?", (file_name,)).rowcount > 0

@@ -26,6 +26,16 @@ log = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
 
 
+def verified(data: bytes, file_name: str, expected_sha256: str) -> bytes:
+    """``data`` if its SHA-256 is ``expected_sha256``, else ``ChecksumMismatchError``."""
+    actual = hashlib.sha256(data).hexdigest()
+    if not hmac.compare_digest(actual, expected_sha256):
+        raise ChecksumMismatchError(
+            f"model file {file_name} changed since it was saved (SHA-256 {actual}, "
+            f"recorded {expected_sha256}); refusing to load it")
+    return data
+
+
 @dataclass(frozen=True)
 class StagedFile:
     """A fully written temporary file, not yet under its final name."""
@@ -83,12 +93,7 @@ class ModelFileStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise ModelFileMissingError(f"model file {file_name} is missing") from None
-        actual = hashlib.sha256(data).hexdigest()
-        if not hmac.compare_digest(actual, expected_sha256):
-            raise ChecksumMismatchError(
-                f"model file {file_name} changed since it was saved (SHA-256 {actual}, "
-                f"recorded {expected_sha256}); refusing to load it")
-        return data
+        return verified(data, file_name, expected_sha256)
 
     def delete(self, file_name: str) -> bool:
         """Remove a file; False if it was already gone."""
