@@ -188,5 +188,6 @@ def info_command(database: str | None, as_json: bool) -> int:
 from . import db_backups  # noqa: E402,F401 - adds backup, verify, restore to the group
 from . import db_performance  # noqa: E402,F401 - adds performance to the group
 from . import db_copy  # noqa: E402,F401 - adds copy to the group
+from . import db_recipher  # noqa: E402,F401 - adds recipher to the group
 
 COMMAND = db

@@ -27,12 +27,13 @@ class CipherSettings:
     page_size: int
     hmac: str
 
-    def apply(self, conn: Any) -> None:
-        """Name these settings on a keyed connection (after ``PRAGMA key``, before any read).
-        The HMAC first: the page size pragma hands SQLite the reserve of the HMAC then set,
-        and a new file's header records it."""
-        conn.execute(f"PRAGMA cipher_hmac_algorithm = {self.hmac}")
-        conn.execute(f"PRAGMA cipher_page_size = {int(self.page_size)}")
+    def apply(self, conn: Any, schema: str = "main") -> None:
+        """Name these settings on a keyed connection (after ``PRAGMA key``, before any read),
+        for its ``schema`` (an attached database: its name). The HMAC first: the page size
+        pragma hands SQLite the reserve of the HMAC then set, and a new file's header
+        records it."""
+        conn.execute(f"PRAGMA {schema}.cipher_hmac_algorithm = {self.hmac}")
+        conn.execute(f"PRAGMA {schema}.cipher_page_size = {int(self.page_size)}")
 
     def __str__(self) -> str:
         return f"{self.page_size}-byte pages, {self.hmac}"

@@ -103,6 +103,13 @@ class Database(FileBacked, Backend):
         cipher = None if Path(path).exists() else self.cipher
         return open_keyed(path, self._key, read_only=read_only, cipher=cipher)
 
+    def attach(self, conn: Any, path: str | os.PathLike[str], schema: str) -> None:
+        """Attach another file under this database's key to ``conn`` as ``schema`` (the key
+        stays in here; ``sqlcipher_export`` needs both files on one connection)."""
+        if self._key is None:
+            raise StorageError(f"{self.name}: attach() is for encrypted files")
+        conn.execute(f"ATTACH DATABASE ? AS {schema} KEY \"x'{self._key.hex()}'\"", (str(path),))
+
     def sibling(self, path: str | os.PathLike[str]) -> "Database":
         """A ``Database`` over another file (a copy) under this one's key and name."""
         return Database(path, self._key, name=self.name, settings=self.settings)
