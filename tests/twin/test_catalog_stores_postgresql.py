@@ -88,8 +88,16 @@ def test_a_store_is_refused_the_vaults_database_by_its_marker(tmp_path, pg_serve
 
 def test_a_store_is_refused_the_configured_vault_database_before_it_is_set_up(tmp_path, pg_server, keyring):
     vault = database_url(pg_server.create_database())
-    config = config_with(tmp_path, SETTINGS_STORAGE_BACKEND="postgresql", SETTINGS_DATABASE_URL=vault,
+    config = config_with(tmp_path, RAG_STORAGE_BACKEND="postgresql", RAG_DATABASE_URL=vault,
                          TWIN_VAULT_DATABASE_URL=vault.replace("127.0.0.1", "localhost"))
-    with pytest.raises(SameDatabaseError, match="settings .* is the vault database"):
-        open_database("settings", config, keyring.database_keys)
+    with pytest.raises(SameDatabaseError, match="rag_index .* is the vault database"):
+        open_database("rag_index", config, keyring.database_keys)
     assert tables_by_schema(vault) == {}
+
+
+def test_the_settings_store_says_in_one_line_that_it_has_no_postgresql_schema_yet(tmp_path, keyring):
+    config = config_with(tmp_path, TWIN_STORAGE_BACKEND="postgresql",
+                         TWIN_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/postgres")
+    with pytest.raises(StorageConfigError, match="^the settings store has no PostgreSQL schema yet: "
+                                                 "set SETTINGS_STORAGE_BACKEND=sqlcipher$"):
+        open_database("settings", config, keyring.database_keys)
