@@ -272,3 +272,22 @@ def test_erasure_destroys_both_keys_of_a_subject_given_a_second_one_at_the_same_
     assert receipt.counts["subject_keys"] == 2
     left = {r["key_id"] for r in key_rows(runtime)}
     assert leased not in left and subject not in left and len(left) == 63
+
+
+def test_settling_binds_the_leased_key_a_profile_names_and_says_how_many_it_bound(runtime, quiet_lease):
+    create(runtime, "ada")
+    subject, key_id = runtime.hasher.hash("ada"), profile_key(runtime, "ada")
+
+    assert runtime.keys.settle([]) == 0
+    assert runtime.keys.settle([runtime.hasher.hash("never-stored")]) == 0
+    assert runtime.keys.settle([subject]) == 1
+
+    (row,) = [r for r in key_rows(runtime) if r["key_id"] == key_id]
+    assert (row["user_id_hash"], row["leased_to"], row["lease_ends_at"]) == (subject, None, None)
+    assert runtime.keys.settle([subject]) == 0  # bound already: nothing more to bind
+
+
+def test_a_store_without_key_bindings_settles_nothing(runtime):
+    store = SubjectKeyStore(runtime.vault_db, runtime.field_keys)
+
+    assert store.settle([runtime.hasher.hash("ada")]) == 0
