@@ -291,3 +291,29 @@ def test_a_store_without_key_bindings_settles_nothing(runtime):
     store = SubjectKeyStore(runtime.vault_db, runtime.field_keys)
 
     assert store.settle([runtime.hasher.hash("ada")]) == 0
+
+
+def test_a_subject_with_a_key_in_the_vault_is_given_that_key_not_a_leased_one(runtime, quiet_lease):
+    """Another process made ALICE's key (or this one forgot it): a new profile of hers must use
+    it, or her data would sit under two keys and erasing one would leave the other."""
+    subject = runtime.hasher.hash("alice")
+    other_process = SubjectKeyStore(runtime.vault_db, runtime.field_keys)
+    sealed = other_process.writer(subject, create=True).seal("t", "c", "r", "hers")
+    runtime.keys.forget(subject)
+
+    existing = runtime.keys.existing(subject)
+
+    assert existing is not None and existing.open("t", "c", "r", sealed) == "hers"
+    assert runtime.keys.existing(subject).open("t", "c", "r", sealed) == "hers"  # now remembered
+    assert runtime.keys.existing(runtime.hasher.hash("bob")) is None  # a new subject: a leased key
+
+
+@pytest.mark.sqlite_only("the vault holds no audit staging on SQLCipher, so a read costs it nothing")
+def test_a_key_taken_from_the_lease_is_remembered_so_reading_the_new_profile_reads_no_vault(runtime):
+    view = create(runtime, "ada")
+    runtime.vault_db.enable_statement_counting()
+
+    before = runtime.vault_db.counter.this_thread().statements
+    assert readable(runtime, view)
+
+    assert runtime.vault_db.counter.this_thread().statements == before
