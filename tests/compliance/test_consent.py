@@ -163,7 +163,8 @@ def test_an_unknown_consent_method_is_refused(runtime, make_subject):
     consent = ParentalConsent("A", "parent", None, "carrier_pigeon", "2030-01-01T00:00:00.000000Z")
     sealer = runtime.keys.writer(adult.subject_hash)
 
-    with pytest.raises(ConsentError, match="method must be one of"):
+    with pytest.raises(ConsentError, match="^method must be one of signed_form, credit_card_verification, "
+                       "video_call, government_id, knowledge_based_questions, email_plus$"):
         with runtime.twin_db.transaction() as conn:
             insert_consent(conn, sealer, consent_id="cns_x", profile_id=adult.profile_id,
                            subject_hash=adult.subject_hash, consent=consent,
@@ -189,3 +190,12 @@ def test_a_failed_erasure_leaves_the_childs_consent_in_force_so_a_retry_works(ru
     monkeypatch.setattr(runtime.dsr, "erase", real_erase)
     assert runtime.subject_requests.withdraw_consent(SERVICE, None, child.profile_id, child.consent_ids[0])["erased"]
     assert set(runtime.dsr.counts(child.subject_hash).values()) == {0}
+
+
+def test_the_sealed_details_of_a_consent_are_who_consented_and_when():
+    consent = ParentalConsent("Morgan Guardian", "parent", "pat@example.org", "signed_form",
+                              "2030-01-01T00:00:00.000000Z")
+
+    assert consent.sealed_details() == {"consenter_name": "Morgan Guardian", "consenter_relationship": "parent",
+                                        "consenter_contact": "pat@example.org",
+                                        "obtained_at": "2030-01-01T00:00:00.000000Z"}

@@ -20,7 +20,8 @@ def test_a_placed_hold_blocks_erasure_and_names_itself(runtime, make_subject):
         runtime.subject_requests.erase(ADMIN, None, user_id=subject.user_id)
 
     assert raised.value.hold_id == hold["hold_id"] and hold["hold_id"] in str(raised.value)
-    assert "no end date" in str(raised.value)
+    assert str(raised.value) == f"subject is under legal hold {hold['hold_id']} (no end date)"
+    assert raised.value.until is None
     assert hold["reason"] == "litigation 2030-17" and hold["placed_by"] == "tok_admin"
     assert hold["lifted_at"] is None and hold["until"] is None
 
@@ -42,8 +43,10 @@ def test_a_hold_with_an_end_date_expires_by_itself(runtime, make_subject, clock)
     hold = runtime.holds.place(subject.subject_hash, "retention review", clock() + timedelta(days=30),
                                "tok_admin")
 
-    with pytest.raises(SubjectOnHoldError, match=" until "):
+    with pytest.raises(SubjectOnHoldError, match=" until ") as raised:
         runtime.subject_requests.erase(ADMIN, None, user_id=subject.user_id)
+    assert raised.value.until == hold["until"]
+    assert str(raised.value) == f"subject is under legal hold {hold['hold_id']} until {hold['until']}"
     clock.advance(days=31)
 
     assert runtime.holds.list_active() == []
