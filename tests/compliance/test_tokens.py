@@ -380,3 +380,30 @@ def test_the_migration_gives_tokens_issued_before_it_an_expiry(tmp_path, db_key)
     Migrator(db, MIGRATIONS).rollback(2)
     assert "expires_at" not in [r["name"] for r in db.query("PRAGMA table_info(api_tokens)")]
     db.close_all()
+
+
+def test_a_token_is_refused_from_the_very_microsecond_it_expires(vault):
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    now = [start]
+    tokens = TokenStore(vault, clock=lambda: now[0], cache_seconds=60)
+    issued = tokens.issue("service", expires_in=timedelta(hours=1))
+    assert tokens.verify(issued.token) is not None  # now remembered
+
+    now[0] = start + timedelta(hours=1) - timedelta(microseconds=1)
+    assert tokens.verify(issued.token) is not None
+    now[0] = start + timedelta(hours=1)
+
+    assert tokens.verify(issued.token) is None  # while remembered
+    assert TokenStore(vault, clock=lambda: now[0]).verify(issued.token) is None  # and from the vault
+
+
+def test_refused_issues_say_what_is_allowed(tokens):
+    with pytest.raises(TokenError) as unknown_role:
+        tokens.issue("root")
+    with pytest.raises(TokenError) as learner_without_subject:
+        tokens.issue("learner")
+
+    assert str(unknown_role.value) == "role must be one of admin, service, learner"
+    assert str(learner_without_subject.value) == "a learner token needs a user id; other roles must not have one"
