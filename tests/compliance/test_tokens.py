@@ -407,3 +407,22 @@ def test_refused_issues_say_what_is_allowed(tokens):
 
     assert str(unknown_role.value) == "role must be one of admin, service, learner"
     assert str(learner_without_subject.value) == "a learner token needs a user id; other roles must not have one"
+
+
+def test_a_use_answered_from_the_cache_is_still_recorded_as_the_last_use(vault, monotonic):
+    from datetime import datetime, timedelta, timezone
+
+    from twin.storage.timestamps import to_db
+
+    start = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    now = [start]
+    tokens = TokenStore(vault, clock=lambda: now[0], cache_seconds=3600 * 24, monotonic=monotonic,
+                        usage_flush_seconds=0)
+    issued = tokens.issue("service")
+    tokens.verify(issued.token)  # read from the vault, remembered
+    now[0] = start + timedelta(hours=2)
+
+    assert tokens.verify(issued.token) is not None  # from the cache: monotonic time did not move
+    tokens.flush_usage()
+
+    assert _stored(vault, issued.identity.token_id, "last_used_at") == to_db(start + timedelta(hours=2))
