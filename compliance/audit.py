@@ -214,7 +214,10 @@ class AuditTrail:
         """Events matching every given filter, oldest first (ascending seq).
 
         ``since`` is inclusive, ``until`` exclusive. Page by passing the last item's ``seq``
-        as ``after_seq``. ``limit`` is 1..``MAX_QUERY_LIMIT``.
+        as ``after_seq``. ``limit`` is 1..``MAX_QUERY_LIMIT``. Without ``subject_hash`` only
+        the live trail is listed; with it, the subject's archived events come first (the
+        segments the archive's subject index names, from ``after_seq`` on), so the pages are
+        the subject's whole record of disclosures.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) \
                 or not 1 <= limit <= MAX_QUERY_LIMIT:
@@ -222,37 +225,61 @@ class AuditTrail:
         if action is not None and action not in ACTIONS:
             raise UnknownAuditActionError(f"unknown audit action {action!r}")
         self._flush_before_use()
-        with self.vault.transaction(immediate=False) as conn:  # one snapshot for both tables
-            return audit_store.query(
-                conn, subject_hash=subject_hash, action=action,
-                since=None if since is None else to_db(since),
-                until=None if until is None else to_db(until), after_seq=after_seq, limit=limit)
+        since_db, until_db = None if since is None else to_db(since), None if until is None else to_db(until)
+        with self.vault.transaction(immediate=False) as conn:  # one snapshot for every table
+            events: list[AuditEvent] = []
+            if subject_hash is not None:
+                for event in self._archived_of_subject(conn, subject_hash, after_seq or 0, since_db, until_db):
+                    if action in (None, event.action) and (since_db is None or event.occurred_at >= since_db) \
+                            and (until_db is None or event.occurred_at < until_db):
+                        events.append(event)
+                        if len(events) == limit:
+                            return events
+                after_seq = self._live_after(conn, after_seq)
+            return events + audit_store.query(
+                conn, subject_hash=subject_hash, action=action, since=since_db, until=until_db,
+                after_seq=after_seq, limit=limit - len(events))
 
     def iter_subject(self, subject_hash: str, batch: int = 1000) -> Iterator[AuditEvent]:
-        """Every event about one subject, oldest first, fetched ``batch`` rows at a time.
+        """Every event about one subject, oldest first, fetched ``batch`` live rows at a time.
 
         For DSR exports (the subject's record of disclosures): memory stays bounded by
         ``batch`` however long the live history is. Archived events come first, from the
         segments the archive's subject index names (``AuditArchiveError`` if one is missing or
-        unreadable: a record of disclosures is never silently short).
+        unreadable: a record of disclosures is never silently short). Each batch reads the
+        archive and the live trail in one snapshot, from the last event yielded on: events an
+        archive run moves between two batches are read from their new segment.
         """
         if batch < 1:
             raise InvalidAuditQueryError("batch must be at least 1")
         self._flush_before_use()
         after = 0
-        if self.archive is not None:
-            with self.vault.transaction(immediate=False) as conn:
-                archived = list(self.archive.subject_events(conn, subject_hash))
-            yield from archived
-            after = archived[-1].seq if archived else 0
         while True:
             with self.vault.transaction(immediate=False) as conn:
+                archived = list(self._archived_of_subject(conn, subject_hash, after))
                 events = audit_store.query(conn, subject_hash=subject_hash, action=None, since=None,
-                                           until=None, after_seq=after, limit=batch)
+                                           until=None, after_seq=self._live_after(conn, after), limit=batch)
+            yield from archived
             yield from events
             if len(events) < batch:
                 return
             after = events[-1].seq
+
+    def _archived_of_subject(self, conn: Any, subject_hash: str, after: int, since: str | None = None,
+                             until: str | None = None) -> Iterator[AuditEvent]:
+        """The subject's archived events past seq ``after`` (those of the segments meeting
+        ``since`` / ``until``), in ``conn``'s snapshot."""
+        if self.archive is None or self.archive.archived_through(conn) <= after:
+            return iter(())
+        return self.archive.subject_events(conn, subject_hash, after=after,
+                                           since_us=None if since is None else micros(since),
+                                           until_us=None if until is None else micros(until))
+
+    def _live_after(self, conn: Any, after: int | None) -> int | None:
+        """Where the live events past ``after`` start in ``conn``'s snapshot: after the newest
+        archived event if that is further."""
+        through = 0 if self.archive is None else self.archive.archived_through(conn)
+        return after if through <= (after or 0) else through
 
     # -- integrity ----------------------------------------------------------------------
 

@@ -7,17 +7,21 @@ chain. Events are verified before they move, so the archive never takes in tampe
 A run is written in two steps: its index row first, marked incomplete; then, once the segment is
 stored, one transaction marks it complete, lists its subjects and deletes its events from the
 live log. A crash between them leaves an incomplete row, which the next run removes with its
-file: a segment on disk that the index does not list at all is therefore never a leftover but a
-gap between the vault and its archive (an older vault restored beside newer archives).
+file: a segment on disk past the retention cut that the index does not list at all is therefore
+never a leftover but a gap between the vault and its archive (an older vault restored beside
+newer archives).
 
 Retention deletes whole segments (``delete_expired``): the oldest first, each verified, its
-range recorded as a retention cut (``audit_checkpoints``), so the remaining chain verifies.
+range recorded as a retention cut (``audit_checkpoints``), so the remaining chain verifies. The
+index row and the cut commit before a file is unlinked; a file a crash left below the cut is
+removed by the next retention or archive run.
 A subject's archived events are found through ``audit_archive_subjects`` (the segments that
 hold any): a DSR export reads those segments, never every one.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterator
@@ -43,6 +47,8 @@ from .hash_chain import ChainWalker
 from .keyring_watcher import FieldKeys, field_keys
 
 DEFAULT_SEGMENT_EVENTS = 100_000
+
+log = logging.getLogger(__name__)
 
 
 def _name(seg: Listed) -> str:
@@ -110,13 +116,21 @@ class AuditArchive:
         (see ``audit_archive_index.shape_problem``)."""
         return index.shape_problem(conn, segments, cut, self.store, self.seals)
 
-    def subject_events(self, conn: Any, subject_hash: str) -> Iterator[AuditEvent]:
-        """The subject's archived events, oldest first, from the segments the subject index
-        names (only those are read)."""
+    def archived_through(self, conn: Any) -> int:
+        """The seq of the newest archived event (0 when none is): in the same snapshot, no live
+        event is at or below it."""
+        through = index.archived_through(conn)
+        return 0 if through is None else through[0]
+
+    def subject_events(self, conn: Any, subject_hash: str, *, after: int = 0, since_us: int | None = None,
+                       until_us: int | None = None) -> Iterator[AuditEvent]:
+        """The subject's archived events past seq ``after``, oldest first, from the segments the
+        subject index names (only those are read; with ``since_us`` / ``until_us``, only the
+        segments whose time span meets that window: the caller filters the events)."""
         ref = audit_terms.subject_ref(conn, subject_hash)
         if ref is None:
             return
-        for seg in index.of_subject(conn, ref):
+        for seg in index.of_subject(conn, ref, after=after, since_us=since_us, until_us=until_us):
             try:
                 rows = subject_rows(self._checked_body(conn, seg), seg.first_seq, self._keys, subject_hash)
             except ArchiveBreak as exc:
@@ -124,7 +138,8 @@ class AuditArchive:
             except SegmentUnreadableError as exc:
                 raise AuditArchiveError(f"{_name(seg)} {exc}") from None
             for form, row, prev in rows:
-                yield to_event(row) if form == LEGACY else log_event(row, prev)
+                if row["seq"] > after:
+                    yield to_event(row) if form == LEGACY else log_event(row, prev)
 
     # -- archiving ----------------------------------------------------------------------
 
@@ -138,6 +153,7 @@ class AuditArchive:
         with JobLock(self.vault, "audit-archive", self._clock) as lock, \
                 progress("archive audit events", None, "events") as bar:
             self.vault.write(self._drop_incomplete)  # a crashed run's (no run is under way)
+            self._drop_expired_leftovers()
             with self.vault.transaction(immediate=False) as conn:
                 problem = self.problem(conn, index.listed(conn), index.retention_cut(conn)[0])
             if problem is not None:  # never archive over (or past) a gap: it is evidence
@@ -219,7 +235,7 @@ class AuditArchive:
                 cut, cut_hash = index.retention_cut(conn)
                 seg = next((s for s in segments if s.last_seq > cut), None)
                 if seg is None or seg.last_at >= cutoff_us:
-                    return total
+                    break
                 self._verify_segment(conn, seg, cut, cut_hash)
 
             def delete(conn: Any, seg: Listed = seg) -> None:
@@ -229,8 +245,34 @@ class AuditArchive:
                     self.store.remove(conn, seg.first_seq)
             self.vault.write(delete)
             if not self.store.in_vault:
-                self.store.remove(None, seg.first_seq)
+                self.store.remove(None, seg.first_seq)  # a crash before this leaves the file
             total += seg.events
+        self._drop_expired_leftovers()
+        return total
+
+    def _drop_expired_leftovers(self) -> None:
+        """Remove the stored segments retention unlisted but a crash kept: not in the index and
+        holding nothing past the retention cut (each read to be sure: an unlisted segment
+        reaching past the cut is a gap ``problem`` names, never removed)."""
+        with self.vault.transaction(immediate=False) as conn:
+            cut = index.retention_cut(conn)[0]
+            leftovers = [(first, self.store.get(conn, first))
+                         for first in index.unlisted(conn, self.store, index.listed(conn)) if first <= cut]
+        for first, body in leftovers:
+            if body is None:
+                continue  # gone meanwhile
+            try:
+                last: int | None = decode(body, first, self._keys).last_seq
+            except SegmentUnreadableError:
+                last = None
+            if last is None or last > cut:
+                log.warning("an unlisted archive segment from event %d is kept: it is not wholly below "
+                            "the retention cut, or cannot be read", first)
+                continue
+            if self.store.in_vault:
+                self.vault.write(lambda conn, first=first: self.store.remove(conn, first))
+            else:
+                self.store.remove(None, first)
 
     def _verify_segment(self, conn: Any, seg: Listed, cut: int, cut_hash: str) -> None:
         if seg.first_seq != cut + 1:

@@ -57,16 +57,33 @@ def listed(conn: Any) -> list[Listed]:
         f"SELECT {_COLUMNS} FROM audit_archive_segments WHERE complete = 1 ORDER BY first_seq").fetchall()]
 
 
-def of_subject(conn: Any, subject_ref: int) -> list[Listed]:
-    """The complete segments holding events of one interned subject, oldest first."""
+def of_subject(conn: Any, subject_ref: int, *, after: int = 0, since_us: int | None = None,
+               until_us: int | None = None) -> list[Listed]:
+    """The complete segments holding events of one interned subject, oldest first: only those
+    holding events past seq ``after``, and (when given) of ``since_us`` or later and before
+    ``until_us``."""
+    where, params = ["x.subject_ref = ?", "g.complete = 1", "g.last_seq > ?"], [subject_ref, after]
+    if since_us is not None:
+        where.append("g.last_at >= ?")
+        params.append(since_us)
+    if until_us is not None:
+        where.append("g.first_at < ?")
+        params.append(until_us)
     return [Listed.of(r) for r in conn.execute(
         f"SELECT {', '.join('g.' + c.strip() for c in _COLUMNS.split(','))} FROM audit_archive_subjects x "
-        "JOIN audit_archive_segments g ON g.first_seq = x.first_seq "
-        "WHERE x.subject_ref = ? AND g.complete = 1 ORDER BY g.first_seq", (subject_ref,)).fetchall()]
+        f"JOIN audit_archive_segments g ON g.first_seq = x.first_seq WHERE {' AND '.join(where)} "
+        "ORDER BY g.first_seq", params).fetchall()]
 
 
 def incomplete(conn: Any) -> list[int]:
     return [r[0] for r in conn.execute("SELECT first_seq FROM audit_archive_segments WHERE complete = 0").fetchall()]
+
+
+def unlisted(conn: Any, store: SegmentStore, segments: list[Listed]) -> list[int]:
+    """The first seqs of the stored segments the index lists neither complete (``segments``)
+    nor incomplete."""
+    known = {s.first_seq for s in segments} | set(incomplete(conn))
+    return [first for first in store.stored(conn) if first not in known]
 
 
 def retention_cut(conn: Any) -> tuple[int, str]:
@@ -167,7 +184,7 @@ def shape_problem(conn: Any, segments: list[Listed], cut: int, store: SegmentSto
     position = cut
     for seg in segments:
         if seg.last_seq <= cut:
-            continue  # below the cut: retention took it (its file goes with the next run)
+            continue  # below the cut: retention took it
         if seg.first_seq != position + 1:
             return position + 1, (f"{span(position + 1, seg.first_seq - 1)} missing between archive "
                                   "segments (a segment deleted?)")
@@ -185,9 +202,8 @@ def shape_problem(conn: Any, segments: list[Listed], cut: int, store: SegmentSto
             if reason is not None:
                 return seg.last_seq, f"{name}: {reason}"
         position = seg.last_seq
-    known = {s.first_seq for s in segments} | set(incomplete(conn))
-    for first in store.stored(conn):
-        if first not in known and first > cut:
+    for first in unlisted(conn, store, segments):
+        if first > cut:  # one at or below the cut is retention's, its removal interrupted
             return first, (f"an archive segment from event {first} is not in the vault's index: a gap "
                            "between the vault and its archive (an older vault restored beside newer archives?)")
     return None

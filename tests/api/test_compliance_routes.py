@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import date, datetime, timedelta, timezone
 
@@ -341,6 +342,48 @@ def test_audit_events_filter_by_time(client, admin, create_profile, clock):
 
     assert len(since) == 3 and len(until) == 3
     assert max(e["occurred_at"] for e in until) < min(e["occurred_at"] for e in since)
+
+
+@pytest.fixture
+def archiving(config, keyring, clock):
+    """(runtime, client, admin headers, service headers) of a runtime sealing, and so able to
+    archive, every 3 audit events."""
+    from twin.api.app import create_app
+    from twin.runtime import Runtime
+
+    rt = Runtime(dataclasses.replace(config, audit_seal_every=3, audit_archive_segment_events=3), keyring,
+                 clock=clock)
+    client = create_app(rt.config, runtime=rt).test_client()
+    bearer = lambda role: {"Authorization": f"Bearer {rt.tokens.issue(role).token}"}  # noqa: E731
+    yield rt, client, bearer("admin"), bearer("service")
+    rt.close()
+
+
+def test_a_subjects_audit_events_include_the_archived_ones_then_the_live(archiving, clock):
+    rt, client, admin, service = archiving
+    profile = client.post("/v1/profiles", json={"user_id": "archived-user"}, headers=service).get_json()
+    client.get(f"/v1/profiles/{profile['profile_id']}", headers=service)
+    client.post("/v1/profiles", json={"user_id": "someone-else"}, headers=service)
+    clock.advance(days=2)
+    client.get(f"/v1/profiles/{profile['profile_id']}", headers=service)
+    assert rt.audit.archive_older_than(clock() - timedelta(days=1)).events >= 3
+    subject = rt.hasher.hash("archived-user")
+    assert [e.action for e in rt.audit.query() if e.subject_hash == subject] == ["read"]  # live: the last read
+
+    items = client.get(f"/v1/audit?subject={subject}", headers=admin).get_json()["items"]
+    assert [e["action"] for e in items] == ["create", "read", "read"]
+    seen, cursor = [], None
+    while True:
+        page = client.get("/v1/audit", query_string={"subject": subject, "limit": 1, **(
+            {"cursor": cursor} if cursor is not None else {})}, headers=admin).get_json()
+        seen += [e["seq"] for e in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [e["seq"] for e in items]
+    searched = client.post("/v1/audit/search", json={"user_id": "archived-user", "action": "create"},
+                           headers=admin)
+    assert [e["action"] for e in searched.get_json()["items"]] == ["create"]
 
 
 @pytest.mark.parametrize("query", ["subject=not-a-hash", "action=steal", "limit=0", "limit=501",

@@ -326,3 +326,75 @@ def test_pruning_waits_for_an_appender_that_already_looked_up_the_value(trail):
     assert not pruner.is_alive()
     assert SCRIPT.actor_id in {r[0] for r in vault.query("SELECT actor_id FROM audit_actors")}
     assert trail.verify(full=True).ok
+
+
+@pytest.mark.parametrize("batch, read_first", [(1000, 1), (3, 13)])
+def test_an_export_misses_no_event_a_run_archives_while_it_reads(trail, batch, read_first):
+    append(trail, 22, subject=lambda i: ALICE)
+    trail.archive_older_than(at(10))
+    assert segments(trail) == [(1, 10)]
+    export = trail.iter_subject(ALICE, batch=batch)
+    seqs = [next(export).seq for _ in range(read_first)]  # the first batch read, or only the archive's
+
+    trail.archive_older_than(at(100))  # the nightly run moves 11-20 meanwhile
+    assert segments(trail) == [(1, 10), (11, 20)] and live_seqs(trail) == [21, 22]
+    assert seqs + [e.seq for e in export] == list(range(1, 23))
+
+
+def test_a_subject_query_pages_through_the_archived_disclosures_then_the_live_ones(trail):
+    append(trail, 25)  # Alice's are the even seqs
+    trail.archive_older_than(at(100))
+    assert segments(trail) == [(1, 10), (11, 20)]
+
+    first = trail.query(subject_hash=ALICE, limit=4)
+    second = trail.query(subject_hash=ALICE, after_seq=first[-1].seq, limit=4)  # across two segments
+    third = trail.query(subject_hash=ALICE, after_seq=second[-1].seq, limit=4)  # archive, then live
+    assert [[e.seq for e in page] for page in (first, second, third)] == \
+        [[2, 4, 6, 8], [10, 12, 14, 16], [18, 20, 22, 24]]
+    assert trail.query(subject_hash=ALICE, after_seq=24) == []
+    assert [e.seq for e in trail.query(subject_hash=ALICE, since=at(15), until=at(23))] == [16, 18, 20, 22]
+    assert [e.seq for e in trail.query(subject_hash=BOB, since=at(12), until=at(14))] == [13]
+    assert trail.query(subject_hash=ALICE, action="erase") == []
+    assert [e.seq for e in trail.query()] == [21, 22, 23, 24, 25]  # the whole trail: the live part only
+
+
+@pytest.mark.sqlite_only("on PostgreSQL a segment's bytes go in the transaction that unlists it")
+@pytest.mark.parametrize("next_run", ["retention", "archive"])
+def test_a_segment_file_a_crash_kept_after_retention_unlisted_it_goes_with_the_next_run(trail, monkeypatch,
+                                                                                      next_run):
+    append(trail, 35)
+    trail.archive_older_than(at(31))
+
+    def power_lost(conn, first_seq):
+        raise RuntimeError("power lost")
+    # The crash: after the commit that unlists the segment, before its file is unlinked.
+    monkeypatch.setattr(trail.archive.store, "remove", power_lost)
+    with pytest.raises(RuntimeError):
+        trail.purge_older_than(at(15))
+    monkeypatch.undo()
+    leftover = archive_dir(trail.vault.path) / f"{1:016d}.ltaa"
+    assert leftover.exists() and segments(trail) == [(11, 20), (21, 30)]
+    assert trail.verify(full=False).ok  # below the retention cut: no gap
+
+    if next_run == "retention":
+        assert trail.purge_older_than(at(15)) == 0
+    else:
+        assert trail.archive_older_than(at(31)).segments == 0
+    assert not leftover.exists()
+    assert trail.archive.store.stored(trail.vault.connection()) == [11, 21]
+    assert trail.verify(full=True).ok
+
+
+def test_an_unlisted_segment_reaching_past_the_retention_cut_is_kept(trail):
+    append(trail, 35)
+    trail.archive_older_than(at(31))
+    keys = trail.archive._keys  # noqa: SLF001
+    stray = SegmentContent(5, 30, bytes(32), [])  # not retention's: reaches past 10
+    assert trail.purge_older_than(at(15)) == 10
+    if trail.archive.store.in_vault:
+        trail.vault.execute("INSERT INTO audit_archive_blobs (first_seq, body) VALUES (5, ?)",
+                            (encode(stray, keys),))
+    else:
+        trail.archive.store.put(None, 5, encode(stray, keys))
+    assert trail.purge_older_than(at(15)) == 0
+    assert 5 in trail.archive.store.stored(trail.vault.connection())
