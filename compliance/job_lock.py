@@ -34,11 +34,17 @@ class JobAlreadyRunningError(ComplianceError):
     """Another process holds the job's lock."""
 
 
+def holder_id() -> str:
+    """This process's holder id for a lock or a lease: host and pid for the operator, and a
+    random part, so a restarted process (same pid) never owns what its predecessor held."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 class JobLock:
     def __init__(self, vault: Database, name: str, clock: Callable[[], datetime],
                  lease: timedelta = timedelta(minutes=10)) -> None:
         self.vault, self.name, self.clock, self.lease = vault, name, clock, lease
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.holder = holder_id()
         self._session: Any = None  # the server's lock while held (ServerBacked vaults)
         self._extended: datetime | None = None  # when this holder last wrote its lease
 

@@ -42,17 +42,19 @@ class SubjectEnding:
         tables done.
         """
         deleted: dict[str, int] = {}
-        strays = self.keys.settle(subject_hashes)  # a key a data row binds them to goes by subject hash too
+        # Every key their rows name goes with them: bound here to go by subject hash, or, when
+        # the vault binds them another key already, destroyed by key id in the keys' step.
+        strays = self.keys.settle(subject_hashes) if created_before is None else []
         steps = [self.vault, self.data] if key_first else [self.data, self.vault]
         tables = sum(1 for p in self.data + self.vault for t in p.tables if t.erase)
         with progress("erase subject", tables, "tables") as bar:
             for providers in steps:
+                shredded = self.keys.destroy_strays(strays) if providers is self.vault else 0
                 for provider in providers:
                     deleted.update(provider.erase(subject_hashes, created_before, tick=bar.update))
                 if providers is self.vault:
+                    deleted["subject_keys"] = deleted.get("subject_keys", 0) + shredded
                     self.forget(subject_hashes)
-        if created_before is None and strays:  # every row naming them is gone
-            deleted["subject_keys"] = deleted.get("subject_keys", 0) + self.keys.destroy_strays(strays)
         return deleted
 
     def forget(self, subject_hashes: Sequence[str]) -> None:

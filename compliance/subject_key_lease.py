@@ -28,9 +28,7 @@ request waits only when it is empty.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -40,7 +38,9 @@ from typing import Any, Callable
 from twin.storage.timestamps import to_db
 
 from . import envelope
-from .subject_keys import Binding, FieldSealer, SubjectCipher, SubjectKeyStore, bind
+from .job_lock import holder_id
+from .key_bindings import Binding, bind
+from .subject_keys import FieldSealer, SubjectCipher, SubjectKeyStore
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,6 @@ class NewSubjectKey:
         """Inside the create's transaction: raise unless its leased key may still be committed."""
         if self.leased is not None and not self.leased.usable():
             raise LeaseExpiredError("the leased subject key's lease ended before the create committed")
-
-
-def holder_id() -> str:
-    """This process's lease holder: host and pid for the operator, and a random part, so a
-    restarted process (same pid) never owns what its predecessor leased."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class SubjectKeyLease:
@@ -254,12 +248,14 @@ def reclaim(keys: SubjectKeyStore, after_seconds: float = RECLAIM_AFTER_SECONDS,
     if keys.bindings is None:
         return result
     cutoff = to_db((now or keys.now()) - timedelta(seconds=after_seconds))
+    after = ""  # the key ids already looked at: those left (named, their subject has a key) are passed
     while True:
         ids = [r["key_id"] for r in keys.vault.query(
             "SELECT key_id FROM subject_keys WHERE user_id_hash IS NULL AND lease_ends_at < ? "
-            "ORDER BY lease_ends_at LIMIT ?", (cutoff, batch))]
+            "AND key_id > ? ORDER BY key_id LIMIT ?", (cutoff, after, batch))]
         if not ids:
             return result
+        after = ids[-1]
         referenced = keys.bindings.referencing(ids)
         bound = bind(keys.vault, referenced) if referenced else 0
         named = {b.key_id for b in referenced}
@@ -267,7 +263,7 @@ def reclaim(keys: SubjectKeyStore, after_seconds: float = RECLAIM_AFTER_SECONDS,
         destroyed = _destroy_unbound(keys, unused) if unused else 0
         result["bound"] += bound
         result["destroyed"] += destroyed
-        if len(ids) < batch or not bound + destroyed:  # the rest: named, but their subject has a key
+        if len(ids) < batch:
             return result
 
 

@@ -9,8 +9,7 @@ A subject's key is reached through one pair of accessors:
 
 - ``reader(subject_hash)`` opens stored values. The unwrapped key is remembered in memory for
   up to ``READ_CACHE_SECONDS``, so serving a request does not read and unwrap it every time; a
-  value it does not open makes it read the vault again (the subject was erased and came back
-  through another process meanwhile).
+  value it does not open makes it read the vault again for the key that does (``key_opening``).
 - ``writer(subject_hash, create=..., proof=...)`` seals new values (and opens too). It reads the
   vault, unless ``proof`` (a ciphertext the subject's live row holds) opens under the
   remembered key: AES-GCM authentication then proves it is the subject's current key, also if
@@ -35,13 +34,14 @@ import time
 from datetime import datetime
 from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
-from twin.storage import Database, IntegrityError
+from twin.storage import Database
 from twin.storage.timestamps import to_db, utc_now
 
 from . import envelope
 from .errors import ComplianceError, DecryptionError
 from .expiring_cache import ExpiringCache
 from .field_crypto import FieldCipher, associated_data, key_id_of
+from .key_bindings import Binding, KeyBindings, bind, chunks, marks
 from .keyring_watcher import FieldKeys, field_keys
 
 READ_CACHE_SECONDS = 60.0
@@ -79,24 +79,6 @@ def _parse_many(texts: list[bytes]) -> list[Any]:
     if len(values) != len(texts):  # a sealed text that is not one value: never ours, but be exact
         return [json.loads(text) for text in texts]
     return values
-
-
-class Binding(NamedTuple):
-    """A data row binding a subject to a leased key, and since when (the row's creation)."""
-
-    key_id: str
-    subject_hash: str
-    since: str
-
-
-class KeyBindings(Protocol):
-    """The data owner's rows that name a subject's key (a profile created with a leased one)."""
-
-    def bound_keys(self, subject_hashes: Sequence[str]) -> list[Binding]:
-        """The bindings of these subjects."""
-
-    def referencing(self, key_ids: Sequence[str]) -> list[Binding]:
-        """The bindings naming these keys."""
 
 
 class KeyProof(NamedTuple):
@@ -139,30 +121,42 @@ class SubjectCipher:
         return True
 
 
-class _CachedReader:
-    """A remembered subject key that reads the vault again when a value does not open with
-    it (the subject was erased and came back meanwhile, through another process)."""
+class _SubjectKey:
+    """A subject's key in use (what ``reader`` and ``writer`` return): seals under the key chosen
+    for the subject, and when a value does not open with it, looks for the key that does among
+    every key of the subject (``SubjectKeyStore.key_opening``): the subject was erased and came
+    back meanwhile through another process, or was given a second key by a key store without
+    the profiles' bindings while their profile named a leased one."""
 
     __slots__ = ("_store", "_subject_hash", "_cipher")
 
     def __init__(self, store: "SubjectKeyStore", subject_hash: str, cipher: SubjectCipher) -> None:
         self._store, self._subject_hash, self._cipher = store, subject_hash, cipher
 
+    def __repr__(self) -> str:
+        return "SubjectKey(<key hidden>)"
+
     def open(self, table: str, column: str, row_id: str, blob: bytes) -> Any:
         try:
             return self._cipher.open(table, column, row_id, blob)
         except DecryptionError:
-            self._store.forget(self._subject_hash)
-            self._cipher = self._store._remembered_cipher(self._subject_hash)
+            self._cipher = self._store.key_opening(self._subject_hash, KeyProof(table, column, row_id, blob))
             return self._cipher.open(table, column, row_id, blob)
 
     def open_batch(self, items: Sequence[SealedValue]) -> list[Any]:
         try:
             return self._cipher.open_batch(items)
-        except DecryptionError:
-            self._store.forget(self._subject_hash)
-            self._cipher = self._store._remembered_cipher(self._subject_hash)
-            return self._cipher.open_batch(items)
+        except DecryptionError:  # one by one: a batch may hold values of two keys of theirs
+            return [self.open(*item) for item in items]
+
+
+class _SubjectSealer(_SubjectKey):
+    """What ``writer`` returns: a subject's key that seals too (read paths cannot)."""
+
+    __slots__ = ()
+
+    def seal(self, table: str, column: str, row_id: str, value: Any) -> bytes:
+        return self._cipher.seal(table, column, row_id, value)
 
 
 class PlaintextSealer:
@@ -226,7 +220,7 @@ class SubjectKeyStore:
         docstring). Raises ``SubjectKeyMissingError`` when the subject has no key."""
         if not self._encrypt:
             return PlaintextSealer()
-        return _CachedReader(self, subject_hash, self._remembered_cipher(subject_hash))
+        return _SubjectKey(self, subject_hash, self._remembered.get(subject_hash) or self._vault_cipher(subject_hash))
 
     def writer(self, subject_hash: str, *, create: bool = False,
                proof: KeyProof | None = None) -> FieldSealer:
@@ -235,23 +229,72 @@ class SubjectKeyStore:
         With ``proof``, the remembered key is used when it opens the proof (it is the key the
         subject's data is under now); otherwise, and without a proof, the vault is read. With
         ``create`` a data key is made on first use. Raises ``SubjectKeyMissingError`` when the
-        subject has no key and ``create`` is false.
+        subject has no key and ``create`` is false. A subject with two keys (see ``key_opening``)
+        seals under the one that opens ``proof``: their data stays under their profile's key.
         """
         if not self._encrypt:
             return PlaintextSealer()
         if proof is not None:
             cached = self._remembered.get(subject_hash)
             if cached is not None and cached.authenticates(proof):
-                return cached
+                return _SubjectSealer(self, subject_hash, cached)
+        before_read = self._remembered.token()
+        cipher = self._vault_cipher(subject_hash, create=create)
+        if proof is not None and not cipher.authenticates(proof):
+            cipher = next((c for c in self._all_keys(subject_hash) if c.authenticates(proof)), cipher)
+            self._remembered.put(subject_hash, cipher, before_read)
+        return _SubjectSealer(self, subject_hash, cipher)
+
+    def _vault_cipher(self, subject_hash: str, *, create: bool = False) -> SubjectCipher:
+        """The subject's key as the vault has it now (made with ``create``), remembered."""
         before_read = self._remembered.token()
         cipher = self._create(subject_hash) if create else None
         if cipher is None:
             row = self._stored(subject_hash)
             if row is None:
                 raise SubjectKeyMissingError("the subject has no data key (erased or never stored)")
-            cipher = SubjectCipher(envelope.unwrap(self._keys, row["wrapped_key"], self.aad(row["key_id"])))
+            cipher = self._unwrapped(row)
         self._remembered.put(subject_hash, cipher, before_read)
         return cipher
+
+    def key_opening(self, subject_hash: str, sealed: KeyProof) -> SubjectCipher:
+        """The subject's key that opens ``sealed``, read from the vault now and remembered.
+
+        Every key of the subject is tried: the one the vault binds them to, and those their data
+        rows name. A subject has two when a key store without the profiles' bindings made them
+        one by subject hash while their profile was being created with a leased key (the vault
+        could then not bind the leased one to them): neither key's values ever become
+        unreadable, and ending the subject destroys both. Raises ``DecryptionError`` when none
+        opens it, ``SubjectKeyMissingError`` when they have no key."""
+        self.forget(subject_hash)
+        before_read = self._remembered.token()
+        keys = self._all_keys(subject_hash)
+        if not keys:
+            raise SubjectKeyMissingError("the subject has no data key (erased or never stored)")
+        cipher = next((c for c in keys if c.authenticates(sealed)), None)
+        if cipher is None:
+            raise DecryptionError("ciphertext failed authentication under every key of the subject "
+                                  "(tampered, moved to another row/column, or wrong key)")
+        self._remembered.put(subject_hash, cipher, before_read)
+        return cipher
+
+    def _all_keys(self, subject_hash: str) -> list[SubjectCipher]:
+        """Every key of the subject: bound to them in the vault, then those their rows name."""
+        rows = list(self.vault.query("SELECT key_id, wrapped_key FROM subject_keys WHERE user_id_hash = ?",
+                                     (subject_hash,)))
+        return [self._unwrapped(row) for row in rows + self._named(subject_hash, {r["key_id"] for r in rows})]
+
+    def _named(self, subject_hash: str, besides: set[str] = frozenset()) -> list[Any]:
+        """The vault rows of the keys the subject's data rows name (theirs, or bound to no one)."""
+        if self.bindings is None:
+            return []
+        ids = [b.key_id for b in self.bindings.bound_keys([subject_hash]) if b.key_id not in besides]
+        return [row for chunk in chunks(ids) for row in self.vault.query(
+            f"SELECT key_id, wrapped_key FROM subject_keys WHERE key_id IN ({marks(chunk)}) "
+            "AND (user_id_hash IS NULL OR user_id_hash = ?)", (*chunk, subject_hash))]
+
+    def _unwrapped(self, row: Any) -> SubjectCipher:
+        return SubjectCipher(envelope.unwrap(self._keys, row["wrapped_key"], self.aad(row["key_id"])))
 
     def existing(self, subject_hash: str) -> FieldSealer | None:
         """The subject's key if the vault binds them one now, else None: a new subject's profile
@@ -263,7 +306,7 @@ class SubjectKeyStore:
         row = self._stored(subject_hash, through_bindings=False)
         if row is None:
             return None
-        cipher = SubjectCipher(envelope.unwrap(self._keys, row["wrapped_key"], self.aad(row["key_id"])))
+        cipher = self._unwrapped(row)
         self._remembered.put(subject_hash, cipher, before_read)
         return cipher
 
@@ -276,14 +319,9 @@ class SubjectKeyStore:
         row that binds them to a leased key; None when they have no key."""
         row = self.vault.query_one("SELECT key_id, wrapped_key FROM subject_keys WHERE user_id_hash = ?",
                                    (subject_hash,))
-        if row is not None or self.bindings is None or not through_bindings:
+        if row is not None or not through_bindings:
             return row
-        for binding in self.bindings.bound_keys([subject_hash]):
-            row = self.vault.query_one("SELECT key_id, wrapped_key FROM subject_keys WHERE key_id = ?",
-                                       (binding.key_id,))
-            if row is not None:
-                return row
-        return None
+        return next(iter(self._named(subject_hash)), None)
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -299,11 +337,6 @@ class SubjectKeyStore:
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", row).rowcount)
         return SubjectCipher(data_key) if inserted else None
 
-    def _remembered_cipher(self, subject_hash: str) -> SubjectCipher:
-        cipher = self._remembered.get(subject_hash) or self.writer(subject_hash)
-        assert isinstance(cipher, SubjectCipher)
-        return cipher
-
     def forget(self, subject_hash: str) -> None:
         """Drop the subject's key from memory (it was destroyed, or is about to be)."""
         self._remembered.forget(subject_hash)
@@ -315,7 +348,7 @@ class SubjectKeyStore:
         """Bind in the vault the leased keys that data rows bind these subjects to, so that
         ending them destroys those keys by subject hash. Returns the key ids that stay unbound:
         their subject was bound another key meanwhile (made at the same moment by a key store
-        without these bindings), for ``destroy_strays`` once the rows naming them are gone."""
+        without these bindings), for ``destroy_strays`` when the subject ends."""
         if self.bindings is None or not subject_hashes:
             return []
         named = self.bindings.bound_keys(subject_hashes)
@@ -323,15 +356,15 @@ class SubjectKeyStore:
             return []
         bind(self.vault, named)
         ids = [b.key_id for b in named]
-        return [r["key_id"] for chunk in _chunks(ids) for r in self.vault.query(
-            f"SELECT key_id FROM subject_keys WHERE user_id_hash IS NULL AND key_id IN ({_marks(chunk)})", chunk)]
+        return [r["key_id"] for chunk in chunks(ids) for r in self.vault.query(
+            f"SELECT key_id FROM subject_keys WHERE user_id_hash IS NULL AND key_id IN ({marks(chunk)})", chunk)]
 
     def destroy_strays(self, key_ids: Sequence[str]) -> int:
-        """Delete leased keys ``settle`` could not bind, whose naming rows were just deleted with
-        their subject (a key is taken once: no other row can name it)."""
+        """Delete leased keys ``settle`` could not bind, with the subject whose rows name them
+        (a key is taken once: no other subject's row can name it)."""
         return sum(self.vault.write(lambda conn, chunk=chunk: conn.execute(
-            f"DELETE FROM subject_keys WHERE user_id_hash IS NULL AND key_id IN ({_marks(chunk)})", chunk).rowcount)
-            for chunk in _chunks(list(key_ids)))
+            f"DELETE FROM subject_keys WHERE user_id_hash IS NULL AND key_id IN ({marks(chunk)})", chunk).rowcount)
+            for chunk in chunks(list(key_ids)))
 
     def destroy(self, subject_hash: str) -> bool:
         """Delete the subject's wrapped key (secure_delete zeroes its bytes). True if it existed."""
@@ -362,41 +395,3 @@ class SubjectKeyStore:
             return len(rows)
 
         return self.vault.write(work)
-
-
-def _chunks(ids: list[str], size: int = 500) -> list[list[str]]:
-    """``ids`` in statements' worth (bound parameters far below any engine's limit)."""
-    return [ids[i:i + size] for i in range(0, len(ids), size)]
-
-
-def _marks(chunk: Sequence[str]) -> str:
-    return ", ".join("?" * len(chunk))
-
-
-_BIND = ("UPDATE subject_keys SET user_id_hash = ?, created_at = ?, leased_to = NULL, lease_ends_at = NULL "
-         "WHERE key_id = ? AND user_id_hash IS NULL "
-         "AND NOT EXISTS (SELECT 1 FROM subject_keys b WHERE b.user_id_hash = ?)")
-
-
-def bind(vault: Database, bindings: Sequence[Binding]) -> int:
-    """Record the bindings in the vault, in one transaction; returns the keys bound.
-
-    A key's ``created_at`` becomes its binding's ``since`` (when the subject's data began to use
-    it), which erasure tombstones are compared with. A subject bound to another key already (a
-    key of theirs made at the same moment elsewhere) leaves this one unbound: it stays while a
-    data row names it, and is reclaimed once none does (``compliance.subject_key_lease``).
-    """
-    rows = [(b.subject_hash, b.since, b.key_id, b.subject_hash) for b in bindings]
-
-    def work(conn: Any) -> int:
-        return sum(conn.execute(_BIND, row).rowcount for row in rows)
-
-    try:
-        return vault.write(work)
-    except IntegrityError:  # a binding made elsewhere between the check and the update
-        return sum(vault.write(lambda conn, row=row: conn.execute(_BIND, row).rowcount)
-                   for row in rows if not _taken(vault, row[0]))
-
-
-def _taken(vault: Database, subject_hash: str) -> bool:
-    return vault.query_one("SELECT 1 FROM subject_keys WHERE user_id_hash = ?", (subject_hash,)) is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable
@@ -187,6 +188,10 @@ class MovableClock:
 
     def advance(self, **kwargs: float) -> None:
         self.offset += timedelta(**kwargs)
+
+    def monotonic(self) -> float:
+        """Monotonic seconds that move with ``advance`` (what caches measure their time on)."""
+        return time.monotonic() + self.offset.total_seconds()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ The Flask app holds one ``Runtime``; scripts build one too. Nothing else keeps g
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from functools import cached_property
 from typing import Callable
@@ -57,9 +58,11 @@ class Runtime:
     """Config + keyring + open databases + services, for one process."""
 
     def __init__(self, config: Config, keyring: Keyring, *,
-                 clock: Callable[[], datetime] = utc_now, migrate: bool | None = None) -> None:
+                 clock: Callable[[], datetime] = utc_now, migrate: bool | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         """``migrate``: see ``twin.catalog.open_learner_databases`` (None: SQLCipher files are
-        migrated, a PostgreSQL pair must already be at this code's schema)."""
+        migrated, a PostgreSQL pair must already be at this code's schema). ``monotonic``: how
+        long the subject keys and their lease are remembered is measured on it (tests move it)."""
         self.config = config
         self.keyring = keyring
         self.clock = clock
@@ -86,8 +89,9 @@ class Runtime:
         self.field_keys = KeyringWatcher(keyring, load=lambda: reload_keyring(config),
                                          path=config.keyring_path)
         self.keys = SubjectKeyStore(self.vault_db, self.field_keys, encrypt=not config.bench_plaintext,
-                                    clock=clock, bindings=ProfileKeyBindings(self.twin_db))
-        self.lease = SubjectKeyLease(self.keys)
+                                    clock=clock, monotonic=monotonic,
+                                    bindings=ProfileKeyBindings(self.twin_db))
+        self.lease = SubjectKeyLease(self.keys, monotonic=monotonic)
         seals = SealBook(keyring.audit_seal_key, config.audit_seal_every)
         self.audit = self._audit_trail(seals, audit_archive(self.vault_db, config, self.field_keys, seals, clock))
         self.tokens = TokenStore(self.vault_db, cache_seconds=config.token_cache_seconds)

@@ -13,7 +13,7 @@ from compliance.audit import Actor
 from compliance.field_crypto import FieldCipher, associated_data
 from compliance.subject_key_lease import (LEASE_SECONDS, RECLAIM_AFTER_SECONDS, LeaseExpiredError,
                                           SubjectKeyLease, reclaim)
-from compliance.subject_keys import SubjectCipher, SubjectKeyMissingError, SubjectKeyStore
+from compliance.subject_keys import READ_CACHE_SECONDS, SubjectCipher, SubjectKeyMissingError, SubjectKeyStore
 from compliance.vault_schema import MIGRATIONS as VAULT_MIGRATIONS
 from storage_backends import concurrently
 from twin.storage import Migrator
@@ -317,3 +317,102 @@ def test_a_key_taken_from_the_lease_is_remembered_so_reading_the_new_profile_rea
     assert readable(runtime, view)
 
     assert runtime.vault_db.counter.this_thread().statements == before
+
+
+# -- a subject given a second key while their profile's leased key was not bound yet ----------
+
+@pytest.fixture
+def timed_runtime(config, keyring, clock):
+    """A runtime whose memory of keys and lease follow the test's clock: ``clock.advance`` lets
+    a remembered key expire as the read cache's time passing would."""
+    from twin.runtime import Runtime
+
+    rt = Runtime(config, keyring, clock=clock, monotonic=clock.monotonic)
+    rt.profiles.ctx.lease = SubjectKeyLease(rt.keys, background=False, monotonic=clock.monotonic)
+    yield rt
+    rt.close()
+
+
+class KeyMadeMeanwhile(SubjectKeyLease):
+    """A lease whose create is interleaved with another request of the same process making the
+    subject a key by subject hash through the runtime's key store (their settings saved at that
+    moment), between the lease handing the key out and the profile's commit."""
+
+    made: SubjectCipher | None = None
+
+    def for_new_subject(self, subject_hash: str):
+        new = super().for_new_subject(subject_hash)
+        self.made = self.keys.writer(subject_hash, create=True)
+        return new
+
+
+def subject_keys_left(runtime, subject: str, *key_ids: str) -> list:
+    """The vault's rows of any key of the subject: bound to them, or among ``key_ids``."""
+    marks = ", ".join("?" * len(key_ids))
+    return runtime.vault_db.query(f"SELECT key_id FROM subject_keys WHERE user_id_hash = ? OR key_id IN ({marks})",
+                                  (subject, *key_ids))
+
+
+def end_subject(runtime, clock, subject: str, how: str) -> None:
+    if how == "erasure":
+        runtime.dsr.erase(subject)
+    else:
+        clock.advance(days=2)
+        assert runtime.retention.run().counts["learning_profiles"] == 1
+
+
+@pytest.mark.parametrize("how", ["erasure", "retention"])
+def test_a_second_key_made_by_a_key_store_without_the_bindings_never_makes_the_profile_unreadable(
+        timed_runtime, keyring, clock, how):
+    runtime = timed_runtime
+    view = create(runtime, "twice", retention_days=1)
+    subject, leased = runtime.hasher.hash("twice"), profile_key(runtime, "twice")
+    # Another process's settings store (DatabaseManager) before the lease recorded the binding.
+    blind = SubjectKeyStore(runtime.vault_db, FieldCipher(keyring.field_keys, keyring.active_field_key))
+    blind.writer(subject, create=True)
+    assert runtime.profiles.ctx.lease.flush() == 0  # the vault binds them the other key already
+    clock.advance(seconds=READ_CACHE_SECONDS + 1)
+
+    assert readable(runtime, view)
+    runtime.profiles.update(ACTOR, None, view["profile_id"], {"personal": {"name": "Twice"}}, None)
+    clock.advance(seconds=READ_CACHE_SECONDS + 1)
+    assert runtime.profiles.get(ACTOR, None, view["profile_id"])[0]["personal"] == {"name": "Twice"}
+    assert [p["personal"] for p in runtime.dsr.export(subject)["profiles"]] == [{"name": "Twice"}]
+
+    end_subject(runtime, clock, subject, how)
+    assert subject_keys_left(runtime, subject, leased, subject) == []
+
+
+@pytest.mark.parametrize("how", ["erasure", "retention"])
+def test_a_key_the_runtime_made_the_subject_during_their_create_leaves_both_keys_values_readable(
+        timed_runtime, clock, how):
+    runtime = timed_runtime
+    lease = runtime.profiles.ctx.lease = KeyMadeMeanwhile(runtime.keys, background=False,
+                                                           monotonic=clock.monotonic)
+    view = create(runtime, "raced", retention_days=1)
+    subject, leased = runtime.hasher.hash("raced"), profile_key(runtime, "raced")
+    setting = lease.made.seal("preferences", "value", "pref-1", {"theme": "dark"})
+    assert lease.flush() == 0
+    clock.advance(seconds=READ_CACHE_SECONDS + 1)
+
+    assert readable(runtime, view)
+    assert runtime.keys.reader(subject).open("preferences", "value", "pref-1", setting) == {"theme": "dark"}
+    assert readable(runtime, view)
+
+    end_subject(runtime, clock, subject, how)
+    assert subject_keys_left(runtime, subject, leased, subject) == []
+
+
+def test_reclaim_goes_past_expired_keys_it_cannot_bind_to_the_unused_ones_after_them(runtime, keyring, clock):
+    lease = runtime.profiles.ctx.lease = SubjectKeyLease(runtime.keys, batch=2, low_water=1, background=False)
+    blind = SubjectKeyStore(runtime.vault_db, FieldCipher(keyring.field_keys, keyring.active_field_key))
+    for user in ("first", "second"):  # the oldest lease: both keys named, both subjects bound another
+        create(runtime, user)
+        blind.writer(runtime.hasher.hash(user), create=True)
+    clock.advance(seconds=60)
+    lease.lease_batch(5)  # a later lease, never used
+
+    after = clock() + timedelta(seconds=LEASE_SECONDS + RECLAIM_AFTER_SECONDS + 60)
+    assert reclaim(runtime.keys, batch=2, now=after) == {"bound": 0, "destroyed": 5}
+    assert {r["key_id"] for r in key_rows(runtime) if r["user_id_hash"] is None} == \
+        {profile_key(runtime, "first"), profile_key(runtime, "second")}

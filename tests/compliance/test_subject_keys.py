@@ -142,7 +142,7 @@ def test_the_benchmark_store_seals_nothing(vault, keyring):
 
 
 def test_representations_never_show_key_material(store):
-    assert repr(store.writer(ALICE, create=True)) == "SubjectCipher(<key hidden>)"
+    assert repr(store.writer(ALICE, create=True)) == "SubjectKey(<key hidden>)"
     assert repr(store) == "SubjectKeyStore(vault='privacy_vault')"
 
 
