@@ -15,10 +15,11 @@ that are already free of personal data). URLs are logged without their credentia
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import redis
 
@@ -56,6 +57,14 @@ class ResilientRedis:
 
     def __repr__(self) -> str:
         return f"ResilientRedis({self.name!r}, {self.display_url})"
+
+    @classmethod
+    def from_env(cls, variable: str, environ: Mapping[str, str] | None = None, *, name: str,
+                 **options: Any) -> "ResilientRedis | None":
+        """A client on the URL in ``variable`` (``os.environ`` by default); None when it is unset
+        or blank, so the caller runs without its cache."""
+        url = (os.environ if environ is None else environ).get(variable, "").strip()
+        return cls(url, name=name, **options) if url else None
 
     @property
     def available(self) -> bool:

@@ -16,7 +16,6 @@ goes in. When Redis is down every call answers from the database (``twin.cache.R
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping, Sequence
 
 from twin.cache import ResilientRedis
@@ -52,8 +51,8 @@ class LeaderboardCache:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> "LeaderboardCache | None":
-        url = (os.environ if environ is None else environ).get("AIVILLAGE_REDIS_URL", "").strip()
-        return cls(ResilientRedis(url, name="evolution leaderboard", **options)) if url else None
+        redis = ResilientRedis.from_env("AIVILLAGE_REDIS_URL", environ, name="evolution leaderboard", **options)
+        return cls(redis) if redis else None
 
     @staticmethod
     def _keys(round_id: int) -> list[str]:

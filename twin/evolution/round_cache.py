@@ -16,7 +16,6 @@ database (``twin.cache.ResilientRedis``: one warning per outage, reconnection wi
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from typing import Any, Mapping, Sequence
 
@@ -48,8 +47,8 @@ class ActiveRoundCache:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> "ActiveRoundCache | None":
-        url = (os.environ if environ is None else environ).get("AIVILLAGE_REDIS_URL", "").strip()
-        return cls(ResilientRedis(url, name="evolution active rounds", **options)) if url else None
+        redis = ResilientRedis.from_env("AIVILLAGE_REDIS_URL", environ, name="evolution active rounds", **options)
+        return cls(redis) if redis else None
 
     def store(self, version: int, rounds: Sequence[Round]) -> None:
         document = json.dumps([asdict(r) for r in rounds], sort_keys=True)
