@@ -183,13 +183,12 @@ INGEST_SKILLS = 5          # topics per batch (20 observations each): a lesson's
 
 def _ingest_client(args: tuple) -> int:
     """One client process: POST batches of 100 in-order observations round-robin over its
-    profiles for ``seconds``; returns observations stored."""
+    profiles for ``seconds``, observed from ``start`` on, 30 s apart; returns observations stored."""
     import http.client
 
-    host, port, token, profiles, seconds, client = args
+    host, port, token, profiles, seconds, client, start = args
     conn = http.client.HTTPConnection(host, port, timeout=60)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    start = datetime.now(timezone.utc) - timedelta(days=700)
     sent = {pid: 0 for pid in profiles}
     stored, turn = 0, 0
     end = time.perf_counter() + seconds
@@ -254,14 +253,18 @@ def ingest_over_http(seconds: float = 5.0, clients: int = 4, rounds: int = 3, th
             from revisions import running_checkout
             targets["before"] = servers.enter_context(running_checkout(before, threads))
         profiles = {mode: _ingest_profiles(base, token, 10 * clients) for mode, (base, token) in targets.items()}
+        # Each round continues every profile's timeline after the previous round's (690 days
+        # shared out, within the 730-day evidence retention): a round restarting it would send
+        # observations among the stored ones, late ones that rebuild their skill from its rows.
+        epoch, span = datetime.now(timezone.utc) - timedelta(days=700), timedelta(days=690) / rounds
         for round_no in range(rounds):
             shift = round_no % len(modes)
             for mode in modes[shift:] + modes[:shift]:
                 base, token = targets[mode]
                 host, port = base.removeprefix("http://").split(":")
                 mine = profiles[mode]
-                jobs = [(host, int(port), token, mine[c::clients], seconds, f"{round_no}-{c}")
-                        for c in range(clients)]
+                jobs = [(host, int(port), token, mine[c::clients], seconds, f"{round_no}-{c}",
+                         epoch + round_no * span) for c in range(clients)]
                 with mp.get_context("spawn").Pool(clients) as pool:
                     stored = sum(pool.map(_ingest_client, jobs))
                 runs[mode].append(stored / seconds)
