@@ -21,6 +21,7 @@ from twin.storage import (DamagedDatabaseError, Database, DatabaseBusyError, Eng
                           IntegrityError, NotEncryptedError, StorageError, TruncatedDatabaseError,
                           WrongKeyError, execute_script, key_fingerprint)
 from twin.storage.cipher import CURRENT
+from twin.storage.engine import backoff
 
 KNOWN_PLAINTEXT = b"KNOWN-PLAINTEXT-learner-goal-4711"
 PLAIN_MARKER = "PLAIN-MARKER-zoe@example.org"
@@ -420,6 +421,15 @@ def test_close_all_closes_the_pools_server_connections_and_reuse_reopens(db, dat
     assert _count(db) == 2
 
 # -- retries when busy ---------------------------------------------------------------------
+
+def test_retry_delays_double_up_to_the_cap_and_spread_over_the_whole_window():
+    settings = EngineSettings(retry_base_delay=0.01, retry_max_delay=0.2)
+    for attempt, cap in ((0, 0.01), (1, 0.02), (3, 0.08), (5, 0.2), (30, 0.2)):
+        delays = [backoff(settings, attempt) for _ in range(2000)]
+        assert 0 <= min(delays) and max(delays) <= cap
+        # Full jitter: writers that collided draw from all of [0, cap), not from a band of it.
+        assert min(delays) < cap * 0.1 and max(delays) > cap * 0.9, attempt
+
 
 @pytest.mark.sqlite_only("SQLite's busy timeout")
 def test_writer_gives_up_with_a_named_error_when_the_lock_is_never_released(db_path, db_key):

@@ -134,14 +134,14 @@ class EvidenceService:
         folded = self._fold_ahead(writer, profile_id, self._by_skill(keyed, set()), now)
 
         def write(conn: Any) -> tuple[int, int]:
-            self.profiles.require_live(conn, profile_id)  # erased or expired since the check above?
+            self.profiles.require_live(conn, profile_id, hold=True)  # erased or expired since the check above?
             stored = self._repeats_and_conflicts(conn, writer, profile_id, keyed)
             if conflicts or stored[1]:
                 clash = sorted(conflicts + stored[1], key=lambda i: i.index)
                 raise EvidenceConflictError(sorted({i.evidence_id for i in clash}), [i.index for i in clash])
             by_skill = self._by_skill(keyed, stored[0])
             current = self.parameters.current(conn, by_skill)
-            rows = traces.state_rows(conn, profile_id, list(by_skill))
+            rows = traces.state_rows(conn, profile_id, list(by_skill), for_update=ctx.db.dialect.for_update)
             repeated_in = {keyed[key][0].skill for key in stored[0]}
             ready = []
             try:
@@ -161,8 +161,9 @@ class EvidenceService:
             return len(keyed) - len(stored[0]), repeats + len(stored[0])
 
         # Shared: concurrent batches of this process go into one transaction and one commit (each
-        # in its own savepoint, so a refused batch is rolled back alone).
-        added, repeated = ctx.db.write_shared(write)
+        # in its own savepoint, so a refused batch is rolled back alone) on a file; on a server
+        # each batch queues for the learner's writers lock on its own.
+        added, repeated = ctx.db.write_shared(write, lock=traces.writers_lock(profile_id))
         ctx.record(actor, "create", subject_hash, f"profile:{profile_id}/evidence", request_id,
                    {"new": added, "repeats": repeated})
         return {"new": added, "repeats": repeated}

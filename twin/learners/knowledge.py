@@ -68,17 +68,19 @@ class KnowledgeService:
                                                        "learning_trajectory", data.get("learning_trajectory")),
                  "prerequisites_met": bool(data.get("prerequisites_met", False))}
 
-        def write(conn: Any) -> bool:
-            self.profiles.require_live(conn, profile_id)  # erased or expired meanwhile?
-            state = traces.load_state(conn, writer, profile_id, skill)
+        def write(conn: Any) -> tuple[Any, bool]:
+            self.profiles.require_live(conn, profile_id, hold=True)  # erased or expired meanwhile?
+            state = traces.load_state(conn, writer, profile_id, skill, for_update=ctx.db.dialect.for_update)
             params = self.parameters.current(conn, [skill])[skill]
             traces.apply(conn, writer, self.keys, state, params, [entry], to_db(set_at), extra)
-            return state.row is None
+            # Read back in the same transaction: the state this PUT wrote, not a later writer's.
+            row = conn.execute(_SELECT + _BY_KEY, {"profile_id": profile_id, "domain": domain,
+                                                   "topic": topic}).fetchone()
+            return row, state.row is None
 
-        created = ctx.db.write(write)
+        row, created = ctx.db.write(write, lock=traces.writers_lock(profile_id))
         ctx.record(actor, "create" if created else "update", subject_hash,
                    f"profile:{profile_id}/knowledge", request_id)
-        row = ctx.db.query_one(_SELECT + _BY_KEY, {"profile_id": profile_id, "domain": domain, "topic": topic})
         return self._view(row, writer), created
 
     def list(self, actor: Actor, request_id: str | None, profile_id: str, *, domain: str | None = None,

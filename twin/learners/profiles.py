@@ -79,17 +79,19 @@ class ProfileService:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _row(self, profile_id: str, conn: Any = None) -> Any:
+    def _row(self, profile_id: str, conn: Any = None, row_lock: str = "") -> Any:
         conn = conn or self.ctx.db.connection()
-        row = conn.execute(_SELECT_LIVE, {"profile_id": profile_id, "now": self.ctx.now()}).fetchone()
+        row = conn.execute(_SELECT_LIVE + row_lock, {"profile_id": profile_id, "now": self.ctx.now()}).fetchone()
         if row is None:
             raise NotFoundError("profile not found")
         return row
 
-    def require_live(self, conn: Any, profile_id: str) -> None:
+    def require_live(self, conn: Any, profile_id: str, *, hold: bool = False) -> None:
         """Inside a write transaction: NotFoundError unless the profile exists and is unexpired
-        (an erasure may have run between a request's first read and its write)."""
-        self._row(profile_id, conn)
+        (an erasure may have run between a request's first read and its write). ``hold``: for
+        a READ COMMITTED writer (``write(fn, lock=...)``), the row stays until it commits (an
+        erasure's delete waits for it, or it sees the erasure's commit)."""
+        self._row(profile_id, conn, self.ctx.db.dialect.for_key_share if hold else "")
 
     def subject_of(self, profile_id: str) -> str:
         """The subject hash of an unexpired profile (NotFoundError otherwise)."""

@@ -122,27 +122,41 @@ def _summary(data: dict[str, Any] | None) -> CarriedOver | None:
     return None if data is None else CarriedOver.from_dict(data)
 
 
-def load_state(conn: Any, reader: FieldReader, profile_id: str, skill: SkillKey) -> SkillState:
-    return load_states(conn, reader, profile_id, [skill])[skill]
+def writers_lock(profile_id: str) -> str:
+    """The named lock every writer of a profile's knowledge states and evidence holds (its
+    ``write(fn, lock=...)``): concurrent writers of one learner's states queue for it instead of
+    failing each other's serializable transactions, and each reads what the previous holder
+    committed. Writers that do not take it (retention, recomputes, erasure) are ordered against
+    them by row locks (``state_rows(for_update=...)``, ``require_live(hold=True)``)."""
+    return f"knowledge-writers:{profile_id}"
 
 
-def load_states(conn: Any, reader: FieldReader, profile_id: str,
-                skills: Sequence[SkillKey]) -> dict[SkillKey, SkillState]:
+def load_state(conn: Any, reader: FieldReader, profile_id: str, skill: SkillKey, *,
+               for_update: str = "") -> SkillState:
+    return load_states(conn, reader, profile_id, [skill], for_update=for_update)[skill]
+
+
+def load_states(conn: Any, reader: FieldReader, profile_id: str, skills: Sequence[SkillKey], *,
+                for_update: str = "") -> dict[SkillKey, SkillState]:
     """The profile's states of ``skills`` (each ``row`` None where there is none yet), read in
     one statement per 400 skills."""
-    rows = state_rows(conn, profile_id, skills)
+    rows = state_rows(conn, profile_id, skills, for_update=for_update)
     return {skill: state_of(row, reader) if row is not None else SkillState(profile_id, skill, None, None, None)
             for skill, row in rows.items()}
 
 
-def state_rows(conn: Any, profile_id: str, skills: Sequence[SkillKey]) -> dict[SkillKey, Any | None]:
-    """The stored rows (``STATE_COLUMNS``) of the profile's states of ``skills``, unopened."""
+def state_rows(conn: Any, profile_id: str, skills: Sequence[SkillKey], *,
+               for_update: str = "") -> dict[SkillKey, Any | None]:
+    """The stored rows (``STATE_COLUMNS``) of the profile's states of ``skills``, unopened.
+    ``for_update`` (the dialect's) locks them until the transaction ends, for a READ COMMITTED
+    writer: a concurrent purge or recompute of one waits for it, or it for them and then reads
+    their commit."""
     found: dict[SkillKey, Any] = {}
     wanted = list(dict.fromkeys(skills))
     for start in range(0, len(wanted), _SKILLS_PER_STATEMENT):
         chunk = wanted[start:start + _SKILLS_PER_STATEMENT]
         where = " OR ".join("(knowledge_domain = ? AND topic = ?)" for _ in chunk)
-        for row in conn.execute(f"{_STATES} AND ({where})",
+        for row in conn.execute(f"{_STATES} AND ({where}){for_update}",
                                 (profile_id, *(value for skill in chunk for value in skill))).fetchall():
             found[(row["knowledge_domain"], row["topic"])] = row
     return {skill: found.get(skill) for skill in wanted}

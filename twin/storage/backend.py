@@ -84,15 +84,17 @@ class Backend(abc.ABC):
                 return fn(conn)
         return self.retrying(attempt)
 
-    def write_shared(self, fn: Callable[[Any], T]) -> T:
+    def write_shared(self, fn: Callable[[Any], T], *, lock: str | None = None) -> T:
         """Like ``write(fn)``, but concurrent callers share one commit (group commit).
 
         For small, frequent writes (audit events, key rows): each ``fn`` runs in its own
         savepoint, so one that raises rolls back alone. Inside an open transaction of this
-        thread, ``fn`` simply joins it.
+        thread, ``fn`` simply joins it. ``lock``: ``fn`` holds that named lock; a file's
+        write lock already holds it, a server runs ``write(fn, lock=lock)`` on its own (a
+        locked transaction's snapshots start after its lock, which a group cannot share).
         """
         if self.connection().in_transaction:
-            return self.write(fn)
+            return self.write(fn, lock=lock)
         if self._group is None:
             from .group_commit import GroupCommitter
             with self._lock:

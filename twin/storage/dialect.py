@@ -96,6 +96,11 @@ class Dialect:
     boolean: str
     now: str               # the current time as timestamps.to_db() writes it, as an SQL default
     placeholder_style: str  # "qmark" (the driver takes our SQL as is) or "pyformat"
+    # Row locks a SELECT ends with, for READ COMMITTED writers (``write(fn, lock=...)``) whose
+    # decisions rest on rows that writers without that lock may change. Empty on SQLite,
+    # whose one write lock already holds every row still.
+    for_update: str        # the rows read will be updated: others' updates and deletes wait
+    for_key_share: str     # the row must stay (a parent): its deletion waits, updates do not
 
     @property
     def translates(self) -> bool:
@@ -149,6 +154,8 @@ SQLITE = Dialect(
     boolean="BOOLEAN",
     now="(strftime('%Y-%m-%dT%H:%M:%S', 'now') || substr(strftime('%f', 'now'), 3) || '000Z')",
     placeholder_style="qmark",
+    for_update="",
+    for_key_share="",
 )
 
 POSTGRESQL = Dialect(
@@ -162,6 +169,8 @@ POSTGRESQL = Dialect(
     boolean="BOOLEAN",
     now="(to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))",
     placeholder_style="pyformat",
+    for_update=" FOR UPDATE",
+    for_key_share=" FOR KEY SHARE",
 )
 
 DIALECTS = {d.name: d for d in (SQLITE, POSTGRESQL)}

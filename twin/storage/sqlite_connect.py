@@ -183,8 +183,11 @@ def _set_journal_mode_wal(conn: Any, settings: EngineSettings) -> None:
 
 
 def backoff(settings: Any, attempt: int) -> float:
-    delay = min(settings.retry_max_delay, settings.retry_base_delay * (2 ** attempt))
-    return delay * (0.5 + random.random() / 2)  # jitter so two retrying writers drift apart
+    """Seconds to wait before retry ``attempt`` (0 first), for both backends' retries: "full
+    jitter", a uniform draw below a cap that doubles per attempt (``retry_base_delay`` x 2^n,
+    at most ``retry_max_delay``). Writers that collided spread over the whole window rather
+    than a band of it, so they rarely collide again in step."""
+    return random.uniform(0.0, min(settings.retry_max_delay, settings.retry_base_delay * (2 ** attempt)))
 
 
 def execute_script(conn: Any, script: str) -> None:

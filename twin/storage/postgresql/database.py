@@ -238,6 +238,12 @@ class PostgresDatabase(ServerBacked, Backend):
         handle = self.connection()
         return self.retrying(lambda: handle.execute(sql, params))
 
+    def write_shared(self, fn: Callable[[Any], T], *, lock: str | None = None) -> T:
+        """``Backend.write_shared``; with a ``lock``, ``write(fn, lock=lock)`` alone."""
+        if lock is not None:
+            return self.write(fn, lock=lock)
+        return super().write_shared(fn)
+
     def execute_shared(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Result:
         """``Backend.execute_shared``: the statement in autocommit, one round trip, durable
         when it returns (synchronous commit); a group commit would cost BEGIN, SAVEPOINTs and
