@@ -27,50 +27,71 @@ import statistics
 import time
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
 from _server import running_peer, running_server
 
 SCENARIOS = ("healthz", "create_profile", "get_profile", "session_start_finish", "upsert_knowledge")
 
 
-def _client(args: tuple) -> tuple[int, list[float]]:
+class _Failed(Exception):
+    """A request that did not succeed: its status, or the connection error's name."""
+
+
+def _client(args: tuple) -> tuple[int, list[float], dict[str, int]]:
+    """One client process: (requests that succeeded, their latencies, failures by status)."""
     host, port, token, scenario, seconds, seed_profiles = args
     conn = http.client.HTTPConnection(host, port, timeout=30)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def call(method: str, path: str, body: dict | None = None) -> dict:
-        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-        response = conn.getresponse()
-        data = response.read()
+        nonlocal conn
+        try:
+            conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            conn = http.client.HTTPConnection(host, port, timeout=30)
+            raise _Failed(type(exc).__name__) from None
         if response.status >= 300:
-            raise RuntimeError(f"{method} {path} -> {response.status} {data[:200]!r}")
+            raise _Failed(str(response.status))
         return json.loads(data) if data else {}
 
     latencies: list[float] = []
+    errors: dict[str, int] = {}
     i = 0
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         start = time.perf_counter()
         pid = seed_profiles[i % len(seed_profiles)]
-        if scenario == "healthz":
-            call("GET", "/healthz")
-        elif scenario == "create_profile":
-            call("POST", "/v1/profiles", {"user_id": f"bench-{uuid.uuid4()}", "personal": {"name": "Bench User"},
-                                          "learning_goals": ["fractions"], "knowledge_domains": ["math"]})
-        elif scenario == "get_profile":
-            call("GET", f"/v1/profiles/{pid}")
-        elif scenario == "session_start_finish":
-            sid = call("POST", f"/v1/profiles/{pid}/sessions", {"session_type": "lesson", "topics_covered": ["a"]})["session_id"]
-            finished = datetime.now(timezone.utc).isoformat()
-            call("PATCH", f"/v1/sessions/{sid}", {"end_time": finished, "engagement_score": 0.7,
-                                                 "performance_metrics": {"score": 0.9}, "completion_status": "completed"})
-        elif scenario == "upsert_knowledge":
-            call("PUT", f"/v1/profiles/{pid}/knowledge/math/topic-{i % 50}",
-                 {"mastery_level": 0.5, "confidence_score": 0.4, "learning_trajectory": {"step": i}})
-        latencies.append(time.perf_counter() - start)
         i += 1
+        try:
+            _scenario(call, scenario, pid, i - 1)
+        except _Failed as failure:  # counted and reported per route: the run goes on
+            errors[failure.args[0]] = errors.get(failure.args[0], 0) + 1
+        else:
+            latencies.append(time.perf_counter() - start)
     conn.close()
-    return len(latencies), latencies
+    return len(latencies), latencies, errors
+
+
+def _scenario(call: Any, scenario: str, pid: str, i: int) -> None:
+    if scenario == "healthz":
+        call("GET", "/healthz")
+    elif scenario == "create_profile":
+        call("POST", "/v1/profiles", {"user_id": f"bench-{uuid.uuid4()}", "personal": {"name": "Bench User"},
+                                      "learning_goals": ["fractions"], "knowledge_domains": ["math"]})
+    elif scenario == "get_profile":
+        call("GET", f"/v1/profiles/{pid}")
+    elif scenario == "session_start_finish":
+        sid = call("POST", f"/v1/profiles/{pid}/sessions", {"session_type": "lesson", "topics_covered": ["a"]})["session_id"]
+        finished = datetime.now(timezone.utc).isoformat()
+        call("PATCH", f"/v1/sessions/{sid}", {"end_time": finished, "engagement_score": 0.7,
+                                             "performance_metrics": {"score": 0.9}, "completion_status": "completed"})
+    elif scenario == "upsert_knowledge":
+        call("PUT", f"/v1/profiles/{pid}/knowledge/math/topic-{i % 50}",
+             {"mastery_level": 0.5, "confidence_score": 0.4, "learning_trajectory": {"step": i}})
 
 
 def seed(base: str, token: str, n: int = 40) -> list[str]:
@@ -90,11 +111,35 @@ def measure(base: str, token: str, scenario: str, seconds: float, clients: int, 
         started = time.perf_counter()
         results = pool.map(_client, [(host, int(port), token, scenario, seconds, profiles)] * clients)
         elapsed = time.perf_counter() - started
-    latencies = sorted(x for _, lat in results for x in lat)
-    count = len(latencies)
     # Pool start-up is excluded: each client ran for `seconds`.
-    return {"rps": count / seconds, "p50_ms": statistics.median(latencies) * 1000,
-            "p99_ms": latencies[int(count * 0.99) - 1] * 1000, "requests": count, "wall_s": elapsed}
+    return {**summary(results, seconds), "wall_s": elapsed}
+
+
+def summary(results: list[tuple[int, list[float], dict[str, int]]], seconds: float) -> dict[str, Any]:
+    """Requests/s, p50/p99 of the requests that succeeded, and the failures by status."""
+    latencies = sorted(x for _, lat, _ in results for x in lat)
+    count = len(latencies)
+    errors: dict[str, int] = {}
+    for _, _, failed in results:
+        for status, n in failed.items():
+            errors[status] = errors.get(status, 0) + n
+    return {"rps": count / seconds,
+            "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
+            "p99_ms": latencies[max(0, int(count * 0.99) - 1)] * 1000 if latencies else float("nan"),
+            "requests": count, "errors": errors}
+
+
+def errors_line(label: str, runs: list[dict[str, Any]]) -> str | None:
+    """``label: 503 x2, ...`` over every run of a route, or None when none failed."""
+    total: dict[str, int] = {}
+    for run in runs:
+        for status, n in run["errors"].items():
+            total[status] = total.get(status, 0) + n
+    if not total:
+        return None
+    requests = sum(run["requests"] for run in runs) + sum(total.values())
+    return f"  {label}: " + ", ".join(f"{status} x{n}" for status, n in sorted(total.items())) + \
+        f" of {requests} requests"
 
 
 MODES = ("privacy", "plain", "full", "peer")
@@ -164,6 +209,11 @@ def main() -> None:
         cells = "".join(f"{median[m][s]['rps']:>12.0f}{median[m][s]['p50_ms']:>7.1f}{median[m][s]['p99_ms']:>7.1f}"
                         if s in median[m] else f"{'-':>12}{'':>7}{'':>7}" for m in MODES)
         print(f"{s:<22}{cells}")
+    failures = [line for s in scenarios for m in MODES
+                if (line := errors_line(f"{s} {m}", runs[m][s])) is not None]
+    print("\nfailed requests (not in the figures above): " + ("none" if not failures else ""))
+    for line in failures:
+        print(line)
     print(f"\nratios, min / median / max over {args.rounds} rounds:")
     data = [s for s in scenarios if s != "healthz"]
     for s in data:

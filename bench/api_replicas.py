@@ -50,7 +50,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def _measure(bases: list[str], pids: list[int], token: str, route: str, seconds: float, clients: int,
              profiles: list[str]) -> dict[str, Any]:
-    from api import _client
+    from api import _client, summary
 
     jobs = []
     for n in range(clients):  # clients spread evenly over the replicas
@@ -62,9 +62,7 @@ def _measure(bases: list[str], pids: list[int], token: str, route: str, seconds:
         results = pool.map(_client, jobs)
         wall = time.perf_counter() - started
     cpu = [(_cpu_seconds(pid) - before) / wall * 100 for pid, before in zip(pids, cpu_before)]
-    latencies = sorted(x for _, lat in results for x in lat)
-    return {"rps": len(latencies) / seconds, "p50_ms": statistics.median(latencies) * 1000,
-            "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, "cpu": cpu}
+    return {**summary(results, seconds), "cpu": cpu}
 
 
 @contextlib.contextmanager
@@ -197,18 +195,26 @@ def main(args: Any) -> None:
 
 
 def _report(args: Any, runs: dict, trips: dict, sq_trips: dict) -> None:
+    from api import errors_line
+
     print(f"\nAPI on PostgreSQL: {args.clients} client processes, {args.rounds} interleaved rounds x "
           f"{args.seconds:g}s per route and target (medians), each server --workers 1 x {args.threads} "
           f"threads, {mp.cpu_count()} cores shared by clients, PostgreSQL and servers\n")
-    print(f"{'route':<22}{'target':<11}{'rps':>8}{'p50 ms':>8}{'p99 ms':>8}   CPU % per server process")
+    print(f"{'route':<22}{'target':<11}{'rps':>8}{'p50 ms':>8}{'p99 ms':>8}{'failed':>8}   CPU % per server process")
     for route in ROUTES:
         for name, by_route in runs.items():
             rows = by_route[route]
             cpu = [statistics.median(r["cpu"][i] for r in rows) for i in range(len(rows[0]["cpu"]))]
             print(f"{route:<22}{name:<11}{statistics.median(r['rps'] for r in rows):>8.0f}"
                   f"{statistics.median(r['p50_ms'] for r in rows):>8.1f}"
-                  f"{statistics.median(r['p99_ms'] for r in rows):>8.1f}   "
+                  f"{statistics.median(r['p99_ms'] for r in rows):>8.1f}"
+                  f"{sum(sum(r['errors'].values()) for r in rows):>8}   "
                   + " ".join(f"{c:.0f}" for c in cpu))
+    failures = [line for route in ROUTES for name, by_route in runs.items()
+                if (line := errors_line(f"{route} {name}", by_route[route])) is not None]
+    print("\nfailed requests, by status (all rounds; not in rps and latencies): " + ("none" if not failures else ""))
+    for line in failures:
+        print(line)
     print("\nround trips per request at the driver (warm caches), data + vault:")
     targets = {"get_profile": 2, "create_profile": 4}
     print("  (the request path: what the request waited for; the rest is background work sent in")
