@@ -46,6 +46,9 @@ from .keyring_watcher import FieldKeys, field_keys
 
 READ_CACHE_SECONDS = 60.0
 READ_CACHE_ENTRIES = 4096
+# A sealed value's plaintext, as json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+# gives it: one encoder for every seal, where json.dumps with options builds one per call.
+_PLAINTEXT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class SubjectKeyMissingError(ComplianceError):
@@ -102,7 +105,7 @@ class SubjectCipher:
         return "SubjectCipher(<key hidden>)"
 
     def seal(self, table: str, column: str, row_id: str, value: Any) -> bytes:
-        plaintext = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        plaintext = _PLAINTEXT(value).encode()
         return self._cipher.encrypt(plaintext, associated_data(table, column, row_id))
 
     def open(self, table: str, column: str, row_id: str, blob: bytes) -> Any:
@@ -163,7 +166,7 @@ class PlaintextSealer:
     """Benchmark-only stand-in (``TWIN_BENCH_PLAINTEXT``): JSON bytes, no encryption."""
 
     def seal(self, table: str, column: str, row_id: str, value: Any) -> bytes:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        return _PLAINTEXT(value).encode()
 
     def open(self, table: str, column: str, row_id: str, blob: bytes) -> Any:
         return json.loads(bytes(blob))
