@@ -503,7 +503,7 @@ def test_concurrent_appends_from_two_processes_form_one_unbroken_chain(vault, db
     children = [subprocess.Popen([sys.executable, "-c", _CHILD.format(
         root=str(REPO_ROOT), path=str(getattr(vault, "path", "")), key=db_key.hex(), n=n,
         url="" if isinstance(vault, FileBacked) else vault.settings.url,
-        progress=str(tmp_path / "progress-"))]) for n in range(2)]
+        progress=str(tmp_path / "progress-"))], cwd=REPO_ROOT) for n in range(2)]
     assert [child.wait(timeout=180) for child in children] == [0, 0]
 
     result = trail.verify()

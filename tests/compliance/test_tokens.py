@@ -426,3 +426,155 @@ def test_a_use_answered_from_the_cache_is_still_recorded_as_the_last_use(vault, 
     tokens.flush_usage()
 
     assert _stored(vault, issued.identity.token_id, "last_used_at") == to_db(start + timedelta(hours=2))
+
+
+# -- the token's shape, the lifetime ceiling, and the length cap --------------------------------
+
+def test_a_token_is_a_16_hex_digit_id_and_a_256_bit_secret(tokens):
+    issued = tokens.issue("service")
+    token_id, dot, secret = issued.token.removeprefix("lt_").partition(".")
+
+    assert (len(token_id), dot, len(secret)) == (16, ".", 43)  # 8 random bytes; 32 as base64
+    assert int(token_id, 16) >= 0 and token_id == issued.identity.token_id
+    assert [row["token_id"] for row in tokens.list()] == [token_id]
+
+
+def test_a_lifetime_of_exactly_ten_years_is_allowed(tokens, vault):
+    from compliance.tokens import MAX_LIFETIME
+    from twin.storage.timestamps import from_db
+
+    issued = tokens.issue("service", expires_in=MAX_LIFETIME)
+
+    token_id = issued.identity.token_id
+    assert from_db(_stored(vault, token_id, "expires_at")) - from_db(_stored(vault, token_id, "created_at")) \
+        == MAX_LIFETIME
+    assert tokens.verify(issued.token) is not None
+
+
+class CountingReads:
+    """The real vault, counting the reads a verification makes."""
+
+    def __init__(self, vault) -> None:
+        self._vault, self.reads = vault, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._vault, name)
+
+    def query_one(self, *args, **kwargs):
+        self.reads += 1
+        return self._vault.query_one(*args, **kwargs)
+
+
+def test_a_token_over_200_characters_is_refused_without_reading_the_vault(vault):
+    # An unauthenticated caller chooses the token: the cap bounds what they make us hash and look up.
+    counting = CountingReads(vault)
+    tokens = TokenStore(counting, usage_flush_seconds=0)
+    token_id = tokens.issue("service").identity.token_id
+    at_the_cap = f"lt_{token_id}." + "s" * (200 - len(f"lt_{token_id}."))
+
+    assert tokens.verify(at_the_cap) is None and counting.reads == 1  # looked up, wrong secret
+    assert tokens.verify(at_the_cap + "s") is None and counting.reads == 1
+    assert tokens.verify(f"lt_{token_id}" + "s" * 200) is None and counting.reads == 1  # no "." either
+
+
+# -- when a token was last used --------------------------------------------------------------------
+
+def test_a_use_exactly_an_hour_after_the_last_recorded_one_is_recorded(vault):
+    from datetime import datetime, timedelta, timezone
+
+    from twin.storage.timestamps import to_db
+
+    start = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    now = [start]
+    tokens = TokenStore(vault, clock=lambda: now[0], usage_flush_seconds=0)
+    issued = tokens.issue("service")
+    tokens.verify(issued.token)
+    now[0] = start + timedelta(minutes=30)
+    tokens.verify(issued.token)  # within the hour of a use noted, not yet written
+    assert tokens.flush_usage() == 1
+    assert _stored(vault, issued.identity.token_id, "last_used_at") == to_db(start)  # the first use
+
+    now[0] = start + timedelta(hours=1)
+    tokens.verify(issued.token)
+    assert tokens.flush_usage() == 1
+    assert _stored(vault, issued.identity.token_id, "last_used_at") == to_db(start + timedelta(hours=1))
+
+
+def test_without_a_flush_period_no_writer_thread_starts_and_close_writes_the_uses(vault, clock):
+    import threading
+
+    before = set(threading.enumerate())  # other tests' stores may still have theirs
+    tokens = TokenStore(vault, clock=clock, usage_flush_seconds=0)
+    issued = tokens.issue("service")
+    tokens.verify(issued.token)
+
+    assert set(threading.enumerate()) - before == set()
+    tokens.close()
+    assert _stored(vault, issued.identity.token_id, "last_used_at") is not None
+
+
+def test_the_writer_is_one_daemon_thread_named_token_usage(vault, clock):
+    # A daemon, so a process that never calls close() still exits; named, so a thread dump says
+    # what it is.
+    import threading
+
+    before = set(threading.enumerate())  # other tests' stores may still have theirs
+    tokens = TokenStore(vault, clock=clock, usage_flush_seconds=3600)
+    for _ in range(3):
+        tokens.verify(tokens.issue("service").token)
+    writers = [t for t in threading.enumerate() if t not in before]
+    assert [t.name for t in writers] == ["token-usage"]
+    try:
+        assert writers[0].daemon
+    finally:
+        tokens.close()
+    assert not writers[0].is_alive()
+
+
+_REFUSE_UPDATES = ("CREATE TRIGGER refuse_token_updates BEFORE UPDATE ON api_tokens "
+                   "BEGIN SELECT RAISE(ABORT, 'vault unavailable'); END")
+
+
+@pytest.mark.sqlite_only("a SQLite trigger makes the vault refuse the write")
+def test_a_use_whose_write_failed_is_written_by_the_next_flush(vault):
+    from datetime import datetime, timezone
+
+    from twin.storage import IntegrityError
+    from twin.storage.timestamps import to_db
+
+    used_at = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    tokens = TokenStore(vault, clock=lambda: used_at, usage_flush_seconds=0)
+    issued = tokens.issue("service")
+    tokens.verify(issued.token)
+    vault.execute(_REFUSE_UPDATES)
+    with pytest.raises(IntegrityError, match="vault unavailable"):
+        tokens.flush_usage()
+    vault.execute("DROP TRIGGER refuse_token_updates")
+
+    assert tokens.flush_usage() == 1
+    assert _stored(vault, issued.identity.token_id, "last_used_at") == to_db(used_at)
+
+
+@pytest.mark.sqlite_only("a SQLite trigger makes the vault refuse the write")
+def test_the_background_writer_logs_a_failed_write_with_its_cause_and_retries(vault, clock, caplog):
+    import logging
+    import time
+
+    tokens = TokenStore(vault, clock=clock, usage_flush_seconds=0.02)
+    issued = tokens.issue("service")
+    vault.execute(_REFUSE_UPDATES)
+    with caplog.at_level(logging.WARNING, logger="compliance.tokens"):
+        tokens.verify(issued.token)
+        deadline = time.monotonic() + 30
+        while not caplog.records:  # wait for the writer's first (refused) round
+            assert time.monotonic() < deadline, "the background writer never tried"
+            time.sleep(0.01)
+        vault.execute("DROP TRIGGER refuse_token_updates")
+        while _stored(vault, issued.identity.token_id, "last_used_at") is None:
+            assert time.monotonic() < deadline, "the background writer never retried"
+            time.sleep(0.01)
+    tokens.close()
+
+    record = caplog.records[0]
+    assert record.getMessage() == "could not record token use; will retry"
+    assert record.exc_info is not None and "vault unavailable" in str(record.exc_info[1])
