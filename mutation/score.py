@@ -66,8 +66,8 @@ class Score:
 
 # The project writes SQL keywords in capitals (and messages in lower case): a string holding one
 # is SQL text.
-_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE|VALUES|SET|LIMIT|ORDER BY|JOIN|ON|AND|OR|IS NULL)\b")
-_ROW_KEY = re.compile(r"\b(row|r|rows\[\d+\])\[\"\w+\"\]")
+_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE|VALUES|SET|LIMIT|ORDER BY|JOIN|ON|AND|OR|IS NULL|NULL)\b")
+_ROW_KEY = re.compile(r"\b(row|r|rows\[\d+\])\[(\"\w+\"|'\w+')\]")
 
 
 _STRING = re.compile(r"\"[^\"]*\"|'[^']*'")

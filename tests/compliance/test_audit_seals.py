@@ -116,7 +116,19 @@ def test_a_tampered_seal_is_named_by_the_full_verify(trail, raw, column, value):
 
     result = trail.verify(full=True)
     assert (result.ok, result.first_bad) == (False, 10)
-    assert "seal" in result.reason
+    assert result.reason == "the seal of event 10 fails its HMAC (forged or edited?)"
+
+
+def test_an_authentic_seal_of_another_hash_says_the_event_was_edited_after_it(trail, raw, keyring):
+    # A seal made under the key over another hash (one from a restored copy of the chain).
+    append(trail, 25)
+    other = b"\4" * 32
+    raw.execute("UPDATE audit_seals SET event_hash = ?, mac = ? WHERE seq = 10",
+                (other, SealBook(keyring.audit_seal_key).seal_mac(10, other)))
+
+    result = trail.verify(full=True)
+    assert (result.ok, result.first_bad) == (False, 10)
+    assert result.reason == "event does not match its seal (edited after event 10 was sealed?)"
 
 
 def test_a_forged_mark_is_never_trusted(trail, vault, raw):
@@ -159,3 +171,54 @@ def test_retention_drops_the_seals_it_passes_and_the_chain_still_verifies(trail,
     assert [r[0] for r in vault.query("SELECT seal_seq FROM audit_seal_marks")] == [30]
     assert trail.verify(full=False).since == 30
     assert trail.verify(full=True).checked == 11
+
+
+# -- the seal book's key, period and MAC format ------------------------------------------------
+
+def test_a_seal_key_under_32_bytes_and_a_period_under_1_are_refused(keyring):
+    with pytest.raises(ValueError) as short_key:
+        SealBook(b"k" * 31)
+    with pytest.raises(ValueError) as no_period:
+        SealBook(keyring.audit_seal_key, every=0)
+
+    assert str(short_key.value) == "the seal key must be at least 32 bytes"
+    assert str(no_period.value) == "seals must come every 1 or more events"
+    assert SealBook(b"k" * 32, every=1).every == 1
+
+
+def test_a_seal_every_event_seals_each_one(vault, keyring):
+    trail = AuditTrail(vault, clock=TickingClock(), seals=SealBook(keyring.audit_seal_key, every=1))
+    append(trail, 3)
+
+    assert [r[0] for r in vault.query("SELECT seq FROM audit_seals ORDER BY seq")] == [1, 2, 3]
+
+
+def test_seals_and_marks_are_the_documented_hmacs_an_auditor_can_recompute(trail, vault, keyring):
+    import hmac
+    import struct
+    from hashlib import sha256
+
+    append(trail, 10)
+    trail.verify(full=True)
+    seal = vault.query_one("SELECT seq, event_hash, mac FROM audit_seals")
+    mark = vault.query_one("SELECT seal_seq, verified_at, mac FROM audit_seal_marks")
+    key, event_hash = keyring.audit_seal_key, bytes(seal["event_hash"])
+
+    assert bytes(seal["mac"]) == hmac.new(
+        key, b"twin-audit-seal/v1\0" + struct.pack(">q", 10) + event_hash, sha256).digest()
+    assert bytes(mark["mac"]) == hmac.new(
+        key, b"twin-audit-seal-mark/v1\0" + struct.pack(">qq", 10, mark["verified_at"]) + event_hash,
+        sha256).digest()
+
+
+def test_marking_says_how_many_seals_it_marked(vault, keyring):
+    from compliance.audit_seals import Seal
+
+    book = SealBook(keyring.audit_seal_key, every=10)
+    trail = AuditTrail(vault, clock=TickingClock(), seals=book)
+    append(trail, 20)
+    seals = [Seal(r["seq"], bytes(r["event_hash"])) for r in vault.query("SELECT seq, event_hash FROM audit_seals")]
+
+    assert vault.write(lambda conn: book.mark(conn, [], 1)) == 0
+    assert vault.write(lambda conn: book.mark(conn, seals, 1)) == 2
+    assert vault.write(lambda conn: book.mark(conn, seals, 2)) == 0  # marked already

@@ -724,3 +724,85 @@ def test_a_row_the_erasure_missed_shows_in_the_rescan_and_the_receipt_is_not_ver
 
     assert receipt.rescan["api_tokens"] == 1 and receipt.verified is False
     assert receipt.rescan["learning_profiles"] == 0
+
+
+# -- what an export makes of a data owner's values, and the re-application's lock ---------------
+
+class _ComponentNotes:
+    """A component store's provider whose export rows carry values JSON has no spelling for
+    (a driver's datetime and Decimal): what any owner's ``export_rows`` may hand back."""
+
+    holds_subject_keys = False
+    tables: list = []
+
+    def __init__(self, db) -> None:
+        self.db = db
+
+    def export(self, subject_hash, reader, batch):
+        from decimal import Decimal
+        yield "component_notes", iter([[{"noted_at": datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+                                         "score": Decimal("0.50")}]])
+
+    def export_counts(self, subject_hash):
+        return {"component_notes": 1}
+
+    def count(self, subject_hash, created_before=None):
+        return {}
+
+
+def test_an_export_spells_a_data_owners_non_json_values_as_their_text(runtime, make_subject):
+    from dataclasses import replace
+
+    subject = make_subject("noted", sessions=0, knowledge=0)
+    dsr = replace(runtime.dsr, providers=[*runtime.dsr.providers, _ComponentNotes(runtime.twin_db)])
+
+    doc = dsr.export(subject.subject_hash)
+
+    assert doc["component_notes"] == [{"noted_at": "2030-01-02 03:04:05+00:00", "score": "0.50"}]
+    assert doc["profiles"][0]["profile_id"] == subject.profile_id
+
+
+def test_a_re_application_with_no_tombstone_leaves_every_erasure_generation_as_it_was(runtime):
+    from compliance import erasure_generation
+
+    data = runtime.dsr._data_databases()  # noqa: SLF001 - the files whose generation is at stake
+    before = {db.name: erasure_generation.current(db) for db in data}
+
+    result = runtime.dsr.reapply_tombstones(Actor("system:test", "system"), every=True)
+
+    assert result == {"subjects_reapplied": 0, "tombstones": 0, "every": 1}
+    assert {db.name: erasure_generation.current(db) for db in data} == before
+    assert runtime.vault_db.query("SELECT * FROM erasure_state") == []
+
+
+@pytest.mark.sqlite_only("a lease in job_locks; on PostgreSQL the lock lives as long as its session")
+def test_an_unfinished_erasure_is_finished_under_the_reapply_lock_leased_for_a_minute(runtime, make_subject, clock):
+    from dataclasses import replace
+
+    from twin.storage.timestamps import from_db, to_db
+
+    subject = make_subject("half-erased", sessions=1, knowledge=0)
+    # An erasure that stopped after writing its tombstone (the process died): rows remain.
+    runtime.vault_db.execute("INSERT INTO erasure_tombstones (user_id_hash, receipt_id, erased_at, counts) "
+                             "VALUES (?, 'r-1', ?, '{}')", (subject.subject_hash, to_db(clock())))
+    seen = []
+
+    class Watched:
+        def __init__(self, ending) -> None:
+            self._ending = ending
+
+        def __getattr__(self, name):
+            return getattr(self._ending, name)
+
+        def end(self, *args, **kwargs):
+            seen.extend(tuple(r) for r in runtime.vault_db.query("SELECT name, acquired_at, expires_at FROM job_locks"))
+            return self._ending.end(*args, **kwargs)
+
+    dsr = replace(runtime.dsr, ending=Watched(runtime.dsr.ending))
+    result = dsr.reapply_tombstones(Actor("system:test", "system"))
+
+    assert result["subjects_reapplied"] == 1
+    [(name, acquired, expires)] = seen
+    assert name == "reapply-tombstones" and from_db(expires) - from_db(acquired) == timedelta(minutes=1)
+    assert runtime.vault_db.query("SELECT * FROM job_locks") == []
+    assert runtime.dsr.counts(subject.subject_hash)["learning_sessions"] == 0

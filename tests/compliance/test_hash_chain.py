@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from compliance.hash_chain import GENESIS_HASH, Break, ChainVerification, ChainWalker, link_hash
+import hashlib
+import struct
+
+import pytest
+
+from compliance.hash_chain import (GENESIS_HASH, Break, ChainVerification, ChainWalker, link_hash,
+                                   packed_link_hash)
 
 
 def _chain(n: int) -> list[tuple[int, str, str]]:
@@ -61,3 +67,38 @@ def test_one_result_type_reads_for_each_chain():
     ledger = ChainVerification(True, 8, chain="ledger", item="entry", items="entries")
     assert ledger and ledger.summary == "ledger OK: 8 entries verified"
     assert ledger.to_dict() == {"ok": True, "checked": 8, "first_bad": None, "reason": None}
+    resumed = ChainVerification(True, 2, since=40)
+    assert resumed.to_dict() == {"ok": True, "checked": 2, "first_bad": None, "reason": None, "since": 40}
+    assert resumed.summary == "audit trail OK: 2 events verified after the verified seal at event 40"
+
+
+# -- the documented formats, as an auditor recomputes them without our code --------------------
+
+def test_a_link_hash_is_sha256_of_sorted_compact_json_in_either_spelling():
+    content = {"z": 1, "a": "é", "m": [1, 2]}  # not in key order
+
+    assert link_hash(content, ascii_only=True) == hashlib.sha256(
+        b'{"a":"\\u00e9","m":[1,2],"z":1}').hexdigest()
+    assert link_hash(content, ascii_only=False) == hashlib.sha256(
+        '{"a":"é","m":[1,2],"z":1}'.encode("utf-8")).hexdigest()
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf")])
+def test_a_link_holding_a_number_json_cannot_spell_is_refused(number):
+    with pytest.raises(ValueError):
+        link_hash({"a": number}, ascii_only=True)
+
+
+def test_a_packed_link_hash_is_sha256_of_the_documented_tagged_fields():
+    prev = bytes(range(32))
+    lone_surrogate = "\ud800"  # JSON can carry one; it must hash, not fail
+    expected = hashlib.sha256(b"".join([
+        b"audit-v1", b"\0", prev, struct.pack(">q", 7),
+        b"N",
+        b"I", struct.pack(">q", -3),
+        b"B", struct.pack(">I", 2), b"\x00\xff",
+        b"S", struct.pack(">I", 2), "é".encode("utf-8"),
+        b"S", struct.pack(">I", 3), b"\xed\xa0\x80",
+    ])).digest()
+
+    assert packed_link_hash(b"audit-v1", prev, 7, (None, -3, b"\x00\xff", "é", lone_surrogate)) == expected

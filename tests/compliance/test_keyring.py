@@ -489,3 +489,23 @@ def test_a_malformed_keyring_file_is_named_by_the_kind_of_fault_only():
 
     assert str(excinfo.value) == "keyring file is malformed (KeyError)"
     assert excinfo.value.__cause__ is None and excinfo.value.__suppress_context__
+
+
+def test_a_development_start_that_loses_the_race_to_a_loose_copied_keyring_loads_it_with_a_warning(
+        keyring_path, monkeypatch, caplog):
+    """Between finding no keyring and publishing its own, an operator copies one in with
+    `cp` (mode 0644): development loads theirs (with the mode warning), it never refuses."""
+    copied = Keyring.generate()
+    publish = Keyring.save_new
+
+    def copied_in_first(self, path):
+        copied.save(path)
+        os.chmod(path, 0o644)
+        return publish(self, path)
+
+    monkeypatch.setattr(Keyring, "save_new", copied_in_first)
+    with caplog.at_level(logging.WARNING):
+        loaded = load_keyring(keyring_path, production=False, environ={}, create=True)
+
+    assert loaded == copied
+    assert any("readable by group/others (mode 644)" in r.getMessage() for r in caplog.records)

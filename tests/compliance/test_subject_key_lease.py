@@ -416,3 +416,15 @@ def test_reclaim_goes_past_expired_keys_it_cannot_bind_to_the_unused_ones_after_
     assert reclaim(runtime.keys, batch=2, now=after) == {"bound": 0, "destroyed": 5}
     assert {r["key_id"] for r in key_rows(runtime) if r["user_id_hash"] is None} == \
         {profile_key(runtime, "first"), profile_key(runtime, "second")}
+
+
+def test_a_subject_whose_only_key_is_their_profiles_leased_one_has_no_existing_key(runtime, quiet_lease):
+    """``existing`` asks the vault alone: the leased key a profile names is found through the
+    profile (a second profile of theirs is refused anyway), never handed out as theirs here."""
+    create(runtime, "leased-only")
+    subject = runtime.hasher.hash("leased-only")
+    assert profile_key(runtime, "leased-only") is not None
+    runtime.keys.forget(subject)
+
+    assert runtime.keys.existing(subject) is None
+    assert runtime.keys.has_key(subject)  # through the profile's binding

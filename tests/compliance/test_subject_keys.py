@@ -473,3 +473,77 @@ def test_a_rewrap_batch_is_500_keys_unless_told(vault, keyring):
 
     assert new.rewrap_batch() == 500
     assert new.count_needing_rewrap() == 1
+
+
+# -- looking for the key that opens a value -----------------------------------------------------
+
+def test_a_subject_cipher_never_shows_its_key():
+    assert repr(SubjectCipher(os.urandom(32))) == "SubjectCipher(<key hidden>)"
+
+
+def test_a_value_no_key_of_the_subject_opens_says_so(store):
+    sealed = store.writer(ALICE, create=True).seal("t", "c", "r", "genuine")
+
+    with pytest.raises(DecryptionError) as failed:
+        store.reader(ALICE).open("t", "c", "r", sealed[:-1] + bytes([sealed[-1] ^ 1]))
+
+    assert str(failed.value) == ("ciphertext failed authentication under every key of the subject "
+                                 "(tampered, moved to another row/column, or wrong key)")
+
+
+def test_a_reader_whose_subject_was_erased_elsewhere_says_they_have_no_key(store, other_process):
+    store.writer(ALICE, create=True)
+    reader = store.reader(ALICE)
+    other_process.destroy(ALICE)
+    written_after = SubjectCipher(os.urandom(32)).seal("t", "c", "r", "not theirs")
+
+    with pytest.raises(SubjectKeyMissingError) as missing:
+        reader.open("t", "c", "r", written_after)
+
+    assert str(missing.value) == "the subject has no data key (erased or never stored)"
+
+
+def test_the_key_found_for_a_value_is_remembered_for_the_next_reader(vault, keyring, other_process):
+    counting = _CountingVault(vault)
+    store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key))
+    store.writer(ALICE, create=True)
+    reader = store.reader(ALICE)
+    other_process.destroy(ALICE)  # erased and back through another process: a new key
+    after = other_process.writer(ALICE, create=True).seal("t", "c", "r", "after")
+    assert reader.open("t", "c", "r", after) == "after"
+    lookups = counting.lookups
+
+    assert store.reader(ALICE).open("t", "c", "r", after) == "after"
+    assert counting.lookups == lookups  # the key found is the one remembered
+
+
+def test_a_value_no_key_opens_drops_the_remembered_key(vault, keyring):
+    counting = _CountingVault(vault)
+    store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key))
+    sealed = store.writer(ALICE, create=True).seal("t", "c", "r", "genuine")
+    with pytest.raises(DecryptionError):
+        store.reader(ALICE).open("t", "c", "r", sealed[:-1] + bytes([sealed[-1] ^ 1]))
+    lookups = counting.lookups
+
+    assert store.reader(ALICE).open("t", "c", "r", sealed) == "genuine"
+    assert counting.lookups == lookups + 1  # the vault was asked again, not memory
+
+
+def test_a_sealer_proven_from_memory_opens_a_value_of_the_subjects_new_key(store, other_process):
+    proof = store.writer(ALICE, create=True).seal("profiles", "data", "p1", {"v": 1})
+    sealer = store.writer(ALICE, proof=KeyProof("profiles", "data", "p1", proof))  # from memory
+    other_process.destroy(ALICE)
+    after = other_process.writer(ALICE, create=True).seal("sessions", "notes", "s1", "after")
+
+    assert sealer.open("sessions", "notes", "s1", after) == "after"
+
+
+def test_the_key_existing_finds_is_remembered(vault, keyring, other_process):
+    counting = _CountingVault(vault)
+    store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key))
+    sealed = other_process.writer(ALICE, create=True).seal("t", "c", "r", "hers")
+
+    assert store.existing(ALICE).open("t", "c", "r", sealed) == "hers"
+    lookups = counting.lookups
+    assert store.reader(ALICE).open("t", "c", "r", sealed) == "hers"
+    assert counting.lookups == lookups
