@@ -47,7 +47,6 @@ class DatabaseSpec:
     migrations_module: str
     description: str
     prefix: str  # of its storage settings: <prefix>STORAGE_BACKEND, <prefix>DATABASE_URL, pools
-    on_postgresql: bool = True  # its migrations have a PostgreSQL form
 
     def migrations(self) -> Sequence[Migration]:
         return importlib.import_module(self.migrations_module).MIGRATIONS
@@ -72,7 +71,7 @@ DATABASES: dict[str, DatabaseSpec] = {spec.name: spec for spec in (
                  "MODEL_REGISTRY_"),
     DatabaseSpec("settings", "settings.db", "SETTINGS_DB_PATH",
                  "twin.settings_store.schema", "configuration, app settings, performance metrics",
-                 "SETTINGS_", on_postgresql=False),
+                 "SETTINGS_"),
 )}
 
 
@@ -140,9 +139,6 @@ def postgres_settings_of(name: str, config: Config) -> PostgresSettings:
     spec = spec_for(name)
     if spec.name in LEARNER_DATABASES:
         return postgres_settings(_environ(config), spec.prefix)
-    if not spec.on_postgresql:
-        raise StorageConfigError(f"the {spec.name} store has no PostgreSQL schema yet: set "
-                                 f"{spec.prefix}STORAGE_BACKEND=sqlcipher")
     return store_postgres_settings(_environ(config), spec.prefix, spec.name)
 
 

@@ -28,7 +28,7 @@ from compliance.subject_keys import SubjectKeyStore
 from compliance.tokens import TokenStore
 from compliance.vault_provider import VaultProvider
 
-from .catalog import (audit_archive, backend_of, database_path, load_keyring, open_database, open_learner_databases,
+from .catalog import (audit_archive, database_path, load_keyring, open_database, open_learner_databases,
                       open_model_manager, personal_data_registry, reload_keyring, spec_for)
 from .config import Config
 from .learners.consents import ConsentService
@@ -78,11 +78,9 @@ class Runtime:
                 self.vault_db.close_all()
                 raise
         # Thread contexts and user preferences (seed 001) are personal data: the settings
-        # database has a provider like every other holder of personal data. Its schema is
-        # SQLCipher-only so far: when its backend resolves to postgresql no settings store can
-        # exist to hold any, and there is nothing to reach.
-        self.settings_db = (open_database("settings", config, keyring.database_keys)
-                            if backend_of("settings", config) == "sqlcipher" else None)
+        # database (on its own backend, SETTINGS_STORAGE_BACKEND) has a provider like every
+        # other holder of personal data, so export, erasure and retention reach it.
+        self.settings_db = open_database("settings", config, keyring.database_keys)
         self.registry = personal_data_registry()
         self.hasher = SubjectHasher(keyring.id_pepper)
         # scripts/rotate_keys.py changes the keyring while the service runs: follow it.
@@ -137,12 +135,10 @@ class Runtime:
         providers: list[PersonalDataProvider] = [
             LearnerDataProvider(self.twin_db, self.registry.for_database(self.twin_db.name), keys=self.keys,
                                 parameters=self.skill_parameters, explain=self.knowledge.explain_state),
+            TableProvider(self.settings_db, self.registry.for_database(self.settings_db.name)),
             VaultProvider(self.vault_db, self.registry.for_database(self.vault_db.name), self.audit),
         ]
-        if self.settings_db is not None:
-            providers.insert(-1, TableProvider(self.settings_db, self.registry.for_database("settings")))
-        unreached = set(self.registry.databases()) - {p.db.name for p in providers} \
-            - (set() if self.settings_db is not None else {"settings"})
+        unreached = set(self.registry.databases()) - {p.db.name for p in providers}
         if unreached:
             raise RuntimeError(f"personal data in {', '.join(sorted(unreached))} has no provider")
         return providers
@@ -183,8 +179,7 @@ class Runtime:
         return manager
 
     def databases(self) -> list:
-        return [db for db in (self.twin_db, self.vault_db, self.settings_db, *self._extra_dbs)
-                if db is not None]
+        return [self.twin_db, self.vault_db, self.settings_db, *self._extra_dbs]
 
     def ready(self) -> dict[str, bool]:
         """Per database: open, keyed and answering."""

@@ -35,6 +35,11 @@ GOALS_DOC = [
 
 
 @pytest.fixture
+def config(store_config):
+    return store_config
+
+
+@pytest.fixture
 def db(open_catalog_db):
     return open_catalog_db("settings")
 
@@ -197,6 +202,7 @@ def test_a_dry_run_reports_what_would_change_and_writes_nothing(store, db, files
     assert log["backup"] is None and not (tmp_path / "backup").exists()
 
 
+@pytest.mark.sqlite_only("a backup of the SQLCipher file")
 def test_the_database_is_backed_up_before_the_import(store, db, files, tmp_path):
     store.set_config("existing", "before")
     settings, _ = files
@@ -215,6 +221,7 @@ def test_the_database_is_backed_up_before_the_import(store, db, files, tmp_path)
         copy.close()
 
 
+@pytest.mark.sqlite_only("a backup of the SQLCipher file")
 def test_the_log_records_counts_sources_and_backup_but_no_secret(store, files, tmp_path):
     settings, goals = files
     run_migration(store, settings_json=settings, goals_json=goals, log_file=tmp_path / "log.json")
@@ -228,12 +235,26 @@ def test_the_log_records_counts_sources_and_backup_but_no_secret(store, files, t
     assert (tmp_path / "log.json").stat().st_mode & 0o077 == 0
 
 
+@pytest.mark.sqlite_only("the data directory of the SQLCipher file")
 def test_default_backup_and_log_locations_are_under_the_data_directory(store, db, files):
     settings, _ = files
     log = run_migration(store, settings_json=settings)
     data_dir = db.path.parent.resolve()
     assert Path(log["backup"]["directory"]).parent == data_dir / "backups"
     assert Path(log["log_file"]).parent == data_dir / "migration_logs" and Path(log["log_file"]).exists()
+
+
+@pytest.mark.postgresql_only("a database the server backs up")
+def test_on_postgresql_no_backup_is_taken_and_the_log_says_to_pg_dump_first(store, db, files, tmp_path):
+    settings, _ = files
+    log = run_migration(store, settings_json=settings, data_dir=tmp_path / "data")
+    text = Path(log["log_file"]).read_text()
+    assert log["backup"] is None
+    assert log["backup_skipped"] == ("the settings store is on postgresql: back its schema up with "
+                                     "pg_dump --schema=settings")
+    assert Path(log["log_file"]).parent == (tmp_path / "data" / "migration_logs").resolve()
+    assert log["database"]["path"] == db.display_url and SECRET not in text
+    assert log["status"] == "ok" and store.get_config("slack_bot_token") == SECRET
 
 
 def test_a_missing_or_malformed_file_is_a_one_line_import_error(store, tmp_path):

@@ -1,6 +1,8 @@
-"""Thread contexts and user preferences are personal data: sealed on disk, owned by the keyed
-hash of their user, exported and erased with them through the providers mechanism, and purged
-by retention (a thread without a user only by its expiry). Real runtime, real vault, real files."""
+"""Thread contexts and user preferences are personal data: sealed in the database, owned by the
+keyed hash of their user, exported and erased with them through the providers mechanism, and
+purged by retention (a thread without a user only by its expiry). Real runtime, real vault, the
+settings store on each backend (a real SQLCipher file, or the settings schema of a real
+PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,16 @@ import json
 import pytest
 
 from compliance.audit import Actor
+from storage_backends import raw_connection
 from twin.settings_store import SettingsStore
-from twin.storage import open_keyed
+from twin.storage import FileBacked
 
 ADMIN = Actor("tok_test_admin", "admin")
+
+
+@pytest.fixture
+def config(store_config):
+    return store_config
 
 
 @pytest.fixture
@@ -21,24 +29,24 @@ def store(runtime):
 
 
 def rows(runtime, sql):
-    conn = open_keyed(runtime.settings_db.path, runtime.keyring.database_key, read_only=True)
+    """Rows as the database holds them, read outside the service (a connection of its own)."""
+    conn = raw_connection(runtime.settings_db, runtime.keyring.database_key)
     try:
         return [dict(row) for row in conn.execute(sql)]
     finally:
         conn.close()
 
 
-def file_bytes(runtime) -> bytes:
-    """Every page of the settings database, decrypted (WAL checkpointed first)."""
-    runtime.settings_db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn = open_keyed(runtime.settings_db.path, runtime.keyring.database_key, read_only=True)
-    try:
-        return b"".join(bytes(r[0]) if isinstance(r[0], bytes) else str(r[0]).encode()
-                        for r in conn.execute("SELECT value FROM user_preferences UNION ALL "
-                                              "SELECT messages FROM thread_contexts UNION ALL "
-                                              "SELECT user_id_hash FROM thread_contexts"))
-    finally:
-        conn.close()
+def stored_bytes(runtime) -> bytes:
+    """Every stored value of the personal tables, as the database holds them (on SQLCipher the
+    WAL checkpointed first, so the file itself is read)."""
+    if isinstance(runtime.settings_db, FileBacked):
+        runtime.settings_db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    values = [r["v"] for sql in ("SELECT value AS v FROM user_preferences",
+                                 "SELECT messages AS v FROM thread_contexts",
+                                 "SELECT user_id_hash AS v FROM thread_contexts")
+              for r in rows(runtime, sql)]
+    return b"".join(bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode() for v in values)
 
 
 def test_values_are_sealed_and_rows_carry_the_keyed_user_hash_never_the_user_id(runtime, store):
@@ -46,7 +54,7 @@ def test_values_are_sealed_and_rows_carry_the_keyed_user_hash_never_the_user_id(
     store.save_thread_context("C2:t2", "C2", "t2", ["User: anonymous hello"])
     store.set_user_preference("user-42", "theme", {"colour": "midnight-blue"})
 
-    stored = file_bytes(runtime)
+    stored = stored_bytes(runtime)
     for plaintext in (b"555-0101", b"anonymous hello", b"midnight-blue", b"user-42"):
         assert plaintext not in stored
     owners = {r["thread_key"]: r["user_id_hash"] for r in rows(runtime, "SELECT * FROM thread_contexts")}
@@ -122,6 +130,26 @@ def test_retention_purges_expired_threads_even_ownerless_under_a_hold_and_old_pr
     assert second.counts["user_preferences"] == 1
     assert sorted(r["thread_key"] for r in rows(runtime, "SELECT thread_key FROM thread_contexts")) == \
         ["C1:fresh", "C1:held"]
+
+
+def test_a_thread_changing_hands_starts_over_as_its_new_owners_and_leaves_the_old_ones_export(
+        runtime, store, make_subject):
+    first, second = make_subject("user-a"), make_subject("user-b")
+    started = store.save_thread_context("C1:t", "C1", "t", ["User: a's words"], user_id="user-a")["created_at"]
+    created = store.save_thread_context("C1:t", "C1", "t", ["User: b's words"], user_id="user-b")["created_at"]
+    store.save_thread_context("C1:t", "C1", "t", ["User: b again"], user_id="user-b")
+
+    assert created > started
+    [row] = rows(runtime, "SELECT user_id_hash, created_at FROM thread_contexts")
+    assert row == {"user_id_hash": runtime.hasher.hash("user-b"), "created_at": created}
+    exported = {s.user_id: json.loads("".join(runtime.subject_requests.export(ADMIN, f"req-{s.user_id}",
+                                                                              s.user_id)))
+                for s in (first, second)}
+    assert exported["user-a"]["thread_contexts"] == []
+    assert [t["messages"] for t in exported["user-b"]["thread_contexts"]] == [["User: b again"]]
+
+    store.save_thread_context("C1:t", "C1", "t", ["User: nobody's now"])
+    assert rows(runtime, "SELECT user_id_hash FROM thread_contexts") == [{"user_id_hash": None}]
 
 
 def test_per_user_calls_without_the_vault_are_refused_in_one_line(runtime):

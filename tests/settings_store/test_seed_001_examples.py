@@ -1,6 +1,8 @@
 """Seed 001's own usage examples, run as written (only the import adapted: ``from src.database
 import db_manager`` is ``from twin.settings_store import db_manager``), against the settings
-database configured through the environment (real SQLCipher files, real field keys)."""
+database configured through the environment, on each backend (a real SQLCipher file; the
+settings schema of a real PostgreSQL database by SETTINGS_STORAGE_BACKEND and
+TWIN_DATABASE_URL), with real field keys."""
 
 from __future__ import annotations
 
@@ -10,13 +12,21 @@ from pathlib import Path
 
 import pytest
 
+from storage_backends import database_url
 from twin.storage import open_keyed
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+URL_PASSWORD = "pw-NEVER-SHOWN-42"
 
 
 @pytest.fixture(autouse=True)
-def deployment(seed_deployment):
+def deployment(seed_deployment, backend, request, monkeypatch):
+    if backend == "postgresql":
+        url = database_url(request.getfixturevalue("pg_server").create_database())
+        url = url.replace("postgres@", f"postgres:{URL_PASSWORD}@")  # the test server trusts; never shown
+        monkeypatch.setenv("SETTINGS_STORAGE_BACKEND", "postgresql")
+        monkeypatch.setenv("TWIN_DATABASE_URL", url)
+        monkeypatch.setenv("TWIN_DB_POOL_SIZE", "1")
     yield seed_deployment
     from twin.settings_store.manager import reset_default_manager
 
@@ -48,20 +58,34 @@ def test_configuration_management(capsys):
         ("new_feature_enabled", "true", "Enable new AI feature")
 
 
+def stored_value(key: str, database_key: bytes) -> bytes:
+    """A configuration's value as the database holds it, read outside the service."""
+    url = os.environ.get("TWIN_DATABASE_URL")
+    if url is None:
+        conn = open_keyed(Path("data/settings.db"), database_key, read_only=True)
+        try:
+            value = conn.execute("SELECT value FROM configurations WHERE key = ?", (key,)).fetchone()[0]
+            return value.encode() if isinstance(value, str) else bytes(value)
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return bytes(conn.execute("SELECT value FROM settings.configurations WHERE key = %s",
+                                  (key,)).fetchone()[0])
+
+
 def test_a_sensitive_configuration_is_masked_by_category_and_encrypted_on_disk(deployment):
     from twin.settings_store import db_manager
 
     db_manager.set_config(key='slack_bot_token', value='xoxb-SECRET-123', category='slack',
                           is_sensitive=True)
+    db_manager.set_config(key='slack_channel', value='#ops-PLAIN', category='slack')
 
     assert db_manager.get_config('slack_bot_token') == 'xoxb-SECRET-123'
-    assert db_manager.get_configs_by_category('slack')[0]["value"] == "***"
-    conn = open_keyed(Path("data/settings.db"), deployment.database_key, read_only=True)
-    try:
-        stored = conn.execute("SELECT value FROM configurations WHERE key = 'slack_bot_token'").fetchone()[0]
-    finally:
-        conn.close()
-    assert b"xoxb-SECRET-123" not in bytes(stored)
+    assert [c["value"] for c in db_manager.get_configs_by_category('slack')] == ["***", "#ops-PLAIN"]
+    assert b"xoxb-SECRET-123" not in stored_value('slack_bot_token', deployment.database_key)
+    assert stored_value('slack_channel', deployment.database_key) == b"#ops-PLAIN"  # the read sees values
 
 
 def test_thread_context_management():
@@ -159,8 +183,20 @@ def test_performance_tracking_and_monitoring(capsys):
         [(0.85, 'seconds', {'endpoint': '/slack', 'user_count': 5})]
     assert avg_response_time == pytest.approx(2.0 / 3)
     out = capsys.readouterr().out.splitlines()
-    size = os.path.getsize("data/settings.db") + os.path.getsize("data/settings.db-wal")
-    assert out == [f"Database size: {size} bytes", "Total records: 3"]
+    assert out == [f"Database size: {settings_size()} bytes", "Total records: 3"]
+
+
+def settings_size() -> int:
+    """The settings database's size as found outside the service: the file and its WAL, or
+    what the server reports for every table of the settings schema."""
+    url = os.environ.get("TWIN_DATABASE_URL")
+    if url is None:
+        return os.path.getsize("data/settings.db") + os.path.getsize("data/settings.db-wal")
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return int(conn.execute("SELECT sum(pg_total_relation_size(format('settings.%I', tablename))) "
+                                "FROM pg_tables WHERE schemaname = 'settings'").fetchone()[0])
 
 
 def test_environment_variable_and_in_memory_replacements():
@@ -187,6 +223,7 @@ def test_environment_variable_and_in_memory_replacements():
     assert get_thread_context('C9:ts1')['messages'] == ['User: hi']
 
 
+@pytest.mark.sqlite_only("a copy of the SQLCipher file")
 def test_backups_are_encrypted_copies_at_the_default_or_the_given_path(capsys, deployment):
     from twin.settings_store import db_manager
 
@@ -285,3 +322,27 @@ def test_get_connection_rolls_back_when_the_block_raises():
             conn.execute("INSERT INTO performance_metrics (metric_name, metric_value) VALUES ('x', 1)")
             raise RuntimeError("boom")
     assert db_manager.get_performance_metrics('x') == []
+
+
+@pytest.mark.postgresql_only("the server's database is backed up with the server's tools")
+def test_on_postgresql_backup_database_says_in_one_line_to_use_pg_dump():
+    from twin.settings_store import SettingsError, db_manager
+
+    with pytest.raises(SettingsError, match="^backup_database copies the SQLCipher file; the settings "
+                                            "store is on postgresql: back up its schema with "
+                                            "pg_dump --schema=settings$"):
+        db_manager.backup_database()
+    assert not Path("data/backups").exists()
+
+
+def test_the_database_info_names_where_the_settings_live_and_never_a_password():
+    from twin.settings_store import db_manager
+
+    db_manager.set_config('region', 'eu-west-1')
+    info = db_manager.get_database_info()
+
+    url = os.environ.get("TWIN_DATABASE_URL")
+    assert info["database_path"] == (str(Path("data/settings.db").resolve()) if url is None
+                                     else url.replace(f"postgres:{URL_PASSWORD}@", ""))
+    assert info["tables"]["configurations"] == 1 and info["schema_version"] == 3
+    assert URL_PASSWORD not in repr(info)

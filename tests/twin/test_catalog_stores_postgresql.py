@@ -12,7 +12,7 @@ from twin.config import Config
 from twin.storage import SameDatabaseError, StorageConfigError
 from twin.storage.postgresql import write_identity_marker
 
-STORES = ("evolution_metrics", "rag_index", "ledger", "model_registry")  # with PostgreSQL migrations so far
+STORES = ("evolution_metrics", "rag_index", "ledger", "model_registry", "settings")
 
 
 def config_with(tmp_path, **environ: str) -> Config:
@@ -43,6 +43,7 @@ def test_every_store_defaults_to_the_twin_database_in_a_schema_of_its_own(tmp_pa
     for name in STORES:
         assert "schema_version" in found[name]
     assert "fitness_metrics" in found["evolution_metrics"]
+    assert {"configurations", "thread_contexts", "user_preferences"} <= found["settings"]
     assert "public" not in found  # nothing of any store outside its schema
     assert not (tmp_path / "data").exists() or not list((tmp_path / "data").glob("*.db"))
 
@@ -95,9 +96,17 @@ def test_a_store_is_refused_the_configured_vault_database_before_it_is_set_up(tm
     assert tables_by_schema(vault) == {}
 
 
-def test_the_settings_store_says_in_one_line_that_it_has_no_postgresql_schema_yet(tmp_path, keyring):
-    config = config_with(tmp_path, TWIN_STORAGE_BACKEND="postgresql",
-                         TWIN_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/postgres")
-    with pytest.raises(StorageConfigError, match="^the settings store has no PostgreSQL schema yet: "
-                                                 "set SETTINGS_STORAGE_BACKEND=sqlcipher$"):
-        open_database("settings", config, keyring.database_keys)
+def test_the_settings_store_reads_settings_before_twin_and_is_refused_the_vaults_database(
+        tmp_path, pg_server, keyring):
+    shared, own, vault = (database_url(pg_server.create_database()) for _ in range(3))
+    config = config_with(tmp_path, SETTINGS_STORAGE_BACKEND="postgresql", SETTINGS_DATABASE_URL=own,
+                         TWIN_DATABASE_URL=shared)
+    assert postgres_settings_of("settings", config).variable == "SETTINGS_DATABASE_URL"
+    open_database("settings", config, keyring.database_keys).close_all()
+    assert "configurations" in tables_by_schema(own)["settings"] and tables_by_schema(shared) == {}
+
+    refused = config_with(tmp_path, SETTINGS_STORAGE_BACKEND="postgresql", SETTINGS_DATABASE_URL=vault,
+                          TWIN_VAULT_DATABASE_URL=vault.replace("127.0.0.1", "localhost"))
+    with pytest.raises(SameDatabaseError, match="settings .* is the vault database"):
+        open_database("settings", refused, keyring.database_keys)
+    assert tables_by_schema(vault) == {}

@@ -44,7 +44,7 @@ def import_legacy(settings_json: Path | None, goals_json: Path | None, log_file:
         store = SettingsStore.from_keyring(db, deployment.keyring, actor=actor)
         doc = run_migration(store, settings_json=settings_json, goals_json=goals_json,
                             log_file=log_file, backup_dir=backup_dir, dry_run=dry_run,
-                            progress=report)
+                            progress=report, data_dir=deployment.data_dir)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
     finally:
@@ -54,6 +54,8 @@ def import_legacy(settings_json: Path | None, goals_json: Path | None, log_file:
         click.echo(f"{prefix}{kind:<15} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     if doc["backup"]:
         click.echo(f"backup: {doc['backup']['directory']}")
+    elif doc.get("backup_skipped"):
+        click.echo(f"no backup taken: {doc['backup_skipped']}")
     click.echo(f"log: {doc['log_file']}")
     return 0
 

@@ -36,18 +36,8 @@ from twin.storage import POSTGRESQL, SQLITE, Dialect, Migration
 # exact text for SQLite and the same schema in PostgreSQL's terms (DIALECT.md): identity
 # columns, BIGINT, DOUBLE PRECISION, JSONB (which validates itself), the dialect's ``now``
 # default and a regular expression where SQLite checks the timestamp format with GLOB.
-_ISO_GLOB = ("'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T"
-             "[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'")
-_ISO_REGEX = r"'^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$'"
 # A high-volume table's key: SQLite's rowid alias (no sqlite_sequence update per row).
 _ROWID_KEY = {"sqlite": "INTEGER PRIMARY KEY", "postgresql": POSTGRESQL.identity}
-
-
-def _iso(d: Dialect, column: str, *, nullable: bool = False) -> str:
-    check = f"{column} GLOB {_ISO_GLOB}" if d is SQLITE else f"{column} ~ {_ISO_REGEX}"
-    if nullable:
-        return f"{column} TEXT CHECK ({column} IS NULL OR {check})"
-    return f"{column} TEXT NOT NULL DEFAULT {d.now} CHECK ({check})"
 
 
 def _json(d: Dialect, column: str) -> str:
@@ -65,14 +55,14 @@ CREATE TABLE evolution_rounds (
     id                 {d.identity},
     round_number       {d.bigint} NOT NULL CHECK (round_number >= 0),
     generation         {d.bigint} NOT NULL CHECK (generation >= 0),
-    {_iso(d, "timestamp")},
+    {d.timestamp_column("timestamp")},
     population_size    {d.bigint} CHECK (population_size IS NULL OR population_size >= 0),
     mutation_rate      {d.float} CHECK (mutation_rate IS NULL OR mutation_rate BETWEEN 0 AND 1),
     selection_pressure {d.float} CHECK (selection_pressure IS NULL OR selection_pressure >= 0),
     status             TEXT NOT NULL DEFAULT 'running'
                        CHECK (status IN ('running', 'completed', 'failed', 'aborted')),
     {_json(d, "metadata")},
-    {_iso(d, "finished_at", nullable=True)}
+    {d.timestamp_column("finished_at", nullable=True)}
 );
 CREATE UNIQUE INDEX idx_evolution_rounds_number ON evolution_rounds (round_number, generation);
 
@@ -83,7 +73,7 @@ CREATE TABLE fitness_metrics (
     fitness_score       {d.float} NOT NULL,
     {_json(d, "performance_metrics")},
     {_json(d, "resource_usage")},
-    {_iso(d, "timestamp")}
+    {d.timestamp_column("timestamp")}
 );
 CREATE UNIQUE INDEX idx_fitness_agent ON fitness_metrics (agent_id, round_id);
 CREATE INDEX idx_fitness_score ON fitness_metrics (round_id, fitness_score DESC, agent_id);
@@ -96,7 +86,7 @@ CREATE TABLE resource_metrics (
     {_non_negative(d, "network_io_kb")},
     {_non_negative(d, "disk_io_kb")},
     {_non_negative(d, "gpu_usage")},
-    {_iso(d, "timestamp")}
+    {d.timestamp_column("timestamp")}
 );
 CREATE INDEX idx_resource_timestamp ON resource_metrics (timestamp);
 CREATE INDEX idx_resource_round ON resource_metrics (round_id, timestamp);
@@ -110,7 +100,7 @@ CREATE TABLE selection_outcomes (
     {_json(d, "crossover_points")},
     mutation_applied {d.bigint} NOT NULL DEFAULT 0 CHECK (mutation_applied IN (0, 1)),
     survival_reason  TEXT,
-    {_iso(d, "timestamp")},
+    {d.timestamp_column("timestamp")},
     CHECK (child_agent_id IS NULL OR child_agent_id <> parent_agent_id)
 );
 CREATE INDEX idx_selection_parent ON selection_outcomes (parent_agent_id, child_agent_id);

@@ -15,7 +15,7 @@ from typing import Any
 
 from compliance.errors import DecryptionError
 from compliance.field_crypto import FieldCipher, associated_data
-from twin.storage import Database
+from twin.storage import POSTGRESQL, Database
 
 from .errors import SensitiveValueError
 from .values import check_key
@@ -48,8 +48,18 @@ class SettingsBase:
         except DecryptionError:
             raise SensitiveValueError(f"sensitive configuration {key!r} cannot be decrypted") from None
 
+    def _stored(self, key: str, value: str, sensitive: bool) -> str | bytes:
+        """What ``configurations.value`` holds: the ciphertext of a sensitive value; a plain
+        one as TEXT on SQLite, as its UTF-8 bytes in PostgreSQL's BYTEA column (schema.py)."""
+        if sensitive:
+            return self._encrypt(key, value)
+        return value.encode() if self.db.dialect is POSTGRESQL else value
+
     def _plain(self, row: Any) -> str:
-        return self._decrypt(row["key"], row["value"]) if row["is_sensitive"] else row["value"]
+        value = row["value"]
+        if row["is_sensitive"]:
+            return self._decrypt(row["key"], value)
+        return value if isinstance(value, str) else bytes(value).decode()
 
     def _plain_or_none(self, row: Any) -> str | None:
         # A secret that no longer decrypts (its key version lost) can still be overwritten or

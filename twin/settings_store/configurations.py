@@ -40,7 +40,7 @@ class Configurations(SettingsBase):
             if current == (value, category, description, sensitive):
                 return ChangeOutcome.UNCHANGED
             now = to_db(utc_now())
-            stored = self._encrypt(key, value) if sensitive else value
+            stored = self._stored(key, value, sensitive)
             if row is None:
                 conn.execute("INSERT INTO configurations (key, value, category, description, "
                              "is_sensitive, created_at, updated_at, updated_by) "

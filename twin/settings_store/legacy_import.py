@@ -46,7 +46,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from twin.storage import Database, backup_database, write_manifest
+from twin.storage import Backend, FileBacked, backup_database, write_manifest
 from twin.storage.progress import ProgressFactory, silent
 
 from .errors import LegacyImportError, SettingsError
@@ -288,11 +288,16 @@ def _source(path: Path | None) -> dict[str, Any] | None:
     return {"path": str(Path(path).resolve()), "sha256": digest}
 
 
-def default_paths(db: Database) -> tuple[Path, Path]:
+# A PostgreSQL database is backed up by the server's tools; the import itself is one transaction.
+SERVER_BACKUP = "the settings store is on postgresql: back its schema up with pg_dump --schema=settings"
+
+
+def default_paths(db: Backend, data_dir: Path | None = None) -> tuple[Path, Path]:
     """``(backup_dir, log_file)`` for a run now: ``<data dir>/backups/settings-migration-<ts>/``
-    and ``<data dir>/migration_logs/settings-migration-<ts>.json``."""
+    and ``<data dir>/migration_logs/settings-migration-<ts>.json`` (the data directory is the
+    settings file's, or ``data_dir`` for a database on a server)."""
     stamp = _timestamp()
-    base = db.path.parent
+    base = db.path.parent if isinstance(db, FileBacked) else Path(data_dir or ".")
     return (base / "backups" / f"settings-migration-{stamp}",
             base / "migration_logs" / f"settings-migration-{stamp}.json")
 
@@ -300,8 +305,11 @@ def default_paths(db: Database) -> tuple[Path, Path]:
 def run_migration(store: SettingsStore, *, settings_json: Path | None = None,
                   goals_json: Path | None = None, log_file: Path | None = None,
                   backup_dir: Path | None = None, dry_run: bool = False,
-                  progress: ProgressFactory = silent) -> dict[str, Any]:
+                  progress: ProgressFactory = silent, data_dir: Path | None = None) -> dict[str, Any]:
     """The whole legacy migration: parse, back up ``settings.db``, import, write the JSON log.
+
+    On PostgreSQL no backup is taken here (``backup_skipped`` in the log says to pg_dump the
+    schema first) and the log goes under ``data_dir``.
 
     Returns the log document. On failure the log is still written (``status: failed``) and
     the error re-raised; the database is left as it was (the import is one transaction).
@@ -309,12 +317,14 @@ def run_migration(store: SettingsStore, *, settings_json: Path | None = None,
     """
     if settings_json is None and goals_json is None:
         raise LegacyImportError("nothing to import: give a settings JSON and/or a goals JSON")
-    default_backup, default_log = default_paths(store.db)
+    default_backup, default_log = default_paths(store.db, data_dir)
+    on_file = isinstance(store.db, FileBacked)
     log_file = Path(log_file) if log_file else default_log
     doc: dict[str, Any] = {
         "format": LOG_FORMAT, "status": "running", "dry_run": dry_run,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "database": {"name": store.db.name, "path": str(store.db.path)},
+        "database": {"name": store.db.name,
+                     "path": str(store.db.path) if on_file else store.db.display_url},
         "sources": {}, "backup": None, "counts": None, "keys": None, "error": None,
     }
     try:
@@ -324,7 +334,9 @@ def run_migration(store: SettingsStore, *, settings_json: Path | None = None,
             parse_settings_document(load_json(Path(settings_json)), data)
         if goals_json is not None:
             parse_goals_document(load_json(Path(goals_json)), data)
-        if not dry_run:
+        if not dry_run and not on_file:
+            doc["backup_skipped"] = SERVER_BACKUP
+        elif not dry_run:
             target = Path(backup_dir) if backup_dir else default_backup
             entry = backup_database(store.db, target, progress=progress)
             manifest = write_manifest(target, [entry])

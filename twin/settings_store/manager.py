@@ -8,7 +8,9 @@ the settings store (``SettingsStore``), with the seed's names, arguments and ret
 
 ``db_manager`` is created on first use from the environment (the configured ``settings``
 database, the privacy vault for per-user data, the deployment's keyring). Differences from the
-seed: the file is a SQLCipher database (so are its backups); sensitive configurations, thread
+seed: the file is a SQLCipher database (so are its backups), or the ``settings`` schema of a
+PostgreSQL database (``SETTINGS_STORAGE_BACKEND``; backed up with the server's tools, not by
+``backup_database``); sensitive configurations, thread
 messages and preference values are encrypted; ``get_configs_by_category`` masks sensitive
 values (read one with ``get_config``); ``save_thread_context`` takes an optional ``user_id=``
 (see ``tables.py``); ``get_connection()`` is one write transaction, rolled back on an exception.
@@ -24,8 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from twin.storage import backup_database
+from twin.storage import FileBacked, backup_database
 
+from .errors import SettingsError
 from .store import SettingsStore
 from .threads import DEFAULT_THREAD_TTL_HOURS
 from .values import ChangeOutcome
@@ -145,7 +148,11 @@ class DatabaseManager:
 
     def backup_database(self, backup_path: str | os.PathLike[str] | None = None) -> str:
         """An online, encrypted (same key) copy at ``backup_path`` (default:
-        ``<backup_dir>/settings_backup_<UTC time>.db``); returns its path."""
+        ``<backup_dir>/settings_backup_<UTC time>.db``); returns its path. SQLCipher only: on
+        PostgreSQL it raises a one-line ``SettingsError`` naming the server's tool."""
+        if not isinstance(self.store.db, FileBacked):
+            raise SettingsError("backup_database copies the SQLCipher file; the settings store is on "
+                                "postgresql: back up its schema with pg_dump --schema=settings")
         if backup_path is None:
             directory = Path(self.config.backup_dir or self.store.db.path.parent / "backups")
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -161,15 +168,25 @@ class DatabaseManager:
 
     def get_database_info(self) -> dict[str, Any]:
         """``database_path``, ``database_size_bytes`` (with its WAL), ``total_records``, rows
-        per table (``tables``) and ``schema_version``."""
+        per table (``tables``) and ``schema_version``. On PostgreSQL the path is the database's
+        URL without credentials and the size that of the schema's tables (indexes and TOAST
+        included)."""
         db = self.store.db
         names = [name for name in db.table_names() if name != "schema_version"]
         with db.transaction(immediate=False) as conn:
             counts = {name: int(conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])
                       for name in names}
             version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-        size = sum(p.stat().st_size for p in (db.path, Path(f"{db.path}-wal")) if p.exists())
-        return {"database_path": str(db.path), "database_size_bytes": size,
+            if isinstance(db, FileBacked):
+                where = str(db.path)
+                size = sum(p.stat().st_size for p in (db.path, Path(f"{db.path}-wal")) if p.exists())
+            else:
+                where = db.display_url
+                size = int(conn.execute(
+                    "SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = current_schema() AND c.relkind = 'r'").fetchone()[0])
+        return {"database_path": where, "database_size_bytes": size,
                 "total_records": sum(counts.values()), "tables": counts, "schema_version": version}
 
 

@@ -32,7 +32,7 @@ class PerformanceMetrics(SettingsBase):
         params = (name, check_number(value, "metric value"), unit, extra_text, when)
         return self.db.write(lambda conn: conn.execute(
             "INSERT INTO performance_metrics (metric_name, metric_value, metric_unit, "
-            "additional_data, recorded_at) VALUES (?, ?, ?, ?, ?)", params).lastrowid)
+            "additional_data, recorded_at) VALUES (?, ?, ?, ?, ?) RETURNING id", params).fetchone()[0])
 
     def performance_metrics(self, name: str | None = None, *, since: datetime | str | None = None,
                             until: datetime | str | None = None, hours: float | None = None,
@@ -56,8 +56,11 @@ class PerformanceMetrics(SettingsBase):
             where.append("recorded_at < ?")
             params.append(time_param(until, "until"))
         sql = ("SELECT * FROM performance_metrics" + (" WHERE " + " AND ".join(where) if where else "")
-               + " ORDER BY recorded_at, id LIMIT ?")
-        rows = self.db.query(sql, (*params, -1 if limit is None else limit))
+               + " ORDER BY recorded_at, id")
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self.db.query(sql, params)
         return [PerformanceMetric(r["id"], r["metric_name"], r["metric_value"], r["metric_unit"],
                                   json.loads(r["additional_data"]) if r["additional_data"] else None,
                                   r["recorded_at"]) for r in rows]

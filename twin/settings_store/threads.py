@@ -47,7 +47,8 @@ class ThreadContexts(PersonalParts):
 
         def write(conn: Any) -> None:
             # A thread changing hands starts over: its creation time is the new owner's.
-            conn.execute(f"DELETE FROM {TABLE.name} WHERE thread_key = ? AND user_id_hash IS NOT ?",
+            conn.execute(f"DELETE FROM {TABLE.name} WHERE thread_key = ? "
+                         "AND user_id_hash IS DISTINCT FROM ?",
                          (thread_key, subject))
             conn.execute(f"{TABLE.insert_sql(_WRITE)} ON CONFLICT (thread_key) DO UPDATE SET "
                          "channel_id = excluded.channel_id, thread_ts = excluded.thread_ts, "

@@ -41,6 +41,11 @@ _TOKENS = re.compile(r"""
 
 _cache: dict[str, str] = {}
 
+# The format of timestamps.to_db (``2026-11-22T02:30:00.123456Z``), as each dialect checks it.
+_ISO_GLOB = ("'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T"
+             "[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'")
+_ISO_REGEX = r"'^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$'"
+
 # Where PostgreSQL keeps the high-water mark of an identity column (see identity_high_water).
 HIGH_WATER_TABLE = "identity_high_water"
 _CACHE_LIMIT = 4096
@@ -109,6 +114,15 @@ class Dialect:
     def sql(self, statement: str) -> str:
         """The statement as this dialect's driver takes it."""
         return to_pyformat(statement) if self.translates else statement
+
+    def timestamp_column(self, column: str, *, nullable: bool = False) -> str:
+        """The definition of a column of ``timestamps.to_db`` text whose format a CHECK
+        enforces (GLOB on SQLite, a regular expression on PostgreSQL), so text order is time
+        order; NOT NULL with the ``now`` default unless ``nullable``."""
+        check = f"{column} GLOB {_ISO_GLOB}" if self.name == "sqlite" else f"{column} ~ {_ISO_REGEX}"
+        if nullable:
+            return f"{column} TEXT CHECK ({column} IS NULL OR {check})"
+        return f"{column} TEXT NOT NULL DEFAULT {self.now} CHECK ({check})"
 
     def identity_high_water(self, table: str, column: str) -> str:
         """An SQL expression: the highest value ever stored in the identity ``column`` of
