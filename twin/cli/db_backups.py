@@ -42,6 +42,10 @@ def backup(database: str | None, out: Path | None) -> int:
     for entry in taken.entries:
         click.echo(f"{entry.name:<18} {entry.size:>12,} bytes  sha256 {entry.sha256[:16]}…  "
                    f"v{entry.schema_version}")
+    if taken.archive_segments is not None:
+        size = sum(r["size"] for r in taken.archive_segments)
+        click.echo(f"{'audit archive':<18} {size:>12,} bytes  {len(taken.archive_segments)} segment(s), "
+                   "each checked against the vault's index")
     versions = ", ".join(f"v{v}" for v in taken.field_key_versions) or "none"
     click.echo(f"backup set written to {out} (database key {deployment.keyring.database_key_fingerprint}, "
                f"field keys {versions})")
@@ -159,6 +163,8 @@ def restore(directory: Path, database: str | None, yes: bool, force: bool, logs:
                              tombstones=carried, progress=report)
     for name in result["restored"]:
         click.echo(f"{name:<18} restored from {directory}")
+    if result["archive_segments"] is not None:
+        click.echo(f"{'audit archive':<18} restored from {directory} ({result['archive_segments']} segment(s))")
     click.echo(f"{result['tombstones_carried']} erasure tombstone(s) carried; every tombstone re-applied")
     return 0
 

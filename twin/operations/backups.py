@@ -9,7 +9,7 @@ Restoring replaces live files, so the caller holds the live-service guard. The t
 vault are a pair (the vault holds the twin's subjects' data keys); a restore carries
 erasure tombstones recorded after the backup (from the live vault, or from erasure logs:
 ``erasure_log``) into the restored vault, and re-applies every tombstone before anything can
-be served.
+be served. The vault's audit archive segments go with it (``archive_backup``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from compliance.keyring import Keyring
 
 from ..catalog import database_path, open_database, spec_for
 from ..config import Config
-from ..storage import (BackupEntry, BackupVerificationError, Database, Manifest, StorageError,
+from ..storage import (BackupEntry, BackupVerificationError, Database, FileBacked, Manifest, StorageError,
                        backup_database, load_manifest, restore_database, verify_backup_entry,
                        write_manifest)
 from ..storage.progress import ProgressFactory, silent
+from . import archive_backup
 from .erasure_log import Tombstone, latest, merge_tombstones, read_log, vault_tombstones, write_log
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class TakenBackup:
     directory: Path
     entries: list[BackupEntry]
     field_key_versions: list[int]
+    archive_segments: list[archive_backup.Record] | None = None  # None: no archive beside the vault
 
 
 def _field_key_versions(db: Database, copy: Path) -> set[int]:
@@ -64,20 +66,39 @@ def _field_key_versions(db: Database, copy: Path) -> set[int]:
 
 def take_backup(config: Config, keyring: Keyring, names: Iterable[str], out: Path, *,
                 progress: ProgressFactory = silent) -> TakenBackup:
-    """Back up ``names`` into ``out`` and write its manifest (with the keys it needs)."""
-    entries, versions = [], set()
+    """Back up ``names`` into ``out`` and write its manifest (with the keys it needs, and the
+    vault's audit archive segments)."""
+    entries, versions, attached = [], set(), {}
     for name in names:
         db = open_database(name, config, keyring.database_keys)
         try:
-            entry = backup_database(db, out, progress=progress)
+            if name == "privacy_vault" and isinstance(db, FileBacked):
+                entry, attached[archive_backup.ATTACHED] = _vault_with_archive(db, out, progress)
+            else:
+                entry = backup_database(db, out, progress=progress)
             versions |= _field_key_versions(db, out / entry.file)
         finally:
             db.close_all()
         entries.append(entry)
     fingerprints = keyring.field_key_fingerprints()
     write_manifest(out, entries, keys={
-        "field_keys": {str(v): fingerprints.get(v) for v in sorted(versions)}})
-    return TakenBackup(out, entries, sorted(versions))
+        "field_keys": {str(v): fingerprints.get(v) for v in sorted(versions)}}, attached=attached)
+    return TakenBackup(out, entries, sorted(versions), attached.get(archive_backup.ATTACHED))
+
+
+def _vault_with_archive(db: Database, out: Path, progress: ProgressFactory,
+                        attempts: int = 3) -> tuple[BackupEntry, list[archive_backup.Record]]:
+    """The vault's copy, then the archive segments that copy lists; taken again when retention
+    deletes a listed segment in between."""
+    for attempt in range(1, attempts + 1):
+        entry = backup_database(db, out, progress=progress)
+        try:
+            return entry, archive_backup.back_up(db, out / entry.file, out)
+        except archive_backup.ArchiveChangedError:
+            if attempt == attempts:
+                raise
+            log.info("backup: retention deleted an archive segment meanwhile; copying the vault again")
+    raise AssertionError("unreachable")
 
 
 def field_key_problems(manifest: Manifest, keyring: Keyring) -> list[str]:
@@ -109,11 +130,15 @@ def verify_set(directory: Path, names: Sequence[str], config: Config,
     manifest = load_manifest(directory)
     results: list[tuple[str, str | None]] = []
     for entry in (e for e in manifest.entries if e.name in names):
+        db = backup_file_db(directory, entry, config, keyring)
         try:
-            verify_backup_entry(directory, entry, backup_file_db(directory, entry, config, keyring))
-            results.append((entry.name, None))
+            verify_backup_entry(directory, entry, db)
         except BackupVerificationError as exc:
             results.append((entry.name, str(exc)))
+            continue
+        archive = archive_backup.problems(directory, manifest, db, entry.file) \
+            if entry.name == "privacy_vault" else []
+        results.extend((entry.name, problem) for problem in archive or [None])
     results.extend(("keys", problem) for problem in field_key_problems(manifest, keyring))
     return results
 
@@ -137,7 +162,12 @@ def plan_restore(directory: Path, names: Sequence[str], config: Config, keyring:
             "share the subjects' data keys) makes data of subjects created after the backup "
             "unreadable; restore both or pass --force")
     for entry in entries:
-        verify_backup_entry(directory, entry, backup_file_db(directory, entry, config, keyring))
+        db = backup_file_db(directory, entry, config, keyring)
+        verify_backup_entry(directory, entry, db)
+        archive = archive_backup.problems(directory, manifest, db, entry.file) \
+            if entry.name == "privacy_vault" else []
+        if archive:
+            raise RestoreRefusedError(archive[0])
     problems = field_key_problems(manifest, keyring)
     if problems:
         raise RestoreRefusedError(f"{problems[0]}; load the keyring the backup was taken with")
@@ -193,13 +223,19 @@ def restore_set(directory: Path, entries: Sequence[BackupEntry], config: Config,
     once they are merged and re-applied, so a crash in between loses none of them."""
     names = [e.name for e in entries]
     pending = pending_log_path(config)
+    manifest, archived = load_manifest(directory), None
     carried = list(tombstones) if "privacy_vault" in names else []
     if carried:
         write_log(pending, carried, keyring)
     for entry in entries:
         db = open_database(entry.name, config, keyring.database_keys, migrate=False)
+        staged = archive_backup.stage(directory, manifest, db.path) \
+            if entry.name == "privacy_vault" and isinstance(db, FileBacked) else None
         restore_database(directory, entry, db, progress=progress)
         db.close_all()
+        if staged is not None:
+            archive_backup.swap_in(staged, db.path)
+            archived = len(archive_backup.records(manifest) or [])
     if carried:
         vault = open_database("privacy_vault", config, keyring.database_keys)
         try:
@@ -208,7 +244,7 @@ def restore_set(directory: Path, entries: Sequence[BackupEntry], config: Config,
             vault.close_all()
     reapply_every_tombstone(config)
     pending.unlink(missing_ok=True)
-    return {"restored": names, "tombstones_carried": len(carried)}
+    return {"restored": names, "tombstones_carried": len(carried), "archive_segments": archived}
 
 
 def reapply_in_place(config: Config, keyring: Keyring, logs: Sequence[Path]) -> dict[str, Any]:

@@ -4,8 +4,9 @@ A backup set is a directory holding one encrypted copy per database (taken with 
 online backup API while the service runs, so readers and writers are not stopped) and a
 ``manifest.json`` with each file's SHA-256, size, schema version and the fingerprint of the key
 it is encrypted under (never the key), plus whatever the caller records about the keys the
-data needs (``keys``: e.g. field-key versions). Copies stay encrypted under the same SQLCipher
-key: a backup on another disk is as unreadable as the original.
+data needs (``keys``: e.g. field-key versions) and about files it stored beside the databases
+(``attached``: e.g. their checksums; the caller copies and checks those). Copies stay encrypted
+under the same SQLCipher key: a backup on another disk is as unreadable as the original.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Manifest:
     entries: list[BackupEntry]
     created_at: str | None = None
     keys: dict[str, Any] = field(default_factory=dict)  # what the caller recorded (no key bytes)
+    attached: dict[str, Any] = field(default_factory=dict)  # files the caller stored beside them
 
 
 def sha256_file(path: Path) -> str:
@@ -110,15 +112,18 @@ def backup_database(db: Database, dest_dir: Path, *, pages_per_step: int = 4096,
 
 
 def write_manifest(dest_dir: Path, entries: list[BackupEntry],
-                   keys: dict[str, Any] | None = None) -> Path:
+                   keys: dict[str, Any] | None = None, attached: dict[str, Any] | None = None) -> Path:
     """Write the manifest of a backup set atomically. ``keys``: what the data needs besides
-    the files' own keys (fingerprints and versions only, never key bytes)."""
+    the files' own keys (fingerprints and versions only, never key bytes); ``attached``: what
+    the caller records about files it stored in the set besides the databases."""
     manifest = {
         "format": MANIFEST_FORMAT,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "databases": [asdict(e) for e in entries],
         "keys": keys or {},
     }
+    if attached:
+        manifest["attached"] = attached
     path = Path(dest_dir) / MANIFEST_NAME
     tmp = path.with_suffix(".json.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -137,7 +142,7 @@ def load_manifest(backup_dir: Path) -> Manifest:
         if doc.get("format") not in READABLE_FORMATS:
             raise BackupVerificationError(f"{path}: not a {MANIFEST_FORMAT} manifest")
         return Manifest([BackupEntry(**e) for e in doc["databases"]], doc.get("created_at"),
-                        dict(doc.get("keys") or {}))
+                        dict(doc.get("keys") or {}), dict(doc.get("attached") or {}))
     except FileNotFoundError:
         raise BackupVerificationError(f"{path}: manifest missing") from None
     except (ValueError, KeyError, TypeError) as exc:
