@@ -131,7 +131,8 @@ class EvidenceService:
             key = self.keys.observation(profile_id, item.evidence_id)
             entry = traces.NewEntry(item.observation, item.content, key, item.index)
             keyed[key] = (item, entry, traces.entry_row(writer, profile_id, item.skill, entry, now))
-        folded = self._fold_ahead(writer, profile_id, self._by_skill(keyed, set()), now)
+        fresh_by_skill = self._by_skill(keyed, set())
+        folded = self._fold_ahead(writer, profile_id, fresh_by_skill, now)
 
         def write(conn: Any) -> tuple[int, int]:
             self.profiles.require_live(conn, profile_id, hold=True)  # erased or expired since the check above?
@@ -139,7 +140,7 @@ class EvidenceService:
             if conflicts or stored[1]:
                 clash = sorted(conflicts + stored[1], key=lambda i: i.index)
                 raise EvidenceConflictError(sorted({i.evidence_id for i in clash}), [i.index for i in clash])
-            by_skill = self._by_skill(keyed, stored[0])
+            by_skill = self._by_skill(keyed, stored[0]) if stored[0] else fresh_by_skill
             current = self.parameters.current(conn, by_skill)
             rows = traces.state_rows(conn, profile_id, list(by_skill), for_update=ctx.db.dialect.for_update)
             repeated_in = {keyed[key][0].skill for key in stored[0]}
