@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_STORED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z", re.ASCII)  # to_db's text
 
 
 def utc_now() -> datetime:
@@ -31,7 +33,13 @@ def parse_to_db(value: datetime | str) -> str:
 
 
 def from_db(text: str | None) -> datetime | None:
+    """The aware UTC datetime of a stored timestamp (``_FORMAT``; ``ValueError`` otherwise)."""
     if text is None:
         return None
+    # What to_db wrote is read by fromisoformat (the same datetime, UTC, some hundred times
+    # cheaper than strptime: rebuilding a skill reads one per stored row); anything else goes
+    # to strptime, which accepts only _FORMAT, as before.
+    if _STORED.fullmatch(text):
+        return datetime.fromisoformat(text)
     return datetime.strptime(text, _FORMAT).replace(tzinfo=timezone.utc)
 
