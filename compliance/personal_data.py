@@ -291,11 +291,7 @@ class PersonalTable:
         read as each column's ``null_as``; every described column, or ``columns``.
 
         On every read's path: the per-column work is planned once per column tuple."""
-        plan = self._cache.get(("decode", columns))
-        if plan is None:
-            plan = self._cache[("decode", columns)] = tuple(
-                (name, _DECODE.get(self._by_name[name].kind, 0), self._by_name[name].null_as)
-                for name in (columns or self.column_names))
+        plan = self._decode_plan(columns)
         row_id = self.row_id_of(row)
         table = self.name
         out: dict[str, Any] = {}
@@ -310,6 +306,25 @@ class PersonalTable:
                     value = json.loads(value)
             out[name] = value
         return out
+
+    def decode_many(self, rows: Sequence[Any], reader: Any,
+                    columns: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """``decode`` of each row, the sealed values of them all opened in one call (see
+        ``_decode_rows``; rebuilding a skill opens its every row)."""
+        plan = self._cache.get(("decode_many", columns))
+        if plan is None:
+            plan = self._cache[("decode_many", columns)] = tuple(
+                (name, name, how, null_as, False) for name, how, null_as in self._decode_plan(columns))
+        return self._decode_rows(rows, reader, plan)
+
+    def _decode_plan(self, columns: tuple[str, ...] | None) -> tuple[tuple[str, int, Any], ...]:
+        """Per column of ``columns`` (default: all): its name, how it decodes, what NULL reads as."""
+        plan = self._cache.get(("decode", columns))
+        if plan is None:
+            plan = self._cache[("decode", columns)] = tuple(
+                (name, _DECODE.get(self._by_name[name].kind, 0), self._by_name[name].null_as)
+                for name in (columns or self.column_names))
+        return plan
 
     @functools.cached_property
     def _export_plan(self) -> tuple[tuple[int, str, int, Any, bool], ...]:
@@ -329,19 +344,25 @@ class PersonalTable:
         An export's time is mostly here: the sealed values of the whole batch are opened in one
         call (``reader.open_batch``: one parse for all of them), and columns are read by
         position."""
-        plan, table = self._export_plan, self.name
-        sealed = [(position, name) for position, name, how, _, _ in plan if how == _OPEN]
+        return self._decode_rows(rows, reader, self._export_plan)
+
+    def _decode_rows(self, rows: Sequence[Any], reader: Any,
+                     plan: tuple[tuple[Any, str, int, Any, bool], ...]) -> list[dict[str, Any]]:
+        """Rows decoded by ``plan`` (per column: where a row holds it, its name, how it decodes,
+        what NULL reads as, whether it is merged into the row's object), the sealed values of
+        them all opened in one ``reader.open_batch`` call: one parse for all of them."""
+        table = self.name
+        sealed = [(at, name) for at, name, how, _, _ in plan if how == _OPEN]
         items: list[tuple[str, str, str, bytes]] = []
         for row in rows:
             row_id = self.row_id_of(row)
-            items.extend((table, name, row_id, row[position]) for position, name in sealed
-                         if row[position] is not None)
+            items.extend((table, name, row_id, row[at]) for at, name in sealed if row[at] is not None)
         opened = iter(reader.open_batch(items) if items else ())
         out: list[dict[str, Any]] = []
         for row in rows:
             item: dict[str, Any] = {}
-            for position, name, how, null_as, merged in plan:
-                value = row[position]
+            for at, name, how, null_as, merged in plan:
+                value = row[at]
                 if how:
                     if value is None:
                         value = _fresh(null_as)

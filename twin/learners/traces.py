@@ -164,7 +164,10 @@ def state_rows(conn: Any, profile_id: str, skills: Sequence[SkillKey], *,
 
 def entry_of(row: Any, reader: FieldReader) -> Entry:
     """The model's entry of one evidence row (``profile_id, entry_key, kind, observed_at, content``)."""
-    content = EVIDENCE.decode(row, reader, ("content",))["content"]
+    return _entry(row, EVIDENCE.decode(row, reader, ("content",))["content"])
+
+
+def _entry(row: Any, content: dict[str, Any]) -> Entry:
     at = from_db(row["observed_at"])
     if row["kind"] == "manual":
         return ManualValue(at, content["mastery_level"], content.get("confidence_score"))
@@ -172,9 +175,10 @@ def entry_of(row: Any, reader: FieldReader) -> Entry:
 
 
 def retained_entries(conn: Any, reader: FieldReader, state: SkillState) -> list[Entry]:
-    """The skill's evidence still stored, opened (and a pre-model state's value)."""
+    """The skill's evidence still stored, opened in one batch (and a pre-model state's value)."""
     rows = conn.execute(_ENTRIES, (state.profile_id, *state.skill)).fetchall()
-    entries = [entry_of(r, reader) for r in rows]
+    opened = EVIDENCE.decode_many(rows, reader, ("content",))
+    entries = [_entry(row, decoded["content"]) for row, decoded in zip(rows, opened)]
     legacy = state.legacy
     return entries + [legacy] if legacy is not None else entries
 
