@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator
 
 from twin.storage import Database
+from twin.storage.pipeline import execute_at_commit
 from twin.storage.progress import ProgressFactory, silent
 from twin.storage.timestamps import to_db, utc_now
 
@@ -160,8 +161,9 @@ class AuditTrail:
     def _append_rows(self, conn: Any, validated: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Chain and insert validated events in their compact form (``compliance.audit_codec``);
         call inside the write transaction. Returns each event's fields as ``to_event`` reads."""
-        seq, prev = audit_store.head(conn, self.vault.dialect)
-        refs = audit_terms.resolve(conn, validated)
+        # The head, then every value interned: one round trip on a server.
+        (head,), refs = audit_terms.resolve(conn, validated, before=[audit_store.head_statement(self.vault.dialect)])
+        seq, prev = audit_store.head_of(head.fetchone())
         rows, params = [], []
         for fields, (actor_ref, subject_ref, resource_ref) in zip(validated, refs):
             if "event_id" not in fields:  # staged events got theirs when they happened
@@ -179,11 +181,12 @@ class AuditTrail:
             self._seals.seal_due(conn, [(p[0], p[-1]) for p in params], params[-1][2])
         # Multi-row INSERTs in chunks of 64, 32, ... 1 rows: each statement is one trip through
         # the driver (which releases the GIL, costing a thread switch in a busy server), and at
-        # most seven distinct statements are ever prepared.
+        # most seven distinct statements are ever prepared. Nothing reads their results: on a
+        # server they travel with the COMMIT (a failure is the commit's, rolling back all).
         start = 0
         while start < len(params):
             size = min(_MAX_ROWS_PER_INSERT, 1 << ((len(params) - start).bit_length() - 1))
-            conn.execute(_insert_sql(size), [v for row in params[start:start + size] for v in row])
+            execute_at_commit(conn, _insert_sql(size), [v for row in params[start:start + size] for v in row])
             start += size
         return rows
 

@@ -76,7 +76,15 @@ def hash_text(value: Any) -> str:
 
 def head(conn: Any, dialect: Dialect) -> tuple[int, bytes]:
     """(seq of the next event, hash it chains to); call inside the write transaction."""
-    row = conn.execute(_head_sql(dialect)).fetchone()
+    return head_of(conn.execute(_head_sql(dialect)).fetchone())
+
+
+def head_statement(dialect: Dialect) -> tuple[str, list[Any]]:
+    """``head``'s statement, to send with others (``execute_all``); ``head_of`` reads its row."""
+    return _head_sql(dialect), []
+
+
+def head_of(row: Any) -> tuple[int, bytes]:
     candidates = [(row["log_seq"], row["log_hash"]), (row["legacy_seq"], row["legacy_hash"]),
                   (row["cut_seq"], row["cut_hash"]), (row["arch_seq"], row["arch_hash"])]
     last_seq, last_hash = max(((s, h) for s, h in candidates if s is not None),

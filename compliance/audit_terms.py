@@ -1,8 +1,9 @@
 """Interned audit values: each actor (id and role), subject hash and resource is stored once, and
 compact events (``audit_log``) refer to it by a small integer.
 
-``resolve`` finds (or adds) the references of a batch of events inside the append's write
-transaction, with one SELECT per kind for the whole batch. Nothing is cached across
+``resolve`` adds the values of a batch of events not interned yet and reads every reference
+inside the append's write transaction: an INSERT and a SELECT per kind for the whole batch, all
+in one round trip on a server, with the caller's statements (the chain's head). Nothing is cached across
 transactions: a reference read from a transaction that later rolled back could name a row that
 never existed, and an event would then decode (and fail to verify) as someone else's.
 Rows are append-only (a trigger refuses UPDATE); a value no event refers to any more is deleted
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
+
+from twin.storage.pipeline import execute_all
 
 _CHUNK = 400  # bind parameters per statement, well under every backend's limit
 
@@ -43,52 +46,66 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[start:start + _CHUNK]
 
 
-def _lookup(conn: Any, term: TermTable, keys: Sequence[tuple]) -> dict[tuple, int]:
-    found: dict[tuple, int] = {}
+Statement = tuple[str, list[Any]]
+
+
+def _interning(term: TermTable, keys: Sequence[tuple]) -> tuple[list[Statement], list[Statement]]:
+    """Statements that add the values of ``keys`` not interned yet, and statements that then
+    read every one's reference: none needs another's result, so all travel in one round trip
+    (``execute_all``; the server runs them in order). ``NOT EXISTS`` keeps a value already
+    there from drawing an identity number each time; ``ON CONFLICT DO NOTHING`` is a guard
+    only (appenders hold the chain lock). VALUES columns are column1, column2... on both
+    backends."""
+    width = len(term.columns)
+    columns = ", ".join(term.columns)
+    values = ", ".join(f"column{i + 1}" for i in range(width))
+    same = " AND ".join(f"t.{c} = n.column{i + 1}" for i, c in enumerate(term.columns))
+    per_row = "(" + ", ".join("?" * width) + ")"
+    inserts = [(f"INSERT INTO {term.table} ({columns}) SELECT {values} "
+                f"FROM (VALUES {', '.join([per_row] * len(chunk))}) AS n "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {term.table} t WHERE {same}) ON CONFLICT DO NOTHING",
+                [v for key in chunk for v in key])
+               for chunk in _chunks(list(keys))]
+    lookups = [(f"SELECT {term.ref}, {columns} FROM {term.table} "
+                f"WHERE {term.columns[0]} IN ({', '.join('?' for _ in chunk)})", list(chunk))
+               for chunk in _chunks(sorted({k[0] for k in keys}))]
+    return inserts, lookups
+
+
+def _references(term: TermTable, keys: Sequence[tuple], results: Sequence[Any]) -> dict[tuple, int]:
+    """Each key's reference, from the results of ``_interning``'s lookups."""
     wanted = set(keys)
-    first = term.columns[0]
-    for chunk in _chunks(sorted({k[0] for k in keys})):
-        marks = ", ".join("?" for _ in chunk)
-        for row in conn.execute(f"SELECT {term.ref}, {', '.join(term.columns)} FROM {term.table} "
-                                f"WHERE {first} IN ({marks})", list(chunk)).fetchall():
+    found: dict[tuple, int] = {}
+    for result in results:
+        for row in result.fetchall():
             key = tuple(row[c] for c in term.columns)
             if key in wanted:
                 found[key] = row[term.ref]
     return found
 
 
-def _insert(conn: Any, term: TermTable, keys: Sequence[tuple]) -> dict[tuple, int]:
-    added: dict[tuple, int] = {}
-    per_row = "(" + ", ".join("?" for _ in term.columns) + ")"
-    for chunk in _chunks(list(keys)):
-        rows = conn.execute(
-            f"INSERT INTO {term.table} ({', '.join(term.columns)}) VALUES "
-            + ", ".join([per_row] * len(chunk))
-            + f" RETURNING {term.ref}, {', '.join(term.columns)}",
-            [v for key in chunk for v in key]).fetchall()
-        for row in rows:
-            added[tuple(row[c] for c in term.columns)] = row[term.ref]
-    return added
-
-
-def resolve(conn: Any, events: Sequence[Mapping[str, Any]]) -> list[tuple[int, int | None, int | None]]:
+def resolve(conn: Any, events: Sequence[Mapping[str, Any]], *, before: Sequence[Statement] = ()
+            ) -> tuple[list[Any], list[tuple[int, int | None, int | None]]]:
     """(actor_ref, subject_ref, resource_ref) of each event, adding the values not yet
-    interned; call inside the append's write transaction."""
-    refs: dict[TermTable, dict[tuple, int]] = {}
+    interned; call inside the append's write transaction. ``before``: the caller's statements,
+    run first in the same round trip; their results are returned with the references."""
+    statements = list(before)
+    lookups_of: dict[TermTable, tuple[list[tuple], slice]] = {}
     for term in TERM_TABLES:
         keys = list(dict.fromkeys(k for k in (term.key_of(e) for e in events) if k is not None))
-        known = _lookup(conn, term, keys) if keys else {}
-        missing = [k for k in keys if k not in known]
-        if missing:
-            known.update(_insert(conn, term, missing))
-        refs[term] = known
+        inserts, lookups = _interning(term, keys) if keys else ([], [])
+        statements += inserts
+        lookups_of[term] = (keys, slice(len(statements), len(statements) + len(lookups)))
+        statements += lookups
+    results = execute_all(conn, statements)
+    refs = {term: _references(term, keys, results[where]) for term, (keys, where) in lookups_of.items()}
     out = []
     for event in events:
         subject, resource = SUBJECTS.key_of(event), RESOURCES.key_of(event)
         out.append((refs[ACTORS][ACTORS.key_of(event)],
                     None if subject is None else refs[SUBJECTS][subject],
                     None if resource is None else refs[RESOURCES][resource]))
-    return out
+    return results[:len(before)], out
 
 
 def subject_ref(conn: Any, subject_hash: str) -> int | None:
@@ -122,12 +139,12 @@ def prune_subjects(conn: Any, refs: Sequence[int]) -> int:
 def intern_subjects(conn: Any, subject_hashes: Sequence[str]) -> dict[str, int]:
     """The references of ``subject_hashes``, adding those not interned yet (archived legacy
     events, which named their subject in full, get one for the archive's subject index)."""
-    keys = [(h,) for h in subject_hashes]
-    known = _lookup(conn, SUBJECTS, keys) if keys else {}
-    missing = [k for k in keys if k not in known]
-    if missing:
-        known.update(_insert(conn, SUBJECTS, missing))
-    return {k[0]: ref for k, ref in known.items()}
+    keys = [(h,) for h in dict.fromkeys(subject_hashes)]
+    if not keys:
+        return {}
+    inserts, lookups = _interning(SUBJECTS, keys)
+    results = execute_all(conn, inserts + lookups)
+    return {k[0]: ref for k, ref in _references(SUBJECTS, keys, results[len(inserts):]).items()}
 
 
 def prune_unused_terms(conn: Any, dialect: Any) -> int:

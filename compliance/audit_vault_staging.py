@@ -5,9 +5,10 @@ local disk (PostgreSQL), in place of the local journal (``compliance.audit_journ
 committed (``execute_shared``: on PostgreSQL one statement in autocommit, one round trip), so an
 acknowledged request's event survives the replica being killed right after. A background
 flusher (the journal's ``Flusher``) moves staged events into the hash chain in batches: one
-transaction under the ``audit-chain`` lock reads a batch, chains it and deletes exactly the
-rows it chained, so every event is chained once, in one linear chain, whichever replica
-flushes. Events a killed replica staged need no recovery: they are rows every other replica's
+transaction under the ``audit-chain`` lock takes a batch (deleting exactly the rows it returns)
+and chains it, so every event is chained once, in one linear chain, whichever replica
+flushes. On PostgreSQL a flush is three round trips: BEGIN, the lock and the batch; the
+chain's head and the interned values; the events' inserts with COMMIT. Events a killed replica staged need no recovery: they are rows every other replica's
 next flush takes.
 
 The same code runs on SQLCipher (the lock is the file's one writer there), which is how the
@@ -85,8 +86,12 @@ class VaultStagedEvents:
         self.flush()
 
     def _chain_batch(self, conn: Any) -> int:
-        rows = conn.execute("SELECT id, event FROM audit_staged_events ORDER BY id LIMIT ?",
-                            (FLUSH_BATCH,)).fetchall()
+        # Taken and deleted in one statement: exactly the rows read (a lower id committed
+        # after it is taken next time), gone only if this transaction commits their chaining.
+        rows = sorted(conn.execute(
+            "DELETE FROM audit_staged_events WHERE id IN "
+            "(SELECT id FROM audit_staged_events ORDER BY id LIMIT ?) RETURNING id, event",
+            (FLUSH_BATCH,)).fetchall(), key=lambda row: row["id"])
         if not rows:
             return 0
         events = []
@@ -96,6 +101,4 @@ class VaultStagedEvents:
             except ValueError:
                 log.error("staged audit event %s is not JSON; dropped", row["id"])
         self._append(conn, events)
-        # Exactly the rows read: a lower id committed after this read is taken next time.
-        conn.executemany("DELETE FROM audit_staged_events WHERE id = ?", [(row["id"],) for row in rows])
         return len(rows)

@@ -41,6 +41,6 @@ def test_a_create_takes_at_most_four_round_trips(client, service, runtime):
                            headers=service).status_code == 201
     trips = [_trips(runtime, lambda: create(n)) for n in range(10)]
 
-    # The profile's insert (BEGIN travels with it) and COMMIT, the subject key's binding
-    # looked up in the vault, the audit event staged.
-    assert statistics.median(trips) <= 4, trips
+    # The profile's insert with BEGIN and COMMIT (one pipeline), the subject key's binding
+    # looked up in the vault, the audit event staged: within the 4.
+    assert statistics.median(trips) <= 3, trips

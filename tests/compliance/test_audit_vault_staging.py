@@ -94,6 +94,27 @@ def test_a_staged_event_is_a_committed_vault_row_when_stage_returns(make_trail, 
     assert trail.verify().ok
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_flush_is_three_round_trips_to_the_server_whatever_it_interns(make_trail, vault):
+    trail = make_trail()
+    trail.stage(SERVICE, "read", subject_hash=SUBJECT, resource="profile:prf_1")
+    trail.flush()  # the actor, subject and resource are interned now
+    spent = []
+    for batch in (["profile:prf_1"], ["profile:prf_1"] * 5, ["profile:new-1", "profile:new-2"]):
+        for resource in batch:
+            trail.stage(SERVICE, "read", subject_hash=SUBJECT if resource.endswith("1") else "c" * 64,
+                        resource=resource)
+        before = vault.counter.this_thread()
+        assert trail.flush() == len(batch)
+        spent.append((vault.counter.this_thread() - before).round_trips)
+
+    # BEGIN, the chain lock and the batch taken; the head and every value interned (new ones
+    # added); the events' inserts and COMMIT. Whether values are new or known alike.
+    assert spent == [3, 3, 3]
+    assert _staged(vault) == 0 and trail.verify().ok
+    assert [e.resource for e in trail.query(limit=20)][-2:] == ["profile:new-1", "profile:new-2"]
+
+
 def test_reading_the_trail_chains_what_was_staged_first(make_trail):
     trail = make_trail()
     for i in range(3):

@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -168,8 +169,8 @@ def test_a_named_lock_serialises_writers_on_separate_connections(db, databases):
     start = threading.Barrier(2)
 
     def increment(conn) -> None:
-        entered = time.monotonic()
         value = conn.execute("SELECT value FROM counter WHERE id = 1").fetchone()[0]
+        entered = time.monotonic()  # held by now: the lock travels with the first statement
         time.sleep(0.2)  # the other writer would read the same value now, without the lock
         conn.execute("UPDATE counter SET value = ? WHERE id = 1", (value + 1,))
         spans.append((entered, time.monotonic()))
@@ -189,10 +190,17 @@ def test_lock_outside_a_transaction_is_refused(db):
         db.lock("x")
 
 
+@contextmanager
+def _holding(db, name: str):
+    with db.transaction(lock=name) as conn:
+        conn.execute("SELECT 1")  # a transaction's lock travels with its first statement
+        yield
+
+
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_lock_without_waiting_says_whether_it_got_the_lock(db, databases):
     other = databases.again(db)
-    with held_elsewhere(lambda: other.transaction(lock="busy-name")):
+    with held_elsewhere(lambda: _holding(other, "busy-name")):
         with db.transaction():
             assert db.lock("busy-name", wait=False) is False
             assert db.lock("another-name", wait=False) is True
@@ -294,6 +302,16 @@ def test_statements_and_transactions_are_counted_at_the_driver(db):
     before = db.statement_counts()
     db.query("SELECT name FROM items")
     assert db.statement_counts() - before == Counts(statements=1, transactions=0, round_trips=1)
+
+
+def test_a_transactions_named_lock_travels_with_its_first_statement(db):
+    db.enable_statement_counting()
+    before = db.statement_counts()
+    db.write(lambda conn: conn.execute("INSERT INTO items (name) VALUES ('locked')"), lock="items-chain")
+    # PostgreSQL: BEGIN, the advisory lock and the INSERT in one round trip, then COMMIT;
+    # SQLite: the write lock is BEGIN IMMEDIATE's.
+    expected = Counts(4, 1, 2) if db.dialect.name == "postgresql" else Counts(3, 1, 3)
+    assert db.statement_counts() - before == expected
 
 
 def test_a_transaction_that_runs_no_statement_costs_nothing_on_a_server(db):

@@ -15,6 +15,7 @@ from compliance.audit import Actor
 from compliance.consent import ConsentRequiredError, is_child
 from compliance.subject_keys import KeyProof
 from twin.storage import IntegrityError
+from twin.storage.pipeline import execute_at_commit
 from twin.storage.timestamps import from_db, to_db
 
 from .consents import consent_from_request, has_active_consent, insert_consent
@@ -160,7 +161,9 @@ class ProfileService:
 
         def insert(conn: Any) -> None:
             new_key.check_usable()  # never commit a key whose lease may be reclaimed
-            conn.execute(PROFILES.insert_sql(_INSERT_COLUMNS), stored)
+            # Sent with the COMMIT (one round trip on a server); a duplicate user is the
+            # commit's IntegrityError, caught below as before.
+            execute_at_commit(conn, PROFILES.insert_sql(_INSERT_COLUMNS), stored)
             if consent_data:
                 insert_consent(conn, writer, consent_id=new_id("cns"), profile_id=profile_id,
                                subject_hash=subject_hash, consent=consent_from_request(consent_data),

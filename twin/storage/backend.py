@@ -60,7 +60,8 @@ class Backend(abc.ABC):
 
         ``immediate`` is a writer (SQLite: BEGIN IMMEDIATE; PostgreSQL: SERIALIZABLE);
         ``immediate=False`` a reader wanting one consistent snapshot. ``lock`` takes
-        ``lock(name)`` first thing in the transaction.
+        ``lock(name)`` first thing in the transaction (on a server, together with its first
+        statement, which runs only once the lock is held).
         """
 
     @abc.abstractmethod

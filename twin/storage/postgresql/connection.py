@@ -7,7 +7,9 @@ the storage core's error classes instead of the driver's. Outside a transaction 
 statement borrows a pooled connection in autocommit mode; inside one, the transaction's
 connection is held until COMMIT or ROLLBACK. BEGIN is sent with the transaction's first
 statement, in one pipeline (one round trip for both), and not at all for a transaction that
-runs no statement.
+runs no statement. ``execute_pipelined`` sends several statements in one pipeline, and
+``execute_at_commit`` keeps a statement back to send with the next one, or with COMMIT
+(``twin.storage.pipeline``).
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ class PgConnection:
         self._begin: str | None = None                  # BEGIN not sent yet
         self.depth = 0                                  # savepoint nesting
         self._cursors = 0                               # server-side cursors named so far
+        self._deferred: list[tuple[str, Any]] = []      # execute_at_commit's, not sent yet
 
     @property
     def in_transaction(self) -> bool:
@@ -164,9 +167,27 @@ class PgConnection:
         # Without parameters psycopg leaves the text alone (no '%' processing), as SQLite does.
         query = to_pyformat(sql) if params else sql
         if self._conn is not None:
+            if self._deferred:
+                return self._pipeline(self._conn, [(query, params or None)])[0]
             return self._run(self._conn, query, params or None)
         with self._db.borrow() as conn:
             return self._run(conn, query, params or None)
+
+    def execute_pipelined(self, statements: Sequence[tuple[str, Any]]) -> list[Result]:
+        """``pipeline.execute_all``: in a transaction, the statements (and a pending BEGIN and
+        deferred statements) in one pipeline, one round trip; outside one, one by one."""
+        if self._conn is None:
+            return [self.execute(sql, params) for sql, params in statements]
+        return self._pipeline(self._conn, [(to_pyformat(sql) if params else sql, params or None)
+                                           for sql, params in statements])
+
+    def execute_at_commit(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
+        """``pipeline.execute_at_commit``: kept back until the next statement or COMMIT, which
+        carry it in their round trip; outside a transaction, run now."""
+        if self._conn is None:
+            self.execute(sql, params)
+            return
+        self._deferred.append((to_pyformat(sql) if params else sql, params or None))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Result:
         query = to_pyformat(sql)
@@ -237,6 +258,8 @@ class PgConnection:
                     pass  # the transaction is failing anyway; its end closes the cursor
 
     def _send_pending_begin(self) -> None:
+        if self._conn is not None and self._deferred:  # they go first, BEGIN with them
+            self._pipeline(self._conn, [])
         if self._conn is not None and self._begin is not None:
             begin, self._begin = self._begin, None
             self._db.counter.statement(transaction=True)
@@ -258,7 +281,37 @@ class PgConnection:
         except psycopg.Error as exc:
             raise map_error(exc) from None
 
+    def _pipeline(self, conn: psycopg.Connection, queued: list[tuple[str, Any]], *,
+                  commit: bool = False) -> list[Result]:
+        """A pending BEGIN, the deferred statements, ``queued`` and maybe COMMIT, in one
+        pipeline; the results of ``queued``. The server runs them in order; the first error
+        aborts the rest, raised once the pipeline is read."""
+        deferred, self._deferred = self._deferred, []
+        begin, self._begin = self._begin, None
+        counter = self._db.counter
+        first = True
+        cursors = []
+        try:
+            with conn.pipeline():
+                if begin is not None:
+                    counter.statement(transaction=True)
+                    conn.execute(begin)
+                    first = False
+                for query, params in deferred + queued:
+                    counter.statement(round_trip=first)
+                    first = False
+                    cursors.append(conn.execute(query, params))
+                if commit:
+                    counter.statement(round_trip=first)
+                    conn.execute("COMMIT")
+            return [Result(c.fetchall() if c.description is not None else [], c.rowcount, c.description)
+                    for c in cursors[len(deferred):]]
+        except psycopg.Error as exc:
+            raise map_error(exc) from None
+
     def _run_many(self, conn: psycopg.Connection, query: str, rows: Iterable[Sequence[Any]]) -> Result:
+        if self._deferred and conn is self._conn:
+            self._pipeline(conn, [])
         try:
             with conn.cursor() as cursor:
                 if self._begin is not None and conn is self._conn:
@@ -288,11 +341,20 @@ class PgConnection:
         """Open a transaction on ``conn``; BEGIN goes out with the first statement."""
         self._conn = conn
         self._begin = f"BEGIN ISOLATION LEVEL {isolation}"
+        self._deferred = []
 
     def finish(self, command: str) -> psycopg.Connection:
         """COMMIT or ROLLBACK; the connection is released whatever happens."""
         conn, self._conn = self._conn, None
         assert conn is not None
+        if self._deferred and command == "COMMIT":  # they, COMMIT (and BEGIN): one round trip
+            try:
+                self._pipeline(conn, [], commit=True)
+            except StorageError:
+                self._rollback_quietly(conn)
+                raise
+            return conn
+        self._deferred = []  # a ROLLBACK drops them unsent
         if self._begin is not None:  # no statement ran: nothing was begun on the server
             self._begin = None
             return conn
@@ -315,7 +377,14 @@ class PgConnection:
         except psycopg.Error:
             pass
 
-    def lock(self, name: str, *, wait: bool) -> bool:
+    def lock(self, name: str, *, wait: bool, with_next: bool = False) -> bool:
+        """A transaction-level advisory lock. ``with_next`` (a ``transaction(lock=...)``'s):
+        waiting for it needs no answer, so it goes with the transaction's next statement (or
+        its COMMIT), which the server runs only once the lock is held, and whose READ
+        COMMITTED snapshot starts after it: no round trip of its own."""
+        if wait and with_next:
+            self.execute_at_commit("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
+            return True
         function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
         row = self.execute(f"SELECT {function}(?) AS locked", (lock_key(name),)).fetchone()
         return True if wait else bool(row[0])

@@ -11,7 +11,9 @@ Same API as the SQLCipher ``Database`` (see ``backend.Backend``), over a ``psyco
 - ``lock(name)`` is a transaction-level advisory lock. ``transaction(lock=name)`` and
   ``write(fn, lock=name)`` take it first and run READ COMMITTED, so every statement after the
   lock sees what the previous holder committed: the lock, not the isolation level, serialises
-  them (the audit chain's appenders, one per replica). A statement that fails inside a
+  them (the audit chain's appenders, one per replica). Their lock travels with the
+  transaction's first statement (the server takes it before running that statement), so it
+  costs no round trip; a transaction that runs no statement takes it at its COMMIT. A statement that fails inside a
   transaction aborts it (SQLite would only undo that statement): wrap statements that are
   expected to fail in a nested ``transaction()`` (a savepoint).
 """
@@ -157,7 +159,7 @@ class PostgresDatabase(ServerBacked, Backend):
         if handle.in_transaction:
             with self._savepoint(handle):
                 if lock is not None:
-                    handle.lock(lock, wait=True)
+                    handle.lock(lock, wait=True, with_next=True)
                 yield handle
             return
         if lock is not None:
@@ -169,7 +171,7 @@ class PostgresDatabase(ServerBacked, Backend):
             handle.begin(conn, isolation)
             try:
                 if lock is not None:
-                    handle.lock(lock, wait=True)
+                    handle.lock(lock, wait=True, with_next=True)
                 yield handle
             except BaseException:
                 handle.finish("ROLLBACK")
