@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,10 +25,19 @@ MARKER = "Pangolin-Over-The-Wire-8821"
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _announced_base(log_path: Path, process: subprocess.Popen, seconds: float = 120) -> str:
+    """The address the server logged once it was listening: it binds port 0 itself, so no other
+    process can take the port between our choosing it and its binding (a free port picked here
+    first could be)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = re.search(r"serving on (http://127\.0\.0\.1:\d+)", log_path.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        if process.poll() is not None:
+            pytest.fail(f"server exited early with {process.returncode}")
+        time.sleep(0.05)
+    pytest.fail("server never said where it listens")
 
 
 def _environment(tmp_path: Path) -> dict[str, str]:
@@ -110,17 +119,16 @@ def server(tmp_path):
     """(Api, process, data dir, log path) of a running `twin serve`; killed if the test did not stop it."""
     env = _environment(tmp_path)
     token = _issue_service_token(env, tmp_path)
-    port = _free_port()
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             # One worker: the audit chain below lists events in the order one process chained
             # them (tests/serving covers several workers).
-            [sys.executable, "-m", "twin.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+            [sys.executable, "-m", "twin.cli", "serve", "--host", "127.0.0.1", "--port", "0",
              "--threads", "4", "--workers", "1", "--metrics-port", "0"], env=env, cwd=tmp_path,
             stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
     try:
+        base = _announced_base(log_path, process)
         _wait_until_healthy(base, process)
         yield Api(base, token), process, tmp_path / "data", log_path
     finally:
