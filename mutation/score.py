@@ -67,7 +67,9 @@ class Score:
 # The project writes SQL keywords in capitals (and messages in lower case): a string holding one
 # is SQL text.
 _SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE|VALUES|SET|LIMIT|ORDER BY|JOIN|ON|AND|OR|IS NULL|NULL)\b")
-_ROW_KEY = re.compile(r"\b(row|r|rows\[\d+\])\[(\"\w+\"|'\w+')\]")
+_ROW_KEY = re.compile(r"\b(row|r|rows\[-?\d+\])\[(\"\w+\"|'\w+')\]")
+# A WHERE condition on its own, as the code assembles them: "l.seq > ?".
+_SQL_CONDITION = re.compile(r"[\"'][\w.]+ (=|<|>|<=|>=|!=) \?[\"']")
 
 
 _STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
@@ -79,7 +81,7 @@ def sql_letter_case(diff: Diff) -> bool:
     changed = [(b, a) for b, a in zip(before, after) if b != a]
     return len(before) == len(after) and bool(changed) \
         and _STRING.sub("", diff.before) == _STRING.sub("", diff.after) \
-        and all(b.lower() == a.lower() and _SQL.search(b) for b, a in changed)
+        and all(b.lower() == a.lower() and (_SQL.search(b) or _SQL_CONDITION.fullmatch(b)) for b, a in changed)
 
 
 def row_key_letter_case(diff: Diff) -> bool:

@@ -81,3 +81,46 @@ def test_the_postgresql_form_of_the_compact_tables_is_append_only_and_rolls_back
         assert "audit_log" not in db.table_names()
     finally:
         db.close_all()
+
+
+# -- what the store reads back from damaged or newer rows ---------------------------------------
+
+def test_a_stored_hash_reads_as_its_bytes_and_a_damaged_one_as_its_text():
+    # A damaged hash must make the event after it fail verification, never make an append fail.
+    from compliance.audit_store import hash_bytes
+
+    assert hash_bytes(b"\1" * 32) == b"\1" * 32
+    assert hash_bytes(memoryview(b"\2" * 32)) == b"\2" * 32
+    assert hash_bytes("ab" * 32) == b"\xab" * 32  # legacy hex text
+    assert hash_bytes("not hex") == b"not hex"
+    assert hash_bytes("bad\ud800") == b"bad?"  # a lone surrogate is replaced, not an error
+    assert hash_bytes(None) == b"None"
+
+
+def test_an_event_with_nothing_before_it_chains_to_genesis_only_as_the_first(open_catalog_db):
+    from compliance.audit_store import hash_before
+    from compliance.hash_chain import GENESIS_HASH
+
+    vault = open_catalog_db("privacy_vault")
+    conn = vault.connection()
+
+    assert hash_before(conn, 1) == GENESIS_HASH
+    assert hash_before(conn, 5) == ""  # no predecessor anywhere: no hash verifies against it
+
+
+@pytest.mark.sqlite_only("a raw SQLCipher connection edits the append-only log")
+def test_an_event_whose_action_this_version_does_not_know_reads_as_unknown_with_its_code(
+        open_catalog_db, db_key):
+    from storage_backends import raw_connection
+
+    vault = open_catalog_db("privacy_vault")
+    trail = AuditTrail(vault)
+    trail.record(Actor("tok_new", "service"), "read")
+    raw = raw_connection(vault, db_key, without_triggers=("audit_log_no_update",))
+    try:
+        raw.execute("UPDATE audit_log SET action = 250")  # written by a newer version
+    finally:
+        raw.close()
+
+    [event] = trail.query(limit=10)
+    assert event.action == "unknown:250"
