@@ -91,7 +91,24 @@ def row_key_letter_case(diff: Diff) -> bool:
     return diff.before != diff.after and lowered(diff.before) == lowered(diff.after)
 
 
-RULES = {"sql-letter-case": sql_letter_case, "row-key-letter-case": row_key_letter_case}
+_CODECS = {'"ascii"', '"utf-8"'}
+_DEFAULT_UTF8 = re.compile(r"\.(en|de)code\(\"utf-8\", ")
+
+
+def codec_name(diff: Diff) -> bool:
+    """Only a codec's name changed letter case ("utf-8" -> "UTF-8"), or an explicit "utf-8"
+    before other arguments was dropped from str.encode/bytes.decode (their default)."""
+    before, after = _STRING.findall(diff.before), _STRING.findall(diff.after)
+    changed = [(b, a) for b, a in zip(before, after) if b != a]
+    recased = len(before) == len(after) and bool(changed) \
+        and _STRING.sub("", diff.before) == _STRING.sub("", diff.after) \
+        and all(b.lower() == a.lower() and b.lower() in _CODECS for b, a in changed)
+    return recased or (bool(_DEFAULT_UTF8.search(diff.before))
+                       and _DEFAULT_UTF8.sub(lambda m: f".{m.group(1)}code(", diff.before) == diff.after)
+
+
+RULES = {"sql-letter-case": sql_letter_case, "row-key-letter-case": row_key_letter_case,
+         "codec-name": codec_name}
 
 
 def load_config() -> tuple[dict, list[Equivalent | Rule]]:

@@ -124,3 +124,20 @@ def test_an_event_whose_action_this_version_does_not_know_reads_as_unknown_with_
 
     [event] = trail.query(limit=10)
     assert event.action == "unknown:250"
+
+
+@pytest.mark.parametrize("value, stored", [
+    ("", b"\x00"),                 # empty: text, never an empty hex or base64 id
+    ("ab", b"\x02\xab"),           # lowercase hex: its bytes
+    ("0A", b"\x00" + b"0A"),       # not lowercase: text
+    ("abc", b"\x00abc"),           # odd length: text
+    ("QUJD", b"\x01ABC"),          # base64url: its bytes
+    ("abc=", b"\x00abc="),         # padded: text (it would not read back as given)
+    ("Ünï", b"\x00" + "Ünï".encode("utf-8")),
+])
+def test_an_id_is_stored_as_the_documented_tag_and_bytes(value, stored):
+    assert pack_id(value) == stored
+
+
+def test_a_damaged_text_id_reads_back_with_a_replacement_character_not_an_error():
+    assert unpack_id(b"\x00ok\xff") == "ok\ufffd"
