@@ -398,3 +398,50 @@ def test_an_unlisted_segment_reaching_past_the_retention_cut_is_kept(trail):
         trail.archive.store.put(None, 5, encode(stray, keys))
     assert trail.purge_older_than(at(15)) == 0
     assert 5 in trail.archive.store.stored(trail.vault.connection())
+
+
+def test_retention_refuses_a_segment_holding_an_edited_event_naming_it(trail):
+    append(trail, 25)
+    trail.archive_older_than(at(100))
+    keys = trail.archive._keys  # noqa: SLF001
+    content = decode(stored_bytes(trail, 11), 11, keys)
+    content.events[4][1]["details"] = '{"rows":0}'
+    replace_segment(trail, 11, encode(content, keys))
+
+    with pytest.raises(AuditChainBrokenError) as broken:
+        trail.purge_older_than(at(100))
+
+    assert (broken.value.seq, broken.value.reason) == (15, "content does not match its hash (edited?)")
+    assert str(broken.value) == "audit trail broken at event 15: content does not match its hash (edited?)"
+    assert segments(trail) == [(11, 20)]  # the first, intact segment went; the broken one stays
+
+
+def test_retention_refuses_to_go_on_when_the_oldest_segment_went_with_its_index_row(trail):
+    append(trail, 35)
+    trail.archive_older_than(at(31))
+    remove_segment(trail, 1)
+    trail.vault.execute("DELETE FROM audit_archive_segments WHERE first_seq = 1")
+
+    with pytest.raises(AuditChainBrokenError) as broken:
+        trail.purge_older_than(at(100))
+
+    assert (broken.value.seq, broken.value.reason) == (
+        1, "events 1-10 missing before the oldest archive segment (deleted?)")
+    assert segments(trail) == [(11, 20), (21, 30)]
+
+
+def test_retention_refuses_a_tampered_segment_naming_its_checksum(trail):
+    append(trail, 25)
+    trail.archive_older_than(at(100))
+    body = bytearray(stored_bytes(trail, 1))
+    body[-5] ^= 1
+    if trail.archive.store.in_vault:
+        trail.vault.execute("UPDATE audit_archive_blobs SET body = ? WHERE first_seq = 1", (bytes(body),))
+    else:
+        trail.archive.store.put(None, 1, bytes(body))
+
+    with pytest.raises(AuditChainBrokenError) as broken:
+        trail.purge_older_than(at(100))
+
+    assert (broken.value.seq, broken.value.reason) == (
+        1, "archive segment of events 1-10 fails its checksum (altered or replaced?)")
