@@ -445,3 +445,21 @@ def test_retention_refuses_a_tampered_segment_naming_its_checksum(trail):
 
     assert (broken.value.seq, broken.value.reason) == (
         1, "archive segment of events 1-10 fails its checksum (altered or replaced?)")
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda body, other: body[:5], "too short to be an archive segment (truncated?)"),
+    (lambda body, other: body[:7], "fails authentication (MalformedCiphertextError: altered, or another segment's?)"),
+    (lambda body, other: b"XXXX" + body[4:], "not an archive segment of this format"),
+    (lambda body, other: body[:4] + bytes([2]) + body[5:], "not an archive segment of this format"),
+    (lambda body, other: other, "fails authentication (DecryptionError: altered, or another segment's?)"),
+], ids=["truncated", "header-only", "another-format", "another-version", "another-segments-body"])
+def test_an_unreadable_segment_is_named_with_what_is_wrong_with_it(trail, damage, reason):
+    append(trail, 25)
+    trail.archive_older_than(at(100))
+    replace_segment(trail, 1, damage(stored_bytes(trail, 1), stored_bytes(trail, 11)))
+
+    result = trail.verify(full=True)
+
+    assert (result.ok, result.first_bad) == (False, 1)
+    assert result.reason == f"archive segment of events 1-10 {reason}"
