@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from compliance.audit import Actor
+from twin.learners import traces
 from twin.learners.errors import InvalidFieldsError
 from twin.runtime import Runtime
 from twin.storage.timestamps import from_db
@@ -91,14 +92,16 @@ def test_a_state_changed_after_the_batch_was_folded_ahead_is_folded_again_under_
     start = clock() - timedelta(days=5)
     runtime.evidence.ingest(SERVICE, None, pid, sequence(start, 10) + sequence(start, 10, topic="geometry"))
     service = runtime.evidence
-    fold_ahead = service._fold_ahead
+    fold_ahead, calls = traces.fold_ahead, []
 
     def then_a_manual_value_meanwhile(*args):
         folded = fold_ahead(*args)  # folded from the states as they were...
-        runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.9})  # ...no longer
+        if not calls:  # (the manual value's own fold ahead is left alone)
+            calls.append(True)
+            runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.9})  # ...no longer
         return folded
 
-    monkeypatch.setattr(service, "_fold_ahead", then_a_manual_value_meanwhile)
+    monkeypatch.setattr(traces, "fold_ahead", then_a_manual_value_meanwhile)
     later = [obs(f"later-{i}", clock() + timedelta(minutes=1 + i), i % 2 == 0) for i in range(4)]
     assert service.ingest(SERVICE, None, pid, later) == {"new": 4, "repeats": 0}
 
@@ -112,6 +115,29 @@ def test_a_state_changed_after_the_batch_was_folded_ahead_is_folded_again_under_
     geometry = _state(runtime, pid, "geometry")     # untouched by the batch, and unchanged
     assert runtime.knowledge.explanation(SERVICE, None, pid, "math", "geometry")["mastery_level"] \
         == geometry["mastery_level"]
+
+
+def test_a_manual_value_folded_ahead_is_folded_again_under_the_lock_when_its_state_changed(
+        runtime, pid, clock, monkeypatch):
+    runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.5})
+    fold_ahead, calls = traces.fold_ahead, []
+
+    def then_a_later_value_meanwhile(*args):
+        folded = fold_ahead(*args)  # the value folded in and sealed before the lock...
+        if not calls:
+            calls.append(True)
+            clock.advance(seconds=1)  # ...while another request sets a later one
+            runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.9})
+        return folded
+
+    monkeypatch.setattr(traces, "fold_ahead", then_a_later_value_meanwhile)
+    view, created = runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.2})
+
+    # Set at an earlier instant than the one stored meanwhile, it goes in before it: the later
+    # value stands, as a rebuild from the rows says (the state read ahead would have said 0.2).
+    explained = runtime.knowledge.explanation(SERVICE, None, pid, "math", "algebra")
+    assert not created and [s["after"] for s in explained["steps"]] == [0.5, 0.2, 0.9]
+    assert view["mastery_level"] == explained["mastery_level"] == 0.9
 
 
 def test_estimates_resumed_batch_by_batch_equal_one_rebuilt_from_every_row(runtime, pid, clock):

@@ -17,8 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
 
 from compliance.audit import Actor
-from twin.learner_model import (BeforeRetainedWindowError, InvalidObservationError, LearnerModelError,
-                                Observation)
+from twin.learner_model import BeforeRetainedWindowError, InvalidObservationError, Observation
 from twin.storage.timestamps import from_db
 
 from . import traces
@@ -132,7 +131,7 @@ class EvidenceService:
             entry = traces.NewEntry(item.observation, item.content, key, item.index)
             keyed[key] = (item, entry, traces.entry_row(writer, profile_id, item.skill, entry, now))
         fresh_by_skill = self._by_skill(keyed, set())
-        folded = self._fold_ahead(writer, profile_id, fresh_by_skill, now)
+        folded = traces.fold_ahead(ctx.db, self.parameters, writer, self.keys, profile_id, fresh_by_skill, now)
 
         def write(conn: Any) -> tuple[int, int]:
             self.profiles.require_live(conn, profile_id, hold=True)  # erased or expired since the check above?
@@ -147,13 +146,9 @@ class EvidenceService:
             ready = []
             try:
                 for skill, (entries, entry_rows) in by_skill.items():
-                    ahead = folded.get(skill)
-                    if ahead is None or skill in repeated_in or not ahead.still_holds(rows[skill], current[skill]):
-                        state = (traces.state_of(rows[skill], writer) if rows[skill] is not None
-                                 else traces.SkillState(profile_id, skill, None, None, None))
-                        ahead = traces.fold_entries(conn, writer, self.keys, state, current[skill], entries,
-                                                    entry_rows, now)
-                    ready.append(ahead)
+                    ahead = None if skill in repeated_in else folded.get(skill)
+                    ready.append(traces.settle(conn, writer, self.keys, ahead, profile_id, skill, rows[skill],
+                                               current[skill], entries, entry_rows, now))
             except BeforeRetainedWindowError as exc:
                 raise InvalidFieldsError({"observations": {exc.index: {"observed_at": [
                     "Older than evidence already purged by retention: it cannot be folded in."]}}},
@@ -179,24 +174,6 @@ class EvidenceService:
                 by_skill[item.skill][0].append(entry)
                 by_skill[item.skill][1].append(row)
         return by_skill
-
-    def _fold_ahead(self, writer: Any, profile_id: str,
-                    by_skill: Mapping[traces.SkillKey, tuple[list[traces.NewEntry], list[tuple]]],
-                    now: str) -> dict[traces.SkillKey, traces.Folded]:
-        """Each skill's state with the batch folded in, from a read outside the write lock
-        (a skill whose fold the model refuses is left to the write, which refuses the batch
-        for the first reason in order: gone, conflict, too old)."""
-        folded: dict[traces.SkillKey, traces.Folded] = {}
-        with self.ctx.db.transaction(immediate=False) as conn:
-            current = self.parameters.current(conn, by_skill)
-            states = traces.load_states(conn, writer, profile_id, list(by_skill))
-            for skill, (entries, rows) in by_skill.items():
-                try:
-                    folded[skill] = traces.fold_entries(conn, writer, self.keys, states[skill], current[skill],
-                                                        entries, rows, now)
-                except LearnerModelError:  # older than purged evidence, an id reused: refused in order
-                    pass
-        return folded
 
     @staticmethod
     def _distinct(items: list[_Item]) -> tuple[list[_Item], int, list[_Item]]:

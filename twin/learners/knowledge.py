@@ -62,21 +62,29 @@ class KnowledgeService:
         writer = ctx.keys.writer(subject_hash, proof=proof)
         skill = (domain, topic)
         set_at = ctx.clock()
+        now = to_db(set_at)
         entry = traces.manual_entry(ManualValue(set_at, data["mastery_level"], data.get("confidence_score")),
                                     self.keys.manual(profile_id, skill, set_at))
         extra = {"learning_trajectory": KNOWLEDGE.seal(writer, traces.row_id(profile_id, skill),
                                                        "learning_trajectory", data.get("learning_trajectory")),
                  "prerequisites_met": bool(data.get("prerequisites_met", False))}
+        # The evidence row and the new state (its checkpoint sealed) are made before the write
+        # lock, as an evidence ingest's are; the write keeps them while the state is unchanged.
+        rows = [traces.entry_row(writer, profile_id, skill, entry, now)]
+        ahead = traces.fold_ahead(ctx.db, self.parameters, writer, self.keys, profile_id,
+                                  {skill: ([entry], rows)}, now).get(skill)
 
         def write(conn: Any) -> tuple[Any, bool]:
             self.profiles.require_live(conn, profile_id, hold=True)  # erased or expired meanwhile?
-            state = traces.load_state(conn, writer, profile_id, skill, for_update=ctx.db.dialect.for_update)
+            state_row = traces.state_rows(conn, profile_id, [skill], for_update=ctx.db.dialect.for_update)[skill]
             params = self.parameters.current(conn, [skill])[skill]
-            traces.apply(conn, writer, self.keys, state, params, [entry], to_db(set_at), extra)
+            folded = traces.settle(conn, writer, self.keys, ahead, profile_id, skill, state_row, params,
+                                   [entry], rows, now)
+            traces.write_folded(conn, [folded], extra)
             # Read back in the same transaction: the state this PUT wrote, not a later writer's.
             row = conn.execute(_SELECT + _BY_KEY, {"profile_id": profile_id, "domain": domain,
                                                    "topic": topic}).fetchone()
-            return row, state.row is None
+            return row, state_row is None
 
         row, created = ctx.db.write(write, lock=traces.writers_lock(profile_id))
         ctx.record(actor, "create" if created else "update", subject_hash,

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from compliance.id_hashing import SubjectHasher
 from compliance.subject_keys import FieldReader, FieldSealer, KeyProof
-from twin.learner_model import (BeforeRetainedWindowError, CarriedOver, ManualValue, MasteryTrace,
-                                Observation, SkillParameters)
+from twin.learner_model import (BeforeRetainedWindowError, CarriedOver, LearnerModelError, ManualValue,
+                                MasteryTrace, Observation, SkillParameters)
 from twin.learner_model.evidence import Entry, as_utc
 from twin.storage.bulk import insert_rows
 from twin.storage.timestamps import from_db, to_db
@@ -280,25 +280,6 @@ def store_rows(conn: Any, rows: Sequence[tuple]) -> None:
             conn.execute(_UPSERT_MANUAL, row)
 
 
-def apply(conn: Any, writer: FieldSealer, keys: EntryKeys, state: SkillState, params: SkillParameters,
-          fresh: Sequence[NewEntry], now: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Fold ``fresh`` into the skill and write its state (with ``extra`` columns) and their rows,
-    inside the caller's transaction. Returns the state's new clear values."""
-    rows = [entry_row(writer, state.profile_id, state.skill, new, now) for new in fresh]
-    return apply_many(conn, writer, keys, [(state, params, fresh, rows)], now, extra)[state.skill]
-
-
-def apply_many(conn: Any, writer: FieldSealer, keys: EntryKeys,
-               skills: Sequence[tuple[SkillState, SkillParameters, Sequence[NewEntry], Sequence[tuple]]],
-               now: str, extra: dict[str, Any] | None = None) -> dict[SkillKey, dict[str, Any]]:
-    """``apply`` for several skills of one profile, each ``(state, params, fresh, rows of fresh
-    by entry_row)``: the states written in one statement, then every row in one. Returns each
-    skill's new clear values."""
-    folded = [fold_entries(conn, writer, keys, *skill, now) for skill in skills]
-    write_folded(conn, folded, extra)
-    return {f.state.skill: f.values for f in folded}
-
-
 @dataclass(frozen=True)
 class Folded:
     """A skill's state after new entries, computed from ``state`` under parameters of
@@ -334,6 +315,37 @@ def fold_entries(conn: Any, writer: FieldSealer, keys: EntryKeys, state: SkillSt
         entry = manual_entry(legacy, keys.manual(state.profile_id, state.skill, legacy.set_at))
         rows.append(entry_row(writer, state.profile_id, state.skill, entry, now))
     return Folded(state, params.version, values, rows)
+
+
+def fold_ahead(db: Any, parameters: Any, writer: FieldSealer, keys: EntryKeys, profile_id: str,
+               by_skill: Mapping[SkillKey, tuple[Sequence[NewEntry], Sequence[tuple]]],
+               now: str) -> dict[SkillKey, Folded]:
+    """Each skill's state with its new entries (and ``entry_row`` rows) folded in, from a read
+    outside the write lock, which serialises every writer of every process: opening the
+    checkpoint, the model's arithmetic and sealing the new one are done before it. Under the
+    lock ``settle`` keeps a result only while its state row and parameters are unchanged. A
+    skill whose fold the model refuses is left out (the write refuses it, in its order)."""
+    folded: dict[SkillKey, Folded] = {}
+    with db.transaction(immediate=False) as conn:
+        current = parameters.current(conn, by_skill)
+        states = load_states(conn, writer, profile_id, list(by_skill))
+        for skill, (entries, rows) in by_skill.items():
+            try:
+                folded[skill] = fold_entries(conn, writer, keys, states[skill], current[skill], entries, rows, now)
+            except LearnerModelError:  # older than purged evidence, an id reused: refused in order
+                pass
+    return folded
+
+
+def settle(conn: Any, writer: FieldSealer, keys: EntryKeys, ahead: Folded | None, profile_id: str,
+           skill: SkillKey, row: Any | None, params: SkillParameters, entries: Sequence[NewEntry],
+           rows: Sequence[tuple], now: str) -> Folded:
+    """Under the write lock: ``ahead`` (``fold_ahead``'s) if it still holds for the state
+    ``row`` and ``params`` read now, else the fold done again from them."""
+    if ahead is not None and ahead.still_holds(row, params):
+        return ahead
+    state = state_of(row, writer) if row is not None else SkillState(profile_id, skill, None, None, None)
+    return fold_entries(conn, writer, keys, state, params, entries, rows, now)
 
 
 def write_folded(conn: Any, folded: Sequence[Folded], extra: dict[str, Any] | None = None) -> None:
