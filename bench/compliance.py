@@ -16,6 +16,11 @@ run, with min/median/max over interleaved rounds.
                                          [--purge-rows 1000000]
                                          [--only dsr|startup|purge]
     .venv/bin/python bench/compliance.py --quick     # smoke run: small sizes, 3 rounds
+    .venv/bin/python bench/compliance.py --before ../base [--after DIR] [--sizes ...] [--only dsr|purge]
+
+``--before DIR``: the same measures of another checkout (its own .venv) next to this tree's, in
+one sitting with interleaved rounds, as after/before ratios (``bench/compliance_revisions.py``;
+only what both trees measure: DSR export and erase, the purge's rows/s).
 """
 
 from __future__ import annotations
@@ -319,10 +324,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1k and 5k sessions, 2k tombstones, 20k purge rows, 3 rounds")
     parser.add_argument("--only", choices=["dsr", "startup", "purge"], help="run one part only")
+    parser.add_argument("--before", type=Path, help="another checkout (with .venv): after/before ratios")
+    parser.add_argument("--after", type=Path, help="with --before: a checkout to use instead of this tree")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.sizes, args.purge_rows, args.tombstones = 3, "1000,5000", 20_000, 2_000
     args.rounds = max(3, args.rounds)  # min/median/max need three
+    if args.before is not None:
+        if args.only == "startup":
+            parser.error("--before compares dsr and purge only (the release re-applied every tombstone at start)")
+        import compliance_revisions
+        compliance_revisions.main(args)
+        return
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     if args.only in (None, "dsr"):
         print_dsr(dsr_curve([int(n) for n in args.sizes.split(",")], args.rounds))
