@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     target = float(config["target_percent"])
     scores = []
     for module in args.modules or list(modules):  # one at a time: each run uses every core
-        scores.append(score_module(module, modules[module]["tests"], config["pytest_args"], equivalents,
+        pytest_args = modules[module].get("pytest_args", config["pytest_args"])
+        scores.append(score_module(module, modules[module]["tests"], pytest_args, equivalents,
                                    args.max_children,
                                    rerun="survivors" if args.survivors else not args.rescore))
         s = scores[-1]

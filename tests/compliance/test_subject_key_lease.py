@@ -428,3 +428,29 @@ def test_a_subject_whose_only_key_is_their_profiles_leased_one_has_no_existing_k
 
     assert runtime.keys.existing(subject) is None
     assert runtime.keys.has_key(subject)  # through the profile's binding
+
+
+def test_an_update_of_a_profile_whose_subject_was_given_a_second_key_is_sealed_under_the_profiles_key(
+        timed_runtime, keyring, clock):
+    """The bytes on disk: the profile's data stays under the leased key its row names (the
+    proof), not the key the vault binds them to since, which cannot open it."""
+    from compliance import envelope
+    from compliance.subject_keys import KeyProof
+
+    runtime = timed_runtime
+    view = create(runtime, "proven")
+    subject, leased = runtime.hasher.hash("proven"), profile_key(runtime, "proven")
+    blind = SubjectKeyStore(runtime.vault_db, FieldCipher(keyring.field_keys, keyring.active_field_key))
+    blind.writer(subject, create=True)  # the vault now binds them another key
+    clock.advance(seconds=READ_CACHE_SECONDS + 1)
+    runtime.profiles.update(ACTOR, None, view["profile_id"], {"personal": {"name": "Proven"}}, None)
+
+    def key(where: str, value: str) -> SubjectCipher:
+        row = runtime.vault_db.query_one(f"SELECT key_id, wrapped_key FROM subject_keys WHERE {where} = ?", (value,))
+        return SubjectCipher(envelope.unwrap(runtime.keys.field_keys, row["wrapped_key"],
+                                             SubjectKeyStore.aad(row["key_id"])))
+
+    [row] = runtime.twin_db.query("SELECT profile_id, encrypted_data FROM learning_profiles")
+    stored = KeyProof("learning_profiles", "encrypted_data", row["profile_id"], bytes(row["encrypted_data"]))
+    assert key("key_id", leased).open(*stored)["personal"] == {"name": "Proven"}
+    assert not key("user_id_hash", subject).authenticates(stored)
