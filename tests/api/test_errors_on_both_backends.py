@@ -71,6 +71,7 @@ CASES = [
     ("unknown route", "GET", "/v1/nothing-here", None, {}),
     ("duplicate user id", "POST", "/v1/profiles", {"user_id": "twin-learner"}, {}),
     ("stale ETag", "PATCH", "/v1/profiles/{pid}", {"personal": {"n": 3}}, {"If-Match": "{etag}"}),
+    ("stale ETag on erasure", "DELETE", "/v1/profiles/{pid}", None, {"If-Match": "{etag}"}),
 ]
 
 

@@ -153,9 +153,14 @@ def test_every_response_declares_x_request_id_and_versioned_resources_declare_th
 
 
 def test_if_match_operations_declare_412_and_model_routes_declare_their_records(spec):
+    honouring = set()
     for path, method, operation in _operations(spec):
         if any(p["name"] == "If-Match" for p in operation.get("parameters", [])):
             assert "412" in operation["responses"], (method, path)
+            honouring.add((path, method))
+    # An erasure honours a precondition sent with it (and runs unconditionally without one).
+    assert {("/v1/profiles/{profile_id}", "patch"), ("/v1/profiles/{profile_id}", "delete"),
+            ("/v1/sessions/{session_id}", "patch")} <= honouring
     for path in ("/v1/models/info", "/v1/models/{name}/versions", "/v1/models/{name}/performance"):
         schema = spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
         assert "$ref" in schema, path

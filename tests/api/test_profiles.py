@@ -186,6 +186,38 @@ def test_delete_erases_the_profile_with_its_sessions_and_knowledge(client, servi
     assert_problem(client.delete(f"/v1/profiles/{pid}", headers=service), 404)
 
 
+def test_delete_with_a_stale_etag_is_412_and_erases_nothing(client, service):
+    # A client that sends If-Match asks for a precondition: "erase what I saw, not what it
+    # became". Without one the erasure is unconditional (the test above).
+    pid = create_profile(client, service, "changed-meanwhile", personal={"v": 1})["profile_id"]
+    session = start_session(client, service, pid)
+    stale = client.get(f"/v1/profiles/{pid}", headers=service).headers["ETag"]
+    client.patch(f"/v1/profiles/{pid}", json={"personal": {"v": 2}}, headers=service)
+
+    for tag in (stale, f"W/{stale}"):  # a weak tag never matches
+        assert_problem(client.delete(f"/v1/profiles/{pid}", headers={**service, "If-Match": tag}), 412)
+
+    assert client.get(f"/v1/profiles/{pid}", headers=service).get_json()["personal"] == {"v": 2}
+    assert client.get(f"/v1/sessions/{session['session_id']}", headers=service).status_code == 200
+
+
+@pytest.mark.parametrize("if_match", ["current", "*", "listed with others"])
+def test_delete_whose_if_match_allows_the_current_version_erases(client, service, if_match):
+    pid = create_profile(client, service, "still-current")["profile_id"]
+    current = client.get(f"/v1/profiles/{pid}", headers=service).headers["ETag"]
+    header = {"current": current, "*": "*", "listed with others": f'"0000000000000000", {current}'}[if_match]
+
+    response = client.delete(f"/v1/profiles/{pid}", headers={**service, "If-Match": header})
+
+    assert response.status_code == 200 and response.get_json()["counts"]["learning_profiles"] == 1
+    assert_problem(client.get(f"/v1/profiles/{pid}", headers=service), 404)
+
+
+def test_delete_of_an_unknown_profile_is_404_with_or_without_if_match(client, service):
+    for headers in (service, {**service, "If-Match": '"0000000000000000"'}):
+        assert_problem(client.delete("/v1/profiles/prf_missing", headers=headers), 404)
+
+
 def test_a_new_profile_can_be_created_after_erasure(client, service):
     pid = create_profile(client, service, "comes-back")["profile_id"]
     client.delete(f"/v1/profiles/{pid}", headers=service)

@@ -45,6 +45,7 @@ class EndpointSpec:
     rules: tuple[str, ...] = ()                # 422 rules beyond the schema (problems.RULES)
     max_body_bytes: int | None = None          # this route's body limit (None: the general one)
     deprecated: bool = False                   # an old path kept for compatibility (OpenAPI says so)
+    if_match: str | None = None                # honours If-Match (its OpenAPI description); PATCH always does
 
     def writes(self, method: str) -> bool:
         """Whether a request of ``method`` to this route changes stored data."""
@@ -172,15 +173,18 @@ def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_o
              responses: dict[int, Any] | None = None,
              path_patterns: dict[str, str] | None = None, body_optional: bool = False,
              read_only: bool | None = None, rules: tuple[str, ...] = (),
-             max_body_bytes: int | None = None, deprecated: bool = False) -> Callable:
+             max_body_bytes: int | None = None, deprecated: bool = False,
+             if_match: str | None = None) -> Callable:
     """Declare a route: who may call it, what it takes and answers (also its OpenAPI entry).
     ``read_only=True`` marks a POST that only reads (its body keeps ids out of URLs);
     ``rules`` the checks beyond the schema it may refuse a valid request for (422);
     ``max_body_bytes`` raises (or lowers) the body limit for this route alone (413 above);
-    ``deprecated`` marks an alias kept for old clients (same rules, listed as deprecated)."""
+    ``deprecated`` marks an alias kept for old clients (same rules, listed as deprecated);
+    ``if_match`` says what an If-Match header means to a route other than a PATCH (which
+    always honours it)."""
     spec = EndpointSpec(summary, tag, roles, learner_own, body() if body else None,
                         query() if query else None, responses or {}, path_patterns or {},
-                        body_optional, read_only, rules, max_body_bytes, deprecated)
+                        body_optional, read_only, rules, max_body_bytes, deprecated, if_match)
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)

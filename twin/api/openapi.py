@@ -142,10 +142,10 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 for p in path_params]
             if endpoint_spec.query is not None:
                 parameters.append({"in": "query", "schema": endpoint_spec.query})
-            if method == "PATCH":
+            if method == "PATCH" or endpoint_spec.if_match:
                 parameters.append({"in": "header", "name": "If-Match", "required": False,
-                                   "description": "Update only if the resource is still at this ETag "
-                                                  "(else 412)", "schema": {"type": "string"}})
+                                   "description": endpoint_spec.if_match or "Update only if the resource "
+                                                  "is still at this ETag (else 412)", "schema": {"type": "string"}})
             if parameters:
                 operation["parameters"] = parameters
             if endpoint_spec.body is not None:

@@ -94,9 +94,13 @@ class ProfileService:
         erasure's delete waits for it, or it sees the erasure's commit)."""
         self._row(profile_id, conn, self.ctx.db.dialect.for_key_share if hold else "")
 
-    def subject_of(self, profile_id: str) -> str:
-        """The subject hash of an unexpired profile (NotFoundError otherwise)."""
-        return self._row(profile_id)[PROFILES.subject_hash_column]
+    def subject_of(self, profile_id: str, *, if_match: str | None = None) -> str:
+        """The subject hash of an unexpired profile (NotFoundError otherwise). ``if_match``
+        (an If-Match header): PreconditionFailedError unless it allows the current version."""
+        row = self._row(profile_id)
+        if not if_match_allows(if_match, etag_for(profile_id, row["row_version"])):
+            raise PreconditionFailedError("the profile changed since it was read (ETag mismatch)")
+        return row[PROFILES.subject_hash_column]
 
     def key_proof(self, profile_id: str) -> tuple[str, KeyProof]:
         """The subject hash of an unexpired profile and the proof of their current key (the

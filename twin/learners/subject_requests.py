@@ -26,12 +26,16 @@ class SubjectRequests:
                  holds: LegalHolds, dsr: DataSubjectRequests) -> None:
         self.ctx, self.profiles, self.consents, self.holds, self.dsr = ctx, profiles, consents, holds, dsr
 
-    def subject_hash(self, *, user_id: str | None = None, profile_id: str | None = None) -> str:
+    def subject_hash(self, *, user_id: str | None = None, profile_id: str | None = None,
+                     if_match: str | None = None) -> str:
         """The subject a request names: by user id (any, stored or not), or by the profile id of
-        an unexpired profile (``NotFoundError`` otherwise)."""
+        an unexpired profile (``NotFoundError`` otherwise) at a version ``if_match`` allows
+        (``PreconditionFailedError`` otherwise; absent, any)."""
         if (user_id is None) == (profile_id is None):
             raise ValueError("name the subject by user_id or by profile_id")
-        return self.ctx.hasher.hash(user_id) if user_id is not None else self.profiles.subject_of(profile_id)
+        if user_id is not None:
+            return self.ctx.hasher.hash(user_id)
+        return self.profiles.subject_of(profile_id, if_match=if_match)
 
     # -- export (GDPR art. 15/20) ---------------------------------------------------------
 
@@ -51,12 +55,14 @@ class SubjectRequests:
     # -- erasure (art. 17) ----------------------------------------------------------------
 
     def erase(self, actor: Actor, request_id: str | None, *, user_id: str | None = None,
-              profile_id: str | None = None, dry_run: bool = False,
+              profile_id: str | None = None, if_match: str | None = None, dry_run: bool = False,
               progress: ProgressFactory = silent) -> ErasureReceipt:
         """Erase every datum of the subject (``SubjectOnHoldError`` under a legal hold); a dry
         run only counts, and is not audited (nothing was disclosed or changed). ``progress``
-        counts the tables done."""
-        subject_hash = self.subject_hash(user_id=user_id, profile_id=profile_id)
+        counts the tables done. ``if_match`` (with ``profile_id``): a client's precondition,
+        checked against the profile's version when the erasure starts. Without one the
+        erasure is unconditional: a right to erasure is never refused for a stale version."""
+        subject_hash = self.subject_hash(user_id=user_id, profile_id=profile_id, if_match=if_match)
         return self._erase(actor, request_id, subject_hash, dry_run=dry_run, progress=progress)
 
     def _erase(self, actor: Actor, request_id: str | None, subject_hash: str, *,

@@ -47,7 +47,10 @@ def patch_profile(profile_id, body):
 
 
 @bp.delete("/<string(maxlength=64):profile_id>")
-@endpoint("Erase the profile's subject and all their data", tag="profiles", roles=SERVICE,
-          responses={200: ErasureReceiptSchema, 404: None, 409: None})
+@endpoint("Erase the profile's subject and all their data (If-Match honoured when sent)", tag="profiles",
+          roles=SERVICE, responses={200: ErasureReceiptSchema, 404: None, 409: None, 412: None},
+          if_match="Erase only if the profile is still at this ETag (else 412, nothing erased); "
+                   "without it the erasure is unconditional")
 def delete_profile(profile_id):
-    return jsonify(runtime().subject_requests.erase(actor(), request_id(), profile_id=profile_id).to_dict())
+    return jsonify(runtime().subject_requests.erase(actor(), request_id(), profile_id=profile_id,
+                                                    if_match=request.headers.get("If-Match")).to_dict())
