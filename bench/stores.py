@@ -116,10 +116,12 @@ def _entry(i: int, node: str) -> dict:
 
 def ledger(kind: str, n: int = 2_000) -> dict[str, float]:
     led = DatabaseLedger(fresh(LEDGER, kind), owns_db=True)
+    counted = led.db.counter.snapshot()  # PostgreSQL counts round trips always
     start = time.perf_counter()
     for i in range(n):
         led.append_entry(_entry(i, "node-a"))
     single = n / (time.perf_counter() - start)
+    single_trips = (led.db.counter.snapshot() - counted).round_trips / n
 
     def worker(t: int) -> None:
         for i in range(n // 8):
@@ -131,13 +133,16 @@ def ledger(kind: str, n: int = 2_000) -> dict[str, float]:
     for t in threads:
         t.join()
     threaded = (n // 8 * 8) / (time.perf_counter() - start)
+    counted = led.db.counter.snapshot()
     start = time.perf_counter()
     for b in range(20):
         led.append_entries([_entry(i, f"node-b{b}") for i in range(500)])
     batched = 20 * 500 / (time.perf_counter() - start)
+    batch_trips = (led.db.counter.snapshot() - counted).round_trips / 20
     assert led.verify_chain().ok
     led.close()
-    return {"single": single, "threads8": threaded, "batched": batched}
+    return {"single": single, "threads8": threaded, "batched": batched,
+            "single_trips": single_trips, "batch_trips": batch_trips}
 
 
 WORDS = [f"w{i}" for i in range(5000)]
@@ -258,6 +263,10 @@ def _report(kinds: list[str], chunks: int, sizes: dict[str, int], rounds: int, p
     for key, label in (("single", "one thread, one entry per transaction"), ("threads8", "8 threads"),
                        ("batched", "batches of 500")):
         print(f"  {label:<40} {_columns({k: m[key] for k, m in measured.items()}, ',.0f', '/s')}")
+    if "postgresql" in measured:
+        trips = measured["postgresql"]
+        print(f"  round trips on PostgreSQL (at the driver): {trips['single_trips']:.1f} per single append, "
+              f"{trips['batch_trips']:.1f} per batch of 500")
     print(f"RAG: query latency over {chunks:,} chunks, dimension 384, k=10 (ms; ratio > 1 is slower)")
     latencies = {kind: rag(kind, chunks, sizes["queries"]) for kind in kinds}
     for name in ("hybrid", "keyword", "vector"):

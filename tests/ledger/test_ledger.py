@@ -417,6 +417,29 @@ def test_eight_threads_appending_a_thousand_entries_each_lose_and_duplicate_noth
     assert ledger.verify_chain().checked == 8000
 
 
+def _round_trips(db, call) -> int:
+    before = db.counter.this_thread()
+    call()
+    return (db.counter.this_thread() - before).round_trips
+
+
+@pytest.mark.postgresql_only("round trips to a database server")
+def test_an_append_on_postgresql_takes_two_round_trips_and_a_batch_of_500_three(db, ledger):
+    ledger.append_entry(entry(0))  # warm: the pool's connection
+
+    # BEGIN, the chain lock and the head's read in one; the INSERT and the head's UPDATE
+    # with the COMMIT in the other.
+    assert _round_trips(db, lambda: ledger.append_entry(entry(1))) == 2
+    assert _round_trips(db, lambda: ledger.append_entries([entry(2), entry(3), entry(4)])) == 2
+    # A COPY cannot go with the COMMIT: one round trip of its own.
+    assert _round_trips(db, lambda: ledger.append_entries([entry(5 + i) for i in range(500)])) == 3
+
+    entries = ledger.read_ledger()
+    assert [e["id"] for e in entries] == list(range(1, 506))
+    assert ledger.head() == {"head_id": 505, "head_hash": entries[-1]["entry_hash"]}
+    assert ledger.verify_chain().checked == 505
+
+
 def test_four_processes_appending_at_once_make_one_chain(db, db_key, ledger):
     processes = [subprocess.Popen(appender(db, db_key, f"process-{p}", 150), cwd=REPO_ROOT,
                                   stdout=subprocess.PIPE, text=True) for p in range(4)]

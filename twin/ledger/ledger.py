@@ -10,7 +10,9 @@
 Appends serialise on the ledger's chain lock (``write(fn, lock=CHAIN_LOCK)``: SQLite's write
 lock, ``BEGIN IMMEDIATE``; on PostgreSQL an advisory lock held until COMMIT, after which each
 appender reads the head its predecessor committed), which is what makes ids gap-free and the
-chain one chain when many threads, processes or replicas append at once. Reads run in a
+chain one chain when many threads, processes or replicas append at once. On PostgreSQL that
+is two round trips per append: the lock travels with the head's read, the INSERT and the head's
+UPDATE with the COMMIT (``twin.storage.pipeline``). Reads run in a
 snapshot and go through ``LedgerCache``, which checks the ledger's version in the database
 first, so the cache never serves data older than the last committed write of any process.
 Entries are returned as dicts: ``id, timestamp, node_id, features, confidence, created_at``
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from twin.storage import Backend, IntegrityError
 from twin.storage.bulk import insert_rows
+from twin.storage.pipeline import execute_at_commit
 from twin.storage.timestamps import to_db, utc_now
 
 from .cache import Entry, LedgerCache, LedgerVersion, copy_entry
@@ -129,6 +132,10 @@ class DatabaseLedger:
         return self._append(valid) if valid else []
 
     def _append(self, entries: list[ValidEntry]) -> list[int]:
+        # On PostgreSQL two round trips for a few entries: BEGIN, the chain lock and the head's
+        # read in one (the server reads the head only once it holds the lock); the INSERT and
+        # the head's UPDATE with the COMMIT. A duplicate then fails the COMMIT, rolling back
+        # all of it, and is named afterwards from what is committed (entries are immutable).
         def write(conn: Any) -> list[int]:
             head_id, head_hash = conn.execute(
                 "SELECT head_id, head_hash FROM ledger_state WHERE singleton = 1").fetchone()
@@ -142,29 +149,27 @@ class DatabaseLedger:
                              entry.confidence, created_at, head_hash, digest))
                 ids.append(head_id)
                 head_hash = digest
-            try:
-                with self.db.transaction():  # a savepoint: PostgreSQL aborts on the failure
-                    insert_rows(conn, "ledger", _COLUMN_NAMES, rows)
-            except IntegrityError as exc:
-                raise self._duplicate(conn, entries, exc) from None
-            conn.execute("UPDATE ledger_state SET head_id = ?, head_hash = ? WHERE singleton = 1",
-                         (head_id, head_hash))
+            insert_rows(conn, "ledger", _COLUMN_NAMES, rows, at_commit=True)
+            execute_at_commit(conn, "UPDATE ledger_state SET head_id = ?, head_hash = ? "
+                              "WHERE singleton = 1", (head_id, head_hash))
             return ids
 
-        ids = self.db.write(write, lock=CHAIN_LOCK)
+        try:
+            ids = self.db.write(write, lock=CHAIN_LOCK)
+        except IntegrityError as exc:
+            raise self._duplicate(entries, exc) from None
         self._cache.clear()
         return ids
 
-    @staticmethod
-    def _duplicate(conn: Any, entries: list[ValidEntry], exc: Exception) -> Exception:
+    def _duplicate(self, entries: list[ValidEntry], exc: Exception) -> Exception:
         """The first entry already in the ledger or repeated earlier in the batch."""
         if "UNIQUE" not in str(exc):
             return exc
         seen: set[tuple[float, str]] = set()
         for entry in entries:
             key = (entry.timestamp, entry.node_id)
-            if key in seen or conn.execute("SELECT 1 FROM ledger WHERE timestamp = ? AND node_id = ?",
-                                           key).fetchone() is not None:
+            if key in seen or self.db.query_one(
+                    "SELECT 1 FROM ledger WHERE timestamp = ? AND node_id = ?", key) is not None:
                 return DuplicateEntryError(entry.timestamp, entry.node_id)
             seen.add(key)
         return exc

@@ -11,12 +11,17 @@
   (one VM run per chunk instead of one per row), well inside SQLite's 32766 bound parameters.
 
 Either way the rows go in the caller's transaction: a failing row (a constraint) fails the
-whole batch with the storage core's error class.
+whole batch with the storage core's error class. ``at_commit=True``: the INSERT statements go
+with the transaction's COMMIT (``twin.storage.pipeline.execute_at_commit``), no round trip of
+their own on PostgreSQL; a failing row then fails the COMMIT (the transaction is rolled back
+and ``write(fn)`` raises it). A COPY still runs at once.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
+
+from .pipeline import execute_at_commit
 
 SQLITE_ROWS_PER_STATEMENT = 500
 COPY_FROM_ROWS = 50
@@ -24,7 +29,8 @@ _POSTGRESQL_MAX_PARAMETERS = 65535
 _SQLITE_MAX_PARAMETERS = 32766
 
 
-def insert_rows(conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+def insert_rows(conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                at_commit: bool = False) -> int:
     """Insert ``rows`` (tuples in ``columns`` order) into ``table``; returns how many.
 
     ``table`` and ``columns`` are trusted identifiers of our own schemas, never user input.
@@ -43,5 +49,9 @@ def insert_rows(conn: Any, table: str, columns: Sequence[str], rows: Sequence[Se
     for start in range(0, len(rows), per_statement):
         chunk = rows[start:start + per_statement]
         sql = full if len(chunk) == per_statement else head + ", ".join([one] * len(chunk))
-        conn.execute(sql, [value for row in chunk for value in row])
+        params = [value for row in chunk for value in row]
+        if at_commit:
+            execute_at_commit(conn, sql, params)
+        else:
+            conn.execute(sql, params)
     return len(rows)
