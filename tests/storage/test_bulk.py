@@ -37,3 +37,35 @@ def test_a_failing_row_fails_the_batch_and_nothing_is_written(db, count):
 def test_no_rows_is_nothing_to_do(db):
     with db.transaction() as conn:
         assert insert_rows(conn, "t", ("id", "label"), []) == 0
+
+
+@pytest.mark.parametrize("count", [1, COPY_FROM_ROWS - 1, COPY_FROM_ROWS])
+def test_rows_sent_at_commit_land_when_the_transaction_commits(db, count):
+    rows = [(i, f"row {i}", None) for i in range(count)]
+    with db.transaction() as conn:
+        assert insert_rows(conn, "t", ("id", "label", "data"), rows, at_commit=True) == count
+    assert [tuple(r) for r in db.query("SELECT id, label, data FROM t ORDER BY id")] == rows
+
+
+def test_a_failing_row_sent_at_commit_fails_the_write_and_nothing_is_written(db):
+    db.execute("INSERT INTO t (id, label) VALUES (0, 'already there')")
+
+    def write(conn):
+        conn.execute("INSERT INTO t (id, label) VALUES (?, ?)", (100, "before"))
+        insert_rows(conn, "t", ("id", "label"), [(1, "x"), (0, "duplicate id")], at_commit=True)
+
+    with pytest.raises(IntegrityError):
+        db.write(write)
+    assert [tuple(r) for r in db.query("SELECT id, label FROM t ORDER BY id")] == [(0, "already there")]
+
+
+@pytest.mark.postgresql_only("round trips to a database server")
+def test_rows_sent_at_commit_cost_no_round_trip_of_their_own(db):
+    db.execute("SELECT 1")  # warm: the pool's connection
+    before = db.counter.this_thread()
+    with db.transaction() as conn:
+        conn.execute("SELECT count(*) FROM t")
+        insert_rows(conn, "t", ("id", "label"), [(1, "a"), (2, "b")], at_commit=True)
+    # BEGIN with the SELECT; the INSERT with the COMMIT.
+    assert (db.counter.this_thread() - before).round_trips == 2
+    assert db.query_one("SELECT count(*) FROM t")[0] == 2
