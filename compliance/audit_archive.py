@@ -34,7 +34,7 @@ from . import audit_archive_index as index
 from . import audit_terms
 from .audit_archive_index import Listed, span
 from .audit_archive_segments import (FileSegments, SegmentContent, SegmentUnreadableError, TableSegments,
-                                     decode, encode, subject_rows)
+                                     decode, encode, rewrapped, subject_rows, wrap_version)
 from .audit_codec import micros
 from .audit_events import AuditChainBrokenError, AuditError, AuditEvent, to_event
 from .audit_integrity import ArchiveBreak, check_row  # the one check of an event against the chain
@@ -101,6 +101,9 @@ class AuditArchive:
         if body is None:
             raise ArchiveBreak(seg.first_seq, f"{_name(seg)} is missing (deleted?)")
         if index.checksum(body) != seg.checksum:
+            rewrapped_body = self.store.get_rewrapped(seg.first_seq)  # a rewrap between its two steps
+            if rewrapped_body is not None and index.checksum(rewrapped_body) == seg.checksum:
+                return rewrapped_body
             raise ArchiveBreak(seg.first_seq, f"{_name(seg)} fails its checksum (altered or replaced?)")
         return body
 
@@ -153,6 +156,7 @@ class AuditArchive:
         with JobLock(self.vault, "audit-archive", self._clock) as lock, \
                 progress("archive audit events", None, "events") as bar:
             self.vault.write(self._drop_incomplete)  # a crashed run's (no run is under way)
+            self._settle_rewraps()
             self._drop_expired_leftovers()
             with self.vault.transaction(immediate=False) as conn:
                 problem = self.problem(conn, index.listed(conn), index.retention_cut(conn)[0])
@@ -221,6 +225,61 @@ class AuditArchive:
         for first in index.incomplete(conn):
             self.store.remove(conn, first)
             conn.execute("DELETE FROM audit_archive_segments WHERE first_seq = ? AND complete = 0", (first,))
+
+    # -- key rotation -------------------------------------------------------------------
+
+    def rewrap(self, progress: ProgressFactory = silent) -> int:
+        """Wrap every listed segment's data key under the active field key, as the subject keys
+        are (``envelope.rewrap``), so a retired field key leaves the archive readable; returns
+        how many were rewrapped. Each segment's new checksum goes into the index in one
+        transaction, only if the index still lists it as read; on PostgreSQL its body changes in
+        that transaction, on SQLCipher the new file is written beside it first and renamed over
+        it after (a crash in between is settled by the next rewrap or archive run). A segment
+        that fails its checksum or authentication raises ``AuditArchiveError`` naming it."""
+        self._settle_rewraps()
+        active, done = self._keys.cipher.active_key_id, 0
+        with self.vault.transaction(immediate=False) as conn:
+            segments = index.listed(conn)
+        with progress("rewrap audit archive segments", len(segments), "segments") as bar:
+            for seg in segments:
+                with self.vault.transaction(immediate=False) as conn:
+                    try:
+                        body = self._checked_body(conn, seg)
+                        new = None if wrap_version(body) == active else rewrapped(body, seg.first_seq, self._keys)
+                    except ArchiveBreak as exc:
+                        raise AuditArchiveError(f"{exc.reason}; it is not rewrapped") from None
+                    except SegmentUnreadableError as exc:
+                        raise AuditArchiveError(f"{_name(seg)} {exc}; it is not rewrapped") from None
+                bar.update(1)
+                if new is not None:
+                    done += self._replace(seg, new)
+        return done
+
+    def _replace(self, seg: Listed, body: bytes) -> int:
+        def swap(conn: Any) -> int:
+            changed = conn.execute("UPDATE audit_archive_segments SET checksum = ?, bytes = ? WHERE first_seq = ? "
+                                   "AND checksum = ? AND complete = 1",
+                                   (index.checksum(body), len(body), seg.first_seq, seg.checksum)).rowcount
+            if changed and self.store.in_vault:
+                self.store.replace(conn, seg.first_seq, body)
+            return int(changed)
+
+        if self.store.in_vault:
+            return self.vault.write(swap)
+        self.store.put_rewrapped(seg.first_seq, body)
+        changed = self.vault.write(swap)  # 0: retention took the segment meanwhile
+        self.store.settle_rewrapped(seg.first_seq, keep=bool(changed))
+        return changed
+
+    def _settle_rewraps(self) -> None:
+        """A rewrapped file a crash left beside its segment replaces it if the index holds its
+        checksum (the rewrap committed), else goes."""
+        if self.store.in_vault:
+            return
+        with self.vault.transaction(immediate=False) as conn:
+            sums = {seg.first_seq: seg.checksum for seg in index.listed(conn)}
+        for first, body in self.store.pending_rewraps().items():
+            self.store.settle_rewrapped(first, keep=sums.get(first) == index.checksum(body))
 
     # -- retention ----------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ The plaintext is the zlib-compressed JSON of the segment. Each segment has a fre
 (``compliance.envelope``) wrapped by the keyring's field key, both bound by associated data to
 the segment's first seq, so a segment cannot be passed off as another. Its SHA-256 (the
 checksum) is in the vault's index: a damaged or swapped file is named before anything is
-decrypted.
+decrypted. A field-key rotation rewraps the data key (``rewrapped``): only the wrapped key in
+the header changes, so the segment gets a new checksum and the same sealed events.
 
 Where: on SQLCipher one file per segment in ``<vault>.audit-archive/`` beside the vault
 (``FileSegments``); on PostgreSQL rows of ``audit_archive_blobs`` in the vault
@@ -34,12 +35,13 @@ from twin.storage.paths import fsync_path
 
 from . import envelope
 from .errors import ComplianceError, CryptoError, KeyringError
-from .field_crypto import associated_data
+from .field_crypto import associated_data, key_id_of
 from .keyring_watcher import FieldKeys
 
 MAGIC = b"LTAA"
 FORMAT_VERSION = 1
 SUFFIX = ".ltaa"
+_REWRAP = ".rewrap"
 _HEADER = struct.Struct(">4sBH")
 _FORMAT = "twin-audit-archive/1"
 LEGACY, LOG = "audit_events", "audit_log"  # as compliance.audit_store names the two forms
@@ -109,13 +111,39 @@ def encode(content: SegmentContent, keys: FieldKeys) -> bytes:
     return _HEADER.pack(MAGIC, FORMAT_VERSION, len(wrapped)) + wrapped + sealed
 
 
-def _document(body: bytes, first_seq: int, keys: FieldKeys) -> dict[str, Any]:
+def _wrapped_key(body: bytes) -> bytes:
     if len(body) < _HEADER.size:
         raise SegmentUnreadableError("too short to be an archive segment (truncated?)")
     magic, version, wrapped_len = _HEADER.unpack_from(body)
     if magic != MAGIC or version != FORMAT_VERSION:
         raise SegmentUnreadableError("not an archive segment of this format")
-    wrapped = body[_HEADER.size:_HEADER.size + wrapped_len]
+    return body[_HEADER.size:_HEADER.size + wrapped_len]
+
+
+def wrap_version(body: bytes) -> int:
+    """The field-key version the segment's data key is wrapped under (read from its header)."""
+    try:
+        return key_id_of(_wrapped_key(body))
+    except CryptoError:
+        raise SegmentUnreadableError("holds no wrapped key (truncated?)") from None
+
+
+def rewrapped(body: bytes, first_seq: int, keys: FieldKeys) -> bytes:
+    """The segment with its data key wrapped under the active field key (``envelope.rewrap``,
+    as subject keys are): the content's ciphertext, and so the events, do not change."""
+    wrapped = _wrapped_key(body)
+    try:
+        again = envelope.rewrap(keys, wrapped, _aad(first_seq, "segment_key"))
+    except (CryptoError, KeyringError) as exc:
+        raise SegmentUnreadableError(f"fails authentication ({type(exc).__name__})") from None
+    if len(again) > 0xFFFF:
+        raise SegmentUnreadableError("rewrapped key too long for the header")
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, len(again)) + again + body[_HEADER.size + len(wrapped):]
+
+
+def _document(body: bytes, first_seq: int, keys: FieldKeys) -> dict[str, Any]:
+    wrapped = _wrapped_key(body)
+    wrapped_len = len(wrapped)
     try:
         data_key = envelope.unwrap(keys, wrapped, _aad(first_seq, "segment_key"))
         packed = envelope.data_cipher(data_key).decrypt(body[_HEADER.size + wrapped_len:],
@@ -176,8 +204,10 @@ class FileSegments:
     def put(self, conn: Any, first_seq: int, body: bytes) -> None:
         """Write the segment durably (a temporary name, fsync, rename), before its index row
         says it is complete."""
+        self._write(self._path(first_seq), body)
+
+    def _write(self, path: Path, body: bytes) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self._path(first_seq)
         partial = path.with_name(f".{path.name}.new")
         with open(partial, "wb") as out:
             out.write(body)
@@ -204,6 +234,40 @@ class FileSegments:
     def remove(self, conn: Any, first_seq: int) -> None:
         self._path(first_seq).unlink(missing_ok=True)
         self._path(first_seq).with_name(f".{segment_name(first_seq)}.new").unlink(missing_ok=True)
+        self._pending(first_seq).unlink(missing_ok=True)
+
+    # A rewrapped segment (``compliance.audit_archive.AuditArchive.rewrap``) is written beside
+    # the segment first, and replaces it only once the index holds its checksum.
+
+    def _pending(self, first_seq: int) -> Path:
+        return self.directory / f".{segment_name(first_seq)}{_REWRAP}"
+
+    def put_rewrapped(self, first_seq: int, body: bytes) -> None:
+        self._write(self._pending(first_seq), body)
+
+    def get_rewrapped(self, first_seq: int) -> bytes | None:
+        try:
+            return self._pending(first_seq).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def pending_rewraps(self) -> dict[int, bytes]:
+        """The rewrapped bodies a crash left beside their segments, by first seq."""
+        found = {}
+        for path in self.directory.glob(f".*{SUFFIX}{_REWRAP}") if self.directory.is_dir() else ():
+            stem = path.name[1:-len(SUFFIX + _REWRAP)]
+            if stem.isdigit():
+                found[int(stem)] = path.read_bytes()
+        return found
+
+    def settle_rewrapped(self, first_seq: int, *, keep: bool) -> None:
+        """Move the rewrapped body over the segment (``keep``) or drop it."""
+        if keep:
+            os.replace(self._pending(first_seq), self._path(first_seq))
+            if self._fsync:
+                fsync_path(self.directory)
+        else:
+            self._pending(first_seq).unlink(missing_ok=True)
 
     def stored(self, conn: Any) -> list[int]:
         """The first seqs of every segment stored here, listed or not."""
@@ -239,6 +303,13 @@ class TableSegments:
 
     def remove(self, conn: Any, first_seq: int) -> None:
         conn.execute("DELETE FROM audit_archive_blobs WHERE first_seq = ?", (first_seq,))
+
+    def get_rewrapped(self, first_seq: int) -> None:
+        return None  # a rewrap replaces the body in the transaction changing its checksum
+
+    def replace(self, conn: Any, first_seq: int, body: bytes) -> None:
+        """A rewrapped body in place of the segment's (in the transaction changing its index)."""
+        conn.execute("UPDATE audit_archive_blobs SET body = ? WHERE first_seq = ?", (body, first_seq))
 
     def stored(self, conn: Any) -> list[int]:
         return [r[0] for r in conn.execute("SELECT first_seq FROM audit_archive_blobs ORDER BY first_seq").fetchall()]

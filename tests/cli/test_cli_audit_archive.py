@@ -1,11 +1,15 @@
 """``twin audit archive``: an operator moves old audit events into archive segments, and
-``twin audit verify`` names a segment that went missing."""
+``twin audit verify`` names a segment that went missing; a field-key rotation rewraps the
+segments' keys, so the old key can be retired."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+
+from compliance.audit import Actor
 
 from cli_support import operator_env, twin
 
@@ -15,7 +19,6 @@ def env(tmp_path):
     env = operator_env(tmp_path)
     env.update(TWIN_AUDIT_SEAL_EVERY="5", TWIN_AUDIT_ARCHIVE_SEGMENT_EVENTS="10")
     assert twin(env, "db", "setup").returncode == 0
-    from compliance.audit import Actor
     from twin.config import Config
     from twin.runtime import Runtime
 
@@ -49,3 +52,36 @@ def test_a_bad_age_is_a_usage_error_naming_the_option_and_moves_nothing(env):
     assert bad.returncode == 2 and bad.stdout == ""
     assert "--older-than-days" in bad.stderr.strip().splitlines()[-1]
     assert twin(env, "audit", "archive", "--older-than-days", "365").stdout.startswith("archived 0 audit event(s)")
+
+
+def test_after_a_rotation_the_old_field_key_can_be_retired_and_archived_disclosures_still_export(env, tmp_path):
+    import json
+
+    from compliance.keyring import Keyring
+    from twin.config import Config
+    from twin.runtime import Runtime
+
+    then = datetime.now(timezone.utc) - timedelta(days=40)
+    rt = Runtime.open(Config.from_env(env), clock=lambda: then)
+    subject = rt.hasher.hash("ada")
+    rt.profiles.create(Actor("test:ops", "admin"), None, {"user_id": "ada", "personal": {"name": "Ada"}})
+    rt.audit.record_many([(Actor("tok_cli", "service"), "read", {"subject_hash": subject,
+                                                                 "request_id": f"old-{i}"}) for i in range(12)])
+    rt.close()
+    assert twin(env, "audit", "archive").returncode == 0
+    segments = len(list((tmp_path / "data" / "privacy_vault.audit-archive").glob("*.ltaa")))
+    assert segments >= 3
+
+    rotated = twin(env, "keys", "rotate", "--new-field-key")
+    assert rotated.returncode == 0, rotated.stderr
+    assert f"and {segments} audit archive segment keys under field key v2" in rotated.stdout
+    path = Path(env["TWIN_KEYRING_PATH"])
+    keyring = Keyring.load(path, production=False)
+    Keyring(keyring.database_key, {2: keyring.field_keys[2]}, 2, keyring.id_pepper).save(path)  # v1 retired
+
+    verified = twin(env, "audit", "verify", "--full")
+    assert verified.returncode == 0 and verified.stdout.startswith("audit trail OK"), verified.stdout
+    exported = twin(env, "dsr", "export", "--user-id", "ada")
+    assert exported.returncode == 0, exported.stderr
+    disclosed = {e.get("request_id") for e in json.loads(exported.stdout)["disclosures"]}
+    assert {f"old-{i}" for i in range(12)} <= disclosed

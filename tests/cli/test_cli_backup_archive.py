@@ -73,6 +73,7 @@ def test_the_set_holds_the_segments_its_vault_lists_with_their_checksums(backed_
     manifest = json.loads((backup / "manifest.json").read_text())
     records = manifest["attached"]["audit_archive"]
     assert [r["file"] for r in records] == in_backup
+    assert {r["field_key"] for r in records} == {1} and "1" in manifest["keys"]["field_keys"]
     for rec in records:
         live = Path(env["TWIN_DATA_DIR"]) / "privacy_vault.audit-archive" / rec["file"]
         assert (backup / "privacy_vault.audit-archive" / rec["file"]).read_bytes() == live.read_bytes()

@@ -113,9 +113,9 @@ def rotate(action: str | None, extra_dirs: tuple[Path, ...], batch_size: int, fo
         keyring = activate_field_key(keyring, _keyring_file(deployment), deployment.config)
         click.echo(f"field key v{keyring.active_field_key} active; copy the keyring to every replica", err=True)
     if action in ("new-field-key", "rewrap", "activate"):
-        subject_keys, settings = rewrap(deployment.config, keyring, batch_size, progress=report)
-        click.echo(f"rewrapped {subject_keys} subject keys and {settings} sensitive settings under "
-                   f"field key v{keyring.active_field_key}")
+        done = rewrap(deployment.config, keyring, batch_size, progress=report)
+        click.echo(f"rewrapped {done.subject_keys} subject keys, {done.settings} sensitive settings and "
+                   f"{done.archive_segments} audit archive segment keys under field key v{keyring.active_field_key}")
         return 0
     # Another data directory: its catalog files, whatever *_DB_PATH says about this one's.
     base = {k: v for k, v in deployment.config.environ.items() if not k.endswith("_DB_PATH")}

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from compliance.audit_archive_index import Listed, listed
-from compliance.audit_archive_segments import archive_dir, segment_name
+from compliance.audit_archive_segments import archive_dir, segment_name, wrap_version
 
 from ..storage import BackupError, BackupVerificationError, Database, Manifest
 from ..storage.backup import sha256_file
@@ -34,11 +34,12 @@ from ..storage.paths import fsync_path
 SET_DIR = "privacy_vault.audit-archive"  # where the set keeps the segments
 ATTACHED = "audit_archive"                # the manifest's record of them
 
-Record = dict[str, Any]  # one segment: file, first_seq, last_seq, sha256, size
+Record = dict[str, Any]  # one segment: file, first_seq, last_seq, sha256, size, field_key (version)
 
 
 class ArchiveChangedError(BackupError):
-    """A segment the vault's copy lists left the live archive before it was copied (retention)."""
+    """A segment the vault's copy lists is gone from the live archive or other bytes than listed
+    (retention or a rewrap since the vault was copied, or damage)."""
 
 
 def _listed_in(db: Database, vault_copy: Path) -> list[Listed]:
@@ -65,9 +66,9 @@ def _copy(source: Path, dest: Path) -> None:
 def back_up(vault: Database, vault_copy: Path, out: Path) -> list[Record]:
     """Copy into ``out/SET_DIR`` every segment the vault's copy lists, each checked against the
     index's checksum; returns their records for the manifest. Raises ``ArchiveChangedError``
-    when a listed segment is gone from the live archive (take the vault again), and
-    ``BackupError`` when one does not match its index (a damaged archive is not backed up as
-    sound: ``twin audit verify --full`` names it)."""
+    when a listed segment is gone from the live archive or does not match the index: retention
+    or a rewrap changed it since the vault was copied (take the vault again), or it is damaged
+    (never backed up as sound: ``twin audit verify --full`` names it)."""
     live, dest = archive_dir(vault.path), Path(out) / SET_DIR
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
     copied = []
@@ -78,10 +79,13 @@ def back_up(vault: Database, vault_copy: Path, out: Path) -> list[Record]:
         _copy(live / name, dest / name)
         digest = sha256_file(dest / name)
         if bytes.fromhex(digest) != seg.checksum or (dest / name).stat().st_size != seg.bytes:
-            raise BackupError(f"privacy_vault: archive segment {name} does not match the vault's index "
-                              "(altered or damaged: run `twin audit verify --full`)")
+            # A rewrap can replace it meanwhile (the vault is then taken again); else it is damaged.
+            raise ArchiveChangedError(f"privacy_vault: archive segment {name} does not match the vault's "
+                                      "index (altered or damaged: run `twin audit verify --full`)")
+        with open(dest / name, "rb") as fh:
+            header = fh.read(4096)
         copied.append({"file": name, "first_seq": seg.first_seq, "last_seq": seg.last_seq,
-                        "sha256": digest, "size": seg.bytes})
+                       "sha256": digest, "size": seg.bytes, "field_key": wrap_version(header)})
     wanted = {r["file"] for r in copied}
     for stale in dest.iterdir():  # an earlier attempt's copy of a segment retention took
         if stale.name not in wanted:

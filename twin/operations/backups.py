@@ -73,7 +73,9 @@ def take_backup(config: Config, keyring: Keyring, names: Iterable[str], out: Pat
         db = open_database(name, config, keyring.database_keys)
         try:
             if name == "privacy_vault" and isinstance(db, FileBacked):
-                entry, attached[archive_backup.ATTACHED] = _vault_with_archive(db, out, progress)
+                entry, segments = _vault_with_archive(db, out, progress)
+                attached[archive_backup.ATTACHED] = segments
+                versions |= {seg["field_key"] for seg in segments}  # their data keys' wrapping
             else:
                 entry = backup_database(db, out, progress=progress)
             versions |= _field_key_versions(db, out / entry.file)
@@ -89,7 +91,8 @@ def take_backup(config: Config, keyring: Keyring, names: Iterable[str], out: Pat
 def _vault_with_archive(db: Database, out: Path, progress: ProgressFactory,
                         attempts: int = 3) -> tuple[BackupEntry, list[archive_backup.Record]]:
     """The vault's copy, then the archive segments that copy lists; taken again when retention
-    deletes a listed segment in between."""
+    or a rewrap changes a listed segment in between (a segment that still does not match its
+    index on the last attempt is damaged: the backup fails naming it)."""
     for attempt in range(1, attempts + 1):
         entry = backup_database(db, out, progress=progress)
         try:
@@ -97,7 +100,7 @@ def _vault_with_archive(db: Database, out: Path, progress: ProgressFactory,
         except archive_backup.ArchiveChangedError:
             if attempt == attempts:
                 raise
-            log.info("backup: retention deleted an archive segment meanwhile; copying the vault again")
+            log.info("backup: an archive segment changed meanwhile; copying the vault again")
     raise AssertionError("unreachable")
 
 

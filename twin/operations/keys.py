@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from compliance import keyring_record
+from compliance.audit_seals import SealBook
 from compliance.field_crypto import FieldCipher
 from compliance.keyring import Keyring
 from compliance.subject_keys import SubjectKeyStore
 
-from ..catalog import open_database
+from ..catalog import audit_archive, open_database
 from ..config import Config
 from ..storage import DamagedDatabaseError, Database, WrongKeyError
 from ..storage.maintenance import checkpoint, integrity_check
@@ -80,9 +81,19 @@ def add_field_key(keyring: Keyring, keyring_path: Path) -> Keyring:
     return rotated
 
 
+@dataclass(frozen=True)
+class Rewrapped:
+    subject_keys: int
+    settings: int
+    archive_segments: int  # audit archive segments whose data key was rewrapped
+
+
 def rewrap(config: Config, keyring: Keyring, batch_size: int, *,
-           progress: ProgressFactory = silent) -> tuple[int, int]:
-    """Re-encrypt what is not under the active field key: (subject keys, settings values)."""
+           progress: ProgressFactory = silent) -> Rewrapped:
+    """Re-wrap what is not under the active field key: subject keys, settings values, and the
+    data keys of the audit archive's segments (all through ``compliance.envelope.rewrap``), so
+    no older field key is needed afterwards. A damaged segment raises ``AuditArchiveError``
+    after the rest."""
     from ..settings_store.store import SettingsStore
 
     cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
@@ -94,14 +105,16 @@ def rewrap(config: Config, keyring: Keyring, batch_size: int, *,
             while n := keys.rewrap_batch(batch_size):
                 done += n
                 bar.update(n)
+        settings_db = open_database("settings", config, keyring.database_keys)
+        try:
+            settings = SettingsStore(settings_db, cipher).rewrap_sensitive(batch_size)
+        finally:
+            settings_db.close_all()
+        archive = audit_archive(vault, config, cipher, SealBook(keyring.audit_seal_key, config.audit_seal_every))
+        segments = archive.rewrap(progress=progress)
     finally:
         vault.close_all()
-    settings_db = open_database("settings", config, keyring.database_keys)
-    try:
-        settings = SettingsStore(settings_db, cipher).rewrap_sensitive(batch_size)
-    finally:
-        settings_db.close_all()
-    return done, settings
+    return Rewrapped(done, settings, segments)
 
 
 @dataclass(frozen=True)

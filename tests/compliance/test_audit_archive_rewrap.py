@@ -1,0 +1,117 @@
+"""A field-key rotation reaches the audit archive: the rewrap wraps each segment's data key under
+the active field key (as subject keys are), so once the old key is retired the archive still
+verifies and a subject's archived disclosures are still exported. A crash between writing a
+rewrapped segment file and renaming it over the old one is settled by the next run."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from compliance.audit import Actor, AuditTrail
+from compliance.audit_archive_segments import (archive_dir, checksum, rewrapped, segment_name,
+                                               wrap_version)
+from compliance.audit_seals import SealBook
+from compliance.field_crypto import FieldCipher
+from ticking_clock import T0, TickingClock
+from twin.catalog import audit_archive
+
+SERVICE = Actor("tok_service1", "service")
+ALICE, BOB = "a" * 64, "b" * 64
+
+
+@pytest.fixture
+def make_trail(config, keyring):
+    def make(vault, cipher: FieldCipher) -> AuditTrail:
+        seals = SealBook(keyring.audit_seal_key, every=10)
+        archive = audit_archive(vault, config, cipher, seals, TickingClock())
+        archive.segment_events = 10
+        return AuditTrail(vault, clock=TickingClock(), seals=seals, archive=archive)
+    return make
+
+
+@pytest.fixture
+def archived(open_catalog_db, keyring, make_trail):
+    """35 events, the first 20 in two segments under field key v1; the vault."""
+    vault = open_catalog_db("privacy_vault")
+    trail = make_trail(vault, FieldCipher(keyring.field_keys, keyring.active_field_key))
+    trail.record_many([(SERVICE, "read", {"subject_hash": ALICE if i % 2 else BOB, "request_id": f"r{i}"})
+                       for i in range(35)])
+    assert trail.archive_older_than(T0 + timedelta(seconds=26, milliseconds=500)).segments == 2
+    return vault
+
+
+def _rotated(keyring):
+    rotated = keyring.with_new_field_key()
+    return rotated, FieldCipher(rotated.field_keys, rotated.active_field_key)
+
+
+def _retired(rotated) -> FieldCipher:
+    """The rotated keyring's keys without the old version."""
+    newest = rotated.active_field_key
+    return FieldCipher({newest: rotated.field_keys[newest]}, newest)
+
+
+def _body(trail: AuditTrail, first_seq: int) -> bytes:
+    return trail.archive.store.get(trail.vault.connection(), first_seq)
+
+
+def _sealed_events(body: bytes) -> bytes:
+    """What follows a segment's header and wrapped key (b"LTAA", version u8, key length u16)."""
+    return body[7 + int.from_bytes(body[5:7], "big"):]
+
+
+def _index_checksums(vault) -> dict[int, bytes]:
+    return {r[0]: bytes(r[1]) for r in vault.query("SELECT first_seq, checksum FROM audit_archive_segments")}
+
+
+def test_after_a_rewrap_the_old_field_key_can_go_and_the_archive_verifies_and_exports(
+        archived, keyring, make_trail):
+    rotated, cipher = _rotated(keyring)
+    before = {first: _body(make_trail(archived, cipher), first) for first in (1, 11)}
+    # Without the rewrap, retiring v1 makes the archive unreadable: what this test guards.
+    unreadable = make_trail(archived, _retired(rotated)).verify(full=True)
+    assert not unreadable.ok and unreadable.first_bad == 1 and "fails authentication" in unreadable.reason
+
+    assert make_trail(archived, cipher).archive.rewrap() == 2
+
+    trail = make_trail(archived, _retired(rotated))
+    full = trail.verify(full=True)
+    assert (full.ok, full.checked) == (True, 35)
+    alice = list(trail.iter_subject(ALICE))
+    assert [e.seq for e in alice] == list(range(2, 36, 2))  # archived (2..20) and live
+    assert {e.request_id for e in alice if e.seq <= 20} == {f"r{i}" for i in range(1, 20, 2)}
+    for first, old in before.items():
+        new = _body(trail, first)
+        assert wrap_version(old) == 1 and wrap_version(new) == rotated.active_field_key
+        assert _index_checksums(archived)[first] == checksum(new)
+        # Only the wrapped data key changed: the events' ciphertext is the same bytes.
+        assert _sealed_events(new) == _sealed_events(old) and len(_sealed_events(old)) > 100
+    assert make_trail(archived, cipher).archive.rewrap() == 0  # nothing left under v1
+
+
+@pytest.mark.sqlite_only("segment files: a PostgreSQL vault changes a segment's bytes in the "
+                         "transaction that changes its checksum")
+def test_a_rewrap_interrupted_after_its_commit_is_read_from_the_new_file_and_finished_next_run(
+        archived, keyring, make_trail):
+    rotated, cipher = _rotated(keyring)
+    trail = make_trail(archived, cipher)
+    store = trail.archive.store
+    old = _body(trail, 1)
+    new = rewrapped(old, 1, trail.archive._keys)  # noqa: SLF001 - the keys the archive holds
+    # A crash between the two steps: the new file beside the segment, the index committed.
+    store.put_rewrapped(1, new)
+    archived.execute("UPDATE audit_archive_segments SET checksum = ? WHERE first_seq = 1", (checksum(new),))
+    # ... and one that never committed (its file only).
+    store.put_rewrapped(11, rewrapped(_body(trail, 11), 11, trail.archive._keys))  # noqa: SLF001
+    pending = archive_dir(archived.path) / f".{segment_name(1)}.rewrap"
+    assert pending.exists()
+
+    between = make_trail(archived, _retired(rotated)).verify(full=True)
+    assert between.first_bad == 11 and "fails authentication" in between.reason  # 1 reads its new file
+
+    assert trail.archive.rewrap() == 1  # settles 1 (renamed over), drops 11's leftover, rewraps 11
+    assert not list(archive_dir(archived.path).glob(".*.rewrap"))
+    assert (archive_dir(archived.path) / segment_name(1)).read_bytes() == new
+    assert make_trail(archived, _retired(rotated)).verify(full=True).ok
