@@ -20,9 +20,11 @@ own in that database, so no two stores (nor the learner data) share a table name
 Pool arithmetic: every process opens one pool per database, and a replica (``twin serve
 --workers W``) runs W workers plus one operations process, so a deployment needs
 ``replicas x (W + 1) x (pools per process) x TWIN_DB_POOL_MAX_SIZE`` server connections, plus
-room for operator commands (``twin db ...``, backups) and monitoring, all within the server's
-``max_connections`` minus ``superuser_reserved_connections`` (here 100 - 3). The default pool
-size 4 with the two learner-twin pools (data, vault) gives 3 replicas x (2 + 1) x 2 x 4 = 72.
+one outside the pools per running job (its session lock's own connection: at most four jobs at
+once, each name held by one process of the deployment), plus room for operator commands
+(``twin db ...``, backups) and monitoring, all within the server's ``max_connections`` minus
+``superuser_reserved_connections`` (here 100 - 3). The default pool size 4 with the two
+learner-twin pools (data, vault) gives 3 replicas x (2 + 1) x 2 x 4 = 72, and 76 with the jobs.
 The pool opens its ``TWIN_DB_POOL_SIZE`` connections at start-up, so a server without that many
 free slots is a start-up error (``ConnectionLimitError``), not a hang under the first load.
 """

@@ -65,7 +65,8 @@ def connect(settings: PostgresSettings, **overrides: Any) -> psycopg.Connection:
                 "offer it (enable ssl on the server, or lower sslmode)") from None
         if any(m in lowered for m in _LIMIT_MESSAGES):
             raise ConnectionLimitError(f"{where}: the server has no connection slot left ({reason}); "
-                                       "see the pool arithmetic in the README") from None
+                                       "see the pool arithmetic in the README (pools, and one per "
+                                       "running job)") from None
         if "does not exist" in lowered or "authentication failed" in lowered:
             raise StorageConfigError(f"{where}: {reason}") from None
         raise DatabaseUnavailableError(f"{where}: cannot connect: {reason}") from None
@@ -116,7 +117,8 @@ def open_pool(settings: PostgresSettings, name: str) -> ConnectionPool:
             f"{name}: could open only {opened} of the pool's {settings.pool_size} connections to "
             f"{settings.display_url} within {settings.connect_timeout:g}s ({reason}); the server "
             f"allows {limit} and {in_use} were in use: lower TWIN_DB_POOL_SIZE or raise "
-            "max_connections (replicas x workers x pools x pool size must fit)") from None
+            "max_connections (replicas x (workers + 1) x pools x pool size, and one per running "
+            "job, must fit)") from None
     finally:
         pool_log.removeHandler(errors)
         pool_log.propagate = propagate
