@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import psycopg
 
 from ..dialect import POSTGRESQL, lock_key, to_pyformat
+from ..pipeline import Fetched
 from ..errors import (ConnectionLimitError, ConstraintError, DatabaseUnavailableError,
                       StatementError, StorageError, StorageFullError, TransactionConflict)
 
@@ -108,26 +109,14 @@ def row_factory(cursor: Any) -> Any:
     return lambda values: Row(values, index, names)
 
 
-class Result:
+class Result(Fetched):
     """A statement's outcome, fetched: ``fetchone()``, ``fetchall()``, iteration, ``rowcount``."""
 
-    __slots__ = ("_rows", "_position", "rowcount", "description")
+    __slots__ = ("description",)
 
     def __init__(self, rows: list[Any], rowcount: int, description: Any) -> None:
-        self._rows = rows
-        self._position = 0
-        self.rowcount = rowcount
+        super().__init__(rows, rowcount)
         self.description = description
-
-    def fetchone(self) -> Any | None:
-        if self._position >= len(self._rows):
-            return None
-        self._position += 1
-        return self._rows[self._position - 1]
-
-    def fetchall(self) -> list[Any]:
-        rows, self._position = self._rows[self._position:], len(self._rows)
-        return rows
 
     def fetchmany(self, size: int = 1) -> list[Any]:
         rows = self._rows[self._position:self._position + size]
