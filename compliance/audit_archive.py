@@ -298,6 +298,7 @@ class AuditArchive:
                 self._verify_segment(conn, seg, cut, cut_hash)
 
             def delete(conn: Any, seg: Listed = seg) -> None:
+                audit_terms.hold_subjects(conn, self.vault.dialect)  # first: the subjects it prunes
                 index.remove(conn, seg, to_db(self._clock()))
                 drop_through(conn, seg.last_seq)
                 if self.store.in_vault:

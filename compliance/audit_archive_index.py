@@ -165,7 +165,8 @@ def complete(conn: Any, content: SegmentContent) -> None:
 
 def remove(conn: Any, seg: Listed, now: str) -> None:
     """Unlist an expired segment and record its end as the retention cut (in the caller's
-    transaction); subjects no event refers to any more go."""
+    transaction, begun with ``audit_terms.hold_subjects``); subjects no event refers to any
+    more go."""
     refs = [r[0] for r in conn.execute("SELECT subject_ref FROM audit_archive_subjects WHERE first_seq = ?",
                                        (seg.first_seq,)).fetchall()]
     conn.execute("DELETE FROM audit_archive_subjects WHERE first_seq = ?", (seg.first_seq,))

@@ -185,6 +185,7 @@ def purge_older_than(vault: Database, cutoff: datetime, batch_size: int,
     total, run_checkpoint = 0, None
 
     def purge_batch(conn: Any) -> tuple[int, int | None]:
+        audit_terms.hold_subjects(conn, vault.dialect)  # first: the subjects it prunes
         walker, latest_id = _walker(conn)
         if archive_index.archived_through(conn) is not None:
             return 0, latest_id  # older events are in the archive: its segments go first, whole

@@ -121,10 +121,23 @@ def subjects_through(conn: Any, seq: int) -> list[int]:
                                        "AND subject_ref IS NOT NULL", (seq,)).fetchall()]
 
 
+def hold_subjects(conn: Any, dialect: Any) -> None:
+    """Hold appenders off the interned subjects until the caller's transaction ends: call as
+    the transaction's first statement before ``prune_subjects``. An appender that read a
+    subject's reference must not have it deleted before its event commits. On PostgreSQL the
+    table is locked (as ``prune_unused_terms`` locks actors and resources), which waits for
+    every transaction that read it to end; being first, before the transaction's snapshot is
+    taken, the caller then sees their events, and appenders coming later wait until it commits
+    (then intern the subject again). SQLite serialises writers."""
+    if dialect.name == "postgresql":
+        conn.execute("LOCK TABLE audit_subjects IN ACCESS EXCLUSIVE MODE")
+
+
 def prune_subjects(conn: Any, refs: Sequence[int]) -> int:
     """Delete those of ``refs`` no event refers to any more (after retention deleted events),
     through the subject index: a subject hash must not outlive the trail's retention window.
-    Archived events keep theirs (``audit_archive_subjects``) until their segment goes."""
+    Archived events keep theirs (``audit_archive_subjects``) until their segment goes. The
+    transaction began with ``hold_subjects``."""
     deleted = 0
     for chunk in _chunks(list(refs)):
         marks = ", ".join("?" for _ in chunk)
