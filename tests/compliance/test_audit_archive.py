@@ -463,3 +463,32 @@ def test_an_unreadable_segment_is_named_with_what_is_wrong_with_it(trail, damage
 
     assert (result.ok, result.first_bad) == (False, 1)
     assert result.reason == f"archive segment of events 1-10 {reason}"
+
+
+@pytest.mark.sqlite_only("a lease in job_locks; on PostgreSQL the lock lives as long as its session")
+def test_an_archive_run_reports_its_segments_events_and_bytes_and_its_progress_under_its_lock(trail):
+    seen: list = []
+
+    class Bar:
+        def update(self, n: int = 1) -> None:
+            locks = [r[0] for r in trail.vault.query("SELECT name FROM job_locks")]
+            seen.append(("update", n, locks))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+    def progress(description, total=None, unit="items"):
+        seen.append((description, total, unit))
+        return Bar()
+
+    append(trail, 25)
+    run = trail.archive_older_than(at(100), progress=progress)
+
+    stored = trail.vault.query_one("SELECT count(*), sum(bytes) FROM audit_archive_segments")
+    assert (run.segments, run.events, run.bytes) == (2, 20, stored[1]) and stored[0] == 2
+    assert run.bytes == sum(len(stored_bytes(trail, first)) for first in (1, 11))
+    assert seen == [("archive audit events", None, "events"),
+                    ("update", 10, ["audit-archive"]), ("update", 10, ["audit-archive"])]
