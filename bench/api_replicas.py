@@ -165,7 +165,9 @@ def main(args: Any) -> None:
     common.pop("DIGITAL_TWIN_ENCRYPTION_KEY", None)
     with _database_pair(args.admin_url) as pg, contextlib.ExitStack() as stack:
         pg_env = {**common, **pg, "TWIN_DB_POOL_SIZE": "2", "TWIN_DB_POOL_MAX_SIZE": str(args.threads + 2)}
-        pg_token = _set_up(pg_env, keyring)
+        # Its own data directory: the runtime's component stores (settings) are files here,
+        # which must not land in the working directory under a keyring of this run.
+        pg_token = _set_up({**pg_env, "TWIN_DATA_DIR": str(tmp / "pg-setup" / "data")}, keyring)
         sq_procs: list = []
         sq_base = stack.enter_context(serving(common, tmp / "sqlcipher", threads=args.threads, started=sq_procs))
         from twin.config import Config
