@@ -16,6 +16,7 @@ from storage_backends import location, raw_connection
 from twin.catalog import open_database
 from twin.ledger import (GENESIS_HASH, DatabaseLedger, DuplicateEntryError, InvalidArgumentError,
                          InvalidEntryError, entry_hash)
+from twin.ledger.ledger import CHAIN_LOCK
 from twin.ledger.schema import MIGRATIONS
 from twin.storage import Database, IntegrityError, Migrator
 
@@ -415,6 +416,43 @@ def test_eight_threads_appending_a_thousand_entries_each_lose_and_duplicate_noth
     assert {(e["node_id"], e["features"]["i"]) for e in entries} == \
         {(f"node-{w}", i) for w in range(8) for i in range(1000)}
     assert ledger.verify_chain().checked == 8000
+
+
+def test_appends_queued_together_share_a_commit_and_a_duplicate_among_them_fails_alone(db, ledger):
+    ledger.append_entry(entry(9, "Node_D"))
+    outcome: dict[str, object] = {}
+
+    def append(name: str, item: dict) -> None:
+        try:
+            outcome[name] = ledger.append_entry(item)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcome[name] = exc
+
+    items = {"a": entry(0, "Node_A"), "b": entry(1, "Node_B"), "dup": entry(9, "Node_D"),
+             "c": entry(2, "Node_C")}
+    with db.transaction(lock=CHAIN_LOCK) as conn:  # the chain is busy: appenders queue
+        conn.execute("SELECT head_id FROM ledger_state")
+        threads = [threading.Thread(target=append, args=(name, item)) for name, item in items.items()]
+        threads[0].start()
+        for _ in range(3000):  # bounded: a appends (it leads, waiting on the lock) ...
+            if ledger._appends._leader_active:
+                break
+            threading.Event().wait(0.01)
+        for thread in threads[1:]:
+            thread.start()
+        for _ in range(3000):  # ... and the others queue behind it as one batch
+            if len(ledger._appends._pending) == 3:
+                break
+            threading.Event().wait(0.01)
+        assert len(ledger._appends._pending) == 3
+    for thread in threads:
+        thread.join()
+
+    assert isinstance(outcome["dup"], DuplicateEntryError)
+    assert outcome["a"] == 2 and sorted([outcome["b"], outcome["c"]]) == [3, 4]
+    assert [e["node_id"] for e in ledger.read_ledger()] == \
+        ["Node_D", "Node_A"] + [items[n]["node_id"] for n in sorted(("b", "c"), key=outcome.get)]
+    assert ledger.verify_chain().checked == 4
 
 
 def _round_trips(db, call) -> int:

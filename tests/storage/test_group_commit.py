@@ -88,3 +88,81 @@ def test_a_lone_failing_write_raises_and_leaves_nothing_behind(db):
 
     assert [r["value"] for r in db.query("SELECT value FROM items")] == ["taken"]
     assert db.write_shared(insert("after")) > 0  # leadership was released
+
+
+# -- combined batches (GroupCommitter(db, combine=...)): one function writes every item at once --
+
+def _queue_behind_a_held_leader(combining, values, outcome):
+    """Submit values[0] (its combine holds the leader until released), then the others while
+    it is held; returns (release, threads)."""
+    committer = combining.committer
+    held, release = threading.Event(), threading.Event()
+    first = threading.Thread(target=lambda: outcome.setdefault(values[0], _submit(committer, values[0])))
+    combining.hold = (held, release)
+    first.start()
+    assert held.wait(30)
+    others = [threading.Thread(target=lambda v=v: outcome.setdefault(v, _submit(committer, v)))
+              for v in values[1:]]
+    for thread in others:
+        thread.start()
+    for _ in range(3000):  # bounded: each waiter is queued within moments of starting
+        if len(committer._pending) == len(others):
+            break
+        threading.Event().wait(0.01)
+    return release, [first, *others]
+
+
+def _submit(committer, value):
+    try:
+        return committer.submit(value)
+    except Exception as exc:  # noqa: BLE001 - the test inspects it
+        return exc
+
+
+class Combining:
+    """A combine function recording its batches; the first waits while ``hold`` is set."""
+
+    def __init__(self, db):
+        from twin.storage.group_commit import GroupCommitter
+
+        self.batches = []
+        self.hold = None
+        self.committer = GroupCommitter(db, combine=self.combine, lock="items")
+
+    def combine(self, conn, values):
+        self.batches.append(list(values))
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            hold[0].set()
+            assert hold[1].wait(30)
+        rows = conn.execute("INSERT INTO items (value) VALUES " + ", ".join(["(?)"] * len(values))
+                            + " RETURNING id, value", list(values)).fetchall()
+        ids = {row["value"]: row["id"] for row in rows}
+        return [ids[value] for value in values]
+
+
+def test_items_queued_meanwhile_are_written_together_by_one_combine_call(db):
+    combining, outcome = Combining(db), {}
+    release, threads = _queue_behind_a_held_leader(combining, ["a", "b", "c", "d"], outcome)
+    release.set()
+    for thread in threads:
+        thread.join()
+
+    assert combining.batches[0] == ["a"] and sorted(combining.batches[1]) == ["b", "c", "d"]
+    stored = {r["value"]: r["id"] for r in db.query("SELECT id, value FROM items")}
+    assert stored == outcome  # each caller got its own row's id
+
+
+def test_a_combined_batch_that_fails_raises_for_each_of_its_callers_and_writes_nothing(db):
+    db.execute("INSERT INTO items (value) VALUES ('taken')")
+    combining, outcome = Combining(db), {}
+    release, threads = _queue_behind_a_held_leader(combining, ["first", "x", "taken", "y"],
+                                                   outcome)
+    release.set()
+    for thread in threads:
+        thread.join()
+
+    assert isinstance(outcome["first"], int)
+    assert all("UNIQUE" in str(outcome[v]) for v in ("x", "taken", "y"))
+    assert {r["value"] for r in db.query("SELECT value FROM items")} == {"taken", "first"}
+    assert combining.committer.submit("after") > 0  # leadership was released

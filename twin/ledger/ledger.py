@@ -12,7 +12,9 @@ lock, ``BEGIN IMMEDIATE``; on PostgreSQL an advisory lock held until COMMIT, aft
 appender reads the head its predecessor committed), which is what makes ids gap-free and the
 chain one chain when many threads, processes or replicas append at once. On PostgreSQL that
 is two round trips per append: the lock travels with the head's read, the INSERT and the head's
-UPDATE with the COMMIT (``twin.storage.pipeline``). Reads run in a
+UPDATE with the COMMIT (``twin.storage.pipeline``). Appends of concurrent threads of one process
+share a transaction and its commit (``GroupCommitter(combine=...)``), whose WAL flush is most
+of an append's time on PostgreSQL. Reads run in a
 snapshot and go through ``LedgerCache``, which checks the ledger's version in the database
 first, so the cache never serves data older than the last committed write of any process.
 Entries are returned as dicts: ``id, timestamp, node_id, features, confidence, created_at``
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from twin.storage import Backend, IntegrityError
 from twin.storage.bulk import insert_rows
+from twin.storage.group_commit import GroupCommitter
 from twin.storage.pipeline import execute_at_commit
 from twin.storage.timestamps import to_db, utc_now
 
@@ -87,6 +90,10 @@ class DatabaseLedger:
         self.db = db_file
         self._cache = cache or LedgerCache()
         self._owns_db = owns_db
+        # Appends of concurrent threads share one transaction and one commit (group commit):
+        # on PostgreSQL the commit's WAL flush is most of an append's time.
+        self._appends: GroupCommitter[list[ValidEntry], list[int]] = GroupCommitter(
+            self.db, combine=self._write_appends, lock=CHAIN_LOCK)
 
     @classmethod
     def open(cls, path: str | Path | None = None, config: "Config | None" = None,
@@ -132,33 +139,50 @@ class DatabaseLedger:
         return self._append(valid) if valid else []
 
     def _append(self, entries: list[ValidEntry]) -> list[int]:
-        # On PostgreSQL two round trips for a few entries: BEGIN, the chain lock and the head's
-        # read in one (the server reads the head only once it holds the lock); the INSERT and
-        # the head's UPDATE with the COMMIT. A duplicate then fails the COMMIT, rolling back
-        # all of it, and is named afterwards from what is committed (entries are immutable).
-        def write(conn: Any) -> list[int]:
-            head_id, head_hash = conn.execute(
-                "SELECT head_id, head_hash FROM ledger_state WHERE singleton = 1").fetchone()
-            created_at = to_db(utc_now())
-            rows, ids = [], []
+        if self.db.connection().in_transaction:  # the caller's transaction: join it
+            ids = self._append_alone(entries)
+        else:
+            try:
+                ids = self._appends.submit(entries)
+            except IntegrityError:
+                # A duplicate failed the group's commit, and nothing of it was written: this
+                # caller's entries alone either go in or name their duplicate.
+                ids = self._append_alone(entries)
+        self._cache.clear()
+        return ids
+
+    def _append_alone(self, entries: list[ValidEntry]) -> list[int]:
+        try:
+            return self.db.write(lambda conn: self._write_appends(conn, [entries])[0], lock=CHAIN_LOCK)
+        except IntegrityError as exc:
+            raise self._duplicate(entries, exc) from None
+
+    @staticmethod
+    def _write_appends(conn: Any, appends: Sequence[list[ValidEntry]]) -> list[list[int]]:
+        """Chain every append's entries onto the head, in order; each append's ids.
+
+        On PostgreSQL two round trips for a few entries: BEGIN, the chain lock and the head's
+        read in one (the server reads the head only once it holds the lock); the INSERT and
+        the head's UPDATE with the COMMIT. A duplicate then fails the COMMIT, rolling back all
+        of it, and is named afterwards from what is committed (entries are immutable).
+        """
+        head_id, head_hash = conn.execute(
+            "SELECT head_id, head_hash FROM ledger_state WHERE singleton = 1").fetchone()
+        created_at = to_db(utc_now())
+        rows, ids = [], []
+        for entries in appends:
+            ids.append([])
             for entry in entries:
                 head_id += 1
                 digest = entry_hash(head_id, entry.timestamp, entry.node_id, entry.features,
                                     entry.confidence, head_hash)
                 rows.append((head_id, entry.timestamp, entry.node_id, entry.features_json,
                              entry.confidence, created_at, head_hash, digest))
-                ids.append(head_id)
+                ids[-1].append(head_id)
                 head_hash = digest
-            insert_rows(conn, "ledger", _COLUMN_NAMES, rows, at_commit=True)
-            execute_at_commit(conn, "UPDATE ledger_state SET head_id = ?, head_hash = ? "
-                              "WHERE singleton = 1", (head_id, head_hash))
-            return ids
-
-        try:
-            ids = self.db.write(write, lock=CHAIN_LOCK)
-        except IntegrityError as exc:
-            raise self._duplicate(entries, exc) from None
-        self._cache.clear()
+        insert_rows(conn, "ledger", _COLUMN_NAMES, rows, at_commit=True)
+        execute_at_commit(conn, "UPDATE ledger_state SET head_id = ?, head_hash = ? "
+                          "WHERE singleton = 1", (head_id, head_hash))
         return ids
 
     def _duplicate(self, entries: list[ValidEntry], exc: Exception) -> Exception:

@@ -7,12 +7,18 @@ same table in one transaction dirty the same few pages once instead of ten times
 that arrive while a batch is being written wait and go into the next batch, written by one
 of them (the leader), so there is no background thread to start, stop or lose on a crash:
 every caller returns only after its own item is committed.
+
+``GroupCommitter(db, combine=fn, lock=name)`` is the same queue for items one function writes
+together (the ledger's appends: one head read, one INSERT for every caller's entries):
+``combine(conn, items)`` returns each item's result, in order; when it raises, every caller of
+that batch gets the exception and nothing of the batch is written. ``lock``: the batch's
+transaction holds that named lock (``write(fn, lock=...)``).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from .errors import TransactionConflict
 
@@ -36,9 +42,13 @@ class GroupCommitter(Generic[Item, Result]):
     submitted meanwhile, each ``fn`` in its own savepoint when it has company: one that raises
     is rolled back alone and its caller gets the exception; the others commit."""
 
-    def __init__(self, db: Any, *, max_batch: int = 128) -> None:
+    def __init__(self, db: Any, *, max_batch: int = 128,
+                 combine: Callable[[Any, Sequence[Item]], list[Result]] | None = None,
+                 lock: str | None = None) -> None:
         self.db = db
         self._max_batch = max_batch
+        self._combine = combine
+        self._lock_name = lock
         self._mutex = threading.Lock()
         self._pending: list[_Slot[Item]] = []
         self._leader_active = False
@@ -61,7 +71,8 @@ class GroupCommitter(Generic[Item, Result]):
         with self._mutex:
             batch, self._pending = self._pending[:self._max_batch], self._pending[self._max_batch:]
         try:
-            self.db.write(lambda conn: self._run_batch(conn, batch))
+            run = self._run_batch if self._combine is None else self._run_combined
+            self.db.write(lambda conn: run(conn, batch), lock=self._lock_name)
         except BaseException as exc:  # the commit itself failed: every caller sees it
             for slot in batch:
                 slot.error, slot.result = exc, None
@@ -95,6 +106,11 @@ class GroupCommitter(Generic[Item, Result]):
                 conn.execute("ROLLBACK TO shared_item")
                 slot.error = exc
             conn.execute("RELEASE shared_item")
+
+    def _run_combined(self, conn: Any, batch: list[_Slot[Item]]) -> None:
+        assert self._combine is not None
+        for slot, result in zip(batch, self._combine(conn, [slot.item for slot in batch]), strict=True):
+            slot.error, slot.result = None, result
 
     @staticmethod
     def _outcome(slot: _Slot[Item]) -> Any:
