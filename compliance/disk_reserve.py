@@ -22,6 +22,7 @@ class DiskReserve:
     def __init__(self, directory: Path, size: int, name: str = ".reserve") -> None:
         self.path = directory / name
         self.size = size
+        self._path_text = os.fspath(self.path)  # ensure() runs before every request: no Path work
 
     def ensure(self) -> None:
         """Make sure the reserve exists at its full size; raises ``OSError`` (``ENOSPC`` on a
@@ -29,7 +30,7 @@ class DiskReserve:
         if not self.size:
             return
         try:
-            if self.path.stat().st_size >= self.size:
+            if os.stat(self._path_text).st_size >= self.size:
                 return
         except FileNotFoundError:
             pass

@@ -61,11 +61,20 @@ def _new_metrics() -> dict[str, Any]:
     }
 
 
+# (method, route, status) -> its counter and histogram children: ``labels()`` looks them up
+# under a lock on every call, and every request is counted.
+_request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    m = _metrics()
     labels = (method, route, str(status))
-    m["requests"].labels(*labels).inc()
-    m["latency"].labels(*labels).observe(seconds)
+    children = _request_children.get(labels)
+    if children is None:
+        m = _metrics()
+        children = _request_children.setdefault(labels, (m["requests"].labels(*labels),
+                                                         m["latency"].labels(*labels)))
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def observe_retention(outcome: str, counts: dict[str, int] | None = None) -> None:

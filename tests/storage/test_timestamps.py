@@ -34,3 +34,29 @@ def test_the_width_is_fixed_whatever_the_year_and_the_fraction():
         assert len(text) == len("2026-01-02T03:04:05.000000Z") and text.endswith("Z")
         assert from_db(text) == (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
     assert to_db(datetime(999, 1, 2, tzinfo=timezone.utc)) == "0999-01-02T00:00:00.000000Z"
+
+
+def test_stored_text_reads_back_as_the_utc_moment_it_was_written_from():
+    # from_db reads to_db's shape with fromisoformat: it must agree with the strict strptime
+    # reading across the whole range, and hand back timezone.utc itself.
+    start = datetime(1, 1, 1, tzinfo=timezone.utc)
+    for step in range(0, 3_155_378_975_999_999_999, 3_155_378_975_999_999_999 // 997):
+        moment = start + timedelta(microseconds=step // 10_000)
+        text = to_db(moment)
+        parsed = from_db(text)
+        assert parsed == datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        assert parsed == moment and parsed.tzinfo is timezone.utc
+
+
+def test_text_of_another_shape_reads_as_it_always_did():
+    assert from_db("2026-11-22T02:30:00.5Z") == datetime(2026, 11, 22, 2, 30, 0, 500000, tzinfo=timezone.utc)
+    assert from_db("2026-1-2T02:30:00.000000Z") == datetime(2026, 1, 2, 2, 30, tzinfo=timezone.utc)
+    assert from_db(None) is None
+
+
+@pytest.mark.parametrize("bad", ["2026-02-30T00:00:00.000000Z", "2026-11-22T24:00:00.000000Z",
+                                 "2026-11-22T02:30:00Z", "2026-11-22T02:30:00.000000+00:00",
+                                 "2026-11-22 02:30:00.000000Z", "2026-11-22T02:30:00.000000"])
+def test_text_that_is_no_stored_timestamp_is_refused(bad):
+    with pytest.raises(ValueError):
+        from_db(bad)

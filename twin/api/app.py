@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -42,7 +43,12 @@ def route_template() -> str:
     """The matched route with bare placeholders (``/v1/profiles/<profile_id>``), never the
     concrete path: paths hold ids, and logs must not link requests to a learner."""
     rule = request.url_rule
-    return _CONVERTER.sub(r"<\1>", rule.rule) if rule is not None else "<unmatched>"
+    return _template_of(rule.rule) if rule is not None else "<unmatched>"
+
+
+@functools.lru_cache(maxsize=None)  # one entry per route of the app: a bounded set
+def _template_of(rule: str) -> str:
+    return _CONVERTER.sub(r"<\1>", rule)
 
 # Domain errors -> problems. Messages of these errors never contain personal data.
 _DOMAIN_ERRORS: list[tuple[type[Exception], type[ProblemError]]] = [
@@ -160,8 +166,9 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
         # Every line logged while this request runs carries these (twin.logs, JSON format).
+        g.route = route_template()  # the access line and the metrics reuse it
         g.log_context = request_context.set({"request_id": g.request_id, "method": request.method,
-                                             "route": route_template()})
+                                             "route": g.route})
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -169,7 +176,7 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
         if request.path.startswith("/v1/"):
             response.headers["Cache-Control"] = "no-store"
         # Route template, never the concrete path: paths hold ids, bodies hold personal data.
-        route, status = route_template(), response.status_code
+        route, status = g.get("route") or route_template(), response.status_code
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
         log.info("%s %s %s %.1fms rid=%s", request.method, route, status, seconds * 1000,
                  g.get("request_id"), extra={"status": status, "duration_ms": round(seconds * 1000, 2)})
