@@ -108,6 +108,48 @@ def test_get_returns_the_session_with_the_same_etag_as_start(client, service, pr
     assert response.headers["ETag"] == started.headers["ETag"]
 
 
+@pytest.mark.parametrize("changes", [
+    {},
+    {"end_time": "now"},
+    {"end_time": None},
+    {"engagement_score": 1},
+    {"completion_status": "abandoned"},
+    {"performance_metrics": {"score": 0.9, "nested": {"a": [1, 2.5, None, "x"]}}},
+    {"performance_metrics": None},
+    {"topics_covered": []},
+    {"topics_covered": ["ratios"], "engagement_score": 0.3, "end_time": "now", "completion_status": "completed"},
+])
+def test_an_update_answers_exactly_what_a_read_returns_after_it(client, service, profile_id, changes):
+    # The answer is made from the row the update read and the values it wrote, not read back.
+    started = client.post(f"/v1/profiles/{profile_id}/sessions", headers=service,
+                          json={"session_type": "lesson", "topics_covered": ["a", "b"],
+                                "start_time": _iso(datetime.now(timezone.utc) - timedelta(minutes=30))})
+    sid = started.get_json()["session_id"]
+    client.patch(f"/v1/sessions/{sid}", json={"performance_metrics": {"before": True}}, headers=service)
+    if changes.get("end_time") == "now":
+        changes = {**changes, "end_time": _iso(datetime.now(timezone.utc))}
+
+    updated = client.patch(f"/v1/sessions/{sid}", json=changes, headers=service)
+    read = client.get(f"/v1/sessions/{sid}", headers=service)
+
+    assert updated.status_code == 200
+    assert updated.get_data() == read.get_data()
+    assert updated.headers["ETag"] == read.headers["ETag"]
+
+
+def test_a_start_answers_exactly_what_a_read_returns_after_it(client, service, profile_id):
+    started = client.post(f"/v1/profiles/{profile_id}/sessions", headers=service,
+                          json={"session_type": "lesson", "topics_covered": ["a", "ß"],
+                                "start_time": _iso(datetime.now(timezone(timedelta(hours=2))) - timedelta(hours=2))})
+    bare = client.post(f"/v1/profiles/{profile_id}/sessions", headers=service, json={"session_type": "quiz"})
+
+    for response in (started, bare):
+        read = client.get(response.headers["Location"], headers=service)
+        assert response.status_code == 201
+        assert response.get_data() == read.get_data()
+        assert response.headers["ETag"] == read.headers["ETag"]
+
+
 def test_get_of_an_unknown_session_is_404(client, service):
     assert_problem(client.get("/v1/sessions/ses_missing", headers=service), 404)
 

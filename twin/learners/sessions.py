@@ -22,7 +22,10 @@ CLOCK_SKEW = timedelta(minutes=5)
 _LIVE = f"{SESSIONS.live_where('s')} AND {PROFILES.live_where('p')}"
 _SELECT = (f"SELECT {SESSIONS.select_list('s')}, p.{PROFILES.subject_hash_column} AS subject_hash "
            f"FROM {SESSIONS.name} s JOIN {PROFILES.name} p ON p.profile_id = s.profile_id WHERE ")
-_INSERT = SESSIONS.insert_sql(("session_id", "profile_id", "session_type", "start_time", "topics_covered"))
+_INSERT_COLUMNS = ("session_id", "profile_id", "session_type", "start_time", "topics_covered",
+                   "completion_status")
+_INSERT = SESSIONS.insert_sql(_INSERT_COLUMNS)
+_FIRST_ROW_VERSION = 1  # row_version's column default: what a new row's ETag is made from
 _VIEW_COLUMNS = tuple(c.name for c in SESSIONS.columns if c.exported)
 
 
@@ -51,17 +54,21 @@ class SessionService:
         session_id = new_id("ses")
         start: datetime = data.get("start_time") or ctx.clock()
         self._check_start(start)
-        values = (session_id, profile_id, SESSIONS.seal(writer, session_id, "session_type", data["session_type"]),
-                  to_db(start), SESSIONS.seal(writer, session_id, "topics_covered", data.get("topics_covered") or []))
+        view = {name: SESSIONS.null_as(name) for name in _VIEW_COLUMNS}
+        view.update(session_id=session_id, profile_id=profile_id, session_type=data["session_type"],
+                    start_time=to_db(start), topics_covered=data.get("topics_covered") or [],
+                    completion_status="in_progress")
+        stored = [SESSIONS.seal(writer, session_id, c, view[c]) if c in SESSIONS.sealed_columns else view[c]
+                  for c in _INSERT_COLUMNS]
 
         def insert(conn: Any) -> None:
             self.profiles.require_live(conn, profile_id)  # erased or expired since the check above?
-            conn.execute(_INSERT, values)
+            conn.execute(_INSERT, stored)
 
         ctx.db.write(insert)
         ctx.record(actor, "create", subject_hash, f"session:{session_id}", request_id)
-        row = self._row(session_id)
-        return self._view(row), etag_for(session_id, row["row_version"])
+        # Rendered from what was just written: reading it back would only decrypt it again.
+        return view, etag_for(session_id, _FIRST_ROW_VERSION)
 
     def _check_start(self, start: datetime) -> None:
         # A session older than its retention window would be stored, never served and purged
@@ -107,22 +114,28 @@ class SessionService:
                 if column in changes:
                     sets[column] = changes[column]
             sealed = [c for c in ("performance_metrics", "topics_covered") if c in changes]
+            opened: dict[str, Any] = {}  # the sealed columns' new values, as they read
             if sealed:
                 writer = ctx.keys.writer(row["subject_hash"], proof=KeyProof(
                     SESSIONS.name, "session_type", session_id, row["session_type"]))
                 for column in sealed:
                     value = changes[column] if changes[column] is not None else SESSIONS.null_as(column)
                     sets[column] = SESSIONS.seal(writer, session_id, column, value)
+                    opened[column] = SESSIONS.null_as(column) if value is None else value
             if sets:
                 conn.execute(SESSIONS.update_sql(tuple(sets), "session_id", bump="row_version"),
                              (*sets.values(), session_id))
-            return row["subject_hash"]
+            return row, sets, opened
 
-        subject_hash = ctx.db.write(apply)
-        ctx.record(actor, "update", subject_hash, f"session:{session_id}", request_id,
+        row, sets, opened = ctx.db.write(apply)
+        ctx.record(actor, "update", row["subject_hash"], f"session:{session_id}", request_id,
                    {"fields": sorted(changes)})
-        row = self._row(session_id)
-        return self._view(row), etag_for(session_id, row["row_version"])
+        # Rendered from the row the transaction read and what it wrote (reading it back would
+        # only decrypt it again): the columns it left, decoded, and the new values.
+        view = SESSIONS.decode(row, self.ctx.keys.reader(row["subject_hash"]),
+                               tuple(c for c in _VIEW_COLUMNS if c not in sets))
+        view.update((c, opened.get(c, sets[c])) for c in _VIEW_COLUMNS if c in sets)
+        return view, etag_for(session_id, row["row_version"] + (1 if sets else 0))
 
     def list(self, actor: Actor, request_id: str | None, profile_id: str, *, limit: int,
              cursor: str | None, restricted_to: str | None = None) -> dict[str, Any]:
