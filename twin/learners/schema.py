@@ -230,6 +230,10 @@ MIGRATIONS = [
     # (compliance.subject_key_lease): the binding is this row, so a create commits once. NULL: the
     # key is found by the subject hash in the vault (profiles before v5, subjects who had a key).
     Migration(5, "the subject key a profile is bound to", V5_UP, V5_DOWN),
+    # No statement reads profiles by updated_at; its index was one more page every create and
+    # update dirtied, each encrypted and authenticated whole at commit (SQLCipher).
+    Migration(6, "no index on profiles' updated_at", "DROP INDEX idx_profiles_updated;",
+              "CREATE INDEX idx_profiles_updated ON learning_profiles (updated_at);"),
 ]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
