@@ -69,3 +69,27 @@ def test_rows_sent_at_commit_cost_no_round_trip_of_their_own(db):
     # BEGIN with the SELECT; the INSERT with the COMMIT.
     assert (db.counter.this_thread() - before).round_trips == 2
     assert db.query_one("SELECT count(*) FROM t")[0] == 2
+
+
+@pytest.mark.parametrize("count", [2, SQLITE_ROWS_PER_STATEMENT * 2 + 3])
+def test_values_every_row_shares_land_as_each_row_held_them(db, count):
+    # A batch's shared objects (its label, a column of None) are bound once on SQLite; equal
+    # values of different types are not the same object and keep their own type.
+    label = "shared label"
+    rows = [(i, label, None) for i in range(count)]
+    with db.transaction() as conn:
+        insert_rows(conn, "t", ("id", "label", "data"), rows)
+        insert_rows(conn, "t", ("label", "id", "data"), [(label, -1, b"same"), (label, -2, b"same")])
+    assert [tuple(r) for r in db.query("SELECT id, label, data FROM t WHERE id >= 0 ORDER BY id")] == rows
+    assert [tuple(r) for r in db.query("SELECT id, data FROM t WHERE id < 0 ORDER BY id")] == [
+        (-2, b"same"), (-1, b"same")]
+
+
+def test_equal_values_of_different_types_keep_their_types():
+    import sqlcipher3
+
+    conn = sqlcipher3.connect(":memory:")
+    conn.execute("CREATE TABLE u (a, b)")
+    insert_rows(conn, "u", ("a", "b"), [(1, "x"), (1.0, "x"), (True, "x")])
+    assert conn.execute("SELECT a, typeof(a) FROM u ORDER BY rowid").fetchall() == [
+        (1, "integer"), (1.0, "real"), (1, "integer")]

@@ -9,6 +9,11 @@
 - SQLite/SQLCipher: multi-row ``INSERT ... VALUES (...), (...)`` statements of
   ``SQLITE_ROWS_PER_STATEMENT`` rows: about twice the rows/s of ``executemany`` measured here
   (one VM run per chunk instead of one per row), well inside SQLite's 32766 bound parameters.
+  A column holding the very same object in every row of the batch (a batch's round id, its
+  default timestamp, a column of None) is bound once per statement as a numbered parameter
+  (``?1``), or written ``NULL``: binding is a large share of a row's cost, and a fitness row
+  binds two values instead of six. Sameness is identity, never equality (1, 1.0 and True
+  are equal but stored as different types), so what is stored is exactly what each row held.
 
 Either way the rows go in the caller's transaction: a failing row (a constraint) fails the
 whole batch with the storage core's error class. ``at_commit=True``: the INSERT statements go
@@ -19,6 +24,9 @@ and ``write(fn)`` raises it). A COPY still runs at once.
 
 from __future__ import annotations
 
+from functools import lru_cache
+from itertools import chain, repeat
+from operator import is_, itemgetter
 from typing import Any, Sequence
 
 from .pipeline import execute_at_commit
@@ -38,11 +46,12 @@ def insert_rows(conn: Any, table: str, columns: Sequence[str], rows: Sequence[Se
     if not rows:
         return 0
     copy_rows = getattr(conn, "copy_rows", None)
-    if copy_rows is not None and len(rows) >= COPY_FROM_ROWS:
+    if copy_rows is None:
+        return _sqlite_insert(conn, table, columns, rows, at_commit)
+    if len(rows) >= COPY_FROM_ROWS:
         return copy_rows(table, columns, rows)
     width = len(columns)
-    limit = _SQLITE_MAX_PARAMETERS if copy_rows is None else _POSTGRESQL_MAX_PARAMETERS
-    per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, limit // width))
+    per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, _POSTGRESQL_MAX_PARAMETERS // width))
     head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
     one = "(" + ", ".join("?" * width) + ")"
     full = head + ", ".join([one] * per_statement)
@@ -55,3 +64,59 @@ def insert_rows(conn: Any, table: str, columns: Sequence[str], rows: Sequence[Se
         else:
             conn.execute(sql, params)
     return len(rows)
+
+
+def _sqlite_insert(conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                   at_commit: bool) -> int:
+    first = rows[0]
+    # A column is shared when every row holds the first row's object (C-level loop, stops at
+    # the first row that differs, so a varying column costs about one comparison).
+    shared = [i for i, value in enumerate(first) if all(map(is_, repeat(value), map(itemgetter(i), rows)))]
+    varying = [i for i in range(len(columns)) if i not in shared]
+    # Every parameter numbered (a bare ? would take the number after the largest so far,
+    # which depends on where the shared ones stand in the row): shared first, then row by row.
+    bound = [first[i] for i in shared if first[i] is not None]
+    pick = itemgetter(*varying) if len(varying) > 1 else None
+    per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT,
+                               (_SQLITE_MAX_PARAMETERS - len(bound)) // max(1, len(varying))))
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    layout = (tuple((i, first[i] is None) for i in shared), tuple(varying))
+    full = _values_sql(head, layout, per_statement)
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start:start + per_statement]
+        sql = full if len(chunk) == per_statement else \
+            _values_sql(head, layout, len(chunk))
+        if pick is not None:
+            values = chain.from_iterable(map(pick, chunk))
+        else:
+            values = map(itemgetter(varying[0]), chunk) if varying else ()
+        (execute_at_commit if at_commit else _execute)(conn, sql, [*bound, *values])
+    return len(rows)
+
+
+def _execute(conn: Any, sql: str, params: list[Any]) -> None:
+    conn.execute(sql, params)
+
+
+@lru_cache(maxsize=256)
+def _values_sql(head: str, layout: tuple[tuple[tuple[int, bool], ...], tuple[int, ...]],
+                count: int) -> str:
+    """``head`` and ``count`` rows of numbered parameters: a shared column's ``?n`` (``NULL``
+    when it holds None) in every row, then each row's own values. Cached: a store sends the
+    same few shapes again and again."""
+    shared, varying = layout
+    slots, number = {}, 0
+    for i, is_null in shared:
+        if is_null:
+            slots[i] = "NULL"
+        else:
+            number += 1
+            slots[i] = f"?{number}"
+    width = len(shared) + len(varying)
+    rows = []
+    for row in range(count):
+        base = number + row * len(varying)
+        for offset, i in enumerate(varying, start=1):
+            slots[i] = f"?{base + offset}"
+        rows.append("(" + ", ".join(slots[i] for i in range(width)) + ")")
+    return head + ", ".join(rows)
