@@ -185,6 +185,24 @@ class TestModels:
         assert index.stats().models == {"other-model": 3, "test-model": DIM}
 
 
+@pytest.mark.postgresql_only("round trips to a database server")
+def test_an_ingest_on_postgresql_takes_four_round_trips_with_vectors_three_without(index, rag_db):
+    index.add_document("warm up the pool", embeddings=[axis(0)])
+
+    def trips(call) -> int:
+        before = rag_db.counter.this_thread()
+        call()
+        return (rag_db.counter.this_thread() - before).round_trips
+
+    # The dedupe lookup; BEGIN, the content lock and its re-check; the document's and chunk's
+    # rows with the model's registration and its check; the vectors with the COMMIT.
+    assert trips(lambda: index.add_document("one short note", embeddings=[axis(1)])) == 4
+    assert trips(lambda: index.add_document("another short note")) == 3
+    assert trips(lambda: index.add_document("another short note")) == 1  # a duplicate: the lookup
+    assert index.stats().documents == 3 and index.stats().embedded_chunks == 2
+    assert index.vector_search(axis(1), k=1)[0].score == pytest.approx(1.0)
+
+
 # -- deletion ---------------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from twin.storage import Backend
 from twin.storage.bulk import insert_rows
+from twin.storage.pipeline import execute_all, execute_at_commit
 from twin.storage.timestamps import to_db, utc_now
 
 from .chunking import Chunker, TextChunk
@@ -38,6 +39,7 @@ from .vectors import VectorMatrix, as_vector, to_blob
 if TYPE_CHECKING:
     from .query_cache import RagQueryCache
 
+_REGISTERED_DIMENSION = "SELECT dimension FROM embedding_models WHERE model = ?"
 _WORD = re.compile(r"\S+")
 _CHUNK_COLUMNS = ("chunk_id", "document_id", "chunk_index", "content", "start_offset", "end_offset",
                   "chunk_size", "overlap_size", "chunk_unit", "created_at")
@@ -151,7 +153,10 @@ class RagIndex(Retrieval):
             if raced is not None:
                 return DocumentRef(raced, False)
             now = to_db(self._clock())
-            conn.execute(
+            # On PostgreSQL the rows go with the model's registration check, or the COMMIT:
+            # no round trip of their own (a failing row fails the write all the same).
+            execute_at_commit(
+                conn,
                 "INSERT INTO documents (document_id, title, content, document_type, source_path, "
                 "source_url, content_hash, word_count, created_at, updated_at, metadata) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -159,12 +164,13 @@ class RagIndex(Retrieval):
                  len(_WORD.findall(content)), now, now, meta_json))
             insert_rows(conn, "chunks", _CHUNK_COLUMNS,
                         [(f"{document_id}:{c.index}", document_id, c.index, c.text, c.start, c.end,
-                          c.size, self.chunker.overlap, self.chunker.unit, now) for c in chunks])
+                          c.size, self.chunker.overlap, self.chunker.unit, now) for c in chunks],
+                        at_commit=True)
             if vectors is not None:
                 self._register_model(conn, now)
                 insert_rows(conn, "embeddings", ("chunk_id", "model", "dimension", "vector", "created_at"),
                             [(f"{document_id}:{c.index}", self.embedding_model, self.dimension,
-                              to_blob(v), now) for c, v in zip(chunks, vectors)])
+                              to_blob(v), now) for c, v in zip(chunks, vectors)], at_commit=True)
             return DocumentRef(document_id, True)
 
         # Writers of the same content queue on one lock, so the second sees the first's row
@@ -262,14 +268,17 @@ class RagIndex(Retrieval):
                 f"{self.embedding_model!r}")
 
     def _registered_dimension(self, conn: Any) -> int | None:
-        row = conn.execute("SELECT dimension FROM embedding_models WHERE model = ?",
-                           (self.embedding_model,)).fetchone()
+        row = conn.execute(_REGISTERED_DIMENSION, (self.embedding_model,)).fetchone()
         return None if row is None else int(row["dimension"])
 
     def _register_model(self, conn: Any, now: str) -> None:
-        conn.execute("INSERT INTO embedding_models (model, dimension, created_at) VALUES (?, ?, ?) "
-                     "ON CONFLICT (model) DO NOTHING", (self.embedding_model, self.dimension, now))
-        registered = self._registered_dimension(conn)
+        # One round trip on PostgreSQL: the registration and the read of what is registered.
+        _, stored = execute_all(conn, [
+            ("INSERT INTO embedding_models (model, dimension, created_at) VALUES (?, ?, ?) "
+             "ON CONFLICT (model) DO NOTHING", (self.embedding_model, self.dimension, now)),
+            (_REGISTERED_DIMENSION, (self.embedding_model,))])
+        row = stored.fetchone()
+        registered = None if row is None else int(row["dimension"])
         if registered != self.dimension:   # another process registered it meanwhile
             raise DimensionMismatchError(
                 f"model {self.embedding_model!r} is stored with dimension {registered}, "
