@@ -7,7 +7,8 @@ the seal of its last event. File layout (integers big-endian)::
 
     b"LTAA" | format version u8 | wrapped-key length u16 | wrapped key | AES-256-GCM ciphertext
 
-The plaintext is the zlib-compressed JSON of the segment. Each segment has a fresh data key
+The plaintext is the zlib-compressed binary form of the segment (format 2,
+``compliance.audit_archive_codec``); segments of format 1, its JSON, are still read. Each segment has a fresh data key
 (``compliance.envelope``) wrapped by the keyring's field key, both bound by associated data to
 the segment's first seq, so a segment cannot be passed off as another. Its SHA-256 (the
 checksum) is in the vault's index: a damaged or swapped file is named before anything is
@@ -33,18 +34,20 @@ from typing import Any, Mapping
 
 from twin.storage.paths import fsync_path
 
+from . import audit_archive_codec as codec
 from . import envelope
 from .errors import ComplianceError, CryptoError, KeyringError
 from .field_crypto import associated_data, key_id_of
 from .keyring_watcher import FieldKeys
 
 MAGIC = b"LTAA"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: JSON (the first release's), read still
+READABLE_VERSIONS = (1, 2)
 SUFFIX = ".ltaa"
 _REWRAP = ".rewrap"
 _HEADER = struct.Struct(">4sBH")
 _FORMAT = "twin-audit-archive/1"
-LEGACY, LOG = "audit_events", "audit_log"  # as compliance.audit_store names the two forms
+LEGACY, LOG = codec.LEGACY, codec.LOG
 _LOG_FIELDS = ("seq", "event_id", "occurred_at", "actor_id", "actor_role", "action", "subject_hash",
                "resource", "request_id", "details", "event_hash")
 _BYTES_FIELDS = ("event_id", "request_id", "event_hash")
@@ -100,24 +103,39 @@ def _row_in(item: list[Any]) -> tuple[str, dict[str, Any]]:
     return LOG, row
 
 
-def encode(content: SegmentContent, keys: FieldKeys) -> bytes:
-    """The stored bytes of a segment: compressed, then encrypted under a fresh data key."""
-    plain = json.dumps({"format": _FORMAT, "first_seq": content.first_seq, "last_seq": content.last_seq,
-                        "prev_hash": content.prev_hash.hex(),
-                        "events": [_row_out(form, row) for form, row in content.events]},
-                       separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+def _json_plaintext(content: SegmentContent) -> bytes:
+    return json.dumps({"format": _FORMAT, "first_seq": content.first_seq, "last_seq": content.last_seq,
+                       "prev_hash": content.prev_hash.hex(),
+                       "events": [_row_out(form, row) for form, row in content.events]},
+                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def encode(content: SegmentContent, keys: FieldKeys, *, version: int = FORMAT_VERSION) -> bytes:
+    """The stored bytes of a segment: compressed, then encrypted under a fresh data key.
+    ``version`` 1 writes the JSON form of the first release (its segments are still read)."""
+    if version == 1:
+        plain = _json_plaintext(content)
+    elif version == 2:
+        plain = codec.pack(content.first_seq, content.last_seq, content.prev_hash, content.events)
+    else:
+        raise ValueError(f"no archive segment format {version}")
     data_key, wrapped, _ = envelope.new_data_key(keys, _aad(content.first_seq, "segment_key"))
     sealed = envelope.data_cipher(data_key).encrypt(zlib.compress(plain, 6), _aad(content.first_seq, "segment"))
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, len(wrapped)) + wrapped + sealed
+    return _HEADER.pack(MAGIC, version, len(wrapped)) + wrapped + sealed
 
 
-def _wrapped_key(body: bytes) -> bytes:
+def _header(body: bytes) -> tuple[int, bytes]:
+    """(format version, wrapped key) of a segment."""
     if len(body) < _HEADER.size:
         raise SegmentUnreadableError("too short to be an archive segment (truncated?)")
     magic, version, wrapped_len = _HEADER.unpack_from(body)
-    if magic != MAGIC or version != FORMAT_VERSION:
+    if magic != MAGIC or version not in READABLE_VERSIONS:
         raise SegmentUnreadableError("not an archive segment of this format")
-    return body[_HEADER.size:_HEADER.size + wrapped_len]
+    return version, body[_HEADER.size:_HEADER.size + wrapped_len]
+
+
+def _wrapped_key(body: bytes) -> bytes:
+    return _header(body)[1]
 
 
 def wrap_version(body: bytes) -> int:
@@ -131,28 +149,36 @@ def wrap_version(body: bytes) -> int:
 def rewrapped(body: bytes, first_seq: int, keys: FieldKeys) -> bytes:
     """The segment with its data key wrapped under the active field key (``envelope.rewrap``,
     as subject keys are): the content's ciphertext, and so the events, do not change."""
-    wrapped = _wrapped_key(body)
+    version, wrapped = _header(body)
     try:
         again = envelope.rewrap(keys, wrapped, _aad(first_seq, "segment_key"))
     except (CryptoError, KeyringError) as exc:
         raise SegmentUnreadableError(f"fails authentication ({type(exc).__name__})") from None
     if len(again) > 0xFFFF:
         raise SegmentUnreadableError("rewrapped key too long for the header")
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, len(again)) + again + body[_HEADER.size + len(wrapped):]
+    return _HEADER.pack(MAGIC, version, len(again)) + again + body[_HEADER.size + len(wrapped):]
 
 
-def _document(body: bytes, first_seq: int, keys: FieldKeys) -> dict[str, Any]:
-    wrapped = _wrapped_key(body)
-    wrapped_len = len(wrapped)
+def _plaintext(body: bytes, first_seq: int, keys: FieldKeys) -> tuple[int, bytes]:
+    version, wrapped = _header(body)
     try:
         data_key = envelope.unwrap(keys, wrapped, _aad(first_seq, "segment_key"))
-        packed = envelope.data_cipher(data_key).decrypt(body[_HEADER.size + wrapped_len:],
+        packed = envelope.data_cipher(data_key).decrypt(body[_HEADER.size + len(wrapped):],
                                                         _aad(first_seq, "segment"))
-        doc = json.loads(zlib.decompress(packed))
+        return version, zlib.decompress(packed)
     except (CryptoError, KeyringError) as exc:
         raise SegmentUnreadableError(f"fails authentication ({type(exc).__name__}: altered, or "
                                      "another segment's?)") from None
-    except (zlib.error, ValueError) as exc:
+    except zlib.error as exc:
+        raise SegmentUnreadableError(f"cannot be decoded ({type(exc).__name__})") from None
+
+
+def _document(body: bytes, first_seq: int, keys: FieldKeys) -> dict[str, Any]:
+    """A format-1 segment's JSON document."""
+    _, plain = _plaintext(body, first_seq, keys)
+    try:
+        doc = json.loads(plain)
+    except ValueError as exc:
         raise SegmentUnreadableError(f"cannot be decoded ({type(exc).__name__})") from None
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT or doc.get("first_seq") != first_seq:
         raise SegmentUnreadableError("holds another range than its index says")
@@ -160,17 +186,34 @@ def _document(body: bytes, first_seq: int, keys: FieldKeys) -> dict[str, Any]:
 
 
 def decode(body: bytes, first_seq: int, keys: FieldKeys) -> SegmentContent:
-    """The content of the segment that should start at ``first_seq``; raises
+    """The content of the segment that should start at ``first_seq``, of either format; raises
     ``SegmentUnreadableError`` saying what is wrong."""
-    doc = _document(body, first_seq, keys)
-    return SegmentContent(doc["first_seq"], doc["last_seq"], bytes.fromhex(doc["prev_hash"]),
-                          [_row_in(item) for item in doc["events"]])
+    if _header(body)[0] == 1:
+        doc = _document(body, first_seq, keys)
+        return SegmentContent(doc["first_seq"], doc["last_seq"], bytes.fromhex(doc["prev_hash"]),
+                              [_row_in(item) for item in doc["events"]])
+    _, plain = _plaintext(body, first_seq, keys)
+    try:
+        first, last, prev_hash, events = codec.unpack(plain)
+    except (ValueError, IndexError, struct.error) as exc:
+        raise SegmentUnreadableError(f"cannot be decoded ({type(exc).__name__})") from None
+    if first != first_seq:
+        raise SegmentUnreadableError("holds another range than its index says")
+    return SegmentContent(first, last, prev_hash, events)
 
 
 def subject_rows(body: bytes, first_seq: int, keys: FieldKeys,
                  subject_hash: str) -> list[tuple[str, dict[str, Any], str]]:
-    """The events of one subject in a segment, as (form, row, hash it chains to in hex): only
-    those rows are decoded (a DSR export reads a few events out of many)."""
+    """The events of one subject in a segment, as (form, row, hash it chains to in hex): of a
+    format-1 segment only those rows are decoded (a DSR export reads a few events out of many)."""
+    if _header(body)[0] != 1:
+        content = decode(body, first_seq, keys)
+        out, prev = [], content.prev_hash.hex()
+        for form, row in content.events:
+            if row["subject_hash"] == subject_hash:
+                out.append((form, row, prev))
+            prev = row["event_hash"] if form == LEGACY else row["event_hash"].hex()
+        return out
     doc = _document(body, first_seq, keys)
     events, out = doc["events"], []
     for i, item in enumerate(events):

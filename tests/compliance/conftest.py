@@ -86,3 +86,24 @@ def forensics():
 def config(backend_config):
     """The compliance suite runs on both storage backends (``backend_config``)."""
     return backend_config
+
+
+@pytest.fixture
+def make_archiving_trail(open_catalog_db, config, keyring):
+    """make(vault=None, cipher=None) -> an audit trail sealed every 10 events whose archive
+    segments hold at most 10 (the keyring's field keys unless ``cipher``; its clock ticks a
+    second per event from ``ticking_clock.T0``)."""
+    from compliance.audit import AuditTrail
+    from compliance.audit_seals import SealBook
+    from compliance.field_crypto import FieldCipher
+    from ticking_clock import TickingClock
+    from twin.catalog import audit_archive
+
+    def make(vault=None, cipher: FieldCipher | None = None) -> AuditTrail:
+        vault = vault or open_catalog_db("privacy_vault")
+        seals = SealBook(keyring.audit_seal_key, every=10)
+        archive = audit_archive(vault, config, cipher or FieldCipher(keyring.field_keys, keyring.active_field_key),
+                                seals, TickingClock())
+        archive.segment_events = 10
+        return AuditTrail(vault, clock=TickingClock(), seals=seals, archive=archive)
+    return make

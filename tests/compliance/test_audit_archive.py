@@ -451,7 +451,7 @@ def test_retention_refuses_a_tampered_segment_naming_its_checksum(trail):
     (lambda body, other: body[:5], "too short to be an archive segment (truncated?)"),
     (lambda body, other: body[:7], "fails authentication (MalformedCiphertextError: altered, or another segment's?)"),
     (lambda body, other: b"XXXX" + body[4:], "not an archive segment of this format"),
-    (lambda body, other: body[:4] + bytes([2]) + body[5:], "not an archive segment of this format"),
+    (lambda body, other: body[:4] + bytes([3]) + body[5:], "not an archive segment of this format"),
     (lambda body, other: other, "fails authentication (DecryptionError: altered, or another segment's?)"),
 ], ids=["truncated", "header-only", "another-format", "another-version", "another-segments-body"])
 def test_an_unreadable_segment_is_named_with_what_is_wrong_with_it(trail, damage, reason):

@@ -5,30 +5,23 @@ rewrapped segment file and renaming it over the old one is settled by the next r
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from compliance.audit import Actor, AuditTrail
 from compliance.audit_archive_segments import (archive_dir, checksum, rewrapped, segment_name,
                                                wrap_version)
-from compliance.audit_seals import SealBook
 from compliance.field_crypto import FieldCipher
-from ticking_clock import T0, TickingClock
-from twin.catalog import audit_archive
+from ticking_clock import T0
 
 SERVICE = Actor("tok_service1", "service")
 ALICE, BOB = "a" * 64, "b" * 64
 
 
 @pytest.fixture
-def make_trail(config, keyring):
-    def make(vault, cipher: FieldCipher) -> AuditTrail:
-        seals = SealBook(keyring.audit_seal_key, every=10)
-        archive = audit_archive(vault, config, cipher, seals, TickingClock())
-        archive.segment_events = 10
-        return AuditTrail(vault, clock=TickingClock(), seals=seals, archive=archive)
-    return make
+def make_trail(make_archiving_trail):
+    return lambda vault, cipher: make_archiving_trail(vault, cipher)
 
 
 @pytest.fixture

@@ -13,24 +13,16 @@ import pytest
 
 from compliance.audit import Actor, AuditTrail
 from compliance.audit_events import validated
-from compliance.audit_seals import SealBook
 from compliance.audit_vault_staging import CHAIN_LOCK
-from compliance.field_crypto import FieldCipher
-from ticking_clock import T0, TickingClock
-from twin.catalog import audit_archive
+from ticking_clock import T0
 
 SERVICE = Actor("tok_service1", "service")
 CAROL, DAVE = "c" * 64, "d" * 64
 
 
 @pytest.fixture
-def trail(open_catalog_db, config, keyring) -> AuditTrail:
-    vault = open_catalog_db("privacy_vault")
-    seals = SealBook(keyring.audit_seal_key, every=10)
-    archive = audit_archive(vault, config, FieldCipher(keyring.field_keys, keyring.active_field_key), seals,
-                            TickingClock())
-    archive.segment_events = 10
-    return AuditTrail(vault, clock=TickingClock(), seals=seals, archive=archive)
+def trail(make_archiving_trail) -> AuditTrail:
+    return make_archiving_trail()
 
 
 def _carol_then_dave(trail: AuditTrail) -> None:
