@@ -454,3 +454,13 @@ def test_an_update_of_a_profile_whose_subject_was_given_a_second_key_is_sealed_u
     stored = KeyProof("learning_profiles", "encrypted_data", row["profile_id"], bytes(row["encrypted_data"]))
     assert key("key_id", leased).open(*stored)["personal"] == {"name": "Proven"}
     assert not key("user_id_hash", subject).authenticates(stored)
+
+    # A write that reads nothing of theirs first (a new session), with no key in memory: the
+    # profile's row proves which key is theirs.
+    clock.advance(seconds=READ_CACHE_SECONDS + 1)
+    started, _ = runtime.sessions.start(ACTOR, None, view["profile_id"], {"session_type": "lesson"})
+    [session] = runtime.twin_db.query("SELECT session_type FROM learning_sessions WHERE session_id = ?",
+                                      (started["session_id"],))
+    sealed = KeyProof("learning_sessions", "session_type", started["session_id"], bytes(session["session_type"]))
+    assert key("key_id", leased).open(*sealed) == "lesson"
+    assert not key("user_id_hash", subject).authenticates(sealed)

@@ -105,12 +105,12 @@ def test_concurrent_first_uses_agree_on_one_key(store):
         t.join(10)
 
     assert len(sealers) == 4
+    # What each one seals first opens under the one key the vault keeps (never a key it lost).
+    written = [sealer.seal("t", "c", f"r{i}", i) for i, sealer in enumerate(sealers)]
+    kept = SubjectKeyStore(store.vault, store.field_keys).writer(ALICE)
+    assert [kept.open("t", "c", f"r{i}", blob) for i, blob in enumerate(written)] == [0, 1, 2, 3]
     sealed = sealers[0].seal("t", "c", "r", "same key")
     assert all(s.open("t", "c", "r", sealed) == "same key" for s in sealers)
-    # What each one sealed opens under the one key the vault keeps (never a key it lost).
-    kept = SubjectKeyStore(store.vault, store.field_keys).writer(ALICE)
-    for i, sealer in enumerate(sealers):
-        assert kept.open("t", "c", f"r{i}", sealer.seal("t", "c", f"r{i}", i)) == i
     assert store.vault.query_one("SELECT count(*) FROM subject_keys")[0] == 1
 
 
