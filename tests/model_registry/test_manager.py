@@ -171,6 +171,24 @@ def test_unknown_models_and_versions_are_not_found(manager, call, error):
         call(manager)
 
 
+@pytest.mark.postgresql_only("round trips to a database server")
+def test_a_save_on_postgresql_takes_three_round_trips(manager, db):
+    manager.save_model("warm", b"pool")
+
+    before = db.counter.this_thread()
+    record = manager.save_model("m", b"\x00model bytes", version="1.0.0", metadata={"k": 1})
+    second = manager.save_model("m", b"\x00next bytes")
+    # BEGIN, the version lock and the name's versions in one; the deactivation, the row and
+    # the bytes with the COMMIT; the new record's read.
+    assert (db.counter.this_thread() - before).round_trips == 6
+
+    assert (record["version"], second["version"]) == ("1.0.0", "1.0.1")
+    assert second["is_active"] and second["latest_performance"] is None
+    assert not manager.get_versions("m")[0]["is_active"]
+    assert manager.load_model("m", "1.0.0") == b"\x00model bytes"
+    assert manager.load_model("m") == b"\x00next bytes"
+
+
 # -- file integrity -------------------------------------------------------------------------
 
 def test_a_model_file_with_a_flipped_byte_is_refused(manager):

@@ -13,6 +13,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from twin.storage.pipeline import execute_at_commit
+
 from .errors import ModelFileMissingError
 from .files import StagedFile, verified
 
@@ -34,9 +36,10 @@ class ModelBlobStore:
         return staged
 
     def publish(self, staged: StagedFile, file_name: str) -> Path:
-        """Insert the staged bytes, in this thread's open transaction."""
+        """Insert the staged bytes, in this thread's open transaction (with its COMMIT)."""
         data = self._staged[staged.path]
-        self.db.execute("INSERT INTO model_blobs (file_name, data) VALUES (?, ?)", (file_name, data))
+        execute_at_commit(self.db.connection(), "INSERT INTO model_blobs (file_name, data) VALUES (?, ?)",
+                          (file_name, data))
         return Path(file_name)
 
     def read(self, file_name: str, expected_sha256: str) -> bytes:

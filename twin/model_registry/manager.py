@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from twin.storage import Backend, FileBacked
+from twin.storage.pipeline import execute_at_commit
 from twin.storage.timestamps import to_db, utc_now
 
 from .errors import DuplicateVersionError, InvalidModelFieldError, ModelFileMissingError, \
@@ -128,7 +129,7 @@ class ModelManager(VersionHistory):
 
         def register(conn: Any) -> str:
             claimed = self._claim_version(conn, name, version)
-            file_name = model_file_name(name, claimed)
+            file_name = model_file_name(name, claimed[0])
             model_id = self._insert(conn, name, claimed, fields, activate,
                                     file_name, staged.sha256, staged.size, model_format)
             published.append(self.files.publish(staged, file_name))
@@ -140,7 +141,7 @@ class ModelManager(VersionHistory):
             self.files.discard(staged.path, *published)
             raise
         self.files.discard(staged.path)
-        return self._record_by_id(model_id)
+        return self._record_by_id(model_id, new=True)
 
     def register_model(self, name: str, version: str | None = None, model_type: str | None = None,
                        algorithms: Sequence[str] | None = None,
@@ -157,30 +158,34 @@ class ModelManager(VersionHistory):
         model_id = self.db.write(lambda conn: self._insert(
             conn, name, self._claim_version(conn, name, version), fields, activate, None, None, None),
             lock=_versions_lock(name))
-        return self._record_by_id(model_id)
+        return self._record_by_id(model_id, new=True)
 
     @staticmethod
-    def _claim_version(conn: Any, name: str, version: str | None) -> str:
-        existing = [row["version"] for row in
-                    conn.execute("SELECT version FROM model_registry WHERE name = ?", (name,))]
+    def _claim_version(conn: Any, name: str, version: str | None) -> tuple[str, int]:
+        """The version to save (``version``, else the next one) and its ``seq``: one read."""
+        rows = conn.execute("SELECT version, seq FROM model_registry WHERE name = ?", (name,)).fetchall()
+        existing = [row["version"] for row in rows]
+        seq = max((row["seq"] for row in rows), default=0) + 1
         if version is None:
-            return next_version(existing)
+            return next_version(existing), seq
         if version in existing:
             raise DuplicateVersionError(f"model {name!r} already has version {version!r}")
-        return version
+        return version, seq
 
     @staticmethod
-    def _insert(conn: Any, name: str, version: str, fields: _Descriptive, activate: bool,
+    def _insert(conn: Any, name: str, claimed: tuple[str, int], fields: _Descriptive, activate: bool,
                 file_name: str | None, sha256: str | None, size: int | None,
                 model_format: str = "bytes") -> str:
+        # Both writes go with the COMMIT on PostgreSQL (no round trip of their own); a
+        # failure fails the write as it would here.
         now = to_db(utc_now())
         model_id = f"mdl_{secrets.token_hex(10)}"
-        seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM model_registry WHERE name = ?",
-                           (name,)).fetchone()[0]
+        version, seq = claimed
         if activate:
-            conn.execute("UPDATE model_registry SET is_active = 0, updated_at = ? "
-                         "WHERE name = ? AND is_active = 1", (now, name))
-        conn.execute(
+            execute_at_commit(conn, "UPDATE model_registry SET is_active = 0, updated_at = ? "
+                              "WHERE name = ? AND is_active = 1", (now, name))
+        execute_at_commit(
+            conn,
             "INSERT INTO model_registry (model_id, name, version, seq, model_type, algorithms, "
             "metadata, is_active, file_name, checksum_sha256, size_bytes, format, created_at, "
             "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -295,14 +300,16 @@ class ModelManager(VersionHistory):
                 raise ModelNotFoundError(f"no model named {name!r}")
             return [self._record(conn, row) for row in rows]
 
-    def _record_by_id(self, model_id: str) -> Record:
+    def _record_by_id(self, model_id: str, *, new: bool = False) -> Record:
+        """``new``: a version this call just saved, under an id made for it, so no
+        performance can have been recorded for it yet (one read fewer)."""
         conn = self.db.connection()
         row = conn.execute("SELECT * FROM model_registry WHERE model_id = ?",
                            (model_id,)).fetchone()
-        return self._record(conn, row)
+        return self._record(conn, row, new=new)
 
-    def _record(self, conn: Any, row: Any) -> Record:
-        latest = conn.execute(
+    def _record(self, conn: Any, row: Any, *, new: bool = False) -> Record:
+        latest = None if new else conn.execute(
             "SELECT p.*, ? AS name, ? AS version FROM performance_metrics p WHERE p.model_id = ? "
             "ORDER BY p.recorded_at DESC, p.id DESC LIMIT 1",
             (row["name"], row["version"], row["model_id"])).fetchone()
