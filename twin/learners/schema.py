@@ -234,6 +234,15 @@ MIGRATIONS = [
     # update dirtied, each encrypted and authenticated whole at commit (SQLCipher).
     Migration(6, "no index on profiles' updated_at", "DROP INDEX idx_profiles_updated;",
               "CREATE INDEX idx_profiles_updated ON learning_profiles (updated_at);"),
+    # Knowledge states: no statement reads by mastery_level (whose index every write of a state
+    # rewrote), and (profile_id) and (knowledge_domain) are prefixes of the unique
+    # (profile_id, knowledge_domain, topic) and of (knowledge_domain, topic): each was one more
+    # page a write dirtied and SQLCipher encrypted and authenticated at commit.
+    Migration(7, "no unread or duplicate indexes on knowledge states",
+              "DROP INDEX idx_knowledge_mastery; DROP INDEX idx_knowledge_profile; DROP INDEX idx_knowledge_domain;",
+              "CREATE INDEX idx_knowledge_profile ON knowledge_states (profile_id); "
+              "CREATE INDEX idx_knowledge_domain ON knowledge_states (knowledge_domain); "
+              "CREATE INDEX idx_knowledge_mastery ON knowledge_states (mastery_level);"),
 ]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
