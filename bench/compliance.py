@@ -35,11 +35,11 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from _server import running_server
+from compliance_side import fill_subject, seed_expired
 
 from compliance.audit import Actor
 from compliance.keyring import Keyring
@@ -49,34 +49,6 @@ from twin.storage.maintenance import truncate_wal
 from twin.storage.timestamps import to_db, utc_now
 
 ADMIN = Actor("bench", "admin")
-
-
-def fill_subject(rt: Runtime, user_id: str, sessions: int, knowledge: int) -> str:
-    profile, _ = rt.profiles.create(ADMIN, None, {"user_id": user_id, "personal": {"name": "Bench Person"},
-                                                  "learning_goals": ["g"]})
-    pid = profile["profile_id"]
-    subject = rt.hasher.hash(user_id)
-    sealer = rt.keys.writer(subject)
-    now = utc_now()
-
-    def sealed(i: int, column: str, value: object) -> bytes:
-        return sealer.seal("learning_sessions", column, f"ses_{user_id}_{i}", value)
-
-    kstates = [(pid, f"domain{i % 10}", f"topic{i}", 0.5, 0.5, to_db(now),
-                sealer.seal("knowledge_states", "learning_trajectory", f"{pid}/domain{i % 10}/topic{i}", {"s": i}), 1)
-               for i in range(knowledge)]
-    rt.twin_db.write(lambda conn: conn.executemany(
-        "INSERT INTO knowledge_states (profile_id, knowledge_domain, topic, mastery_level, confidence_score, "
-        "last_accessed, learning_trajectory, prerequisites_met) VALUES (?,?,?,?,?,?,?,?)", kstates))
-    for start in range(0, sessions, 20_000):  # bounded memory while seeding, too
-        rows = [(f"ses_{user_id}_{i}", pid, sealed(i, "session_type", "lesson"),
-                 to_db(now - timedelta(minutes=i)), sealed(i, "topics_covered", ["a", "b"]),
-                 sealed(i, "performance_metrics", {"score": i % 100}), 0.5, "completed")
-                for i in range(start, min(sessions, start + 20_000))]
-        rt.twin_db.write(lambda conn, rows=rows: conn.executemany(
-            "INSERT INTO learning_sessions (session_id, profile_id, session_type, start_time, topics_covered, "
-            "performance_metrics, engagement_score, completion_status) VALUES (?,?,?,?,?,?,?,?)", rows))
-    return subject
 
 
 def _dsr_runtime(plaintext: bool, sessions: int, rounds: int) -> Runtime:
@@ -231,25 +203,9 @@ def p99(latencies: list[float]) -> float:
     return latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
 
 
-def _seed_expired(rt: Runtime, pids: list[str], rows: int, tag: str) -> None:
-    """``rows`` expired sessions spread over the profiles ``pids`` (purge-0 .. purge-99)."""
-    old = to_db(utc_now() - timedelta(days=rt.config.session_retention_days + 30))
-    per_profile = max(1, rows // len(pids))
-    for p, pid in enumerate(pids):
-        sealer = rt.keys.writer(rt.hasher.hash(f"purge-{p}"))
-        # Purging never decrypts, so one realistic-size sealed value serves every row.
-        metrics = sealer.seal("learning_sessions", "performance_metrics", "shared", {"score": 1})
-        kind = sealer.seal("learning_sessions", "session_type", "shared", "lesson")
-        batch = [(f"old_{tag}_{p}_{i}", pid, kind, old, metrics, metrics) for i in range(per_profile)]
-        rt.twin_db.write(lambda conn, batch=batch: conn.executemany(
-            "INSERT INTO learning_sessions (session_id, profile_id, session_type, start_time, topics_covered, "
-            "performance_metrics) VALUES (?,?,?,?,?,?)", batch))
-    truncate_wal(rt.twin_db)
-
-
 def _purge_round(rt: Runtime, reader_args: tuple, pool: Any, rows: int, tag: str, idle_s: float) -> dict[str, float]:
     """Seed, read idle for ``idle_s`` (the baseline), then purge while reading."""
-    _seed_expired(rt, reader_args[3], rows, tag)
+    seed_expired(rt, reader_args[3], rows, tag)
     idle = pool.apply(_reader, (reader_args[:4] + (idle_s,),))
     result: dict = {}
 

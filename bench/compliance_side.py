@@ -50,11 +50,14 @@ def _runtime() -> Runtime:
     return Runtime(Config(env="test", data_dir=d, keyring_path=d / "k.json"), Keyring.generate())
 
 
-def _fill(rt: Runtime, user_id: str, sessions: int, knowledge: int) -> None:
+def fill_subject(rt: Runtime, user_id: str, sessions: int, knowledge: int) -> str:
+    """A profile with ``sessions`` sessions and ``knowledge`` knowledge states (sealed as the
+    services seal them); returns its subject hash. bench/compliance.py seeds with it too."""
     profile, _ = rt.profiles.create(ADMIN, None, {"user_id": user_id, "personal": {"name": "Bench Person"},
                                                   "learning_goals": ["g"]})
     pid = profile["profile_id"]
-    sealer = _sealer(rt, rt.hasher.hash(user_id))
+    subject = rt.hasher.hash(user_id)
+    sealer = _sealer(rt, subject)
     now = utc_now()
     kstates = [(pid, f"domain{i % 10}", f"topic{i}", 0.5, 0.5, to_db(now),
                 sealer.seal("knowledge_states", "learning_trajectory", f"{pid}/domain{i % 10}/topic{i}", {"s": i}), 1)
@@ -74,6 +77,24 @@ def _fill(rt: Runtime, user_id: str, sessions: int, knowledge: int) -> None:
         rt.twin_db.write(lambda conn, rows=rows: conn.executemany(
             "INSERT INTO learning_sessions (session_id, profile_id, session_type, start_time, topics_covered, "
             "performance_metrics, engagement_score, completion_status) VALUES (?,?,?,?,?,?,?,?)", rows))
+    return subject
+
+
+def seed_expired(rt: Runtime, pids: list[str], rows: int, tag: str) -> None:
+    """``rows`` expired sessions spread over the profiles ``pids`` (of users purge-0, purge-1...),
+    the WAL then moved into the file. bench/compliance.py seeds its purges with it too."""
+    old = to_db(utc_now() - timedelta(days=rt.config.session_retention_days + 30))
+    per_profile = max(1, rows // len(pids))
+    for p, pid in enumerate(pids):
+        sealer = _sealer(rt, rt.hasher.hash(f"purge-{p}"))
+        # Purging never decrypts, so one realistic-size sealed value serves every row.
+        metrics = sealer.seal("learning_sessions", "performance_metrics", "shared", {"score": 1})
+        kind = sealer.seal("learning_sessions", "session_type", "shared", "lesson")
+        batch = [(f"old_{tag}_{p}_{i}", pid, kind, old, metrics, metrics) for i in range(per_profile)]
+        rt.twin_db.write(lambda conn, batch=batch: conn.executemany(
+            "INSERT INTO learning_sessions (session_id, profile_id, session_type, start_time, topics_covered, "
+            "performance_metrics) VALUES (?,?,?,?,?,?)", batch))
+    _settle_files(rt)
 
 
 class Side:
@@ -88,9 +109,9 @@ class Side:
             self.dsr.close()
         self.dsr, self.sessions = _runtime(), sessions
         for n in range(20):
-            _fill(self.dsr, f"other-{n}", 500, 50)
+            fill_subject(self.dsr, f"other-{n}", 500, 50)
         for r in range(rounds):
-            _fill(self.dsr, f"subject-{r}", sessions, 100)
+            fill_subject(self.dsr, f"subject-{r}", sessions, 100)
         _settle_files(self.dsr)
         return {}
 
@@ -120,18 +141,7 @@ class Side:
             self.purge_pids = [self.purge.profiles.create(ADMIN, None, {"user_id": f"purge-{p}", "personal": {"n": p}})[0]
                                ["profile_id"] for p in range(100)]
         rt = self.purge
-        old = to_db(utc_now() - timedelta(days=rt.config.session_retention_days + 30))
-        per_profile = max(1, rows // len(self.purge_pids))
-        for p, pid in enumerate(self.purge_pids):
-            sealer = _sealer(rt, rt.hasher.hash(f"purge-{p}"))
-            # Purging never decrypts, so one realistic-size sealed value serves every row.
-            metrics = sealer.seal("learning_sessions", "performance_metrics", "shared", {"score": 1})
-            kind = sealer.seal("learning_sessions", "session_type", "shared", "lesson")
-            batch = [(f"old_r{round}_{p}_{i}", pid, kind, old, metrics, metrics) for i in range(per_profile)]
-            rt.twin_db.write(lambda conn, batch=batch: conn.executemany(
-                "INSERT INTO learning_sessions (session_id, profile_id, session_type, start_time, topics_covered, "
-                "performance_metrics) VALUES (?,?,?,?,?,?)", batch))
-        _settle_files(rt)
+        seed_expired(rt, self.purge_pids, rows, f"r{round}")
         started = time.perf_counter()
         report = rt.retention.run()
         seconds = time.perf_counter() - started
