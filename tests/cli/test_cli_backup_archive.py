@@ -154,3 +154,24 @@ def test_a_set_taken_before_the_archive_was_backed_up_leaves_the_live_archive_as
     # The newer segments beside the older vault are the gap verify reports, as before.
     gap = twin(env, "audit", "verify")
     assert gap.returncode == 1 and "is not in the vault's index: a gap" in gap.stdout, gap.stdout
+
+
+def test_a_backup_refuses_an_archive_that_does_not_match_its_index_naming_the_segment(backed_up, tmp_path):
+    env, _, in_backup = backed_up
+    live = Path(env["TWIN_DATA_DIR"]) / "privacy_vault.audit-archive"
+    altered = bytearray((live / in_backup[1]).read_bytes())
+    altered[-1] ^= 1
+    (live / in_backup[1]).write_bytes(bytes(altered))  # damage the vault's index cannot explain
+    (live / in_backup[0]).unlink()  # and a segment lost
+
+    failed = twin(env, "db", "backup", "--out", str(tmp_path / "second-set"))
+
+    assert failed.returncode == 2
+    line = failed.stderr.strip().splitlines()[-1]  # after the copies' progress lines
+    assert f"archive segment {in_backup[0]} left the live archive during the backup" in line
+    assert not (tmp_path / "second-set" / "manifest.json").exists()  # no set that looks whole
+    (live / in_backup[0]).write_bytes((tmp_path / "backup-set" / "privacy_vault.audit-archive"
+                                       / in_backup[0]).read_bytes())
+    failed = twin(env, "db", "backup", "--out", str(tmp_path / "third-set"))
+    assert failed.returncode == 2
+    assert f"archive segment {in_backup[1]} does not match the vault's index" in failed.stderr.splitlines()[-1]
