@@ -42,7 +42,7 @@ from .audit_seals import SealBook, drop_through
 from .audit_vault_staging import CHAIN_LOCK
 from .audit_store import LEGACY, chain_rows, log_event
 from .field_crypto import FieldCipher
-from .job_lock import JobLock
+from .job_lock import JobAlreadyRunningError, JobLock
 from .hash_chain import ChainWalker
 from .keyring_watcher import FieldKeys, field_keys
 
@@ -235,13 +235,31 @@ class AuditArchive:
         transaction, only if the index still lists it as read; on PostgreSQL its body changes in
         that transaction, on SQLCipher the new file is written beside it first and renamed over
         it after (a crash in between is settled by the next rewrap or archive run). A segment
-        that fails its checksum or authentication raises ``AuditArchiveError`` naming it."""
+        that fails its checksum or authentication raises ``AuditArchiveError`` naming it.
+
+        It holds the archive run's job lock throughout: an archive run settles (and so drops)
+        every rewrapped file whose checksum the index does not hold yet, which is this run's
+        between writing the file and committing its checksum; so is a second rewrap's. While
+        another run holds it, raises ``JobAlreadyRunningError`` and changes nothing."""
+        lock = JobLock(self.vault, "audit-archive", self._clock)
+        try:
+            lock.acquire()
+        except JobAlreadyRunningError as exc:
+            raise JobAlreadyRunningError(f"{exc}: the audit archive segments are not rewrapped; "
+                                         "run the rewrap again once it ends") from None
+        try:
+            return self._rewrap_held(lock, progress)
+        finally:
+            lock.release()
+
+    def _rewrap_held(self, lock: JobLock, progress: ProgressFactory) -> int:
         self._settle_rewraps()
         active, done = self._keys.cipher.active_key_id, 0
         with self.vault.transaction(immediate=False) as conn:
             segments = index.listed(conn)
         with progress("rewrap audit archive segments", len(segments), "segments") as bar:
             for seg in segments:
+                lock.refresh()
                 with self.vault.transaction(immediate=False) as conn:
                     try:
                         body = self._checked_body(conn, seg)

@@ -85,3 +85,26 @@ def test_after_a_rotation_the_old_field_key_can_be_retired_and_archived_disclosu
     assert exported.returncode == 0, exported.stderr
     disclosed = {e.get("request_id") for e in json.loads(exported.stdout)["disclosures"]}
     assert {f"old-{i}" for i in range(12)} <= disclosed
+
+
+def test_a_rewrap_while_an_archive_run_holds_its_lock_is_one_line_exit_2_and_a_later_run_finishes(env):
+    from compliance.job_lock import JobLock
+    from twin.config import Config
+    from twin.runtime import Runtime
+
+    assert twin(env, "audit", "archive").returncode == 0
+    rt = Runtime.open(Config.from_env(env))
+    archive_run = JobLock(rt.vault_db, "audit-archive", rt.clock)
+    archive_run.acquire()  # an archive run under way in another process
+    try:
+        refused = twin(env, "keys", "rotate", "--new-field-key")
+    finally:
+        archive_run.release()
+        rt.close()
+    assert refused.returncode == 2 and refused.stdout == ""
+    line = refused.stderr.strip().splitlines()[-1]
+    assert "job 'audit-archive' is already running" in line and "segments are not rewrapped" in line
+    done = twin(env, "keys", "rotate", "--rewrap")
+    assert done.returncode == 0, done.stderr
+    assert " audit archive segment keys under field key v2" in done.stdout and " and 0 audit" not in done.stdout
+    assert twin(env, "audit", "verify", "--full").stdout.startswith("audit trail OK")

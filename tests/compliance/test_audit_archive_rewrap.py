@@ -13,6 +13,7 @@ from compliance.audit import Actor, AuditTrail
 from compliance.audit_archive_segments import (archive_dir, checksum, rewrapped, segment_name,
                                                wrap_version)
 from compliance.field_crypto import FieldCipher
+from compliance.job_lock import JobAlreadyRunningError
 from ticking_clock import T0
 
 SERVICE = Actor("tok_service1", "service")
@@ -108,3 +109,52 @@ def test_a_rewrap_interrupted_after_its_commit_is_read_from_the_new_file_and_fin
     assert not list(archive_dir(archived.path).glob(".*.rewrap"))
     assert (archive_dir(archived.path) / segment_name(1)).read_bytes() == new
     assert make_trail(archived, _retired(rotated)).verify(full=True).ok
+
+
+@pytest.mark.sqlite_only("segment files: an archive run settles the rewrapped files beside them")
+def test_an_archive_run_starting_while_a_rewrap_is_between_its_file_and_its_commit_is_refused(
+        archived, keyring, make_trail):
+    rotated, cipher = _rotated(keyring)
+    rewrapping, other = make_trail(archived, cipher), make_trail(archived, cipher)  # another process's run
+    store, refused = rewrapping.archive.store, []
+    real_put = store.put_rewrapped
+
+    def put_then_an_archive_run(first_seq: int, body: bytes) -> None:
+        real_put(first_seq, body)  # the new file is beside the segment; its checksum not committed yet
+        with pytest.raises(JobAlreadyRunningError) as raised:
+            other.archive_older_than(T0 + timedelta(days=1))  # would settle (drop) that file
+        refused.append(str(raised.value))
+
+    store.put_rewrapped = put_then_an_archive_run
+    assert rewrapping.archive.rewrap() == 2
+    assert len(refused) == 2 and "'audit-archive' is already running" in refused[0]
+    assert not list(archive_dir(archived.path).glob(".*.rewrap"))
+    trail = make_trail(archived, _retired(rotated))
+    assert trail.verify(full=True).ok
+    assert [e.seq for e in trail.iter_subject(ALICE)] == list(range(2, 36, 2))
+    assert other.archive_older_than(T0 + timedelta(days=1)).segments == 1  # once the rewrap ended: 21-30
+
+
+def test_a_second_rewrap_while_one_runs_is_refused_and_changes_nothing(archived, keyring, make_trail):
+    rotated, cipher = _rotated(keyring)
+    first, second = make_trail(archived, cipher), make_trail(archived, cipher)
+    refused = []
+
+    class Bar:  # reports the first run's progress: it holds the lock then
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def update(self, n=1):
+            before = _index_checksums(archived)
+            with pytest.raises(JobAlreadyRunningError) as raised:
+                second.archive.rewrap()
+            refused.append(str(raised.value))
+            assert _index_checksums(archived) == before
+
+    assert first.archive.rewrap(progress=lambda *a, **k: Bar()) == 2
+    assert len(refused) == 2 and "the audit archive segments are not rewrapped" in refused[0]
+    assert make_trail(archived, _retired(rotated)).verify(full=True).ok
+    assert second.archive.rewrap() == 0  # the lock is free again: nothing left under v1
