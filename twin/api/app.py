@@ -160,27 +160,32 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
         app.register_blueprint(module.bp)
     app.register_blueprint(models.seed_bp)  # seed 002's paths, deprecated aliases
 
+    # The hooks resolve ``g`` and ``request`` once each: every access through Flask's proxies
+    # looks the context up again, and these run on every request.
     @app.before_request
     def _start() -> None:
-        g.started = time.perf_counter()
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        state, req = g._get_current_object(), request._get_current_object()
+        state.started = time.perf_counter()
+        incoming = req.headers.get("X-Request-ID", "")
+        state.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
         # Every line logged while this request runs carries these (twin.logs, JSON format).
-        g.route = route_template()  # the access line and the metrics reuse it
-        g.log_context = request_context.set({"request_id": g.request_id, "method": request.method,
-                                             "route": g.route})
+        state.route = route_template()  # the access line and the metrics reuse it
+        state.log_context = request_context.set({"request_id": state.request_id, "method": req.method,
+                                                 "route": state.route})
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        if request.path.startswith("/v1/"):
+        state, req = g._get_current_object(), request._get_current_object()
+        request_id = state.get("request_id")
+        response.headers["X-Request-ID"] = request_id or ""
+        if req.path.startswith("/v1/"):
             response.headers["Cache-Control"] = "no-store"
         # Route template, never the concrete path: paths hold ids, bodies hold personal data.
-        route, status = g.get("route") or route_template(), response.status_code
-        seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        log.info("%s %s %s %.1fms rid=%s", request.method, route, status, seconds * 1000,
-                 g.get("request_id"), extra={"status": status, "duration_ms": round(seconds * 1000, 2)})
-        observe_request(request.method, route, status, seconds)
+        route, status = state.get("route") or route_template(), response.status_code
+        seconds = time.perf_counter() - state.get("started", time.perf_counter())
+        log.info("%s %s %s %.1fms rid=%s", req.method, route, status, seconds * 1000,
+                 request_id, extra={"status": status, "duration_ms": round(seconds * 1000, 2)})
+        observe_request(req.method, route, status, seconds)
         return response
 
     @app.teardown_request

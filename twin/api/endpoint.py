@@ -154,8 +154,9 @@ def authenticate(spec: EndpointSpec) -> None:
     allowed = spec.roles + (("learner",) if spec.learner_own else ())
     if identity.role not in allowed:
         raise Forbidden(f"the {identity.role} role may not do this")
-    g.identity = identity
-    g.actor = Actor(identity.token_id, identity.role)
+    state = g._get_current_object()  # one context lookup for both
+    state.identity = identity
+    state.actor = Actor(identity.token_id, identity.role)
 
 
 def _check_path(spec: EndpointSpec, path: dict[str, Any]) -> None:

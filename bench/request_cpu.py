@@ -1,0 +1,162 @@
+"""CPU per request in one process, through the WSGI app (no sockets, no server), for this tree
+and optionally another checkout, as a ratio: a loaded machine cannot tell 10% apart in
+requests/s, but it can in CPU time, and not at all in instruction counts.
+
+What one request costs: the app as ``twin serve`` builds it (access log at INFO, written to
+/dev/null; prometheus-client in multiprocess mode), a warm profile read
+(``GET /v1/profiles/{id}``) and a session start + finish (``POST .../sessions`` then
+``PATCH /v1/sessions/{id}``, counted as one pair), with the audit events chained every 30
+requests (about the batch a 50 ms flush delay gathers at 600 requests/s) rather than by the
+timing-dependent flusher thread.
+
+    .venv/bin/python bench/request_cpu.py [--before ../base] [--rounds 5] [--n 300]
+    .venv/bin/python bench/request_cpu.py --callgrind [--before ../base]   # instructions
+
+``--callgrind`` runs each measurement under ``valgrind --tool=callgrind`` and counts the
+instructions of the measured loop alone (deterministic whatever the load; kernel time, e.g.
+SQLCipher's writes, is not counted); without it the figure is ``time.process_time`` (every
+thread of the process), the minimum over ``--rounds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("get", "session")
+
+# Runs inside the measured tree's own .venv with PYTHONPATH set to it: only names every
+# release has (Runtime.open, create_app(runtime=), tokens.issue, audit.flush).
+_MEASURE = r'''
+import io, json, logging, os, sys, time
+from datetime import datetime, timezone
+scenario, n, rounds, callgrind = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+from compliance.keyring import Keyring
+from twin.config import Config
+from twin.runtime import Runtime
+from twin.api.app import create_app
+Keyring.generate().save(os.environ["TWIN_KEYRING_PATH"])
+devnull = open(os.devnull, "w")
+logging.basicConfig(level=logging.INFO, stream=devnull, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+try:
+    from twin.logs import configure_logging
+    configure_logging("INFO", stream=devnull)
+except ImportError:
+    pass
+runtime = Runtime.open(Config.from_env())
+token = runtime.tokens.issue("service", label="bench").token
+app = create_app(runtime=runtime)
+
+def call(method, path, body=None):
+    raw = json.dumps(body).encode() if body is not None else b""
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+               "SERVER_PORT": "8080", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
+               "wsgi.input": io.BytesIO(raw), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+               "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.version": (1, 0),
+               "HTTP_HOST": "127.0.0.1:8080", "HTTP_AUTHORIZATION": "Bearer " + token, "REMOTE_ADDR": "127.0.0.1"}
+    if body is not None:
+        environ.update(CONTENT_TYPE="application/json", CONTENT_LENGTH=str(len(raw)))
+    status = []
+    out = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+    if not status[0].startswith("2"):
+        raise SystemExit(f"{method} {path}: {status[0]} {out[:200]!r}")
+    return json.loads(out)
+
+profiles = [call("POST", "/v1/profiles", {"user_id": f"u-{i}", "personal": {"name": "Bench User"},
+                                          "learning_goals": ["fractions"], "knowledge_domains": ["math"]})["profile_id"]
+            for i in range(50)]
+
+def one(i):
+    pid = profiles[i % len(profiles)]
+    if scenario == "get":
+        call("GET", f"/v1/profiles/{pid}")
+    else:
+        sid = call("POST", f"/v1/profiles/{pid}/sessions", {"session_type": "lesson", "topics_covered": ["a"]})["session_id"]
+        call("PATCH", f"/v1/sessions/{sid}", {"end_time": datetime.now(timezone.utc).isoformat(),
+                                              "engagement_score": 0.7, "performance_metrics": {"score": 0.9},
+                                              "completion_status": "completed"})
+
+def loop():
+    for i in range(n):
+        one(i)
+        if i % 30 == 29:
+            runtime.audit.flush()
+
+for i in range(100):
+    one(i)
+runtime.audit.flush()
+flusher = getattr(runtime.audit._staging, "_flusher", None)  # chained by the loop instead
+if flusher is not None:
+    flusher.stop()
+if callgrind:
+    os.sched_yield()  # --dump-before=sched_yield: the loop is a part of its own
+    loop()
+    os.sched_yield()
+else:
+    times = []
+    for _ in range(rounds):
+        started = time.process_time()
+        loop()
+        times.append(time.process_time() - started)
+    print(min(times) / n * 1e6)
+runtime.close()
+'''
+
+
+def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool) -> float:
+    """Microseconds of CPU (or instructions, with ``callgrind``) per request of ``scenario``."""
+    tmp = Path(tempfile.mkdtemp(prefix="twin-cpu-"))
+    (tmp / "metrics").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
+    env.update(TWIN_DATA_DIR=str(tmp / "data"), TWIN_KEYRING_PATH=str(tmp / "keyring.json"),
+               TWIN_ENV="development", PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics"), PYTHONPATH=str(tree),
+               PYTHONHASHSEED="0")  # the same set and dict orders in every run
+    command = [str(tree / ".venv" / "bin" / "python"), "-c", _MEASURE, scenario, str(n), str(rounds),
+               "1" if callgrind else "0"]
+    if callgrind:
+        out = tmp / "callgrind.out"
+        command = ["valgrind", "--tool=callgrind", "--dump-before=sched_yield",
+                   f"--callgrind-out-file={out}", *command]
+    done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: {scenario} failed: {done.stderr[-500:]}")
+    if not callgrind:
+        return float(done.stdout.strip().splitlines()[-1])
+    loop_part = f"{out}.2"  # part 1: start-up and warm-up; part 2: the loop
+    for line in Path(loop_part).read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            for leftover in glob.glob(f"{out}*"):
+                os.unlink(leftover)
+            return int(line.split()[1]) / n
+    raise SystemExit(f"no instruction total in {loop_part}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, default=None, help="another checkout (with .venv)")
+    parser.add_argument("--n", type=int, default=300, help="requests (session pairs) per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds, the minimum kept (not with --callgrind)")
+    parser.add_argument("--callgrind", action="store_true", help="count instructions under valgrind")
+    parser.add_argument("--only", choices=SCENARIOS, nargs="+", default=list(SCENARIOS))
+    args = parser.parse_args()
+    unit = "instructions" if args.callgrind else "us CPU"
+    trees = {"this tree": ROOT, **({"before": args.before.resolve()} if args.before else {})}
+    print(f"per request ({unit}; a session is its start and finish), n={args.n}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for scenario in args.only:
+        figures = {name: measure(tree, scenario, args.n, args.rounds, args.callgrind)
+                   for name, tree in trees.items()}
+        line = "  ".join(f"{name} {value:,.0f}" for name, value in figures.items())
+        ratio = f"  after/before {figures['this tree'] / figures['before']:.2f}x" if args.before else ""
+        print(f"  {scenario:<8} {line}{ratio}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
