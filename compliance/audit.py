@@ -90,14 +90,18 @@ class AuditTrail:
         """Append one event and return it.
 
         ``details`` holds counts and opaque ids only, never personal data. Runs in one
-        immediate transaction (nested in the caller's if there is one), so concurrent
-        appenders in any thread or process are serialised and the chain stays linear.
+        immediate transaction holding the chain lock (nested in the caller's if there is one),
+        so concurrent appenders in any thread or process are serialised and the chain stays
+        linear.
         """
         fields = validated(actor, action, dict(subject_hash=subject_hash, resource=resource,
                                                request_id=request_id, details=details))
         self._flush_before_use()
-        # Concurrent appenders share one commit (twin.storage.group_commit).
-        row = self.vault.write_shared(lambda conn: self._append_rows(conn, [fields])[0])
+        # Concurrent appenders share one commit on a file (twin.storage.group_commit); on a
+        # server each holds the chain lock, as every appender and the term prune do
+        # (audit_store.CHAIN_LOCK): a SERIALIZABLE append's snapshot would predate a prune that
+        # committed while it waited, and name a value the prune deleted.
+        row = self.vault.write_shared(lambda conn: self._append_rows(conn, [fields])[0], lock=CHAIN_LOCK)
         return to_event(row)
 
     def stage(self, actor: Actor, action: str, *, subject_hash: str | None = None,
@@ -207,7 +211,7 @@ class AuditTrail:
         if not rows:
             return 0
         self._flush_before_use()
-        return len(self.vault.write(lambda conn: self._append_rows(conn, rows)))
+        return len(self.vault.write(lambda conn: self._append_rows(conn, rows), lock=CHAIN_LOCK))
 
     # -- reading ------------------------------------------------------------------------
 

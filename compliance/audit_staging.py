@@ -19,6 +19,7 @@ from typing import Any, Callable
 from twin.storage.timestamps import to_db
 
 from .audit_journal import AuditJournal, Segment
+from .audit_store import CHAIN_LOCK
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class StagedEvents:
                          "VALUES (?, ?, ?)", (segment.name, moved, to_db(self._clock())))
             return moved
 
-        moved = self._vault.write(work)
+        moved = self._vault.write(work, lock=CHAIN_LOCK)
         if segment.recovered:
             log.warning("recovered %d staged audit events left by a stopped process (segment %s)",
                         moved, segment.name)

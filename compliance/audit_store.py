@@ -20,6 +20,11 @@ from .audit_events import AuditEvent, parse_details, to_event
 from .hash_chain import GENESIS_HASH
 
 LEGACY, LOG = "audit_events", "audit_log"
+# Every append to the chain holds it, from its transaction's start (``write(fn, lock=CHAIN_LOCK)``), and
+# so does what deletes interned values (``audit_terms.prune_unused_terms``): on PostgreSQL
+# a locked transaction runs at READ COMMITTED, each statement's snapshot taken after the lock,
+# so an append never reads a head or a value's reference another holder changed meanwhile.
+CHAIN_LOCK = "audit-chain"
 
 LOG_COLUMNS = ("seq", "event_id", "occurred_at", "actor_ref", "action", "subject_ref",
                "resource_ref", "request_id", "details", "event_hash")

@@ -27,10 +27,12 @@ from twin.storage import Backend, StorageError
 
 from .audit_journal import AuditJournalError
 from .audit_staging import Flusher
+from .audit_store import CHAIN_LOCK
 
 log = logging.getLogger(__name__)
 
-CHAIN_LOCK = "audit-chain"
+__all__ = ["CHAIN_LOCK", "FLUSH_BATCH", "VaultStagedEvents"]
+
 FLUSH_BATCH = 500
 
 

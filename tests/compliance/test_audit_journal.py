@@ -437,7 +437,7 @@ def test_while_the_vault_refuses_events_stay_staged_in_one_growing_segment(make_
     trail = make_trail()
     real_write = vault.write
 
-    def busy(fn):
+    def busy(fn, **kwargs):
         raise DatabaseBusyError("privacy_vault: database stayed busy")
 
     monkeypatch.setattr(vault, "write", busy)
@@ -474,7 +474,7 @@ def test_close_lets_go_of_what_it_could_not_flush(tmp_path, keyring, vault, ciph
 
     trail = AuditTrail(vault, journal=AuditJournal(journal_dir, cipher), flush_delay=3600)
     stage_reads(trail, 2)
-    monkeypatch.setattr(vault, "write", lambda fn: (_ for _ in ()).throw(DatabaseBusyError("busy")))
+    monkeypatch.setattr(vault, "write", lambda fn, **kwargs: (_ for _ in ()).throw(DatabaseBusyError("busy")))
     with pytest.raises(DatabaseBusyError):
         trail.close()
     monkeypatch.undo()

@@ -1,0 +1,93 @@
+"""An interned actor, resource or subject that no event names any more is deleted
+(``compliance.audit_terms``), but never from under an append: a ``record()`` or
+``record_many()`` that starts while a prune holds the interned tables names values that exist
+once it commits. Raced for real on PostgreSQL (SQLite serialises writers): the append starts
+while the prune's transaction is open and is seen waiting for it before the prune commits."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from compliance.audit import Actor, AuditTrail
+from compliance.audit_terms import hold_subjects, prune_subjects, prune_unused_terms
+from compliance.audit_vault_staging import CHAIN_LOCK
+from ticking_clock import TickingClock
+
+OTHER = Actor("tok_other1", "service")
+GHOST = Actor("tok_ghost1", "service")  # interned earlier; its events are gone (archived, purged)
+GHOST_RESOURCE, GHOST_SUBJECT = "ghost-resource", "9" * 64
+
+DANGLING = """SELECT l.seq FROM audit_log l
+    LEFT JOIN audit_actors a ON a.actor_ref = l.actor_ref
+    LEFT JOIN audit_resources r ON r.resource_ref = l.resource_ref
+    LEFT JOIN audit_subjects s ON s.subject_ref = l.subject_ref
+    WHERE a.actor_ref IS NULL OR (l.resource_ref IS NOT NULL AND r.resource_ref IS NULL)
+        OR (l.subject_ref IS NOT NULL AND s.subject_ref IS NULL)"""
+
+
+def _wait_until_someone_waits_for_a_lock(vault) -> None:
+    """From another connection: until a transaction waits for a lock (the append, for the prune)."""
+    seen = []
+
+    def poll():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if vault.query_one("SELECT count(*) FROM pg_locks WHERE NOT granted AND database = "
+                               "(SELECT oid FROM pg_database WHERE datname = current_database())")[0]:
+                seen.append(True)
+                return
+            time.sleep(0.02)
+    poller = threading.Thread(target=poll)
+    poller.start()
+    poller.join()
+    assert seen, "the append never waited for the prune"
+
+
+@pytest.mark.postgresql_only("an append racing a prune of the interned values on a database server")
+@pytest.mark.parametrize("append", ["record", "record_many"])
+@pytest.mark.parametrize("term", ["actor", "resource", "subject"])
+def test_an_append_starting_while_a_prune_is_open_names_values_that_exist_after_it(
+        open_catalog_db, append, term):
+    vault = open_catalog_db("privacy_vault")
+    trail = AuditTrail(vault, clock=TickingClock())
+    trail.record(OTHER, "read", resource="x", subject_hash="8" * 64)
+    vault.execute("INSERT INTO audit_actors (actor_id, actor_role) VALUES (?, ?)", (GHOST.actor_id, GHOST.role))
+    vault.execute("INSERT INTO audit_resources (resource) VALUES (?)", (GHOST_RESOURCE,))
+    vault.execute("INSERT INTO audit_subjects (subject_hash) VALUES (?)", (GHOST_SUBJECT,))
+    actor = GHOST if term == "actor" else OTHER
+    fields = {"resource": GHOST_RESOURCE if term == "resource" else "x",
+              "subject_hash": GHOST_SUBJECT if term == "subject" else None}
+    appended: list[object] = []
+
+    def record():
+        if append == "record":
+            appended.append(trail.record(actor, "read", **fields))
+        else:
+            appended.append(trail.record_many([(actor, "read", fields)]))
+
+    appender = threading.Thread(target=record)
+    (ghost_ref,) = vault.query_one("SELECT subject_ref FROM audit_subjects WHERE subject_hash = ?", (GHOST_SUBJECT,))
+
+    def prune_while_an_append_starts(conn):
+        if term == "subject":
+            hold_subjects(conn, vault.dialect)  # retention's first statement
+        else:
+            deleted = prune_unused_terms(conn, vault.dialect)  # the ghost actor and resource go
+        appender.start()
+        _wait_until_someone_waits_for_a_lock(vault)  # the append, for this prune
+        return prune_subjects(conn, [ghost_ref]) if term == "subject" else deleted
+
+    if term == "subject":
+        assert vault.write(prune_while_an_append_starts) == 1  # as retention: no chain lock
+    else:
+        assert vault.write(prune_while_an_append_starts, lock=CHAIN_LOCK) == 2
+    appender.join(30)
+
+    assert not appender.is_alive() and len(appended) == 1
+    assert vault.query(DANGLING) == []
+    assert trail.verify(full=True).ok
+    newest = trail.query(limit=10)[-1]
+    assert (newest.actor_id, newest.resource, newest.subject_hash) == (actor.actor_id, *fields.values())
