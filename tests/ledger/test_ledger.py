@@ -187,6 +187,16 @@ def test_a_batch_with_a_duplicate_is_rolled_back_and_names_the_duplicate(ledger)
     assert [e["id"] for e in ledger.read_ledger()] == [1]
 
 
+
+def test_a_duplicate_in_the_callers_transaction_is_named_and_leaves_its_other_appends(ledger, db):
+    ledger.append_entry(entry(0))
+    with db.transaction():
+        assert ledger.append_entry(entry(1)) == 2
+        with pytest.raises(DuplicateEntryError):
+            ledger.append_entry(entry(0))
+    assert [e["id"] for e in ledger.read_ledger()] == [1, 2]  # the caller's commit kept id 2
+    assert ledger.verify_chain()
+
 # -- queries ------------------------------------------------------------------------------------
 
 def test_get_new_entries_returns_entries_after_the_last_seen_id(ledger):

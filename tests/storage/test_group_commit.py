@@ -90,6 +90,49 @@ def test_a_lone_failing_write_raises_and_leaves_nothing_behind(db):
     assert db.write_shared(insert("after")) > 0  # leadership was released
 
 
+
+def test_a_write_whose_statement_at_commit_fails_is_rolled_back_alone(db):
+    from twin.storage.group_commit import GroupCommitter
+    from twin.storage.pipeline import execute_at_commit
+
+    db.write_shared(insert("taken"))
+    committer, outcome = GroupCommitter(db), {}
+    held, release = threading.Event(), threading.Event()
+
+    def holding(conn):
+        held.set()
+        assert release.wait(30)
+        return insert("first")(conn)
+
+    def deferred_duplicate(conn):
+        execute_at_commit(conn, "INSERT INTO items (value) VALUES (?)", ("taken",))
+        return "sent at commit"
+
+    def run(name, fn):
+        try:
+            outcome[name] = committer.submit(fn)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcome[name] = exc
+
+    first = threading.Thread(target=run, args=("first", holding))
+    first.start()
+    assert held.wait(30)
+    queued = [threading.Thread(target=run, args=("duplicate", deferred_duplicate)),
+              threading.Thread(target=run, args=("fresh", insert("fresh")))]
+    for thread in queued:
+        thread.start()
+    for _ in range(3000):  # bounded: both are queued behind the held leader within moments
+        if len(committer._pending) == 2:
+            break
+        threading.Event().wait(0.01)
+    release.set()
+    for thread in (first, *queued):
+        thread.join()
+
+    assert "UNIQUE" in str(outcome["duplicate"])
+    assert isinstance(outcome["first"], int) and isinstance(outcome["fresh"], int)
+    assert {r["value"] for r in db.query("SELECT value FROM items")} == {"taken", "first", "fresh"}
+
 # -- combined batches (GroupCommitter(db, combine=...)): one function writes every item at once --
 
 def _queue_behind_a_held_leader(combining, values, outcome):

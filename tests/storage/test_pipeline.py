@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from twin.storage import Counts, IntegrityError
+from twin.storage import Counts, IntegrityError, StorageError
 from twin.storage.pipeline import execute_all, execute_at_commit
 
 
@@ -104,3 +104,41 @@ def test_a_statement_at_commit_in_a_rolled_back_savepoint_is_undone_with_it(db):
                 execute_at_commit(conn, "INSERT INTO items (id, name) VALUES (2, 'inner')")
                 raise RuntimeError("undo the savepoint")
     assert _names(db) == ["outer"]
+
+
+def test_a_failing_statement_at_commit_in_a_savepoint_rolls_back_alone_and_the_outer_commits(db):
+    # The same program as with conn.execute: the nested failure is caught, the outer commits.
+    db.execute("INSERT INTO items (id, name) VALUES (1, 'taken')")
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO items (id, name) VALUES (2, 'outer')")
+        with pytest.raises(IntegrityError):
+            with db.transaction():
+                execute_at_commit(conn, "INSERT INTO items (id, name) VALUES (3, 'taken')")
+        execute_at_commit(conn, "INSERT INTO items (id, name) VALUES (4, 'after')")
+    assert _names(db) == ["taken", "outer", "after"]
+
+
+@pytest.mark.postgresql_only("statements kept for the commit (SQLite runs them at once)")
+def test_a_savepoint_rolled_back_by_an_error_raises_that_error_not_its_unsent_statements(db):
+    db.execute("INSERT INTO items (id, name) VALUES (1, 'taken')")
+    with db.transaction() as conn:
+        with pytest.raises(RuntimeError, match="the caller's own error"):
+            with db.transaction():
+                execute_at_commit(conn, "INSERT INTO items (id, name) VALUES (2, 'taken')")
+                raise RuntimeError("the caller's own error")
+        conn.execute("INSERT INTO items (id, name) VALUES (3, 'outer')")
+    assert _names(db) == ["taken", "outer"]
+
+
+@pytest.mark.postgresql_only("a failed statement aborts a server's transaction")
+def test_a_transaction_aborted_by_a_caught_failure_refuses_to_commit_and_keeps_nothing(db):
+    db.execute("INSERT INTO items (id, name) VALUES (1, 'taken')")
+    with pytest.raises(StorageError, match="aborted"):
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO items (id, name) VALUES (2, 'lost with the rest')")
+            with pytest.raises(IntegrityError):
+                conn.execute("INSERT INTO items (id, name) VALUES (3, 'taken')")
+    assert _names(db) == ["taken"]  # never reported committed: the server rolled it back
+    assert not db.connection().in_transaction
+    db.execute("INSERT INTO items (id, name) VALUES (4, 'next')")
+    assert _names(db) == ["taken", "next"]

@@ -88,8 +88,7 @@ class GroupCommitter(Generic[Item, Result]):
         if successor is not None:
             successor.done.set()
 
-    @staticmethod
-    def _run_batch(conn: Any, batch: list[_Slot[Item]]) -> None:
+    def _run_batch(self, conn: Any, batch: list[_Slot[Item]]) -> None:
         if len(batch) == 1:
             # Alone in the transaction: no savepoint needed, a failure rolls back all of it.
             slot = batch[0]
@@ -97,15 +96,15 @@ class GroupCommitter(Generic[Item, Result]):
             return
         for slot in batch:
             slot.error = slot.result = None
-            conn.execute("SAVEPOINT shared_item")
             try:
-                slot.result = slot.item(conn)
+                # A nested transaction() is a savepoint, whose release also sends the item's
+                # statements kept for the commit: one that fails there is the item's failure.
+                with self.db.transaction():
+                    slot.result = slot.item(conn)
             except TransactionConflict:
                 raise  # the whole transaction is aborted: write() re-runs the batch
             except Exception as exc:
-                conn.execute("ROLLBACK TO shared_item")
-                slot.error = exc
-            conn.execute("RELEASE shared_item")
+                slot.result, slot.error = None, exc
 
     def _run_combined(self, conn: Any, batch: list[_Slot[Item]]) -> None:
         assert self._combine is not None

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from ..dialect import POSTGRESQL, lock_key, to_pyformat
 from ..pipeline import Fetched
@@ -178,6 +179,11 @@ class PgConnection:
             return
         self._deferred.append((to_pyformat(sql) if params else sql, params or None))
 
+    def drop_kept_back(self) -> None:
+        """Forget the ``execute_at_commit`` statements not sent yet: a savepoint being rolled
+        back would undo them (every statement before its SAVEPOINT went with it)."""
+        self._deferred = []
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Result:
         query = to_pyformat(sql)
         if self._conn is not None:
@@ -336,6 +342,14 @@ class PgConnection:
         """COMMIT or ROLLBACK; the connection is released whatever happens."""
         conn, self._conn = self._conn, None
         assert conn is not None
+        if command == "COMMIT" and conn.info.transaction_status == TransactionStatus.INERROR:
+            # A failure the caller caught aborted the transaction: the server would answer
+            # COMMIT with ROLLBACK and the driver raise nothing. Never report it committed.
+            self._deferred = []
+            self._rollback_quietly(conn)
+            raise StatementError("the transaction was aborted by a statement that failed in it "
+                                 "(caught, not in a nested transaction()): rolled back, "
+                                 "nothing of it was committed", "25P02")
         if self._deferred and command == "COMMIT":  # they, COMMIT (and BEGIN): one round trip
             try:
                 self._pipeline(conn, [], commit=True)

@@ -207,16 +207,18 @@ class PostgresDatabase(ServerBacked, Backend):
     def _savepoint(self, handle: PgConnection) -> Iterator[None]:
         handle.depth += 1
         name = f"sp_{handle.depth}"
-        handle.execute(f"SAVEPOINT {name}")
+        handle.execute(f"SAVEPOINT {name}")  # carries what was kept back before it
         try:
             yield
+            # It carries the statements kept back inside: one that fails leaves the savepoint
+            # in place, and the failure rolls back to it like any statement's of the block.
+            handle.execute(f"RELEASE {name}")
         except BaseException:
             if handle.in_transaction:
+                handle.drop_kept_back()  # rolled back unsent: they cannot hide the error
                 handle.execute(f"ROLLBACK TO {name}")
                 handle.execute(f"RELEASE {name}")
             raise
-        else:
-            handle.execute(f"RELEASE {name}")
         finally:
             handle.depth -= 1
 
