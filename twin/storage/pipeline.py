@@ -11,7 +11,9 @@
 - ``execute_at_commit(conn, sql, params)``: a statement whose result nobody reads (an insert),
   sent with the transaction's COMMIT in one round trip on PostgreSQL. Its failure is the
   COMMIT's (the transaction is rolled back and ``write(fn)`` raises it, or re-runs ``fn`` on
-  a conflict); a statement run meanwhile sends it first, so order is kept.
+  a conflict); a statement run meanwhile sends it first, so order is kept. Kept back in a
+  nested ``transaction()`` (a savepoint), it goes with the savepoint's RELEASE and fails
+  that block alone, as the block's own statements would.
 
 On SQLite every statement is a call into the library, not a round trip: both run the
 statements at once, one by one, in the caller's transaction.

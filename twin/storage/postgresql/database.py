@@ -15,7 +15,9 @@ Same API as the SQLCipher ``Database`` (see ``backend.Backend``), over a ``psyco
   transaction's first statement (the server takes it before running that statement), so it
   costs no round trip; a transaction that runs no statement takes it at its COMMIT. A statement that fails inside a
   transaction aborts it (SQLite would only undo that statement): wrap statements that are
-  expected to fail in a nested ``transaction()`` (a savepoint).
+  expected to fail in a nested ``transaction()`` (a savepoint), whose ``execute_at_commit``
+  statements go with its RELEASE, so theirs is the savepoint's failure too. Committing a
+  transaction a caught failure aborted raises ``StatementError`` (never a silent ROLLBACK).
 """
 
 from __future__ import annotations
