@@ -77,6 +77,16 @@ def replace_segment(trail: AuditTrail, first_seq: int, body: bytes) -> None:
                         (checksum(body), len(body), first_seq))
 
 
+def flip_a_stored_bit(trail: AuditTrail, first_seq: int) -> None:
+    """Damage a segment's stored bytes without touching the index (its checksum now disagrees)."""
+    body = bytearray(stored_bytes(trail, first_seq))
+    body[-5] ^= 1
+    if trail.archive.store.in_vault:
+        trail.vault.execute("UPDATE audit_archive_blobs SET body = ? WHERE first_seq = ?", (bytes(body), first_seq))
+    else:
+        trail.archive.store.put(None, first_seq, bytes(body))
+
+
 def remove_segment(trail: AuditTrail, first_seq: int) -> None:
     trail.archive.store.remove(trail.vault.connection(), first_seq)
 
@@ -142,12 +152,7 @@ def test_a_subject_export_finds_archived_disclosures_through_the_subject_index(t
 def test_a_tampered_archive_segment_is_named(trail):
     append(trail, 25)
     trail.archive_older_than(at(100))
-    body = bytearray(stored_bytes(trail, 11))
-    body[-5] ^= 1
-    if trail.archive.store.in_vault:
-        trail.vault.execute("UPDATE audit_archive_blobs SET body = ? WHERE first_seq = 11", (bytes(body),))
-    else:
-        trail.archive.store.put(None, 11, bytes(body))
+    flip_a_stored_bit(trail, 11)
 
     result = trail.verify(full=True)
     assert (result.ok, result.first_bad) == (False, 11)
@@ -433,12 +438,7 @@ def test_retention_refuses_to_go_on_when_the_oldest_segment_went_with_its_index_
 def test_retention_refuses_a_tampered_segment_naming_its_checksum(trail):
     append(trail, 25)
     trail.archive_older_than(at(100))
-    body = bytearray(stored_bytes(trail, 1))
-    body[-5] ^= 1
-    if trail.archive.store.in_vault:
-        trail.vault.execute("UPDATE audit_archive_blobs SET body = ? WHERE first_seq = 1", (bytes(body),))
-    else:
-        trail.archive.store.put(None, 1, bytes(body))
+    flip_a_stored_bit(trail, 1)
 
     with pytest.raises(AuditChainBrokenError) as broken:
         trail.purge_older_than(at(100))
