@@ -77,6 +77,15 @@ def replace_segment(trail: AuditTrail, first_seq: int, body: bytes) -> None:
                         (checksum(body), len(body), first_seq))
 
 
+def edit_an_archived_event(trail: AuditTrail, first_seq: int) -> None:
+    """What someone holding the keys could do: change one archived event's details and store the
+    segment re-encoded, with the index's checksum and size made to agree."""
+    keys = trail.archive._keys  # noqa: SLF001
+    content = decode(stored_bytes(trail, first_seq), first_seq, keys)
+    content.events[4][1]["details"] = '{"rows":0}'
+    replace_segment(trail, first_seq, encode(content, keys))
+
+
 def flip_a_stored_bit(trail: AuditTrail, first_seq: int) -> None:
     """Damage a segment's stored bytes without touching the index (its checksum now disagrees)."""
     body = bytearray(stored_bytes(trail, first_seq))
@@ -162,10 +171,7 @@ def test_a_tampered_archive_segment_is_named(trail):
 def test_an_archived_event_edited_by_someone_with_the_keys_is_named(trail):
     append(trail, 25)
     trail.archive_older_than(at(100))
-    keys = trail.archive._keys  # noqa: SLF001
-    content = decode(stored_bytes(trail, 11), 11, keys)
-    content.events[4][1]["details"] = '{"rows":0}'
-    replace_segment(trail, 11, encode(content, keys))
+    edit_an_archived_event(trail, 11)
 
     result = trail.verify(full=True)
     assert (result.ok, result.first_bad, result.reason) == (False, 15, "content does not match its hash (edited?)")
@@ -408,10 +414,7 @@ def test_an_unlisted_segment_reaching_past_the_retention_cut_is_kept(trail):
 def test_retention_refuses_a_segment_holding_an_edited_event_naming_it(trail):
     append(trail, 25)
     trail.archive_older_than(at(100))
-    keys = trail.archive._keys  # noqa: SLF001
-    content = decode(stored_bytes(trail, 11), 11, keys)
-    content.events[4][1]["details"] = '{"rows":0}'
-    replace_segment(trail, 11, encode(content, keys))
+    edit_an_archived_event(trail, 11)
 
     with pytest.raises(AuditChainBrokenError) as broken:
         trail.purge_older_than(at(100))
