@@ -11,6 +11,11 @@ timing-dependent flusher thread.
 
     .venv/bin/python bench/request_cpu.py [--before ../base] [--rounds 5] [--n 300]
     .venv/bin/python bench/request_cpu.py --callgrind [--before ../base]   # instructions
+    .venv/bin/python bench/request_cpu.py --callgrind --only chain [--batch 60] [--before ../base]
+
+"chain" counts only ``audit.flush``: moving staged events (get-profile's, ``--batch`` per
+flush) from the journal into the vault's hash chain, per event: what a server's flusher
+thread spends for every audited request.
 
 ``--callgrind`` runs each measurement under ``valgrind --tool=callgrind`` and counts the
 instructions of the measured loop alone (deterministic whatever the load; kernel time, e.g.
@@ -29,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("get", "session")
+SCENARIOS = ("get", "session", "chain")
 
 # Runs inside the measured tree's own .venv with PYTHONPATH set to it: only names every
 # release has (Runtime.open, create_app(runtime=), tokens.issue, audit.flush).
@@ -37,6 +42,7 @@ _MEASURE = r'''
 import io, json, logging, os, sys, time
 from datetime import datetime, timezone
 scenario, n, rounds, callgrind = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+batch = int(sys.argv[5])
 from compliance.keyring import Keyring
 from twin.config import Config
 from twin.runtime import Runtime
@@ -74,7 +80,7 @@ profiles = [call("POST", "/v1/profiles", {"user_id": f"u-{i}", "personal": {"nam
 
 def one(i):
     pid = profiles[i % len(profiles)]
-    if scenario == "get":
+    if scenario in ("get", "chain"):
         call("GET", f"/v1/profiles/{pid}")
     else:
         sid = call("POST", f"/v1/profiles/{pid}/sessions", {"session_type": "lesson", "topics_covered": ["a"]})["session_id"]
@@ -88,13 +94,35 @@ def loop():
         if i % 30 == 29:
             runtime.audit.flush()
 
+def chain_loop():
+    # "chain": only the flushes are measured, each moving a batch of the get route's staged
+    # events into the chain; returns (CPU seconds or 0 under callgrind, events chained).
+    spent, events = 0.0, 0
+    for i in range(n):
+        one(i)
+        if i % batch == batch - 1:
+            if callgrind:
+                os.sched_yield()  # a part of its own: the flush
+            started = time.process_time()
+            events += runtime.audit.flush()
+            spent += time.process_time() - started
+            if callgrind:
+                os.sched_yield()
+    return spent, events
+
 for i in range(100):
     one(i)
 runtime.audit.flush()
 flusher = getattr(runtime.audit._staging, "_flusher", None)  # chained by the loop instead
 if flusher is not None:
     flusher.stop()
-if callgrind:
+if scenario == "chain":
+    per_event = []
+    for _ in range(1 if callgrind else rounds):
+        spent, events = chain_loop()
+        per_event.append(spent / events * 1e6)
+    print(events if callgrind else min(per_event))
+elif callgrind:
     os.sched_yield()  # --dump-before=sched_yield: the loop is a part of its own
     loop()
     os.sched_yield()
@@ -109,8 +137,16 @@ runtime.close()
 '''
 
 
-def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool) -> float:
-    """Microseconds of CPU (or instructions, with ``callgrind``) per request of ``scenario``."""
+def _instructions(part: str) -> int:
+    for line in Path(part).read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"no instruction total in {part}")
+
+
+def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool, batch: int = 30) -> float:
+    """Microseconds of CPU (or instructions, with ``callgrind``) per request of ``scenario``
+    (for "chain": per event chained, in flushes of ``batch`` get-profile events)."""
     tmp = Path(tempfile.mkdtemp(prefix="twin-cpu-"))
     (tmp / "metrics").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
@@ -118,7 +154,7 @@ def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool) -> 
                TWIN_ENV="development", PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics"), PYTHONPATH=str(tree),
                PYTHONHASHSEED="0")  # the same set and dict orders in every run
     command = [str(tree / ".venv" / "bin" / "python"), "-c", _MEASURE, scenario, str(n), str(rounds),
-               "1" if callgrind else "0"]
+               "1" if callgrind else "0", str(batch)]
     if callgrind:
         out = tmp / "callgrind.out"
         command = ["valgrind", "--tool=callgrind", "--dump-before=sched_yield",
@@ -126,15 +162,16 @@ def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool) -> 
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: {scenario} failed: {done.stderr[-500:]}")
+    printed = float(done.stdout.strip().splitlines()[-1])
     if not callgrind:
-        return float(done.stdout.strip().splitlines()[-1])
-    loop_part = f"{out}.2"  # part 1: start-up and warm-up; part 2: the loop
-    for line in Path(loop_part).read_text().splitlines():
-        if line.startswith(("summary:", "totals:")):
-            for leftover in glob.glob(f"{out}*"):
-                os.unlink(leftover)
-            return int(line.split()[1]) / n
-    raise SystemExit(f"no instruction total in {loop_part}")
+        return printed
+    try:
+        if scenario == "chain":  # parts 2, 4, ...: the flushes; the others are requests
+            return sum(_instructions(f"{out}.{2 * k}") for k in range(1, n // batch + 1)) / printed
+        return _instructions(f"{out}.2") / n  # part 1: start-up and warm-up; part 2: the loop
+    finally:
+        for leftover in glob.glob(f"{out}*"):
+            os.unlink(leftover)
 
 
 def main() -> None:
@@ -144,13 +181,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds, the minimum kept (not with --callgrind)")
     parser.add_argument("--callgrind", action="store_true", help="count instructions under valgrind")
     parser.add_argument("--only", choices=SCENARIOS, nargs="+", default=list(SCENARIOS))
+    parser.add_argument("--batch", type=int, default=60,
+                        help="chain: get-profile events per flush (what a 50 ms flush delay gathers at ~1200/s)")
     args = parser.parse_args()
     unit = "instructions" if args.callgrind else "us CPU"
     trees = {"this tree": ROOT, **({"before": args.before.resolve()} if args.before else {})}
-    print(f"per request ({unit}; a session is its start and finish), n={args.n}, "
+    print(f"per request ({unit}; a session is its start and finish; chain: per event chained, "
+          f"{args.batch} per flush), n={args.n}, "
           f"load average {os.getloadavg()[0]:.1f}")
     for scenario in args.only:
-        figures = {name: measure(tree, scenario, args.n, args.rounds, args.callgrind)
+        figures = {name: measure(tree, scenario, args.n, args.rounds, args.callgrind, args.batch)
                    for name, tree in trees.items()}
         line = "  ".join(f"{name} {value:,.0f}" for name, value in figures.items())
         ratio = f"  after/before {figures['this tree'] / figures['before']:.2f}x" if args.before else ""
