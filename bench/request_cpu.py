@@ -7,11 +7,16 @@ What one request costs: the app as ``twin serve`` builds it (access log at INFO,
 (``GET /v1/profiles/{id}``) and a session start + finish (``POST .../sessions`` then
 ``PATCH /v1/sessions/{id}``, counted as one pair), with the audit events chained every 30
 requests (about the batch a 50 ms flush delay gathers at 600 requests/s) rather than by the
-timing-dependent flusher thread.
+timing-dependent flusher thread. A create (``POST /v1/profiles`` of a new user) takes its
+subject key from the process's lease: the lease is refilled, and its bindings recorded, when it
+runs out rather than by its timing-dependent threads, so the count includes that work too.
+``--plain`` measures the same requests with SQLCipher and field crypto off (TWIN_BENCH_PLAINTEXT,
+as ``bench/api.py``'s plain server): the privacy stack's cost is the ratio of the two.
 
     .venv/bin/python bench/request_cpu.py [--before ../base] [--rounds 5] [--n 300]
     .venv/bin/python bench/request_cpu.py --callgrind [--before ../base]   # instructions
     .venv/bin/python bench/request_cpu.py --callgrind --only chain [--batch 60] [--before ../base]
+    .venv/bin/python bench/request_cpu.py --only create --plain   # the privacy cost of a create
 
 "chain" counts only ``audit.flush``: moving staged events (get-profile's, ``--batch`` per
 flush) from the journal into the vault's hash chain, per event: what a server's flusher
@@ -20,7 +25,10 @@ thread spends for every audited request.
 ``--callgrind`` runs each measurement under ``valgrind --tool=callgrind`` and counts the
 instructions of the measured loop alone (deterministic whatever the load; kernel time, e.g.
 SQLCipher's writes, is not counted); without it the figure is ``time.process_time`` (every
-thread of the process), the minimum over ``--rounds``.
+thread of the process), the minimum over ``--rounds``. Under valgrind OpenSSL does not see the
+CPU's SHA extensions and hashes in AVX2: SQLCipher's HMAC-SHA256 page authentication counts many
+times what it costs natively, so a privacy/plain ratio of instructions overstates the privacy
+cost; read that one in CPU time, and instruction counts for before/after of the same work.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("get", "session", "chain")
+SCENARIOS = ("get", "session", "chain", "create")
 
 # Runs inside the measured tree's own .venv with PYTHONPATH set to it: only names every
 # release has (Runtime.open, create_app(runtime=), tokens.issue, audit.flush).
@@ -78,9 +86,17 @@ profiles = [call("POST", "/v1/profiles", {"user_id": f"u-{i}", "personal": {"nam
                                           "learning_goals": ["fractions"], "knowledge_domains": ["math"]})["profile_id"]
             for i in range(50)]
 
+lease = getattr(runtime, "lease", None)  # releases before the lease have none
+if lease is not None:
+    lease._background = False  # refilled (and its bindings recorded) when empty: deterministic
+created = iter(range(10**9))
+
 def one(i):
     pid = profiles[i % len(profiles)]
-    if scenario in ("get", "chain"):
+    if scenario == "create":
+        call("POST", "/v1/profiles", {"user_id": f"new-{next(created)}", "personal": {"name": "Bench User"},
+                                      "learning_goals": ["fractions"], "knowledge_domains": ["math"]})
+    elif scenario in ("get", "chain"):
         call("GET", f"/v1/profiles/{pid}")
     else:
         sid = call("POST", f"/v1/profiles/{pid}/sessions", {"session_type": "lesson", "topics_covered": ["a"]})["session_id"]
@@ -144,15 +160,19 @@ def _instructions(part: str) -> int:
     raise SystemExit(f"no instruction total in {part}")
 
 
-def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool, batch: int = 30) -> float:
+def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool, batch: int = 30,
+            plain: bool = False) -> float:
     """Microseconds of CPU (or instructions, with ``callgrind``) per request of ``scenario``
-    (for "chain": per event chained, in flushes of ``batch`` get-profile events)."""
+    (for "chain": per event chained, in flushes of ``batch`` get-profile events); ``plain``:
+    with SQLCipher and field crypto off."""
     tmp = Path(tempfile.mkdtemp(prefix="twin-cpu-"))
     (tmp / "metrics").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
     env.update(TWIN_DATA_DIR=str(tmp / "data"), TWIN_KEYRING_PATH=str(tmp / "keyring.json"),
                TWIN_ENV="development", PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics"), PYTHONPATH=str(tree),
                PYTHONHASHSEED="0")  # the same set and dict orders in every run
+    if plain:
+        env["TWIN_BENCH_PLAINTEXT"] = "1"
     command = [str(tree / ".venv" / "bin" / "python"), "-c", _MEASURE, scenario, str(n), str(rounds),
                "1" if callgrind else "0", str(batch)]
     if callgrind:
@@ -183,6 +203,8 @@ def main() -> None:
     parser.add_argument("--only", choices=SCENARIOS, nargs="+", default=list(SCENARIOS))
     parser.add_argument("--batch", type=int, default=60,
                         help="chain: get-profile events per flush (what a 50 ms flush delay gathers at ~1200/s)")
+    parser.add_argument("--plain", action="store_true",
+                        help="also measure each tree with crypto off and print the privacy cost")
     args = parser.parse_args()
     unit = "instructions" if args.callgrind else "us CPU"
     trees = {"this tree": ROOT, **({"before": args.before.resolve()} if args.before else {})}
@@ -195,6 +217,11 @@ def main() -> None:
         line = "  ".join(f"{name} {value:,.0f}" for name, value in figures.items())
         ratio = f"  after/before {figures['this tree'] / figures['before']:.2f}x" if args.before else ""
         print(f"  {scenario:<8} {line}{ratio}")
+        if args.plain:
+            for name, tree in trees.items():
+                plain = measure(tree, scenario, args.n, args.rounds, args.callgrind, args.batch, plain=True)
+                print(f"  {scenario:<8} {name} plain {plain:,.0f}  privacy/plain {figures[name] / plain:.2f}x "
+                      f"(privacy cost {1 - plain / figures[name]:.0%})")
     sys.stdout.flush()
 
 
