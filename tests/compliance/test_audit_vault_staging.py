@@ -5,6 +5,8 @@ after staging them."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +19,8 @@ import pytest
 
 from compliance.audit import Actor, AuditTrail
 from compliance.audit_codec import unpack_id
+from compliance.audit_journal import AuditJournalError
+from compliance.audit_vault_staging import CHAIN_LOCK, FLUSH_BATCH
 from compliance.vault_schema import MIGRATIONS as VAULT_MIGRATIONS
 from storage_backends import concurrently, database_url
 from twin.storage import Database, Migrator, PostgresSettings, open_postgresql
@@ -198,3 +202,105 @@ def test_a_direct_record_comes_after_the_events_staged_before_it(make_trail, vau
     trail.stage(SERVICE, "read", subject_hash=SUBJECT, request_id="staged")
     trail.record(SERVICE, "update", subject_hash=SUBJECT, request_id="recorded")
     assert _chained(vault) == ["staged", "recorded"]
+
+
+def test_a_staged_event_is_stored_as_compact_json(make_trail, vault):
+    make_trail().stage(SERVICE, "read", subject_hash=SUBJECT, request_id="compact")
+    [text] = [r[0] for r in vault.query("SELECT event FROM audit_staged_events")]
+
+    assert text == json.dumps(json.loads(text), separators=(",", ":"))  # no space per field
+
+
+def test_a_flush_with_nothing_staged_or_inside_a_vault_transaction_chains_nothing(make_trail, vault):
+    trail = make_trail()
+    assert trail.flush() == 0
+
+    trail.stage(SERVICE, "read", subject_hash=SUBJECT, request_id="later")
+    with vault.transaction():
+        assert trail.flush() == 0
+    assert _staged(vault) == 1 and _chained(vault) == []
+    assert trail.flush() == 1
+
+
+def test_a_flush_takes_batch_after_batch_until_nothing_is_left(make_trail, vault):
+    trail = make_trail()
+    trail.stage(SERVICE, "read", subject_hash=SUBJECT, request_id="first")
+    [text] = [r[0] for r in vault.query("SELECT event FROM audit_staged_events")]
+    # Two full batches in all, as replicas that never flushed would leave them.
+    vault.write(lambda conn: conn.executemany("INSERT INTO audit_staged_events (event) VALUES (?)",
+                                              [(text,)] * (2 * FLUSH_BATCH - 1)))
+
+    assert trail.flush() == 2 * FLUSH_BATCH
+    assert _staged(vault) == 0 and len(_chained(vault)) == 2 * FLUSH_BATCH
+
+
+def test_a_staged_row_that_is_not_json_is_dropped_and_logged_by_its_id(make_trail, vault, caplog):
+    trail = make_trail()
+    trail.stage(SERVICE, "read", subject_hash=SUBJECT, request_id="good")
+    vault.write(lambda conn: conn.execute("INSERT INTO audit_staged_events (event) VALUES ('{broken')"))
+    [bad_id] = [r[0] for r in vault.query("SELECT max(id) FROM audit_staged_events")]
+
+    with caplog.at_level(logging.ERROR, logger="compliance.audit_vault_staging"):
+        assert trail.flush() == 2  # both rows taken
+
+    assert _chained(vault) == ["good"] and _staged(vault) == 0 and trail.verify().ok
+    assert [r.getMessage() for r in caplog.records] == [f"staged audit event {bad_id} is not JSON; dropped"]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_vault_that_cannot_take_the_row_refuses_the_event_naming_only_the_error(make_trail, vault):
+    trail = make_trail()
+    vault.write(lambda conn: conn.execute("ALTER TABLE audit_staged_events RENAME TO staged_away"))
+    try:
+        with pytest.raises(AuditJournalError) as refused:
+            trail.stage(SERVICE, "read", subject_hash=SUBJECT, request_id="lost")
+    finally:
+        vault.write(lambda conn: conn.execute("ALTER TABLE staged_away RENAME TO audit_staged_events"))
+
+    assert str(refused.value) == "audit event could not be staged in the vault (StatementError)"
+    assert type(refused.value.__cause__).__name__ == "StatementError"
+
+
+def test_after_close_an_event_is_chained_at_once(make_trail, vault):
+    trail = make_trail()
+    trail.close()
+
+    trail.stage(SERVICE, "read", subject_hash=SUBJECT, request_id="after-close")
+
+    assert _staged(vault) == 0 and _chained(vault) == ["after-close"]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_flush_waits_for_the_chain_lock_another_replica_holds(make_trail, vault, reopen):
+    trail = make_trail()
+    trail.stage(SERVICE, "read", subject_hash=SUBJECT, request_id="waited")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(conn) -> None:
+        conn.execute("SELECT 1")  # the lock is taken with the transaction's first statement
+        holding.set()
+        release.wait(60)
+
+    holder = threading.Thread(target=lambda: reopen().write(hold, lock=CHAIN_LOCK))
+    holder.start()
+    flushed: list[int] = []
+    flusher = threading.Thread(target=lambda: flushed.append(trail.flush()))
+    try:
+        assert holding.wait(60)
+        flusher.start()
+        waiting = 0
+        for _ in range(600):  # polled until the flush waits on the server for the lock
+            assert not flushed, "the flush went on while another replica held the chain lock"
+            waiting = vault.query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")[0]
+            if waiting:
+                break
+            release.wait(0.05)
+        assert waiting == 1
+    finally:
+        release.set()
+        holder.join(60)
+        if flusher.is_alive() or flusher.ident:
+            flusher.join(60)
+    assert flushed == [1] and _chained(vault) == ["waited"] and trail.verify().ok
