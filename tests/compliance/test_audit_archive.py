@@ -5,25 +5,17 @@ disclosures are found through the subject index; retention deletes whole segment
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta
 
 import pytest
 
-from compliance.audit import Actor, AuditChainBrokenError, AuditTrail
-from compliance.audit_archive_segments import SegmentContent, archive_dir, checksum, decode, encode
+from archive_trail import (ALICE, BOB, SCRIPT, SERVICE, append, at, edit_an_archived_event, flip_a_stored_bit,
+                           live_seqs, remove_segment, replace_segment, segments, stored_bytes)
+from compliance.audit import AuditChainBrokenError, AuditTrail
+from compliance.audit_archive_segments import SegmentContent, archive_dir, decode, encode
 from compliance.audit_seals import SealBook
 from compliance.field_crypto import FieldCipher
-from ticking_clock import T0, TickingClock
+from ticking_clock import TickingClock
 from twin.catalog import audit_archive
-
-SERVICE = Actor("tok_service1", "service")
-SCRIPT = Actor("script:import", "operator")
-ALICE, BOB = "a" * 64, "b" * 64
-
-
-def at(event: int) -> datetime:
-    """Just after event ``event`` happened (the clock ticks a second per event)."""
-    return T0 + timedelta(seconds=event, milliseconds=500)
 
 
 @pytest.fixture
@@ -45,59 +37,6 @@ def make_trail(open_catalog_db, config, keyring, cipher):
 @pytest.fixture
 def trail(make_trail) -> AuditTrail:
     return make_trail()
-
-
-def append(trail: AuditTrail, count: int, subject=lambda i: ALICE if i % 2 else BOB, actor=SERVICE) -> None:
-    trail.record_many([(actor, "read", {"subject_hash": subject(i), "resource": f"profile:p{i % 3}",
-                                        "request_id": f"r{i}"}) for i in range(count)])
-
-
-def segments(trail: AuditTrail) -> list[tuple[int, int]]:
-    return [(r[0], r[1]) for r in trail.vault.query(
-        "SELECT first_seq, last_seq FROM audit_archive_segments ORDER BY first_seq")]
-
-
-def live_seqs(trail: AuditTrail) -> list[int]:
-    return [r[0] for r in trail.vault.query("SELECT seq FROM audit_log ORDER BY seq")]
-
-
-def stored_bytes(trail: AuditTrail, first_seq: int) -> bytes:
-    return trail.archive.store.get(trail.vault.connection(), first_seq)
-
-
-def replace_segment(trail: AuditTrail, first_seq: int, body: bytes) -> None:
-    """What someone holding the keys could do: store other bytes as the segment, and make the
-    index's checksum and size agree."""
-    store = trail.archive.store
-    if store.in_vault:
-        trail.vault.execute("UPDATE audit_archive_blobs SET body = ? WHERE first_seq = ?", (body, first_seq))
-    else:
-        (archive_dir(trail.vault.path) / f"{first_seq:016d}.ltaa").write_bytes(body)
-    trail.vault.execute("UPDATE audit_archive_segments SET checksum = ?, bytes = ? WHERE first_seq = ?",
-                        (checksum(body), len(body), first_seq))
-
-
-def edit_an_archived_event(trail: AuditTrail, first_seq: int) -> None:
-    """What someone holding the keys could do: change one archived event's details and store the
-    segment re-encoded, with the index's checksum and size made to agree."""
-    keys = trail.archive._keys  # noqa: SLF001
-    content = decode(stored_bytes(trail, first_seq), first_seq, keys)
-    content.events[4][1]["details"] = '{"rows":0}'
-    replace_segment(trail, first_seq, encode(content, keys))
-
-
-def flip_a_stored_bit(trail: AuditTrail, first_seq: int) -> None:
-    """Damage a segment's stored bytes without touching the index (its checksum now disagrees)."""
-    body = bytearray(stored_bytes(trail, first_seq))
-    body[-5] ^= 1
-    if trail.archive.store.in_vault:
-        trail.vault.execute("UPDATE audit_archive_blobs SET body = ? WHERE first_seq = ?", (bytes(body), first_seq))
-    else:
-        trail.archive.store.put(None, first_seq, bytes(body))
-
-
-def remove_segment(trail: AuditTrail, first_seq: int) -> None:
-    trail.archive.store.remove(trail.vault.connection(), first_seq)
 
 
 def test_old_events_move_into_segments_that_end_on_seals_and_the_chain_still_verifies(trail, cipher):

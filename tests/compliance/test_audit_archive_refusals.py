@@ -1,0 +1,99 @@
+"""An archive run moves only evidence it can vouch for: a run of events with one deleted inside
+it, a forged seal (the one ending the run, or one joining an archived segment to
+the chain), or events a purge takes while their segment is being written, stop it with the
+event named, and nothing moves."""
+
+from __future__ import annotations
+
+import pytest
+
+from archive_trail import ALICE, BOB, append, at, live_seqs, segments
+from compliance import audit_archive
+from compliance.audit import AuditChainBrokenError
+from compliance.audit_archive import AuditArchive, AuditArchiveError
+from compliance.audit_seals import SealBook
+from compliance.field_crypto import FieldCipher
+
+
+@pytest.fixture
+def trail(make_archiving_trail):
+    return make_archiving_trail()
+
+
+def _delete_live(trail, *seqs: int) -> None:
+    for seq in seqs:
+        trail.vault.execute("DELETE FROM audit_log WHERE seq = ?", (seq,))
+
+
+def _forge_seal(trail, seq: int) -> None:
+    trail.vault.execute("UPDATE audit_seals SET mac = ? WHERE seq = ?", (bytes(32), seq))
+
+
+def _nothing_moved(trail, live: list[int]) -> None:
+    assert segments(trail) == [] and live_seqs(trail) == live
+    assert trail.archive.store.stored(trail.vault.connection()) == []
+
+
+def test_an_archive_holds_one_event_or_more_per_segment(trail, keyring):
+    cipher = FieldCipher(keyring.field_keys, keyring.active_field_key)
+    seals = SealBook(keyring.audit_seal_key, every=1)
+    with pytest.raises(ValueError) as refused:
+        AuditArchive(trail.vault, cipher, trail.archive.store, seals, segment_events=0)
+    assert str(refused.value) == "a segment holds 1 or more events"
+    single = AuditArchive(trail.vault, cipher, trail.archive.store, seals, segment_events=1)
+    assert single.segment_events == 1
+
+
+def test_an_event_deleted_inside_the_run_stops_it_naming_the_gap(trail):
+    append(trail, 25)
+    _delete_live(trail, 5)
+
+    with pytest.raises(AuditChainBrokenError) as broken:
+        trail.archive_older_than(at(100))
+
+    assert (broken.value.seq, broken.value.reason) == (6, "event 5 missing before it (deleted?)")
+    _nothing_moved(trail, [s for s in range(1, 26) if s != 5])
+
+
+def test_a_forged_seal_ending_the_run_stops_it(trail):
+    append(trail, 25)
+    _forge_seal(trail, 10)
+
+    with pytest.raises(AuditChainBrokenError) as broken:
+        trail.archive_older_than(at(100))
+
+    assert (broken.value.seq, broken.value.reason) == (10, "the seal of event 10 fails its HMAC (forged or edited?)")
+    _nothing_moved(trail, list(range(1, 26)))
+
+
+def test_a_forged_seal_joining_an_archived_segment_to_the_chain_stops_the_next_run(trail):
+    append(trail, 25)
+    assert trail.archive_older_than(at(11)).segments == 1
+    _forge_seal(trail, 10)
+
+    with pytest.raises(AuditChainBrokenError) as broken:
+        trail.archive_older_than(at(100))
+
+    assert (broken.value.seq, broken.value.reason) == (
+        10, "archive segment of events 1-10: the seal of event 10 fails its HMAC (forged or edited?)")
+    assert segments(trail) == [(1, 10)] and live_seqs(trail) == list(range(11, 26))
+
+
+def test_events_a_purge_takes_while_their_segment_is_written_stop_the_run_and_nothing_moves(trail, monkeypatch):
+    append(trail, 25)
+    real_encode = audit_archive.encode
+
+    def encode_while_a_purge_commits(content, keys):
+        _delete_live(trail, 1)  # another process's purge, committed between the read and the write
+        return real_encode(content, keys)
+
+    monkeypatch.setattr(audit_archive, "encode", encode_while_a_purge_commits)
+    with pytest.raises(AuditArchiveError) as refused:
+        trail.archive_older_than(at(100))
+
+    assert str(refused.value) == ("the events of events 1-10 changed while being archived (a concurrent "
+                                  "purge?); nothing was moved")
+    _nothing_moved(trail, list(range(2, 26)))
+    assert trail.vault.query("SELECT first_seq FROM audit_archive_segments") == []
+    assert [e.seq for e in trail.iter_subject(ALICE)] == list(range(2, 26, 2))
+    assert [e.seq for e in trail.iter_subject(BOB)] == list(range(3, 26, 2))
