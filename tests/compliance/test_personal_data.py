@@ -5,6 +5,7 @@ the owner's views and the DSR export."""
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -22,17 +23,33 @@ CREATE TABLE marks (person_id TEXT NOT NULL, topic TEXT NOT NULL, score BLOB, ma
                     PRIMARY KEY (person_id, topic));
 """
 
-PEOPLE = PersonalTable(
-    database="test", name="people", pk="person_id",
-    columns=(key("person_id"), subject_hash("user_id_hash"), clear("nick"),
-             sealed("profile", null_as={}, merged=True), sealed("secret", exported=False, why="kept from the export"),
-             json_text("prefs", null_as=[]), other("version", why="a row version"), timestamp("ends_at")),
-    row_id=("person_id",), subject_hash_column="user_id_hash", retention=Retention("ends_at"))
-MARKS = PersonalTable(
-    database="test", name="marks", pk="topic",
-    columns=(key("person_id"), clear("topic"), sealed("score"), timestamp("marked_at")),
-    row_id=("person_id", "topic"), subject_hash_column="user_id_hash",
-    via=SubjectVia(parent="people", key="person_id"), retention=Retention("marked_at", window="marks"))
+def people() -> PersonalTable:
+    return PersonalTable(
+        database="test", name="people", pk="person_id",
+        columns=(key("person_id"), subject_hash("user_id_hash"), clear("nick"),
+                 sealed("profile", null_as={}, merged=True), sealed("secret", exported=False, why="kept from the export"),
+                 json_text("prefs", null_as=[]), other("version", why="a row version"), timestamp("ends_at")),
+        row_id=("person_id",), subject_hash_column="user_id_hash", retention=Retention("ends_at"))
+
+
+def marks() -> PersonalTable:
+    return PersonalTable(
+        database="test", name="marks", pk="topic",
+        columns=(key("person_id"), clear("topic"), sealed("score"), timestamp("marked_at")),
+        row_id=("person_id", "topic"), subject_hash_column="user_id_hash",
+        via=SubjectVia(parent="people", key="person_id"), retention=Retention("marked_at", window="marks"))
+
+
+PEOPLE, MARKS = people(), marks()
+
+
+@pytest.fixture(autouse=True)
+def fresh_descriptors(monkeypatch):
+    """Each test gets descriptors made for it: a descriptor keeps the statements and plans it
+    built, and a test must see them built, not handed over from an earlier test."""
+    monkeypatch.setattr(sys.modules[__name__], "PEOPLE", people())
+    monkeypatch.setattr(sys.modules[__name__], "MARKS", marks())
+
 
 ALICE, BOB = "a" * 64, "b" * 64
 CIPHER = SubjectCipher(os.urandom(32))
@@ -84,6 +101,11 @@ def test_each_kind_of_column_is_declared_by_its_helper():
     assert (hashed.kind, hashed.exported, hashed.why) == (
         Kind.SUBJECT_HASH, False, "the keyed hash of the subject's user id: it is the subject the export is for")
     assert sealed("h", merged=True).merged and not sealed("h").merged
+    assert hashed.name == "g" and subject_hash("g", merged=True).merged
+    left_out = dict(exported=False, why="left out")
+    helpers = (clear("a", **left_out), sealed("b", **left_out), json_text("c", **left_out), key("d", **left_out),
+               timestamp("e", **left_out), other("f", **left_out))
+    assert [(c.exported, c.why) for c in helpers] == [(False, "left out")] * 6
 
 
 def test_a_column_of_no_plain_kind_or_left_out_of_the_export_must_say_why():
@@ -189,6 +211,31 @@ def test_select_insert_update_and_upsert_name_described_columns_only(db):
     db.execute(upsert, ("p-2", BOB, "cy", "2027-01-01"))
     assert [tuple(r) for r in db.query("SELECT person_id, user_id_hash, nick, version FROM people "
                                        "ORDER BY person_id")] == [("p-1", BOB, "bea", 1), ("p-2", BOB, "cy", 0)]
+
+
+def test_a_statement_is_built_once_per_column_set_and_then_only_looked_up():
+    built = [lambda: PEOPLE.insert_sql(("person_id", "nick")),
+             lambda: PEOPLE.update_sql(("nick",), "person_id", bump="version"),
+             lambda: PEOPLE.upsert_sql(("person_id", "nick"), ("person_id",)),
+             lambda: MARKS.subjects_where(3)]
+    for build in built:
+        assert build() is build()  # the same string, kept: not built again
+    # Each column set (or subject count) has its own statement.
+    assert MARKS.subjects_where(1) == "person_id IN (SELECT person_id FROM people WHERE user_id_hash IN (:subject_0))"
+    assert PEOPLE.subjects_where(1) == "user_id_hash IN (:subject_0)"
+    assert PEOPLE.subjects_where(2) == "user_id_hash IN (:subject_0, :subject_1)"
+    assert PEOPLE.upsert_sql(("person_id", "user_id_hash", "nick"), ("person_id",)).endswith(
+        "DO UPDATE SET user_id_hash = excluded.user_id_hash, nick = excluded.nick")
+
+
+def test_an_upsert_on_a_key_of_two_columns_updates_the_rest(db):
+    upsert = MARKS.upsert_sql(("person_id", "topic", "marked_at"), ("person_id", "topic"))
+    for at in ("first", "second"):
+        db.execute(upsert, ("p-1", "algebra", at))
+    db.execute(upsert, ("p-1", "geometry", "third"))
+
+    assert [tuple(r) for r in db.query("SELECT topic, marked_at FROM marks ORDER BY topic")] == [
+        ("algebra", "second"), ("geometry", "third")]
 
 
 @pytest.mark.parametrize("build", [

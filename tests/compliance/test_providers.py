@@ -154,3 +154,18 @@ def test_a_retention_purge_deletes_one_batch_of_expired_rows_at_a_time(provider,
 def test_a_provider_names_its_database_and_tables(provider):
     assert repr(provider) == "TableProvider('test', ['notes', 'visits', 'owners'])"
     assert provider.holds_subject_keys is False
+
+
+def test_an_erasure_of_many_subjects_costs_one_statement_per_table_and_chunk(provider, db):
+    def statements_to_erase(count: int, first: int) -> int:
+        subjects = [f"{first + i:064x}" for i in range(count)]
+        for subject in subjects:
+            add_owner(db, subject[-12:], subject, "n", "2026-01-01T00:00:00.000000Z")
+        before = db.statement_counts()
+        assert provider.erase(subjects)["owners"] == count
+        return (db.statement_counts() - before).statements
+
+    db.enable_statement_counting()
+    one_chunk = statements_to_erase(1, first=0)
+    # Two chunks of subjects: one more DELETE for each of the two erasable tables.
+    assert statements_to_erase(SUBJECTS_PER_STATEMENT + 2, first=1000) == one_chunk + 2
