@@ -70,6 +70,24 @@ def tables_containing(rows: list[tuple[str, tuple]], needle: str | bytes) -> set
 
 
 @pytest.fixture
+def forge_audit_event(runtime) -> Callable[[int], None]:
+    """Edit one recorded event of the runtime's vault file as someone with the database key
+    would (the append-only trigger dropped first): its actor becomes ``tok_forged``."""
+    def forge(seq: int) -> None:
+        runtime.audit.flush()
+        conn = open_keyed(runtime.vault_db.path, runtime.keyring.database_key)
+        try:
+            conn.execute("DROP TRIGGER audit_log_no_update")
+            conn.execute("INSERT INTO audit_actors (actor_id, actor_role) VALUES ('tok_forged', 'service')")
+            conn.execute("UPDATE audit_log SET actor_ref = (SELECT actor_ref FROM audit_actors "
+                         "WHERE actor_id = 'tok_forged') WHERE seq = ?", (seq,))
+            conn.commit()
+        finally:
+            conn.close()
+    return forge
+
+
+@pytest.fixture
 def forensics():
     """Helpers reading files as an attacker or auditor would (see the module docstring)."""
 

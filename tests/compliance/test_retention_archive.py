@@ -46,3 +46,45 @@ def test_the_job_archives_old_events_then_retention_deletes_whole_segments(runti
     assert runtime.vault_db.query_one("SELECT min(seq) FROM audit_log")[0] == 23
     assert runtime.audit.verify(full=True).ok
     assert [e.seq for e in runtime.audit.iter_subject(CAROL)] == []
+
+
+def test_only_events_older_than_the_archive_window_move(runtime, clock):
+    runtime.audit.record_many([(SERVICE, "read", {"subject_hash": CAROL, "request_id": f"old{i}"})
+                               for i in range(22)])                                  # day 0: 1-22
+    clock.advance(days=20)
+    runtime.audit.record_many([(SERVICE, "read", {"subject_hash": CAROL, "request_id": f"new{i}"})
+                               for i in range(10)])                                  # day 20: 23-32
+    clock.advance(days=15)  # day 35: only the day-0 events are past the 30-day window
+
+    report = runtime.retention.run()
+
+    assert report.audit_archived == 20 and _segments(runtime) == [(1, 10), (11, 20)]
+    assert runtime.vault_db.query_one("SELECT min(seq) FROM audit_log")[0] == 21
+
+
+def test_a_purger_without_an_archive_window_leaves_every_event_live(runtime, clock):
+    runtime.audit.record_many([(SERVICE, "read", {"subject_hash": CAROL, "request_id": f"r{i}"})
+                               for i in range(22)])
+    clock.advance(days=35)
+
+    report = dataclasses.replace(runtime.retention, audit_archive_days=None).run()
+
+    assert report.audit_archived == 0 and _segments(runtime) == []
+    assert runtime.vault_db.query_one("SELECT min(seq), count(*) FROM audit_log")[:] == (1, 22)
+
+
+@pytest.mark.sqlite_only("edits the vault file behind the service")
+def test_an_archival_over_a_broken_chain_says_so_and_moves_nothing(runtime, clock, caplog, forge_audit_event):
+    runtime.audit.record_many([(SERVICE, "read", {"subject_hash": CAROL, "request_id": f"r{i}"})
+                               for i in range(22)])
+    forge_audit_event(2)
+    clock.advance(days=35)  # past the archive window, within the 60-day audit window (no purge)
+
+    report = runtime.retention.run()
+
+    assert report.audit_chain_broken == "event 2: content does not match its hash (edited?)"
+    assert report.audit_archived == 0 and _segments(runtime) == []
+    (purge,) = runtime.audit.query(action="purge")
+    assert purge.details["audit_chain_broken"] is True and purge.details["audit_archived"] == 0
+    assert "audit archival refused: the chain is broken at event 2 (content does not match its hash " \
+        "(edited?))" in [r.getMessage() for r in caplog.records]
