@@ -9,7 +9,9 @@ from datetime import timedelta
 
 import pytest
 
+from archive_trail import replace_segment
 from compliance.audit import Actor, AuditTrail
+from compliance.audit_archive import AuditArchiveError
 from compliance.audit_archive_segments import (archive_dir, checksum, rewrapped, segment_name,
                                                wrap_version)
 from compliance.field_crypto import FieldCipher
@@ -156,5 +158,47 @@ def test_a_second_rewrap_while_one_runs_is_refused_and_changes_nothing(archived,
 
     assert first.archive.rewrap(progress=lambda *a, **k: Bar()) == 2
     assert len(refused) == 2 and "the audit archive segments are not rewrapped" in refused[0]
+    assert refused[0].startswith("job 'audit-archive' is already running (") and refused[0].endswith(
+        "): the audit archive segments are not rewrapped; run the rewrap again once it ends")
     assert make_trail(archived, _retired(rotated)).verify(full=True).ok
     assert second.archive.rewrap() == 0  # the lock is free again: nothing left under v1
+
+
+def test_a_rewrap_reports_its_progress_a_segment_at_a_time(archived, keyring, make_trail):
+    _, cipher = _rotated(keyring)
+    seen: list = []
+
+    class Bar:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def update(self, n=1):
+            seen.append(("update", n))
+
+    def progress(description, total=None, unit="items"):
+        seen.append((description, total, unit))
+        return Bar()
+
+    assert make_trail(archived, cipher).archive.rewrap(progress=progress) == 2
+    assert seen == [("rewrap audit archive segments", 2, "segments"), ("update", 1), ("update", 1)]
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda trail: trail.archive.store.remove(trail.vault.connection(), 1), "is missing (deleted?)"),
+    (lambda trail: replace_segment(trail, 1, b"XXXX" + bytes(40)), "not an archive segment of this format"),
+], ids=["missing", "not-a-segment"])
+def test_a_rewrap_meeting_a_broken_segment_names_it_and_rewraps_nothing(archived, keyring, make_trail,
+                                                                         damage, reason):
+    _, cipher = _rotated(keyring)
+    trail = make_trail(archived, cipher)
+    damage(trail)
+    before = _index_checksums(archived)
+
+    with pytest.raises(AuditArchiveError) as refused:
+        trail.archive.rewrap()
+
+    assert str(refused.value) == f"archive segment of events 1-10 {reason}; it is not rewrapped"
+    assert _index_checksums(archived) == before and wrap_version(_body(trail, 11)) == 1
