@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from api_support import create_profile
-from twin.logs import JsonFormatter, RepeatLimiter, configure_logging
+from twin.logs import TEXT_FORMAT, JsonFormatter, RepeatLimiter, TextFormatter, configure_logging
 
 
 @pytest.fixture
@@ -73,3 +73,14 @@ def test_a_repeated_warning_is_written_once_a_minute_with_the_count_held_back():
     assert lines == ["Task queue depth is 0", "another message", "info is never held back",
                      "info is never held back",
                      "Task queue depth is 1 [19892 more like this held back in the last 60s]"]
+
+
+@pytest.mark.parametrize("created", [1764700000.0, 1764700000.0004, 1764700000.9995, 1764700000.9999999,
+                                     1764700001.0, 951782400.123456, 4102444799.999])
+def test_the_text_format_writes_the_time_as_logging_does_at_every_moment_of_a_second(created):
+    ours, standard = TextFormatter(), logging.Formatter(TEXT_FORMAT)
+    for moment in (created, created - 1, created, created + 0.5):  # the cached second changes
+        record = logging.makeLogRecord({"msg": "m", "levelname": "INFO", "name": "t", "created": moment,
+                                        "msecs": (moment - int(moment)) * 1000})
+        assert ours.format(record) == standard.format(record)
+        assert ours.formatTime(record, "%H:%M") == standard.formatTime(record, "%H:%M")

@@ -29,7 +29,8 @@ def access_log(caplog):
     return lines
 
 
-def test_each_request_logs_method_route_template_status_duration_and_request_id(client, service, access_log):
+def test_each_request_logs_method_route_template_status_duration_and_request_id(client, service, access_log,
+                                                                                 caplog):
     pid = create_profile(client, service)["profile_id"]
 
     response = client.get(f"/v1/profiles/{pid}", headers=service)
@@ -39,6 +40,9 @@ def test_each_request_logs_method_route_template_status_duration_and_request_id(
     assert line["route"] == "/v1/profiles/<profile_id>"
     assert float(line["ms"]) >= 0
     assert line["rid"] == response.headers["X-Request-ID"]
+    record = [r for r in caplog.records if r.name == "twin.access"][-1]
+    assert (record.levelname, record.funcName, record.module) == ("INFO", "_finish", "app")
+    assert (record.status, record.duration_ms) == (200, pytest.approx(float(line["ms"]), abs=0.06))
 
 
 def test_routes_with_several_ids_log_every_placeholder_and_no_concrete_value(client, service, access_log, caplog):

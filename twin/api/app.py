@@ -7,6 +7,8 @@ import logging
 import re
 import secrets
 import time
+from inspect import CO_COROUTINE
+from types import FunctionType
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
@@ -35,6 +37,9 @@ from .formats import PATH_PATTERNS
 log = logging.getLogger("twin.access")
 error_log = logging.getLogger("twin.api")
 
+# The access line's source (this file, _finish) is given, not found by ``Logger.findCaller``
+# walking the stack on every request; line 0: no line of the hook is named.
+_ACCESS_LINE = 0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>")
 
@@ -127,6 +132,14 @@ def _to_problem(exc: Exception) -> ProblemError:
 
 
 class _TwinFlask(Flask):
+    def ensure_sync(self, func: Any) -> Any:
+        """A plain function as it is, without ``inspect.iscoroutinefunction``'s unwrapping: Flask
+        asks this of every hook and view on every request (four times a request here), and
+        only an ``async def`` (a coroutine function's code) needs wrapping."""
+        if type(func) is FunctionType and not func.__code__.co_flags & CO_COROUTINE:
+            return func
+        return super().ensure_sync(func)
+
     def make_default_options_response(self) -> Response:
         """``Allow`` lists only the methods this path is served for: ``/v1/profiles/lookup``
         also fits ``/v1/profiles/<profile_id>``'s rule, but "lookup" is no profile id."""
@@ -183,8 +196,11 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
         # Route template, never the concrete path: paths hold ids, bodies hold personal data.
         route, status = state.get("route") or route_template(), response.status_code
         seconds = time.perf_counter() - state.get("started", time.perf_counter())
-        log.info("%s %s %s %.1fms rid=%s", req.method, route, status, seconds * 1000,
-                 request_id, extra={"status": status, "duration_ms": round(seconds * 1000, 2)})
+        if log.isEnabledFor(logging.INFO):  # the record made directly: see _ACCESS_LINE
+            log.handle(log.makeRecord(
+                log.name, logging.INFO, __file__, _ACCESS_LINE, "%s %s %s %.1fms rid=%s",
+                (req.method, route, status, seconds * 1000, request_id), None, "_finish",
+                {"status": status, "duration_ms": round(seconds * 1000, 2)}))
         observe_request(req.method, route, status, seconds)
         return response
 
