@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from twin.storage import Database
 from twin.storage.pipeline import execute_at_commit
@@ -47,6 +47,7 @@ __all__ = ["ACTIONS", "GENESIS_HASH", "MAX_DETAILS_BYTES", "MAX_QUERY_LIMIT", "R
 log = logging.getLogger(__name__)
 
 _MAX_ROWS_PER_INSERT = 64
+T = TypeVar("T")
 FLUSH_DELAY_S = 0.05
 
 
@@ -76,11 +77,12 @@ class AuditTrail:
         self._clock = clock
         self._seals = seals
         self.archive = archive
+        self._terms = audit_terms.TermCache()
         self._staging: StagedEvents | VaultStagedEvents | None = None
         if stage_in_vault:
-            self._staging = VaultStagedEvents(vault, self._append_staged, flush_delay)
+            self._staging = VaultStagedEvents(vault, self._chain_staged, flush_delay)
         elif journal is not None:
-            self._staging = StagedEvents(journal, vault, self._append_staged, clock, flush_delay)
+            self._staging = StagedEvents(journal, vault, self._chain_staged, clock, flush_delay)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -101,7 +103,7 @@ class AuditTrail:
         # server each holds the chain lock, as every appender and the term prune do
         # (audit_store.CHAIN_LOCK): a SERIALIZABLE append's snapshot would predate a prune that
         # committed while it waited, and name a value the prune deleted.
-        row = self.vault.write_shared(lambda conn: self._append_rows(conn, [fields])[0], lock=CHAIN_LOCK)
+        row = self._chained(lambda conn, learned: self._append_rows(conn, [fields], learned)[0], shared=True)
         return to_event(row)
 
     def stage(self, actor: Actor, action: str, *, subject_hash: str | None = None,
@@ -151,22 +153,46 @@ class AuditTrail:
             log.warning("staged audit events could not be flushed first (%s); continuing",
                         type(exc).__name__)
 
-    def _append_staged(self, conn: Any, events: list[dict[str, Any]]) -> int:
-        """Chain staged events (as a journal segment holds them) inside ``conn``'s write
-        transaction; malformed ones (only a forged plaintext segment could hold any) are
-        skipped and logged. Returns how many were appended."""
-        valid = [e for e in events if is_staged_event(e)]
-        if len(valid) != len(events):
-            log.error("%d malformed staged audit events skipped", len(events) - len(valid))
-        if valid:
-            self._append_rows(conn, valid)
-        return len(valid)
+    def _chained(self, fn: Callable[[Any, audit_terms.Learned], T], *, shared: bool = False) -> T:
+        """``fn(conn, learned)`` in a write transaction holding the chain lock (``shared``: a
+        group commit, ``write_shared``); the interned references it looked up join the cache
+        once that has committed, not when it joined a caller's transaction that may yet roll
+        back."""
+        learned = audit_terms.Learned()
+        nested = self.vault.connection().in_transaction
 
-    def _append_rows(self, conn: Any, validated: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def attempt(conn: Any) -> T:
+            learned.forget()
+            return fn(conn, learned)
+        result = (self.vault.write_shared if shared else self.vault.write)(attempt, lock=CHAIN_LOCK)
+        if not nested:
+            self._terms.learn(learned)
+        return result
+
+    def _chain_staged(self, work: Callable[[Any, Callable[[list[dict[str, Any]]], int]], T]) -> T:
+        """The staging's write (``compliance.audit_staging``): ``work(conn, append)`` in a
+        chained write, where ``append(events)`` chains staged events (as a journal segment
+        holds them) in it; malformed ones (only a forged plaintext segment could hold any) are
+        skipped and logged. ``append`` returns how many it appended."""
+        def chained(conn: Any, learned: audit_terms.Learned) -> T:
+            def append(events: list[dict[str, Any]]) -> int:
+                valid = [e for e in events if is_staged_event(e)]
+                if len(valid) != len(events):
+                    log.error("%d malformed staged audit events skipped", len(events) - len(valid))
+                if valid:
+                    self._append_rows(conn, valid, learned)
+                return len(valid)
+            return work(conn, append)
+        return self._chained(chained)
+
+    def _append_rows(self, conn: Any, validated: list[dict[str, Any]],
+                     learned: audit_terms.Learned | None = None) -> list[dict[str, Any]]:
         """Chain and insert validated events in their compact form (``compliance.audit_codec``);
-        call inside the write transaction. Returns each event's fields as ``to_event`` reads."""
+        call inside the write transaction, holding the chain lock. Returns each event's fields
+        as ``to_event`` reads. ``learned``: see ``_chained``."""
         # The head, then every value interned: one round trip on a server.
-        (head,), refs = audit_terms.resolve(conn, validated, before=[audit_store.head_statement(self.vault.dialect)])
+        (head,), refs = audit_terms.resolve(conn, validated, before=[audit_store.head_statement(self.vault.dialect)],
+                                            cache=self._terms, learned=learned)
         seq, prev = audit_store.head_of(head.fetchone())
         rows, params = [], []
         for fields, (actor_ref, subject_ref, resource_ref) in zip(validated, refs):
@@ -211,7 +237,7 @@ class AuditTrail:
         if not rows:
             return 0
         self._flush_before_use()
-        return len(self.vault.write(lambda conn: self._append_rows(conn, rows), lock=CHAIN_LOCK))
+        return len(self._chained(lambda conn, learned: self._append_rows(conn, rows, learned)))
 
     # -- reading ------------------------------------------------------------------------
 

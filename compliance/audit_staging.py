@@ -19,7 +19,6 @@ from typing import Any, Callable
 from twin.storage.timestamps import to_db
 
 from .audit_journal import AuditJournal, Segment
-from .audit_store import CHAIN_LOCK
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +89,17 @@ class StagedEvents:
     """Moves a journal's staged events into the audit trail: in the background shortly after
     they are staged (``flush_delay``), whenever the trail is read, and at ``close()``.
 
-    ``append`` is the trail's: ``append(conn, events) -> int`` chains and inserts staged
-    events inside the given write transaction and returns how many it inserted.
+    ``chain`` is the trail's: ``chain(work)`` runs ``work(conn, append)`` in a write
+    transaction holding the chain lock, where ``append(events) -> int`` chains and inserts
+    staged events and returns how many it inserted.
     """
 
     def __init__(self, journal: AuditJournal, vault: Any,
-                 append: Callable[[Any, list[dict[str, Any]]], int],
+                 chain: Callable[[Callable[[Any, Callable[[list[dict[str, Any]]], int]], int]], int],
                  clock: Callable[[], Any], flush_delay: float) -> None:
         self.journal = journal
         self._vault = vault
-        self._append = append
+        self._chain = chain
         self._clock = clock
         self._flusher = Flusher(self.flush, flush_delay)
         self._lock = threading.Lock()
@@ -163,16 +163,16 @@ class StagedEvents:
 
     def _import(self, segment: Segment) -> int:
         """The segment's events into the trail, with its import marker, in one transaction."""
-        def work(conn: Any) -> int:
+        def work(conn: Any, append: Callable[[list[dict[str, Any]]], int]) -> int:
             if conn.execute("SELECT 1 FROM audit_journal_imports WHERE segment = ?",
                             (segment.name,)).fetchone() is not None:
                 return 0  # imported before, by a process that died before deleting the file
-            moved = self._append(conn, segment.events) if segment.events else 0
+            moved = append(segment.events) if segment.events else 0
             conn.execute("INSERT INTO audit_journal_imports (segment, events, imported_at) "
                          "VALUES (?, ?, ?)", (segment.name, moved, to_db(self._clock())))
             return moved
 
-        moved = self._vault.write(work, lock=CHAIN_LOCK)
+        moved = self._chain(work)
         if segment.recovered:
             log.warning("recovered %d staged audit events left by a stopped process (segment %s)",
                         moved, segment.name)

@@ -1,11 +1,15 @@
 """Interned audit values: each actor (id and role), subject hash and resource is stored once, and
 compact events (``audit_log``) refer to it by a small integer.
 
-``resolve`` adds the values of a batch of events not interned yet and reads every reference
-inside the append's write transaction: an INSERT and a SELECT per kind for the whole batch, all
-in one round trip on a server, with the caller's statements (the chain's head). Nothing is cached across
-transactions: a reference read from a transaction that later rolled back could name a row that
-never existed, and an event would then decode (and fail to verify) as someone else's.
+``resolve`` gives a batch of events their references inside the append's write transaction:
+those this process has seen committed come from its ``TermCache``; the others are added if they
+are not interned yet and read, an INSERT and a SELECT per kind, all in one round trip on a
+server with the caller's statements (the chain's head). A reference enters the cache only once
+the transaction that read it has committed (``Learned``, handed over by the caller): one read in
+a transaction that rolled back could name a row that never existed. A cached reference is good
+until an interned value is deleted: the vault counts deletes (``audit_term_generation``, by a
+trigger on each table) and ``resolve`` reads the count in the same round trip; if it is not the
+count the cache was filled under, the cache is emptied and every value looked up again.
 Rows are append-only (a trigger refuses UPDATE); a value no event refers to any more is deleted
 when its last event leaves the live log (archival, retention): subjects through their index
 (``prune_subjects``), actors and resources by one pass over the live log (``prune_unused_terms``:
@@ -16,7 +20,8 @@ archive segment refers to these rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from twin.storage.pipeline import execute_all
@@ -84,21 +89,100 @@ def _references(term: TermTable, keys: Sequence[tuple], results: Sequence[Any]) 
     return found
 
 
-def resolve(conn: Any, events: Sequence[Mapping[str, Any]], *, before: Sequence[Statement] = ()
+# The count of deletes, read with every append's head. It names each term table so that on
+# PostgreSQL the append holds them (ACCESS SHARE) from this statement on, as an uncached lookup
+# would: a prune's LOCK TABLE then waits for the append to commit, and an append coming after
+# the LOCK waits for the prune to commit and reads the count it left (the statement's snapshot
+# is taken after its locks). Each probe is a primary-key lookup of a ref that never exists.
+GENERATION_SQL = ("SELECT coalesce((SELECT generation FROM audit_term_generation), 0) AS generation, "
+                  + ", ".join(f"(SELECT {t.ref} FROM {t.table} WHERE {t.ref} = 0) AS {t.ref}" for t in TERM_TABLES))
+_CACHE_LIMIT = 50_000  # values per kind; past it that kind starts again (memory stays bounded)
+
+
+@dataclass
+class Learned:
+    """References an append looked up by SQL, under the delete count it read: they join the
+    ``TermCache`` once its transaction commits (``TermCache.learn``)."""
+
+    generation: int | None = None
+    refs: dict[TermTable, dict[tuple, int]] = field(default_factory=dict)
+
+    def forget(self) -> None:
+        """A retried transaction starts again: nothing it looked up before counts."""
+        self.generation, self.refs = None, {}
+
+
+class TermCache:
+    """Committed references of this process by value, good while the vault's delete count is
+    the one they were read under (see the module docstring). Safe to share between threads."""
+
+    def __init__(self, limit: int = _CACHE_LIMIT) -> None:
+        self._lock = threading.Lock()
+        self._limit = limit
+        self._generation: int | None = None
+        self._refs: dict[TermTable, dict[tuple, int]] = {t: {} for t in TERM_TABLES}
+
+    def current(self) -> tuple[int | None, dict[TermTable, dict[tuple, int]]]:
+        """The count and the references read under it. A ``learn`` under another count
+        replaces the maps rather than changing them, so the pair stays consistent."""
+        with self._lock:
+            return self._generation, self._refs
+
+    def learn(self, learned: Learned) -> None:
+        """Keep what a committed append looked up."""
+        if learned.generation is None:
+            return
+        with self._lock:
+            if learned.generation != self._generation:
+                self._generation, self._refs = learned.generation, {t: {} for t in TERM_TABLES}
+            for term, found in learned.refs.items():
+                refs = self._refs[term]
+                if len(refs) + len(found) > self._limit:
+                    refs = self._refs[term] = {}
+                refs.update(found)
+
+
+def _lookups(term_keys: Mapping[TermTable, Sequence[tuple]]
+             ) -> tuple[list[Statement], dict[TermTable, tuple[list[tuple], slice]]]:
+    """``_interning``'s statements for every kind's keys, and where each kind's lookups are."""
+    statements: list[Statement] = []
+    where: dict[TermTable, tuple[list[tuple], slice]] = {}
+    for term, keys in term_keys.items():
+        if keys:
+            inserts, lookups = _interning(term, keys)
+            statements += inserts
+            where[term] = (list(keys), slice(len(statements), len(statements) + len(lookups)))
+            statements += lookups
+    return statements, where
+
+
+def resolve(conn: Any, events: Sequence[Mapping[str, Any]], *, before: Sequence[Statement] = (),
+            cache: TermCache | None = None, learned: Learned | None = None
             ) -> tuple[list[Any], list[tuple[int, int | None, int | None]]]:
     """(actor_ref, subject_ref, resource_ref) of each event, adding the values not yet
-    interned; call inside the append's write transaction. ``before``: the caller's statements,
-    run first in the same round trip; their results are returned with the references."""
-    statements = list(before)
-    lookups_of: dict[TermTable, tuple[list[tuple], slice]] = {}
-    for term in TERM_TABLES:
-        keys = list(dict.fromkeys(k for k in (term.key_of(e) for e in events) if k is not None))
-        inserts, lookups = _interning(term, keys) if keys else ([], [])
-        statements += inserts
-        lookups_of[term] = (keys, slice(len(statements), len(statements) + len(lookups)))
-        statements += lookups
+    interned; call inside the append's write transaction, holding the chain lock. ``before``:
+    the caller's statements, run first in the same round trip; their results are returned with
+    the references. ``cache``: references to use if still good; ``learned``: where the ones
+    looked up by SQL go, for the caller to hand to ``cache.learn`` once committed."""
+    generation, known = cache.current() if cache is not None else (None, {t: {} for t in TERM_TABLES})
+    keys = {term: list(dict.fromkeys(k for k in map(term.key_of, events) if k is not None))
+            for term in TERM_TABLES}
+    cached = {term: {k: known[term][k] for k in keys[term] if k in known[term]} for term in TERM_TABLES}
+    missing = {term: [k for k in keys[term] if k not in cached[term]] for term in TERM_TABLES}
+    lookups, where = _lookups(missing)
+    statements = [*before, (GENERATION_SQL, []), *lookups]
     results = execute_all(conn, statements)
-    refs = {term: _references(term, keys, results[where]) for term, (keys, where) in lookups_of.items()}
+    counted = results[len(before)].fetchone()["generation"]
+    found = {term: _references(term, ks, results[len(before) + 1:][at]) for term, (ks, at) in where.items()}
+    if counted != generation and any(cached.values()):  # a value was deleted since: look again
+        again, where = _lookups({term: list(known_refs) for term, known_refs in cached.items()})
+        results_again = execute_all(conn, again)
+        for term, (ks, at) in where.items():
+            found.setdefault(term, {}).update(_references(term, ks, results_again[at]))
+        cached = {term: {} for term in TERM_TABLES}
+    if learned is not None:
+        learned.generation, learned.refs = counted, found
+    refs = {term: {**cached[term], **found.get(term, {})} for term in TERM_TABLES}
     out = []
     for event in events:
         subject, resource = SUBJECTS.key_of(event), RESOURCES.key_of(event)

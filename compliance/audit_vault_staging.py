@@ -8,7 +8,8 @@ flusher (the journal's ``Flusher``) moves staged events into the hash chain in b
 transaction under the ``audit-chain`` lock takes a batch (deleting exactly the rows it returns)
 and chains it, so every event is chained once, in one linear chain, whichever replica
 flushes. On PostgreSQL a flush is three round trips: BEGIN, the lock and the batch; the
-chain's head and the interned values; the events' inserts with COMMIT. Events a killed replica staged need no recovery: they are rows every other replica's
+chain's head and the interned values not cached in this process (``compliance.audit_terms``); the
+events' inserts with COMMIT. Events a killed replica staged need no recovery: they are rows every other replica's
 next flush takes.
 
 The same code runs on SQLCipher (the lock is the file's one writer there), which is how the
@@ -39,14 +40,15 @@ FLUSH_BATCH = 500
 class VaultStagedEvents:
     """Stages events as vault rows and moves them into the trail (see the module docstring).
 
-    ``append(conn, events) -> int`` is the trail's: it chains and inserts staged events inside
-    the given write transaction.
+    ``chain(work)`` is the trail's: it runs ``work(conn, append)`` in a write transaction
+    holding the chain lock, where ``append(events)`` chains and inserts staged events.
     """
 
-    def __init__(self, vault: Backend, append: Callable[[Any, list[dict[str, Any]]], int],
+    def __init__(self, vault: Backend,
+                 chain: Callable[[Callable[[Any, Callable[[list[dict[str, Any]]], int]], int]], int],
                  flush_delay: float) -> None:
         self._vault = vault
-        self._append = append
+        self._chain = chain
         self._flusher = Flusher(self.flush, flush_delay)
         self._lock = threading.Lock()
         self.closed = False
@@ -73,7 +75,7 @@ class VaultStagedEvents:
         moved = 0
         with self._lock:
             while True:
-                chained = self._vault.write(self._chain_batch, lock=CHAIN_LOCK)
+                chained = self._chain(self._chain_batch)
                 moved += chained
                 if chained < FLUSH_BATCH:
                     return moved
@@ -87,7 +89,7 @@ class VaultStagedEvents:
         self._flusher.stop()
         self.flush()
 
-    def _chain_batch(self, conn: Any) -> int:
+    def _chain_batch(self, conn: Any, append: Callable[[list[dict[str, Any]]], int]) -> int:
         # Taken and deleted in one statement: exactly the rows read (a lower id committed
         # after it is taken next time), gone only if this transaction commits their chaining.
         rows = sorted(conn.execute(
@@ -102,5 +104,5 @@ class VaultStagedEvents:
                 events.append(json.loads(row["event"]))
             except ValueError:
                 log.error("staged audit event %s is not JSON; dropped", row["id"])
-        self._append(conn, events)
+        append(events)
         return len(rows)

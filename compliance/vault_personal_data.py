@@ -71,5 +71,6 @@ NO_PERSONAL_DATA = {
     "audit_seal_marks": "when each audit seal was verified, HMAC'd (no subject reference)",
     "keyring_record": "fingerprints of the deployment's keys (public names, never keys)",
     "identity_high_water": "the highest audit seq ever stored (PostgreSQL; empty on SQLite)",
+    "audit_term_generation": "how many times interned audit values were deleted (one counter)",
     **audit_archive_schema.NO_PERSONAL_DATA,
 }

@@ -16,7 +16,7 @@ from twin.storage.dialect import POSTGRESQL, postgresql_ddl
 from twin.storage.timestamps import to_db, utc_now
 
 from .vault_personal_data import NO_PERSONAL_DATA, PERSONAL_DATA  # noqa: F401 - the catalog reads them here
-from .vault_schema_audit import V6_DOWN, V6_UP, V7_DOWN, V7_UP
+from .vault_schema_audit import V6_DOWN, V6_UP, V7_DOWN, V7_UP, V11_DOWN, V11_UP
 from .vault_schema_keys import V9_DOWN, V9_UP
 from . import audit_archive_schema
 
@@ -229,4 +229,6 @@ MIGRATIONS = [Migration(1, "subject keys, tombstones, audit trail, tokens, job l
                         V9_UP,
                         V9_DOWN),
               Migration(10, "the audit archive's index", audit_archive_schema.V10_UP,
-                        audit_archive_schema.V10_DOWN)]
+                        audit_archive_schema.V10_DOWN),
+              Migration(11, "a count of deleted interned audit values (in-process reference caches)",
+                        V11_UP, V11_DOWN)]

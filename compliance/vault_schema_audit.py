@@ -1,4 +1,5 @@
-"""Vault migrations 6 and 7: the compact audit trail and its chain seals.
+"""Vault migrations 6, 7 and 11: the compact audit trail, its chain seals, and the count of
+deleted interned values that keeps in-process reference caches honest.
 
 Their own module only for size: ``compliance.vault_schema`` lists them with the others.
 """
@@ -113,3 +114,44 @@ V7_DOWN = """
 DROP TABLE audit_seal_marks;
 DROP TABLE audit_seals;
 """
+
+
+# How many times interned actors, subjects or resources were deleted (compliance.audit_terms):
+# a trigger on each table counts every delete, whichever code (or hand) made it. An append
+# reads the count under the chain lock with the chain's head and trusts the references it
+# cached in this process only while the count is the one they were read under. At most one
+# row, written by the first delete (no row reads as 0, as a database emptied row by row is).
+_V11_TERMS = ("audit_actors", "audit_subjects", "audit_resources")
+_V11_COUNT = ("INSERT INTO audit_term_generation (id, generation) VALUES (1, 1) "
+              "ON CONFLICT (id) DO UPDATE SET generation = audit_term_generation.generation + 1")
+V11_UP = {
+    "sqlite": """
+CREATE TABLE audit_term_generation (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    generation    INTEGER NOT NULL
+);
+""" + "".join(f"""CREATE TRIGGER {table}_deleted AFTER DELETE ON {table}
+BEGIN {_V11_COUNT}; END;
+""" for table in _V11_TERMS),
+    "postgresql": """
+CREATE TABLE audit_term_generation (
+    id            SMALLINT PRIMARY KEY CHECK (id = 1),
+    generation    BIGINT NOT NULL
+);
+CREATE FUNCTION audit_terms_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM gone) THEN
+        """ + _V11_COUNT + """;
+    END IF;
+    RETURN NULL;
+END $$;
+""" + "".join(f"""CREATE TRIGGER {table}_deleted AFTER DELETE ON {table}
+REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION audit_terms_deleted();
+""" for table in _V11_TERMS),
+}
+V11_DOWN = {
+    "sqlite": "".join(f"DROP TRIGGER {table}_deleted;\n" for table in _V11_TERMS)
+              + "DROP TABLE audit_term_generation;\n",
+    "postgresql": "".join(f"DROP TRIGGER {table}_deleted ON {table};\n" for table in _V11_TERMS)
+                  + "DROP FUNCTION audit_terms_deleted();\nDROP TABLE audit_term_generation;\n",
+}

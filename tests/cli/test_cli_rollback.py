@@ -34,11 +34,12 @@ def env(tmp_path):
 
 
 def _empty_what_rolling_the_vault_back_drops(env) -> None:
-    """The compact audit trail (gone below v6) and the keys by key id (below v9: leased ones)."""
+    """The compact audit trail (gone below v6) with the count of its interned values' deletes
+    (below v11), and the keys by key id (below v9: leased ones)."""
     config = Config.from_env(env)
     vault = open_database("privacy_vault", config, Keyring.load(config.keyring_path, production=False).database_keys)
     try:
-        for table in ("audit_log", "audit_actors", "audit_subjects", "audit_resources"):
+        for table in ("audit_log", "audit_actors", "audit_subjects", "audit_resources", "audit_term_generation"):
             vault.execute(f"DELETE FROM {table}")
         vault.execute("DELETE FROM subject_keys WHERE user_id_hash IS NULL OR key_id != user_id_hash")
     finally:

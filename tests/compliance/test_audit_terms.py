@@ -1,8 +1,11 @@
 """An interned actor, resource or subject that no event names any more is deleted
 (``compliance.audit_terms``), but never from under an append: a ``record()`` or
 ``record_many()`` that starts while a prune holds the interned tables names values that exist
-once it commits. Raced for real on PostgreSQL (SQLite serialises writers): the append starts
-while the prune's transaction is open and is seen waiting for it before the prune commits."""
+once it commits, whether it looks the value up by SQL or had its reference cached from an
+earlier append (the vault's count of deletes tells it the cache went stale). Raced for real on
+PostgreSQL (SQLite serialises writers): the append starts while the prune's transaction is
+open and is seen waiting for it before the prune commits. And a reference enters the cache
+only from a committed transaction."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import time
 import pytest
 
 from compliance.audit import Actor, AuditTrail
-from compliance.audit_terms import hold_subjects, prune_subjects, prune_unused_terms
+from compliance.audit_terms import hold_subjects, prune_subjects, prune_unused_terms, resolve
 from compliance.audit_vault_staging import CHAIN_LOCK
 from ticking_clock import TickingClock
 
@@ -46,17 +49,28 @@ def _wait_until_someone_waits_for_a_lock(vault) -> None:
     assert seen, "the append never waited for the prune"
 
 
+def _cache_the_ghosts(trail: AuditTrail) -> None:
+    """What a process holds after chaining an event that named the ghost values: their
+    references, looked up in a committed chain write."""
+    ghost = {"actor_id": GHOST.actor_id, "actor_role": GHOST.role, "resource": GHOST_RESOURCE,
+             "subject_hash": GHOST_SUBJECT}
+    trail._chained(lambda conn, learned: resolve(conn, [ghost], cache=trail._terms, learned=learned))  # noqa: SLF001
+
+
 @pytest.mark.postgresql_only("an append racing a prune of the interned values on a database server")
+@pytest.mark.parametrize("cached", [False, True], ids=["looked up", "cached"])
 @pytest.mark.parametrize("append", ["record", "record_many"])
 @pytest.mark.parametrize("term", ["actor", "resource", "subject"])
 def test_an_append_starting_while_a_prune_is_open_names_values_that_exist_after_it(
-        open_catalog_db, append, term):
+        open_catalog_db, append, term, cached):
     vault = open_catalog_db("privacy_vault")
     trail = AuditTrail(vault, clock=TickingClock())
     trail.record(OTHER, "read", resource="x", subject_hash="8" * 64)
     vault.execute("INSERT INTO audit_actors (actor_id, actor_role) VALUES (?, ?)", (GHOST.actor_id, GHOST.role))
     vault.execute("INSERT INTO audit_resources (resource) VALUES (?)", (GHOST_RESOURCE,))
     vault.execute("INSERT INTO audit_subjects (subject_hash) VALUES (?)", (GHOST_SUBJECT,))
+    if cached:
+        _cache_the_ghosts(trail)
     actor = GHOST if term == "actor" else OTHER
     fields = {"resource": GHOST_RESOURCE if term == "resource" else "x",
               "subject_hash": GHOST_SUBJECT if term == "subject" else None}
@@ -91,3 +105,69 @@ def test_an_append_starting_while_a_prune_is_open_names_values_that_exist_after_
     assert trail.verify(full=True).ok
     newest = trail.query(limit=10)[-1]
     assert (newest.actor_id, newest.resource, newest.subject_hash) == (actor.actor_id, *fields.values())
+
+
+@pytest.fixture
+def trail(open_catalog_db) -> AuditTrail:
+    return AuditTrail(open_catalog_db("privacy_vault"), clock=TickingClock())
+
+
+@pytest.mark.parametrize("how", ["prune", "by hand"])
+def test_a_cached_reference_is_not_used_once_its_value_was_deleted(trail, how):
+    vault = trail.vault
+    trail.record(GHOST, "read", resource=GHOST_RESOURCE, subject_hash=GHOST_SUBJECT)  # cached now
+    vault.execute("DELETE FROM audit_log")  # its event gone (as archival would take it)
+    if how == "prune":
+        assert vault.write(lambda conn: prune_unused_terms(conn, vault.dialect), lock=CHAIN_LOCK) == 2
+        (ref,) = vault.query_one("SELECT subject_ref FROM audit_subjects")
+        assert vault.write(lambda conn: prune_subjects(conn, [ref])) == 1
+    else:
+        for table in ("audit_actors", "audit_resources", "audit_subjects"):
+            vault.execute(f"DELETE FROM {table}")
+    trail.record(OTHER, "read", resource="x", subject_hash="8" * 64)  # takes the freed numbers (SQLite)
+
+    trail.record(GHOST, "read", resource=GHOST_RESOURCE, subject_hash=GHOST_SUBJECT)
+
+    assert vault.query(DANGLING) == []
+    newest = trail.query(limit=10)[-1]
+    assert (newest.actor_id, newest.resource, newest.subject_hash) == (GHOST.actor_id, GHOST_RESOURCE, GHOST_SUBJECT)
+
+
+class _RolledBack(Exception):
+    pass
+
+
+@pytest.mark.parametrize("append", ["record", "record_many"])
+def test_a_reference_read_in_a_transaction_that_rolled_back_is_never_cached(trail, append):
+    vault = trail.vault
+    with pytest.raises(_RolledBack):
+        with vault.transaction():  # the caller's, joined by the append
+            if append == "record":
+                trail.record(GHOST, "read", resource=GHOST_RESOURCE, subject_hash=GHOST_SUBJECT)
+            else:
+                trail.record_many([(GHOST, "read", {"resource": GHOST_RESOURCE, "subject_hash": GHOST_SUBJECT})])
+            raise _RolledBack
+    assert vault.query("SELECT * FROM audit_actors") == []
+    trail.record(OTHER, "read", resource="x", subject_hash="8" * 64)  # takes the numbers the ghosts had
+
+    trail.record(GHOST, "read", resource=GHOST_RESOURCE, subject_hash=GHOST_SUBJECT)
+
+    newest = trail.query(limit=10)[-1]
+    assert (newest.actor_id, newest.resource, newest.subject_hash) == (GHOST.actor_id, GHOST_RESOURCE, GHOST_SUBJECT)
+    assert trail.verify(full=True).ok
+
+
+def test_an_append_of_cached_values_sends_no_lookup(trail):
+    vault = trail.vault
+    vault.enable_statement_counting()
+
+    def statements_of(actor: Actor, subject: str) -> int:
+        before = vault.counter.snapshot().statements
+        trail.record(actor, "read", resource=actor.actor_id, subject_hash=subject)
+        return vault.counter.snapshot().statements - before
+
+    new_values = statements_of(OTHER, "8" * 64)
+    assert statements_of(OTHER, "8" * 64) == new_values - 6  # an INSERT and a SELECT per kind fewer
+    assert statements_of(GHOST, "7" * 64) == new_values
+    assert [(e.actor_id, e.subject_hash) for e in trail.query()] == [
+        (OTHER.actor_id, "8" * 64), (OTHER.actor_id, "8" * 64), (GHOST.actor_id, "7" * 64)]
