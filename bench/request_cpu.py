@@ -4,10 +4,11 @@ requests/s, but it can in CPU time, and not at all in instruction counts.
 
 What one request costs: the app as ``twin serve`` builds it (access log at INFO, written to
 /dev/null; prometheus-client in multiprocess mode), a warm profile read
-(``GET /v1/profiles/{id}``) and a session start + finish (``POST .../sessions`` then
-``PATCH /v1/sessions/{id}``, counted as one pair), with the audit events chained every 30
-requests (about the batch a 50 ms flush delay gathers at 600 requests/s) rather than by the
-timing-dependent flusher thread. A create (``POST /v1/profiles`` of a new user) takes its
+(``GET /v1/profiles/{id}``), a session start + finish (``POST .../sessions`` then
+``PATCH /v1/sessions/{id}``, counted as one pair) and a knowledge upsert (``PUT
+.../knowledge/{domain}/{topic}``, a manual value, each profile's one topic set again), with the
+audit events chained every 30 requests (about the batch a 50 ms flush delay gathers at 600
+requests/s) rather than by the timing-dependent flusher thread. A create (``POST /v1/profiles`` of a new user) takes its
 subject key from the process's lease: the lease is refilled, and its bindings recorded, when it
 runs out rather than by its timing-dependent threads, so the count includes that work too.
 ``--plain`` measures the same requests with SQLCipher and field crypto off (TWIN_BENCH_PLAINTEXT,
@@ -42,7 +43,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("get", "session", "chain", "create")
+SCENARIOS = ("get", "session", "chain", "create", "upsert")
 
 # Runs inside the measured tree's own .venv with PYTHONPATH set to it: only names every
 # release has (Runtime.open, create_app(runtime=), tokens.issue, audit.flush).
@@ -98,6 +99,9 @@ def one(i):
                                       "learning_goals": ["fractions"], "knowledge_domains": ["math"]})
     elif scenario in ("get", "chain"):
         call("GET", f"/v1/profiles/{pid}")
+    elif scenario == "upsert":
+        call("PUT", f"/v1/profiles/{pid}/knowledge/math/topic-{i % 50}",
+             {"mastery_level": 0.5, "confidence_score": 0.4, "learning_trajectory": {"step": i}})
     else:
         sid = call("POST", f"/v1/profiles/{pid}/sessions", {"session_type": "lesson", "topics_covered": ["a"]})["session_id"]
         call("PATCH", f"/v1/sessions/{sid}", {"end_time": datetime.now(timezone.utc).isoformat(),

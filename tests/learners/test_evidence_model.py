@@ -117,24 +117,24 @@ def test_a_state_changed_after_the_batch_was_folded_ahead_is_folded_again_under_
         == geometry["mastery_level"]
 
 
-def test_a_manual_value_folded_ahead_is_folded_again_under_the_lock_when_its_state_changed(
+def test_a_manual_value_is_folded_under_the_lock_into_the_state_stored_since_it_was_set(
         runtime, pid, clock, monkeypatch):
     runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.5})
-    fold_ahead, calls = traces.fold_ahead, []
+    entry_row, calls = traces.entry_row, []
 
     def then_a_later_value_meanwhile(*args):
-        folded = fold_ahead(*args)  # the value folded in and sealed before the lock...
+        row = entry_row(*args)  # the value's instant taken and its row sealed before the lock...
         if not calls:
             calls.append(True)
             clock.advance(seconds=1)  # ...while another request sets a later one
             runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.9})
-        return folded
+        return row
 
-    monkeypatch.setattr(traces, "fold_ahead", then_a_later_value_meanwhile)
+    monkeypatch.setattr(traces, "entry_row", then_a_later_value_meanwhile)
     view, created = runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.2})
 
     # Set at an earlier instant than the one stored meanwhile, it goes in before it: the later
-    # value stands, as a rebuild from the rows says (the state read ahead would have said 0.2).
+    # value stands, as a rebuild from the rows says (the state read before would have said 0.2).
     explained = runtime.knowledge.explanation(SERVICE, None, pid, "math", "algebra")
     assert not created and [s["after"] for s in explained["steps"]] == [0.5, 0.2, 0.9]
     assert view["mastery_level"] == explained["mastery_level"] == 0.9

@@ -70,6 +70,25 @@ def test_a_knowledge_state_is_created_then_replaced_and_bound_to_its_own_row(run
         reader.open(KNOWLEDGE.name, "learning_trajectory", f"{profile_id}/math/fractions", ratios)
 
 
+def test_a_puts_answer_is_the_state_as_stored(runtime, profile_id, clock):
+    # The answer is made from the values the PUT wrote: it must be what reading them back says,
+    # created or replaced, with or without the optional fields, after evidence or not.
+    runtime.evidence.ingest(SERVICE, None, profile_id, [
+        {"evidence_id": f"e-{i}", "domain": "math", "topic": "ratios", "item_id": f"i-{i}",
+         "correct": i % 3 != 0, "observed_at": clock() - timedelta(hours=5 - i)} for i in range(5)])
+    puts = [("fractions", {"mastery_level": 0.4, "confidence_score": 0.25, "prerequisites_met": True,
+                           "learning_trajectory": {"steps": [1, 0.5], "note": "é"}}),
+            ("fractions", {"mastery_level": 1.0}),
+            ("ratios", {"mastery_level": 0.3}),  # confidence: the model's track record
+            ("ratios", {"mastery_level": 0.0, "learning_trajectory": {}})]
+    for topic, body in puts:
+        clock.advance(seconds=1)
+        view, _ = runtime.knowledge.upsert(SERVICE, None, profile_id, "math", topic, body)
+        stored = [s for s in runtime.knowledge.list(SERVICE, None, profile_id) if s["topic"] == topic]
+        assert stored == [view]
+        assert [type(view[k]) for k in ("mastery_level", "confidence_score")] == [float, float]
+
+
 def test_knowledge_filters_by_domain_and_hides_states_past_their_window(runtime, clock):
     profile_id = runtime.profiles.create(SERVICE, None, {"user_id": "u-long", "retention_days": 3650})[0]["profile_id"]
     runtime.knowledge.upsert(SERVICE, None, profile_id, "math", "old", {"mastery_level": 0.1})

@@ -39,7 +39,11 @@ class KnowledgeService:
 
     @staticmethod
     def _view(row: Any, reader: Any) -> dict[str, Any]:
-        decoded = KNOWLEDGE.decode(row, reader, _VIEW)
+        return KnowledgeService._render(KNOWLEDGE.decode(row, reader, _VIEW))
+
+    @staticmethod
+    def _render(decoded: dict[str, Any]) -> dict[str, Any]:
+        """A state as the API shows it, from its ``_VIEW`` columns' values (decoded)."""
         return {
             "domain": decoded["knowledge_domain"],
             "topic": decoded["topic"],
@@ -65,31 +69,33 @@ class KnowledgeService:
         now = to_db(set_at)
         entry = traces.manual_entry(ManualValue(set_at, data["mastery_level"], data.get("confidence_score")),
                                     self.keys.manual(profile_id, skill, set_at))
+        trajectory = data.get("learning_trajectory")
         extra = {"learning_trajectory": KNOWLEDGE.seal(writer, traces.row_id(profile_id, skill),
-                                                       "learning_trajectory", data.get("learning_trajectory")),
+                                                       "learning_trajectory", trajectory),
                  "prerequisites_met": bool(data.get("prerequisites_met", False))}
-        # The evidence row and the new state (its checkpoint sealed) are made before the write
-        # lock, as an evidence ingest's are; the write keeps them while the state is unchanged.
+        # The evidence row is sealed before the write lock, as an evidence ingest's are. The
+        # state is folded under it (``settle`` with nothing folded ahead): one manual value's
+        # fold is a checkpoint opened, a little arithmetic and a seal, less than the read
+        # transaction and the two reads folding it ahead took (an ingest's batches fold ahead).
         rows = [traces.entry_row(writer, profile_id, skill, entry, now)]
-        ahead = traces.fold_ahead(ctx.db, self.parameters, writer, self.keys, profile_id,
-                                  {skill: ([entry], rows)}, now).get(skill)
 
-        def write(conn: Any) -> tuple[Any, bool]:
+        def write(conn: Any) -> tuple[traces.Folded, bool]:
             self.profiles.require_live(conn, profile_id, hold=True)  # erased or expired meanwhile?
             state_row = traces.state_rows(conn, profile_id, [skill], for_update=ctx.db.dialect.for_update)[skill]
             params = self.parameters.current(conn, [skill])[skill]
-            folded = traces.settle(conn, writer, self.keys, ahead, profile_id, skill, state_row, params,
+            folded = traces.settle(conn, writer, self.keys, None, profile_id, skill, state_row, params,
                                    [entry], rows, now)
             traces.write_folded(conn, [folded], extra)
-            # Read back in the same transaction: the state this PUT wrote, not a later writer's.
-            row = conn.execute(_SELECT + _BY_KEY, {"profile_id": profile_id, "domain": domain,
-                                                   "topic": topic}).fetchone()
-            return row, state_row is None
+            return folded, state_row is None
 
-        row, created = ctx.db.write(write, lock=traces.writers_lock(profile_id))
+        folded, created = ctx.db.write(write, lock=traces.writers_lock(profile_id))
         ctx.record(actor, "create" if created else "update", subject_hash,
                    f"profile:{profile_id}/knowledge", request_id)
-        return self._view(row, writer), created
+        # The state this PUT wrote, from the values it wrote (every column of the view is one of
+        # them): not read back and its trajectory not opened again.
+        return self._render({**folded.values, "knowledge_domain": domain, "topic": topic,
+                             "learning_trajectory": trajectory,
+                             "prerequisites_met": extra["prerequisites_met"]}), created
 
     def list(self, actor: Actor, request_id: str | None, profile_id: str, *, domain: str | None = None,
              restricted_to: str | None = None) -> list[dict[str, Any]]:
