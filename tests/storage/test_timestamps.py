@@ -36,6 +36,29 @@ def test_the_width_is_fixed_whatever_the_year_and_the_fraction():
     assert to_db(datetime(999, 1, 2, tzinfo=timezone.utc)) == "0999-01-02T00:00:00.000000Z"
 
 
+def _iso_text(moment: datetime) -> str:
+    """What to_db wrote before it kept the last second's text: isoformat of the UTC moment."""
+    utc = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return utc.isoformat(timespec="microseconds")[:26] + "Z"
+
+
+def test_the_text_is_each_moments_own_whatever_the_moment_before_it():
+    # to_db keeps the last whole second it formatted: a moment in the same second, the next
+    # one, an earlier one, a microsecond either side of a boundary, and other offsets or naive
+    # input that land in that second must each read as their own time.
+    start = datetime(2026, 12, 31, 23, 59, 59, 999998, tzinfo=timezone.utc)
+    plus_two = timezone(timedelta(hours=2))
+    moments = [start, start + timedelta(microseconds=1), start + timedelta(microseconds=2),
+               start, start - timedelta(seconds=1), start + timedelta(seconds=1, microseconds=2),
+               (start + timedelta(microseconds=2)).astimezone(plus_two),
+               (start + timedelta(microseconds=3)).replace(tzinfo=None), start - timedelta(days=366),
+               datetime(1, 1, 1, tzinfo=timezone.utc), datetime(1, 1, 1, 0, 0, 1),
+               datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+               datetime(2024, 2, 29, 12, 0, 0, 0, tzinfo=timezone(timedelta(hours=-9, minutes=-30)))]
+    for moment in moments + moments[::-1]:
+        assert to_db(moment) == _iso_text(moment), moment
+
+
 def test_stored_text_reads_back_as_the_utc_moment_it_was_written_from():
     # from_db reads to_db's shape with fromisoformat: it must agree with the strict strptime
     # reading across the whole range, and hand back timezone.utc itself.
