@@ -44,3 +44,22 @@ def test_a_create_takes_at_most_four_round_trips(client, service, runtime):
     # The profile's insert with BEGIN and COMMIT (one pipeline), the subject key's binding
     # looked up in the vault, the audit event staged: within the 4.
     assert statistics.median(trips) <= 3, trips
+
+
+def test_a_knowledge_put_takes_at_most_six_round_trips(client, service, runtime):
+    pid = create_profile(client, service, "round-trips-knowledge")["profile_id"]
+
+    def put(n: int) -> None:
+        response = client.put(f"/v1/profiles/{pid}/knowledge/math/t{n % 3}",
+                              json={"mastery_level": n / 20}, headers=service)
+        assert response.status_code in (200, 201) and response.get_json()["mastery_level"] == n / 20
+    for n in range(3):  # warm, and each topic's state made
+        put(n)
+    trips = [_trips(runtime, lambda: put(n)) for n in range(3, 13)]
+
+    # The profile's read (its key's proof); under the lock, with BEGIN, the profile held, the
+    # state and the skill's parameters read; the state and its evidence row written with the
+    # COMMIT (one pipeline); the audit event staged.
+    assert statistics.median(trips) <= 6, trips
+    listed = client.get(f"/v1/profiles/{pid}/knowledge", headers=service).get_json()["items"]
+    assert [(s["topic"], s["mastery_level"]) for s in listed] == [("t0", 12 / 20), ("t1", 10 / 20), ("t2", 11 / 20)]

@@ -85,7 +85,10 @@ class KnowledgeService:
             params = self.parameters.current(conn, [skill])[skill]
             folded = traces.settle(conn, writer, self.keys, None, profile_id, skill, state_row, params,
                                    [entry], rows, now)
-            traces.write_folded(conn, [folded], extra)
+            # Sent with the COMMIT (a server: one round trip for the three): nothing in them can
+            # be refused but by a conflict, which re-runs the write (the value is checked, the
+            # profile row held, the evidence row an upsert).
+            traces.write_folded(conn, [folded], extra, at_commit=True)
             return folded, state_row is None
 
         folded, created = ctx.db.write(write, lock=traces.writers_lock(profile_id))

@@ -30,6 +30,7 @@ from twin.learner_model import (BeforeRetainedWindowError, CarriedOver, LearnerM
                                 MasteryTrace, Observation, SkillParameters)
 from twin.learner_model.evidence import Entry, as_utc
 from twin.storage.bulk import insert_rows
+from twin.storage.pipeline import execute_at_commit
 from twin.storage.timestamps import from_db, to_db
 
 from .tables import EVIDENCE, KNOWLEDGE
@@ -48,6 +49,7 @@ _STORED = ("profile_id", "knowledge_domain", "topic", "kind", "observed_at", "co
            "entry_key")
 # A manual value set again at the same instant replaces the earlier one (the model does too).
 _UPSERT_MANUAL = EVIDENCE.upsert_sql(_STORED, ("profile_id", "entry_key"))
+_INSERT_OBSERVATION = EVIDENCE.insert_sql(_STORED)
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
 
@@ -245,14 +247,20 @@ def write_state(conn: Any, profile_id: str, skill: SkillKey, values: dict[str, A
     write_states(conn, [(profile_id, skill, values)])
 
 
-def write_states(conn: Any, states: Sequence[tuple[str, SkillKey, dict[str, Any]]]) -> None:
+def write_states(conn: Any, states: Sequence[tuple[str, SkillKey, dict[str, Any]]], *,
+                 at_commit: bool = False) -> None:
     """``write_state`` of each ``(profile_id, skill, values)``; one statement for those giving
-    the same columns."""
+    the same columns. ``at_commit``: each sent with the COMMIT (``execute_at_commit``)."""
     by_columns: dict[tuple[str, ...], list[tuple]] = {}
     for profile_id, skill, values in states:
         by_columns.setdefault(tuple(values), []).append((profile_id, *skill, *values.values()))
     for columns, rows in by_columns.items():
-        conn.executemany(KNOWLEDGE.upsert_sql((*_KEY, *columns), _KEY), rows)
+        sql = KNOWLEDGE.upsert_sql((*_KEY, *columns), _KEY)
+        if at_commit:
+            for row in rows:
+                execute_at_commit(conn, sql, row)
+        else:
+            conn.executemany(sql, rows)
 
 
 def entry_row(writer: FieldSealer, profile_id: str, skill: SkillKey, new: NewEntry, now: str) -> tuple:
@@ -271,9 +279,14 @@ def store_entries(conn: Any, writer: FieldSealer, profile_id: str, skill: SkillK
     store_rows(conn, [entry_row(writer, profile_id, skill, new, now) for new in entries])
 
 
-def store_rows(conn: Any, rows: Sequence[tuple]) -> None:
+def store_rows(conn: Any, rows: Sequence[tuple], *, at_commit: bool = False) -> None:
     """Insert ``entry_row`` rows: observations in one statement, manual values one by one (one
-    set again at the same instant replaces the earlier)."""
+    set again at the same instant replaces the earlier). ``at_commit``: every row on its own,
+    sent with the COMMIT (``execute_at_commit``)."""
+    if at_commit:
+        for row in rows:
+            execute_at_commit(conn, _UPSERT_MANUAL if row[3] == "manual" else _INSERT_OBSERVATION, row)
+        return
     insert_rows(conn, EVIDENCE.name, _STORED, [row for row in rows if row[3] == "observation"])
     for row in rows:
         if row[3] == "manual":
@@ -348,11 +361,15 @@ def settle(conn: Any, writer: FieldSealer, keys: EntryKeys, ahead: Folded | None
     return fold_entries(conn, writer, keys, state, params, entries, rows, now)
 
 
-def write_folded(conn: Any, folded: Sequence[Folded], extra: dict[str, Any] | None = None) -> None:
+def write_folded(conn: Any, folded: Sequence[Folded], extra: dict[str, Any] | None = None, *,
+                 at_commit: bool = False) -> None:
     """Write each skill's state (with ``extra`` columns) in one statement, then every row in one
-    (they need their state first: the foreign key)."""
-    write_states(conn, [(f.state.profile_id, f.state.skill, {**f.values, **(extra or {})}) for f in folded])
-    store_rows(conn, [row for f in folded for row in f.rows])
+    (they need their state first: the foreign key). ``at_commit``: sent with the COMMIT, in
+    that order (on a server one round trip for the writes and the COMMIT; a failure is the
+    COMMIT's, so only for a write whose statements cannot be refused but by a conflict)."""
+    write_states(conn, [(f.state.profile_id, f.state.skill, {**f.values, **(extra or {})}) for f in folded],
+                 at_commit=at_commit)
+    store_rows(conn, [row for f in folded for row in f.rows], at_commit=at_commit)
 
 
 def manual_entry(value: ManualValue, entry_key: str) -> NewEntry:
