@@ -180,16 +180,17 @@ class AuditTrail:
                 if len(valid) != len(events):
                     log.error("%d malformed staged audit events skipped", len(events) - len(valid))
                 if valid:
-                    self._append_rows(conn, valid, learned)
+                    self._append_rows(conn, valid, learned, rows_wanted=False)
                 return len(valid)
             return work(conn, append)
         return self._chained(chained)
 
     def _append_rows(self, conn: Any, validated: list[dict[str, Any]],
-                     learned: audit_terms.Learned | None = None) -> list[dict[str, Any]]:
+                     learned: audit_terms.Learned | None = None, *, rows_wanted: bool = True) -> list[dict[str, Any]]:
         """Chain and insert validated events in their compact form (``compliance.audit_codec``);
         call inside the write transaction, holding the chain lock. Returns each event's fields
-        as ``to_event`` reads. ``learned``: see ``_chained``."""
+        as ``to_event`` reads (none unless ``rows_wanted``: staged events return nothing).
+        ``learned``: see ``_chained``."""
         # The head, then every value interned: one round trip on a server.
         (head,), refs = audit_terms.resolve(conn, validated, before=[audit_store.head_statement(self.vault.dialect)],
                                             cache=self._terms, learned=learned)
@@ -205,7 +206,8 @@ class AuditTrail:
                                   request_id, fields["details"])
             params.append((seq, event_id, at, actor_ref, ACTION_CODES[fields["action"]], subject_ref,
                            resource_ref, request_id, fields["details"], digest))
-            rows.append(dict(fields, seq=seq, prev_hash=prev.hex(), event_hash=digest.hex()))
+            if rows_wanted:
+                rows.append(dict(fields, seq=seq, prev_hash=prev.hex(), event_hash=digest.hex()))
             seq, prev = seq + 1, digest
         if self._seals is not None and params:
             self._seals.seal_due(conn, [(p[0], p[-1]) for p in params], params[-1][2])
@@ -237,7 +239,8 @@ class AuditTrail:
         if not rows:
             return 0
         self._flush_before_use()
-        return len(self._chained(lambda conn, learned: self._append_rows(conn, rows, learned)))
+        self._chained(lambda conn, learned: self._append_rows(conn, rows, learned, rows_wanted=False))
+        return len(rows)
 
     # -- reading ------------------------------------------------------------------------
 

@@ -166,10 +166,12 @@ def stamped(fields: dict[str, Any], clock: Callable[[], Any]) -> dict[str, Any]:
 
 def is_staged_event(event: Any) -> bool:
     """Whether a journal record holds a well-formed staged event."""
-    return isinstance(event, dict) and set(event) == _STAGED_FIELDS \
-        and all(isinstance(value, str) or (value is None and name in RECORD_FIELDS)
-                for name, value in event.items()) \
-        and event["action"] in ACTIONS and event["actor_role"] in ROLES
+    if not isinstance(event, dict) or event.keys() != _STAGED_FIELDS:
+        return False
+    for name, value in event.items():  # a loop, not all(): this runs for every event chained
+        if not isinstance(value, str) and (value is not None or name not in RECORD_FIELDS):
+            return False
+    return event["action"] in ACTIONS and event["actor_role"] in ROLES
 
 
 def parse_details(text: str | None) -> dict[str, Any] | None:

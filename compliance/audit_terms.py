@@ -29,15 +29,17 @@ from twin.storage.pipeline import execute_all
 _CHUNK = 400  # bind parameters per statement, well under every backend's limit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # each kind is one object: hashed by identity (dict keys per event)
 class TermTable:
     table: str
     ref: str
     columns: tuple[str, ...]  # the value: one column, or (actor_id, actor_role)
 
     def key_of(self, fields: Mapping[str, Any]) -> tuple | None:
-        values = tuple(fields[c] for c in self.columns)
-        return None if values[0] is None else values
+        first = fields[self.columns[0]]
+        if first is None:
+            return None
+        return (first,) if len(self.columns) == 1 else (first, *(fields[c] for c in self.columns[1:]))
 
 
 ACTORS = TermTable("audit_actors", "actor_ref", ("actor_id", "actor_role"))

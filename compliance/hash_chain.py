@@ -37,7 +37,9 @@ def link_hash(content: Mapping[str, Any], *, ascii_only: bool) -> str:
 
 
 _POSITION = struct.Struct(">q")
-_LENGTH = struct.Struct(">I")
+_INT = struct.Struct(">cq")
+_SIZED = struct.Struct(">cI")
+_DOMAINS: dict[bytes, Any] = {}  # a hash that has taken in each domain's prefix, to copy
 
 
 def packed_link_hash(domain: bytes, prev_hash: bytes, position: int,
@@ -46,19 +48,31 @@ def packed_link_hash(domain: bytes, prev_hash: bytes, position: int,
     times cheaper than canonical JSON. Each field is tagged by type and strings and bytes carry
     their length, so no two different field lists encode alike; ``domain`` names the format.
     """
-    parts = [domain, b"\0", prev_hash, _POSITION.pack(position)]
+    start = _DOMAINS.get(domain)
+    if start is None:
+        start = _DOMAINS[domain] = hashlib.sha256(domain + b"\0")
+    parts = [prev_hash, _POSITION.pack(position)]
+    add = parts.append
     for value in fields:
         kind = type(value)
-        if value is None:
-            parts.append(b"N")
-        elif kind is int:
-            parts.append(b"I" + _POSITION.pack(value))
+        if kind is str:
+            raw = value.encode("utf-8", "surrogatepass")
+            add(_SIZED.pack(b"S", len(raw)))
+            add(raw)
+        elif value is None:
+            add(b"N")
         elif kind is bytes:
-            parts.append(b"B" + _LENGTH.pack(len(value)) + value)
-        else:
+            add(_SIZED.pack(b"B", len(value)))
+            add(value)
+        elif kind is int:
+            add(_INT.pack(b"I", value))
+        else:  # a str subclass: as the str it is
             raw = value.encode("utf-8", errors="surrogatepass")
-            parts.append(b"S" + _LENGTH.pack(len(raw)) + raw)
-    return hashlib.sha256(b"".join(parts)).digest()
+            add(_SIZED.pack(b"S", len(raw)))
+            add(raw)
+    link = start.copy()
+    link.update(b"".join(parts))
+    return link.digest()
 
 
 class Break(Enum):
