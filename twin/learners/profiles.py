@@ -85,7 +85,9 @@ class ProfileService:
         row = conn.execute(_SELECT_LIVE + row_lock, {"profile_id": profile_id, "now": self.ctx.now()}).fetchone()
         if row is None:
             raise NotFoundError("profile not found")
-        return row
+        # A dict: a read takes a dozen of the row's values by name, and a database row finds a
+        # name by scanning its fifteen column names (sqlite3.Row: ~4k instructions a value).
+        return dict(zip(row.keys(), row))
 
     def require_live(self, conn: Any, profile_id: str, *, hold: bool = False) -> None:
         """Inside a write transaction: NotFoundError unless the profile exists and is unexpired
