@@ -18,6 +18,11 @@ as ``bench/api.py``'s plain server): the privacy stack's cost is the ratio of th
     .venv/bin/python bench/request_cpu.py --callgrind [--before ../base]   # instructions
     .venv/bin/python bench/request_cpu.py --callgrind --only chain [--batch 60] [--before ../base]
     .venv/bin/python bench/request_cpu.py --only create --plain   # the privacy cost of a create
+    .venv/bin/python bench/request_cpu.py --only create --plain --threads 4   # as a threaded server
+
+``--threads N`` hands the requests round N threads, one at a time, as a threaded server's pool
+does: each thread reads with its own connection, whose page cache SQLite drops when another
+connection wrote the file (SQLCipher then decrypts every page it reads again).
 
 "chain" counts only ``audit.flush``: moving staged events (get-profile's, ``--batch`` per
 flush) from the journal into the vault's hash chain, per event: what a server's flusher
@@ -108,6 +113,29 @@ def one(i):
                                               "engagement_score": 0.7, "performance_metrics": {"score": 0.9},
                                               "completion_status": "completed"})
 
+threads = int(os.environ.get("BENCH_THREADS", "1"))
+if threads > 1:  # requests handed round a pool, one at a time, as a threaded server's are
+    import queue, threading
+    inboxes, answers, one_here = [queue.Queue() for _ in range(threads)], queue.Queue(), one
+
+    def serve(inbox):
+        while (i := inbox.get()) is not None:
+            try:
+                one_here(i)
+                answers.put(None)
+            except BaseException as exc:
+                answers.put(exc)
+
+    pool = [threading.Thread(target=serve, args=(inbox,), daemon=True) for inbox in inboxes]
+    for thread in pool:
+        thread.start()
+
+    def one(i):
+        inboxes[i % threads].put(i)
+        failed = answers.get()
+        if failed is not None:
+            raise failed
+
 def loop():
     for i in range(n):
         one(i)
@@ -157,6 +185,9 @@ else:
         loop()
         times.append(time.process_time() - started)
     print(min(times) / n * 1e6)
+if threads > 1:
+    for inbox in inboxes:
+        inbox.put(None)
 runtime.close()
 '''
 
@@ -169,10 +200,10 @@ def _instructions(part: str) -> int:
 
 
 def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool, batch: int = 30,
-            plain: bool = False) -> float:
+            plain: bool = False, threads: int = 1) -> float:
     """Microseconds of CPU (or instructions, with ``callgrind``) per request of ``scenario``
     (for "chain": per event chained, in flushes of ``batch`` get-profile events); ``plain``:
-    with SQLCipher and field crypto off."""
+    with SQLCipher and field crypto off; ``threads``: requests handed round that many threads."""
     tmp = Path(tempfile.mkdtemp(prefix="twin-cpu-"))
     (tmp / "metrics").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
@@ -181,6 +212,7 @@ def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool, bat
                PYTHONHASHSEED="0")  # the same set and dict orders in every run
     if plain:
         env["TWIN_BENCH_PLAINTEXT"] = "1"
+    env["BENCH_THREADS"] = str(threads)
     command = [str(tree / ".venv" / "bin" / "python"), "-c", _MEASURE, scenario, str(n), str(rounds),
                "1" if callgrind else "0", str(batch)]
     if callgrind:
@@ -212,6 +244,8 @@ def main() -> None:
     parser.add_argument("--only", choices=SCENARIOS, nargs="+", default=list(SCENARIOS))
     parser.add_argument("--batch", type=int, default=60,
                         help="chain: get-profile events per flush (what a 50 ms flush delay gathers at ~1200/s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="hand the requests round this many threads, one at a time (a threaded server)")
     parser.add_argument("--plain", action="store_true",
                         help="also measure each tree with crypto off and print the privacy cost")
     args = parser.parse_args()
@@ -221,14 +255,16 @@ def main() -> None:
           f"{args.batch} per flush), n={args.n}, "
           f"load average {os.getloadavg()[0]:.1f}")
     for scenario in args.only:
-        figures = {name: measure(tree, scenario, args.n, args.rounds, args.callgrind, args.batch)
+        figures = {name: measure(tree, scenario, args.n, args.rounds, args.callgrind, args.batch,
+                                 threads=args.threads)
                    for name, tree in trees.items()}
         line = "  ".join(f"{name} {value:,.0f}" for name, value in figures.items())
         ratio = f"  after/before {figures['this tree'] / figures['before']:.2f}x" if args.before else ""
         print(f"  {scenario:<8} {line}{ratio}")
         if args.plain:
             for name, tree in trees.items():
-                plain = measure(tree, scenario, args.n, args.rounds, args.callgrind, args.batch, plain=True)
+                plain = measure(tree, scenario, args.n, args.rounds, args.callgrind, args.batch, plain=True,
+                                threads=args.threads)
                 print(f"  {scenario:<8} {name} plain {plain:,.0f}  privacy/plain {figures[name] / plain:.2f}x "
                       f"(privacy cost {1 - plain / figures[name]:.0%})")
     sys.stdout.flush()

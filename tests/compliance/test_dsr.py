@@ -239,11 +239,12 @@ def test_erasure_of_a_held_subject_is_refused_and_changes_nothing(runtime, make_
 def _crash_on_delete(db: Database, table: str) -> Callable[[], None]:
     """Make the next DELETE on ``table`` fail, as a crash in the middle of an erasure would;
     returns what removes the fault again (before the restart that must finish the erasure).
-    SQLite: a TEMP trigger on this thread's connection (gone with the connection). PostgreSQL:
-    a trigger in the database, put there and removed by its owner."""
+    SQLite: a TEMP trigger on the connection the process's writes run on (gone with the
+    connection). PostgreSQL: a trigger in the database, put there and removed by its owner."""
     if isinstance(db, FileBacked):
-        db.connection().execute(f"CREATE TEMP TRIGGER crash_{table} BEFORE DELETE ON main.{table} "
-                                "BEGIN SELECT RAISE(ABORT, 'simulated crash'); END")
+        with db.writes_held() as conn:
+            conn.execute(f"CREATE TEMP TRIGGER crash_{table} BEFORE DELETE ON main.{table} "
+                         "BEGIN SELECT RAISE(ABORT, 'simulated crash'); END")
         return lambda: None
     owner = RawPostgresConnection(db.settings.url)
     owner.execute("CREATE FUNCTION simulated_crash() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
@@ -716,9 +717,10 @@ def test_a_row_the_erasure_missed_shows_in_the_rescan_and_the_receipt_is_not_ver
     subject = make_subject("missed-row", sessions=0, knowledge=0)
     runtime.tokens.issue("learner", subject_hash=subject.subject_hash)
     columns = [r[1] for r in runtime.vault_db.query("PRAGMA table_info(api_tokens)")]
-    runtime.vault_db.connection().execute(
-        f"CREATE TEMP TRIGGER put_back AFTER DELETE ON main.api_tokens BEGIN "
-        f"INSERT INTO api_tokens ({', '.join(columns)}) VALUES ({', '.join('old.' + c for c in columns)}); END")
+    with runtime.vault_db.writes_held() as writes:  # a TEMP trigger where the writes run
+        writes.execute(
+            f"CREATE TEMP TRIGGER put_back AFTER DELETE ON main.api_tokens BEGIN "
+            f"INSERT INTO api_tokens ({', '.join(columns)}) VALUES ({', '.join('old.' + c for c in columns)}); END")
 
     receipt = runtime.dsr.erase(subject.subject_hash)
 

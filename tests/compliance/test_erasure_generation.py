@@ -161,8 +161,9 @@ def test_an_unfinished_erasure_is_finished_by_a_plain_restart_without_a_full_pas
     runtime, erased = opened
     _plant(runtime, erased.subject_hash, "prf_planted")
     view, _ = runtime.profiles.create(ADMIN, None, {"user_id": "interrupted", "personal": {"n": 1}})
-    runtime.vault_db.connection().execute(  # the key's deletion fails, as a crash there would
-        "CREATE TEMP TRIGGER crash BEFORE DELETE ON main.subject_keys BEGIN SELECT RAISE(ABORT, 'crash'); END")
+    with runtime.vault_db.writes_held() as writes:  # the key's deletion fails, as a crash there would
+        writes.execute("CREATE TEMP TRIGGER crash BEFORE DELETE ON main.subject_keys "
+                       "BEGIN SELECT RAISE(ABORT, 'crash'); END")
     with pytest.raises(IntegrityError):
         runtime.subject_requests.erase(ADMIN, None, user_id="interrupted")
 

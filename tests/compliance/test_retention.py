@@ -253,13 +253,15 @@ def test_a_purge_stopped_between_key_and_rows_leaves_only_unreadable_rows_for_th
     a, b, _ = timeline
     crash = "CREATE TEMP TRIGGER crash_profiles BEFORE DELETE ON main.learning_profiles " \
             "BEGIN SELECT RAISE(ABORT, 'simulated crash'); END"
-    runtime.twin_db.connection().execute(crash)
+    with runtime.twin_db.writes_held() as writes:  # a TEMP trigger where the writes run
+        writes.execute(crash)
     with pytest.raises(IntegrityError):
         runtime.retention.run()
 
     assert not runtime.keys.has_key(a.subject_hash) and runtime.keys.has_key(b.subject_hash)
     assert runtime.dsr.counts(a.subject_hash)["learning_profiles"] == 1  # still in the file
-    runtime.twin_db.connection().execute("DROP TRIGGER temp.crash_profiles")
+    with runtime.twin_db.writes_held() as writes:
+        writes.execute("DROP TRIGGER temp.crash_profiles")
     report = runtime.retention.run()
     assert report.counts["learning_profiles"] == 1 and report.subject_keys_destroyed == 0
     assert set(runtime.dsr.counts(a.subject_hash).values()) == {0}
@@ -381,11 +383,16 @@ def test_the_freed_pages_go_back_in_steps_so_a_writer_waits_for_one_step_only(
                                 {"performance_metrics": {"log": f"{i}-" + "x" * 3000}}, None)
     clock.advance(days=31)
     statements: list[str] = []
-    runtime.twin_db.connection().set_trace_callback(statements.append)
+    own = runtime.twin_db.connection()
+    with runtime.twin_db.writes_held() as writes:  # the purge's writes run there, its reads here
+        connections = (own, writes)
+    for conn in connections:
+        conn.set_trace_callback(statements.append)
     try:
         runtime.retention.run(batch_size=50)
     finally:
-        runtime.twin_db.connection().set_trace_callback(None)
+        for conn in connections:
+            conn.set_trace_callback(None)
 
     steps = [s for s in statements if s.startswith("PRAGMA incremental_vacuum")]
     assert len(steps) >= 3 and set(steps) == {"PRAGMA incremental_vacuum(1)"}

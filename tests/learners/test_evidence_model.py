@@ -41,18 +41,23 @@ def _state(runtime, pid, topic="algebra"):
 
 
 class _Statements:
-    """The SQL this thread's digital_twin connection runs (SQLite's own trace hook)."""
+    """The SQL this thread's digital_twin connection and the process's writers' connection run
+    (SQLite's own trace hook)."""
 
     def __init__(self, db):
         self.sql: list[str] = []
-        self.conn = db.connection()
+        own = db.connection()
+        with db.writes_held() as writes:
+            self.connections = (own, writes)
 
     def __enter__(self):
-        self.conn.set_trace_callback(self.sql.append)
+        for conn in self.connections:
+            conn.set_trace_callback(self.sql.append)
         return self
 
     def __exit__(self, *exc):
-        self.conn.set_trace_callback(None)
+        for conn in self.connections:
+            conn.set_trace_callback(None)
 
     def touching(self, table: str, verb: str) -> list[str]:
         return [s for s in self.sql if s.lstrip().upper().startswith(verb) and f" {table} " in f"{s} "]

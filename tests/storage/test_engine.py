@@ -371,6 +371,47 @@ def test_each_thread_gets_its_own_connection_and_reuses_it(db):
     assert others[0] is not main
 
 
+@pytest.mark.sqlite_only("one file's writers' connection (PostgreSQL pools its connections)")
+def test_every_threads_write_transactions_run_on_one_connection_and_reads_on_their_own(db):
+    # SQLite drops a connection's page cache when another connection wrote the file, and
+    # SQLCipher decrypts every page it reads back: one writers' connection keeps them warm.
+    _make_table(db)
+    seen = []
+
+    def write(name):
+        def work(conn):
+            assert db.connection() is conn  # inside the write, this thread's statements join it
+            conn.execute("INSERT INTO items (name) VALUES (?)", (name,))
+            return conn
+        seen.append((db.write(work), db.connection()))
+
+    threads = [threading.Thread(target=write, args=(f"t{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    write("main")
+
+    writers = {id(writer) for writer, _ in seen}
+    readers = {id(reader) for _, reader in seen}
+    assert len(seen) == 4 and len(writers) == 1 and len(readers) == 4 and not writers & readers
+    assert _count(db) == 4
+
+
+@pytest.mark.sqlite_only("one file's writers' connection (PostgreSQL pools its connections)")
+def test_a_setting_made_while_writes_are_held_applies_to_the_next_write_transaction(db):
+    _make_table(db)
+    with db.writes_held() as conn:
+        conn.execute("PRAGMA foreign_keys = OFF")
+        with db.transaction() as inside:
+            assert inside is conn and inside.execute("PRAGMA foreign_keys").fetchone()[0] == 0
+        conn.execute("PRAGMA foreign_keys = ON")
+    with pytest.raises(StorageError, match="inside a write transaction"):
+        with db.transaction(), db.writes_held():
+            pass
+    assert db.write(lambda c: c.execute("PRAGMA foreign_keys").fetchone()[0]) == 1
+
+
 @pytest.mark.sqlite_only("per-thread connections (PostgreSQL pools them: see the next test)")
 def test_close_all_closes_every_threads_connection_and_reuse_reopens(db):
     _make_table(db)

@@ -1,8 +1,10 @@
-"""The SQLCipher engine: one ``Database`` per file, per-thread reuse, transactions, retries.
+"""The SQLCipher engine: one ``Database`` per file, per-thread reads, one writers' connection, retries.
 
 The default backend (see ``backend.Backend``). One ``Database`` object owns one file. Each
-thread gets its own connection (SQLite connections must not be shared between threads
-mid-transaction); ``close_all()`` closes them all. Opening files and their pragmas:
+thread reads on its own connection (SQLite connections must not be shared between threads
+mid-transaction); write transactions, one at a time, all run on one writers' connection, whose
+page cache then stays warm (see ``_writer_connection``); per-connection state a write must see
+(a TEMP trigger, a PRAGMA) goes on it through ``writes_held()``. ``close_all()`` closes them all. Opening files and their pragmas:
 ``sqlite_connect``; what a driver error means: ``sqlite_errors``.
 ``transaction()`` takes the write lock up front (``BEGIN IMMEDIATE``) so two writers never
 deadlock on a lock upgrade, and busy/locked errors are retried with exponential backoff
@@ -53,6 +55,7 @@ class Database(FileBacked, Backend):
         # Python lock wakes the moment it is released, whereas SQLite's busy handler sleeps
         # 1, 2, 5, 10... ms between tries. SQLite's locking still arbitrates between processes.
         self._write_lock = threading.Lock()
+        self._writer: tuple[int, Any] | None = None  # (generation, the connection every write uses)
         self._group: Any = None  # GroupCommitter, created on first write_shared()
         self._connections: list[Any] = []
         self._generation = 0
@@ -115,7 +118,11 @@ class Database(FileBacked, Backend):
         return Database(path, self._key, name=self.name, settings=self.settings)
 
     def connection(self) -> Any:
-        """This thread's connection, opened on first use."""
+        """This thread's connection, opened on first use; inside a write transaction of this
+        thread, the writers' connection it holds."""
+        writing = getattr(self._local, "writing", None)
+        if writing is not None:
+            return writing
         cached = getattr(self._local, "conn", None)
         if cached is not None and cached[0] == self._generation:
             return cached[1]
@@ -123,6 +130,24 @@ class Database(FileBacked, Backend):
         with self._lock:
             self._connections.append(conn)
             self._local.conn = (self._generation, conn)
+        return conn
+
+    def _writer_connection(self) -> Any:
+        """Under ``_write_lock``: the one connection this process's write transactions use.
+
+        Every write transaction runs on it, one at a time (the lock), whichever thread asks:
+        SQLite drops a connection's whole page cache when another connection wrote the file
+        since its last transaction, and on SQLCipher every page read back is authenticated
+        and decrypted again. With one connection per thread, nearly every write of a threaded
+        server started cold; on one writers' connection the pages the last write touched (the
+        same index pages, the table's last page) stay cached while this process alone writes."""
+        writer = self._writer
+        if writer is not None and writer[0] == self._generation:
+            return writer[1]
+        conn = self.connect_new()
+        with self._lock:
+            self._connections.append(conn)
+            self._writer = (self._generation, conn)
         return conn
 
     def close_all(self) -> None:
@@ -163,9 +188,14 @@ class Database(FileBacked, Backend):
         if bad is not None:
             # SQLCipher fails every later call on a connection that met a page it could not
             # decrypt: this thread gets a fresh connection next time.
-            cached = getattr(self._local, "conn", None)
+            # (Inside a write: the writers' connection, which the next write opens anew.)
+            writing = getattr(self._local, "writing", None)
+            cached = (self._generation, writing) if writing is not None else getattr(self._local, "conn", None)
             if cached is not None:
-                self._local.conn = None
+                if writing is not None:
+                    self._writer = None
+                else:
+                    self._local.conn = None
                 with self._lock:
                     if cached[1] in self._connections:
                         self._connections.remove(cached[1])
@@ -203,8 +233,15 @@ class Database(FileBacked, Backend):
             finally:
                 self._local.depth = depth - 1
             return
-        if immediate:
+        held = getattr(self._local, "writing", None) is not None  # by writes_held()
+        take_lock = immediate and not held
+        if take_lock:
             self._write_lock.acquire()
+            try:
+                conn = self._local.writing = self._writer_connection()
+            except BaseException:
+                self._write_lock.release()
+                raise
         try:
             begin = "BEGIN IMMEDIATE" if immediate else "BEGIN DEFERRED"
             self.retrying(lambda: conn.execute(begin))
@@ -229,8 +266,24 @@ class Database(FileBacked, Backend):
                         conn.execute("ROLLBACK")
                     raise
         finally:
-            if immediate:
+            if take_lock:
+                self._local.writing = None
                 self._write_lock.release()
+
+    @contextmanager
+    def writes_held(self) -> Iterator[Any]:
+        """This process's write lock held with no transaction open, yielding the writers'
+        connection: for a connection setting that must be made outside a transaction, such as
+        ``PRAGMA foreign_keys`` around a migration. Transactions of this thread in the block
+        run on that connection."""
+        if getattr(self._local, "writing", None) is not None:
+            raise StorageError(f"{self.name}: writes_held() inside a write transaction")
+        with self._write_lock:
+            conn = self._local.writing = self._writer_connection()
+            try:
+                yield conn
+            finally:
+                self._local.writing = None
 
     def lock(self, name: str, *, wait: bool = True) -> bool:
         """Held already: a writer's BEGIN IMMEDIATE took the file's one write lock, which

@@ -116,12 +116,12 @@ class Migrator:
         if not migration.foreign_keys_off or self.db.dialect.name != "sqlite":
             yield
             return
-        conn = self.db.connection()
-        conn.execute("PRAGMA foreign_keys = OFF")
-        try:
-            yield
-        finally:
-            conn.execute("PRAGMA foreign_keys = ON")
+        with self.db.writes_held() as conn:  # the connection the migration's transaction runs on
+            conn.execute("PRAGMA foreign_keys = OFF")
+            try:
+                yield
+            finally:
+                conn.execute("PRAGMA foreign_keys = ON")
 
     @property
     def latest(self) -> int:
