@@ -161,13 +161,13 @@ def chain_loop():
 for i in range(100):
     one(i)
 runtime.audit.flush()
-if scenario == "chain":  # a flush of the measured size first: its INSERTs are prepared before the loop
-    for i in range(batch):
-        one(i)
-    runtime.audit.flush()
 flusher = getattr(runtime.audit._staging, "_flusher", None)  # chained by the loop instead
 if flusher is not None:
     flusher.stop()
+if scenario == "chain":  # a flush of the measured size first, on this thread's connection (the
+    for i in range(batch):  # flusher thread's has its own): its INSERTs are prepared before the loop
+        one(i)
+    runtime.audit.flush()
 if scenario == "chain":
     per_event = []
     for _ in range(1 if callgrind else rounds):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import itertools
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -218,7 +219,7 @@ class AuditTrail:
         start = 0
         while start < len(params):
             size = min(_MAX_ROWS_PER_INSERT, 1 << ((len(params) - start).bit_length() - 1))
-            execute_at_commit(conn, _insert_sql(size), [v for row in params[start:start + size] for v in row])
+            execute_at_commit(conn, _insert_sql(size), list(itertools.chain.from_iterable(params[start:start + size])))
             start += size
         return rows
 

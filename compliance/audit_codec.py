@@ -40,6 +40,8 @@ ACTION_NAMES = {code: name for name, code in ACTION_CODES.items()}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _TEXT, _B64, _HEX = 0, 1, 2
+_B64_TAG = bytes((_B64,))
+_FROM_URLSAFE, _TO_URLSAFE = bytes.maketrans(b"-_", b"+/"), bytes.maketrans(b"+/", b"-_")
 HASH_DOMAIN = b"twin-audit-event-v2"
 
 
@@ -57,12 +59,16 @@ def pack_id(value: str | None) -> bytes | None:
         except ValueError:
             pass
     if value and len(value) % 4 == 0 and "=" not in value:
+        # base64.urlsafe_b64decode / _b64encode, without their Python layers (every event
+        # chained packs its id): the decoder skips stray characters, so only an id that
+        # encodes back to itself is stored as its bytes.
         try:
-            raw = base64.urlsafe_b64decode(value)
-            if base64.urlsafe_b64encode(raw).decode("ascii") == value:
-                return bytes((_B64,)) + raw
+            spelt = value.encode("ascii")
+            raw = binascii.a2b_base64(spelt.translate(_FROM_URLSAFE))
         except (binascii.Error, ValueError):
-            pass
+            raw = None
+        if raw is not None and binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE) == spelt:
+            return _B64_TAG + raw
     return bytes((_TEXT,)) + value.encode("utf-8")
 
 

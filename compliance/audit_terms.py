@@ -167,8 +167,14 @@ def resolve(conn: Any, events: Sequence[Mapping[str, Any]], *, before: Sequence[
     the references. ``cache``: references to use if still good; ``learned``: where the ones
     looked up by SQL go, for the caller to hand to ``cache.learn`` once committed."""
     generation, known = cache.current() if cache is not None else (None, {t: {} for t in TERM_TABLES})
-    keys = {term: list(dict.fromkeys(k for k in map(term.key_of, events) if k is not None))
-            for term in TERM_TABLES}
+    # Each event's three keys once, then each kind's distinct ones (a transpose, in C).
+    keyed = [(ACTORS.key_of(e), SUBJECTS.key_of(e), RESOURCES.key_of(e)) for e in events]
+    keys = {}
+    for term, column in zip(TERM_TABLES, zip(*keyed)):
+        distinct = dict.fromkeys(column)
+        distinct.pop(None, None)
+        keys[term] = list(distinct)
+    keys.update({term: [] for term in TERM_TABLES if term not in keys})  # no events
     cached = {term: {k: known[term][k] for k in keys[term] if k in known[term]} for term in TERM_TABLES}
     missing = {term: [k for k in keys[term] if k not in cached[term]] for term in TERM_TABLES}
     lookups, where = _lookups(missing)
@@ -184,14 +190,9 @@ def resolve(conn: Any, events: Sequence[Mapping[str, Any]], *, before: Sequence[
         cached = {term: {} for term in TERM_TABLES}
     if learned is not None:
         learned.generation, learned.refs = counted, found
-    refs = {term: {**cached[term], **found.get(term, {})} for term in TERM_TABLES}
-    out = []
-    for event in events:
-        subject, resource = SUBJECTS.key_of(event), RESOURCES.key_of(event)
-        out.append((refs[ACTORS][ACTORS.key_of(event)],
-                    None if subject is None else refs[SUBJECTS][subject],
-                    None if resource is None else refs[RESOURCES][resource]))
-    return results[:len(before)], out
+    actors, subjects, resources = ({**cached[term], **found.get(term, {})} for term in TERM_TABLES)
+    return results[:len(before)], [(actors[a], None if s is None else subjects[s], None if r is None else resources[r])
+                                   for a, s, r in keyed]
 
 
 def subject_ref(conn: Any, subject_hash: str) -> int | None:
