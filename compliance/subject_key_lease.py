@@ -41,6 +41,7 @@ from twin.storage.timestamps import to_db
 from . import envelope
 from .job_lock import holder_id
 from .key_bindings import Binding, bind
+from .keyring_watcher import FixedKeys
 from .subject_keys import FieldSealer, SubjectCipher, SubjectKeyStore
 
 log = logging.getLogger(__name__)
@@ -214,10 +215,11 @@ class SubjectKeyLease:
         created, ends = to_db(now), to_db(now + timedelta(seconds=self._lease_seconds))
         prefix = f"sk_{int(now.timestamp() * 1_000_000):014x}"
         usable_until = started + self._lease_seconds - self._margin
+        wrapping = FixedKeys(self.keys.field_keys.refresh())  # one keyring check (a stat) per batch
         made, rows = [], []
         for _ in range(count):
             key_id = prefix + secrets.token_urlsafe(12)
-            data_key, wrapped, version = envelope.new_data_key(self.keys.field_keys, self.keys.aad(key_id))
+            data_key, wrapped, version = envelope.new_data_key(wrapping, self.keys.aad(key_id))
             made.append(LeasedKey(key_id, SubjectCipher(data_key), version, usable_until, self._monotonic))
             rows.append((key_id, version, wrapped, created, self.holder, ends))
         self.keys.vault.write(lambda conn: conn.executemany(
