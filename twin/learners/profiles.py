@@ -27,8 +27,12 @@ _SEALED = "encrypted_data"      # {"personal": {...}, "birth_date": "YYYY-MM-DD"
 # The columns the API sets one by one, each sealed on its own (``_SEALED`` holds the rest).
 _FIELD_COLUMNS = tuple(c for c in PROFILES.sealed_columns if c != _SEALED)
 _FIRST_ROW_VERSION = 1  # row_version's column default: what a new row's ETag is made from
-_SELECT_LIVE = (f"SELECT {PROFILES.select_list()} FROM {PROFILES.name} "
-                f"WHERE profile_id = :profile_id AND {PROFILES.live_where()}")
+_LIVE = f"FROM {PROFILES.name} WHERE profile_id = :profile_id AND {PROFILES.live_where()}"
+_SELECT_LIVE = f"SELECT {PROFILES.select_list()} {_LIVE}"
+# What a write reads of its profile, not the whole row: whether it is live (in its transaction),
+# and its subject hash and key's proof (before it).
+_SELECT_IS_LIVE = f"SELECT 1 {_LIVE}"
+_SELECT_PROOF = f"SELECT {PROFILES.subject_hash_column}, {_SEALED} {_LIVE}"
 _INSERT_COLUMNS = ("profile_id", PROFILES.subject_hash_column, "preferred_difficulty", "created_at", "updated_at",
                    "ttl_expires_at", "retention_days", "subject_key_id", *_FIELD_COLUMNS, _SEALED)
 # What the API view is made of: every exported column (the export's decoding, renamed below).
@@ -80,9 +84,9 @@ class ProfileService:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _row(self, profile_id: str, conn: Any = None, row_lock: str = "") -> Any:
+    def _row(self, profile_id: str, conn: Any = None, row_lock: str = "", select: str = _SELECT_LIVE) -> Any:
         conn = conn or self.ctx.db.connection()
-        row = conn.execute(_SELECT_LIVE + row_lock, {"profile_id": profile_id, "now": self.ctx.now()}).fetchone()
+        row = conn.execute(select + row_lock, {"profile_id": profile_id, "now": self.ctx.now()}).fetchone()
         if row is None:
             raise NotFoundError("profile not found")
         # A dict: a read takes a dozen of the row's values by name, and a database row finds a
@@ -94,7 +98,7 @@ class ProfileService:
         (an erasure may have run between a request's first read and its write). ``hold``: for
         a READ COMMITTED writer (``write(fn, lock=...)``), the row stays until it commits (an
         erasure's delete waits for it, or it sees the erasure's commit)."""
-        self._row(profile_id, conn, self.ctx.db.dialect.for_key_share if hold else "")
+        self._row(profile_id, conn, self.ctx.db.dialect.for_key_share if hold else "", _SELECT_IS_LIVE)
 
     def subject_of(self, profile_id: str, *, if_match: str | None = None) -> str:
         """The subject hash of an unexpired profile (NotFoundError otherwise). ``if_match``
@@ -108,7 +112,7 @@ class ProfileService:
         """The subject hash of an unexpired profile and the proof of their current key (the
         profile's own ciphertext), for ``keys.writer``. Writes then check ``require_live`` in
         their transaction: profile ids are never reused, so the key still fits."""
-        row = self._row(profile_id)
+        row = self._row(profile_id, select=_SELECT_PROOF)
         return row[PROFILES.subject_hash_column], KeyProof(PROFILES.name, _SEALED, profile_id, row[_SEALED])
 
     def _view(self, row: Any) -> dict[str, Any]:
