@@ -15,7 +15,8 @@ import time
 import pytest
 
 from compliance.audit import Actor, AuditTrail
-from compliance.audit_terms import hold_subjects, prune_subjects, prune_unused_terms, resolve
+from compliance.audit_terms import (ACTORS, RESOURCES, SUBJECTS, Learned, TermCache, hold_subjects,
+                                     prune_subjects, prune_unused_terms, resolve)
 from compliance.audit_vault_staging import CHAIN_LOCK
 from ticking_clock import TickingClock
 
@@ -171,3 +172,56 @@ def test_an_append_of_cached_values_sends_no_lookup(trail):
     assert statements_of(GHOST, "7" * 64) == new_values
     assert [(e.actor_id, e.subject_hash) for e in trail.query()] == [
         (OTHER.actor_id, "8" * 64), (OTHER.actor_id, "8" * 64), (GHOST.actor_id, "7" * 64)]
+
+
+# -- the process's cache of references, on its own -------------------------------------------
+
+def test_a_value_is_its_columns_and_none_without_its_first():
+    assert ACTORS.key_of({"actor_id": "tok_a", "actor_role": "service"}) == ("tok_a", "service")
+    assert SUBJECTS.key_of({"subject_hash": "8" * 64}) == ("8" * 64,)
+    assert RESOURCES.key_of({"resource": None}) is None and ACTORS.key_of({"actor_id": None}) is None
+
+
+def test_the_cache_keeps_what_committed_appends_looked_up_under_one_delete_count():
+    cache = TermCache(limit=3)
+    assert cache.current() == (None, {ACTORS: {}, SUBJECTS: {}, RESOURCES: {}})
+    cache.learn(Learned())  # an append that looked nothing up by SQL
+    assert cache.current() == (None, {ACTORS: {}, SUBJECTS: {}, RESOURCES: {}})
+
+    cache.learn(Learned(5, {ACTORS: {("tok_a", "service"): 1}}))
+    cache.learn(Learned(5, {ACTORS: {("tok_b", "service"): 2}, SUBJECTS: {("8" * 64,): 3}}))
+    assert cache.current() == (5, {ACTORS: {("tok_a", "service"): 1, ("tok_b", "service"): 2},
+                                   SUBJECTS: {("8" * 64,): 3}, RESOURCES: {}})
+    _, before = cache.current()
+    cache.learn(Learned(6, {RESOURCES: {("x",): 4}}))  # another count: what was read under 5 goes
+    assert cache.current() == (6, {ACTORS: {}, SUBJECTS: {}, RESOURCES: {("x",): 4}})
+    assert before[ACTORS] == {("tok_a", "service"): 1, ("tok_b", "service"): 2}  # replaced, not changed
+
+
+def test_a_kind_past_the_cache_limit_starts_again_and_the_others_stay():
+    cache = TermCache(limit=3)
+    cache.learn(Learned(1, {ACTORS: {("a", "r"): 1, ("b", "r"): 2}, SUBJECTS: {("s",): 9}}))
+    cache.learn(Learned(1, {ACTORS: {("c", "r"): 3}}))  # at the limit: kept
+    assert len(cache.current()[1][ACTORS]) == 3
+
+    cache.learn(Learned(1, {ACTORS: {("d", "r"): 4}}))
+
+    assert cache.current()[1][ACTORS] == {("d", "r"): 4} and cache.current()[1][SUBJECTS] == {("s",): 9}
+
+
+def test_a_retried_transaction_forgets_what_it_looked_up():
+    learned = Learned(3, {ACTORS: {("a", "r"): 1}})
+    learned.forget()
+    assert (learned.generation, learned.refs) == (None, {})
+
+
+def test_pruning_subjects_goes_chunk_by_chunk_counts_them_all_and_keeps_those_still_named(trail):
+    vault = trail.vault
+    named = f"{0:064x}"
+    vault.write(lambda conn: conn.executemany("INSERT INTO audit_subjects (subject_hash) VALUES (?)",
+                                              [(f"{i:064x}",) for i in range(402)]))  # more than a chunk
+    refs = [r[0] for r in vault.query("SELECT subject_ref FROM audit_subjects")]
+    trail.record(OTHER, "read", subject_hash=named)
+
+    assert vault.write(lambda conn: prune_subjects(conn, refs)) == 401
+    assert [r[0] for r in vault.query("SELECT subject_hash FROM audit_subjects")] == [named]
