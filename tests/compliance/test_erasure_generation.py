@@ -8,6 +8,8 @@ re-application deletes it, a plain start leaves it."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from compliance import erasure_generation
@@ -88,6 +90,27 @@ def test_each_completed_erasure_keeps_both_sides_in_agreement(opened):
     assert runtime.vault_db.query_one("SELECT completed_at FROM erasure_tombstones WHERE user_id_hash = ?",
                                       (runtime.hasher.hash("erased-now"),))[0] is not None
 
+
+def test_a_generation_is_a_new_random_128_bit_token_in_the_data_file_at_each_advance(opened):
+    runtime, _ = opened
+    held = erasure_generation.current(runtime.twin_db)
+
+    before, now = erasure_generation.advance(runtime.twin_db)
+    again = erasure_generation.advance(runtime.twin_db)
+
+    assert before == held and re.fullmatch("[0-9a-f]{32}", now)  # 16 random bytes, in hex
+    assert again[0] == now and re.fullmatch("[0-9a-f]{32}", again[1]) and again[1] != now
+    assert erasure_generation.current(runtime.twin_db) == again[1]
+
+
+def test_a_vault_with_no_record_of_a_data_database_disagrees_with_it(opened):
+    """A vault restored from before that database had a record (or a record lost): every
+    tombstone is re-applied at the next start."""
+    runtime, _ = opened
+    runtime.vault_db.execute("DELETE FROM erasure_state")
+
+    assert erasure_generation.recorded(runtime.vault_db, "digital_twin") is None
+    assert not erasure_generation.agree(runtime.vault_db, [runtime.twin_db])
 
 def test_two_erasures_finishing_out_of_order_make_the_next_start_reapply_everything(opened):
     runtime, _ = opened

@@ -66,3 +66,43 @@ def test_its_repr_shows_no_key_or_value():
     cache.put("subject-hash", b"key material", cache.token())
 
     assert repr(cache) == "ExpiringCache(1 entries)"
+
+
+def test_an_entry_expires_at_the_instant_its_period_ends():
+    clock = Clock()
+    cache = ExpiringCache(10, 8, clock)
+    cache.put("k", "v", cache.token())
+
+    clock.now += 10
+    assert cache.get("k") is None
+
+
+def test_a_read_that_predates_the_second_of_two_forgets_is_not_remembered():
+    cache = ExpiringCache(10, 8, Clock())
+    for forget in (lambda: cache.forget("other"), lambda: cache.forget_matching(lambda key, _: key == "other")):
+        forget()
+        before_read = cache.token()  # after one forget, before the next
+        forget()
+
+        cache.put("k", "stale", before_read)
+
+        assert cache.get("k") is None
+
+
+def test_forget_matching_may_match_on_the_key():
+    cache = ExpiringCache(10, 8, Clock())
+    for key in ("alice:1", "bob:1", "alice:2"):
+        cache.put(key, "token", cache.token())
+
+    cache.forget_matching(lambda key, _: key.startswith("alice:"))
+
+    assert list(cache) == ["bob:1"]
+
+
+def test_a_one_second_period_or_a_single_entry_still_remembers():
+    for seconds, size in ((1, 8), (0.5, 8), (10, 1)):
+        cache = ExpiringCache(seconds, size, Clock())
+        cache.put("k", "v", cache.token())
+        assert cache.get("k") == "v", (seconds, size)
+    cache.put("k2", "v2", cache.token())  # the one entry is the newest
+    assert list(cache) == ["k2"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -87,3 +88,32 @@ def test_a_new_data_key_goes_under_the_newest_field_key(on_disk):
 
     assert version == 2 and envelope.unwrap(watcher, wrapped, AAD) == data_key
     assert envelope.data_cipher(data_key).decrypt(envelope.data_cipher(data_key).encrypt(b"x", AAD), AAD) == b"x"
+
+
+def test_what_an_operator_reads_in_the_log_of_each_reload(on_disk, caplog):
+    caplog.set_level(logging.INFO, logger="compliance.keyring_watcher")
+    watcher, keyring, path, _ = on_disk
+    keyring.with_new_field_key().save(path)
+    watcher.reload()
+    Keyring.generate().save(path)  # another deployment's keyring
+    watcher.reload()
+    path.write_text("not a keyring")
+    os.utime(path, ns=(1, 1))
+    watcher.refresh()
+    with pytest.raises(KeyringError) as failed:
+        watcher.reload()
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "field keys reloaded: versions [1, 2], active 2",
+        "keyring reload: the database key changed; keeping this process's keys",
+        f"keyring reload failed ({failed.value}); keeping this process's keys"]
+    assert [r.levelname for r in caplog.records] == ["INFO", "WARNING", "WARNING"]
+
+
+def test_its_repr_says_whether_it_reloads_and_shows_no_key(on_disk):
+    watcher, keyring, _, _ = on_disk
+    fixed = KeyringWatcher(keyring)
+
+    assert repr(watcher) == f"KeyringWatcher({watcher.cipher!r}, reloads=True)"
+    assert repr(fixed) == f"KeyringWatcher({fixed.cipher!r}, reloads=False)"
+    assert not any(key.hex() in repr(watcher) for key in keyring.field_keys.values())
