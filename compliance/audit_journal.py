@@ -58,10 +58,14 @@ from twin.storage import StorageFullError
 from twin.storage.paths import fsync_path
 
 from . import envelope
+from .compact_json import compact_encoder
 from .disk_reserve import FULL_ERRNOS, DiskReserve
 from .errors import ComplianceError, DecryptionError, KeyringError, UnknownKeyVersionError
 from .field_crypto import FieldCipher, associated_data
 from .keyring_watcher import FieldKeys, field_keys
+
+# A staged event's record text (json.dumps(event, separators=(",", ":"), ensure_ascii=False)).
+_EVENT_JSON = compact_encoder(ensure_ascii=False)
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +162,7 @@ class AuditJournal:
         Raises ``AuditJournalError`` when the write fails, so the caller can refuse to go on
         (an access that cannot be recorded must not happen).
         """
-        payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        payload = _EVENT_JSON(event).encode()
         with self._lock:
             try:
                 segment = self._write_record(payload)

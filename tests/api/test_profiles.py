@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date, timedelta
 
@@ -348,3 +349,13 @@ def test_if_match_with_a_list_of_etags_matches_when_one_is_current(client, servi
     weak = client.patch(f"/v1/profiles/{pid}", json={"learning_style": "aural"},
                         headers={**service, "If-Match": f"W/{listed.headers['ETag']}"})
     assert weak.status_code == 412  # If-Match uses strong comparison
+
+
+def test_a_read_answers_flasks_compact_sorted_ascii_json_text(client, service):
+    pid = create_profile(client, service, "json-text-user", personal={"name": "Zoë ✓", "quote": "a\"b"})["profile_id"]
+
+    response = client.get(f"/v1/profiles/{pid}", headers=service)
+
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    expected = json.dumps(response.get_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True) + "\n"
+    assert response.get_data() == expected.encode() and b"Zo\\u00eb \\u2713" in response.get_data()
