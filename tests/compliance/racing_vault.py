@@ -1,7 +1,10 @@
-"""A real vault that lets a test land another thread's work in the middle of a read path."""
+"""A real vault that lets a test land another thread's work in the middle of a read path, or see
+another thread's transaction wait for a lock the test's transaction holds."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any, Callable
 
 
@@ -21,3 +24,22 @@ class AfterNextRead:
         if on_read is not None:
             on_read()
         return row
+
+
+def wait_until_someone_waits_for_a_lock(vault: Any) -> None:
+    """From another connection (PostgreSQL): until a transaction of the database waits for a lock
+    (an append, for the prune holding it)."""
+    seen = []
+
+    def poll():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if vault.query_one("SELECT count(*) FROM pg_locks WHERE NOT granted AND database = "
+                               "(SELECT oid FROM pg_database WHERE datname = current_database())")[0]:
+                seen.append(True)
+                return
+            time.sleep(0.02)
+    poller = threading.Thread(target=poll)
+    poller.start()
+    poller.join()
+    assert seen, "the append never waited for the prune"

@@ -1,18 +1,22 @@
 """An archive run moves only evidence it can vouch for: a run of events with one deleted inside
 it, a forged seal (the one ending the run, or one joining an archived segment to
 the chain), or events a purge takes while their segment is being written, stop it with the
-event named, and nothing moves."""
+event named, and nothing moves. Nor does its prune of the interned values delete one an
+append starting meanwhile names (raced for real on PostgreSQL)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from archive_trail import ALICE, BOB, append, at, live_seqs, segments
-from compliance import audit_archive
+from archive_trail import ALICE, BOB, SCRIPT, SERVICE, append, at, live_seqs, segments
+from compliance import audit_archive, audit_terms
 from compliance.audit import AuditChainBrokenError
 from compliance.audit_archive import AuditArchive, AuditArchiveError
 from compliance.audit_seals import SealBook
 from compliance.field_crypto import FieldCipher
+from racing_vault import wait_until_someone_waits_for_a_lock
 
 
 @pytest.fixture
@@ -97,3 +101,29 @@ def test_events_a_purge_takes_while_their_segment_is_written_stop_the_run_and_no
     assert trail.vault.query("SELECT first_seq FROM audit_archive_segments") == []
     assert [e.seq for e in trail.iter_subject(ALICE)] == list(range(2, 26, 2))
     assert [e.seq for e in trail.iter_subject(BOB)] == list(range(3, 26, 2))
+
+
+@pytest.mark.postgresql_only("an append racing the archive run's prune on a database server")
+def test_an_append_of_a_cached_value_starting_while_the_runs_prune_is_open_names_a_value_that_exists(
+        trail, monkeypatch):
+    append(trail, 10, actor=SCRIPT)  # the script's reference is cached in this process now
+    append(trail, 15)
+    real_prune, appended = audit_terms.prune_unused_terms, []
+    appender = threading.Thread(target=lambda: appended.append(trail.record(SCRIPT, "read", subject_hash=ALICE)))
+
+    def prune_while_an_append_starts(conn, dialect):
+        deleted = real_prune(conn, dialect)  # the script's actor: its events all leave
+        appender.start()
+        wait_until_someone_waits_for_a_lock(trail.vault)  # the append, for this prune
+        return deleted
+
+    monkeypatch.setattr(audit_terms, "prune_unused_terms", prune_while_an_append_starts)
+    assert trail.archive_older_than(at(11)).segments == 1
+    appender.join(30)
+
+    assert not appender.is_alive() and len(appended) == 1
+    newest = trail.query(limit=100)[-1]
+    assert (newest.seq, newest.actor_id) == (26, SCRIPT.actor_id)
+    assert {r[0] for r in trail.vault.query("SELECT actor_id FROM audit_actors")} == {SERVICE.actor_id,
+                                                                                     SCRIPT.actor_id}
+    assert trail.verify(full=True).ok

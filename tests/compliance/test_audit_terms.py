@@ -10,7 +10,6 @@ only from a committed transaction."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -18,6 +17,7 @@ from compliance.audit import Actor, AuditTrail
 from compliance.audit_terms import (ACTORS, RESOURCES, SUBJECTS, Learned, TermCache, hold_subjects,
                                      prune_subjects, prune_unused_terms, resolve)
 from compliance.audit_vault_staging import CHAIN_LOCK
+from racing_vault import wait_until_someone_waits_for_a_lock
 from ticking_clock import TickingClock
 
 OTHER = Actor("tok_other1", "service")
@@ -30,24 +30,6 @@ DANGLING = """SELECT l.seq FROM audit_log l
     LEFT JOIN audit_subjects s ON s.subject_ref = l.subject_ref
     WHERE a.actor_ref IS NULL OR (l.resource_ref IS NOT NULL AND r.resource_ref IS NULL)
         OR (l.subject_ref IS NOT NULL AND s.subject_ref IS NULL)"""
-
-
-def _wait_until_someone_waits_for_a_lock(vault) -> None:
-    """From another connection: until a transaction waits for a lock (the append, for the prune)."""
-    seen = []
-
-    def poll():
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if vault.query_one("SELECT count(*) FROM pg_locks WHERE NOT granted AND database = "
-                               "(SELECT oid FROM pg_database WHERE datname = current_database())")[0]:
-                seen.append(True)
-                return
-            time.sleep(0.02)
-    poller = threading.Thread(target=poll)
-    poller.start()
-    poller.join()
-    assert seen, "the append never waited for the prune"
 
 
 def _cache_the_ghosts(trail: AuditTrail) -> None:
@@ -92,7 +74,7 @@ def test_an_append_starting_while_a_prune_is_open_names_values_that_exist_after_
         else:
             deleted = prune_unused_terms(conn, vault.dialect)  # the ghost actor and resource go
         appender.start()
-        _wait_until_someone_waits_for_a_lock(vault)  # the append, for this prune
+        wait_until_someone_waits_for_a_lock(vault)  # the append, for this prune
         return prune_subjects(conn, [ghost_ref]) if term == "subject" else deleted
 
     if term == "subject":
