@@ -125,17 +125,17 @@ def test_a_state_changed_after_the_batch_was_folded_ahead_is_folded_again_under_
 def test_a_manual_value_is_folded_under_the_lock_into_the_state_stored_since_it_was_set(
         runtime, pid, clock, monkeypatch):
     runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.5})
-    entry_row, calls = traces.entry_row, []
+    manual_entry, calls = traces.manual_entry, []
 
     def then_a_later_value_meanwhile(*args):
-        row = entry_row(*args)  # the value's instant taken and its row sealed before the lock...
+        entry = manual_entry(*args)  # the value's instant taken before the lock...
         if not calls:
             calls.append(True)
             clock.advance(seconds=1)  # ...while another request sets a later one
             runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.9})
-        return row
+        return entry
 
-    monkeypatch.setattr(traces, "entry_row", then_a_later_value_meanwhile)
+    monkeypatch.setattr(traces, "manual_entry", then_a_later_value_meanwhile)
     view, created = runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.2})
 
     # Set at an earlier instant than the one stored meanwhile, it goes in before it: the later

@@ -62,25 +62,28 @@ class KnowledgeService:
         """Set a state's mastery by hand (a manual value now); returns (view, created). Without
         ``confidence_score`` the confidence is the model's track record on the learner."""
         ctx = self.ctx
-        subject_hash, proof = self.profiles.key_proof(profile_id)
-        writer = ctx.keys.writer(subject_hash, proof=proof)
         skill = (domain, topic)
         set_at = ctx.clock()
         now = to_db(set_at)
         entry = traces.manual_entry(ManualValue(set_at, data["mastery_level"], data.get("confidence_score")),
                                     self.keys.manual(profile_id, skill, set_at))
         trajectory = data.get("learning_trajectory")
-        extra = {"learning_trajectory": KNOWLEDGE.seal(writer, traces.row_id(profile_id, skill),
-                                                       "learning_trajectory", trajectory),
-                 "prerequisites_met": bool(data.get("prerequisites_met", False))}
-        # The evidence row is sealed before the write lock, as an evidence ingest's are. The
-        # state is folded under it (``settle`` with nothing folded ahead): one manual value's
-        # fold is a checkpoint opened, a little arithmetic and a seal, less than the read
-        # transaction and the two reads folding it ahead took (an ingest's batches fold ahead).
-        rows = [traces.entry_row(writer, profile_id, skill, entry, now)]
+        prerequisites_met = bool(data.get("prerequisites_met", False))
 
-        def write(conn: Any) -> tuple[traces.Folded, bool]:
-            self.profiles.require_live(conn, profile_id, hold=True)  # erased or expired meanwhile?
+        # Everything is done under the write lock, on the writers' connection, whose pages the
+        # last write left cached: the profile's read (its key's proof, and that it is still
+        # live, held) outside it went through a connection whose cache every write of the
+        # process empties, about four pages read and decrypted again per PUT. The state is
+        # folded there too (``settle`` with nothing folded ahead): one manual value's fold is a
+        # checkpoint opened, a little arithmetic and a seal, less than a read transaction of its
+        # own folding it ahead (an ingest's batches fold ahead).
+        def write(conn: Any) -> tuple[traces.Folded, bool, str]:
+            subject_hash, proof = self.profiles.key_proof(profile_id, conn, hold=True)
+            writer = ctx.keys.writer(subject_hash, proof=proof)
+            rows = [traces.entry_row(writer, profile_id, skill, entry, now)]
+            extra = {"learning_trajectory": KNOWLEDGE.seal(writer, traces.row_id(profile_id, skill),
+                                                           "learning_trajectory", trajectory),
+                     "prerequisites_met": prerequisites_met}
             state_row = traces.state_rows(conn, profile_id, [skill], for_update=ctx.db.dialect.for_update)[skill]
             params = self.parameters.current(conn, [skill])[skill]
             folded = traces.settle(conn, writer, self.keys, None, profile_id, skill, state_row, params,
@@ -89,16 +92,16 @@ class KnowledgeService:
             # be refused but by a conflict, which re-runs the write (the value is checked, the
             # profile row held, the evidence row an upsert).
             traces.write_folded(conn, [folded], extra, at_commit=True)
-            return folded, state_row is None
+            return folded, state_row is None, subject_hash
 
-        folded, created = ctx.db.write(write, lock=traces.writers_lock(profile_id))
+        folded, created, subject_hash = ctx.db.write(write, lock=traces.writers_lock(profile_id))
         ctx.record(actor, "create" if created else "update", subject_hash,
                    f"profile:{profile_id}/knowledge", request_id)
         # The state this PUT wrote, from the values it wrote (every column of the view is one of
         # them): not read back and its trajectory not opened again.
         return self._render({**folded.values, "knowledge_domain": domain, "topic": topic,
                              "learning_trajectory": trajectory,
-                             "prerequisites_met": extra["prerequisites_met"]}), created
+                             "prerequisites_met": prerequisites_met}), created
 
     def list(self, actor: Actor, request_id: str | None, profile_id: str, *, domain: str | None = None,
              restricted_to: str | None = None) -> list[dict[str, Any]]:

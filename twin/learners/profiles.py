@@ -108,11 +108,12 @@ class ProfileService:
             raise PreconditionFailedError("the profile changed since it was read (ETag mismatch)")
         return row[PROFILES.subject_hash_column]
 
-    def key_proof(self, profile_id: str) -> tuple[str, KeyProof]:
+    def key_proof(self, profile_id: str, conn: Any = None, *, hold: bool = False) -> tuple[str, KeyProof]:
         """The subject hash of an unexpired profile and the proof of their current key (the
         profile's own ciphertext), for ``keys.writer``. Writes then check ``require_live`` in
-        their transaction: profile ids are never reused, so the key still fits."""
-        row = self._row(profile_id, select=_SELECT_PROOF)
+        their transaction: profile ids are never reused, so the key still fits. Read in the
+        write's transaction (``conn``, ``hold`` as ``require_live``'s), it is that check too."""
+        row = self._row(profile_id, conn, self.ctx.db.dialect.for_key_share if hold else "", _SELECT_PROOF)
         return row[PROFILES.subject_hash_column], KeyProof(PROFILES.name, _SEALED, profile_id, row[_SEALED])
 
     def _view(self, row: Any) -> dict[str, Any]:
