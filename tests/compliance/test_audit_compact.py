@@ -141,3 +141,42 @@ def test_an_id_is_stored_as_the_documented_tag_and_bytes(value, stored):
 
 def test_a_damaged_text_id_reads_back_with_a_replacement_character_not_an_error():
     assert unpack_id(b"\x00ok\xff") == "ok\ufffd"
+
+
+def _legacy_events(vault, count: int) -> None:
+    """Events 1..count as vault migration 6 found them: JSON-hashed, named in full."""
+    from compliance.audit_events import compute_event_hash
+    prev, rows = "0" * 64, []
+    for seq in range(1, count + 1):
+        row = {"seq": seq, "event_id": f"e{seq:015d}", "occurred_at": f"2026-01-01T00:00:0{seq}.000000Z",
+               "actor_id": "tok_old", "actor_role": "service", "action": "read",
+               "subject_hash": "e" * 64, "resource": None, "request_id": None, "details": None, "prev_hash": prev}
+        row["event_hash"] = prev = compute_event_hash(row)
+        rows.append(tuple(row.values()))
+    vault.write(lambda conn: conn.executemany("INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                              rows))
+
+
+def test_a_page_holds_the_legacy_events_then_as_many_compact_ones_as_its_limit_leaves(open_catalog_db):
+    from ticking_clock import TickingClock
+    vault = open_catalog_db("privacy_vault")
+    _legacy_events(vault, 5)
+    trail = AuditTrail(vault, clock=TickingClock())
+    trail.record_many([(Actor("tok_new", "service"), "read", {"subject_hash": "e" * 64})] * 5)  # 6-10
+
+    assert [e.seq for e in trail.query(limit=7)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [e.seq for e in trail.query(subject_hash="e" * 64, limit=7)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [e.seq for e in trail.query(limit=5)] == [1, 2, 3, 4, 5]
+
+
+def test_legacy_events_deleted_from_the_tail_leave_a_gap_the_first_compact_append_exposes(open_catalog_db):
+    from ticking_clock import TickingClock
+    vault = open_catalog_db("privacy_vault")
+    _legacy_events(vault, 5)
+    vault.execute("DELETE FROM audit_events WHERE seq >= 4")  # the newest two, before any compact event
+
+    event = AuditTrail(vault, clock=TickingClock()).record(Actor("tok_new", "service"), "read")
+
+    assert event.seq == 6  # not 4: the legacy table's high-water mark remembers 5
+    result = AuditTrail(vault).verify(full=True)
+    assert (result.ok, result.first_bad, result.reason) == (False, 6, "events 4-5 missing before it (deleted?)")
