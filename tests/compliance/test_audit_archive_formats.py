@@ -79,3 +79,31 @@ def test_a_binary_plaintext_cut_short_is_refused_not_read_as_fewer_events(trail,
     assert codec.unpack(plain) == (1, 10, content.prev_hash, content.events)
     with pytest.raises((ValueError, IndexError, struct.error)):
         codec.unpack(plain[:-cut])
+
+
+def test_a_format_1_segment_of_legacy_and_compact_events_reads_and_exports_as_the_binary_one(make_archiving_trail):
+    from compliance.audit_events import compute_event_hash
+    from datetime import timedelta as later
+    trail, prev, rows = make_archiving_trail(), "0" * 64, []
+    for seq in range(1, 6):  # the first release's rows (vault migration 6 found them so)
+        row = {"seq": seq, "event_id": f"e{seq:015d}", "occurred_at": f"2026-01-01T00:00:0{seq}.000000Z",
+               "actor_id": "tok_old", "actor_role": "service", "action": "read", "subject_hash": "e" * 64,
+               "resource": None, "request_id": None, "details": None, "prev_hash": prev}
+        row["event_hash"] = prev = compute_event_hash(row)
+        rows.append(tuple(row.values()))
+    trail.vault.write(lambda conn: conn.executemany(
+        "INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows))
+    trail.record_many([(SERVICE, "read", {"subject_hash": "e" * 64 if i == 0 else ALICE}) for i in range(17)])
+    assert trail.archive_older_than(T0 + later(seconds=100)).segments == 2
+    keys = trail.archive._keys  # noqa: SLF001
+    binary = trail.archive.store.get(trail.vault.connection(), 1)
+    exported = {s: [(e.seq, e.prev_hash, e.event_hash) for e in trail.iter_subject(s)] for s in ("e" * 64, ALICE)}
+
+    old = _as_format_1(trail, 1)
+
+    assert old[4] == 1 and decode(old, 1, keys) == decode(binary, 1, keys)
+    for subject in ("e" * 64, ALICE):
+        assert subject_rows(old, 1, keys, subject) == subject_rows(binary, 1, keys, subject)
+    assert [seq for seq, _, _ in exported["e" * 64]] == [1, 2, 3, 4, 5, 6]
+    assert {s: [(e.seq, e.prev_hash, e.event_hash) for e in trail.iter_subject(s)] for s in exported} == exported
+    assert trail.verify(full=True).ok

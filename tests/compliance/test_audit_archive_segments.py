@@ -102,3 +102,29 @@ def test_a_segment_format_this_release_does_not_know_is_refused(keyring):
     with pytest.raises(ValueError) as refused:
         encode(SegmentContent(1, 1, bytes(32), []), keys, version=3)
     assert str(refused.value) == "no archive segment format 3"
+
+
+def test_segments_are_kept_under_a_directory_made_with_its_parents_and_name_their_place(tmp_path):
+    from compliance.audit_archive_segments import TableSegments
+    store = FileSegments(tmp_path / "a" / "b" / "vault.audit-archive", fsync=False)
+    store.remove(None, 1)  # nothing there: nothing to do
+    store.settle_rewrapped(1, keep=False)
+    store.put(None, 1, BODY)
+    assert store.get(None, 1) == BODY
+    assert repr(store) == f"FileSegments({str(tmp_path / 'a' / 'b' / 'vault.audit-archive')!r})"
+    assert repr(TableSegments()) == "TableSegments()"
+
+
+def test_a_header_without_its_wrapped_key_or_under_another_keyring_is_named(keyring):
+    from compliance.audit_archive_segments import SegmentUnreadableError, rewrapped, wrap_version
+    from compliance.keyring import Keyring
+    keys = field_keys(FieldCipher(keyring.field_keys, keyring.active_field_key))
+    with pytest.raises(SegmentUnreadableError) as truncated:
+        wrap_version(b"LTAA\x02\x00\x00")
+    assert str(truncated.value) == "holds no wrapped key (truncated?)"
+    body = encode(SegmentContent(1, 1, bytes(32), []), keys)
+    other = Keyring.generate()
+    with pytest.raises(SegmentUnreadableError) as foreign:
+        rewrapped(body, 1, field_keys(FieldCipher(other.field_keys, other.active_field_key)))
+    assert str(foreign.value).startswith("fails authentication (") and str(foreign.value).endswith("Error)")
+    assert str(foreign.value) != "fails authentication (NoneType)"
