@@ -128,3 +128,11 @@ def test_a_header_without_its_wrapped_key_or_under_another_keyring_is_named(keyr
         rewrapped(body, 1, field_keys(FieldCipher(other.field_keys, other.active_field_key)))
     assert str(foreign.value).startswith("fails authentication (") and str(foreign.value).endswith("Error)")
     assert str(foreign.value) != "fails authentication (NoneType)"
+
+
+def test_a_vaults_archive_sits_beside_it_and_a_16_digit_seq_is_read_back_whole(tmp_path):
+    from compliance.audit_archive_segments import archive_dir
+    assert archive_dir(tmp_path / "privacy_vault.db") == tmp_path / "privacy_vault.audit-archive"
+    store = FileSegments(tmp_path / "archive", fsync=False)
+    store.put_rewrapped(1234567890123456, BODY)
+    assert store.pending_rewraps() == {1234567890123456: BODY}
