@@ -49,23 +49,27 @@ class SessionService:
     def start(self, actor: Actor, request_id: str | None, profile_id: str,
               data: dict[str, Any]) -> tuple[dict[str, Any], str]:
         ctx = self.ctx
-        subject_hash, proof = self.profiles.key_proof(profile_id)
-        writer = ctx.keys.writer(subject_hash, proof=proof)
         session_id = new_id("ses")
         start: datetime = data.get("start_time") or ctx.clock()
-        self._check_start(start)
         view = {name: SESSIONS.null_as(name) for name in _VIEW_COLUMNS}
         view.update(session_id=session_id, profile_id=profile_id, session_type=data["session_type"],
                     start_time=to_db(start), topics_covered=data.get("topics_covered") or [],
                     completion_status="in_progress")
-        stored = [SESSIONS.seal(writer, session_id, c, view[c]) if c in SESSIONS.sealed_columns else view[c]
-                  for c in _INSERT_COLUMNS]
 
-        def insert(conn: Any) -> None:
-            self.profiles.require_live(conn, profile_id)  # erased or expired since the check above?
-            conn.execute(_INSERT, stored)
+        # The profile is read in the write, on the writers' connection whose pages the last
+        # write left cached (read before it, through this thread's connection, whose cache every
+        # write of the process empties, its pages were read and decrypted again each time); it
+        # is also the check that the profile is still live. An unknown profile is 404 before a
+        # refused start_time is 422, as before.
+        def insert(conn: Any) -> str:
+            subject_hash, proof = self.profiles.key_proof(profile_id, conn)
+            self._check_start(start)
+            writer = ctx.keys.writer(subject_hash, proof=proof)
+            conn.execute(_INSERT, [SESSIONS.seal(writer, session_id, c, view[c]) if c in SESSIONS.sealed_columns
+                                   else view[c] for c in _INSERT_COLUMNS])
+            return subject_hash
 
-        ctx.db.write(insert)
+        subject_hash = ctx.db.write(insert)
         ctx.record(actor, "create", subject_hash, f"session:{session_id}", request_id)
         # Rendered from what was just written: reading it back would only decrypt it again.
         return view, etag_for(session_id, _FIRST_ROW_VERSION)
