@@ -125,3 +125,18 @@ def make_archiving_trail(open_catalog_db, config, keyring):
         archive.segment_events = 10
         return AuditTrail(vault, clock=TickingClock(), seals=seals, archive=archive)
     return make
+
+
+@pytest.fixture
+def database_with(databases, backend):
+    """database_with(schema) -> a fresh database on this test's backend holding ``schema``
+    (written in SQLite's types; PostgreSQL's through ``twin.storage.dialect.postgresql_ddl``)."""
+    from twin.storage.dialect import postgresql_ddl
+
+    def make(schema: str):
+        db = databases.new("test")
+        for statement in (schema if backend == "sqlcipher" else postgresql_ddl(schema)).split(";"):
+            if statement.strip():
+                db.execute(statement)
+        return db
+    return make

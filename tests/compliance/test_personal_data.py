@@ -13,7 +13,6 @@ from compliance.personal_data import (Kind, PersonalTable, RegistryError, Retent
                                       json_text, key, other, sealed, subject_hash, subject_params,
                                       timestamp)
 from compliance.subject_keys import SubjectCipher
-from twin.storage.dialect import postgresql_ddl
 
 SCHEMA = """
 CREATE TABLE people (person_id TEXT PRIMARY KEY, user_id_hash TEXT NOT NULL, nick TEXT,
@@ -71,12 +70,8 @@ class CountingReader:
 
 
 @pytest.fixture
-def db(databases, backend):
-    db = databases.new("test")
-    for statement in (SCHEMA if backend == "sqlcipher" else postgresql_ddl(SCHEMA)).split(";"):
-        if statement.strip():
-            db.execute(statement)
-    return db
+def db(database_with):
+    return database_with(SCHEMA)
 
 
 def add_person(db, person_id: str, subject: str, ends_at: str = "2026-06-01T00:00:00.000000Z", **values) -> None:

@@ -13,7 +13,6 @@ from compliance.personal_data import (PersonalTable, SubjectVia, clear, json_tex
                                       subject_hash, timestamp)
 from compliance.providers import SUBJECTS_PER_STATEMENT, TableProvider
 from compliance.subject_keys import SubjectCipher
-from twin.storage.dialect import postgresql_ddl
 
 SCHEMA = """
 CREATE TABLE owners (owner_id TEXT PRIMARY KEY, user_id_hash TEXT NOT NULL, name TEXT NOT NULL,
@@ -41,12 +40,8 @@ CIPHER = SubjectCipher(os.urandom(32))
 
 
 @pytest.fixture
-def db(databases, backend):
-    db = databases.new("test")
-    for statement in (SCHEMA if backend == "sqlcipher" else postgresql_ddl(SCHEMA)).split(";"):
-        if statement.strip():
-            db.execute(statement)
-    return db
+def db(database_with):
+    return database_with(SCHEMA)
 
 
 @pytest.fixture
