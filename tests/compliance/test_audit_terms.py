@@ -207,3 +207,17 @@ def test_pruning_subjects_goes_chunk_by_chunk_counts_them_all_and_keeps_those_st
 
     assert vault.write(lambda conn: prune_subjects(conn, refs)) == 401
     assert [r[0] for r in vault.query("SELECT subject_hash FROM audit_subjects")] == [named]
+
+
+def test_values_new_to_the_vault_cost_one_insert_and_one_lookup_per_kind_however_many(trail):
+    vault = trail.vault
+    vault.enable_statement_counting()
+
+    def statements_of(values: int, tag: str) -> int:  # three events naming that many new values
+        before = vault.counter.snapshot().statements
+        trail.record_many([(Actor(f"tok_{tag}{i % values}", "service"), "read",
+                            {"resource": f"{tag}-{i % values}", "subject_hash": f"{tag}{i % values}".ljust(64, "0")})
+                           for i in range(3)])
+        return vault.counter.snapshot().statements - before
+
+    assert statements_of(3, "b") == statements_of(1, "a")
