@@ -136,3 +136,28 @@ def test_a_vaults_archive_sits_beside_it_and_a_16_digit_seq_is_read_back_whole(t
     store = FileSegments(tmp_path / "archive", fsync=False)
     store.put_rewrapped(1234567890123456, BODY)
     assert store.pending_rewraps() == {1234567890123456: BODY}
+
+
+def _format_1_sealing(plain: bytes, first_seq: int, keys) -> bytes:
+    """What a key holder could store: a format-1 segment sealing any plaintext, as encode seals."""
+    import zlib
+
+    from compliance import envelope
+    from compliance.audit_archive_segments import _HEADER, MAGIC, _aad
+    data_key, wrapped, _ = envelope.new_data_key(keys, _aad(first_seq, "segment_key"))
+    sealed = envelope.data_cipher(data_key).encrypt(zlib.compress(plain, 6), _aad(first_seq, "segment"))
+    return _HEADER.pack(MAGIC, 1, len(wrapped)) + wrapped + sealed
+
+
+@pytest.mark.parametrize("plain, reason", [
+    (b"not json", "cannot be decoded (JSONDecodeError)"),
+    (b"[1, 2]", "holds another range than its index says"),
+    (b'{"format": "twin-audit-archive/0", "first_seq": 1}', "holds another range than its index says"),
+    (b'{"format": "twin-audit-archive/1", "first_seq": 2}', "holds another range than its index says"),
+], ids=["not-json", "not-a-document", "another-format", "another-first-seq"])
+def test_a_format_1_segment_a_key_holder_sealed_with_another_document_is_named(keyring, plain, reason):
+    from compliance.audit_archive_segments import SegmentUnreadableError, decode
+    keys = field_keys(FieldCipher(keyring.field_keys, keyring.active_field_key))
+    with pytest.raises(SegmentUnreadableError) as refused:
+        decode(_format_1_sealing(plain, 1, keys), 1, keys)
+    assert str(refused.value) == reason
