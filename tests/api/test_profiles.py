@@ -359,3 +359,15 @@ def test_a_read_answers_flasks_compact_sorted_ascii_json_text(client, service):
     assert response.status_code == 200 and response.mimetype == "application/json"
     expected = json.dumps(response.get_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True) + "\n"
     assert response.get_data() == expected.encode() and b"Zo\\u00eb \\u2713" in response.get_data()
+
+
+def test_a_read_refuses_query_parameters_it_does_not_take_and_ignores_an_empty_query(client, service):
+    pid = create_profile(client, service, "query-user")["profile_id"]
+
+    body = assert_problem(client.get(f"/v1/profiles/{pid}?fields=personal&x=1", headers=service), 422, "fields", "x")
+    assert body["errors"] == {"fields": ["Unknown field."], "x": ["Unknown field."]}
+    assert client.get(f"/v1/profiles/{pid}?", headers=service).status_code == 200
+    assert client.get(f"/v1/profiles/{pid}?&", headers=service).status_code == 200
+    # The query is refused before any lookup; an id of another form names nothing first.
+    assert client.get("/v1/profiles/prf_no-such-profile?x=1", headers=service).status_code == 422
+    assert client.get("/v1/profiles/not-a-profile-id?x=1", headers=service).status_code == 404
