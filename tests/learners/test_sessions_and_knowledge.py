@@ -1,7 +1,10 @@
-"""SessionService and KnowledgeService, called directly."""
+"""SessionService and KnowledgeService, called directly (and the knowledge PUT's answer over
+HTTP), on both storage backends: on PostgreSQL a PUT's writes go with its COMMIT."""
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import timedelta
 
 import pytest
@@ -13,6 +16,12 @@ from twin.learners.sessions import decode_cursor, encode_cursor
 from twin.learners.tables import KNOWLEDGE
 
 SERVICE = Actor("tok_learners_service", "service")
+
+
+@pytest.fixture
+def config(backend_config):
+    """This module runs on both storage backends (``backend_config``)."""
+    return backend_config
 
 
 @pytest.fixture
@@ -87,6 +96,24 @@ def test_a_puts_answer_is_the_state_as_stored(runtime, profile_id, clock):
         stored = [s for s in runtime.knowledge.list(SERVICE, None, profile_id) if s["topic"] == topic]
         assert stored == [view]
         assert [type(view[k]) for k in ("mastery_level", "confidence_score")] == [float, float]
+
+
+def test_a_puts_answer_keeps_every_float_exactly_as_a_fresh_get_returns_it(client, service, profile_id):
+    # 17 significant digits (the shortest repr of these doubles), a trajectory at the edge of
+    # the double range and a signed zero: the answer, made from the values written, must be
+    # what the database gives back, byte for byte once encoded.
+    body = {"mastery_level": 0.30000000000000004, "confidence_score": 0.12345678901234568,
+            "learning_trajectory": {"far": 1e300, "tiny": 5e-324, "signed_zero": -0.0, "steps": [0.1, -1e300]}}
+    put = client.put(f"/v1/profiles/{profile_id}/knowledge/math/fractions", json=body, headers=service)
+    listed = client.get(f"/v1/profiles/{profile_id}/knowledge", headers=service)
+
+    assert (put.status_code, listed.status_code) == (201, 200)
+    [stored] = listed.get_json()["items"]
+    assert json.dumps(put.get_json(), sort_keys=True) == json.dumps(stored, sort_keys=True)
+    assert (stored["mastery_level"], stored["confidence_score"]) == (0.30000000000000004, 0.12345678901234568)
+    trajectory = stored["learning_trajectory"]
+    assert (trajectory["far"], trajectory["tiny"], trajectory["steps"]) == (1e300, 5e-324, [0.1, -1e300])
+    assert trajectory["signed_zero"] == 0.0 and math.copysign(1.0, trajectory["signed_zero"]) == -1.0
 
 
 def test_knowledge_filters_by_domain_and_hides_states_past_their_window(runtime, clock):
