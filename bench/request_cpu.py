@@ -222,17 +222,29 @@ def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool, bat
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: {scenario} failed: {done.stderr[-500:]}")
-    # CPU time, or under callgrind the events chained ("chain"); the other loops print nothing
-    printed = float(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else 0.0
-    if not callgrind:
-        return printed
     try:
-        if scenario == "chain":  # parts 2, 4, ...: the flushes; the others are requests
-            return sum(_instructions(f"{out}.{2 * k}") for k in range(1, n // batch + 1)) / printed
-        return _instructions(f"{out}.2") / n  # part 1: start-up and warm-up; part 2: the loop
+        if callgrind and scenario != "chain":  # these loops print nothing: the count is in the parts
+            return _instructions(f"{out}.2") / n  # part 1: start-up and warm-up; part 2: the loop
+        # CPU time per request, or under callgrind the events chained ("chain", at least one
+        # flush's: main refuses --n below --batch): a figure the run must have printed
+        printed = _printed_figure(tree, scenario, done.stdout)
+        if not callgrind:
+            return printed
+        # parts 2, 4, ...: the flushes; the others are requests
+        return sum(_instructions(f"{out}.{2 * k}") for k in range(1, n // batch + 1)) / printed
     finally:
-        for leftover in glob.glob(f"{out}*"):
-            os.unlink(leftover)
+        if callgrind:
+            for leftover in glob.glob(f"{out}*"):
+                os.unlink(leftover)
+
+
+def _printed_figure(tree: Path, scenario: str, stdout: str) -> float:
+    """The number on the measured run's last line of output (exits with one line if none)."""
+    lines = stdout.strip().splitlines() or ["(nothing)"]
+    try:
+        return float(lines[-1])
+    except ValueError:
+        raise SystemExit(f"{tree}: {scenario} printed no figure (last line: {lines[-1][:80]})") from None
 
 
 def main() -> None:
@@ -249,6 +261,9 @@ def main() -> None:
     parser.add_argument("--plain", action="store_true",
                         help="also measure each tree with crypto off and print the privacy cost")
     args = parser.parse_args()
+    if "chain" in args.only and args.n < args.batch:  # no flush: nothing chained to divide by
+        print(f"request_cpu.py: chain needs --n ({args.n}) of at least --batch ({args.batch})", file=sys.stderr)
+        raise SystemExit(2)
     unit = "instructions" if args.callgrind else "us CPU"
     trees = {"this tree": ROOT, **({"before": args.before.resolve()} if args.before else {})}
     print(f"per request ({unit}; a session is its start and finish; chain: per event chained, "
