@@ -54,6 +54,22 @@ LOW_WATER = 16                   # refill (in the background) below this many ke
 RECLAIM_EVERY_SECONDS = 600.0    # a refill also reclaims, at most this often
 RECLAIM_BATCH = 500
 FLUSH_DELAY_SECONDS = 1.0        # bindings made meanwhile share one vault commit
+KEY_ID_HOUR_SECONDS = 3600       # a leased key id names the hour of its lease, no finer
+
+
+def leased_key_id(leased_at: datetime) -> str:
+    """A new leased key id: ``sk_``, the lease's hour (its start in microseconds since the
+    epoch, 14 hex digits: the width ids had when they named the microsecond), 96 random bits
+    (16 url-safe characters, what makes it unique).
+
+    The hour, not the lease's time: ids sort by hour, so a batch's inserts and the creates' go
+    to the few last pages of each key-id index (pages a commit encrypts and authenticates
+    whole, and reads back first when not cached), while every batch any process leases within
+    the hour shares the prefix: it does not link the profiles one process created under one
+    lease, and says less than a profile's own ``created_at``. What takes and reclaims keys
+    depends on no order of ids (``take`` is oldest lease first from memory)."""
+    hour = int(leased_at.timestamp()) // KEY_ID_HOUR_SECONDS * KEY_ID_HOUR_SECONDS
+    return f"sk_{hour * 1_000_000:014x}{secrets.token_urlsafe(12)}"
 
 
 @dataclass(frozen=True)
@@ -202,23 +218,16 @@ class SubjectKeyLease:
                 reclaim(self.keys, self._reclaim_after)
 
     def lease_batch(self, count: int) -> list[LeasedKey]:
-        """``count`` new keys, stored wrapped and leased to this process in one transaction.
-
-        A key id starts with the lease's time (microseconds, fixed width), then 96 random bits:
-        a batch's ids sort together after every earlier one, so its inserts, and the creates'
-        inserts into the data rows' index of key ids, go to the last page of each index instead
-        of a page each anywhere in it (pages a commit encrypts and authenticates whole, and
-        reads back first when they are not cached). The time says no more than the profile's
-        own ``created_at`` does."""
+        """``count`` new keys, stored wrapped and leased to this process in one transaction;
+        their ids name the lease's hour (``leased_key_id``)."""
         started = self._monotonic()
         now = self.keys.now()
         created, ends = to_db(now), to_db(now + timedelta(seconds=self._lease_seconds))
-        prefix = f"sk_{int(now.timestamp() * 1_000_000):014x}"
         usable_until = started + self._lease_seconds - self._margin
         wrapping = FixedKeys(self.keys.field_keys.refresh())  # one keyring check (a stat) per batch
         made, rows = [], []
         for _ in range(count):
-            key_id = prefix + secrets.token_urlsafe(12)
+            key_id = leased_key_id(now)
             data_key, wrapped, version = envelope.new_data_key(wrapping, self.keys.aad(key_id))
             made.append(LeasedKey(key_id, SubjectCipher(data_key), version, usable_until, self._monotonic))
             rows.append((key_id, version, wrapped, created, self.holder, ends))

@@ -5,7 +5,8 @@ vault and data databases, on both backends."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -86,6 +87,25 @@ def test_leased_keys_are_durable_unbound_and_bound_afterwards_to_the_profile_tha
     assert bound["created_at"] == view["created_at"]  # dated from the data that uses it
     runtime.keys.forget(runtime.hasher.hash("ada"))
     assert readable(runtime, view)
+
+
+def test_a_leased_key_id_names_its_leases_hour_then_96_random_bits(runtime, clock):
+    # README's lease paragraph: every batch leased within an hour (by any process) shares one
+    # prefix, so it does not tell one lease's profiles apart; a later hour's ids sort after.
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+    clock.offset = hour + timedelta(minutes=10) - datetime.now(timezone.utc)
+    lease = SubjectKeyLease(runtime.keys, background=False)
+    first, same_hour = lease.lease_batch(64), lease.lease_batch(64)
+    clock.advance(minutes=55)
+    next_hour = lease.lease_batch(64)
+
+    ids = [k.key_id for k in first + same_hour + next_hour]
+    assert all(re.fullmatch(r"sk_[0-9a-f]{14}[A-Za-z0-9_-]{16}", key_id) for key_id in ids)
+    prefix = f"sk_{int(hour.timestamp()) * 1_000_000:014x}"
+    assert {key_id[:17] for key_id in ids} == {prefix, f"sk_{int(hour.timestamp() + 3600) * 1_000_000:014x}"}
+    assert {k.key_id[:17] for k in first + same_hour} == {prefix}
+    assert min(k.key_id for k in next_hour) > max(k.key_id for k in first + same_hour)
+    assert len(set(ids)) == 192 and set(ids) <= {r["key_id"] for r in key_rows(runtime)}
 
 
 def test_reclaim_waits_the_documented_time_then_binds_referenced_keys_and_destroys_only_unused_ones(
