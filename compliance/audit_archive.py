@@ -183,7 +183,13 @@ class AuditArchive:
             return None
         walker = ChainWalker(position, last_hash.hex(), contiguous=True)
         events: list[tuple[str, Any]] = []
-        for table, row in chain_rows(conn, batch_size, after=position):
+        # From the first live row: one at or below the position is claimed by the archive (or a
+        # retention cut) too, a break the run must not archive past.
+        for table, row in chain_rows(conn, batch_size):
+            if row["seq"] <= position:
+                raise AuditChainBrokenError(row["seq"], f"event lies inside the archived or purged range (through "
+                                                        f"{position}); put back in the live log, or the index or "
+                                                        "checkpoint altered?")
             reason = check_row(walker, table, row)
             if reason is not None:
                 raise AuditChainBrokenError(row["seq"], reason)

@@ -108,3 +108,27 @@ def test_a_rewrap_while_an_archive_run_holds_its_lock_is_one_line_exit_2_and_a_l
     assert done.returncode == 0, done.stderr
     assert " audit archive segment keys under field key v2" in done.stdout and " and 0 audit" not in done.stdout
     assert twin(env, "audit", "verify", "--full").stdout.startswith("audit trail OK")
+
+
+def test_an_archived_event_put_back_in_the_live_log_is_one_line_and_the_archive_stays_as_it_was(env, tmp_path):
+    from twin.config import Config
+    from twin.runtime import Runtime
+
+    rt = Runtime.open(Config.from_env(env))
+    saved = rt.vault_db.query_one("SELECT * FROM audit_log WHERE seq = 2")
+    rt.close()
+    assert twin(env, "audit", "archive").returncode == 0
+    files = {p.name: p.read_bytes() for p in (tmp_path / "data" / "privacy_vault.audit-archive").glob("*.ltaa")}
+    rt = Runtime.open(Config.from_env(env))
+    columns = list(saved.keys())  # the live log refuses an UPDATE, not an INSERT
+    rt.vault_db.execute(f"INSERT INTO audit_log ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                        tuple(saved[c] for c in columns))
+    rt.audit.record_many([(Actor("tok_cli", "service"), "read", {"subject_hash": "d" * 64})] * 10)  # sealed now
+    rt.close()
+
+    refused = twin(env, "audit", "archive", "--older-than-days", "0")
+
+    assert refused.returncode == 1 and len(refused.stdout.splitlines()) == 1, refused.stdout
+    assert refused.stdout.startswith("audit trail BROKEN at event 2: event lies inside the archived or purged range")
+    assert "Traceback" not in refused.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "data" / "privacy_vault.audit-archive").glob("*.ltaa")} == files

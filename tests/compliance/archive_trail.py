@@ -33,6 +33,14 @@ def live_seqs(trail: AuditTrail) -> list[int]:
     return [r[0] for r in trail.vault.query("SELECT seq FROM audit_log ORDER BY seq")]
 
 
+def put_back(vault, row) -> None:
+    """Insert a saved ``audit_log`` row again, as someone with write access could after its event
+    was archived (the live log refuses an UPDATE, not an INSERT)."""
+    columns = list(row.keys())
+    vault.execute(f"INSERT INTO audit_log ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                  tuple(row[c] for c in columns))
+
+
 def stored_bytes(trail: AuditTrail, first_seq: int) -> bytes:
     return trail.archive.store.get(trail.vault.connection(), first_seq)
 

@@ -1,7 +1,7 @@
 """An archive run moves only evidence it can vouch for: a run of events with one deleted inside
 it, a forged seal (the one ending the run, or one joining an archived segment to
-the chain), or events a purge takes while their segment is being written, stop it with the
-event named, and nothing moves. Nor does its prune of the interned values delete one an
+the chain), events a purge takes while their segment is being written, or an archived event put
+back in the live log, stop it with the event named, and nothing moves. Nor does its prune of the interned values delete one an
 append starting meanwhile names (raced for real on PostgreSQL)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from archive_trail import ALICE, BOB, SCRIPT, SERVICE, append, at, live_seqs, segments
+from archive_trail import ALICE, BOB, SCRIPT, SERVICE, append, at, live_seqs, put_back, segments
 from compliance import audit_archive, audit_terms
 from compliance.audit import AuditChainBrokenError
 from compliance.audit_archive import AuditArchive, AuditArchiveError
@@ -127,3 +127,29 @@ def test_an_append_of_a_cached_value_starting_while_the_runs_prune_is_open_names
     assert {r[0] for r in trail.vault.query("SELECT actor_id FROM audit_actors")} == {SERVICE.actor_id,
                                                                                      SCRIPT.actor_id}
     assert trail.verify(full=True).ok
+
+
+def _index(trail) -> list[tuple]:
+    return [tuple(r) for r in trail.vault.query("SELECT * FROM audit_archive_segments ORDER BY first_seq")] + \
+        [tuple(r) for r in trail.vault.query("SELECT * FROM audit_archive_subjects ORDER BY first_seq, subject_ref")]
+
+
+@pytest.mark.parametrize("seq", [5, 10])  # inside the segment, and its last event (the archived position)
+def test_an_archived_event_put_back_in_the_live_log_stops_the_next_run_and_nothing_moves(trail, seq):
+    append(trail, 35)
+    saved = trail.vault.query_one("SELECT * FROM audit_log WHERE seq = ?", (seq,))
+    assert trail.archive_older_than(at(16)).segments == 1 and segments(trail) == [(1, 10)]
+    put_back(trail.vault, saved)  # the archived event's own row, as it was
+    index_before, stored_before = _index(trail), trail.archive.store.stored(trail.vault.connection())
+
+    with pytest.raises(AuditChainBrokenError) as broken:
+        trail.archive_older_than(at(26))
+
+    assert (broken.value.seq, broken.value.reason) == (
+        seq, "event lies inside the archived or purged range (through 10); put back in the live log, "
+           "or the index or checkpoint altered?")
+    assert _index(trail) == index_before and segments(trail) == [(1, 10)]
+    assert trail.archive.store.stored(trail.vault.connection()) == stored_before == [1]
+    assert live_seqs(trail) == [seq, *range(11, 36)]
+    verdict = trail.verify(full=True)
+    assert not verdict.ok and verdict.first_bad == seq

@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from archive_trail import put_back
 from compliance.audit import Actor
 
 SERVICE = Actor("tok_test_service", "service")
@@ -88,3 +89,27 @@ def test_an_archival_over_a_broken_chain_says_so_and_moves_nothing(runtime, cloc
     assert purge.details["audit_chain_broken"] is True and purge.details["audit_archived"] == 0
     assert "audit archival refused: the chain is broken at event 2 (content does not match its hash " \
         "(edited?))" in [r.getMessage() for r in caplog.records]
+
+
+def test_an_archived_event_put_back_in_the_live_log_is_reported_and_nothing_moves(runtime, clock, caplog):
+    runtime.audit.record_many([(SERVICE, "read", {"subject_hash": CAROL, "request_id": f"r{i}"})
+                               for i in range(22)])                                  # day 0: 1-22
+    saved = runtime.vault_db.query_one("SELECT * FROM audit_log WHERE seq = 5")
+    clock.advance(days=1)
+    runtime.audit.record_many([(SERVICE, "read", {"subject_hash": CAROL, "request_id": f"n{i}"})
+                               for i in range(10)])                                  # day 1: 23-32
+    clock.advance(days=29, hours=12)  # only the day-0 events are past the 30-day window
+    assert runtime.retention.run().audit_archived == 20 and _segments(runtime) == [(1, 10), (11, 20)]
+    put_back(runtime.vault_db, saved)
+    clock.advance(days=20)  # day 50: 21-30 (sealed at 30) past the archive window, all within the audit window
+
+    report = runtime.retention.run()
+
+    reason = "event lies inside the archived or purged range (through 20); put back in the live log, " \
+        "or the index or checkpoint altered?"
+    assert report.audit_chain_broken == f"event 5: {reason}"
+    assert report.audit_archived == 0 and _segments(runtime) == [(1, 10), (11, 20)]
+    assert [r[0] for r in runtime.vault_db.query("SELECT seq FROM audit_log ORDER BY seq")][:13] == [5, *range(21, 33)]
+    purge = runtime.audit.query(action="purge", limit=10)[-1]
+    assert purge.details["audit_chain_broken"] is True and purge.details["audit_archived"] == 0
+    assert f"audit archival refused: the chain is broken at event 5 ({reason})" in [r.getMessage() for r in caplog.records]
