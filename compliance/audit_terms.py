@@ -9,7 +9,10 @@ the transaction that read it has committed (``Learned``, handed over by the call
 a transaction that rolled back could name a row that never existed. A cached reference is good
 until an interned value is deleted: the vault counts deletes (``audit_term_generation``, by a
 trigger on each table) and ``resolve`` reads the count in the same round trip; if it is not the
-count the cache was filled under, the cache is emptied and every value looked up again.
+count the cache was filled under, the cache is emptied and every value looked up again. A
+vault put back from a backup under a running process can hold the count the cache was filled
+under, with the values interned since renumbered: nothing here can tell, so every process
+restarts after a vault restore by any means (README, Backups and keys).
 Rows are append-only (a trigger refuses UPDATE); a value no event refers to any more is deleted
 when its last event leaves the live log (archival, retention): subjects through their index
 (``prune_subjects``), actors and resources by one pass over the live log (``prune_unused_terms``:
