@@ -50,11 +50,13 @@ def test_a_binding_that_loses_a_race_leaves_its_key_unbound_and_the_others_are_r
         Binding("key-mine", alice, SINCE), Binding("key-bob", bob, SINCE)])))
     binding.start()
     try:
-        deadline = time.monotonic() + 20
-        while not other.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                "AND query LIKE 'UPDATE subject_keys%%'").fetchone()[0]:
+        deadline = time.monotonic() + 120  # a safety stop on a loaded machine, not a timing check
+        while binding.is_alive() and not other.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'").fetchone()[0]:
             assert time.monotonic() < deadline, "our binding never waited for the other's"
             time.sleep(0.05)
+        assert binding.is_alive(), f"our binding ended without waiting for the other's: {result}"
         other.commit()  # ours now breaks the unique subject: the batch is retried binding by binding
     finally:
         binding.join(30)

@@ -354,13 +354,17 @@ def test_expired_profiles_end_in_batches_of_the_configured_size(runtime, make_su
     assert not any(runtime.keys.has_key(s.subject_hash) for s in subjects)
 
 
-@pytest.mark.sqlite_only("free pages of a SQLCipher file")
-def test_the_pages_a_purge_frees_go_back_to_the_file_system(runtime, make_subject, clock):
+
+def _bulky_sessions(runtime, make_subject, count: int) -> None:
+    """``count`` sessions of about 3 kB each, of one subject, on day 0."""
     subject = make_subject("bulky", sessions=0, knowledge=0)
-    for i in range(40):
+    for i in range(count):
         started, _ = runtime.sessions.start(SERVICE, None, subject.profile_id, {"session_type": "lesson"})
         runtime.sessions.update(SERVICE, None, started["session_id"],
                                 {"performance_metrics": {"log": f"{i}-" + "x" * 3000}}, None)
+@pytest.mark.sqlite_only("free pages of a SQLCipher file")
+def test_the_pages_a_purge_frees_go_back_to_the_file_system(runtime, make_subject, clock):
+    _bulky_sessions(runtime, make_subject, 40)
     clock.advance(days=31)
     pages_before = runtime.twin_db.query_one("PRAGMA page_count")[0]
 
@@ -376,11 +380,7 @@ def test_the_pages_a_purge_frees_go_back_to_the_file_system(runtime, make_subjec
 def test_the_freed_pages_go_back_in_steps_so_a_writer_waits_for_one_step_only(
         runtime, make_subject, clock, monkeypatch):
     monkeypatch.setattr(retention, "VACUUM_STEP_PAGES", 1)  # a few sessions free several pages
-    subject = make_subject("bulky", sessions=0, knowledge=0)
-    for i in range(8):
-        started, _ = runtime.sessions.start(SERVICE, None, subject.profile_id, {"session_type": "lesson"})
-        runtime.sessions.update(SERVICE, None, started["session_id"],
-                                {"performance_metrics": {"log": f"{i}-" + "x" * 3000}}, None)
+    _bulky_sessions(runtime, make_subject, 8)
     clock.advance(days=31)
     statements: list[str] = []
     own = runtime.twin_db.connection()
