@@ -153,3 +153,21 @@ def test_an_archived_event_put_back_in_the_live_log_stops_the_next_run_and_nothi
     assert live_seqs(trail) == [seq, *range(11, 36)]
     verdict = trail.verify(full=True)
     assert not verdict.ok and verdict.first_bad == seq
+
+
+def test_a_retention_cut_forged_at_an_archived_segments_end_with_another_hash_stops_the_next_run(trail):
+    append(trail, 35)
+    assert trail.archive_older_than(at(16)).segments == 1
+    # A cut at the segment's end is what retention records when it deletes that segment; this one
+    # holds another hash than the segment's, so the chain past it cannot be vouched for.
+    trail.vault.execute("INSERT INTO audit_checkpoints (purged_through_seq, last_hash, created_at) "
+                        "VALUES (10, ?, '2026-01-01T00:00:00.000000Z')", ("ab" * 32,))
+    index_before = _index(trail)
+
+    with pytest.raises(AuditChainBrokenError) as broken:
+        trail.archive_older_than(at(26))
+
+    assert (broken.value.seq, broken.value.reason) == (11, "content does not match its hash (edited?)")
+    assert _index(trail) == index_before and live_seqs(trail) == list(range(11, 36))
+    verdict = trail.verify(full=True)
+    assert (verdict.ok, verdict.first_bad, verdict.reason) == (False, 11, "content does not match its hash (edited?)")
