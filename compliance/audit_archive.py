@@ -316,7 +316,7 @@ class AuditArchive:
             with self.vault.transaction(immediate=False) as conn:
                 segments = index.listed(conn)
                 cut, cut_hash = index.retention_cut(conn)
-                seg = next((s for s in segments if s.last_seq > cut), None)
+                seg = segments[0] if segments else None  # retention unlists what it cuts: the oldest
                 if seg is None or seg.last_at >= cutoff_us:
                     break
                 self._verify_segment(conn, seg, cut, cut_hash)
@@ -359,6 +359,9 @@ class AuditArchive:
                 self.store.remove(None, first)
 
     def _verify_segment(self, conn: Any, seg: Listed, cut: int, cut_hash: str) -> None:
+        if seg.first_seq <= cut:  # the cut was recorded in the transaction that unlisted what it took
+            raise AuditChainBrokenError(seg.first_seq, f"{_name(seg)} reaches into the purged range (through {cut}); "
+                                                       "checkpoint altered?")
         if seg.first_seq != cut + 1:
             raise AuditChainBrokenError(cut + 1, f"{span(cut + 1, seg.first_seq - 1)} missing before the "
                                                  "oldest archive segment (deleted?)")

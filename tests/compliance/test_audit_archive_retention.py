@@ -169,3 +169,21 @@ def test_a_leftover_of_one_event_at_the_cut_goes_with_the_next_run(open_catalog_
     assert trail.purge_older_than(at(1)) == 0
     assert _stored(trail) == [2]
     assert trail.verify(full=True).ok
+
+
+@pytest.mark.parametrize("through", [1, 10])  # the segment's first event, and its last
+def test_retention_refuses_a_listed_segment_that_a_forged_retention_cut_reaches_into(trail, through):
+    append(trail, 35)
+    assert trail.archive_older_than(at(16)).segments == 1
+    # Retention records a cut in the transaction that unlists the segment it took: a cut into a
+    # segment still listed was written by hand.
+    trail.vault.execute("INSERT INTO audit_checkpoints (purged_through_seq, last_hash, created_at) "
+                        "VALUES (?, ?, '2026-01-01T00:00:00.000000Z')", (through, "ab" * 32))
+
+    with pytest.raises(AuditChainBrokenError) as broken:
+        trail.purge_older_than(at(13))
+
+    assert (broken.value.seq, broken.value.reason) == (
+        1, f"archive segment of events 1-10 reaches into the purged range (through {through}); checkpoint altered?")
+    assert segments(trail) == [(1, 10)] and _stored(trail) == [1]
+    assert trail.vault.query_one("SELECT min(seq) FROM audit_log")[0] == 11
