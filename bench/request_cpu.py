@@ -6,7 +6,9 @@ What one request costs: the app as ``twin serve`` builds it (access log at INFO,
 /dev/null; prometheus-client in multiprocess mode), a warm profile read
 (``GET /v1/profiles/{id}``), a session start + finish (``POST .../sessions`` then
 ``PATCH /v1/sessions/{id}``, counted as one pair) and a knowledge upsert (``PUT
-.../knowledge/{domain}/{topic}``, a manual value, each profile's one topic set again), with the
+.../knowledge/{domain}/{topic}``, a manual value, each profile's one topic set again), an evidence
+batch (``POST .../evidence``, 10 new observations over 2 topics), a parental consent recorded
+(``POST .../consents``), with the
 audit events chained every 30 requests (about the batch a 50 ms flush delay gathers at 600
 requests/s) rather than by the timing-dependent flusher thread. A create (``POST /v1/profiles`` of a new user) takes its
 subject key from the process's lease: the lease is refilled, and its bindings recorded, when it
@@ -48,7 +50,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("get", "session", "chain", "create", "upsert")
+SCENARIOS = ("get", "session", "chain", "create", "upsert", "evidence", "consent")
 
 # Runs inside the measured tree's own .venv with PYTHONPATH set to it: only names every
 # release has (Runtime.open, create_app(runtime=), tokens.issue, audit.flush).
@@ -104,6 +106,15 @@ def one(i):
                                       "learning_goals": ["fractions"], "knowledge_domains": ["math"]})
     elif scenario in ("get", "chain"):
         call("GET", f"/v1/profiles/{pid}")
+    elif scenario == "evidence":  # a batch of 10 new observations, over 2 of the profile's topics
+        at, b = datetime.now(timezone.utc).isoformat(), next(created)  # ids never repeated
+        call("POST", f"/v1/profiles/{pid}/evidence", {"observations": [
+            {"evidence_id": f"ev-{b}-{k}", "domain": "math", "topic": f"topic-{k % 2}", "item_id": f"item-{k}",
+             "correct": k % 3 != 0, "observed_at": at} for k in range(10)]})
+    elif scenario == "consent":
+        call("POST", f"/v1/profiles/{pid}/consents", {"consenter_name": "Bench Parent",
+             "consenter_relationship": "parent", "method": "signed_form",
+             "obtained_at": datetime.now(timezone.utc).isoformat()})
     elif scenario == "upsert":
         call("PUT", f"/v1/profiles/{pid}/knowledge/math/topic-{i % 50}",
              {"mastery_level": 0.5, "confidence_score": 0.4, "learning_trajectory": {"step": i}})

@@ -50,14 +50,23 @@ class ConsentService:
         return {k: row[k] for k in ("consent_id", "method", "granted_at", "withdrawn_at")}
 
     def grant(self, actor: Actor, request_id: str | None, profile_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        subject_hash, proof = self.profiles.key_proof(profile_id)
-        writer = self.ctx.keys.writer(subject_hash, proof=proof)
         consent_id = new_id("cns")
-        self.ctx.db.write(lambda conn: insert_consent(
-            conn, writer, consent_id=consent_id, profile_id=profile_id, subject_hash=subject_hash,
-            consent=consent_from_request(data), granted_at=self.ctx.now()))
+
+        # The profile read (its key's proof; that it is live) and the row read back are done in
+        # the write, on the writers' connection, whose pages the last write left cached: before
+        # or after it, through this thread's connection, whose page cache every write of the
+        # process empties, their pages were read and decrypted again. The profile is read
+        # first: an unknown profile is 404 before a refused method is 422, as before.
+        def insert(conn: Any) -> tuple[str, Any]:
+            subject_hash, proof = self.profiles.key_proof(profile_id, conn)
+            insert_consent(conn, self.ctx.keys.writer(subject_hash, proof=proof), consent_id=consent_id,
+                           profile_id=profile_id, subject_hash=subject_hash,
+                           consent=consent_from_request(data), granted_at=self.ctx.now())
+            return subject_hash, conn.execute(_SELECT + "consent_id = ?", (consent_id,)).fetchone()
+
+        subject_hash, row = self.ctx.db.write(insert)
         self.ctx.record(actor, "consent_grant", subject_hash, f"profile:{profile_id}/consents", request_id)
-        return self._view(self.ctx.db.query_one(_SELECT + "consent_id = ?", (consent_id,)))
+        return self._view(row)
 
     def list(self, actor: Actor, request_id: str | None, profile_id: str) -> list[dict[str, Any]]:
         subject_hash = self.profiles.subject_of(profile_id)
