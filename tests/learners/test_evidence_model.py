@@ -73,12 +73,11 @@ def test_an_in_order_batch_reads_and_writes_each_touched_skill_once(runtime, pid
     with _Statements(runtime.twin_db) as seen:
         assert runtime.evidence.ingest(SERVICE, None, pid, batch) == {"new": 100, "repeats": 0}
 
-    # The touched knowledge states read in one statement before the write lock (the batch is
-    # folded in from them there) and once more under it (to check they did not change), one
-    # write of each, one look-up of the batch's ids, one insert of its rows; the 400
-    # observations already stored are never read.
+    # The touched knowledge states read in one statement, under the write lock (the batch is
+    # folded in from them there), one write of each, one look-up of the batch's ids, one insert
+    # of its rows; the 400 observations already stored are never read.
     states_read = seen.touching("knowledge_states", "SELECT")
-    assert len(states_read) == 2 and all("'algebra'" in s and "'geometry'" in s for s in states_read)
+    assert len(states_read) == 1 and all("'algebra'" in s and "'geometry'" in s for s in states_read)
     assert len(seen.touching("knowledge_states", "INSERT")) == 2
     evidence_reads = seen.touching("evidence", "SELECT")
     assert len(evidence_reads) == 1 and "entry_key IN" in evidence_reads[0]
@@ -89,24 +88,24 @@ def test_an_in_order_batch_reads_and_writes_each_touched_skill_once(runtime, pid
     # A late observation rebuilds its skill from the rows (and only that skill).
     rows_read = [s for s in seen.touching("evidence", "SELECT") if "entry_key IN" not in s]
     assert len(rows_read) == 1 and "topic = 'algebra'" in rows_read[0]
-    assert len(seen.touching("knowledge_states", "SELECT")) == 2
+    assert len(seen.touching("knowledge_states", "SELECT")) == 1
 
 
-def test_a_state_changed_after_the_batch_was_folded_ahead_is_folded_again_under_the_lock(
+def test_a_state_changed_while_the_batch_waits_for_the_lock_is_the_one_it_folds_into(
         runtime, pid, clock, monkeypatch):
     start = clock() - timedelta(days=5)
     runtime.evidence.ingest(SERVICE, None, pid, sequence(start, 10) + sequence(start, 10, topic="geometry"))
     service = runtime.evidence
-    fold_ahead, calls = traces.fold_ahead, []
+    writers_lock, calls = traces.writers_lock, []
 
     def then_a_manual_value_meanwhile(*args):
-        folded = fold_ahead(*args)  # folded from the states as they were...
-        if not calls:  # (the manual value's own fold ahead is left alone)
+        lock = writers_lock(*args)  # the batch checked, about to take the lock...
+        if not calls:  # (the manual value's own lock is left alone)
             calls.append(True)
-            runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.9})  # ...no longer
-        return folded
+            runtime.knowledge.upsert(SERVICE, None, pid, "math", "algebra", {"mastery_level": 0.9})  # ...set first
+        return lock
 
-    monkeypatch.setattr(traces, "fold_ahead", then_a_manual_value_meanwhile)
+    monkeypatch.setattr(traces, "writers_lock", then_a_manual_value_meanwhile)
     later = [obs(f"later-{i}", clock() + timedelta(minutes=1 + i), i % 2 == 0) for i in range(4)]
     assert service.ingest(SERVICE, None, pid, later) == {"new": 4, "repeats": 0}
 

@@ -76,7 +76,7 @@ class KnowledgeService:
         # process empties, about four pages read and decrypted again per PUT. The state is
         # folded there too (``settle`` with nothing folded ahead): one manual value's fold is a
         # checkpoint opened, a little arithmetic and a seal, less than a read transaction of its
-        # own folding it ahead (an ingest's batches fold ahead).
+        # own folding it ahead.
         def write(conn: Any) -> tuple[traces.Folded, bool, str]:
             subject_hash, proof = self.profiles.key_proof(profile_id, conn, hold=True)
             writer = ctx.keys.writer(subject_hash, proof=proof)

@@ -330,30 +330,10 @@ def fold_entries(conn: Any, writer: FieldSealer, keys: EntryKeys, state: SkillSt
     return Folded(state, params.version, values, rows)
 
 
-def fold_ahead(db: Any, parameters: Any, writer: FieldSealer, keys: EntryKeys, profile_id: str,
-               by_skill: Mapping[SkillKey, tuple[Sequence[NewEntry], Sequence[tuple]]],
-               now: str) -> dict[SkillKey, Folded]:
-    """Each skill's state with its new entries (and ``entry_row`` rows) folded in, from a read
-    outside the write lock, which serialises every writer of every process: opening the
-    checkpoint, the model's arithmetic and sealing the new one are done before it. Under the
-    lock ``settle`` keeps a result only while its state row and parameters are unchanged. A
-    skill whose fold the model refuses is left out (the write refuses it, in its order)."""
-    folded: dict[SkillKey, Folded] = {}
-    with db.transaction(immediate=False) as conn:
-        current = parameters.current(conn, by_skill)
-        states = load_states(conn, writer, profile_id, list(by_skill))
-        for skill, (entries, rows) in by_skill.items():
-            try:
-                folded[skill] = fold_entries(conn, writer, keys, states[skill], current[skill], entries, rows, now)
-            except LearnerModelError:  # older than purged evidence, an id reused: refused in order
-                pass
-    return folded
-
-
 def settle(conn: Any, writer: FieldSealer, keys: EntryKeys, ahead: Folded | None, profile_id: str,
            skill: SkillKey, row: Any | None, params: SkillParameters, entries: Sequence[NewEntry],
            rows: Sequence[tuple], now: str) -> Folded:
-    """Under the write lock: ``ahead`` (``fold_ahead``'s) if it still holds for the state
+    """Under the write lock: ``ahead`` (a fold done before it) if it still holds for the state
     ``row`` and ``params`` read now, else the fold done again from them."""
     if ahead is not None and ahead.still_holds(row, params):
         return ahead
