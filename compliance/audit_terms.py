@@ -162,14 +162,15 @@ def _lookups(term_keys: Mapping[TermTable, Sequence[tuple]]
 
 
 def resolve(conn: Any, events: Sequence[Mapping[str, Any]], *, before: Sequence[Statement] = (),
-            cache: TermCache | None = None, learned: Learned | None = None
+            cache: TermCache, learned: Learned | None = None
             ) -> tuple[list[Any], list[tuple[int, int | None, int | None]]]:
     """(actor_ref, subject_ref, resource_ref) of each event, adding the values not yet
     interned; call inside the append's write transaction, holding the chain lock. ``before``:
     the caller's statements, run first in the same round trip; their results are returned with
-    the references. ``cache``: references to use if still good; ``learned``: where the ones
+    the references. ``cache``: references to use if still good (required: every append has
+    one, ``AuditTrail``'s; a fresh ``TermCache`` knows none); ``learned``: where the ones
     looked up by SQL go, for the caller to hand to ``cache.learn`` once committed."""
-    generation, known = cache.current() if cache is not None else (None, {t: {} for t in TERM_TABLES})
+    generation, known = cache.current()
     # Each event's three keys once, then each kind's distinct ones (a transpose, in C).
     keyed = [(ACTORS.key_of(e), SUBJECTS.key_of(e), RESOURCES.key_of(e)) for e in events]
     keys = {}
