@@ -149,7 +149,7 @@ class EvidenceService:
             ready = []
             try:
                 for skill, (entries, entry_rows) in by_skill.items():
-                    ready.append(traces.settle(conn, writer, self.keys, None, profile_id, skill, rows[skill],
+                    ready.append(traces.settle(conn, writer, self.keys, profile_id, skill, rows[skill],
                                                current[skill], entries, entry_rows, now))
             except BeforeRetainedWindowError as exc:
                 raise InvalidFieldsError({"observations": {exc.index: {"observed_at": [

@@ -74,9 +74,8 @@ class KnowledgeService:
         # last write left cached: the profile's read (its key's proof, and that it is still
         # live, held) outside it went through a connection whose cache every write of the
         # process empties, about four pages read and decrypted again per PUT. The state is
-        # folded there too (``settle`` with nothing folded ahead): one manual value's fold is a
-        # checkpoint opened, a little arithmetic and a seal, less than a read transaction of its
-        # own folding it ahead.
+        # folded there too (``settle``): one manual value's fold is a checkpoint opened, a little
+        # arithmetic and a seal, less than a read transaction of its own folding it ahead.
         def write(conn: Any) -> tuple[traces.Folded, bool, str]:
             subject_hash, proof = self.profiles.key_proof(profile_id, conn, hold=True)
             writer = ctx.keys.writer(subject_hash, proof=proof)
@@ -86,7 +85,7 @@ class KnowledgeService:
                      "prerequisites_met": prerequisites_met}
             state_row = traces.state_rows(conn, profile_id, [skill], for_update=ctx.db.dialect.for_update)[skill]
             params = self.parameters.current(conn, [skill])[skill]
-            folded = traces.settle(conn, writer, self.keys, None, profile_id, skill, state_row, params,
+            folded = traces.settle(conn, writer, self.keys, profile_id, skill, state_row, params,
                                    [entry], rows, now)
             # Sent with the COMMIT (a server: one round trip for the three): nothing in them can
             # be refused but by a conflict, which re-runs the write (the value is checked, the

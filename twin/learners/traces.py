@@ -296,24 +296,12 @@ def store_rows(conn: Any, rows: Sequence[tuple], *, at_commit: bool = False) -> 
 @dataclass(frozen=True)
 class Folded:
     """A skill's state after new entries, computed from ``state`` under parameters of
-    ``parameters_version``, and the evidence rows to insert with it. Computed outside the write
-    lock, it is still what folding them in would give while the state's row and the skill's
-    parameters are unchanged: every change to a skill's evidence also rewrites its state row
-    (a fresh sealed checkpoint, a carried-over summary, a version)."""
+    ``parameters_version``, and the evidence rows to insert with it."""
 
     state: SkillState
     parameters_version: str
     values: dict[str, Any]
     rows: list[tuple]
-
-    def still_holds(self, row: Any | None, params: SkillParameters) -> bool:
-        return params.version == self.parameters_version and _same_row(self.state.row, row)
-
-
-def _same_row(a: Any | None, b: Any | None) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return all(a[column] == b[column] for column in STATE_COLUMNS)
 
 
 def fold_entries(conn: Any, writer: FieldSealer, keys: EntryKeys, state: SkillState,
@@ -330,13 +318,10 @@ def fold_entries(conn: Any, writer: FieldSealer, keys: EntryKeys, state: SkillSt
     return Folded(state, params.version, values, rows)
 
 
-def settle(conn: Any, writer: FieldSealer, keys: EntryKeys, ahead: Folded | None, profile_id: str,
-           skill: SkillKey, row: Any | None, params: SkillParameters, entries: Sequence[NewEntry],
-           rows: Sequence[tuple], now: str) -> Folded:
-    """Under the write lock: ``ahead`` (a fold done before it) if it still holds for the state
-    ``row`` and ``params`` read now, else the fold done again from them."""
-    if ahead is not None and ahead.still_holds(row, params):
-        return ahead
+def settle(conn: Any, writer: FieldSealer, keys: EntryKeys, profile_id: str, skill: SkillKey, row: Any | None,
+           params: SkillParameters, entries: Sequence[NewEntry], rows: Sequence[tuple], now: str) -> Folded:
+    """Under the write lock: ``entries`` folded into the skill's state ``row`` (None: a new
+    state) as read there, under ``params``."""
     state = state_of(row, writer) if row is not None else SkillState(profile_id, skill, None, None, None)
     return fold_entries(conn, writer, keys, state, params, entries, rows, now)
 
