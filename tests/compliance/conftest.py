@@ -9,6 +9,7 @@ from typing import Callable
 
 import pytest
 
+from compliance.subject_key_lease import SubjectKeyLease
 from sqlcipher_pages import decrypted_file_content
 from twin.runtime import Runtime
 from twin.storage import Database, open_keyed
@@ -140,3 +141,26 @@ def database_with(databases, backend):
                 db.execute(statement)
         return db
     return make
+
+
+# -- subject-key leases (test_subject_key_lease*.py) -----------------------------------------
+
+@pytest.fixture
+def quiet_lease(runtime):
+    """The runtime's profiles on a lease that records bindings only when told (``flush``): the
+    state a process killed right after its creates leaves behind."""
+    lease = SubjectKeyLease(runtime.keys, background=False)
+    runtime.profiles.ctx.lease = lease
+    return lease
+
+
+@pytest.fixture
+def timed_runtime(config, keyring, clock):
+    """A runtime whose memory of keys and lease follow the test's clock: ``clock.advance`` lets
+    a remembered key expire as the read cache's time passing would."""
+    from twin.runtime import Runtime
+
+    rt = Runtime(config, keyring, clock=clock, monotonic=clock.monotonic)
+    rt.profiles.ctx.lease = SubjectKeyLease(rt.keys, background=False, monotonic=clock.monotonic)
+    yield rt
+    rt.close()
