@@ -8,7 +8,8 @@ on the event survives a crash of the process (the guarantee the vault itself giv
 ``compliance.audit_staging`` moves staged events into the chain in batches, one transaction per
 segment that also records the segment as imported (``audit_journal_imports``), and only then
 deletes the segment file: a file that outlives its import is never imported twice. This module
-is the segment files: their format, their locks and their recovery.
+is the segment files: their format, writing them and their locks; reading back the segments of
+a process that died is ``compliance.audit_journal_recovery``.
 With ``fsync=True`` (``TWIN_DURABILITY=full``, where the vault runs ``synchronous=FULL``) each
 record is also ``fdatasync``-ed, and the directory after a segment is named, so a staged
 event survives a power loss too.
@@ -18,9 +19,10 @@ reserve (``compliance.disk_reserve``, 1 MiB) that ``ensure_room()`` checks befor
 starts and an append failing for lack of space uses up.
 
 A segment is locked (``flock``) by the process writing it until its events are in the trail.
-A segment nobody holds was left by a process that died: ``recover()`` hands it to whichever
-process flushes next. ``flock`` needs the data directory on a local file system, and a
-process that forks must not stage events in the child (create the trail after forking).
+A segment nobody holds was left by a process that died: ``audit_journal_recovery.recover()``
+hands it to whichever process flushes next. ``flock`` needs the data directory on a local file
+system, and a process that forks must not stage events in the child (create the trail after
+forking).
 
 File layout (integers big-endian)::
 
@@ -42,7 +44,6 @@ by ``scripts/verify_audit.py``.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import errno
 import os
@@ -60,7 +61,7 @@ from twin.storage.paths import fsync_path
 from . import envelope
 from .compact_json import compact_encoder
 from .disk_reserve import FULL_ERRNOS, DiskReserve
-from .errors import ComplianceError, DecryptionError, KeyringError, UnknownKeyVersionError
+from .errors import ComplianceError
 from .field_crypto import FieldCipher, associated_data
 from .keyring_watcher import FieldKeys, field_keys
 
@@ -73,8 +74,8 @@ MAGIC = b"LTAJ"
 FORMAT_VERSION = 1
 SUFFIX = ".seg"
 DAMAGED_SUFFIX = ".damaged"  # kept for investigation, never imported again
-_HEADER = struct.Struct(">4sBH")
-_LENGTH = struct.Struct(">I")
+HEADER = struct.Struct(">4sBH")
+RECORD_LENGTH = struct.Struct(">I")
 RESERVE_NAME = ".reserve"
 RESERVE_BYTES = 1 << 20
 
@@ -117,11 +118,11 @@ def damaged_segment_files(directory: str | os.PathLike[str]) -> list[Path]:
     return sorted(directory.glob("*" + SUFFIX + DAMAGED_SUFFIX)) if directory.is_dir() else []
 
 
-def _key_aad(name: str) -> bytes:
+def segment_key_aad(name: str) -> bytes:
     return associated_data("audit_journal", "segment_key", name)
 
 
-def _record_aad(name: str, index: int) -> bytes:
+def record_aad(name: str, index: int) -> bytes:
     return associated_data("audit_journal", name, index)
 
 
@@ -181,8 +182,8 @@ class AuditJournal:
         segment = self._live or self._start_segment()
         cipher = self._live_cipher
         blob = payload if cipher is None else \
-            cipher.encrypt(payload, _record_aad(segment.name, len(segment.events)))
-        _write_all(segment.fd, _LENGTH.pack(len(blob)) + blob)
+            cipher.encrypt(payload, record_aad(segment.name, len(segment.events)))
+        _write_all(segment.fd, RECORD_LENGTH.pack(len(blob)) + blob)
         if self._fsync:
             os.fdatasync(segment.fd)
         return segment
@@ -231,9 +232,9 @@ class AuditJournal:
             if self._keys is None:
                 wrapped, cipher = b"", None
             else:
-                data_key, wrapped, _ = envelope.new_data_key(self._keys, _key_aad(name))
+                data_key, wrapped, _ = envelope.new_data_key(self._keys, segment_key_aad(name))
                 cipher = envelope.data_cipher(data_key)
-            _write_all(fd, _HEADER.pack(MAGIC, FORMAT_VERSION, len(wrapped)) + wrapped)
+            _write_all(fd, HEADER.pack(MAGIC, FORMAT_VERSION, len(wrapped)) + wrapped)
             path = self.directory / (name + SUFFIX)
             os.rename(partial, path)
             if self._fsync:
@@ -272,7 +273,12 @@ class AuditJournal:
             os.close(segment.fd)
         self._reserve.discard()
 
-    # -- recovery -----------------------------------------------------------------------
+    # -- what is on disk ------------------------------------------------------------------
+
+    @property
+    def keys(self) -> FieldKeys | None:
+        """The field keys segments are wrapped under (None: the plaintext mode)."""
+        return self._keys
 
     def pending_files(self) -> list[Path]:
         """Segment files on disk: staged events not yet in the trail (any process)."""
@@ -281,127 +287,3 @@ class AuditJournal:
     def holds_file(self, name: str) -> bool:
         """Whether the segment ``name`` is still on disk (not yet imported and deleted)."""
         return (self.directory / (name + SUFFIX)).exists()
-
-    def recover(self) -> list[Segment]:
-        """Segments left by processes that died, now locked by this one, with their events.
-
-        A segment whose process is alive (it holds the lock) is skipped; so are this
-        process's own, which it locks through another file description, and any file that
-        cannot be read (logged; the others are still recovered).
-        """
-        self._remove_stale_partials()
-        recovered = []
-        for path in self.pending_files():
-            try:
-                segment = self._take(path)
-            except OSError as exc:
-                log.error("audit journal segment %s cannot be recovered now: %s", path.name,
-                          exc.strerror or exc)
-                continue
-            if segment is not None:
-                recovered.append(segment)
-        return recovered
-
-    def _take(self, path: Path) -> Segment | None:
-        """The segment at ``path`` with its events, locked, if its process is gone."""
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            return None  # imported and deleted meanwhile
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
-                raise BlockingIOError  # imported and deleted between our open and our lock
-            segment = Segment(path.name[:-len(SUFFIX)], path, fd, recovered=True)
-            if self._read(segment):
-                return segment
-        except BlockingIOError:
-            pass  # its process is alive
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-        return None
-
-    def _remove_stale_partials(self) -> None:
-        """Segments whose process died before naming them (they never held an event)."""
-        if not self.directory.is_dir():
-            return
-        for path in self.directory.glob(".*.new"):
-            try:
-                if time.time() - path.stat().st_mtime < 60:
-                    continue  # perhaps being created right now
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                path.unlink(missing_ok=True)
-            except BlockingIOError:
-                pass
-            finally:
-                os.close(fd)
-
-    def _read(self, segment: Segment) -> bool:
-        """Fill ``segment.events`` from its file; False when it must wait for a newer keyring.
-
-        A torn last record (the machine stopped mid-write) ends the segment; anything that
-        fails authentication marks it damaged: the events before it are kept and the file is
-        renamed, not deleted."""
-        data = b""
-        while chunk := os.pread(segment.fd, 1 << 20, len(data)):
-            data += chunk
-        try:
-            magic, version, key_length = _HEADER.unpack_from(data)
-        except struct.error:
-            magic, version, key_length = b"", 0, 0
-        if magic != MAGIC or version != FORMAT_VERSION or len(data) < _HEADER.size + key_length:
-            return self._damaged(segment, "no valid header")
-        offset = _HEADER.size + key_length
-        encrypted = key_length > 0
-        if encrypted != (self._keys is not None):
-            # Another mode's segment (a benchmark run's, or this one's seen by a benchmark):
-            # not this process's to judge; left where it is.
-            log.error("audit journal segment %s is %s, unlike this process's; left alone",
-                      segment.name, "encrypted" if encrypted else "not encrypted")
-            return False
-        cipher = None
-        if encrypted:
-            try:
-                data_key = envelope.unwrap(self._keys, data[_HEADER.size:offset], _key_aad(segment.name))
-            except (DecryptionError, KeyringError, OSError) as exc:
-                # A newer field key (a rotation this process has not seen yet) or another
-                # keyring altogether: a process with the right keyring imports it later.
-                log.error("audit journal segment %s: its key does not open under this process's "
-                          "keyring (%s); left for a process that holds its key", segment.name,
-                          "unknown key version" if isinstance(exc, UnknownKeyVersionError)
-                          else "wrong keyring?")
-                return False
-            cipher = envelope.data_cipher(data_key)
-        while offset < len(data):
-            if offset + _LENGTH.size > len(data) or \
-                    offset + _LENGTH.size + _LENGTH.unpack_from(data, offset)[0] > len(data):
-                log.warning("audit journal segment %s ends in a partial record (the machine "
-                            "stopped mid-write); %d events recovered", segment.name, len(segment.events))
-                return True
-            (length,) = _LENGTH.unpack_from(data, offset)
-            blob = data[offset + _LENGTH.size:offset + _LENGTH.size + length]
-            offset += _LENGTH.size + length
-            try:
-                payload = blob if cipher is None else \
-                    cipher.decrypt(blob, _record_aad(segment.name, len(segment.events)))
-                event = json.loads(payload)
-            except (DecryptionError, ValueError):
-                return self._damaged(segment, f"record {len(segment.events)} does not authenticate")
-            segment.events.append(event)
-        return True
-
-    @staticmethod
-    def _damaged(segment: Segment, reason: str) -> bool:
-        damaged = segment.path.with_name(segment.path.name + DAMAGED_SUFFIX)
-        os.rename(segment.path, damaged)
-        segment.path, segment.keep_file = damaged, True
-        log.error("audit journal segment %s is damaged (%s): %d events before the damage "
-                  "recovered; the file is kept as %s", segment.name, reason, len(segment.events),
-                  damaged.name)
-        return True

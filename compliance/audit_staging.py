@@ -1,7 +1,8 @@
 """Moving staged audit events into the trail: shortly after they are staged, whenever the
 trail is read, and at shutdown.
 
-The journal (``compliance.audit_journal``) holds each process's staged events in segment files;
+The journal (``compliance.audit_journal``) holds each process's staged events in segment files
+(those of a process that died: ``compliance.audit_journal_recovery``);
 ``StagedEvents`` imports a segment's events into the chain in one vault transaction that also
 records the segment as imported (``audit_journal_imports``), then deletes the file: a file that
 outlives its import is never imported twice. A background ``Flusher`` thread gathers what was
@@ -19,6 +20,7 @@ from typing import Any, Callable
 from twin.storage.timestamps import to_db
 
 from .audit_journal import AuditJournal, Segment
+from .audit_journal_recovery import recover
 
 log = logging.getLogger(__name__)
 
@@ -189,4 +191,4 @@ class StagedEvents:
         if gone:
             self._vault.write(lambda conn: conn.executemany(
                 "DELETE FROM audit_journal_imports WHERE segment = ?", gone))
-        return self.journal.recover()
+        return recover(self.journal.directory, self.journal.keys)

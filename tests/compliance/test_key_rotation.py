@@ -80,7 +80,7 @@ def test_new_subjects_reread_the_keyring_only_after_its_file_was_replaced(config
 
 @pytest.mark.sqlite_only("the audit journal files")
 def test_after_a_rotation_new_journal_segments_are_wrapped_under_the_new_version(runtime, config, keyring):
-    from compliance.audit_journal import _HEADER, audit_journal_dir, staged_segment_files
+    from compliance.audit_journal import HEADER, audit_journal_dir, staged_segment_files
 
     keyring.save(config.keyring_path)
     rotated = keyring.with_new_field_key()
@@ -92,8 +92,8 @@ def test_after_a_rotation_new_journal_segments_are_wrapped_under_the_new_version
 
     [segment] = staged_segment_files(audit_journal_dir(runtime.vault_db.path))
     data = segment.read_bytes()
-    key_length = _HEADER.unpack_from(data)[2]
-    assert key_id_of(data[_HEADER.size:_HEADER.size + key_length]) == rotated.active_field_key == 2
+    key_length = HEADER.unpack_from(data)[2]
+    assert key_id_of(data[HEADER.size:HEADER.size + key_length]) == rotated.active_field_key == 2
 
 
 def test_once_its_key_cache_expires_a_running_service_reads_subjects_rewrapped_under_a_new_version(
