@@ -27,6 +27,8 @@ import json
 import os
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
@@ -96,8 +98,10 @@ def _row_out(form: str, row: Mapping[str, Any]) -> list[Any]:
 
 def _row_in(item: list[Any]) -> tuple[str, dict[str, Any]]:
     if item[0] == "l":
-        return LEGACY, dict(zip(_LEGACY_FIELDS, item[1:]))
-    row = dict(zip(_LOG_FIELDS, item[1:]))
+        return LEGACY, dict(zip(_LEGACY_FIELDS, item[1:], strict=True))
+    if item[0] != "c":
+        raise ValueError("neither a legacy nor a compact event")
+    row = dict(zip(_LOG_FIELDS, item[1:], strict=True))
     for name in _BYTES_FIELDS:
         row[name] = _unb64(row[name])
     return LOG, row
@@ -185,13 +189,24 @@ def _document(body: bytes, first_seq: int, keys: FieldKeys) -> dict[str, Any]:
     return doc
 
 
+@contextmanager
+def _shaped() -> Iterator[None]:
+    """Reading a format-1 document: one of another shape (only a key holder can seal one; missing,
+    extra or odd fields) is named, not raised as whatever its reading ran into."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise SegmentUnreadableError(f"cannot be decoded ({type(exc).__name__})") from None
+
+
 def decode(body: bytes, first_seq: int, keys: FieldKeys) -> SegmentContent:
     """The content of the segment that should start at ``first_seq``, of either format; raises
     ``SegmentUnreadableError`` saying what is wrong."""
     if _header(body)[0] == 1:
         doc = _document(body, first_seq, keys)
-        return SegmentContent(doc["first_seq"], doc["last_seq"], bytes.fromhex(doc["prev_hash"]),
-                              [_row_in(item) for item in doc["events"]])
+        with _shaped():
+            return SegmentContent(doc["first_seq"], doc["last_seq"], bytes.fromhex(doc["prev_hash"]),
+                                  [_row_in(item) for item in doc["events"]])
     _, plain = _plaintext(body, first_seq, keys)
     try:
         first, last, prev_hash, events = codec.unpack(plain)
@@ -215,18 +230,24 @@ def subject_rows(body: bytes, first_seq: int, keys: FieldKeys,
             prev = row["event_hash"] if form == LEGACY else row["event_hash"].hex()
         return out
     doc = _document(body, first_seq, keys)
-    events, out = doc["events"], []
-    for i, item in enumerate(events):
-        if item[_SUBJECT] != subject_hash:
-            continue
-        if i == 0:
-            prev = doc["prev_hash"]
-        else:
-            before = events[i - 1]
-            prev = before[-1] if before[0] == "l" else _unb64(before[-1]).hex()
-        form, row = _row_in(item)
-        out.append((form, row, prev))
-    return out
+    with _shaped():
+        events, out = doc["events"], []
+        for i, item in enumerate(events):
+            if item[_SUBJECT] != subject_hash:
+                continue
+            if i == 0:
+                prev = doc["prev_hash"]
+            else:
+                before = events[i - 1]
+                prev = before[-1] if before[0] == "l" else _unb64(before[-1]).hex()
+            form, row = _row_in(item)
+            out.append((form, row, prev))
+        return out
+
+
+def _partial(path: Path) -> Path:
+    """Where a body is written before it is renamed to ``path`` (whole, or not at all)."""
+    return path.with_name(f".{path.name}.new")
 
 
 class FileSegments:
@@ -251,7 +272,7 @@ class FileSegments:
 
     def _write(self, path: Path, body: bytes) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.new")
+        partial = _partial(path)
         with open(partial, "wb") as out:
             out.write(body)
             if self._fsync:
@@ -275,9 +296,9 @@ class FileSegments:
             return None
 
     def remove(self, conn: Any, first_seq: int) -> None:
-        self._path(first_seq).unlink(missing_ok=True)
-        self._path(first_seq).with_name(f".{segment_name(first_seq)}.new").unlink(missing_ok=True)
-        self._pending(first_seq).unlink(missing_ok=True)
+        for path in (self._path(first_seq), self._pending(first_seq)):  # and what a crash left half-written
+            path.unlink(missing_ok=True)
+            _partial(path).unlink(missing_ok=True)
 
     # A rewrapped segment (``compliance.audit_archive.AuditArchive.rewrap``) is written beside
     # the segment first, and replaces it only once the index holds its checksum.

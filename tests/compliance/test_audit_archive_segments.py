@@ -1,6 +1,6 @@
 """Segment files on a SQLCipher vault's disk: each written whole (a temporary name, flushed,
 renamed) as the owner's alone (0600 in a 0700 directory), and, with ``fsync``, on the disk
-before ``put`` returns; removing a segment takes its half-written and rewrapped copies too; only
+before ``put`` returns; removing a segment takes its rewrapped copy and the half-written ones too; only
 segment names count as stored segments. A segment format this release does not know is refused."""
 
 from __future__ import annotations
@@ -73,11 +73,13 @@ def test_removing_a_segment_takes_its_half_written_and_rewrapped_copies(tmp_path
         store.put(None, first, BODY)
         store.put_rewrapped(first, BODY)
         (directory / f".{segment_name(first)}.new").write_bytes(b"half")
+        (directory / f"..{segment_name(first)}.rewrap.new").write_bytes(b"half rewrapped")
 
     store.remove(None, 1)
 
     assert sorted(p.name for p in directory.iterdir()) == [
-        f".{segment_name(11)}.new", f".{segment_name(11)}.rewrap", segment_name(11)]
+        f"..{segment_name(11)}.rewrap.new", f".{segment_name(11)}.new", f".{segment_name(11)}.rewrap",
+        segment_name(11)]
     assert store.stored(None) == [11] and list(store.pending_rewraps()) == [11]
 
 
