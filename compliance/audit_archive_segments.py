@@ -296,7 +296,10 @@ class FileSegments:
             return None
 
     def remove(self, conn: Any, first_seq: int) -> None:
-        for path in (self._path(first_seq), self._pending(first_seq)):  # and what a crash left half-written
+        # The rewrapped body first: a rewrap settling meanwhile either renamed it already or finds
+        # it gone, never renames it over the segment after the segment went. And what a crash
+        # left half-written of either.
+        for path in (self._pending(first_seq), self._path(first_seq)):
             path.unlink(missing_ok=True)
             _partial(path).unlink(missing_ok=True)
 
@@ -327,7 +330,10 @@ class FileSegments:
     def settle_rewrapped(self, first_seq: int, *, keep: bool) -> None:
         """Move the rewrapped body over the segment (``keep``) or drop it."""
         if keep:
-            os.replace(self._pending(first_seq), self._path(first_seq))
+            try:
+                os.replace(self._pending(first_seq), self._path(first_seq))
+            except FileNotFoundError:
+                return  # retention deleted the segment, and this body with it, once the index committed
             if self._fsync:
                 fsync_path(self.directory)
         else:

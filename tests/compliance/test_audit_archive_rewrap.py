@@ -236,10 +236,6 @@ def test_a_segment_retention_deletes_while_a_rewrap_reads_it_stays_gone_and_the_
 
 
 @pytest.mark.sqlite_only("segment files: on PostgreSQL the new bytes go in the transaction changing the checksum")
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError,
-                   reason="a known defect (issue 17, lane archive): FileSegments.settle_rewrapped(keep=True) "
-                          "renames a rewrapped file retention already removed with its segment; the fix "
-                          "waits for the mutation runs of audit_archive(_segments).py to land")
 def test_a_segment_retention_deletes_between_a_rewraps_commit_and_its_rename_stays_gone(
         archived, keyring, make_trail):
     rotated, cipher = _rotated(keyring)
