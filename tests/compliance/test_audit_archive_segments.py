@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import stat
+import zlib
 
 import pytest
 
 from compliance.audit_archive_segments import FileSegments, SegmentContent, encode, segment_name
 from compliance.field_crypto import FieldCipher
 from compliance.keyring_watcher import field_keys
+from segment_sealing import seal
 
 BODY = b"LTAA" + bytes(200)
 
@@ -140,17 +142,6 @@ def test_a_vaults_archive_sits_beside_it_and_a_16_digit_seq_is_read_back_whole(t
     assert store.pending_rewraps() == {1234567890123456: BODY}
 
 
-def _format_1_sealing(plain: bytes, first_seq: int, keys) -> bytes:
-    """What a key holder could store: a format-1 segment sealing any plaintext, as encode seals."""
-    import zlib
-
-    from compliance import envelope
-    from compliance.audit_archive_segments import _HEADER, MAGIC, _aad
-    data_key, wrapped, _ = envelope.new_data_key(keys, _aad(first_seq, "segment_key"))
-    sealed = envelope.data_cipher(data_key).encrypt(zlib.compress(plain, 6), _aad(first_seq, "segment"))
-    return _HEADER.pack(MAGIC, 1, len(wrapped)) + wrapped + sealed
-
-
 @pytest.mark.parametrize("plain, reason", [
     (b"not json", "cannot be decoded (JSONDecodeError)"),
     (b"[1, 2]", "holds another range than its index says"),
@@ -161,5 +152,5 @@ def test_a_format_1_segment_a_key_holder_sealed_with_another_document_is_named(k
     from compliance.audit_archive_segments import SegmentUnreadableError, decode
     keys = field_keys(FieldCipher(keyring.field_keys, keyring.active_field_key))
     with pytest.raises(SegmentUnreadableError) as refused:
-        decode(_format_1_sealing(plain, 1, keys), 1, keys)
+        decode(seal(zlib.compress(plain), 1, keys, version=1), 1, keys)
     assert str(refused.value) == reason

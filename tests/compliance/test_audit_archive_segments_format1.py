@@ -12,12 +12,12 @@ import zlib
 import pytest
 
 from archive_trail import ALICE, BOB, append, at, replace_segment, segments
-from compliance import envelope
 from compliance.audit_archive import AuditArchiveError
-from compliance.audit_archive_segments import (_HEADER, LEGACY, LOG, MAGIC, SegmentContent, SegmentUnreadableError,
-                                               _aad, _plaintext, decode, encode, subject_rows)
+from compliance.audit_archive_segments import (LEGACY, LOG, SegmentContent, SegmentUnreadableError, decode, encode,
+                                               subject_rows)
 from compliance.field_crypto import FieldCipher
 from compliance.keyring_watcher import field_keys
+from segment_sealing import opened, seal
 
 _E = "e" * 64
 LEGACY_ROW = {"seq": 1, "event_id": "e000000000000001", "occurred_at": "2026-01-01T00:00:01.000000Z",
@@ -42,21 +42,14 @@ def keys(keyring):
     return field_keys(FieldCipher(keyring.field_keys, keyring.active_field_key))
 
 
-def _sealed(plain: bytes, first_seq: int, keys) -> bytes:
-    """What a key holder could store: a format-1 segment sealing any plaintext, as encode seals."""
-    data_key, wrapped, _ = envelope.new_data_key(keys, _aad(first_seq, "segment_key"))
-    sealed = envelope.data_cipher(data_key).encrypt(zlib.compress(plain, 6), _aad(first_seq, "segment"))
-    return _HEADER.pack(MAGIC, 1, len(wrapped)) + wrapped + sealed
-
-
 def test_the_format_1_writer_writes_what_the_first_release_wrote_byte_for_byte(keys):
     content = SegmentContent(1, 2, bytes(32), [(LEGACY, LEGACY_ROW), (LOG, COMPACT_ROW)])
 
     body = encode(content, keys, version=1)
 
     assert body[:5] == b"LTAA\x01"
-    assert _plaintext(body, 1, keys) == (1, FIRST_RELEASE)
-    assert decode(_sealed(FIRST_RELEASE, 1, keys), 1, keys) == decode(body, 1, keys) == content
+    assert zlib.decompress(opened(body, 1, keys)) == FIRST_RELEASE
+    assert decode(seal(zlib.compress(FIRST_RELEASE), 1, keys, version=1), 1, keys) == decode(body, 1, keys) == content
     assert subject_rows(body, 1, keys, ALICE) == [(LOG, COMPACT_ROW, "1" * 64)]
     assert subject_rows(body, 1, keys, _E) == [(LEGACY, LEGACY_ROW, "00" * 32)]
 
@@ -96,7 +89,7 @@ IDS = ["no-last-seq", "no-prev-hash", "no-events", "prev-hash-not-hex", "events-
 @pytest.mark.parametrize("plain, error", OTHER_SHAPES, ids=IDS)
 def test_a_format_1_document_of_another_shape_is_refused_saying_so(keys, plain, error):
     with pytest.raises(SegmentUnreadableError) as refused:
-        decode(_sealed(plain, 1, keys), 1, keys)
+        decode(seal(zlib.compress(plain), 1, keys, version=1), 1, keys)
     assert str(refused.value) == f"cannot be decoded ({error})"
 
 
@@ -108,7 +101,7 @@ _ALICES = [2, 4, 5, 6, 7, 8, 11, 12]  # the document's shape, or Alice's event (
 @pytest.mark.parametrize("plain, error", [OTHER_SHAPES[i] for i in _ALICES], ids=[IDS[i] for i in _ALICES])
 def test_a_format_1_document_of_another_shape_is_refused_by_the_export_reading_it(keys, plain, error):
     with pytest.raises(SegmentUnreadableError) as refused:
-        subject_rows(_sealed(plain, 1, keys), 1, keys, ALICE)
+        subject_rows(seal(zlib.compress(plain), 1, keys, version=1), 1, keys, ALICE)
     assert str(refused.value) == f"cannot be decoded ({error})"
 
 
@@ -116,7 +109,7 @@ def test_an_export_of_a_format_1_segment_decodes_only_the_subjects_events(keys):
     """What makes it cheap (136M instructions for 100 events out of 10,000 where decoding them
     all takes 387M): another subject's event that would not decode is never decoded."""
     other = [*_GOOD[0][:-1], "one field too many", _GOOD[0][-1]]
-    body = _sealed(_document(last_seq=None, events=[other, _GOOD[1]]), 1, keys)
+    body = seal(zlib.compress(_document(last_seq=None, events=[other, _GOOD[1]])), 1, keys, version=1)
     with pytest.raises(SegmentUnreadableError):
         decode(body, 1, keys)
 
@@ -131,7 +124,7 @@ def test_an_archived_format_1_segment_of_another_shape_is_named_by_verify_and_th
     append(trail, 25)  # Alice's are the even seqs, Bob's the odd
     trail.archive_older_than(at(100))
     assert segments(trail) == [(1, 10), (11, 20)]
-    replace_segment(trail, 1, _sealed(plain, 1, trail.archive._keys))  # noqa: SLF001 - a key holder's
+    replace_segment(trail, 1, seal(zlib.compress(plain), 1, trail.archive._keys, version=1))  # noqa: SLF001 - a key holder's
 
     result = trail.verify(full=True)
 

@@ -12,11 +12,11 @@ import zlib
 import pytest
 
 from compliance import audit_archive_codec as codec
-from compliance import envelope
 from compliance.audit_archive_segments import (LEGACY, LOG, SegmentContent, SegmentUnreadableError, decode, encode,
                                                rewrapped, subject_rows)
 from compliance.field_crypto import FieldCipher, associated_data
 from compliance.keyring_watcher import field_keys
+from segment_sealing import aad, opened, seal
 
 ALICE = "a" * 64
 EVENTS = [(LEGACY, {"seq": 1, "event_id": "e1", "occurred_at": "2026-01-01T00:00:01.000000Z", "actor_id": "tok_old",
@@ -32,35 +32,17 @@ def keys(keyring):
     return field_keys(FieldCipher(keyring.field_keys, keyring.active_field_key))
 
 
-def _aad(part: str, first_seq: int) -> bytes:
-    return f"learner-twin|audit_archive|{part}|{first_seq}".encode()
-
-
-def _sealed(compressed: bytes, first_seq: int, keys, *, version: int = 2) -> bytes:
-    """A segment sealing ``compressed`` as the on-disk format says (not through the module)."""
-    data_key, wrapped, _ = envelope.new_data_key(keys, _aad("segment_key", first_seq))
-    sealed = envelope.data_cipher(data_key).encrypt(compressed, _aad("segment", first_seq))
-    return b"LTAA" + bytes([version]) + len(wrapped).to_bytes(2, "big") + wrapped + sealed
-
-
-def _opened(body: bytes, first_seq: int, keys) -> bytes:
-    """The compressed content of a segment, opened as the on-disk format says."""
-    wrapped_len = int.from_bytes(body[5:7], "big")
-    data_key = envelope.unwrap(keys, body[7:7 + wrapped_len], _aad("segment_key", first_seq))
-    return envelope.data_cipher(data_key).decrypt(body[7 + wrapped_len:], _aad("segment", first_seq))
-
-
 def test_a_segment_is_sealed_under_the_archives_own_associated_data(keys):
-    assert associated_data("audit_archive", "segment", 11) == _aad("segment", 11)
+    assert associated_data("audit_archive", "segment", 11) == aad("segment", 11)
     events = [(form, {**row, "seq": row["seq"] + 10}) for form, row in EVENTS]
     plain = codec.pack(11, 12, bytes(32), events)
     content = SegmentContent(11, 12, bytes(32), events)
 
     body = encode(content, keys)
 
-    assert zlib.decompress(_opened(body, 11, keys)) == plain
-    assert zlib.decompress(_opened(rewrapped(body, 11, keys), 11, keys)) == plain
-    by_hand = _sealed(zlib.compress(plain), 11, keys)
+    assert zlib.decompress(opened(body, 11, keys)) == plain
+    assert zlib.decompress(opened(rewrapped(body, 11, keys), 11, keys)) == plain
+    by_hand = seal(zlib.compress(plain), 11, keys)
     assert decode(by_hand, 11, keys) == content
     assert [row["seq"] for _, row, _ in subject_rows(by_hand, 11, keys, ALICE)] == [11, 12]
 
@@ -69,7 +51,7 @@ def test_the_content_is_compressed_as_zlib_at_its_default_level(keys):
     """Level 6, at which the README's archive sizes were measured (5 and 7 differ here)."""
     events = [(LOG, {**EVENTS[1][1], "seq": seq, "details": f'{{"n":{seq}}}'}) for seq in range(1, 201)]
     plain = codec.pack(1, 200, bytes(32), events)
-    assert _opened(encode(SegmentContent(1, 200, bytes(32), events), keys), 1, keys) == zlib.compress(plain, 6)
+    assert opened(encode(SegmentContent(1, 200, bytes(32), events), keys), 1, keys) == zlib.compress(plain, 6)
 
 
 @pytest.mark.parametrize("compressed, reason", [
@@ -80,7 +62,7 @@ def test_the_content_is_compressed_as_zlib_at_its_default_level(keys):
     (zlib.compress(codec.pack(2, 2, bytes(32), EVENTS)), "holds another range than its index says"),
 ], ids=["not-zlib", "cut-short", "header-cut-short", "one-byte-more", "another-first-seq"])
 def test_a_format_2_segment_that_opens_but_holds_no_whole_segment_of_its_range_is_named(keys, compressed, reason):
-    body = _sealed(compressed, 1, keys)
+    body = seal(compressed, 1, keys)
     for read in (lambda: decode(body, 1, keys), lambda: subject_rows(body, 1, keys, ALICE)):
         with pytest.raises(SegmentUnreadableError) as refused:
             read()
@@ -88,7 +70,7 @@ def test_a_format_2_segment_that_opens_but_holds_no_whole_segment_of_its_range_i
 
 
 def test_a_format_1_segment_that_opens_to_no_zlib_stream_is_named(keys):
-    body = _sealed(b"not zlib", 1, keys, version=1)
+    body = seal(b"not zlib", 1, keys, version=1)
     with pytest.raises(SegmentUnreadableError) as refused:
         decode(body, 1, keys)
     assert str(refused.value) == "cannot be decoded (error)"
