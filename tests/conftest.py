@@ -17,8 +17,6 @@ from compliance.audit import Actor
 from compliance.keyring import Keyring
 from twin.config import Config
 
-SERVICE_ACTOR = Actor("tok_test_service", "service")
-
 BACKENDS = ("sqlcipher", "postgresql")
 
 
@@ -276,21 +274,24 @@ def make_subject(runtime) -> Callable[..., Subject]:
         }
         if child:
             data["parental_consent"] = parental_consent(f"Parent-{marker}")
-        view, _ = runtime.profiles.create(SERVICE_ACTOR, None, data)
+        # Made here, not at import: mutmut's forced-failure check of compliance/audit_events.py
+        # makes every Actor() raise, and a conftest that cannot load stops the run.
+        actor = Actor("tok_test_service", "service")
+        view, _ = runtime.profiles.create(actor, None, data)
         subject = Subject(user_id, runtime.hasher.hash(user_id), view["profile_id"], marker)
         subject.consent_ids = [r["consent_id"] for r in runtime.twin_db.query(
             "SELECT consent_id FROM consents WHERE profile_id = ?", (subject.profile_id,))]
         for i in range(sessions):
-            started, _ = runtime.sessions.start(SERVICE_ACTOR, None, subject.profile_id,
+            started, _ = runtime.sessions.start(actor, None, subject.profile_id,
                                                 {"session_type": "lesson",
                                                  "topics_covered": [f"topic-{marker}-{i}"]})
-            runtime.sessions.update(SERVICE_ACTOR, None, started["session_id"],
+            runtime.sessions.update(actor, None, started["session_id"],
                                     {"performance_metrics": {"score": i, "note": f"note-{marker}-{i}"},
                                      "engagement_score": 0.5}, None)
             subject.session_ids.append(started["session_id"])
         for i in range(knowledge):
             domain, topic = f"kd-{marker}", f"topic{i}"
-            runtime.knowledge.upsert(SERVICE_ACTOR, None, subject.profile_id, domain, topic,
+            runtime.knowledge.upsert(actor, None, subject.profile_id, domain, topic,
                                      {"mastery_level": 0.25, "confidence_score": 0.5,
                                       "learning_trajectory": {"path": f"traj-{marker}-{i}"}})
             subject.knowledge.append((domain, topic))
