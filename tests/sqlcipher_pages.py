@@ -78,3 +78,16 @@ def decrypted_file_content(path: Path, key: bytes) -> bytes:
 def file_holds(path: Path, key: bytes, needle: bytes) -> bool:
     """Whether ``needle`` appears anywhere in the decrypted file or its WAL."""
     return needle in decrypted_file_content(Path(path), key)
+
+
+def wal_frame_pages(path: Path, key: bytes) -> list[int]:
+    """The page number of every frame in a SQLCipher file's WAL, in order (frame headers are
+    not encrypted; the page size is read from the file): which pages the commits since the
+    last checkpoint wrote."""
+    path = Path(path)
+    page, _ = page_layout(path.read_bytes(), key)
+    wal = Path(str(path) + "-wal")
+    wal_data = wal.read_bytes() if wal.exists() else b""
+    frame = _WAL_FRAME_HEADER + page
+    return [int.from_bytes(wal_data[offset:offset + 4], "big")
+            for offset in range(_WAL_HEADER, len(wal_data) - frame + 1, frame)]

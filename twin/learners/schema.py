@@ -26,6 +26,8 @@ from compliance import erasure_generation
 from twin.storage import Migration
 from twin.storage.dialect import Dialect, postgresql_ddl
 
+from . import schema_rowids
+
 V1_UP = """
 CREATE TABLE learning_profiles (
     id                   INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -243,6 +245,10 @@ MIGRATIONS = [
               "CREATE INDEX idx_knowledge_profile ON knowledge_states (profile_id); "
               "CREATE INDEX idx_knowledge_domain ON knowledge_states (knowledge_domain); "
               "CREATE INDEX idx_knowledge_mastery ON knowledge_states (mastery_level);"),
+    # The request routes' tables without AUTOINCREMENT: its sqlite_sequence was one more page
+    # each insert dirtied (why reusable ids are safe here: ``schema_rowids``).
+    Migration(8, "learner rows numbered by rowid, without sqlite_sequence", schema_rowids.up,
+              schema_rowids.down, foreign_keys_off=True),
 ]
 
 # -- personal data declarations (see compliance.registry) ----------------------------------
