@@ -156,17 +156,21 @@ def copy_code(ws: Path) -> None:
 
 
 def write_config(ws: Path, module: str, tests: list[str], pytest_args: list[str]) -> None:
+    (ws / "setup.cfg").write_text((ROOT / "setup.cfg").read_text() + mutmut_section(module, tests, pytest_args))
+
+
+def mutmut_section(module: str, tests: list[str], pytest_args: list[str]) -> str:
     def lines(values: list[str]) -> str:
         return "".join(f"\n    {v}" for v in values)
 
-    (ws / "setup.cfg").write_text((ROOT / "setup.cfg").read_text() + f"""
+    return f"""
 [mutmut]
 source_paths = compliance/
 only_mutate = {module}
 also_copy = twin/
 pytest_add_cli_args_test_selection ={lines(tests)}
 pytest_add_cli_args ={lines(pytest_args)}
-""")
+"""
 
 
 def refreshed_workspace(module: str, tests: list[str], pytest_args: list[str]) -> Path:
@@ -177,6 +181,9 @@ def refreshed_workspace(module: str, tests: list[str], pytest_args: list[str]) -
         raise SystemExit(f"{module}: no earlier run to re-run the survivors of; run it in full first")
     if (ws / module).read_bytes() != (ROOT / module).read_bytes():
         raise SystemExit(f"{module} changed since its last run: run it in full again")
+    if not (ws / "setup.cfg").read_text().endswith(mutmut_section(module, tests, pytest_args)):
+        # mutmut would forget every result and run the module in full, scoring nothing better
+        raise SystemExit(f"{module}: its tests or pytest_args changed since its last run: run it in full again")
     copy_code(ws)
     write_config(ws, module, tests, pytest_args)
     return ws
@@ -216,8 +223,13 @@ def score_module(module: str, tests: list[str], pytest_args: list[str], equivale
     meta = ws / "mutants" / (module + ".meta")
     if rerun == "survivors":
         ws = refreshed_workspace(module, tests, pytest_args)
-        uncaught = [m for m, code in json.loads(meta.read_text())["exit_code_by_key"].items()
-                    if code not in CAUGHT]
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        uncaught = [m for m, code in codes.items() if code not in CAUGHT]
+        # A survivor equivalent.toml lists stays scored as one: re-running it would only spend
+        # its tests' time (minutes each for one reached by the PostgreSQL tests).
+        survived = diffs_of(ws, module, [m for m in uncaught if codes[m] not in NOT_CHECKED])
+        uncaught = [m for m in uncaught if m not in survived
+                    or not any(e.matches(module, survived[m]) for e in equivalents)]
         if uncaught:
             with (ws / "mutmut.log").open("a") as out:
                 returncode = subprocess.run([str(MUTMUT), "run", "--max-children", str(max_children), *uncaught],
@@ -267,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rescore", action="store_true",
                         help="score the last run's results again (after editing equivalent.toml)")
     parser.add_argument("--survivors", action="store_true",
-                        help="re-run only the last run's uncaught mutants, against today's tests "
-                             "(after adding tests; the module itself must be unchanged)")
+                        help="re-run only the last run's uncaught mutants (those it never reached, "
+                             "too: it resumes a stopped run) but the survivors equivalent.toml lists, "
+                             "against today's tests (after adding tests; the module itself and its "
+                             "test list must be unchanged)")
     args = parser.parse_args(argv)
     config, equivalents = load_config()
     modules = config["modules"]

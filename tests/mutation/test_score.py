@@ -57,3 +57,31 @@ def test_every_listed_equivalent_names_a_scored_module_and_says_why():
 def test_the_score_counts_equivalents_as_caught():
     s = score.Score("compliance/x.py", mutants=40, killed=37, equivalent=1)
     assert s.percent == pytest.approx(95.0)
+
+
+def test_survivors_are_re_run_only_against_the_test_list_of_their_run(tmp_path, monkeypatch):
+    """mutmut forgets every result when the tests it selects change: re-running the survivors
+    would run the whole module again, so it is refused and the workspace left as it was."""
+    root, module = tmp_path / "root", "compliance/m.py"
+    for package in ("compliance", "twin", "tests"):
+        (root / package).mkdir(parents=True)
+    (root / module).write_text("x = 1\n")
+    (root / "pyproject.toml").write_text("")
+    (root / "setup.cfg").write_text("[tool:pytest]\n")
+    monkeypatch.setattr(score, "ROOT", root)
+    monkeypatch.setattr(score, "WORK", tmp_path / "work")
+    ws = tmp_path / "work" / "m"
+    (ws / "compliance").mkdir(parents=True)
+    (ws / module).write_text("x = 1\n")
+    score.write_config(ws, module, ["tests/test_m.py"], ["-p", "no:cacheprovider"])
+    before = (ws / "setup.cfg").read_text()
+
+    with pytest.raises(SystemExit) as refused:
+        score.refreshed_workspace(module, ["tests/test_m.py", "tests/test_more.py"], ["-p", "no:cacheprovider"])
+    assert str(refused.value) == f"{module}: its tests or pytest_args changed since its last run: run it in full again"
+    with pytest.raises(SystemExit):
+        score.refreshed_workspace(module, ["tests/test_m.py"], [])
+    assert (ws / "setup.cfg").read_text() == before and not (ws / "twin").exists()
+
+    assert score.refreshed_workspace(module, ["tests/test_m.py"], ["-p", "no:cacheprovider"]) == ws
+    assert (ws / "setup.cfg").read_text() == before and (ws / "twin").is_dir()
