@@ -43,3 +43,20 @@ def wait_until_someone_waits_for_a_lock(vault: Any) -> None:
     poller.start()
     poller.join()
     assert seen, "the append never waited for the prune"
+
+
+class BeforeNextWrite:
+    """The real vault, with ``on_write`` run once just before the next ``write``: another
+    thread's work landing while a writer is about to commit."""
+
+    def __init__(self, vault: Any, on_write: Callable[[], Any]) -> None:
+        self._vault, self._on_write = vault, on_write
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._vault, name)
+
+    def write(self, *args: Any, **kwargs: Any) -> Any:
+        on_write, self._on_write = self._on_write, None
+        if on_write is not None:
+            on_write()
+        return self._vault.write(*args, **kwargs)

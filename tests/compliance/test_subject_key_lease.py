@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from compliance.field_crypto import FieldCipher, associated_data
-from compliance.subject_key_lease import LEASE_SECONDS, LeaseExpiredError, SubjectKeyLease
+from compliance.subject_key_lease import LEASE_SECONDS, LeaseExpiredError, NewSubjectKey, SubjectKeyLease
 from compliance.subject_keys import SubjectCipher, SubjectKeyStore
 from compliance.vault_schema import MIGRATIONS as VAULT_MIGRATIONS
 from leased_keys import ACTOR, create, key_rows, profile_key, readable
@@ -185,3 +185,119 @@ def test_vault_keys_made_before_v9_keep_unwrapping_after_it(config, keyring):
         assert SubjectKeyStore(vault, cipher).writer(subject).open("t", "c", "r", sealed) == {"v": 1}
     finally:
         vault.close_all()
+
+
+# -- a lease's size and times, and the order keys are taken in ------------------------------
+
+def test_a_lease_is_64_keys_wrapped_under_the_active_field_key_each_under_its_own_id_for_15_minutes(
+        runtime, quiet_lease):
+    from compliance import envelope
+    from compliance.errors import DecryptionError
+    from compliance.field_crypto import key_id_of
+    from twin.storage.timestamps import from_db
+
+    before = runtime.clock()
+    view = create(runtime, "ada")
+    rows = key_rows(runtime)
+
+    assert len(rows) == 64 and len({r["key_id"] for r in rows}) == 64
+    [created] = {r["created_at"] for r in rows}  # one lease, one transaction
+    assert before <= from_db(created) <= runtime.clock()
+    assert {from_db(r["lease_ends_at"]) - from_db(r["created_at"]) for r in rows} == {timedelta(seconds=900)}
+    active = runtime.field_keys.cipher.active_key_id
+    stored = runtime.vault_db.query("SELECT key_id, key_version, wrapped_key FROM subject_keys")
+    assert {(r["key_version"], key_id_of(bytes(r["wrapped_key"]))) for r in stored} == {(active, active)}
+    # Each wrapped key opens only under its own id: a row's wrapped key moved to another id does not.
+    data_keys = {r["key_id"]: envelope.unwrap(runtime.field_keys, bytes(r["wrapped_key"]),
+                                              SubjectKeyStore.aad(r["key_id"])) for r in stored}
+    assert len(set(data_keys.values())) == 64 and {len(k) for k in data_keys.values()} == {32}
+    first, second = stored[0], stored[1]
+    with pytest.raises(DecryptionError):
+        envelope.unwrap(runtime.field_keys, bytes(first["wrapped_key"]), SubjectKeyStore.aad(second["key_id"]))
+    [row] = runtime.twin_db.query("SELECT profile_id, encrypted_data FROM learning_profiles")
+    assert SubjectCipher(data_keys[profile_key(runtime, "ada")]).open(
+        "learning_profiles", "encrypted_data", row["profile_id"], bytes(row["encrypted_data"]))["personal"] \
+        == view["personal"]
+
+
+def test_a_key_is_taken_only_while_five_minutes_of_its_lease_remain(runtime):
+    now = [1000.0]
+    lease = SubjectKeyLease(runtime.keys, background=False, monotonic=lambda: now[0])
+    lease.refill()
+    first_lease = {r["key_id"] for r in key_rows(runtime)}
+
+    now[0] = 1000.0 + 600 - 0.5  # half a second before the margin
+    early = lease.take()
+    assert early.key_id in first_lease and early.usable()
+    now[0] = 1000.0 + 600  # exactly 15 minutes less 5
+    assert not early.usable()
+    with pytest.raises(LeaseExpiredError, match="^the leased subject key's lease ended before the create committed$"):
+        NewSubjectKey(early.cipher, early.key_id, early).check_usable()
+
+    late = lease.take()  # the rest of the first lease is dropped: a second lease is taken
+    assert late.key_id not in first_lease and len(key_rows(runtime)) == 128 and late.usable()
+
+
+def test_keys_are_taken_oldest_lease_first_and_a_lease_is_added_only_below_the_low_water(runtime):
+    now = [0.0]
+    lease = SubjectKeyLease(runtime.keys, batch=4, low_water=2, background=False, monotonic=lambda: now[0])
+    lease.refill()
+    first = {r["key_id"] for r in key_rows(runtime)}
+    taken = [lease.take().key_id, lease.take().key_id]  # 2 left: not below the low water
+
+    lease.refill()
+    assert {r["key_id"] for r in key_rows(runtime)} == first
+    taken.append(lease.take().key_id)  # 1 left
+    now[0] += 60
+    lease.refill()
+    second = {r["key_id"] for r in key_rows(runtime)} - first
+    assert len(second) == 4
+    taken += [lease.take().key_id for _ in range(5)]
+
+    assert set(taken[:4]) == first and set(taken[4:]) == second  # the older lease first
+    assert len(key_rows(runtime)) == 8  # the second lease is 4 usable keys yet: not low
+
+
+def test_after_a_field_key_rotation_the_lease_holds_and_hands_out_keys_under_the_new_version(
+        runtime, config, keyring, quiet_lease):
+    from compliance.field_crypto import key_id_of
+
+    keyring.save(config.keyring_path)  # the running service's keyring file
+    create(runtime, "before")
+    rotated = keyring.with_new_field_key()
+    rotated.save(config.keyring_path)  # scripts/rotate_keys.py --new-field-key, elsewhere
+    runtime.field_keys.refresh()  # what the next take or create does first (one stat)
+
+    quiet_lease.refill()  # 63 keys left, all under the old version: a new lease is taken
+    versions = [r["key_version"] for r in runtime.vault_db.query("SELECT key_version FROM subject_keys")]
+    assert sorted(versions) == [keyring.active_field_key] * 64 + [rotated.active_field_key] * 64
+    view = create(runtime, "after")
+    row = runtime.vault_db.query_one("SELECT key_version, wrapped_key FROM subject_keys WHERE key_id = ?",
+                                     (profile_key(runtime, "after"),))
+    assert row["key_version"] == key_id_of(bytes(row["wrapped_key"])) == rotated.active_field_key
+    assert len(key_rows(runtime)) == 128 and readable(runtime, view)
+
+
+def test_a_create_after_a_rotation_drops_the_keys_under_the_old_version_for_a_new_lease(
+        runtime, config, keyring, quiet_lease):
+    keyring.save(config.keyring_path)
+    create(runtime, "before")
+    keyring.with_new_field_key().save(config.keyring_path)
+
+    view = create(runtime, "after")  # its take finds the new keyring: no old-version key is used
+
+    row = runtime.vault_db.query_one("SELECT key_version FROM subject_keys WHERE key_id = ?",
+                                     (profile_key(runtime, "after"),))
+    assert row["key_version"] == runtime.field_keys.cipher.active_key_id != keyring.active_field_key
+    assert len(key_rows(runtime)) == 128 and readable(runtime, view)
+
+
+def test_what_a_lease_and_its_keys_print_names_no_key_material(runtime, quiet_lease):
+    key = quiet_lease.take()
+    other = SubjectKeyLease(runtime.keys, background=False)
+
+    assert repr(key) == f"LeasedKey({key.key_id!r}, <key hidden>)"
+    assert repr(quiet_lease) == f"SubjectKeyLease(holder={quiet_lease.holder!r}, free=63)"
+    # host and pid for the operator, and a random part: a restarted process never holds its
+    # predecessor's lease, even under the same pid
+    assert re.fullmatch(r"[^:]+:\d+:[0-9a-f]{8}", quiet_lease.holder) and other.holder != quiet_lease.holder

@@ -73,3 +73,72 @@ def test_a_store_without_key_bindings_settles_nothing(runtime):
     store = SubjectKeyStore(runtime.vault_db, runtime.field_keys)
 
     assert store.settle([runtime.hasher.hash("ada")]) == []
+
+
+def test_reclaim_adds_up_what_it_bound_and_destroyed_over_every_page(runtime, clock):
+    lease = runtime.profiles.ctx.lease = SubjectKeyLease(runtime.keys, batch=7, low_water=1, background=False)
+    views = {user: create(runtime, user) for user in ("ada", "bo", "cy", "di")}  # 3 keys never used
+
+    after = clock() + timedelta(seconds=LEASE_SECONDS + RECLAIM_AFTER_SECONDS + 60)
+    assert reclaim(runtime.keys, batch=2, now=after) == {"bound": 4, "destroyed": 3}  # pages of 2, 2, 2, 1
+
+    rows = key_rows(runtime)
+    assert {(r["key_id"], r["user_id_hash"]) for r in rows} == \
+        {(profile_key(runtime, user), runtime.hasher.hash(user)) for user in views}
+    assert lease.flush() == 0  # bound by the reclaim already
+    for user, view in views.items():
+        runtime.keys.forget(runtime.hasher.hash(user))
+        assert readable(runtime, view)
+
+
+def test_a_refill_reclaims_at_most_every_ten_minutes_what_ended_an_hour_ago(runtime, clock):
+    stopped = SubjectKeyLease(runtime.keys, background=False)
+    left = {k.key_id for k in stopped.lease_batch(5)}  # a stopped process's lease, never used
+    clock.advance(seconds=LEASE_SECONDS + RECLAIM_AFTER_SECONDS - 60)  # not yet an hour past its end
+    now = [0.0]
+    lease = SubjectKeyLease(runtime.keys, background=False, monotonic=lambda: now[0])
+
+    def unbound_left() -> set:
+        return left & {r["key_id"] for r in key_rows(runtime)}
+
+    lease.refill()  # the first refill reclaims: nothing is due
+    assert unbound_left() == left
+    clock.advance(seconds=120)  # now it is
+    now[0] = 599.5
+    lease.refill()  # less than ten minutes after the last reclaim: none
+    assert unbound_left() == left and len(key_rows(runtime)) == 5 + 64
+    now[0] = 600.0
+    lease.refill()
+    assert unbound_left() == set()
+    assert len(key_rows(runtime)) == 64 * 2  # its own keys (the first lease ran out of use: a second)
+
+
+def test_a_refill_reclaims_after_the_time_the_lease_was_given(runtime, clock):
+    stopped = SubjectKeyLease(runtime.keys, background=False)
+    stopped.lease_batch(5)
+    clock.advance(seconds=LEASE_SECONDS + 120)
+    SubjectKeyLease(runtime.keys, background=False, reclaim_after_seconds=180).refill()
+    assert len(key_rows(runtime)) == 5 + 64
+    clock.advance(seconds=61)
+    SubjectKeyLease(runtime.keys, background=False, reclaim_after_seconds=180).refill()
+    assert len(key_rows(runtime)) == 64 * 2
+
+
+def test_reclaim_writes_the_vault_only_for_what_a_page_has_to_bind_or_destroy(runtime, clock):
+    runtime.profiles.ctx.lease = SubjectKeyLease(runtime.keys, batch=2, low_water=1, background=False)
+    for user in ("ada", "bo"):  # the whole first lease: both keys named
+        create(runtime, user)
+    first_due = clock() + timedelta(seconds=LEASE_SECONDS + RECLAIM_AFTER_SECONDS + 60)
+    clock.advance(hours=2)
+    SubjectKeyLease(runtime.keys, background=False).lease_batch(2)  # a later lease, never used
+    second_due = clock() + timedelta(seconds=LEASE_SECONDS + RECLAIM_AFTER_SECONDS + 60)
+    runtime.vault_db.enable_statement_counting()
+
+    def transactions(now) -> tuple[dict, int]:
+        before = runtime.vault_db.counter.this_thread()
+        reclaimed = reclaim(runtime.keys, batch=4, now=now)
+        return reclaimed, (runtime.vault_db.counter.this_thread() - before).transactions
+
+    assert transactions(first_due) == ({"bound": 2, "destroyed": 0}, 1)  # a page of named keys only
+    assert transactions(second_due) == ({"bound": 0, "destroyed": 2}, 1)  # of unused ones only
+    assert {r["key_id"] for r in key_rows(runtime)} == {profile_key(runtime, "ada"), profile_key(runtime, "bo")}
