@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 RECOVERY_INTERVAL_S = 30.0  # how often a flushing process looks for segments of dead ones
 
 
+def retry_delay(delay: float, failures: int) -> float:
+    """How long the flusher waits before flushing: ``delay`` (to gather a batch), doubled for
+    each flush in a row that failed, at most 5 s (the vault may be busy for a while)."""
+    return min(delay * 2 ** failures, 5.0)
+
+
 class Flusher:
     """Calls ``flush`` on a background thread ``delay`` seconds after being woken, so the
     events staged meanwhile go into the trail together. A failed flush is retried with
@@ -70,7 +76,7 @@ class Flusher:
                         self._cond.wait()
                     # Gather a batch; stop() cuts the wait short (wake() does not: armed).
                     if self._cond.wait_for(lambda: self._stopped,
-                                           timeout=min(self._delay * 2 ** failures, 5.0)):
+                                           timeout=retry_delay(self._delay, failures)):
                         return
                     self._armed = False
                 try:
@@ -169,7 +175,7 @@ class StagedEvents:
             if conn.execute("SELECT 1 FROM audit_journal_imports WHERE segment = ?",
                             (segment.name,)).fetchone() is not None:
                 return 0  # imported before, by a process that died before deleting the file
-            moved = append(segment.events) if segment.events else 0
+            moved = append(segment.events)  # none: a recovered segment whose first record tore
             conn.execute("INSERT INTO audit_journal_imports (segment, events, imported_at) "
                          "VALUES (?, ?, ?)", (segment.name, moved, to_db(self._clock())))
             return moved

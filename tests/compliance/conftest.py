@@ -1,6 +1,7 @@
 """Compliance fixtures: a forensic reader that decrypts every page of a database file and its WAL
 (free pages and stale frames included; ``tests/sqlcipher_pages.py``), to prove what an erasure
-or purge left behind. Learner subjects made through the real services (``make_subject``) come from tests/conftest.py."""
+or purge left behind; an audit trail staging through a real journal (``make_trail``; helpers in
+``staged_journal.py``). Learner subjects made through the real services (``make_subject``) come from tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Callable
 
 import pytest
 
+from compliance.audit import AuditTrail
+from compliance.audit_journal import AuditJournal
+from compliance.field_crypto import FieldCipher
 from compliance.subject_key_lease import SubjectKeyLease
 from sqlcipher_pages import decrypted_file_content
 from twin.runtime import Runtime
@@ -164,3 +168,37 @@ def timed_runtime(config, keyring, clock):
     rt.profiles.ctx.lease = SubjectKeyLease(rt.keys, background=False, monotonic=clock.monotonic)
     yield rt
     rt.close()
+
+
+# The audit journal's tests (helpers: staged_journal.py).
+
+@pytest.fixture
+def vault(open_catalog_db):
+    return open_catalog_db("privacy_vault")
+
+
+@pytest.fixture
+def cipher(keyring) -> FieldCipher:
+    return FieldCipher(keyring.field_keys, keyring.active_field_key)
+
+
+@pytest.fixture
+def journal_dir(tmp_path) -> Path:
+    return tmp_path / "journal"
+
+
+@pytest.fixture
+def make_trail(vault, cipher, journal_dir):
+    """make_trail(flush_delay=60) -> an AuditTrail staging through a journal in journal_dir.
+    The long default delay keeps the background flusher out of the way unless a test wants it."""
+    trails = []
+
+    def make(flush_delay: float = 60.0, encrypted: bool = True) -> AuditTrail:
+        journal = AuditJournal(journal_dir, cipher if encrypted else None)
+        trail = AuditTrail(vault, journal=journal, flush_delay=flush_delay)
+        trails.append(trail)
+        return trail
+
+    yield make
+    for trail in trails:
+        trail.close()
