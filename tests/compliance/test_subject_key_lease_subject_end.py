@@ -188,3 +188,56 @@ def test_an_update_of_a_profile_whose_subject_was_given_a_second_key_is_sealed_u
     sealed = KeyProof("learning_sessions", "session_type", started["session_id"], bytes(session["session_type"]))
     assert key("key_id", leased).open(*sealed) == "lesson"
     assert not key("user_id_hash", subject).authenticates(sealed)
+
+
+@pytest.mark.sqlite_only("file backups, and the SQLCipher files' pages read back")
+def test_a_restore_from_before_the_erasure_brings_back_an_unbound_leased_key_and_the_reapply_destroys_it(
+        runtime, quiet_lease, config, keyring, clock, tmp_path):
+    """The backup was taken while the erased subject's profile named a leased key the vault had
+    not bound yet: restored, it is unbound again, dated from its lease. Re-applying the carried
+    tombstone binds it from the profile's row (dated from the profile, before the erasure): the
+    subject did not come back, so the key and the rows go at once, not at the lease's reclaim."""
+    from sqlcipher_pages import file_holds
+    from twin.learners.errors import NotFoundError
+    from twin.operations.backups import carried_tombstones, plan_restore, restore_set, take_backup
+    from twin.runtime import Runtime
+
+    keyring.save(config.keyring_path)  # the deployment's keyring file, which a restore loads
+    erased, kept = create(runtime, "erased"), create(runtime, "kept")
+    subject, key_id = runtime.hasher.hash("erased"), profile_key(runtime, "erased")
+    held = {(user, what): bytes(value) for user in ("erased", "kept") for what, value in (
+        ("wrapped_key", runtime.vault_db.query_one("SELECT wrapped_key FROM subject_keys WHERE key_id = ?",
+                                                   (profile_key(runtime, user),))[0]),
+        ("profile", runtime.twin_db.query_one("SELECT encrypted_data FROM learning_profiles WHERE user_id_hash = ?",
+                                              (runtime.hasher.hash(user),))[0]))}
+    [leased] = [r for r in key_rows(runtime) if r["key_id"] == key_id]
+    assert (leased["user_id_hash"], leased["leased_to"]) == (None, quiet_lease.holder)  # unbound in the backup
+    backup = tmp_path / "backup"
+    take_backup(config, keyring, ["privacy_vault", "digital_twin"], backup)
+    assert runtime.dsr.erase(subject).verified  # moments after the backup
+    runtime.close()
+
+    entries = plan_restore(backup, ["privacy_vault", "digital_twin"], config, keyring, allow_half_pair=False)
+    restore_set(backup, entries, config, keyring, tombstones=carried_tombstones(config, keyring))
+
+    vault, data = (database_path(name, config) for name in ("privacy_vault", "digital_twin"))
+    found = {(user, what): file_holds(vault if what == "wrapped_key" else data, keyring.database_key, needle)
+             for (user, what), needle in held.items()}  # booleans: a failure prints no key material
+    assert found == {("erased", "wrapped_key"): False, ("erased", "profile"): False,
+                     ("kept", "wrapped_key"): True, ("kept", "profile"): True}
+    restarted = Runtime.open(config, clock=clock)
+    try:
+        assert restarted.vault_db.query_one("SELECT 1 FROM subject_keys WHERE key_id = ? OR user_id_hash = ?",
+                                            (key_id, subject)) is None
+        assert not restarted.keys.has_key(subject) and set(restarted.dsr.counts(subject).values()) == {0}
+        with pytest.raises(NotFoundError):
+            restarted.profiles.get(ACTOR, None, erased["profile_id"])
+        assert readable(restarted, kept)
+    finally:
+        restarted.close()
+
+
+def database_path(name: str, config):
+    from twin.catalog import database_path as path_of, spec_for
+
+    return path_of(spec_for(name), config)
