@@ -14,18 +14,12 @@ import pytest
 
 from compliance import erasure_generation
 from compliance.audit import Actor
+from dsr_checks import restart, stop_and_restore
 from twin.runtime import Runtime
-from twin.storage import (Database, IntegrityError, backup_database, read_manifest, restore_database,
-                          write_manifest)
+from twin.storage import IntegrityError, backup_database, read_manifest, write_manifest
 
 ADMIN = Actor("tok_test_admin", "admin")
 STARTUP = "system:startup"
-
-
-def _restart(runtime: Runtime, keyring, clock) -> Runtime:
-    runtime.close()
-    keyring.save(runtime.config.keyring_path)
-    return Runtime.open(runtime.config, clock=clock)
 
 
 def _plant(runtime: Runtime, subject_hash: str, profile_id: str) -> None:
@@ -56,7 +50,7 @@ def opened(runtime, keyring, clock, make_subject):
     """A deployment started once (its generations recorded) with one erased subject."""
     erased = make_subject("erased-long-ago", sessions=1, knowledge=1)
     runtime.subject_requests.erase(ADMIN, None, user_id=erased.user_id)
-    restarted = _restart(runtime, keyring, clock)
+    restarted = restart(runtime, keyring, clock)
     yield restarted, erased
     restarted.close()
 
@@ -66,7 +60,7 @@ def test_after_a_start_both_sides_agree_and_a_plain_restart_reapplies_nothing(op
     assert _every_data_database_agrees(runtime)
     _plant(runtime, erased.subject_hash, "prf_planted")
 
-    restarted = _restart(runtime, keyring, clock)
+    restarted = restart(runtime, keyring, clock)
     try:
         assert _planted(restarted, "prf_planted")  # no full re-application
         assert _reapplied(restarted, erased.subject_hash) == 0
@@ -131,11 +125,9 @@ def test_restoring_an_older_data_file_reapplies_every_tombstone(opened, keyring,
     write_manifest(backup_dir, [backup_database(runtime.twin_db, backup_dir)])
     runtime.subject_requests.erase(ADMIN, None, user_id="erased-after-backup")
     (entry,) = read_manifest(backup_dir)
-    runtime.close()
-    restore_database(backup_dir, entry, Database(runtime.twin_db.path, keyring.database_key,
-                                                 name="digital_twin"))
+    stop_and_restore(runtime, keyring, backup_dir, entry)
 
-    restarted = _restart(runtime, keyring, clock)
+    restarted = restart(runtime, keyring, clock)
     try:
         subject_hash = restarted.hasher.hash("erased-after-backup")
         assert not _planted(restarted, view["profile_id"])
@@ -154,11 +146,9 @@ def test_restoring_an_older_vault_reapplies_every_tombstone(opened, keyring, clo
     runtime.subject_requests.erase(ADMIN, None, user_id="erased-after-vault-backup")
     _plant(runtime, erased.subject_hash, "prf_planted")
     (entry,) = read_manifest(backup_dir)
-    runtime.close()
-    restore_database(backup_dir, entry, Database(runtime.vault_db.path, keyring.database_key,
-                                                 name="privacy_vault"))
+    stop_and_restore(runtime, keyring, backup_dir, entry, "vault_db")
 
-    restarted = _restart(runtime, keyring, clock)
+    restarted = restart(runtime, keyring, clock)
     try:
         assert not _planted(restarted, "prf_planted")  # the restored vault's tombstone, re-applied
         assert _reapplied(restarted, erased.subject_hash) == 1
@@ -171,7 +161,7 @@ def test_a_replaced_data_file_reapplies_every_tombstone(opened, keyring, clock):
     _plant(runtime, erased.subject_hash, "prf_planted")
     runtime.twin_db.write(lambda conn: conn.execute("DELETE FROM erasure_generation"))  # as a new file has none
 
-    restarted = _restart(runtime, keyring, clock)
+    restarted = restart(runtime, keyring, clock)
     try:
         assert not _planted(restarted, "prf_planted")
         assert _every_data_database_agrees(restarted)
@@ -190,7 +180,7 @@ def test_an_unfinished_erasure_is_finished_by_a_plain_restart_without_a_full_pas
     with pytest.raises(IntegrityError):
         runtime.subject_requests.erase(ADMIN, None, user_id="interrupted")
 
-    restarted = _restart(runtime, keyring, clock)
+    restarted = restart(runtime, keyring, clock)
     try:
         subject_hash = restarted.hasher.hash("interrupted")
         assert not restarted.keys.has_key(subject_hash)
