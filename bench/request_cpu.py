@@ -25,6 +25,9 @@ as ``bench/api.py``'s plain server): the privacy stack's cost is the ratio of th
 ``--threads N`` hands the requests round N threads, one at a time, as a threaded server's pool
 does: each thread reads with its own connection, whose page cache SQLite drops when another
 connection wrote the file (SQLCipher then decrypts every page it reads again).
+``--concurrent N`` sends them from N threads at once, as a busy threaded server gets them:
+writes that meet in one process can then share a commit (``Database.write_shared``), and each
+page they both dirty is encrypted and authenticated once.
 
 "chain" counts only ``audit.flush``: moving staged events (get-profile's, ``--batch`` per
 flush) from the journal into the vault's hash chain, per event: what a server's flusher
@@ -147,7 +150,30 @@ if threads > 1:  # requests handed round a pool, one at a time, as a threaded se
         if failed is not None:
             raise failed
 
+concurrent = int(os.environ.get("BENCH_CONCURRENT", "1"))
+
 def loop():
+    if concurrent > 1:  # requests from that many threads at once, as a busy threaded server's
+        import threading
+        failures = []
+
+        def client(first):
+            try:
+                for i in range(first, n, concurrent):
+                    one(i)
+                    if i % 30 == 29:
+                        runtime.audit.flush()
+            except BaseException as exc:
+                failures.append(exc)
+
+        clients = [threading.Thread(target=client, args=(t,)) for t in range(concurrent)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join()
+        if failures:
+            raise failures[0]
+        return
     for i in range(n):
         one(i)
         if i % 30 == 29:
@@ -211,10 +237,11 @@ def _instructions(part: str) -> int:
 
 
 def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool, batch: int = 30,
-            plain: bool = False, threads: int = 1) -> float:
+            plain: bool = False, threads: int = 1, concurrent: int = 1) -> float:
     """Microseconds of CPU (or instructions, with ``callgrind``) per request of ``scenario``
     (for "chain": per event chained, in flushes of ``batch`` get-profile events); ``plain``:
-    with SQLCipher and field crypto off; ``threads``: requests handed round that many threads."""
+    with SQLCipher and field crypto off; ``threads``: requests handed round that many threads;
+    ``concurrent``: requests from that many threads at once."""
     tmp = Path(tempfile.mkdtemp(prefix="twin-cpu-"))
     (tmp / "metrics").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
@@ -223,7 +250,7 @@ def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool, bat
                PYTHONHASHSEED="0")  # the same set and dict orders in every run
     if plain:
         env["TWIN_BENCH_PLAINTEXT"] = "1"
-    env["BENCH_THREADS"] = str(threads)
+    env["BENCH_THREADS"], env["BENCH_CONCURRENT"] = str(threads), str(concurrent)
     command = [str(tree / ".venv" / "bin" / "python"), "-c", _MEASURE, scenario, str(n), str(rounds),
                "1" if callgrind else "0", str(batch)]
     if callgrind:
@@ -269,6 +296,8 @@ def main() -> None:
                         help="chain: get-profile events per flush (what a 50 ms flush delay gathers at ~1200/s)")
     parser.add_argument("--threads", type=int, default=1,
                         help="hand the requests round this many threads, one at a time (a threaded server)")
+    parser.add_argument("--concurrent", type=int, default=1,
+                        help="send the requests from this many threads at once (a busy threaded server)")
     parser.add_argument("--plain", action="store_true",
                         help="also measure each tree with crypto off and print the privacy cost")
     args = parser.parse_args()
@@ -282,7 +311,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     for scenario in args.only:
         figures = {name: measure(tree, scenario, args.n, args.rounds, args.callgrind, args.batch,
-                                 threads=args.threads)
+                                 threads=args.threads, concurrent=args.concurrent)
                    for name, tree in trees.items()}
         line = "  ".join(f"{name} {value:,.0f}" for name, value in figures.items())
         ratio = f"  after/before {figures['this tree'] / figures['before']:.2f}x" if args.before else ""
@@ -290,7 +319,7 @@ def main() -> None:
         if args.plain:
             for name, tree in trees.items():
                 plain = measure(tree, scenario, args.n, args.rounds, args.callgrind, args.batch, plain=True,
-                                threads=args.threads)
+                                threads=args.threads, concurrent=args.concurrent)
                 print(f"  {scenario:<8} {name} plain {plain:,.0f}  privacy/plain {figures[name] / plain:.2f}x "
                       f"(privacy cost {1 - plain / figures[name]:.0%})")
     sys.stdout.flush()

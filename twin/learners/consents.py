@@ -64,7 +64,7 @@ class ConsentService:
                            consent=consent_from_request(data), granted_at=self.ctx.now())
             return subject_hash, conn.execute(_SELECT + "consent_id = ?", (consent_id,)).fetchone()
 
-        subject_hash, row = self.ctx.db.write(insert)
+        subject_hash, row = self.ctx.write(insert)
         self.ctx.record(actor, "consent_grant", subject_hash, f"profile:{profile_id}/consents", request_id)
         return self._view(row)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
 from compliance.audit import Actor, AuditTrail
 from compliance.id_hashing import SubjectHasher
@@ -16,6 +16,8 @@ from twin.storage import Database
 from twin.storage.timestamps import to_db
 
 from .errors import NotFoundError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,6 +44,14 @@ class LearnerContext:
         for window, days in self.config.retention_windows().items():
             params[f"{window}_cutoff"] = date.fromordinal(today - days).isoformat() + time_of_day
         return params
+
+    def write(self, fn: Callable[[Any], T], *, lock: str | None = None) -> T:
+        """A request's write transaction: ``fn(conn)``, re-run on conflict. On a file, writes of
+        concurrent requests of this process share one commit, each in its own savepoint (one
+        refused is rolled back alone): SQLCipher encrypts and authenticates each page a commit
+        dirtied, and a table's last leaf or a time index's is dirtied by every insert. On a
+        server each is a transaction of its own (``Backend.write_shared``)."""
+        return self.db.write_shared(fn, lock=lock, shared_on_server=False)
 
     def record(self, actor: Actor, action: str, subject_hash: str | None, resource: str,
                request_id: str | None, details: dict | None = None) -> None:

@@ -158,10 +158,9 @@ class EvidenceService:
             traces.write_folded(conn, ready)
             return len(keyed) - len(stored[0]), repeats + len(stored[0]), subject_hash
 
-        # Shared: concurrent batches of this process go into one transaction and one commit (each
-        # in its own savepoint, so a refused batch is rolled back alone) on a file; on a server
-        # each batch queues for the learner's writers lock on its own.
-        added, repeated, subject_hash = ctx.db.write_shared(write, lock=traces.writers_lock(profile_id))
+        # Shared with concurrent requests' writes on a file (``LearnerContext.write``); on a
+        # server each batch queues for the learner's writers lock on its own.
+        added, repeated, subject_hash = ctx.write(write, lock=traces.writers_lock(profile_id))
         ctx.record(actor, "create", subject_hash, f"profile:{profile_id}/evidence", request_id,
                    {"new": added, "repeats": repeated})
         return {"new": added, "repeats": repeated}

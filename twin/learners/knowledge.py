@@ -93,7 +93,7 @@ class KnowledgeService:
             traces.write_folded(conn, [folded], extra, at_commit=True)
             return folded, state_row is None, subject_hash
 
-        folded, created, subject_hash = ctx.db.write(write, lock=traces.writers_lock(profile_id))
+        folded, created, subject_hash = ctx.write(write, lock=traces.writers_lock(profile_id))
         ctx.record(actor, "create" if created else "update", subject_hash,
                    f"profile:{profile_id}/knowledge", request_id)
         # The state this PUT wrote, from the values it wrote (every column of the view is one of

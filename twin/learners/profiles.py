@@ -181,7 +181,7 @@ class ProfileService:
                                granted_at=to_db(now))
 
         try:
-            ctx.db.write(insert)
+            ctx.write(insert)
         except IntegrityError:  # the taken key stays unused: reclaimed after its lease
             raise DuplicateProfileError("this user already has a profile") from None
         ctx.lease.bound(new_key, subject_hash, values["created_at"])
@@ -233,7 +233,7 @@ class ProfileService:
                          (*sets.values(), profile_id))
             return subject_hash
 
-        subject_hash = ctx.db.write(apply)
+        subject_hash = ctx.write(apply)
         ctx.record(actor, "update", subject_hash, f"profile:{profile_id}", request_id,
                    {"fields": sorted(changes)})
         return self.get_unaudited(profile_id)

@@ -69,7 +69,7 @@ class SessionService:
                                    else view[c] for c in _INSERT_COLUMNS])
             return subject_hash
 
-        subject_hash = ctx.db.write(insert)
+        subject_hash = ctx.write(insert)
         ctx.record(actor, "create", subject_hash, f"session:{session_id}", request_id)
         # Rendered from what was just written: reading it back would only decrypt it again.
         return view, etag_for(session_id, _FIRST_ROW_VERSION)
@@ -131,7 +131,7 @@ class SessionService:
                              (*sets.values(), session_id))
             return row, sets, opened
 
-        row, sets, opened = ctx.db.write(apply)
+        row, sets, opened = ctx.write(apply)
         ctx.record(actor, "update", row["subject_hash"], f"session:{session_id}", request_id,
                    {"fields": sorted(changes)})
         # Rendered from the row the transaction read and what it wrote (reading it back would

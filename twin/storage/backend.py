@@ -85,14 +85,19 @@ class Backend(abc.ABC):
                 return fn(conn)
         return self.retrying(attempt)
 
-    def write_shared(self, fn: Callable[[Any], T], *, lock: str | None = None) -> T:
+    def write_shared(self, fn: Callable[[Any], T], *, lock: str | None = None,
+                     shared_on_server: bool = True) -> T:
         """Like ``write(fn)``, but concurrent callers share one commit (group commit).
 
-        For small, frequent writes (audit events, key rows): each ``fn`` runs in its own
-        savepoint, so one that raises rolls back alone. Inside an open transaction of this
-        thread, ``fn`` simply joins it. ``lock``: ``fn`` holds that named lock; a file's
-        write lock already holds it, a server runs ``write(fn, lock=lock)`` on its own (a
-        locked transaction's snapshots start after its lock, which a group cannot share).
+        For small, frequent writes (audit events, key rows, a request's rows): each ``fn`` runs
+        in its own savepoint, so one that raises rolls back alone. Inside an open transaction
+        of this thread, ``fn`` simply joins it. ``lock``: ``fn`` holds that named lock; a
+        file's write lock already holds it, a server runs ``write(fn, lock=lock)`` on its own
+        (a locked transaction's snapshots start after its lock, which a group cannot share).
+        ``shared_on_server=False``: a server runs ``write(fn)`` on its own too. What a group
+        saves on a file is each page its writes share, encrypted and authenticated once per
+        commit (SQLCipher), and the commit; on a server it would cost a round trip for each
+        savepoint, and the server shares its WAL flushes itself.
         """
         if self.connection().in_transaction:
             return self.write(fn, lock=lock)

@@ -244,9 +244,11 @@ class PostgresDatabase(ServerBacked, Backend):
         handle = self.connection()
         return self.retrying(lambda: handle.execute(sql, params))
 
-    def write_shared(self, fn: Callable[[Any], T], *, lock: str | None = None) -> T:
-        """``Backend.write_shared``; with a ``lock``, ``write(fn, lock=lock)`` alone."""
-        if lock is not None:
+    def write_shared(self, fn: Callable[[Any], T], *, lock: str | None = None,
+                     shared_on_server: bool = True) -> T:
+        """``Backend.write_shared``; with a ``lock`` or not ``shared_on_server``,
+        ``write(fn, lock=lock)`` alone."""
+        if lock is not None or not shared_on_server:
             return self.write(fn, lock=lock)
         return super().write_shared(fn)
 
