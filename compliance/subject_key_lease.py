@@ -107,13 +107,31 @@ class NewSubjectKey:
             raise LeaseExpiredError("the leased subject key's lease ended before the create committed")
 
 
+def _refuse_a_lease_never_taken_from(batch: int, low_water: int, lease_seconds: float,
+                                     use_margin_seconds: float) -> None:
+    """Refuse the sizes with which every take would wait forever: a refill leases only while
+    fewer than ``low_water`` usable keys are left (never, at 0), a batch of no key adds none,
+    and keys leased for no longer than the margin are unusable from the start (each refill
+    would lease another batch to drop). A low water above the batch is allowed: refills then
+    lease batches until the low water is reached."""
+    if batch < 1:
+        raise ValueError(f"a subject key lease's batch must be at least 1 key, not {batch}")
+    if low_water < 1:
+        raise ValueError(f"a subject key lease's low water must be at least 1 key, not {low_water}")
+    if lease_seconds <= use_margin_seconds:
+        raise ValueError(f"a subject key lease of {lease_seconds} s must be longer than its use margin "
+                         f"of {use_margin_seconds} s")
+
+
 class SubjectKeyLease:
-    """One process's lease of unbound subject keys."""
+    """One process's lease of unbound subject keys (refused at sizes no take would ever get a
+    key with: ``_refuse_a_lease_never_taken_from``)."""
 
     def __init__(self, keys: SubjectKeyStore, *, batch: int = BATCH, low_water: int = LOW_WATER,
                  lease_seconds: float = LEASE_SECONDS, use_margin_seconds: float = USE_MARGIN_SECONDS,
                  reclaim_after_seconds: float = RECLAIM_AFTER_SECONDS, background: bool = True,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
+        _refuse_a_lease_never_taken_from(batch, low_water, lease_seconds, use_margin_seconds)
         self.keys = keys
         self.holder = holder_id()
         self._batch, self._low_water = batch, low_water

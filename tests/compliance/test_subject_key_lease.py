@@ -301,3 +301,35 @@ def test_what_a_lease_and_its_keys_print_names_no_key_material(runtime, quiet_le
     # host and pid for the operator, and a random part: a restarted process never holds its
     # predecessor's lease, even under the same pid
     assert re.fullmatch(r"[^:]+:\d+:[0-9a-f]{8}", quiet_lease.holder) and other.holder != quiet_lease.holder
+
+
+@pytest.mark.parametrize("sizes, refused", [
+    ({"batch": 0}, "^a subject key lease's batch must be at least 1 key, not 0$"),
+    ({"batch": -3}, "^a subject key lease's batch must be at least 1 key, not -3$"),
+    ({"low_water": 0}, "^a subject key lease's low water must be at least 1 key, not 0$"),
+    ({"low_water": -1}, "^a subject key lease's low water must be at least 1 key, not -1$"),
+    ({"lease_seconds": 300.0}, "^a subject key lease of 300.0 s must be longer than its use margin of 300.0 s$"),
+    ({"lease_seconds": 60.0, "use_margin_seconds": 90.0},
+     "^a subject key lease of 60.0 s must be longer than its use margin of 90.0 s$"),
+])
+def test_a_lease_no_take_could_ever_get_a_key_from_is_refused_when_built(runtime, sizes, refused):
+    # Each of these made every take loop forever: a refill never saw the lease as low, leased
+    # no key, or leased keys already past their use margin.
+    with pytest.raises(ValueError, match=refused):
+        SubjectKeyLease(runtime.keys, background=False, **sizes)
+
+    assert key_rows(runtime) == []
+
+
+@pytest.mark.parametrize("sizes, leased", [({"batch": 1, "low_water": 1}, 3),
+                                           ({"batch": 1, "low_water": 2}, 3),
+                                           ({"batch": 2, "lease_seconds": 300.5}, 4)])
+def test_the_smallest_lease_sizes_and_a_low_water_above_the_batch_still_hand_out_keys(runtime, sizes, leased):
+    # Without the background refill a lease is leased only when empty: a batch per take here.
+    now = [0.0]
+    lease = SubjectKeyLease(runtime.keys, background=False, monotonic=lambda: now[0], **sizes)
+
+    taken = [lease.take() for _ in range(3)]
+
+    assert len({key.key_id for key in taken}) == 3 and all(key.usable() for key in taken)
+    assert len(key_rows(runtime)) == leased
