@@ -68,12 +68,11 @@ from twin.runtime import Runtime
 from twin.api.app import create_app
 Keyring.generate().save(os.environ["TWIN_KEYRING_PATH"])
 devnull = open(os.devnull, "w")
-logging.basicConfig(level=logging.INFO, stream=devnull, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-try:
+try:  # one handler, as `twin serve` has (basicConfig's beside it wrote every access line twice)
     from twin.logs import configure_logging
     configure_logging("INFO", stream=devnull)
 except ImportError:
-    pass
+    logging.basicConfig(level=logging.INFO, stream=devnull, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 runtime = Runtime.open(Config.from_env())
 token = runtime.tokens.issue("service", label="bench").token
 app = create_app(runtime=runtime)

@@ -200,10 +200,11 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
     def _start() -> None:
         state, req = g._get_current_object(), request._get_current_object()
         state.started = time.perf_counter()
-        incoming = req.headers.get("X-Request-ID", "")
+        incoming = req.environ.get("HTTP_X_REQUEST_ID", "")  # = req.headers.get("X-Request-ID")
         state.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
         # Every line logged while this request runs carries these (twin.logs, JSON format).
-        state.route = route_template()  # the access line and the metrics reuse it
+        rule = req.url_rule  # the access line and the metrics reuse the route
+        state.route = _template_of(rule.rule) if rule is not None else "<unmatched>"
         state.log_context = request_context.set({"request_id": state.request_id, "method": req.method,
                                                  "route": state.route})
 
@@ -211,9 +212,11 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
     def _finish(response: Response) -> Response:
         state, req = g._get_current_object(), request._get_current_object()
         request_id = state.get("request_id")
-        response.headers["X-Request-ID"] = request_id or ""
+        # Added, not set: no view or problem sets these two (set would look for one first).
+        headers = response.headers
+        headers.add("X-Request-ID", request_id or "")
         if req.path.startswith("/v1/"):
-            response.headers["Cache-Control"] = "no-store"
+            headers.add("Cache-Control", "no-store")
         # Route template, never the concrete path: paths hold ids, bodies hold personal data.
         route, status = state.get("route") or route_template(), response.status_code
         seconds = time.perf_counter() - state.get("started", time.perf_counter())

@@ -28,6 +28,7 @@ SERVICE = ("service", "admin")
 MAX_JSON_DEPTH = 32
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_COMPACT = (",", ":")  # jsonify's separators outside debug mode
 
 
 @dataclass(frozen=True)
@@ -144,10 +145,16 @@ def load(schema: Schema, data: Any) -> dict[str, Any]:
         raise BadRequest("the request body is nested too deeply") from None
 
 
-def authenticate(spec: EndpointSpec) -> None:
-    header = request.headers.get("Authorization", "")
+def authenticate(spec: EndpointSpec, runtime: Runtime | None = None, environ: dict[str, Any] | None = None) -> None:
+    """The request's bearer token checked (401), its role allowed by ``spec`` (403), and its
+    identity and actor kept on ``g``. ``runtime`` and ``environ``: the caller's, when it
+    already holds them (each lookup through Flask's proxies finds the context again)."""
+    runtime = runtime or current_app.extensions["learner_twin"]
+    # The header as the WSGI server passed it: what ``request.headers.get`` reads, without
+    # its per-call name conversion.
+    header = (environ if environ is not None else request.environ).get("HTTP_AUTHORIZATION", "")
     scheme, _, token = header.partition(" ")
-    identity = runtime().tokens.verify(token.strip()) if scheme.lower() == "bearer" and token else None
+    identity = runtime.tokens.verify(token.strip()) if scheme.lower() == "bearer" and token else None
     if identity is None:
         raise Unauthorized("a valid bearer token is required",
                            headers={"WWW-Authenticate": 'Bearer realm="learner-twin"'})
@@ -196,23 +203,26 @@ def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_o
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(**path: Any) -> Any:
+            req = request._get_current_object()  # the proxies resolved once a request
+            environ = req.environ
             if spec.roles is not None:
-                authenticate(spec)
+                served = current_app.extensions["learner_twin"]
+                authenticate(spec, served, environ)
                 # Refused now, while nothing has changed, if the disk could not take the
                 # request's audit event later (compliance.audit_journal: the reserve).
-                runtime().audit.ensure_room()
+                served.audit.ensure_room()
             _check_path(spec, path)
             kwargs = dict(path)
             if spec.query is not None:
-                kwargs["query"] = load(spec.query, request.args.to_dict(flat=True))
+                kwargs["query"] = load(spec.query, req.args.to_dict(flat=True))
             # No query string (most requests): nothing to parse into request.args.
-            elif spec.roles is not None and request.environ.get("QUERY_STRING") and request.args:
+            elif spec.roles is not None and environ.get("QUERY_STRING") and req.args:
                 raise Unprocessable("this route takes no query parameters",
                                     errors={k: ["Unknown field."] for k in request.args})
             if spec.body is not None:
                 if spec.max_body_bytes is not None:
-                    request.max_content_length = spec.max_body_bytes
-                empty = spec.body_optional and not request.content_length and not request.get_data()
+                    req.max_content_length = spec.max_body_bytes
+                empty = spec.body_optional and not req.content_length and not req.get_data()
                 kwargs["body"] = load(spec.body, {}) if empty else parse_json_body(spec.body)
             return view(**kwargs)
 
@@ -222,9 +232,16 @@ def endpoint(summary: str, *, tag: str, roles: tuple[str, ...] | None, learner_o
     return decorate
 
 
-def with_etag(view: dict, etag: str, status: int = 200) -> Response:
-    """A JSON response carrying the resource's ETag."""
-    response = jsonify(view)
-    response.status_code = status
-    response.headers["ETag"] = etag
+def with_etag(view: dict, etag: str, status: int = 200, location: str | None = None) -> Response:
+    """A JSON response carrying the resource's ETag (and ``location``: a created resource's
+    path). The body is ``jsonify``'s; the response is built in one step, without jsonify's
+    argument handling and the header lookups of setting each header on its own."""
+    app = current_app._get_current_object()
+    provider = app.json
+    response = app.response_class(provider.dumps(view, separators=_COMPACT) + "\n", status,
+                                  mimetype=provider.mimetype)
+    headers = response.headers  # a new response's: add, not set (nothing to replace)
+    headers.add("ETag", etag)
+    if location is not None:
+        headers.add("Location", location)
     return response

@@ -15,9 +15,7 @@ bp = Blueprint("profiles", __name__, url_prefix="/v1/profiles")
           rules=("parental-consent-required", "birth-date-in-the-future"))
 def create_profile(body):
     view, etag = runtime().profiles.create(actor(), request_id(), body)
-    response = with_etag(view, etag, 201)
-    response.headers["Location"] = f"/v1/profiles/{view['profile_id']}"
-    return response
+    return with_etag(view, etag, 201, location=f"/v1/profiles/{view['profile_id']}")
 
 
 @bp.post("/lookup")

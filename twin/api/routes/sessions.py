@@ -15,9 +15,7 @@ bp = Blueprint("sessions", __name__, url_prefix="/v1")
           rules=("time-in-the-future", "start-time-outside-retention"))
 def start_session(profile_id, body):
     view, etag = runtime().sessions.start(actor(), request_id(), profile_id, body)
-    response = with_etag(view, etag, 201)
-    response.headers["Location"] = f"/v1/sessions/{view['session_id']}"
-    return response
+    return with_etag(view, etag, 201, location=f"/v1/sessions/{view['session_id']}")
 
 
 @bp.get("/profiles/<string(maxlength=64):profile_id>/sessions")
