@@ -120,3 +120,15 @@ def test_details_edited_into_something_else_still_read_and_the_event_fails_verif
     assert [e.details for e in trail.query()] == [{"profiles": 1}, {"_unparsed": edited}]
     result = trail.verify()
     assert (result.ok, result.first_bad, result.reason) == (False, 2, "content does not match its hash (edited?)")
+
+
+def test_a_batch_of_200_events_is_stored_whole_and_in_order(trail, vault):
+    # More than one multi-row INSERT (64 rows at most each) and a remainder that is no power of 2.
+    count = trail.record_many([(SERVICE, "read", {"request_id": f"req-{i:03d}", "details": {"i": i}})
+                               for i in range(200)])
+
+    assert count == 200
+    rows = vault.query("SELECT seq, details FROM audit_log ORDER BY seq")
+    assert [(r["seq"], r["details"]) for r in rows] == [(i + 1, f'{{"i":{i}}}') for i in range(200)]
+    assert [e.request_id for e in trail.query(limit=1000)] == [f"req-{i:03d}" for i in range(200)]
+    assert trail.verify().checked == 200
