@@ -55,6 +55,7 @@ RECLAIM_EVERY_SECONDS = 600.0    # a refill also reclaims, at most this often
 RECLAIM_BATCH = 500
 FLUSH_DELAY_SECONDS = 1.0        # bindings made meanwhile share one vault commit
 KEY_ID_HOUR_SECONDS = 3600       # a leased key id names the hour of its lease, no finer
+CLOSE_WAIT_SECONDS = 10.0        # a shutdown waits at most this long for each of the lease's threads
 
 
 def leased_key_id(leased_at: datetime) -> str:
@@ -267,13 +268,15 @@ class SubjectKeyLease:
                 self._pending[:0] = pending
             raise
 
-    def close(self) -> None:
-        """At shutdown: wait for a running refill and record the pending bindings."""
+    def close(self, timeout: float = CLOSE_WAIT_SECONDS) -> None:
+        """At shutdown: wait for a running refill, at most ``timeout`` seconds (one stuck on a
+        vault that never answers must not hold the shutdown forever: what it leased unused is
+        reclaimed like any unused key), and record the pending bindings."""
         for thread in (self._flusher, self._refiller):
             if thread is not None:
                 if isinstance(thread, threading.Timer):
                     thread.cancel()
-                thread.join(timeout=10.0)
+                thread.join(timeout=timeout)
         self.flush()
 
 

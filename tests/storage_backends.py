@@ -87,10 +87,14 @@ class PostgresServer:
 
         return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
 
-    def create_database(self) -> str:
+    def create_database(self, *, icu_locale: str | None = None) -> str:
+        """A new database in the server's own collation (byte order here: C.UTF-8), or in an
+        ICU locale's linguistic one (``icu_locale``, e.g. ``en-US``: 'sk_...' < 'XXXX')."""
         name = f"{TEST_PREFIX}{secrets.token_hex(6)}"
+        locale = "" if icu_locale is None else \
+            f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
         with self.admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{locale}')
         self.databases.append(name)
         return name
 
@@ -191,10 +195,10 @@ class LearnerPair:
     empties every table between tests, which costs far less
     than creating and migrating two databases per test."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, icu_locale: str | None = None) -> None:
         self.server = PostgresServer()  # its own list: a test's pg_server.drop_all() spares it
-        self.data = self.server.create_database()
-        self.vault = self.server.create_database()
+        self.data = self.server.create_database(icu_locale=icu_locale)
+        self.vault = self.server.create_database(icu_locale=icu_locale)
         self._set_up = False
 
     def environ(self, **extra: str) -> dict[str, str]:

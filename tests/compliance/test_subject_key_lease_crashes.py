@@ -7,17 +7,20 @@ points in a real server killed with SIGKILL: tests/serving/test_subject_key_cras
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Iterator
 
 import pytest
 
-from compliance.subject_key_lease import LEASE_SECONDS, RECLAIM_AFTER_SECONDS, SubjectKeyLease, reclaim
+from compliance.subject_key_lease import (LEASE_SECONDS, RECLAIM_AFTER_SECONDS, NewSubjectKey, SubjectKeyLease,
+                                          reclaim)
 from leased_keys import create, key_rows, profile_key, readable
 from racing_vault import BeforeNextWrite
+from storage_backends import held_elsewhere
 from twin.learners.errors import DuplicateProfileError
-from twin.storage import OperationalError
+from twin.storage import OperationalError, ServerBacked
 
 
 def test_a_start_reclaims_the_keys_a_stopped_process_left_once_their_lease_is_long_over(
@@ -156,6 +159,18 @@ def test_a_lease_told_to_run_no_threads_records_nothing_until_flushed(runtime, q
     assert quiet_lease.flush() == 1 and bound_in_vault(runtime, "ada") == {"ada"}
 
 
+def test_a_binding_queued_before_the_lease_ever_flushed_is_recorded(runtime):
+    lease = SubjectKeyLease(runtime.keys, background=False)
+    # A take between a refill's new keys reaching the lease and that refill's first flush:
+    # its create commits and queues the binding before any flush ran.
+    [key] = lease.lease_batch(1)
+    subject = runtime.hasher.hash("ada")
+    lease.bound(NewSubjectKey(key.cipher, key.key_id, key), subject, "2030-01-01T00:00:00.000000Z")
+
+    assert lease.flush() == 1
+    assert [(r["key_id"], r["user_id_hash"]) for r in key_rows(runtime)] == [(key.key_id, subject)]
+
+
 def test_a_lease_refills_on_its_own_thread_once_a_take_leaves_it_below_the_low_water(runtime):
     lease = SubjectKeyLease(runtime.keys, batch=4, low_water=2)
     lease.take()  # nothing to take yet: this one leases, on the caller's thread
@@ -198,3 +213,29 @@ def test_at_shutdown_a_lease_records_its_pending_bindings_at_once(runtime):
     row = runtime.vault_db.query_one("SELECT key_id FROM subject_keys WHERE user_id_hash = ?",
                                      (runtime.hasher.hash("ada"),))
     assert row["key_id"] == profile_key(runtime, "ada")
+
+
+@contextmanager
+def vault_writes_held(vault) -> Iterator[None]:
+    """Another process's transaction holding the vault's key table against every insert, open
+    until the block ends (a vault that does not answer a refill)."""
+    with vault.transaction() as conn:
+        if isinstance(vault, ServerBacked):
+            conn.execute("LOCK TABLE subject_keys IN SHARE MODE")
+        else:  # the write lock of the whole file, which BEGIN IMMEDIATE took
+            conn.execute("DELETE FROM subject_keys WHERE key_id = ''")
+        yield
+
+
+def test_a_shutdown_waits_for_a_stuck_refill_no_longer_than_it_was_told(runtime):
+    lease = SubjectKeyLease(runtime.keys, batch=2, low_water=2)
+    lease.refill()  # on this thread: 2 keys
+    with held_elsewhere(lambda: vault_writes_held(runtime.vault_db)):
+        lease.take()  # 1 left: a refill starts on the lease's thread and waits for the vault
+        started = time.monotonic()
+        lease.close(timeout=0.3)
+        waited = time.monotonic() - started
+        assert 0.3 <= waited < 3 and lease._refiller.is_alive()  # still stuck when close returned
+        assert len(key_rows(runtime)) == 2
+    lease._refiller.join(timeout=30)  # the vault answers: the refill was only waiting
+    assert len(key_rows(runtime)) == 4

@@ -1,11 +1,15 @@
 """Reclaim of leased subject keys: unbound keys go only after their lease ended plus the
 documented time, and never while a data row names them (those are bound to the row's subject);
-settling binds the leased key a profile names. Real runtime, on both backends."""
+settling binds the leased key a profile names. Real runtime, on both backends, and on PostgreSQL
+databases in a linguistic (ICU) collation, where text order is not byte order."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
+import storage_backends
 from compliance.field_crypto import FieldCipher
 from compliance.subject_key_lease import LEASE_SECONDS, RECLAIM_AFTER_SECONDS, SubjectKeyLease, reclaim
 from compliance.subject_keys import SubjectKeyStore
@@ -142,3 +146,36 @@ def test_reclaim_writes_the_vault_only_for_what_a_page_has_to_bind_or_destroy(ru
     assert transactions(first_due) == ({"bound": 2, "destroyed": 0}, 1)  # a page of named keys only
     assert transactions(second_due) == ({"bound": 0, "destroyed": 2}, 1)  # of unused ones only
     assert {r["key_id"] for r in key_rows(runtime)} == {profile_key(runtime, "ada"), profile_key(runtime, "bo")}
+
+
+@pytest.fixture(scope="module")
+def icu_pair(postgres_server):
+    """A learner pair on PostgreSQL databases in the en-US ICU collation."""
+    pair = storage_backends.LearnerPair(icu_locale="en-US")
+    yield pair
+    pair.drop()
+
+
+@pytest.fixture
+def icu_runtime(icu_pair, tmp_path, keyring, clock):
+    from twin.runtime import Runtime
+
+    rt = Runtime(storage_backends.learner_config(tmp_path, keyring, icu_pair), keyring, clock=clock)
+    yield rt
+    rt.close()
+
+
+def test_reclaim_pages_through_every_key_in_a_linguistic_collation(icu_runtime, clock):
+    runtime = icu_runtime
+    runtime.profiles.ctx.lease = SubjectKeyLease(runtime.keys, batch=7, low_water=1, background=False)
+    views = {user: create(runtime, user) for user in ("ada", "bo", "cy", "di")}  # 3 keys never used
+    # Here 'sk_...' sorts before upper-case text (byte order puts it after): paging starts below every id.
+    assert runtime.vault_db.query_one("SELECT count(*) FROM subject_keys WHERE key_id < 'XXXX'")[0] == 7
+
+    after = clock() + timedelta(seconds=LEASE_SECONDS + RECLAIM_AFTER_SECONDS + 60)
+    assert reclaim(runtime.keys, batch=2, now=after) == {"bound": 4, "destroyed": 3}  # pages of 2, 2, 2, 1
+    assert {(r["key_id"], r["user_id_hash"]) for r in key_rows(runtime)} == \
+        {(profile_key(runtime, user), runtime.hasher.hash(user)) for user in views}
+    for user, view in views.items():
+        runtime.keys.forget(runtime.hasher.hash(user))
+        assert readable(runtime, view)

@@ -18,9 +18,11 @@ rows holding the largest ids were deleted. Nothing depends on more:
 - a page cursor (sessions, evidence: ``cursors``) is the id of a listed row, issued only when
   a row with a larger id of the same profile exists. A new row can take an id at or below it
   only once that row and every later row of the whole table are gone: the profile erased (its
-  cursors then answer 404), or all of them purged, which retention does only to rows older than
-  their window (starts and observations are refused that old on arrival), i.e. after no row at
-  all was added to the table for a whole retention window.
+  cursors then answer 404), or all of them purged. Retention purges a row by its own time (a
+  session's start, an observation's ``observed_at``), not by when it was added, so rows added
+  late with old times (a backfilled batch, holding the newest ids) can all be gone well before
+  a whole window passed with no row added. The only effect: a page read with a cursor issued
+  before then skips the rows of its profile that took ids at or below it.
 
 PostgreSQL's identity columns never reuse a value and dirty no shared page: unchanged there.
 The rebuild copies every row with its id (an operator migration: it rewrites these tables).
