@@ -80,3 +80,26 @@ def test_a_batch_size_under_one_is_refused_and_nothing_is_purged(vault, batch_si
 
     assert str(by_trail.value) == str(by_module.value) == "batch_size must be at least 1"
     assert len(trail.query()) == 3 and checkpoints(vault) == []
+
+
+def test_a_batch_of_one_event_at_a_time_is_allowed(vault):
+    clock = Clock()
+    trail = AuditTrail(vault, clock=clock)
+    append_minutes(trail, clock, 3)
+
+    assert trail.purge_older_than(T0 + timedelta(minutes=2), batch_size=1) == 2
+    assert [c[1] for c in checkpoints(vault)] == [2] and trail.verify().ok
+
+
+def test_the_actors_and_resources_only_purged_events_named_leave_the_vault(vault):
+    clock = Clock()
+    trail = AuditTrail(vault, clock=clock)
+    trail.record(Actor("tok_gone", "admin"), "export", resource="dsr/export/gone")
+    clock.now += timedelta(minutes=1)
+    trail.record(SERVICE, "read", resource="profiles/kept")
+
+    assert trail.purge_older_than(T0 + timedelta(seconds=30)) == 1
+
+    assert [r[0] for r in vault.query("SELECT actor_id FROM audit_actors")] == ["tok_service1"]
+    assert [r[0] for r in vault.query("SELECT resource FROM audit_resources")] == ["profiles/kept"]
+    assert [(e.actor_id, e.resource) for e in trail.query()] == [("tok_service1", "profiles/kept")]

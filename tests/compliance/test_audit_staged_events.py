@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from compliance.audit import AuditTrail
+from compliance.audit import Actor, AuditTrail
 from compliance.audit_journal import FORMAT_VERSION, MAGIC, SUFFIX, AuditJournal
 
 pytestmark = pytest.mark.sqlite_only("the audit journal's segment files beside the vault file")
@@ -91,3 +91,22 @@ def test_a_segment_of_malformed_events_only_chains_nothing(vault, tmp_path, capl
 
     assert trail.query() == [] and vault.query_one("SELECT count(*) FROM audit_log")[0] == 0
     assert "1 malformed staged audit events skipped" in caplog.messages
+
+
+def test_the_values_a_flush_looked_up_are_remembered_for_the_next_append(vault, tmp_path):
+    directory = tmp_path / "journal"
+    write_dead_segment(directory, [staged(1), staged(2)])
+    trail = AuditTrail(vault, journal=AuditJournal(directory, None), flush_delay=60.0)
+    try:
+        vault.enable_statement_counting()
+        assert trail.flush() == 2
+        before = vault.counter.snapshot().statements
+        trail.record(Actor("tok_service1", "service"), "read", subject_hash=ALICE)
+        cached = vault.counter.snapshot().statements - before
+        before = vault.counter.snapshot().statements
+        trail.record(Actor("tok_other", "service"), "read", subject_hash="b" * 64)
+        new = vault.counter.snapshot().statements - before
+    finally:
+        trail.close()
+
+    assert cached == new - 4  # an INSERT and a SELECT fewer for the actor and the subject
