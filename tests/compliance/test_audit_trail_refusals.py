@@ -6,7 +6,6 @@ the progress of an archive run."""
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -16,6 +15,7 @@ from compliance.audit import (MAX_QUERY_LIMIT, Actor, AuditTrail, InvalidAuditEv
                               InvalidAuditQueryError, UnknownAuditActionError)
 from compliance.audit_archive import AuditArchiveError
 from ticking_clock import T0, TickingClock
+from writer_holding import read_while_a_writer_holds
 
 SERVICE = Actor("tok_service1", "service")
 ALICE = "a" * 64
@@ -93,25 +93,8 @@ def test_without_a_journal_staging_records_at_once_and_there_is_nothing_to_flush
 @pytest.mark.parametrize("read", [lambda t: t.query(subject_hash=ALICE), lambda t: list(t.iter_subject(ALICE))])
 def test_reading_the_trail_does_not_wait_for_a_writer_holding_the_vault(trail, vault, read):
     trail.record_many([(SERVICE, "read", {"subject_hash": ALICE})] * 3)
-    holding, done, released = threading.Event(), threading.Event(), threading.Event()
 
-    def writer() -> None:
-        with vault.transaction() as conn:  # a write in progress, holding the write lock
-            conn.execute("DELETE FROM audit_checkpoints")
-            holding.set()
-            done.wait(timeout=10)  # a safety release only: the test fails if it is needed
-            released.set()
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        assert holding.wait(timeout=30)
-        events = read(trail)
-        finished_while_held = not released.is_set()
-    finally:
-        done.set()
-        thread.join()
-
+    events, finished_while_held = read_while_a_writer_holds(vault, lambda: read(trail))
     assert finished_while_held and [e.seq for e in events] == [1, 2, 3]
 
 

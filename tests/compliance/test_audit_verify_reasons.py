@@ -7,7 +7,6 @@ that never waits for the appends the API keeps making meanwhile."""
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -17,6 +16,7 @@ from compliance.audit import Actor, AuditTrail, ChainVerification
 from compliance.audit_seals import SealBook
 from storage_backends import raw_connection
 from ticking_clock import T0, TickingClock
+from writer_holding import read_while_a_writer_holds
 
 SERVICE = Actor("tok_service1", "service")
 ALICE = "a" * 64
@@ -216,25 +216,8 @@ def test_the_chain_check_walks_everything_unless_told_to_start_at_a_seal(vault, 
 def test_a_verification_does_not_wait_for_a_writer_holding_the_vault(vault):
     trail = AuditTrail(vault, clock=TickingClock())
     append(trail, 5)
-    holding, verified, released = threading.Event(), threading.Event(), threading.Event()
 
-    def writer() -> None:
-        with vault.transaction() as conn:  # a write in progress, holding the write lock
-            conn.execute("DELETE FROM audit_checkpoints")
-            holding.set()
-            verified.wait(timeout=10)  # a safety release only: the test fails if it is needed
-            released.set()
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        assert holding.wait(timeout=30)
-        result = trail.verify()
-        finished_while_held = not released.is_set()
-    finally:
-        verified.set()
-        thread.join()
-
+    result, finished_while_held = read_while_a_writer_holds(vault, trail.verify)
     assert finished_while_held and (result.ok, result.checked) == (True, 5)
 
 
