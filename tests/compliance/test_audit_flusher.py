@@ -142,7 +142,7 @@ def test_stop_gives_up_on_a_flush_that_hangs_after_its_timeout(flusher):
 
 
 @pytest.mark.sqlite_only("the audit journal's segment files beside the vault file")
-def test_a_process_that_ends_without_closing_its_trail_exits_and_leaves_its_events(
+def test_a_process_ending_without_closing_its_trail_exits_and_the_next_chains_its_events(
         tmp_path, keyring, vault, journal_dir, make_trail):
     # The flusher's thread is waiting out its hour-long delay: the process must not wait for it.
     run_child(tmp_path, keyring, vault.path, journal_dir, CHILD_STAGES_THREE, die=False, timeout=30)
