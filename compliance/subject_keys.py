@@ -78,7 +78,9 @@ def _parse_many(texts: list[bytes]) -> list[Any]:
     JSON array: a batch pays the parser's per-call cost once instead of per value."""
     if not texts:
         return []
-    values = json.loads(b"[" + b",".join(texts) + b"]")
+    # Decoded here as ``json.loads`` decodes bytes, without its look for which UTF they are
+    # in: sealed text is UTF-8 (and this text starts with "[", so has no BOM).
+    values = json.loads((b"[" + b",".join(texts) + b"]").decode("utf-8", "surrogatepass"))
     if len(values) != len(texts):  # a sealed text that is not one value: never ours, but be exact
         return [json.loads(text) for text in texts]
     return values

@@ -163,7 +163,12 @@ def authenticate(spec: EndpointSpec, runtime: Runtime | None = None, environ: di
         raise Forbidden(f"the {identity.role} role may not do this")
     state = g._get_current_object()  # one context lookup for both
     state.identity = identity
-    state.actor = Actor(identity.token_id, identity.role)
+    state.actor = _actor_of(identity.token_id, identity.role)
+
+
+@functools.lru_cache(maxsize=1024)  # a token's Actor made (and checked) once, not per request
+def _actor_of(token_id: str, role: str) -> Actor:
+    return Actor(token_id, role)
 
 
 # Compiled once: every request with an id in its path is checked (re.search(text) looks the
