@@ -14,6 +14,9 @@ from compliance.audit import AuditTrail
 from compliance.audit_journal import AuditJournal
 from compliance.field_crypto import FieldCipher
 from compliance.subject_key_lease import SubjectKeyLease
+from compliance.subject_keys import SubjectKeyStore
+from compliance.tokens import TokenStore
+from issued_tokens import FakeMonotonic
 from sqlcipher_pages import decrypted_file_content
 from twin.runtime import Runtime
 from twin.storage import Database, open_keyed
@@ -202,3 +205,35 @@ def make_trail(vault, cipher, journal_dir):
     yield make
     for trail in trails:
         trail.close()
+
+
+# -- the keyring (test_keyring*.py; helpers: keyring_checks.py) ------------------------------
+
+@pytest.fixture
+def keyring_path(tmp_path) -> Path:
+    return tmp_path / "keys" / "keyring.json"
+
+
+# -- subject keys (test_subject_keys.py, test_subject_key_readers.py, test_subject_key_proofs.py) --
+
+@pytest.fixture
+def key_store(vault, cipher) -> SubjectKeyStore:
+    return SubjectKeyStore(vault, cipher)
+
+
+@pytest.fixture
+def other_key_store(vault, cipher) -> SubjectKeyStore:
+    """Another SubjectKeyStore on the same vault: another service process or an operator script."""
+    return SubjectKeyStore(vault, cipher)
+
+
+# -- API tokens (test_token*.py; helpers: issued_tokens.py) -----------------------------------
+
+@pytest.fixture
+def tokens(vault) -> TokenStore:
+    return TokenStore(vault)
+
+
+@pytest.fixture
+def monotonic() -> FakeMonotonic:
+    return FakeMonotonic()
