@@ -5,6 +5,7 @@ or purge left behind; an audit trail staging through a real journal (``make_trai
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -237,3 +238,15 @@ def tokens(vault) -> TokenStore:
 @pytest.fixture
 def monotonic() -> FakeMonotonic:
     return FakeMonotonic()
+
+
+# -- every compliance test -----------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def no_audit_flusher_left_running():
+    """Fails a test that leaves an audit trail's flusher thread running (a trail never closed):
+    minutes later it would flush into that test's vault, and log into a later test."""
+    before = set(threading.enumerate())
+    yield
+    left = [t for t in threading.enumerate() if t not in before and t.name == "audit-flusher"]
+    assert not left, "an audit trail was left open: its flusher thread is still running"

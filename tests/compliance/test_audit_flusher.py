@@ -133,12 +133,15 @@ def test_stop_gives_up_on_a_flush_that_hangs_after_its_timeout(flusher):
     running = flusher(flushes)
     running.wake()
     flushes.wait_for_calls(1)
-    threading.Timer(5, release.set).start()  # the hung flush ends, eventually
+    eventually = threading.Timer(5, release.set)  # the hung flush ends, eventually
+    eventually.start()
 
     running.stop(timeout=0.05)
 
     assert flushes.finished == 0  # stop returned while the flush still hung
     release.set()
+    eventually.cancel()  # no timer thread left for the next tests
+    eventually.join()
 
 
 @pytest.mark.sqlite_only("the audit journal's segment files beside the vault file")

@@ -141,7 +141,10 @@ def test_a_segment_under_another_keyring_is_left_for_a_process_that_holds_its_ke
 def test_a_plaintext_segment_is_left_alone_by_an_encrypting_journal(vault, journal_dir, make_trail):
     plain = make_trail(encrypted=False)
     stage_reads(plain, 2)
-    plain._staging.journal.close()  # as if its process died: the segment is left, unlocked
+    # As if its process died: its flusher thread gone (left running, it would import the segment
+    # a minute later, into a finished test's vault and a later test's log), the segment unlocked.
+    plain._staging._flusher.stop()
+    plain._staging.journal.close()
     plain._staging = None
 
     trail = make_trail()
