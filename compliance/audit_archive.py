@@ -290,10 +290,23 @@ class AuditArchive:
 
         if self.store.in_vault:
             return self.vault.write(swap)
-        self.store.put_rewrapped(seg.first_seq, body)
+        try:
+            self.store.put_rewrapped(seg.first_seq, body)
+        except FileNotFoundError:
+            # Retention takes no job lock: it unlists the segment, then removes its files, the new
+            # one half-written here too. Anything else removing it is not a rewrap's to hide.
+            if self._listed(seg.first_seq):
+                raise AuditArchiveError(f"{_name(seg)}: its rewrapped file went while being written; "
+                                        "it is not rewrapped") from None
+            return 0
         changed = self.vault.write(swap)  # 0: retention took the segment meanwhile
         self.store.settle_rewrapped(seg.first_seq, keep=bool(changed))
         return changed
+
+    def _listed(self, first_seq: int) -> bool:
+        with self.vault.transaction(immediate=False) as conn:
+            return conn.execute("SELECT 1 FROM audit_archive_segments WHERE first_seq = ?",
+                                (first_seq,)).fetchone() is not None
 
     def _settle_rewraps(self) -> None:
         """A rewrapped file a crash left beside its segment replaces it if the index holds its

@@ -28,21 +28,22 @@ class AfterNextRead:
 
 def wait_until_someone_waits_for_a_lock(vault: Any) -> None:
     """From another connection (PostgreSQL): until a transaction of the database waits for a lock
-    (an append, for the prune holding it)."""
+    (an append, for the prune holding it; a retention's delete, for a row a rewrap changed). By
+    the waiter's pid: a wait for a row names the holder's transaction id, no database."""
     seen = []
 
     def poll():
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if vault.query_one("SELECT count(*) FROM pg_locks WHERE NOT granted AND database = "
-                               "(SELECT oid FROM pg_database WHERE datname = current_database())")[0]:
+            if vault.query_one("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
+                               "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")[0]:
                 seen.append(True)
                 return
             time.sleep(0.02)
     poller = threading.Thread(target=poll)
     poller.start()
     poller.join()
-    assert seen, "the append never waited for the prune"
+    assert seen, "no transaction waited for the lock held"
 
 
 class BeforeNextWrite:

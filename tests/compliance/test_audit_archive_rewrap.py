@@ -5,6 +5,8 @@ rewrapped segment file and renaming it over the old one is settled by the next r
 
 from __future__ import annotations
 
+import os
+import threading
 from datetime import timedelta
 
 import pytest
@@ -16,6 +18,7 @@ from compliance.audit_archive_segments import (archive_dir, checksum, rewrapped,
                                                wrap_version)
 from compliance.field_crypto import FieldCipher
 from compliance.job_lock import JobAlreadyRunningError
+from racing_vault import wait_until_someone_waits_for_a_lock
 from ticking_clock import T0
 
 SERVICE = Actor("tok_service1", "service")
@@ -208,6 +211,18 @@ def _stored(trail: AuditTrail) -> list[int]:
     return trail.archive.store.stored(trail.vault.connection())
 
 
+def _only_11_20_left_rewrapped(trail: AuditTrail, rotated, make_trail) -> None:
+    """Retention took 1-10 during the rewrap: 11-20 alone is left, listed and stored, under the new
+    key, nothing else in the archive's directory (no rewrapped or partial file), and the trail
+    verifies with the old key retired."""
+    assert _index_checksums(trail.vault).keys() == {11} and _stored(trail) == [11]
+    if not trail.archive.store.in_vault:
+        assert sorted(p.name for p in archive_dir(trail.vault.path).iterdir()) == [segment_name(11)]
+    assert wrap_version(_body(trail, 11)) == rotated.active_field_key
+    full = make_trail(trail.vault, _retired(rotated)).verify(full=True)
+    assert (full.ok, full.checked) == (True, 25)
+
+
 def test_a_segment_retention_deletes_while_a_rewrap_reads_it_stays_gone_and_the_rest_is_rewrapped(
         archived, keyring, make_trail):
     rotated, cipher = _rotated(keyring)
@@ -227,12 +242,7 @@ def test_a_segment_retention_deletes_while_a_rewrap_reads_it_stays_gone_and_the_
 
     assert trail.archive.rewrap(progress=lambda *a, **k: Bar()) == 1  # 11-20 only: 1-10 went meanwhile
     assert purged == [10]
-    assert _index_checksums(archived).keys() == {11} and _stored(trail) == [11]
-    if not trail.archive.store.in_vault:
-        assert not list(archive_dir(archived.path).glob(".*"))  # neither a rewrapped nor a partial file
-    assert wrap_version(_body(trail, 11)) == rotated.active_field_key
-    full = make_trail(archived, _retired(rotated)).verify(full=True)
-    assert (full.ok, full.checked) == (True, 25)
+    _only_11_20_left_rewrapped(trail, rotated, make_trail)
 
 
 @pytest.mark.sqlite_only("segment files: on PostgreSQL the new bytes go in the transaction changing the checksum")
@@ -251,7 +261,74 @@ def test_a_segment_retention_deletes_between_a_rewraps_commit_and_its_rename_sta
     store.settle_rewrapped = retention_then_settle
     assert trail.archive.rewrap() == 2
     assert purged == [10]  # it verified 1-10 from its rewrapped file, and deleted both
-    assert _index_checksums(archived).keys() == {11} and _stored(trail) == [11]
-    assert not list(archive_dir(archived.path).glob(".*"))
-    full = make_trail(archived, _retired(rotated)).verify(full=True)
-    assert (full.ok, full.checked) == (True, 25)
+    _only_11_20_left_rewrapped(trail, rotated, make_trail)
+
+
+@pytest.mark.sqlite_only("segment files: on PostgreSQL the new bytes go in the transaction changing the checksum")
+@pytest.mark.parametrize("call", ["chmod", "replace"])
+def test_a_segment_retention_deletes_while_a_rewrap_writes_its_new_file_stays_gone(
+        archived, keyring, make_trail, monkeypatch, call):
+    # Retention takes no job lock: it removes the segment's files, the rewrap's half-written one
+    # (..<seg>.rewrap.new) too, while the rewrap writes it (before its chmod, or its rename).
+    rotated, cipher = _rotated(keyring)
+    trail, retention = make_trail(archived, cipher), make_trail(archived, cipher)  # another process's run
+    purged, real = [], getattr(os, call)
+
+    def retention_first(path, *args):
+        if str(path).endswith(".rewrap.new") and not purged:
+            purged.append(retention.purge_older_than(T0 + timedelta(seconds=15)))  # 1-10 expired
+        return real(path, *args)
+
+    monkeypatch.setattr(os, call, retention_first)
+    assert trail.archive.rewrap() == 1  # 11-20 only: 1-10 went while its new file was written
+    monkeypatch.undo()
+    assert purged == [10]
+    _only_11_20_left_rewrapped(trail, rotated, make_trail)
+
+
+@pytest.mark.sqlite_only("segment files: on PostgreSQL the new bytes go in the transaction changing the checksum")
+def test_a_rewrap_whose_new_file_goes_while_its_segment_stays_listed_names_it_and_changes_nothing(
+        archived, keyring, make_trail, monkeypatch):
+    rotated, cipher = _rotated(keyring)
+    trail, real = make_trail(archived, cipher), os.chmod
+    before = _index_checksums(archived)
+
+    def removed_by_someone_else(path, *args):  # not retention: the segment is still listed
+        if str(path).endswith(".rewrap.new"):
+            os.unlink(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(os, "chmod", removed_by_someone_else)
+    with pytest.raises(AuditArchiveError) as refused:
+        trail.archive.rewrap()
+    monkeypatch.undo()
+    assert str(refused.value) == ("archive segment of events 1-10: its rewrapped file went while being "
+                                  "written; it is not rewrapped")
+    assert _index_checksums(archived) == before and wrap_version(_body(trail, 1)) == 1
+    assert sorted(p.name for p in archive_dir(archived.path).iterdir()) == [segment_name(1), segment_name(11)]
+    assert trail.archive.rewrap() == 2
+    assert make_trail(archived, _retired(rotated)).verify(full=True).ok
+
+
+@pytest.mark.postgresql_only("the segment's row: its new bytes go in the transaction changing its checksum")
+def test_a_retention_waiting_for_a_rewraps_commit_deletes_the_rewrapped_segment_after_it(
+        archived, keyring, make_trail):
+    # No file is written beside the row, so no window of the SQLCipher race: retention's delete
+    # waits for the row the rewrap changes, then (serializable: a conflict, retried) deletes it.
+    rotated, cipher = _rotated(keyring)
+    trail, retention = make_trail(archived, cipher), make_trail(archived, cipher)  # another process's run
+    store, purged = trail.archive.store, []
+    real_replace = store.replace
+    purging = threading.Thread(target=lambda: purged.append(retention.purge_older_than(T0 + timedelta(seconds=15))))
+
+    def replace_while_retention_deletes(conn, first_seq: int, body: bytes) -> None:
+        real_replace(conn, first_seq, body)
+        if first_seq == 1:  # the new checksum and bytes not committed yet
+            purging.start()
+            wait_until_someone_waits_for_a_lock(archived)  # retention, for this row
+    store.replace = replace_while_retention_deletes
+
+    assert trail.archive.rewrap() == 2  # 1-10 rewrapped first, then deleted by retention
+    purging.join(30)
+    assert not purging.is_alive() and purged == [10]
+    _only_11_20_left_rewrapped(trail, rotated, make_trail)
