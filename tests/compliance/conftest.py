@@ -231,8 +231,24 @@ def other_key_store(vault, cipher) -> SubjectKeyStore:
 # -- API tokens (test_token*.py; helpers: issued_tokens.py) -----------------------------------
 
 @pytest.fixture
-def tokens(vault) -> TokenStore:
-    return TokenStore(vault)
+def make_tokens(vault):
+    """make_tokens(vault, **options) -> a TokenStore closed after the test: its writer thread
+    (started by the first verification) must not record uses into a finished test's vault, nor
+    log its failures into a later test's."""
+    stores: list[TokenStore] = []
+
+    def make(store_vault, **options) -> TokenStore:
+        stores.append(TokenStore(store_vault, **options))
+        return stores[-1]
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def tokens(vault, make_tokens) -> TokenStore:
+    return make_tokens(vault)
 
 
 @pytest.fixture
@@ -243,10 +259,13 @@ def monotonic() -> FakeMonotonic:
 # -- every compliance test -----------------------------------------------------------------
 
 @pytest.fixture(autouse=True)
-def no_audit_flusher_left_running():
-    """Fails a test that leaves an audit trail's flusher thread running (a trail never closed):
-    minutes later it would flush into that test's vault, and log into a later test."""
+def no_writer_thread_left_running():
+    """Fails a test that leaves an audit trail's flusher or a token store's usage writer running
+    (a trail or store never closed): later it would write into that test's vault, and log into
+    a later test (whose log assertions then see it)."""
     before = set(threading.enumerate())
     yield
-    left = [t for t in threading.enumerate() if t not in before and t.name == "audit-flusher"]
-    assert not left, "an audit trail was left open: its flusher thread is still running"
+    left = sorted(t.name for t in threading.enumerate()
+                  if t not in before and t.name in ("audit-flusher", "token-usage"))
+    assert not left, f"left running (a trail or token store never closed): {left}"
+

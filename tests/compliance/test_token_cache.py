@@ -11,15 +11,15 @@ from racing_vault import AfterNextRead
 
 
 @pytest.fixture
-def caching(vault, monotonic) -> TokenStore:
+def caching(vault, monotonic, make_tokens) -> TokenStore:
     """A store remembering verified tokens for 5 seconds, as a service process would."""
-    return TokenStore(vault, cache_seconds=5, monotonic=monotonic)
+    return make_tokens(vault, cache_seconds=5, monotonic=monotonic)
 
 
 @pytest.fixture
-def other_process(vault) -> TokenStore:
+def other_process(vault, make_tokens) -> TokenStore:
     """Another TokenStore on the same vault: what scripts/issue_token.py --revoke uses."""
-    return TokenStore(vault)
+    return make_tokens(vault)
 
 
 def test_a_revocation_by_another_process_takes_effect_once_the_cache_entry_expires(
@@ -103,8 +103,9 @@ def test_revoke_subject_drops_the_subjects_remembered_learner_tokens(caching):
     assert caching.verify(mine.token) is None
 
 
-def test_the_cache_holds_at_most_max_cached_tokens_dropping_the_oldest(vault, other_process, monotonic):
-    caching = TokenStore(vault, cache_seconds=60, max_cached=2, monotonic=monotonic)
+def test_the_cache_holds_at_most_max_cached_tokens_dropping_the_oldest(
+        vault, other_process, monotonic, make_tokens):
+    caching = make_tokens(vault, cache_seconds=60, max_cached=2, monotonic=monotonic)
     first, second, third = (other_process.issue("service") for _ in range(3))
     for issued in (first, second, third):
         assert caching.verify(issued.token) == issued.identity
@@ -118,8 +119,9 @@ def test_the_cache_holds_at_most_max_cached_tokens_dropping_the_oldest(vault, ot
     assert caching.verify(third.token) == third.identity
 
 
-def test_expired_entries_make_room_before_live_ones_are_dropped(vault, other_process, monotonic):
-    caching = TokenStore(vault, cache_seconds=10, max_cached=3, monotonic=monotonic)
+def test_expired_entries_make_room_before_live_ones_are_dropped(
+        vault, other_process, monotonic, make_tokens):
+    caching = make_tokens(vault, cache_seconds=10, max_cached=3, monotonic=monotonic)
     a, b, c, d = (other_process.issue("service") for _ in range(4))
     caching.verify(a.token)                       # t=0:    a until 10
     monotonic.advance(1)
@@ -154,10 +156,11 @@ def _erase_subject_tokens(store: TokenStore, vault, subject: str) -> None:
 
 
 @pytest.mark.parametrize("revocation", ["revoke", "erasure"])
-def test_a_revocation_racing_a_verification_is_not_undone_by_the_cache(vault, monotonic, revocation):
+def test_a_revocation_racing_a_verification_is_not_undone_by_the_cache(
+        vault, monotonic, revocation, make_tokens):
     """A verification that read the row before a revocation (or an erasure of the token's
     subject) must not remember the token after the revocation forgot it."""
-    issued = TokenStore(vault).issue("learner", subject_hash=SUBJECT)
+    issued = make_tokens(vault).issue("learner", subject_hash=SUBJECT)
     store = None
 
     def revoke() -> None:
@@ -166,7 +169,7 @@ def test_a_revocation_racing_a_verification_is_not_undone_by_the_cache(vault, mo
         else:
             _erase_subject_tokens(store, vault, SUBJECT)
 
-    store = TokenStore(AfterNextRead(vault, revoke), cache_seconds=60, monotonic=monotonic)
+    store = make_tokens(AfterNextRead(vault, revoke), cache_seconds=60, monotonic=monotonic)
 
     store.verify(issued.token)  # read the row before the revocation: may still succeed
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from compliance.tokens import TokenError, TokenStore
+from compliance.tokens import TokenError
 from issued_tokens import stored
 
 
-def test_a_token_expires_after_its_lifetime_and_90_days_by_default(vault, clock):
+def test_a_token_expires_after_its_lifetime_and_90_days_by_default(vault, clock, make_tokens):
     from datetime import timedelta
 
     from compliance.tokens import DEFAULT_LIFETIME
     from twin.storage.timestamps import from_db
 
-    tokens = TokenStore(vault, clock=clock, cache_seconds=60)
+    tokens = make_tokens(vault, clock=clock, cache_seconds=60)
     default = tokens.issue("service")
     short = tokens.issue("admin", expires_in=timedelta(hours=2))
     created = from_db(stored(vault, default.identity.token_id, "created_at"))
@@ -27,7 +27,7 @@ def test_a_token_expires_after_its_lifetime_and_90_days_by_default(vault, clock)
     assert tokens.verify(default.token) is not None
     clock.advance(days=90)
     assert tokens.verify(default.token) is None
-    assert TokenStore(vault, clock=clock).verify(default.token) is None  # and from the vault
+    assert make_tokens(vault, clock=clock).verify(default.token) is None  # and from the vault
 
 
 @pytest.mark.parametrize("days", [0, -1, 3651])
@@ -55,12 +55,12 @@ def test_the_migration_gives_tokens_issued_before_it_an_expiry(tmp_path, db_key)
     db.close_all()
 
 
-def test_a_token_is_refused_from_the_very_microsecond_it_expires(vault):
+def test_a_token_is_refused_from_the_very_microsecond_it_expires(vault, make_tokens):
     from datetime import datetime, timedelta, timezone
 
     start = datetime(2030, 1, 1, tzinfo=timezone.utc)
     now = [start]
-    tokens = TokenStore(vault, clock=lambda: now[0], cache_seconds=60)
+    tokens = make_tokens(vault, clock=lambda: now[0], cache_seconds=60)
     issued = tokens.issue("service", expires_in=timedelta(hours=1))
     assert tokens.verify(issued.token) is not None  # now remembered
 
@@ -69,7 +69,8 @@ def test_a_token_is_refused_from_the_very_microsecond_it_expires(vault):
     now[0] = start + timedelta(hours=1)
 
     assert tokens.verify(issued.token) is None  # while remembered
-    assert TokenStore(vault, clock=lambda: now[0]).verify(issued.token) is None  # and from the vault
+    # And from the vault:
+    assert make_tokens(vault, clock=lambda: now[0]).verify(issued.token) is None
 
 
 def test_a_lifetime_of_exactly_ten_years_is_allowed(tokens, vault):
