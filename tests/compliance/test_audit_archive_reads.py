@@ -45,6 +45,12 @@ def test_a_query_reads_only_the_segments_past_its_start_and_within_its_window(ar
         archived.query(subject_hash=ALICE)
 
 
+def test_a_page_of_archived_and_live_events_holds_no_more_than_its_limit(archived):
+    # Alice's archived 18 and 20 fill two of the three; the live trail gives only the third
+    assert [e.seq for e in archived.query(subject_hash=ALICE, after_seq=16, limit=3)] == [18, 20, 22]
+    assert [e.seq for e in archived.query(subject_hash=ALICE, after_seq=22, limit=3)] == [24]
+
+
 def test_a_query_ending_before_a_segment_never_reads_it(archived):
     remove_segment(archived, 11)
     assert [e.seq for e in archived.query(subject_hash=ALICE, until=at(5))] == [2, 4]

@@ -212,7 +212,9 @@ def test_a_direct_record_still_lands_while_the_backlog_cannot(make_trail, vault,
     trail.record(SERVICE, "erase", subject_hash=ALICE, request_id="direct")
 
     assert [e.request_id for e in trail.query()] == ["direct"]
-    assert "could not be flushed first" in caplog.text
+    # the exception's type only: its message could carry a path or a value
+    assert ("compliance.audit", logging.WARNING,
+            "staged audit events could not be flushed first (OSError); continuing") in caplog.record_tuples
     monkeypatch.undo()
     trail.flush()
     assert in_vault(vault) == 2

@@ -47,6 +47,9 @@ def test_a_seal_every_n_events_under_a_key_of_its_own(trail, vault, keyring):
     assert [s["seq"] for s in seals] == [10, 20, 30]
     events = {e.seq: e.event_hash for e in trail.query(limit=100)}
     assert all(bytes(s["event_hash"]).hex() == events[s["seq"]] for s in seals)
+    # sealed when the batch was appended: its last event's time, as stored
+    last_at = vault.query_one("SELECT occurred_at FROM audit_log WHERE seq = 35")["occurred_at"]
+    assert [s["sealed_at"] for s in vault.query("SELECT sealed_at FROM audit_seals ORDER BY seq")] == [last_at] * 3
     assert keyring.audit_seal_key not in (keyring.database_key, keyring.id_pepper, *keyring.field_keys.values())
     other = SealBook(keyring.database_key, every=10)  # a seal under the database key does not pass
     assert other.check(seals[0], bytes(seals[0]["event_hash"])) is not None
