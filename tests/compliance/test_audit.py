@@ -43,11 +43,6 @@ class FakeClock:
 
 
 @pytest.fixture
-def vault(open_catalog_db):
-    return open_catalog_db("privacy_vault")
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

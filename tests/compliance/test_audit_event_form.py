@@ -18,11 +18,6 @@ ALICE = "a" * 64
 
 
 @pytest.fixture
-def vault(open_catalog_db):
-    return open_catalog_db("privacy_vault")
-
-
-@pytest.fixture
 def trail(vault) -> AuditTrail:
     return AuditTrail(vault, clock=TickingClock())
 

@@ -45,11 +45,6 @@ def insert(vault, rows: list[dict]) -> None:
 
 
 @pytest.fixture
-def vault(open_catalog_db):
-    return open_catalog_db("privacy_vault")
-
-
-@pytest.fixture
 def raw(vault, db_key):
     conn = raw_connection(vault, db_key, without_triggers=("audit_events_no_update", "audit_log_no_update"))
     yield conn

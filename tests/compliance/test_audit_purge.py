@@ -23,11 +23,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def vault(open_catalog_db):
-    return open_catalog_db("privacy_vault")
-
-
 def append_minutes(trail: AuditTrail, clock: Clock, count: int) -> None:
     for i in range(count):
         trail.record(SERVICE, "read", request_id=f"r{i}")

@@ -17,11 +17,6 @@ ALICE = "a" * 64
 
 
 @pytest.fixture
-def vault(open_catalog_db):
-    return open_catalog_db("privacy_vault")
-
-
-@pytest.fixture
 def trail(vault, keyring) -> AuditTrail:
     return AuditTrail(vault, clock=TickingClock(), seals=SealBook(keyring.audit_seal_key, every=10))
 

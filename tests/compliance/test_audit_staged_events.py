@@ -44,11 +44,6 @@ def write_dead_segment(directory: Path, records: list) -> Path:
     return path
 
 
-@pytest.fixture
-def vault(open_catalog_db):
-    return open_catalog_db("privacy_vault")
-
-
 MALFORMED = [
     ["not", "an", "event"],                                   # not a dict
     missing(staged(3), "request_id"),                         # a field missing

@@ -23,11 +23,6 @@ ALICE = "a" * 64
 
 
 @pytest.fixture
-def vault(open_catalog_db):
-    return open_catalog_db("privacy_vault")
-
-
-@pytest.fixture
 def raw(vault, db_key):
     conn = raw_connection(vault, db_key, without_triggers=("audit_log_no_update",))
     yield conn

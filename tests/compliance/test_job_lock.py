@@ -46,11 +46,6 @@ class SteppingClock:
 
 
 @pytest.fixture
-def vault(open_catalog_db):
-    return open_catalog_db("privacy_vault")
-
-
-@pytest.fixture
 def clock() -> SetClock:
     return SetClock()
 
