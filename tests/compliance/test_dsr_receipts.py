@@ -1,16 +1,19 @@
 """Erasure receipts: what a receipt claims (counts, the rescan's proof, the key destroyed),
 of an unknown subject, of a second erasure, of a dry run (which proves and destroys nothing),
-the tombstone written with it, its progress table by table, and a row the erasure missed
-making it unverified. Helpers: dsr_checks.py."""
+the tombstone written with it, its progress table by table, its duration, a row the erasure
+missed making it unverified, and rows written or deleted by someone else while it ran.
+Helpers: dsr_checks.py."""
 
 from __future__ import annotations
 
 import json
 import re
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 
+from compliance import dsr
 from dsr_checks import ADMIN_ACTOR, SERVICE_ACTOR
 
 
@@ -115,3 +118,58 @@ def test_a_row_the_erasure_missed_shows_in_the_rescan_and_the_receipt_is_not_ver
 
     assert receipt.rescan["api_tokens"] == 1 and receipt.verified is False
     assert receipt.rescan["learning_profiles"] == 0
+
+
+def test_the_receipt_gives_how_long_the_erasure_took_in_milliseconds_to_the_hundredth(
+        runtime, make_subject, monkeypatch):
+    subject = make_subject("timed", sessions=1, knowledge=0)
+    # The erasure's two readings of the performance counter, 0.123456 s apart.
+    readings = iter([1000.0, 1000.123456])
+    monkeypatch.setattr(dsr, "time", SimpleNamespace(perf_counter=lambda: next(readings)))
+
+    receipt = runtime.dsr.erase(subject.subject_hash)
+
+    assert receipt.verified and type(receipt.duration_ms) is float
+    assert receipt.to_dict()["duration_ms"] == 123.46
+    assert next(readings, None) is None
+
+
+def _on_tombstone(runtime, statement: str) -> None:
+    """Run ``statement`` in the vault's write transaction that writes the tombstone: after the
+    erasure counted the subject's rows, before it deletes them (another process's write then)."""
+    with runtime.vault_db.writes_held() as writes:  # a TEMP trigger where the writes run
+        writes.execute(f"CREATE TEMP TRIGGER meanwhile AFTER INSERT ON main.erasure_tombstones BEGIN "
+                       f"{statement}; END")
+
+
+@pytest.mark.sqlite_only("plants the racing write with a TEMP trigger")
+def test_a_token_issued_to_the_subject_while_the_erasure_runs_is_erased_and_on_the_receipt(
+        runtime, make_subject):
+    subject = make_subject("raced-issue", sessions=0, knowledge=0)
+    runtime.tokens.issue("learner", subject_hash=subject.subject_hash)
+    _on_tombstone(runtime, "INSERT INTO api_tokens (token_id, token_hash, role, subject_hash, created_at) "
+                           "SELECT 'tok_raced', 'raced-' || token_hash, role, subject_hash, created_at "
+                           "FROM api_tokens WHERE subject_hash = NEW.user_id_hash")
+
+    receipt = runtime.dsr.erase(subject.subject_hash)
+
+    assert receipt.counts["api_tokens"] == 2 and receipt.rescan["api_tokens"] == 0 and receipt.verified
+    row = runtime.vault_db.query_one("SELECT counts FROM erasure_tombstones WHERE user_id_hash = ?",
+                                     (subject.subject_hash,))
+    assert json.loads(row["counts"])["api_tokens"] == 2
+
+
+@pytest.mark.sqlite_only("plants the racing delete with a TEMP trigger")
+def test_a_token_of_the_subject_deleted_elsewhere_before_the_erasure_reached_it_stays_on_the_receipt(
+        runtime, make_subject):
+    subject = make_subject("raced-delete", sessions=0, knowledge=0)
+    runtime.tokens.issue("learner", subject_hash=subject.subject_hash)
+    _on_tombstone(runtime, "DELETE FROM api_tokens WHERE subject_hash = NEW.user_id_hash")
+
+    receipt = runtime.dsr.erase(subject.subject_hash)
+
+    # The subject had the token when the erasure began, and it is gone: the receipt says so.
+    assert receipt.counts["api_tokens"] == 1 and receipt.rescan["api_tokens"] == 0 and receipt.verified
+    row = runtime.vault_db.query_one("SELECT counts FROM erasure_tombstones WHERE user_id_hash = ?",
+                                     (subject.subject_hash,))
+    assert json.loads(row["counts"])["api_tokens"] == 1
