@@ -4,21 +4,24 @@
 once it commits, whether it looks the value up by SQL or had its reference cached from an
 earlier append (the vault's count of deletes tells it the cache went stale). Raced for real on
 PostgreSQL (SQLite serialises writers): the append starts while the prune's transaction is
-open and is seen waiting for it before the prune commits. And a reference enters the cache
-only from a committed transaction."""
+open and is seen waiting for it before the prune commits. So through retention: the prune
+``purge_older_than`` runs after its purge, with an append starting while it is open or open
+when it starts. And a reference enters the cache only from a committed transaction."""
 
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 
+from compliance import audit_terms
 from compliance.audit import Actor, AuditTrail
 from compliance.audit_terms import (ACTORS, RESOURCES, SUBJECTS, Learned, TermCache, hold_subjects,
                                      prune_subjects, prune_unused_terms, resolve)
 from compliance.audit_vault_staging import CHAIN_LOCK
 from racing_vault import wait_until_someone_waits_for_a_lock
-from ticking_clock import TickingClock
+from ticking_clock import T0, TickingClock
 
 OTHER = Actor("tok_other1", "service")
 GHOST = Actor("tok_ghost1", "service")  # interned earlier; its events are gone (archived, purged)
@@ -88,6 +91,98 @@ def test_an_append_starting_while_a_prune_is_open_names_values_that_exist_after_
     assert trail.verify(full=True).ok
     newest = trail.query(limit=10)[-1]
     assert (newest.actor_id, newest.resource, newest.subject_hash) == (actor.actor_id, *fields.values())
+
+
+def _ghost_ref(vault) -> int | None:
+    row = vault.query_one("SELECT actor_ref FROM audit_actors WHERE actor_id = ?", (GHOST.actor_id,))
+    return None if row is None else row[0]
+
+
+def _retention_over_a_ghost(vault) -> tuple[AuditTrail, TickingClock]:
+    """Event 1 (at T0 + 1 s) is the only one naming the ghost actor and resource; a purge before
+    T0 + 2 s takes it, and the prune that follows then has them to delete."""
+    clock = TickingClock()
+    trail = AuditTrail(vault, clock=clock)
+    trail.record(GHOST, "read", resource=GHOST_RESOURCE)
+    trail.record(OTHER, "read", resource="x")
+    return trail, clock
+
+
+def _names_the_ghost_and_verifies(trail: AuditTrail) -> None:
+    assert trail.vault.query(DANGLING) == []
+    assert trail.verify(full=True).ok
+    newest = trail.query(limit=10)[-1]
+    assert (newest.seq, newest.actor_id, newest.resource) == (3, GHOST.actor_id, GHOST_RESOURCE)
+
+
+@pytest.mark.postgresql_only("an append racing retention's prune of the interned values on a database server")
+@pytest.mark.parametrize("process", ["this", "another"], ids=["cached", "looked up"])
+def test_an_append_starting_while_a_purges_prune_is_open_names_values_that_exist_after_it(
+        open_catalog_db, monkeypatch, process):
+    """The prune holds the chain lock: an append starting meanwhile (in this process, the ghost's
+    reference cached; or in another, looking it up) waits for it, then interns the ghost again.
+    Without that lock a SERIALIZABLE append's snapshot, taken by its first statement (the head)
+    before it waits for the locked tables, would still see the deleted ghost and name it."""
+    vault = open_catalog_db("privacy_vault")
+    trail, clock = _retention_over_a_ghost(vault)
+    appender_trail = trail if process == "this" else AuditTrail(vault, clock=clock)
+    ghost_ref, real_prune, appended = _ghost_ref(vault), audit_terms.prune_unused_terms, []
+    appender = threading.Thread(target=lambda: appended.append(
+        appender_trail.record(GHOST, "read", resource=GHOST_RESOURCE)))
+
+    def prune_while_an_append_starts(conn, dialect):
+        deleted = real_prune(conn, dialect)  # the ghost actor and resource go
+        appender.start()
+        wait_until_someone_waits_for_a_lock(vault)  # the append, for this prune
+        return deleted
+
+    monkeypatch.setattr(audit_terms, "prune_unused_terms", prune_while_an_append_starts)
+    assert trail.purge_older_than(T0 + timedelta(seconds=2)) == 1
+    appender.join(30)
+
+    assert not appender.is_alive() and len(appended) == 1
+    assert _ghost_ref(vault) not in (None, ghost_ref)  # deleted by the prune, interned again after it
+    _names_the_ghost_and_verifies(trail)
+
+
+@pytest.mark.postgresql_only("retention's prune racing an open append on a database server")
+def test_a_purges_prune_starting_while_an_append_is_open_keeps_the_values_it_names(
+        open_catalog_db, monkeypatch):
+    """An append whose transaction has read the ghost's reference (and inserted its event, not
+    committed yet) when the prune starts: the prune waits for it to commit, and its delete's
+    snapshot, taken after its first statement locked the tables, sees that event. (It would
+    delete the ghost from under the event if its snapshot predated that commit.)"""
+    vault = open_catalog_db("privacy_vault")
+    trail, _ = _retention_over_a_ghost(vault)
+    ghost_ref, real_prune = _ghost_ref(vault), audit_terms.prune_unused_terms
+    recorded, release, appended, purged = threading.Event(), threading.Event(), [], []
+
+    def append_and_stay_open():
+        with vault.transaction(lock=CHAIN_LOCK):  # a caller's transaction, which the append joins
+            appended.append(trail.record(GHOST, "read", resource=GHOST_RESOURCE))
+            recorded.set()
+            assert release.wait(30)
+
+    appender = threading.Thread(target=append_and_stay_open)
+
+    def prune_once_an_append_is_open(conn, dialect):
+        appender.start()
+        assert recorded.wait(30)
+        return real_prune(conn, dialect)
+
+    monkeypatch.setattr(audit_terms, "prune_unused_terms", prune_once_an_append_is_open)
+    retention = threading.Thread(target=lambda: purged.append(trail.purge_older_than(T0 + timedelta(seconds=2))))
+    retention.start()
+    assert recorded.wait(30)
+    wait_until_someone_waits_for_a_lock(vault)  # the prune, for the open append
+    release.set()
+    retention.join(30)
+    appender.join(30)
+
+    assert not retention.is_alive() and not appender.is_alive()
+    assert purged == [1] and len(appended) == 1
+    assert _ghost_ref(vault) == ghost_ref  # kept: the appended event names it
+    _names_the_ghost_and_verifies(trail)
 
 
 @pytest.fixture
