@@ -1,6 +1,7 @@
-"""``twin db recipher`` on the data directory of release b8c13d3 (4096-byte pages, HMAC-SHA512):
-every file rewritten under the current settings, its data read back through the current
-services, a second run a no-op; refused while a service holds the files."""
+"""``twin db recipher`` on the data directory of release b8c13d3 (4096-byte pages, HMAC-SHA512),
+and on the same files under the 8 KiB pages of 46d17c1 and before: every file rewritten under
+the current settings, its data read back through the current services, a second run a no-op;
+refused while a service holds the files."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from sqlcipher_pages import page_layout
 from twin.catalog import DATABASES, spec_for
 from twin.config import Config
 from twin.runtime import Runtime
-from twin.storage.cipher import CURRENT, LEGACY
+from twin.storage import Database
+from twin.storage.cipher import CURRENT, LEGACY, PAGES_8K
+from twin.storage.recipher import recipher
 from twin.storage.service_guard import FileServiceGuard, Holder
 from twin.storage.timestamps import from_db
 
@@ -37,17 +40,30 @@ def release(tmp_path):
     return operator_env(tmp_path), keyring, files
 
 
-def test_the_release_files_are_rewritten_under_the_current_settings_and_read_back(release, tmp_path):
+@pytest.fixture(params=["b8c13d3", "46d17c1"])
+def former(request, release):
+    """The release's files as they are (SQLCipher's defaults), or as 46d17c1 wrote new files."""
     env, keyring, files = release
-    assert {page_layout(f.read_bytes(), keyring.database_key)[0] for f in files} == {LEGACY.page_size}
+    if request.param == "b8c13d3":
+        return release, LEGACY, 80
+    for f in files:
+        db = Database(f, keyring.database_key, name=f.stem)
+        recipher(db, PAGES_8K)
+        db.close_all()
+    return release, PAGES_8K, 48
+
+
+def test_the_former_files_are_rewritten_under_the_current_settings_and_read_back(former, tmp_path):
+    (env, keyring, files), settings, reserve = former  # the IV before an HMAC-SHA512 / SHA256
+    assert {page_layout(f.read_bytes(), keyring.database_key) for f in files} == {(settings.page_size, reserve)}
 
     result = twin(env, "db", "recipher")
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == len(files)
-    assert all(f"{LEGACY} -> {CURRENT}: " in line and "rows verified" in line for line in lines), lines
-    assert {page_layout(f.read_bytes(), keyring.database_key) for f in files} == {(CURRENT.page_size, 48)}
+    assert all(f"{settings} -> {CURRENT}: " in line and "rows verified" in line for line in lines), lines
+    assert {page_layout(f.read_bytes(), keyring.database_key) for f in files} == {(4096, 48)}
     assert sorted(p.name for p in (tmp_path / "data").iterdir() if "recipher" in p.name) == []
 
     expected = json.loads((tmp_path / "expected.json").read_text())

@@ -1,4 +1,4 @@
-"""``twin db recipher``: rewrite SQLCipher files of the former page settings under the current
+"""``twin db recipher``: rewrite SQLCipher files of former page settings under the current
 ones (``twin.storage.recipher``), verified, swapped in while no service runs."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from .plumbing import (CommandError, command, database_option, dry_run_option, e
 @database_option
 @dry_run_option("print each file's settings, change nothing")
 def recipher_command(database: str | None, dry_run: bool) -> int:
-    """Rewrite every SQLCipher database (or one) still in the former page settings (4096-byte
-    pages, HMAC-SHA512) under the current ones (8192-byte pages, HMAC-SHA256): exported into a
-    new file under the same key, verified (settings, integrity, every table's rows, schema
-    version), then renamed over the original. Refused while a service runs on the files. The
+    """Rewrite every SQLCipher database (or one) still in former page settings (8192-byte pages
+    with HMAC-SHA256, or 4096-byte pages with HMAC-SHA512) under the current ones (4096-byte
+    pages, HMAC-SHA256): exported into a new file under the same key, verified (settings,
+    integrity, every table's rows, schema version), then renamed over the original. Refused while a service runs on the files. The
     original is not kept (take a backup first if you want one)."""
     from ..catalog import backend_of
     from ..storage.recipher import recipher

@@ -3,14 +3,15 @@ telling them apart when a file is opened.
 
 SQLCipher records neither a file's page size nor its HMAC algorithm in the file (the header is
 encrypted with the rest): every connection must name them, and a file opens only under its
-own. New files get ``CURRENT``, chosen by measurement (``bench/sqlcipher_settings.py``, figures
-in the README): 8 KiB pages authenticated with HMAC-SHA256 (which this CPU computes in
-hardware) take about a quarter off the large deletes of an erasure or a purge against
-SQLCipher 4's defaults, for about 8% more per one-row commit; 16 KiB pages took a little more
-off the deletes but made every one-row commit (a profile create) some 60% dearer, since each
-dirty page is encrypted and authenticated whole. Files written before (release b8c13d3 and earlier) have those defaults,
-``LEGACY``; they keep opening under them, and ``twin db recipher`` rewrites one into
-``CURRENT`` (``twin.storage.recipher``).
+own. New files get ``CURRENT``, chosen by measurement (``bench/sqlcipher_settings.py`` and
+``bench/request_cpu.py``, figures in the README): 4 KiB pages authenticated with HMAC-SHA256
+(which this CPU computes in hardware). A one-row commit (a profile create, a session start)
+encrypts and authenticates each page it dirtied whole, and it dirties a leaf of each b-tree
+the row enters however large the pages are: 4 KiB pages halve those bytes, where 8 KiB pages
+(new files from b8c13d3 to 46d17c1, ``PAGES_8K``) had been chosen for large deletes that
+measured no faster under them in the process's CPU time. Files of release b8c13d3 and before
+have SQLCipher 4's defaults, ``LEGACY``. Both keep opening under their settings, and ``twin db
+recipher`` rewrites either into ``CURRENT`` (``twin.storage.recipher``).
 
 ``cipher_kdf_algorithm`` is not a setting here: files are keyed with a raw 256-bit key
 (``PRAGMA key = "x'..'"``), which SQLCipher uses as is, so no key derivation ever runs.
@@ -39,15 +40,16 @@ class CipherSettings:
         return f"{self.page_size}-byte pages, {self.hmac}"
 
 
-CURRENT = CipherSettings(8192, "HMAC_SHA256")
-LEGACY = CipherSettings(4096, "HMAC_SHA512")  # SQLCipher 4's defaults: every file before CURRENT
-KNOWN = (CURRENT, LEGACY)
+CURRENT = CipherSettings(4096, "HMAC_SHA256")
+PAGES_8K = CipherSettings(8192, "HMAC_SHA256")  # new files after b8c13d3, up to 46d17c1
+LEGACY = CipherSettings(4096, "HMAC_SHA512")  # SQLCipher 4's defaults: release b8c13d3 and before
+KNOWN = (CURRENT, PAGES_8K, LEGACY)
 
 
 def candidates(path: Path) -> list[CipherSettings]:
     """The known settings to try on an existing file, likeliest first: a file is whole pages,
-    so settings whose page size does not divide its size go last (a legacy file then costs no
-    failed attempt three times in four)."""
+    so settings whose page size does not divide its size go last (an 8 KiB one when the size
+    is an odd number of 4 KiB pages); among the rest, ``KNOWN``'s order (new files first)."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:

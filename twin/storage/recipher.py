@@ -1,5 +1,5 @@
 """Rewriting a SQLCipher file under other page settings (``twin db recipher``): the migration
-path of files written before ``cipher.CURRENT``.
+path of files written under any other known settings than ``cipher.CURRENT``.
 
 SQLCipher cannot change a file's page size or HMAC in place, and the backup API copies pages
 as they are, so the file is exported (``sqlcipher_export``) into a new file beside it under the
