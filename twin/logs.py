@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -57,7 +58,54 @@ class TextFormatter(logging.Formatter):
         return self.default_msec_format % (text, record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
-        return super().format(record) + _held_back_note(record)
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record) + _held_back_note(record)
+        # ``Formatter.format`` without the traceback's steps, and knowing the format has a time.
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        return self._style.format(record) + _held_back_note(record)
+
+
+class SiteRecords:
+    """The records of one logging call (logger, level, source, message template) as
+    ``Logger.makeRecord`` makes them, with what is the same every time (the source's file and
+    module names, the level's name) taken from one record made up front: ``LogRecord`` spends
+    most of its constructor on them, and the access line is made once a request. A record
+    factory installed with ``logging.setLogRecordFactory`` is used as ``makeRecord`` would."""
+
+    # What LogRecord sets per record: the time, thread and process (a worker is a fork).
+    _PER_RECORD = frozenset({"args", "created", "msecs", "relativeCreated", "thread", "threadName",
+                             "processName", "process"})
+
+    def __init__(self, logger: logging.Logger, level: int, pathname: str, lineno: int, msg: str,
+                 func: str) -> None:
+        self.logger, self._site = logger, (level, pathname, lineno, msg, func)
+        made = logging.LogRecord(logger.name, level, pathname, lineno, msg, None, None, func)
+        self._fixed = {name: value for name, value in vars(made).items() if name not in self._PER_RECORD}
+
+    def make(self, args: tuple[Any, ...], extra: dict[str, Any]) -> logging.LogRecord:
+        if logging.getLogRecordFactory() is not logging.LogRecord \
+                or (len(args) == 1 and isinstance(args[0], Mapping)):  # LogRecord unwraps those
+            level, pathname, lineno, msg, func = self._site
+            return self.logger.makeRecord(self.logger.name, level, pathname, lineno, msg, args, None,
+                                          func, extra)
+        record = logging.LogRecord.__new__(logging.LogRecord)
+        fields = record.__dict__
+        fields.update(self._fixed)
+        created = time.time()
+        fields["args"], fields["created"] = args, created
+        fields["msecs"] = int((created - int(created)) * 1000) + 0.0
+        fields["relativeCreated"] = (created - logging._startTime) * 1000  # noqa: SLF001 - as LogRecord
+        if logging.logThreads:
+            fields["thread"], fields["threadName"] = threading.get_ident(), threading.current_thread().name
+        else:
+            fields["thread"] = fields["threadName"] = None
+        multiprocessing = sys.modules.get("multiprocessing") if logging.logMultiprocessing else None
+        fields["processName"] = None if not logging.logMultiprocessing else \
+            "MainProcess" if multiprocessing is None else multiprocessing.current_process().name
+        fields["process"] = os.getpid() if logging.logProcesses else None
+        fields.update(extra)
+        return record
 
 
 class JsonFormatter(logging.Formatter):

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from api_support import create_profile
-from twin.logs import TEXT_FORMAT, JsonFormatter, RepeatLimiter, TextFormatter, configure_logging
+from twin.logs import TEXT_FORMAT, JsonFormatter, RepeatLimiter, SiteRecords, TextFormatter, configure_logging
 
 
 @pytest.fixture
@@ -84,3 +84,48 @@ def test_the_text_format_writes_the_time_as_logging_does_at_every_moment_of_a_se
                                         "msecs": (moment - int(moment)) * 1000})
         assert ours.format(record) == standard.format(record)
         assert ours.formatTime(record, "%H:%M") == standard.formatTime(record, "%H:%M")
+
+
+def test_the_text_format_writes_a_traceback_as_logging_does():
+    ours, standard = TextFormatter(), logging.Formatter(TEXT_FORMAT)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.getLogger("t").makeRecord("t", logging.ERROR, __file__, 1, "failed %s", ("x",),
+                                                   __import__("sys").exc_info(), "f", sinfo="Stack:\n  here")
+    assert ours.format(record) == standard.format(record)
+    assert "ValueError: boom" in ours.format(record) and ours.format(record).endswith("here")
+
+
+def test_a_site_record_is_the_record_make_record_makes():
+    logger = logging.getLogger("twin.site-test")
+    site = SiteRecords(logger, logging.INFO, "/somewhere/app.py", 7, "%s took %.1fms", "_finish")
+
+    ours = site.make(("GET", 1.25), {"status": 200})
+    standard = logger.makeRecord(logger.name, logging.INFO, "/somewhere/app.py", 7, "%s took %.1fms",
+                                 ("GET", 1.25), None, "_finish", {"status": 200})
+
+    assert type(ours) is logging.LogRecord and vars(ours).keys() == vars(standard).keys()
+    moments = {"created", "msecs", "relativeCreated"}
+    assert {k: v for k, v in vars(ours).items() if k not in moments} == \
+        {k: v for k, v in vars(standard).items() if k not in moments}
+    assert abs(ours.created - standard.created) < 1 and 0 <= ours.msecs < 1000
+    assert ours.relativeCreated == pytest.approx((ours.created - logging._startTime) * 1000)
+    assert ours.getMessage() == "GET took 1.2ms" and site.make(("PUT", 2.0), {}).args == ("PUT", 2.0)
+
+
+def test_a_site_record_uses_an_installed_record_factory():
+    made = []
+    standard_factory = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        made.append(args[0])
+        return standard_factory(*args, **kwargs)
+    logger = logging.getLogger("twin.site-factory")
+    site = SiteRecords(logger, logging.INFO, __file__, 1, "%s", "f")
+    logging.setLogRecordFactory(factory)
+    try:
+        record = site.make(("x",), {"status": 1})
+    finally:
+        logging.setLogRecordFactory(standard_factory)
+    assert made == ["twin.site-factory"] and record.status == 1 and record.getMessage() == "x"

@@ -25,7 +25,7 @@ from compliance.subject_keys import SubjectKeyMissingError
 from twin.config import Config
 from twin.learners.errors import (DuplicateProfileError, EvidenceConflictError, InvalidFieldsError,
                                   NotFoundError, PreconditionFailedError)
-from twin.logs import request_context
+from twin.logs import SiteRecords, request_context
 from twin.metrics import observe_request
 from twin.model_registry.errors import (DuplicateVersionError, InvalidModelFieldError,
                                         ModelNotFoundError)
@@ -42,6 +42,7 @@ error_log = logging.getLogger("twin.api")
 # The access line's source (this file, _finish) is given, not found by ``Logger.findCaller``
 # walking the stack on every request; line 0: no line of the hook is named.
 _ACCESS_LINE = 0
+_ACCESS = SiteRecords(log, logging.INFO, __file__, _ACCESS_LINE, "%s %s %s %.1fms rid=%s", "_finish")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>")
 
@@ -221,10 +222,8 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
         route, status = state.get("route") or route_template(), response.status_code
         seconds = time.perf_counter() - state.get("started", time.perf_counter())
         if log.isEnabledFor(logging.INFO):  # the record made directly: see _ACCESS_LINE
-            log.handle(log.makeRecord(
-                log.name, logging.INFO, __file__, _ACCESS_LINE, "%s %s %s %.1fms rid=%s",
-                (req.method, route, status, seconds * 1000, request_id), None, "_finish",
-                {"status": status, "duration_ms": round(seconds * 1000, 2)}))
+            log.handle(_ACCESS.make((req.method, route, status, seconds * 1000, request_id),
+                                    {"status": status, "duration_ms": round(seconds * 1000, 2)}))
         observe_request(req.method, route, status, seconds)
         return response
 
