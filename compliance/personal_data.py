@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping, Sequence
@@ -120,6 +121,12 @@ _DECODE = {Kind.SEALED: _OPEN, Kind.JSON: _PARSE}
 def subject_params(subject_hashes: Sequence[str]) -> dict[str, str]:
     """The bind parameters of ``PersonalTable.subjects_where(len(subject_hashes))``."""
     return {f"subject_{i}": h for i, h in enumerate(subject_hashes)}
+
+
+def _values_of(names: tuple[str, ...]) -> Any:
+    """A function taking ``names``' values from a row as a tuple (``itemgetter``: in C)."""
+    take = operator.itemgetter(*names)
+    return take if len(names) > 1 else lambda row: (take(row),)
 
 
 def _fresh(value: Any) -> Any:
@@ -291,27 +298,36 @@ class PersonalTable:
         two or more in one ``open_batch``), JSON parsed, NULL read as each column's ``null_as``;
         every described column, or ``columns``.
 
-        On every read's path: the per-column work is planned once per column tuple."""
-        plan = self._decode_plan(columns)
-        row_id = self.row_id_of(row)
-        table = self.name
-        out: dict[str, Any] = {}
+        On every read's path: planned once per column tuple, every value taken from the row in
+        one call (in order), only the columns that decode then looked at one by one."""
+        names, take, decoded = self._split_plan(columns)
+        out = dict(zip(names, take(row)))
+        table, row_id = self.name, self.row_id_of(row)
         sealed: list[tuple[str, str, str, bytes]] = []
-        for name, how, null_as in plan:
-            value = row[name]
-            if how:
-                if value is None:
-                    value = _fresh(null_as)
-                elif how == _OPEN:
-                    sealed.append((table, name, row_id, value))
-                else:
-                    value = json.loads(value)
-            out[name] = value
+        for name, how, null_as in decoded:
+            value = out[name]
+            if value is None:
+                out[name] = _fresh(null_as)
+            elif how == _OPEN:
+                sealed.append((table, name, row_id, value))
+            else:
+                out[name] = json.loads(value)
         if len(sealed) == 1:
             out[sealed[0][1]] = reader.open(*sealed[0])
-        elif sealed:  # a profile has four: opened in one call, parsed as one JSON text
+        elif sealed:  # a profile has five: opened in one call, parsed as one JSON text
             out.update(zip((item[1] for item in sealed), reader.open_batch(sealed)))
         return out
+
+    def _split_plan(self, columns: tuple[str, ...] | None) -> tuple[tuple[str, ...], Any, tuple]:
+        """``decode``'s plan: the column names, a function taking their values from a row as a
+        tuple, and the ``_decode_plan`` entries of those that decode (sealed, JSON)."""
+        plan = self._cache.get(("decode_split", columns))
+        if plan is None:
+            full = self._decode_plan(columns)
+            names = tuple(name for name, _, _ in full)
+            plan = self._cache[("decode_split", columns)] = (names, _values_of(names),
+                                                             tuple(e for e in full if e[1]))
+        return plan
 
     def decode_many(self, rows: Sequence[Any], reader: Any,
                     columns: tuple[str, ...] | None = None) -> list[dict[str, Any]]:

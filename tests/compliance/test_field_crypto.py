@@ -195,3 +195,5 @@ def test_decrypt_many_fails_as_decrypt_does_on_any_bad_value(keys):
     with pytest.raises(MalformedCiphertextError) as raised:
         cipher.decrypt_many(good + [(b"\x01short", AAD)])
     assert str(raised.value) == "value is not a field ciphertext (too short)"
+    with pytest.raises(MalformedCiphertextError, match="unknown ciphertext format version 2"):
+        cipher.decrypt_many(good + [(b"\x02" + good[0][0][1:], AAD)])

@@ -266,6 +266,7 @@ def test_decode_opens_sealed_values_parses_json_and_reads_null_as_declared(db):
 
     assert full == {"person_id": "p-1", "user_id_hash": ALICE, "nick": "ann", "profile": {"name": "Ann"},
                     "secret": "s3", "prefs": {"dark": True}, "version": 0, "ends_at": "2026-06-01T00:00:00.000000Z"}
+    assert list(full) == list(PEOPLE.column_names)  # in the columns' order
     assert (empty["profile"], empty["secret"], empty["prefs"]) == ({}, None, [])
     assert reader.calls == [("open_batch", 2)]  # two sealed values: one call
     assert PEOPLE.decode(rows[0], reader, ("secret", "nick")) == {"secret": "s3", "nick": "ann"}
