@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from datetime import datetime
 from functools import cached_property
 from typing import Callable
@@ -66,21 +67,29 @@ class Runtime:
         self.config = config
         self.keyring = keyring
         self.clock = clock
-        self.twin_db, self.vault_db = open_learner_databases(config, keyring.database_keys,
-                                                             migrate=migrate)
-        if isinstance(self.vault_db, ServerBacked) and migrate is None:
-            # Replicas share the vault: each must hold the deployment's keyring (set-up
-            # recorded it), never a keyring of its own.
-            try:
+        self._extra_dbs: list = []
+        # What construction opened is closed again if a later step fails (nothing else holds
+        # the half-built object to close it): pools, their threads, file connections.
+        with ExitStack() as opened:
+            self.twin_db, self.vault_db = open_learner_databases(config, keyring.database_keys,
+                                                                 migrate=migrate)
+            opened.callback(self.vault_db.close_all)
+            opened.callback(self.twin_db.close_all)
+            if isinstance(self.vault_db, ServerBacked) and migrate is None:
+                # Replicas share the vault: each must hold the deployment's keyring (set-up
+                # recorded it), never a keyring of its own.
                 keyring_record.check(self.vault_db, keyring)
-            except BaseException:
-                self.twin_db.close_all()
-                self.vault_db.close_all()
-                raise
-        # Thread contexts and user preferences (seed 001) are personal data: the settings
-        # database (on its own backend, SETTINGS_STORAGE_BACKEND) has a provider like every
-        # other holder of personal data, so export, erasure and retention reach it.
-        self.settings_db = open_database("settings", config, keyring.database_keys)
+            # Thread contexts and user preferences (seed 001) are personal data: the settings
+            # database (on its own backend, SETTINGS_STORAGE_BACKEND) has a provider like every
+            # other holder of personal data, so export, erasure and retention reach it.
+            self.settings_db = open_database("settings", config, keyring.database_keys)
+            opened.callback(self.settings_db.close_all)
+            self._services(monotonic)
+            opened.pop_all()
+
+    def _services(self, monotonic: Callable[[], float]) -> None:
+        """Keys, audit trail and services over the open databases."""
+        config, keyring, clock = self.config, self.keyring, self.clock
         self.registry = personal_data_registry()
         self.hasher = SubjectHasher(keyring.id_pepper)
         # scripts/rotate_keys.py changes the keyring while the service runs: follow it.
@@ -113,7 +122,6 @@ class Runtime:
                                          audit_archive_days=config.audit_archive_days,
                                          batch_size=config.retention_batch_size, clock=clock)
         self.subject_requests = SubjectRequests(ctx, self.profiles, self.consents, self.holds, self.dsr)
-        self._extra_dbs: list = []
 
     def _audit_trail(self, seals: SealBook, archive: AuditArchive) -> AuditTrail:
         """Where API requests stage their audit events before the response: on SQLCipher,
