@@ -37,6 +37,7 @@ COLUMNS = HASHED_COLUMNS + ("event_hash",)
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit_events"
 
 RECORD_FIELDS = frozenset({"subject_hash", "resource", "request_id", "details"})
+_STR_OR_NONE = frozenset({str, type(None)})
 # What a staged event holds: the validated fields plus when it happened and its id.
 _STAGED_FIELDS = frozenset({"actor_id", "actor_role", "action", "subject_hash", "resource",
                             "request_id", "details", "event_id", "occurred_at"})
@@ -168,9 +169,13 @@ def is_staged_event(event: Any) -> bool:
     """Whether a journal record holds a well-formed staged event."""
     if not isinstance(event, dict) or event.keys() != _STAGED_FIELDS:
         return False
-    for name, value in event.items():  # a loop, not all(): this runs for every event chained
-        if not isinstance(value, str) and (value is not None or name not in RECORD_FIELDS):
-            return False
+    # Every event chained is checked: the common case (each value a str or None, those that
+    # may not be None set) in C, and anything else by the loop.
+    if not _STR_OR_NONE.issuperset(map(type, event.values())) \
+            or None in (event["event_id"], event["occurred_at"], event["actor_id"]):
+        for name, value in event.items():
+            if not isinstance(value, str) and (value is not None or name not in RECORD_FIELDS):
+                return False
     return event["action"] in ACTIONS and event["actor_role"] in ROLES
 
 

@@ -41,6 +41,23 @@ _INT = struct.Struct(">cq")
 _SIZED = struct.Struct(">cI")
 
 
+# A text field's encoding (tag, length, UTF-8) by its value: the links of a chain repeat most
+# of theirs (who acted, the role, the action, the subject of a busy hour). Bounded: emptied
+# when full (a dict's operations are atomic: threads share it safely).
+_TEXT_PARTS: dict[str, bytes] = {}
+_TEXT_PARTS_MAX = 4096
+
+
+def _text_part(value: str) -> bytes:
+    raw = value.encode("utf-8", "surrogatepass")
+    part = _SIZED.pack(b"S", len(raw)) + raw
+    if type(value) is str:  # a subclass may compare equal to a str and spell it otherwise
+        if len(_TEXT_PARTS) >= _TEXT_PARTS_MAX:
+            _TEXT_PARTS.clear()
+        _TEXT_PARTS[value] = part
+    return part
+
+
 def packed_link_hash(domain: bytes, prev_hash: bytes, position: int,
                      fields: "tuple[str | bytes | int | None, ...]") -> bytes:
     """SHA-256 (32 bytes) of a link given as typed fields: the compact chains' form, several
@@ -48,13 +65,11 @@ def packed_link_hash(domain: bytes, prev_hash: bytes, position: int,
     their length, so no two different field lists encode alike; ``domain`` names the format.
     """
     parts = [domain, b"\0", prev_hash, _POSITION.pack(position)]
-    add = parts.append
+    add, known = parts.append, _TEXT_PARTS
     for value in fields:
         kind = type(value)
         if kind is str:
-            raw = value.encode("utf-8", "surrogatepass")
-            add(_SIZED.pack(b"S", len(raw)))
-            add(raw)
+            add(known.get(value) or _text_part(value))
         elif value is None:
             add(b"N")
         elif kind is bytes:
@@ -63,9 +78,7 @@ def packed_link_hash(domain: bytes, prev_hash: bytes, position: int,
         elif kind is int:
             add(_INT.pack(b"I", value))
         else:  # a str subclass: as the str it is
-            raw = value.encode("utf-8", errors="surrogatepass")
-            add(_SIZED.pack(b"S", len(raw)))
-            add(raw)
+            add(_text_part(value))
     # One hash object per link: copying one that took in the domain costs as much (OpenSSL 3).
     return hashlib.sha256(b"".join(parts)).digest()
 

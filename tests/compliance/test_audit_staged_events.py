@@ -51,6 +51,8 @@ MALFORMED = [
     staged(5, subject_hash=12345),                            # a record field not text
     staged(6, details={"profiles": 1}),                       # details not JSON text
     staged(7, actor_id=None),                                 # no actor
+    staged(10, event_id=None),                                # no event id
+    staged(11, occurred_at=None),                             # no time
     staged(8, action="peek"),                                 # an unknown action, a known role
     staged(9, actor_role="superuser"),                        # a known action, an unknown role
 ]

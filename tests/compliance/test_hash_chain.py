@@ -102,3 +102,23 @@ def test_a_packed_link_hash_is_sha256_of_the_documented_tagged_fields():
     ])).digest()
 
     assert packed_link_hash(b"audit-v1", prev, 7, (None, -3, b"\x00\xff", "é", lone_surrogate)) == expected
+
+
+def test_a_packed_link_hash_is_the_same_when_its_texts_were_encoded_before(monkeypatch):
+    import compliance.hash_chain as hash_chain
+
+    class Spelt(str):
+        pass
+    prev, texts = bytes(32), ("tok_1", "read", "é", "\ud800")
+    expected = hashlib.sha256(b"".join([b"d", b"\0", prev, struct.pack(">q", 1)] + [
+        b"S" + struct.pack(">I", len(raw)) + raw for raw in (t.encode("utf-8", "surrogatepass") for t in texts)
+    ])).digest()
+
+    assert packed_link_hash(b"d", prev, 1, texts) == expected
+    assert packed_link_hash(b"d", prev, 1, texts) == expected  # their encodings remembered
+    assert packed_link_hash(b"d", prev, 1, tuple(Spelt(t) for t in texts)) == expected
+    monkeypatch.setattr(hash_chain, "_TEXT_PARTS_MAX", 3)
+    for i in range(10):
+        packed_link_hash(b"d", prev, 1, (f"value {i}",))
+    assert len(hash_chain._TEXT_PARTS) <= 3  # bounded
+    assert packed_link_hash(b"d", prev, 1, texts) == expected
