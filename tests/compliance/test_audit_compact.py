@@ -15,9 +15,12 @@ from tests.storage_backends import database_url
 MAX_REQUEST_ID = 64  # twin.api.app accepts X-Request-ID up to 64 characters
 
 
+# Random values get fixed ids, so that a test can be re-run by its name (mutmut, `pytest path::id`).
 @pytest.mark.parametrize("value", [
-    "req-1", "0123456789abcdef", "ABCDEFabcdef0123", secrets.token_urlsafe(12),
-    secrets.token_urlsafe(48), secrets.token_hex(8), "a.b_c-d", "Ünïcødé", "x", "",
+    "req-1", "0123456789abcdef", "ABCDEFabcdef0123",
+    pytest.param(secrets.token_urlsafe(12), id="random-event-id"),
+    pytest.param(secrets.token_urlsafe(48), id="random-64-char-base64url"),
+    pytest.param(secrets.token_hex(8), id="random-api-request-id"), "a.b_c-d", "Ünïcødé", "x", "",
     "abc=", "QUJD", "ab", "0A",
 ])
 def test_every_id_reads_back_exactly_as_it_was_given(value):
