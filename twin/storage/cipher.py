@@ -7,11 +7,13 @@ own. New files get ``CURRENT``, chosen by measurement (``bench/sqlcipher_setting
 ``bench/request_cpu.py``, figures in the README): 4 KiB pages authenticated with HMAC-SHA256
 (which this CPU computes in hardware). A one-row commit (a profile create, a session start)
 encrypts and authenticates each page it dirtied whole, and it dirties a leaf of each b-tree
-the row enters however large the pages are: 4 KiB pages halve those bytes, where 8 KiB pages
-(new files from b8c13d3 to 46d17c1, ``PAGES_8K``) had been chosen for large deletes that
-measured no faster under them in the process's CPU time. Files of release b8c13d3 and before
-have SQLCipher 4's defaults, ``LEGACY``. Both keep opening under their settings, and ``twin db
-recipher`` rewrites either into ``CURRENT`` (``twin.storage.recipher``).
+the row enters however large the pages are: 4 KiB pages take a third off those bytes. 8 KiB
+pages (new files after b8c13d3, up to 46d17c1: ``PAGES_8K``) cost an erasure's and a purge's
+large deletes some 10-17% less CPU (fewer pages, each with its fixed cost), but those meet
+their targets with room to spare and the one-row commits' privacy cost does not. Files of
+release b8c13d3 and before have SQLCipher 4's defaults, ``LEGACY``. Both keep opening under
+their settings, and ``twin db recipher`` rewrites either into ``CURRENT``
+(``twin.storage.recipher``).
 
 ``cipher_kdf_algorithm`` is not a setting here: files are keyed with a raw 256-bit key
 (``PRAGMA key = "x'..'"``), which SQLCipher uses as is, so no key derivation ever runs.
