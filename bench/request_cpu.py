@@ -45,7 +45,6 @@ cost; read that one in CPU time, and instruction counts for before/after of the 
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import subprocess
 import sys
@@ -254,7 +253,14 @@ def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool, bat
     (for "chain": per event chained, in flushes of ``batch`` get-profile events); ``plain``:
     with SQLCipher and field crypto off; ``threads``: requests handed round that many threads;
     ``concurrent``: requests from that many threads at once."""
-    tmp = Path(tempfile.mkdtemp(prefix="twin-cpu-"))
+    # Its data files, keyring, metrics and callgrind parts: all gone when this returns or fails.
+    with tempfile.TemporaryDirectory(prefix="twin-cpu-") as directory:
+        return _measure_in(Path(directory), tree, scenario, n, rounds, callgrind, batch, plain,
+                           threads, concurrent)
+
+
+def _measure_in(tmp: Path, tree: Path, scenario: str, n: int, rounds: int, callgrind: bool, batch: int,
+                plain: bool, threads: int, concurrent: int) -> float:
     (tmp / "metrics").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
     env.update(TWIN_DATA_DIR=str(tmp / "data"), TWIN_KEYRING_PATH=str(tmp / "keyring.json"),
@@ -272,20 +278,15 @@ def measure(tree: Path, scenario: str, n: int, rounds: int, callgrind: bool, bat
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: {scenario} failed: {done.stderr[-500:]}")
-    try:
-        if callgrind and scenario != "chain":  # these loops print nothing: the count is in the parts
-            return _instructions(f"{out}.2") / n  # part 1: start-up and warm-up; part 2: the loop
-        # CPU time per request, or under callgrind the events chained ("chain", at least one
-        # flush's: main refuses --n below --batch): a figure the run must have printed
-        printed = _printed_figure(tree, scenario, done.stdout)
-        if not callgrind:
-            return printed
-        # parts 2, 4, ...: the flushes; the others are requests
-        return sum(_instructions(f"{out}.{2 * k}") for k in range(1, n // batch + 1)) / printed
-    finally:
-        if callgrind:
-            for leftover in glob.glob(f"{out}*"):
-                os.unlink(leftover)
+    if callgrind and scenario != "chain":  # these loops print nothing: the count is in the parts
+        return _instructions(f"{out}.2") / n  # part 1: start-up and warm-up; part 2: the loop
+    # CPU time per request, or under callgrind the events chained ("chain", at least one
+    # flush's: main refuses --n below --batch): a figure the run must have printed
+    printed = _printed_figure(tree, scenario, done.stdout)
+    if not callgrind:
+        return printed
+    # parts 2, 4, ...: the flushes; the others are requests
+    return sum(_instructions(f"{out}.{2 * k}") for k in range(1, n // batch + 1)) / printed
 
 
 def _printed_figure(tree: Path, scenario: str, stdout: str) -> float:
