@@ -13,7 +13,6 @@ from twin.learners.consents import insert_consent
 from twin.learners.errors import NotFoundError
 
 SERVICE = Actor("tok_test_service", "service")
-ADMIN = Actor("tok_test_admin", "admin")
 
 
 @pytest.mark.parametrize("birth, today, age", [

@@ -7,13 +7,10 @@ import json
 import tracemalloc
 from datetime import timedelta
 
-import pytest
-
-from compliance.audit import Actor
+from dsr_checks import ADMIN_ACTOR
 from twin.learners.tables import SESSIONS
 from twin.storage.timestamps import to_db
 
-ADMIN = Actor("tok_test_admin", "admin")
 _COLUMNS = ("session_id", "profile_id", "session_type", "start_time", "topics_covered",
             "performance_metrics", "engagement_score", "completion_status")
 
@@ -79,7 +76,7 @@ def test_erasing_a_long_history_deletes_every_row_and_the_key(runtime, make_subj
     bystander = make_subject("bystander", sessions=1, knowledge=1)
     add_sessions(runtime, subject, 5_000)
 
-    receipt = runtime.subject_requests.erase(ADMIN, None, user_id=subject.user_id)
+    receipt = runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=subject.user_id)
 
     assert receipt.verified and receipt.subject_key_destroyed
     assert receipt.counts["learning_sessions"] == 5_001

@@ -14,11 +14,10 @@ import pytest
 
 from compliance import erasure_generation
 from compliance.audit import Actor
-from dsr_checks import restart, stop_and_restore
+from dsr_checks import ADMIN_ACTOR, restart, stop_and_restore
 from twin.runtime import Runtime
 from twin.storage import IntegrityError, backup_database, read_manifest, write_manifest
 
-ADMIN = Actor("tok_test_admin", "admin")
 STARTUP = "system:startup"
 
 
@@ -49,7 +48,7 @@ def _reapplied(runtime: Runtime, subject_hash: str) -> int:
 def opened(runtime, keyring, clock, make_subject):
     """A deployment started once (its generations recorded) with one erased subject."""
     erased = make_subject("erased-long-ago", sessions=1, knowledge=1)
-    runtime.subject_requests.erase(ADMIN, None, user_id=erased.user_id)
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id=erased.user_id)
     restarted = restart(runtime, keyring, clock)
     yield restarted, erased
     restarted.close()
@@ -72,11 +71,11 @@ def test_after_a_start_both_sides_agree_and_a_plain_restart_reapplies_nothing(op
 
 def test_each_completed_erasure_keeps_both_sides_in_agreement(opened):
     runtime, _ = opened
-    runtime.profiles.create(ADMIN, None, {"user_id": "erased-now", "personal": {"n": 1}})
+    runtime.profiles.create(ADMIN_ACTOR, None, {"user_id": "erased-now", "personal": {"n": 1}})
     data = [db for db in (runtime.twin_db, runtime.settings_db) if db is not None]
     before = [erasure_generation.current(db) for db in data]
 
-    runtime.subject_requests.erase(ADMIN, None, user_id="erased-now")
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id="erased-now")
 
     after = [erasure_generation.current(db) for db in data]
     assert all(now != then for now, then in zip(after, before))  # every data database advanced
@@ -120,10 +119,10 @@ def test_two_erasures_finishing_out_of_order_make_the_next_start_reapply_everyth
 @pytest.mark.sqlite_only("file backups (PostgreSQL restore: twin db restore)")
 def test_restoring_an_older_data_file_reapplies_every_tombstone(opened, keyring, clock, tmp_path):
     runtime, erased = opened
-    view, _ = runtime.profiles.create(ADMIN, None, {"user_id": "erased-after-backup", "personal": {"n": 1}})
+    view, _ = runtime.profiles.create(ADMIN_ACTOR, None, {"user_id": "erased-after-backup", "personal": {"n": 1}})
     backup_dir = tmp_path / "backup"
     write_manifest(backup_dir, [backup_database(runtime.twin_db, backup_dir)])
-    runtime.subject_requests.erase(ADMIN, None, user_id="erased-after-backup")
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id="erased-after-backup")
     (entry,) = read_manifest(backup_dir)
     stop_and_restore(runtime, keyring, backup_dir, entry)
 
@@ -142,8 +141,8 @@ def test_restoring_an_older_vault_reapplies_every_tombstone(opened, keyring, clo
     runtime, erased = opened
     backup_dir = tmp_path / "backup"
     write_manifest(backup_dir, [backup_database(runtime.vault_db, backup_dir)])
-    runtime.profiles.create(ADMIN, None, {"user_id": "erased-after-vault-backup", "personal": {"n": 1}})
-    runtime.subject_requests.erase(ADMIN, None, user_id="erased-after-vault-backup")
+    runtime.profiles.create(ADMIN_ACTOR, None, {"user_id": "erased-after-vault-backup", "personal": {"n": 1}})
+    runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id="erased-after-vault-backup")
     _plant(runtime, erased.subject_hash, "prf_planted")
     (entry,) = read_manifest(backup_dir)
     stop_and_restore(runtime, keyring, backup_dir, entry, "vault_db")
@@ -173,12 +172,12 @@ def test_a_replaced_data_file_reapplies_every_tombstone(opened, keyring, clock):
 def test_an_unfinished_erasure_is_finished_by_a_plain_restart_without_a_full_pass(opened, keyring, clock):
     runtime, erased = opened
     _plant(runtime, erased.subject_hash, "prf_planted")
-    view, _ = runtime.profiles.create(ADMIN, None, {"user_id": "interrupted", "personal": {"n": 1}})
+    view, _ = runtime.profiles.create(ADMIN_ACTOR, None, {"user_id": "interrupted", "personal": {"n": 1}})
     with runtime.vault_db.writes_held() as writes:  # the key's deletion fails, as a crash there would
         writes.execute("CREATE TEMP TRIGGER crash BEFORE DELETE ON main.subject_keys "
                        "BEGIN SELECT RAISE(ABORT, 'crash'); END")
     with pytest.raises(IntegrityError):
-        runtime.subject_requests.erase(ADMIN, None, user_id="interrupted")
+        runtime.subject_requests.erase(ADMIN_ACTOR, None, user_id="interrupted")
 
     restarted = restart(runtime, keyring, clock)
     try:
