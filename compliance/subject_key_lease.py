@@ -114,11 +114,14 @@ def _refuse_a_lease_never_taken_from(batch: int, low_water: int, lease_seconds: 
     fewer than ``low_water`` usable keys are left (never, at 0), a batch of no key adds none,
     and keys leased for no longer than the margin are unusable from the start (each refill
     would lease another batch to drop). A low water above the batch is allowed: refills then
-    lease batches until the low water is reached."""
+    lease batches until the low water is reached. A negative margin is refused too: a key would
+    stay usable after its lease ended, so reclaim could destroy it while a create commits with it."""
     if batch < 1:
         raise ValueError(f"a subject key lease's batch must be at least 1 key, not {batch}")
     if low_water < 1:
         raise ValueError(f"a subject key lease's low water must be at least 1 key, not {low_water}")
+    if use_margin_seconds < 0:
+        raise ValueError(f"a subject key lease's use margin must be at least 0 s, not {use_margin_seconds} s")
     if lease_seconds <= use_margin_seconds:
         raise ValueError(f"a subject key lease of {lease_seconds} s must be longer than its use margin "
                          f"of {use_margin_seconds} s")

@@ -311,6 +311,8 @@ def test_what_a_lease_and_its_keys_print_names_no_key_material(runtime, quiet_le
     ({"lease_seconds": 300.0}, "^a subject key lease of 300.0 s must be longer than its use margin of 300.0 s$"),
     ({"lease_seconds": 60.0, "use_margin_seconds": 90.0},
      "^a subject key lease of 60.0 s must be longer than its use margin of 90.0 s$"),
+    # a key usable after its lease ended: reclaim could destroy it under a create committing it
+    ({"use_margin_seconds": -1.0}, "^a subject key lease's use margin must be at least 0 s, not -1.0 s$"),
 ])
 def test_a_lease_no_take_could_ever_get_a_key_from_is_refused_when_built(runtime, sizes, refused):
     # Each of these made every take loop forever: a refill never saw the lease as low, leased
@@ -323,7 +325,8 @@ def test_a_lease_no_take_could_ever_get_a_key_from_is_refused_when_built(runtime
 
 @pytest.mark.parametrize("sizes, leased", [({"batch": 1, "low_water": 1}, 3),
                                            ({"batch": 1, "low_water": 2}, 3),
-                                           ({"batch": 2, "lease_seconds": 300.5}, 4)])
+                                           ({"batch": 2, "lease_seconds": 300.5}, 4),
+                                           ({"batch": 1, "use_margin_seconds": 0.0}, 3)])
 def test_the_smallest_lease_sizes_and_a_low_water_above_the_batch_still_hand_out_keys(runtime, sizes, leased):
     # Without the background refill a lease is leased only when empty: a batch per take here.
     now = [0.0]
