@@ -34,7 +34,8 @@ flush) from the journal into the vault's hash chain, per event: what a server's 
 thread spends for every audited request.
 
 ``--callgrind`` runs each measurement under ``valgrind --tool=callgrind`` and counts the
-instructions of the measured loop alone (deterministic whatever the load; kernel time, e.g.
+instructions of the measured loop alone (deterministic whatever the load: what expires with the
+wall clock, which valgrind and the load stretch, is kept out of the loop; kernel time, e.g.
 SQLCipher's writes, is not counted); without it the figure is ``time.process_time`` (every
 thread of the process), the minimum over ``--rounds``. Under valgrind OpenSSL does not see the
 CPU's SHA extensions and hashes in AVX2: SQLCipher's HMAC-SHA256 page authentication counts many
