@@ -98,11 +98,10 @@ class KeyProof(NamedTuple):
 class SubjectCipher:
     """One subject's data key in use: JSON values in, row-bound ciphertext out."""
 
-    __slots__ = ("_cipher", "_proven")
+    __slots__ = ("_cipher",)
 
     def __init__(self, data_key: bytes) -> None:
         self._cipher = envelope.data_cipher(data_key)
-        self._proven: dict[tuple[str, str], KeyProof] = {}  # per table and column, the last that did
 
     def __repr__(self) -> str:
         return "SubjectCipher(<key hidden>)"
@@ -119,21 +118,11 @@ class SubjectCipher:
             [(blob, associated_data(table, column, row_id)) for table, column, row_id, blob in items]))
 
     def authenticates(self, proof: KeyProof) -> bool:
-        """Whether ``proof`` was sealed under this key for its table, column and row.
-
-        The last proof that authenticated in each table and column is kept (a ciphertext, no
-        key material; the writes prove keys in two places): the same row and bytes there again
-        authenticate without a decryption (each write of a subject proves their key with their
-        profile's unchanged ciphertext)."""
-        place = (proof.table, proof.column)
-        if self._proven.get(place) == proof:
-            return True
+        """Whether ``proof`` was sealed under this key for its table, column and row."""
         try:
             self._cipher.decrypt(proof.blob, associated_data(proof.table, proof.column, proof.row_id))
         except DecryptionError:
             return False
-        if type(proof.blob) is bytes:  # immutable: the bytes compared next time are these
-            self._proven[place] = proof
         return True
 
 

@@ -186,34 +186,3 @@ def test_the_key_existing_finds_is_remembered(vault, keyring, other_key_store):
     lookups = counting.lookups
     assert store.reader(ALICE).open("t", "c", "r", sealed) == "hers"
     assert counting.lookups == lookups
-
-
-def test_a_proof_that_authenticated_once_proves_nothing_else():
-    """The last proof that authenticated is kept (a write proves the key with the profile's
-    unchanged ciphertext again): only the very same table, column, row and bytes pass without
-    a decryption; the same bytes for another place, or other bytes for the same place, do not."""
-    cipher = SubjectCipher(os.urandom(32))
-    blob = cipher.seal("profiles", "data", "p1", {"v": 1})
-    proof = KeyProof("profiles", "data", "p1", blob)
-    assert cipher.authenticates(proof)
-
-    assert cipher.authenticates(KeyProof("profiles", "data", "p1", bytes(blob)))
-    assert not cipher.authenticates(KeyProof("profiles", "data", "p2", blob))
-    assert not cipher.authenticates(KeyProof("profiles", "other", "p1", blob))
-    assert not cipher.authenticates(KeyProof("sessions", "data", "p1", blob))
-    assert not cipher.authenticates(KeyProof("profiles", "data", "p1", blob[:-1] + bytes([blob[-1] ^ 1])))
-    assert not SubjectCipher(os.urandom(32)).authenticates(proof)  # another key: decrypted, fails
-    assert cipher.authenticates(proof)
-
-
-def test_a_remembered_key_proven_once_still_fails_a_stale_proof(key_store, other_key_store):
-    """A remembered key that proved one profile's ciphertext does not take a returning
-    subject's new profile (another row, under their new key) for proven."""
-    first = key_store.writer(ALICE, create=True).seal("profiles", "data", "p1", {"v": 1})
-    key_store.writer(ALICE, proof=KeyProof("profiles", "data", "p1", first))  # proven from memory
-    other_key_store.destroy(ALICE)
-    again = other_key_store.writer(ALICE, create=True).seal("profiles", "data", "p2", {"v": 2})
-
-    written = key_store.writer(ALICE, proof=KeyProof("profiles", "data", "p2", again)).seal("s", "n", "s1", "x")
-
-    assert other_key_store.writer(ALICE).open("s", "n", "s1", written) == "x"
