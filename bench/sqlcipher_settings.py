@@ -1,9 +1,10 @@
 """SQLCipher settings for new databases, measured (issue 14 item 6): ``cipher_page_size`` and
-``cipher_hmac_algorithm`` on the three write patterns the compliance work stresses, next to the
-current default (4096-byte pages, HMAC-SHA512) and to the same SQLite build without encryption,
-in interleaved rounds (min/median/max rows/s of the process's CPU time, ``time.process_time``,
-so a loaded machine slows the figures less than wall time would; ratios of medians to the
-former default). New files get ``twin.storage.cipher.CURRENT``, chosen here.
+``cipher_hmac_algorithm`` on the three write patterns the compliance work stresses, next to
+SQLCipher's default (4096-byte pages, HMAC-SHA512; ours up to release b8c13d3) and to the same
+SQLite build without encryption, in interleaved rounds (min/median/max rows/s of the process's
+CPU time, ``time.process_time``, so a loaded machine slows the figures less than wall time
+would; ratios of medians to that default). New files get ``twin.storage.cipher.CURRENT``,
+chosen here.
 
 - insert: session-shaped rows (three 60-byte sealed values, four indexes), 5,000 per commit;
 - commit: one such row per commit (what a profile create or a session start commits), 1,000
