@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 NONCE_BYTES = 12
 _HEADER = struct.Struct(">BI")
 _MIN_LENGTH = _HEADER.size + NONCE_BYTES + 16
+_MAX_KEY_ID = 2**32 - 1
 
 
 def associated_data(table: str, column: str, row_id: str | int) -> bytes:
@@ -38,12 +39,16 @@ class FieldCipher:
     """Encrypts and decrypts field values under a set of versioned keys, one active."""
 
     def __init__(self, keys: Mapping[int, bytes], active_key_id: int) -> None:
+        # The header stores the key id as a u32, and id 0 is never issued (the keyring
+        # refuses both too): an id outside 1..2**32-1 could not be written into a header.
+        refused = sorted(repr(key_id) for key_id in keys if not _is_key_id(key_id))
+        if refused:
+            raise ValueError(f"key ids must be integers 1..2**32-1, not {', '.join(refused)}")
         if active_key_id not in keys:
             raise ValueError(f"active key id {active_key_id} not among the keys")
         self._aeads = {key_id: AESGCM(key) for key_id, key in keys.items()}
         # By the header a ciphertext under each key starts with (format byte and key id).
-        self._by_header = {_HEADER.pack(FORMAT_VERSION, key_id): aead for key_id, aead in self._aeads.items()
-                           if 0 <= key_id < 1 << 32}
+        self._by_header = {_HEADER.pack(FORMAT_VERSION, key_id): aead for key_id, aead in self._aeads.items()}
         self.active_key_id = active_key_id
 
     def __repr__(self) -> str:
@@ -94,6 +99,10 @@ class FieldCipher:
     def needs_rewrap(self, blob: bytes) -> bool:
         """True when the ciphertext is not under the active key (rotation work to do)."""
         return key_id_of(blob) != self.active_key_id
+
+
+def _is_key_id(key_id: object) -> bool:
+    return isinstance(key_id, int) and 1 <= key_id <= _MAX_KEY_ID
 
 
 def key_id_of(blob: bytes) -> int:

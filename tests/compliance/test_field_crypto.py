@@ -141,6 +141,24 @@ def test_active_key_must_be_one_of_the_keys(keys):
     assert str(raised.value) == "active key id 2 not among the keys"
 
 
+@pytest.mark.parametrize("key_id", [0, -1, 2**32, 2**33, 2.5, "1"])
+def test_key_ids_outside_the_headers_u32_are_refused(key_id):
+    """A ciphertext's header stores its key id as a u32 and the keyring never issues id 0, so
+    a cipher is never built over a key its ciphertexts could not name."""
+    with pytest.raises(ValueError) as raised:
+        FieldCipher({1: os.urandom(32), key_id: os.urandom(32)}, active_key_id=1)
+    assert str(raised.value) == f"key ids must be integers 1..2**32-1, not {key_id!r}"
+
+
+def test_every_refused_key_id_is_named_in_order():
+    keys = {2**32: os.urandom(32), 1: os.urandom(32), 0: os.urandom(32), 2**32 - 1: os.urandom(32)}
+    with pytest.raises(ValueError) as raised:
+        FieldCipher(keys, active_key_id=1)
+    assert str(raised.value) == "key ids must be integers 1..2**32-1, not 0, 4294967296"
+    del keys[0], keys[2**32]
+    assert repr(FieldCipher(keys, active_key_id=2**32 - 1)) == "FieldCipher(key_ids=[1, 4294967295], active=4294967295)"
+
+
 def test_repr_shows_no_key_material(keys):
     text = repr(FieldCipher(keys, active_key_id=1))
     assert keys[1].hex()[:16] not in text
@@ -176,6 +194,9 @@ def test_decrypt_many_opens_each_value_exactly_as_decrypt_does(keys):
     assert opened == [b"value 0", b"value 1", b"value 2", b"value 3"]
     assert opened == [cipher.decrypt(blob, aad) for blob, aad in values]
     assert cipher.decrypt_many([]) == []
+    empty = cipher.encrypt(b"", AAD)  # the shortest ciphertext there is: header, nonce and tag
+    assert len(empty) == HEADER_BYTES + NONCE_BYTES + TAG_BYTES
+    assert cipher.decrypt_many([(empty, AAD), (empty, AAD)]) == [b"", b""]
 
 
 def test_decrypt_many_fails_as_decrypt_does_on_any_bad_value(keys):
@@ -194,6 +215,11 @@ def test_decrypt_many_fails_as_decrypt_does_on_any_bad_value(keys):
             cipher.decrypt_many(pairs)
     with pytest.raises(MalformedCiphertextError) as raised:
         cipher.decrypt_many(good + [(b"\x01short", AAD)])
+    assert str(raised.value) == "value is not a field ciphertext (too short)"
+    # Too short even though it starts with key 1's header: malformed, not a failed tag.
+    header_of_key_1 = good[0][0][:HEADER_BYTES]
+    with pytest.raises(MalformedCiphertextError) as raised:
+        cipher.decrypt_many(good + [(header_of_key_1 + b"\x00" * (NONCE_BYTES + TAG_BYTES - 1), AAD)])
     assert str(raised.value) == "value is not a field ciphertext (too short)"
     with pytest.raises(MalformedCiphertextError, match="unknown ciphertext format version 2"):
         cipher.decrypt_many(good + [(b"\x02" + good[0][0][1:], AAD)])
