@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from compliance.audit import Actor, AuditTrail
+from compliance.audit_events import is_staged_event
 from compliance.audit_journal import FORMAT_VERSION, MAGIC, SUFFIX, AuditJournal
 
 pytestmark = pytest.mark.sqlite_only("the audit journal's segment files beside the vault file")
@@ -53,6 +54,8 @@ MALFORMED = [
     staged(7, actor_id=None),                                 # no actor
     staged(10, event_id=None),                                # no event id
     staged(11, occurred_at=None),                             # no time
+    staged(12, subject_hash=12345, resource="profiles/p1"),   # a record field not text, none None
+    staged(13, actor_id=None, resource="profiles/p1"),        # no actor, every record field set
     staged(8, action="peek"),                                 # an unknown action, a known role
     staged(9, actor_role="superuser"),                        # a known action, an unknown role
 ]
@@ -74,6 +77,17 @@ def test_only_well_formed_events_of_a_forged_segment_join_the_chain(vault, tmp_p
     assert trail.verify().ok
     assert f"{len(MALFORMED)} malformed staged audit events skipped" in caplog.messages
     assert not segment.exists()  # imported: the malformed records are not retried forever
+
+
+class Text(str):
+    """Text that is a str subclass: still text (the chain hashes it as the str it is)."""
+
+
+@pytest.mark.parametrize("name", ["actor_id", "subject_hash", "resource", "event_id"])
+def test_a_field_holding_a_str_subclass_is_text(name):
+    event = staged(1, resource="profiles/p1")
+    assert is_staged_event(dict(event, **{name: Text(event[name])}))
+    assert not is_staged_event(dict(event, **{name: 7}))
 
 
 def test_a_segment_of_malformed_events_only_chains_nothing(vault, tmp_path, caplog):

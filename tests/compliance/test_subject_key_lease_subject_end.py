@@ -10,6 +10,7 @@ import pytest
 from compliance.field_crypto import FieldCipher
 from compliance.subject_key_lease import SubjectKeyLease
 from compliance.subject_keys import READ_CACHE_SECONDS, SubjectCipher, SubjectKeyMissingError, SubjectKeyStore
+from key_subjects import CountingVault
 from leased_keys import ACTOR, create, key_rows, profile_key, readable
 
 
@@ -188,6 +189,15 @@ def test_an_update_of_a_profile_whose_subject_was_given_a_second_key_is_sealed_u
     sealed = KeyProof("learning_sessions", "session_type", started["session_id"], bytes(session["session_type"]))
     assert key("key_id", leased).open(*sealed) == "lesson"
     assert not key("user_id_hash", subject).authenticates(sealed)
+
+    # The key the row proved is remembered: the next write seals under it without a key lookup.
+    counting = runtime.keys.vault = CountingVault(runtime.vault_db)
+    again, _ = runtime.sessions.start(ACTOR, None, view["profile_id"], {"session_type": "review"})
+    [session] = runtime.twin_db.query("SELECT session_type FROM learning_sessions WHERE session_id = ?",
+                                      (again["session_id"],))
+    assert key("key_id", leased).open("learning_sessions", "session_type", again["session_id"],
+                                      bytes(session["session_type"])) == "review"
+    assert counting.lookups == 0
 
 
 @pytest.mark.sqlite_only("file backups, and the SQLCipher files' pages read back")

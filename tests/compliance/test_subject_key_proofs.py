@@ -12,26 +12,11 @@ from compliance.audit import Actor
 from compliance.errors import DecryptionError
 from compliance.field_crypto import FieldCipher
 from compliance.subject_keys import KeyProof, SubjectCipher, SubjectKeyMissingError, SubjectKeyStore
-from key_subjects import ALICE
-
-
-class _CountingVault:
-    """The real vault, counting the key lookups that reach it."""
-
-    def __init__(self, vault) -> None:
-        self._vault, self.lookups = vault, 0
-
-    def __getattr__(self, name):
-        return getattr(self._vault, name)
-
-    def query_one(self, sql, *args, **kwargs):
-        if "FROM subject_keys" in sql:
-            self.lookups += 1
-        return self._vault.query_one(sql, *args, **kwargs)
+from key_subjects import ALICE, CountingVault
 
 
 def test_a_remembered_key_proven_by_the_subjects_own_ciphertext_seals_without_a_vault_read(vault, keyring):
-    counting = _CountingVault(vault)
+    counting = CountingVault(vault)
     store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key))
     proof = store.writer(ALICE, create=True).seal("profiles", "data", "p1", {"v": 1})
     lookups = counting.lookups
@@ -60,21 +45,23 @@ def test_a_stale_remembered_key_is_not_used_for_sealing(vault, keyring):
 
 
 def test_a_proof_from_another_row_is_no_proof(vault, keyring):
-    counting = _CountingVault(vault)
+    counting = CountingVault(vault)
     store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key))
     proof = store.writer(ALICE, create=True).seal("profiles", "data", "p1", {"v": 1})
     lookups = counting.lookups
 
-    store.writer(ALICE, proof=KeyProof("profiles", "data", "p-other", proof))
+    sealer = store.writer(ALICE, proof=KeyProof("profiles", "data", "p-other", proof))
 
     assert counting.lookups == lookups + 1
+    # No key of theirs opens it: values are sealed under the key the vault binds them.
+    assert store.writer(ALICE).open("sessions", "notes", "s1", sealer.seal("sessions", "notes", "s1", "x")) == "x"
 
 
 def test_remembered_keys_expire(vault, keyring):
     from compliance.subject_keys import READ_CACHE_SECONDS
 
     now = [1000.0]
-    counting = _CountingVault(vault)
+    counting = CountingVault(vault)
     store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key),
                             monotonic=lambda: now[0])
     sealed = store.writer(ALICE, create=True).seal("t", "c", "r", "x")
@@ -143,7 +130,7 @@ def test_a_reader_whose_subject_was_erased_elsewhere_says_they_have_no_key(key_s
 
 
 def test_the_key_found_for_a_value_is_remembered_for_the_next_reader(vault, keyring, other_key_store):
-    counting = _CountingVault(vault)
+    counting = CountingVault(vault)
     store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key))
     store.writer(ALICE, create=True)
     reader = store.reader(ALICE)
@@ -157,7 +144,7 @@ def test_the_key_found_for_a_value_is_remembered_for_the_next_reader(vault, keyr
 
 
 def test_a_value_no_key_opens_drops_the_remembered_key(vault, keyring):
-    counting = _CountingVault(vault)
+    counting = CountingVault(vault)
     store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key))
     sealed = store.writer(ALICE, create=True).seal("t", "c", "r", "genuine")
     with pytest.raises(DecryptionError):
@@ -178,7 +165,7 @@ def test_a_sealer_proven_from_memory_opens_a_value_of_the_subjects_new_key(key_s
 
 
 def test_the_key_existing_finds_is_remembered(vault, keyring, other_key_store):
-    counting = _CountingVault(vault)
+    counting = CountingVault(vault)
     store = SubjectKeyStore(counting, FieldCipher(keyring.field_keys, keyring.active_field_key))
     sealed = other_key_store.writer(ALICE, create=True).seal("t", "c", "r", "hers")
 
