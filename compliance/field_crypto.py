@@ -41,11 +41,14 @@ class FieldCipher:
     def __init__(self, keys: Mapping[int, bytes], active_key_id: int) -> None:
         # The header stores the key id as a u32, and id 0 is never issued (the keyring
         # refuses both too): an id outside 1..2**32-1 could not be written into a header.
-        refused = sorted(repr(key_id) for key_id in keys if not _is_key_id(key_id))
-        if refused:
-            raise ValueError(f"key ids must be integers 1..2**32-1, not {', '.join(refused)}")
-        if active_key_id not in keys:
-            raise ValueError(f"active key id {active_key_id} not among the keys")
+        # Named by value if an int, else by type: a key id that is not one may be key material.
+        refused = sorted(key_id for key_id in keys if type(key_id) is int and not _is_key_id(key_id))
+        others = sorted({type(key_id).__name__ for key_id in keys if not isinstance(key_id, int)})
+        if refused or others:
+            raise ValueError(f"key ids must be integers 1..2**32-1, not {', '.join(map(str, refused + others))}")
+        if not _is_key_id(active_key_id) or active_key_id not in keys:
+            named = active_key_id if isinstance(active_key_id, int) else f"of type {type(active_key_id).__name__}"
+            raise ValueError(f"active key id {named} not among the keys")
         self._aeads = {key_id: AESGCM(key) for key_id, key in keys.items()}
         # By the header a ciphertext under each key starts with (format byte and key id).
         self._by_header = {_HEADER.pack(FORMAT_VERSION, key_id): aead for key_id, aead in self._aeads.items()}
@@ -80,6 +83,8 @@ class FieldCipher:
         """``decrypt`` of every ``(blob, aad)``, in order: the same checks, with the per-value
         call overhead paid once (exports open hundreds of thousands of values)."""
         by_header, header_size, body = self._by_header, _HEADER.size, _HEADER.size + NONCE_BYTES
+        if not isinstance(pairs, (list, tuple)):
+            pairs = list(pairs)  # the fallback below goes over them again
         out = []
         try:
             for blob, aad in pairs:

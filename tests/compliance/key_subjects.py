@@ -6,7 +6,9 @@ ALICE, BOB = "a" * 64, "b" * 64
 
 
 class CountingVault:
-    """The real vault, counting the key lookups (one subject's key row) that reach it."""
+    """The real vault, counting the key lookups that reach it: ``query_one`` of ``subject_keys``
+    (the one-row read of a subject's key on every path that misses the remembered key). The
+    many-row reads of ``key_opening`` and the lease (``query``) are not counted."""
 
     def __init__(self, vault) -> None:
         self._vault, self.lookups = vault, 0

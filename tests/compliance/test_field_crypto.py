@@ -141,22 +141,33 @@ def test_active_key_must_be_one_of_the_keys(keys):
     assert str(raised.value) == "active key id 2 not among the keys"
 
 
-@pytest.mark.parametrize("key_id", [0, -1, 2**32, 2**33, 2.5, "1"])
-def test_key_ids_outside_the_headers_u32_are_refused(key_id):
+@pytest.mark.parametrize("key_id, named", [(0, "0"), (-1, "-1"), (2**32, "4294967296"), (2**33, "8589934592"),
+                                           (2.5, "float"), ("1", "str"), (b"\x07" * 32, "bytes")])
+def test_key_ids_outside_the_headers_u32_are_refused(key_id, named):
     """A ciphertext's header stores its key id as a u32 and the keyring never issues id 0, so
-    a cipher is never built over a key its ciphertexts could not name."""
+    a cipher is never built over a key its ciphertexts could not name. What is not an int is
+    named by its type: it may be key material passed in the wrong place."""
     with pytest.raises(ValueError) as raised:
         FieldCipher({1: os.urandom(32), key_id: os.urandom(32)}, active_key_id=1)
-    assert str(raised.value) == f"key ids must be integers 1..2**32-1, not {key_id!r}"
+    assert str(raised.value) == f"key ids must be integers 1..2**32-1, not {named}"
 
 
 def test_every_refused_key_id_is_named_in_order():
-    keys = {2**32: os.urandom(32), 1: os.urandom(32), 0: os.urandom(32), 2**32 - 1: os.urandom(32)}
+    keys = {2**32: os.urandom(32), 1: os.urandom(32), 10**10: os.urandom(32), 0: os.urandom(32),
+            "x": os.urandom(32), 2.5: os.urandom(32), 2**32 - 1: os.urandom(32)}
     with pytest.raises(ValueError) as raised:
         FieldCipher(keys, active_key_id=1)
-    assert str(raised.value) == "key ids must be integers 1..2**32-1, not 0, 4294967296"
-    del keys[0], keys[2**32]
+    assert str(raised.value) == "key ids must be integers 1..2**32-1, not 0, 4294967296, 10000000000, float, str"
+    for refused in (0, 2**32, 10**10, "x", 2.5):
+        del keys[refused]
     assert repr(FieldCipher(keys, active_key_id=2**32 - 1)) == "FieldCipher(key_ids=[1, 4294967295], active=4294967295)"
+
+
+@pytest.mark.parametrize("active, named", [(1.0, "of type float"), (b"\x07" * 32, "of type bytes"), (0, "0")])
+def test_an_active_key_id_that_is_no_key_id_is_refused_without_showing_it(keys, active, named):
+    with pytest.raises(ValueError) as raised:
+        FieldCipher(keys, active_key_id=active)
+    assert str(raised.value) == f"active key id {named} not among the keys"
 
 
 def test_repr_shows_no_key_material(keys):
@@ -193,6 +204,7 @@ def test_decrypt_many_opens_each_value_exactly_as_decrypt_does(keys):
 
     assert opened == [b"value 0", b"value 1", b"value 2", b"value 3"]
     assert opened == [cipher.decrypt(blob, aad) for blob, aad in values]
+    assert cipher.decrypt_many(iter(values)) == opened  # any iterable, gone over once
     assert cipher.decrypt_many([]) == []
     empty = cipher.encrypt(b"", AAD)  # the shortest ciphertext there is: header, nonce and tag
     assert len(empty) == HEADER_BYTES + NONCE_BYTES + TAG_BYTES
@@ -213,6 +225,8 @@ def test_decrypt_many_fails_as_decrypt_does_on_any_bad_value(keys):
     for pairs in (good + [(other.encrypt(b"elsewhere", AAD), AAD)], [(other.encrypt(b"first", AAD), AAD)]):
         with pytest.raises(UnknownKeyVersionError, match="key version 9"):
             cipher.decrypt_many(pairs)
+        with pytest.raises(UnknownKeyVersionError, match="key version 9"):
+            cipher.decrypt_many(iter(pairs))  # its fallback sees every value, not what is left
     with pytest.raises(MalformedCiphertextError) as raised:
         cipher.decrypt_many(good + [(b"\x01short", AAD)])
     assert str(raised.value) == "value is not a field ciphertext (too short)"
