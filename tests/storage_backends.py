@@ -296,6 +296,27 @@ class RawPostgresConnection:
         self._conn.close()
 
 
+def end_lock_session(url: str, lock_name: str) -> int:
+    """End the database session holding the session lock ``lock_name`` (``session_lock``), as
+    a server restart or a network cut would, and no other: the transaction locks that audit
+    appends and guards take on pool connections meanwhile are advisory locks too, and ending
+    their sessions would leave dead connections in the pool. Waits until the session is gone;
+    returns how many ended."""
+    from twin.storage.dialect import lock_key
+
+    key = lock_key(f"session:{lock_name}") & 0xFFFF_FFFF_FFFF_FFFF  # as pg_locks splits it
+    admin = RawPostgresConnection(url)
+    try:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid, 10000) AS ended FROM pg_locks WHERE locktype = 'advisory' "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid::bigint = ? AND objid::bigint = ? AND objsubid = 1 AND granted",
+            (key >> 32, key & 0xFFFF_FFFF)).fetchall()
+    finally:
+        admin.close()
+    return sum(1 for row in rows if row["ended"])
+
+
 def raw_connection(db: Any, key: bytes, *, without_triggers: tuple[str, ...] = ()) -> Any:
     """A connection to ``db`` outside the storage core (the test plays someone who edits the
     database behind the service's back); on SQLite ``without_triggers`` are dropped first."""

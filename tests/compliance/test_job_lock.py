@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from compliance.job_lock import JobAlreadyRunningError, JobLock, holder_id
+from storage_backends import end_lock_session
 from twin.storage.postgresql.session_lock import LockLostError
 from twin.storage.timestamps import to_db
 
@@ -218,9 +219,7 @@ def test_on_a_server_refresh_raises_once_the_holders_session_is_gone(vault, cloc
     lock.acquire()
     lock.refresh()  # still held
 
-    vault.query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND pid <> pg_backend_pid()")
+    assert end_lock_session(vault.settings.url, "job:nightly") == 1
 
     with pytest.raises(LockLostError):
         lock.refresh()

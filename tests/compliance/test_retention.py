@@ -15,7 +15,7 @@ from compliance import retention
 from compliance.audit import Actor
 from compliance.job_lock import JobAlreadyRunningError, JobLock
 from twin.learners.errors import NotFoundError
-from storage_backends import RawPostgresConnection
+from storage_backends import end_lock_session
 from twin.storage import DatabaseUnavailableError
 from twin.storage.timestamps import to_db
 
@@ -204,17 +204,15 @@ def test_a_run_whose_lock_session_is_lost_stops_at_the_next_batch(runtime, make_
     make_subject("lost-lock", sessions=5, knowledge=0)
     clock.advance(days=31)
 
+    ended = []
+
     def terminate_lock_session(table: str, purged: int) -> None:
-        admin = RawPostgresConnection(runtime.vault_db.settings.url)
-        try:  # the lock's session, as a server restart or a network cut would end it
-            admin.execute("SELECT pg_terminate_backend(l.pid) FROM pg_locks l "
-                          "JOIN pg_stat_activity a ON a.pid = l.pid "
-                          "WHERE l.locktype = 'advisory' AND a.datname = current_database()")
-        finally:
-            admin.close()
+        if not ended:  # the run's lock session, after its first batch
+            ended.append(end_lock_session(runtime.vault_db.settings.url, "job:retention"))
 
     with pytest.raises(DatabaseUnavailableError, match="lost"):
         runtime.retention.run(progress=terminate_lock_session)
+    assert ended == [1]
     assert runtime.retention.run().counts["learning_sessions"] == 3  # the rest, by the next run
 
 
