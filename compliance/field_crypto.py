@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -79,7 +79,7 @@ class FieldCipher:
                 "ciphertext failed authentication (tampered, moved to another row/column, or wrong key)"
             ) from None
 
-    def decrypt_many(self, pairs: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+    def decrypt_many(self, pairs: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
         """``decrypt`` of every ``(blob, aad)``, in order: the same checks, with the per-value
         call overhead paid once (exports open hundreds of thousands of values)."""
         by_header, header_size, body = self._by_header, _HEADER.size, _HEADER.size + NONCE_BYTES

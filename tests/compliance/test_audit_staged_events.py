@@ -80,7 +80,8 @@ def test_only_well_formed_events_of_a_forged_segment_join_the_chain(vault, tmp_p
 
 
 class Text(str):
-    """Text that is a str subclass: still text (the chain hashes it as the str it is)."""
+    """Text that is a str subclass: still text (the hash chain hashes it as the str it is, as
+    test_hash_chain.py checks)."""
 
 
 @pytest.mark.parametrize("name", ["actor_id", "subject_hash", "resource", "event_id"])
