@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,11 +87,37 @@ class Cluster:
         assert len(self.replicas) == before + count, "a replica failed to start"
         return self.replicas[before:]
 
-    def kill(self, slot: int) -> None:
-        """SIGKILL the replica's whole process group (supervisor and worker), mid-request."""
+    def freeze(self, slot: int) -> Replica:
+        """SIGSTOP the replica's process group: it holds its sessions (and their locks) open
+        and does nothing more until killed."""
         replica = self.replicas[slot]
-        os.killpg(replica.process.pid, signal.SIGKILL)
-        replica.process.wait(10)
+        os.killpg(replica.process.pid, signal.SIGSTOP)
+        return replica
+
+    def kill(self, slot: int) -> None:
+        """SIGKILL the replica's whole process group (supervisor and worker), mid-request, and
+        return once PostgreSQL has finished with every session the replica had open.
+
+        A backend that already received a COMMIT carries it out after its client died; a
+        client that lost its answer and reads again before that would see the state without
+        the write, which then lands. So: freeze the group (it opens no more sessions and sends
+        nothing more), note its sessions' backends by their client ports, kill it, and wait
+        until those backends have exited (each commits or rolls back first)."""
+        replica = self.freeze(slot)
+        with psycopg.connect(self.env["TWIN_VAULT_DATABASE_URL"], autocommit=True) as admin:
+            ports = database_client_ports(replica.process.pid,
+                                          urllib.parse.urlsplit(self.env["TWIN_DATABASE_URL"]).port or 5432)
+            assert ports, "a replica with no database session"
+            backends = [row[0] for row in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s)", (ports,))]
+            assert backends, ports  # (one still connecting may not be listed yet: it runs nothing)
+            os.killpg(replica.process.pid, signal.SIGKILL)
+            replica.process.wait(10)
+            deadline = time.monotonic() + 120
+            while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                (backends,)).fetchone()[0]:
+                assert time.monotonic() < deadline, "the killed replica's sessions never ended"
+                threading.Event().wait(0.05)
 
     def stop_all(self) -> None:
         for replica in self.replicas:
@@ -102,6 +129,30 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 os.killpg(replica.process.pid, signal.SIGKILL)
                 replica.process.wait(10)
+
+
+def database_client_ports(process_group: int, server_port: int) -> list[int]:
+    """The local TCP ports of every connection to PostgreSQL (on ``server_port``) a process of
+    ``process_group`` holds, from /proc (the processes should be stopped, so it holds still)."""
+    inodes: set[str] = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != process_group:
+                continue
+            for fd in (stat.parent / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except (OSError, IndexError, ValueError):
+            continue  # a process that exited meanwhile
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            columns = line.split()
+            local, remote, inode = columns[1], columns[2], columns[9]
+            if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == server_port:
+                ports.append(int(local.rsplit(":", 1)[1], 16))
+    return ports
 
 
 def wait_healthy(replica: Replica) -> None:

@@ -130,8 +130,9 @@ def test_a_replica_killed_mid_retention_frees_the_lock_at_once(postgres_server, 
             while data.execute("SELECT count(*) FROM learning_sessions").fetchone()[0] == 40:
                 assert time.monotonic() < deadline, "the first run never started purging"
                 time.sleep(0.02)
+        cluster.freeze(0)  # stopped mid-run, its lock session open
         assert client(1, "POST", "/v1/admin/retention/run", {})[0] == 409  # held by replica 0
-        cluster.kill(0)
+        cluster.kill(0)  # returns once its sessions have ended
         killed.join(30)
         with data_connection(cluster) as data:  # what the killed run left behind
             left = data.execute("SELECT count(*) FROM learning_sessions").fetchone()[0]
