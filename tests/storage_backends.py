@@ -296,25 +296,69 @@ class RawPostgresConnection:
         self._conn.close()
 
 
+_HOLDING_LOCK = ("FROM pg_locks WHERE locktype = 'advisory' "
+                 "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                 "AND classid::bigint = ? AND objid::bigint = ? AND objsubid = 1 AND granted")
+
+
+def _lock_parts(lock_name: str) -> tuple[int, int]:
+    """The session lock ``lock_name``'s key as pg_locks splits it (classid, objid)."""
+    from twin.storage.dialect import lock_key
+
+    key = lock_key(f"session:{lock_name}") & 0xFFFF_FFFF_FFFF_FFFF
+    return key >> 32, key & 0xFFFF_FFFF
+
+
 def end_lock_session(url: str, lock_name: str) -> int:
     """End the database session holding the session lock ``lock_name`` (``session_lock``), as
     a server restart or a network cut would, and no other: the transaction locks that audit
     appends and guards take on pool connections meanwhile are advisory locks too, and ending
     their sessions would leave dead connections in the pool. Waits until the session is gone;
     returns how many ended."""
-    from twin.storage.dialect import lock_key
-
-    key = lock_key(f"session:{lock_name}") & 0xFFFF_FFFF_FFFF_FFFF  # as pg_locks splits it
     admin = RawPostgresConnection(url)
     try:
-        rows = admin.execute(
-            "SELECT pg_terminate_backend(pid, 10000) AS ended FROM pg_locks WHERE locktype = 'advisory' "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND classid::bigint = ? AND objid::bigint = ? AND objsubid = 1 AND granted",
-            (key >> 32, key & 0xFFFF_FFFF)).fetchall()
+        rows = admin.execute(f"SELECT pg_terminate_backend(pid, 10000) AS ended {_HOLDING_LOCK}",
+                             _lock_parts(lock_name)).fetchall()
     finally:
         admin.close()
     return sum(1 for row in rows if row["ended"])
+
+
+def lock_holders(url: str, lock_name: str) -> int:
+    """How many sessions hold the session lock ``lock_name`` (0 or 1)."""
+    admin = RawPostgresConnection(url)
+    try:
+        return admin.execute(f"SELECT count(*) AS held {_HOLDING_LOCK}", _lock_parts(lock_name)).fetchone()["held"]
+    finally:
+        admin.close()
+
+
+def wait_until_lock_free(url: str, lock_name: str, timeout: float = 60) -> None:
+    """Wait until no session holds the session lock ``lock_name``: a killed client's backend
+    ends (and frees its locks) only once the server notices, a moment after the kill."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while lock_holders(url, lock_name):
+        assert time.monotonic() < deadline, f"the lock {lock_name} was never freed"
+        time.sleep(0.05)
+
+
+def wait_until_no_other_session(url: str, timeout: float = 60) -> None:
+    """Wait until nothing but this check is connected to ``url``'s database: a killed client's
+    sessions end (freeing their locks, finishing or undoing their last statement) only once
+    the server notices, a moment after the kill."""
+    import time
+
+    admin = RawPostgresConnection(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while admin.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid()").fetchone()["n"]:
+            assert time.monotonic() < deadline, "another session stayed connected"
+            time.sleep(0.05)
+    finally:
+        admin.close()
 
 
 def raw_connection(db: Any, key: bytes, *, without_triggers: tuple[str, ...] = ()) -> Any:

@@ -22,7 +22,7 @@ from compliance.audit import Actor
 from twin.config import Config
 from twin.learners.errors import NotFoundError
 from twin.runtime import Runtime
-from storage_backends import COMPONENT_PREFIXES, database_url
+from storage_backends import COMPONENT_PREFIXES, database_url, wait_until_no_other_session
 
 READER = Actor("tok_copy_test", "service")
 FIXTURE = ROOT / "tests" / "fixtures" / "release_b8c13d3" / "data.tar.gz"
@@ -112,6 +112,8 @@ def test_an_interrupted_copy_resumes_where_it_stopped_and_copies_nothing_twice(r
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(10)
+    for url in (env["TWIN_DATABASE_URL"], vault_url):  # its sessions over, their last statements settled
+        wait_until_no_other_session(url)
     assert row[1] is False
     with psycopg.connect(vault_url) as conn:
         partial = conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]

@@ -69,7 +69,7 @@ def test_the_background_flusher_moves_events_in_without_being_asked(make_trail, 
     trail = make_trail(flush_delay=0.02)
     stage_reads(trail, 5)
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a loaded machine may starve the flusher's thread a while
     while in_vault(vault) < 5 and time.monotonic() < deadline:
         time.sleep(0.01)
 
@@ -245,7 +245,7 @@ def test_closing_does_not_wait_out_the_flush_delay(make_trail):
     started = time.monotonic()
     trail.close()
 
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15
 
 
 def test_a_service_starting_up_chains_what_a_crashed_one_staged(tmp_path, config, keyring, open_catalog_db):

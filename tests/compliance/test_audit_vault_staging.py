@@ -130,7 +130,7 @@ def test_the_background_flusher_chains_without_being_asked(make_trail, vault):
     trail = make_trail(flush_delay=0.01)
     trail.stage(SERVICE, "read", subject_hash=SUBJECT, request_id="soon")
     pause = threading.Event()
-    for _ in range(200):  # polled: the flusher runs on its own thread
+    for _ in range(1200):  # polled for up to a minute: the flusher runs on its own thread
         if _chained(vault) == ["soon"]:
             break
         pause.wait(0.05)

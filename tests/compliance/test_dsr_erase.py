@@ -138,7 +138,7 @@ def test_a_long_reader_cannot_stall_an_erasure_and_the_receipt_says_the_wal_wait
         reader.execute("COMMIT")
         reader.close()
 
-    assert took < 3, f"erasure waited {took:.1f}s on a reader"
+    assert took < 4, f"erasure waited {took:.1f}s on a reader"
     assert receipt.verified and receipt.subject_key_destroyed and receipt.wal_truncated is False
     (event,) = runtime.audit.query(subject_hash=subject.subject_hash, action="erase")
     assert event.details["wal_truncated"] is False

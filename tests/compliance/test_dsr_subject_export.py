@@ -136,7 +136,7 @@ def test_an_export_running_while_the_subject_is_erased_sees_all_or_nothing(
                                               erased.set()))
 
     eraser.start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while runtime.dsr.counts(subject.subject_hash)["learning_profiles"] and time.monotonic() < deadline:
         time.sleep(0.005)
     assert runtime.dsr.counts(subject.subject_hash)["learning_profiles"] == 0  # committed meanwhile

@@ -15,7 +15,7 @@ from compliance import retention
 from compliance.audit import Actor
 from compliance.job_lock import JobAlreadyRunningError, JobLock
 from twin.learners.errors import NotFoundError
-from storage_backends import end_lock_session
+from storage_backends import end_lock_session, lock_holders, wait_until_lock_free
 from twin.storage import DatabaseUnavailableError
 from twin.storage.timestamps import to_db
 
@@ -192,11 +192,13 @@ def test_a_lock_held_by_another_process_refuses_until_that_process_dies(runtime,
         with pytest.raises(JobAlreadyRunningError) as refused:
             runtime.retention.run()
         assert "another process holds its lock" in str(refused.value)
+        assert lock_holders(runtime.vault_db.settings.url, "job:retention") == 1
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
 
-    assert not runtime.retention.run().dry_run  # freed by the server with the dead session
+    wait_until_lock_free(runtime.vault_db.settings.url, "job:retention")  # the server ends the dead session
+    assert not runtime.retention.run().dry_run  # and its lock with it
 
 
 @pytest.mark.postgresql_only("a session advisory lock")

@@ -525,7 +525,7 @@ class TestQueryStatistics:
             writer.execute("BEGIN IMMEDIATE")
             started = time.monotonic()
             assert len(index.keyword_search("quantum")) == 1
-            assert time.monotonic() - started < 1.0    # busy_timeout is 5 s
+            assert time.monotonic() - started < 3.0    # busy_timeout is 5 s
             writer.execute("ROLLBACK")
         finally:
             writer.close()
@@ -547,7 +547,7 @@ class TestQueryStatistics:
         with held_elsewhere(holding_the_row):
             started = time.monotonic()
             assert len(index.keyword_search("quantum")) == 1
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 3.0
         assert index.get_document(ref.document_id).chunks[0].query_count == 0
         index.keyword_search("quantum")
         assert index.get_document(ref.document_id).chunks[0].query_count == 1

@@ -97,6 +97,16 @@ class LiveService:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def access_pids(self, method: str | None = None, route: str | None = None,
+                    status: int | None = None) -> set[int]:
+        """The pids of the processes whose access lines (``TWIN_LOG_FORMAT=json``) the log
+        holds, of requests matching what is given; complete lines only: the service may be
+        writing the last one."""
+        lines = [json.loads(line) for line in self.log().split("\n")[:-1] if line.startswith("{")]
+        return {line["pid"] for line in lines if line["logger"] == "twin.access"
+                and method in (None, line.get("method")) and route in (None, line.get("route"))
+                and status in (None, line.get("status"))}
+
     def children(self) -> list[int]:
         found = subprocess.run(["ps", "--ppid", str(self.process.pid), "-o", "pid="],
                                capture_output=True, text=True).stdout.split()

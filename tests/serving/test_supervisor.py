@@ -22,17 +22,24 @@ def test_a_process_that_keeps_dying_at_start_makes_the_supervisor_stop_and_fail(
 
 
 def test_sigterm_stops_every_child_and_the_supervisor_exits_0(tmp_path):
-    marker = tmp_path / "stopped"
+    marker, ready = tmp_path / "stopped", tmp_path / "ready"
 
     def patient() -> int:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        ready.touch()
         stop.wait(30)
         marker.write_text(str(os.getpid()))
         return 0
 
+    def stop_once_the_child_listens() -> None:  # a SIGTERM before that would kill it outright
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
     supervisor = Supervisor([Child("patient", patient)], restart_delay=0.01)
-    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    threading.Thread(target=stop_once_the_child_listens, daemon=True).start()
 
     assert supervisor.run() == 0
     assert marker.exists()  # it ran its own shutdown, not killed

@@ -80,27 +80,20 @@ def _wait_for_new_worker(service, pids: list[int]) -> None:
     raise AssertionError("the replacement worker did not start listening")
 
 
-def _access_pids(log: str) -> set[int]:
-    """The pids of the processes whose access lines the log holds (complete lines only: the
-    service may be writing the last one)."""
-    lines = [json.loads(line) for line in log.split("\n")[:-1] if line.startswith("{")]
-    return {line["pid"] for line in lines if line["logger"] == "twin.access"}
-
-
 def _until_two_workers_answered(service, timeout: float = 60.0) -> set[int]:
     """Requests on fresh connections until the access log shows two workers answering. Which
     worker accepts a connection is the kernel's choice: on a loaded machine one of them can take
     every connection of a short burst, so the test waits for the fact instead of expecting it
     of a burst; a worker that never accepts one fails it after ``timeout``."""
     deadline = time.monotonic() + timeout
-    pids = _access_pids(service.log())
+    pids = service.access_pids()
     while len(pids) < 2 and time.monotonic() < deadline:
         conn = service.connect("service")
         try:
             assert conn("GET", "/healthz")[0] == 200
         finally:
             conn.close()
-        pids = _access_pids(service.log())
+        pids = service.access_pids()
     return pids
 
 
@@ -120,7 +113,7 @@ def test_two_workers_serve_one_socket_and_every_acknowledged_write_is_kept_in_on
         assert service.stop() == 0
         log = service.log()
 
-    assert len(workers) == 2 and workers <= set(_access_pids(log)), "both workers took requests from the shared socket"
+    assert len(workers) == 2 and workers <= service.access_pids(), "both workers took requests from the shared socket"
     assert log.count("retention scheduled") == 1  # the nightly schedule runs once, not per worker
     assert [p.name for p in (tmp_path / "data").glob("*.audit-journal/*")] == []
     _assert_every_write_kept_and_audited_once(service, acknowledged)

@@ -14,9 +14,11 @@ from twin.serving import serve
 
 def test_a_request_in_flight_when_the_stop_comes_still_gets_its_response():
     app = Flask("slow")
+    handling = threading.Event()
 
     @app.get("/slow")
     def slow():
+        handling.set()
         time.sleep(0.6)
         return "finished"
 
@@ -24,7 +26,7 @@ def test_a_request_in_flight_when_the_stop_comes_still_gets_its_response():
     server = threading.Thread(target=serve, kwargs=dict(app=app, host="127.0.0.1", port=0, threads=2,
                                                         ready=ready, stop=stop, on_stop=stopped.set))
     server.start()
-    assert ready.wait(5)
+    assert ready.wait(30)
     base = f"http://127.0.0.1:{ready.port}"
     answer: dict[str, str] = {}
 
@@ -33,7 +35,7 @@ def test_a_request_in_flight_when_the_stop_comes_still_gets_its_response():
 
     client = threading.Thread(target=call)
     client.start()
-    time.sleep(0.2)  # the request is now being handled
+    assert handling.wait(30)  # the request is now being handled
     stop.set()
     client.join(10)
     server.join(10)
