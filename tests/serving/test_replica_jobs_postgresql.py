@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
+import psycopg
 import pytest
 
 from compliance.audit_codec import ACTION_CODES
@@ -92,8 +93,18 @@ def test_retention_started_on_two_replicas_at_once_runs_on_one_and_the_other_get
         barrier = threading.Barrier(2)
         racers = [threading.Thread(target=_run_retention, args=(Client(cluster), slot, results, barrier))
                   for slot in (0, 1)]
-        for racer in racers:
-            racer.start()
+        # Every row locked: the run that takes the job lock waits at its first batch, holding
+        # it, however slowly the other request arrives; released once that one was refused.
+        with psycopg.connect(cluster.env["TWIN_DATABASE_URL"]) as gate:
+            gate.execute("SELECT 1 FROM learning_sessions FOR UPDATE")
+            for racer in racers:
+                racer.start()
+            deadline = time.monotonic() + 60
+            while not any(result and result[0] == 409 for result in results) and \
+                    any(racer.is_alive() for racer in racers):
+                assert time.monotonic() < deadline, results
+                time.sleep(0.02)
+            gate.rollback()
         for racer in racers:
             racer.join(120)
 
