@@ -354,7 +354,7 @@ def wait_until_no_other_session(url: str, timeout: float = 60) -> None:
     try:
         deadline = time.monotonic() + timeout
         while admin.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
-                            "AND pid <> pg_backend_pid()").fetchone()["n"]:
+                            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()["n"]:
             assert time.monotonic() < deadline, "another session stayed connected"
             time.sleep(0.05)
     finally:

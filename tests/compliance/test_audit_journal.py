@@ -245,7 +245,9 @@ def test_closing_does_not_wait_out_the_flush_delay(make_trail):
     started = time.monotonic()
     trail.close()
 
-    assert time.monotonic() - started < 15
+    # Under the 5 s the flusher waits at most (retry_delay's cap): a close that waited out
+    # the delay would take that long.
+    assert time.monotonic() - started < 4
 
 
 def test_a_service_starting_up_chains_what_a_crashed_one_staged(tmp_path, config, keyring, open_catalog_db):

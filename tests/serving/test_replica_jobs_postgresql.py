@@ -16,6 +16,7 @@ from replica_cluster import Client, deployment, data_connection, vault_connectio
 from twin.storage.timestamps import to_db, utc_now
 
 SUBJECTS = 12
+SESSIONS = 120
 
 
 def _interrupt_erasures(cluster, client: Client, count: int) -> tuple[list[str], list[str]]:
@@ -128,7 +129,7 @@ def test_a_replica_killed_mid_retention_frees_the_lock_at_once(postgres_server, 
         client = Client(cluster)
         status, body, _, _ = client(0, "POST", "/v1/profiles", {"user_id": "killed-mid-run"})
         path = f"/v1/profiles/{body['profile_id']}/sessions"
-        for _ in range(40):
+        for _ in range(SESSIONS):  # so many one-row batches that the run is caught mid-way
             assert client(0, "POST", path, {"session_type": "review"})[0] == 201
         with data_connection(cluster) as data:
             data.execute("UPDATE learning_sessions SET start_time = %s",
@@ -138,9 +139,9 @@ def test_a_replica_killed_mid_retention_frees_the_lock_at_once(postgres_server, 
         killed.start()
         deadline = time.monotonic() + 60
         with data_connection(cluster) as data:  # the run is under way: rows are going
-            while data.execute("SELECT count(*) FROM learning_sessions").fetchone()[0] == 40:
+            while data.execute("SELECT count(*) FROM learning_sessions").fetchone()[0] == SESSIONS:
                 assert time.monotonic() < deadline, "the first run never started purging"
-                time.sleep(0.02)
+                time.sleep(0.005)
         cluster.freeze(0)  # stopped mid-run, its lock session open
         assert client(1, "POST", "/v1/admin/retention/run", {})[0] == 409  # held by replica 0
         cluster.kill(0)  # returns once its sessions have ended
@@ -151,7 +152,7 @@ def test_a_replica_killed_mid_retention_frees_the_lock_at_once(postgres_server, 
         status, report, _, _ = client(1, "POST", "/v1/admin/retention/run", {})
 
         assert status == 200, report
-        assert 0 < left < 40 and report["counts"]["learning_sessions"] == left  # the rest, purged now
+        assert 0 < left < SESSIONS and report["counts"]["learning_sessions"] == left  # the rest, purged now
         with data_connection(cluster) as data:
             assert data.execute("SELECT count(*) FROM learning_sessions").fetchone()[0] == 0
 

@@ -61,7 +61,8 @@ def _create_until(port: int, token: str, acknowledged: list[str], want: int, pre
         assert status == 201, status
         acknowledged.append(user)
         if len(acknowledged) == 4:
-            while not crashed.exists() and time.monotonic() < deadline:
+            while not crashed.exists():
+                assert time.monotonic() < deadline, "the worker never reached its crash point"
                 time.sleep(0.1)
 
 
@@ -168,9 +169,9 @@ def test_a_reclaim_killed_before_binding_or_destroying_leaves_every_named_key(tm
 def test_two_workers_creating_at_once_never_hand_one_key_to_two_subjects(tmp_path):
     with live_service(tmp_path, "--workers", "2", "--threads", "4", "--no-retention", roles=("service",),
                       metrics=False, env_extra={"TWIN_LOG_FORMAT": "json"}) as service:
-        def client(n: int, creates: int = 15) -> list[str]:
+        def client(n: int) -> list[str]:
             acknowledged = []
-            for i in range(creates):  # a connection per create: both workers accept some
+            for i in range(15):  # a connection per create: both workers accept some
                 user, conn = f"w{n}-{i}", service.connect("service")
                 status, _, _ = conn("POST", "/v1/profiles", {"user_id": user, "personal": {"name": user}})
                 conn.close()
@@ -178,17 +179,19 @@ def test_two_workers_creating_at_once_never_hand_one_key_to_two_subjects(tmp_pat
                 acknowledged.append(user)
             return acknowledged
 
-        acknowledged = [u for made in concurrently(*(lambda n=n: client(n) for n in range(6))) for u in made]
-        # Which worker accepts a connection is the kernel's: on a loaded machine one may have
-        # taken them all. Create on until both have (a worker that never does fails the test).
-        deadline, extra = time.monotonic() + 60, 0
-        while len(service.access_pids("POST", "/v1/profiles", 201)) < 2 and time.monotonic() < deadline:
-            acknowledged += client(100 + extra, creates=1)
-            extra += 1
+        # Which worker accepts a connection is the kernel's: on a loaded machine one may take
+        # a whole round. Rounds of 6 clients at once until both have created (at most 5).
+        acknowledged: list[str] = []
+        for round_ in range(5):
+            acknowledged += [u for made in concurrently(*(lambda n=n: client(6 * round_ + n) for n in range(6)))
+                             for u in made]
+            if len(service.access_pids("POST", "/v1/profiles", 201)) == 2:
+                break
         assert service.stop() == 0
         runtime = service.runtime()
     try:
-        assert len(acknowledged) == 90 + extra
+        assert len(service.access_pids("POST", "/v1/profiles", 201)) == 2  # both workers created
+        assert len(acknowledged) == 90 * (round_ + 1)
         holders = {r[0] for r in runtime.vault_db.query("SELECT DISTINCT leased_to FROM subject_keys "
                                                         "WHERE leased_to IS NOT NULL")}
         assert len(holders) == 2  # each worker leased its own keys
