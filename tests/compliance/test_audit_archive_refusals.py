@@ -171,3 +171,27 @@ def test_a_retention_cut_forged_at_an_archived_segments_end_with_another_hash_st
     assert _index(trail) == index_before and live_seqs(trail) == list(range(11, 36))
     verdict = trail.verify(full=True)
     assert (verdict.ok, verdict.first_bad, verdict.reason) == (False, 11, "content does not match its hash (edited?)")
+
+
+def test_events_gone_from_the_tail_between_its_reads_stop_the_run_naming_them(trail, monkeypatch):
+    """A deletion between the run choosing its segment's end (a sealed event) and reading the
+    events up to it, as another writer's could land between two statements without a shared
+    snapshot: the run stops at the first missing one, naming the gap, and nothing moves."""
+    append(trail, 25)
+    chosen, ends = audit_archive.index.segment_end, []
+
+    def then_the_tail_deleted(conn, *args):
+        end = chosen(conn, *args)
+        if end is not None:
+            ends.append(end)
+            conn.execute("DELETE FROM audit_log WHERE seq >= ?", (end - 1,))  # inside the run's transaction
+        return end
+    monkeypatch.setattr(audit_archive.index, "segment_end", then_the_tail_deleted)
+
+    with pytest.raises(AuditChainBrokenError) as broken:
+        trail.archive_older_than(at(100))
+
+    [end] = ends
+    assert (broken.value.seq, broken.value.reason) == (end - 1, f"events {end - 1}-{end} missing (deleted?)")
+    monkeypatch.undo()
+    _nothing_moved(trail, list(range(1, 26)))  # the deletion went back with the run's transaction
