@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 
+from live_service import live_service
 from twin.serving.supervisor import GIVE_UP_AFTER, Child, Supervisor
 
 
@@ -62,3 +63,38 @@ def test_the_only_process_is_replaced_when_it_dies(tmp_path):
     supervisor.run()
 
     assert len(list(runs.iterdir())) == 3
+
+
+def test_stack_dumps_asked_for_while_requests_run_never_crash_a_worker(tmp_path):
+    """SIGUSR1 prints every thread's stack (an operator's look at a hung worker). Read from a C
+    signal handler while request threads run, the frames changed under the reader: the worker
+    died with SIGSEGV within 20 dumps. Now 100 dumps under load leave the worker serving."""
+    with live_service(tmp_path, "--workers", "1", "--threads", "4", "--no-retention", metrics=False) as service:
+        conn = service.connect("service")
+        status, created, _ = conn("POST", "/v1/profiles", {"user_id": "dumped"})
+        assert status == 201
+        conn.close()
+        path, stop, statuses = f"/v1/profiles/{created['profile_id']}", threading.Event(), []
+
+        def reader() -> None:
+            reads = service.connect("service")
+            while not stop.is_set():
+                statuses.append(reads("GET", path)[0])
+            reads.close()
+        readers = [threading.Thread(target=reader) for _ in range(4)]
+        for thread in readers:
+            thread.start()
+        children = service.children()
+        try:
+            for _ in range(100):
+                service.process.send_signal(signal.SIGUSR1)
+                time.sleep(0.03)
+        finally:
+            stop.set()
+            for thread in readers:
+                thread.join(30)
+        assert service.children() == children  # no worker replaced
+        assert service.stop() == 0
+    log = service.log()
+    assert "exited with" not in log and log.count("most recent call first") >= 100
+    assert set(statuses) == {200} and len(statuses) > 100
