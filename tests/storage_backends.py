@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -336,8 +337,6 @@ def lock_holders(url: str, lock_name: str) -> int:
 def wait_until_lock_free(url: str, lock_name: str, timeout: float = 60) -> None:
     """Wait until no session holds the session lock ``lock_name``: a killed client's backend
     ends (and frees its locks) only once the server notices, a moment after the kill."""
-    import time
-
     deadline = time.monotonic() + timeout
     while lock_holders(url, lock_name):
         assert time.monotonic() < deadline, f"the lock {lock_name} was never freed"
@@ -348,8 +347,6 @@ def wait_until_no_other_session(url: str, timeout: float = 60) -> None:
     """Wait until nothing but this check is connected to ``url``'s database: a killed client's
     sessions end (freeing their locks, finishing or undoing their last statement) only once
     the server notices, a moment after the kill."""
-    import time
-
     admin = RawPostgresConnection(url)
     try:
         deadline = time.monotonic() + timeout
