@@ -20,6 +20,11 @@ from ..errors import DatabaseUnavailableError
 from .pool import connect
 
 
+def _key(name: str) -> int:
+    """The advisory lock key of the session lock ``name``."""
+    return lock_key(f"session:{name}")
+
+
 class LockLostError(DatabaseUnavailableError):
     """The session holding a lock ended (connection lost, server restarted)."""
 
@@ -45,9 +50,17 @@ class SessionLock:
             raise LockLostError(f"lock {self.name!r} was lost with its database session")
 
     def release(self) -> None:
-        """Unlock by ending the session (the server drops its advisory locks with it)."""
+        """Unlock, then end the session. Closing alone only asks the server to end it, and the
+        server drops the session's locks a moment later: the next taker (a run started right
+        after this one) could still find the lock held. A session already lost holds nothing."""
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_key(self.name),))
+        except psycopg.Error:
+            pass  # the session is gone, and its locks with it
+        finally:
             conn.close()
 
 
@@ -55,7 +68,7 @@ def try_session_lock(settings: PostgresSettings, name: str) -> SessionLock | Non
     """The lock ``name`` if no other session holds it, else None (never waits)."""
     conn = connect(settings)
     try:
-        taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(f"session:{name}"),)).fetchone()[0]
+        taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (_key(name),)).fetchone()[0]
     except psycopg.Error as exc:
         conn.close()
         raise DatabaseUnavailableError(f"lock {name!r}: {exc.__class__.__name__}") from None
